@@ -1,0 +1,15 @@
+"""CIFAR-10 medium (CNN-m, 32 px) Hyp-10-fix zoo: 1,280 models, 50 epochs, batch 10 (original `tune_zoo_cifar10_large_hyperparameter_10_fixed_seeds`).
+
+Grid: 4 activations x 4 inits x adam/sgd x lr {0.001} x wd {0.01, 0.001} x dropout {0, 0.5} x seeds 1..10.
+
+Paper vs code (D3): the paper omits the max-pool after conv3; the code (followed here) has it.
+
+Run:  python -m jaxzoo.train --config configs/cifar10_medium_hyp10_fix.py --workdir runs/cifar10_medium_hyp10_fix
+Time: ~249 h on a 2-core CPU at 3k model-samples/s; figures in docs/benchmarks.md.
+"""
+
+from jaxzoo.paper_zoos import paper_zoo
+
+
+def get_config():
+    return paper_zoo("cifar10_medium_hyp10_fix")

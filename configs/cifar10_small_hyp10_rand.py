@@ -1,0 +1,13 @@
+"""CIFAR-10 small (CNN-s, 28 px) Hyp-10-rand zoo: 1,280 models, 50 epochs, batch 10 (original `tune_zoo_cifar10_small_hyperparameter_10_random_seeds`).
+
+Grid: 4 activations x 4 inits x adam/sgd x lr {0.001} x wd {0.01, 0.001} x dropout {0, 0.5} x 10 random seeds per grid point.
+
+Run:  python -m jaxzoo.train --config configs/cifar10_small_hyp10_rand.py --workdir runs/cifar10_small_hyp10_rand
+Time: ~62 h on a 2-core CPU at 12k model-samples/s; figures in docs/benchmarks.md.
+"""
+
+from jaxzoo.paper_zoos import paper_zoo
+
+
+def get_config():
+    return paper_zoo("cifar10_small_hyp10_rand")

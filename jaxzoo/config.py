@@ -1,0 +1,169 @@
+"""Zoo configs: the base config every zoo overrides, validation at the boundary, identity.
+
+A config has the sections `data`, `model`, `training`, `population` (the grid of generating
+factors) and `runtime` (how to run, not what to train). Everything outside `runtime` and
+`training.num_epochs` defines the zoo: a workdir trained under one identity refuses another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+
+import ml_collections
+
+from jaxzoo.errors import UserError
+
+from jaxzoo.data import DATASETS
+from jaxzoo.models import ACTIVATIONS, ARCHS, INITS
+from jaxzoo.optim import OPTIMIZERS
+from jaxzoo.population import SEED_MODES
+
+
+class ConfigError(UserError, ValueError):
+    """A config value that cannot be trained; the message names the field and the fix."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Defaults shared by every CNN zoo (the original's protocol, zoo-spec §1, §4)."""
+    config = ml_collections.ConfigDict()
+    config.name = "default"
+    config.seed = 42  # zoo seed: draws the Hyp-10-rand seeds; model randomness uses model seeds
+    config.notes = ""  # where this zoo follows the original code against the paper
+
+    config.original = ml_collections.ConfigDict()  # where the paper's zoo lies in the original
+    config.original.experiment = ""
+    config.original.net_dir = ""
+
+    config.data = ml_collections.ConfigDict()
+    config.data.name = "mnist_5k"
+    config.data.image_size = 28
+    config.data.max_examples_per_split = 0  # 0: whole splits; N: the first N of each (quick runs)
+
+    config.model = ml_collections.ConfigDict()
+    config.model.arch = "cnn_s"
+
+    config.training = ml_collections.ConfigDict()
+    config.training.num_epochs = 50
+    config.training.batch_size = 10
+
+    config.population = ml_collections.ConfigDict()
+    config.population.seed_mode = "range"
+    config.population.num_seeds = 1000
+    config.population.first_seed = 1
+    config.population.activation = ("tanh",)
+    config.population.init = ("uniform",)
+    config.population.optimizer = ("adam",)
+    config.population.lr = (3e-4,)
+    config.population.weight_decay = (0.0,)
+    config.population.dropout = (0.0,)
+    config.population.momentum = 0.9  # used by SGD only, as in the original
+    config.population.max_models = 0  # 0: the whole grid; N: its first N models
+
+    config.runtime = ml_collections.ConfigDict()
+    config.runtime.chunk_size = 0  # models per compiled call; 0: chosen from memory
+    config.runtime.steps_per_call = 0  # training steps per compiled call; 0: chosen from memory
+    config.runtime.eval_batch_size = 500  # images per evaluation batch (shared by all models)
+    config.runtime.progress = True
+    config.runtime.async_checkpointing = True
+    return config
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def _check_choices(field: str, values, choices) -> None:
+    values = tuple(values) if isinstance(values, (tuple, list)) else (values,)
+    _check(len(values) > 0, f"{field} is empty: give at least one value")
+    for value in values:
+        _check(value in choices, f"unknown {field} {value!r}: choose from {sorted(choices)}")
+
+
+def _check_numbers(field: str, values, low: float, high: float, low_open: bool) -> None:
+    _check(len(values) > 0, f"{field} is empty: give at least one value")
+    for value in values:
+        ok = isinstance(value, (int, float)) and math.isfinite(value)
+        ok = ok and (low < value if low_open else low <= value) and value < high
+        bracket = "(" if low_open else "["
+        _check(ok, f"{field} value {value!r} is out of range: use a number in {bracket}{low}, {high})")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError naming the first impossible value and its fix."""
+    _check_choices("data.name", config.data.name, DATASETS)
+    _check_choices("model.arch", config.model.arch, ARCHS)
+    info, arch = DATASETS[config.data.name], ARCHS[config.model.arch]
+    _check(
+        config.data.image_size in info.image_sizes,
+        f"data.image_size={config.data.image_size} is not a size of {info.name}: use one of {info.image_sizes}",
+    )
+    _check(
+        config.data.image_size == arch.image_size,
+        f"model.arch={arch.name} needs {arch.image_size}px images, data.image_size is "
+        f"{config.data.image_size}: set data.image_size={arch.image_size} or change model.arch",
+    )
+    _check(
+        isinstance(config.training.num_epochs, int) and 1 <= config.training.num_epochs <= 10_000,
+        f"training.num_epochs={config.training.num_epochs!r} is out of range: use 1..10000",
+    )
+    train_size = info.split_sizes[0]
+    if config.data.max_examples_per_split:
+        train_size = min(train_size, config.data.max_examples_per_split)
+    _check(
+        isinstance(config.training.batch_size, int) and 1 <= config.training.batch_size <= train_size,
+        f"training.batch_size={config.training.batch_size!r} is out of range: use 1..{train_size} "
+        f"(the {info.name} train split)",
+    )
+    _check(
+        config.data.max_examples_per_split >= 0,
+        f"data.max_examples_per_split={config.data.max_examples_per_split} must be >= 0 (0: all)",
+    )
+    pop = config.population
+    _check_choices("population.seed_mode", pop.seed_mode, SEED_MODES)
+    _check(pop.num_seeds >= 1, f"population.num_seeds={pop.num_seeds} must be at least 1")
+    _check(pop.first_seed >= 0, f"population.first_seed={pop.first_seed} must be >= 0")
+    _check_choices("population.activation", pop.activation, ACTIVATIONS)
+    _check_choices("population.init", pop.init, INITS)
+    _check_choices("population.optimizer", pop.optimizer, OPTIMIZERS)
+    _check_numbers("population.lr", pop.lr, 0.0, 10.0, low_open=True)
+    _check_numbers("population.weight_decay", pop.weight_decay, 0.0, 1.0, low_open=False)
+    _check_numbers("population.dropout", pop.dropout, 0.0, 1.0, low_open=False)
+    _check_numbers("population.momentum", (pop.momentum,), 0.0, 1.0, low_open=False)
+    _check(pop.max_models >= 0, f"population.max_models={pop.max_models} must be >= 0 (0: all)")
+    rt = config.runtime
+    _check(rt.chunk_size >= 0, f"runtime.chunk_size={rt.chunk_size} must be >= 0 (0: automatic)")
+    _check(rt.steps_per_call >= 0, f"runtime.steps_per_call={rt.steps_per_call} must be >= 0 (0: automatic)")
+    _check(rt.eval_batch_size >= 1, f"runtime.eval_batch_size={rt.eval_batch_size} must be >= 1")
+
+
+def to_json_dict(config: ml_collections.ConfigDict) -> dict:
+    """The config as plain JSON data (tuples become lists)."""
+    return json.loads(config.to_json())
+
+
+def identity(config: ml_collections.ConfigDict) -> dict:
+    """What defines the zoo: the config without `runtime` and `training.num_epochs`."""
+    data = to_json_dict(config)
+    data.pop("runtime", None)
+    data["training"].pop("num_epochs", None)
+    return data
+
+
+def identity_hash(identity_dict: dict) -> str:
+    return hashlib.sha256(json.dumps(identity_dict, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def describe_difference(old: dict, new: dict, prefix: str = "") -> str:
+    """The first field where two identities differ, as 'field: old -> new'."""
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found = describe_difference(a, b, f"{prefix}{key}.")
+            if found:
+                return found
+        elif a != b:
+            return f"{prefix}{key}: {a!r} -> {b!r}"
+    return ""

@@ -1,0 +1,229 @@
+"""The original zoos' small CNNs (CNN-s, CNN-m) as Flax modules, exact to the PyTorch code.
+
+Layer order is conv -> max-pool -> activation -> dropout, as in the original ModuleList;
+convolutions are stride 1, 'VALID'; the flatten is channel-major (NCHW) so the first linear
+layer's weights are laid out exactly as PyTorch's. Images enter NHWC.
+
+Convolutions are computed as patches @ kernel (im2col): under `jax.vmap` over per-model
+kernels a `lax.conv` lowers to a grouped convolution that XLA:CPU runs slowly, whereas the
+patches form becomes one batched matmul.
+
+Per-model factors that vary inside a compiled population (activation, dropout rate) are
+arrays; the *set* of activations present is static, so a population that uses one
+activation pays for one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+ACTIVATIONS = {
+    "tanh": jnp.tanh,
+    "sigmoid": jax.nn.sigmoid,
+    "relu": jax.nn.relu,
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # PyTorch nn.GELU() is exact erf
+    "leakyrelu": lambda x: jax.nn.leaky_relu(x, 0.01),  # PyTorch default slope
+    "silu": jax.nn.silu,
+}
+INITS = ("uniform", "normal", "kaiming_uniform", "kaiming_normal", "xavier_uniform", "xavier_normal")
+BIAS_INIT = 0.01
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvSpec:
+    features: int
+    kernel: int
+    pool: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchSpec:
+    """A CNN of the original: convs, then fully connected layers (the last gives logits)."""
+
+    name: str
+    image_size: int
+    convs: tuple[ConvSpec, ...]
+    hidden: tuple[int, ...]
+    num_classes: int
+    dropout_after_last_conv: bool
+    dropout_always_present: bool  # CNN-m inserts Dropout modules even when p == 0
+
+    @property
+    def flat_features(self) -> int:
+        size = self.image_size
+        for conv in self.convs:
+            size = size - conv.kernel + 1
+            if conv.pool:
+                size //= 2
+        return size * size * self.convs[-1].features
+
+
+ARCHS = {
+    "cnn_s": ArchSpec(
+        name="cnn_s",
+        image_size=28,
+        convs=(ConvSpec(8, 5, True), ConvSpec(6, 5, True), ConvSpec(4, 2, False)),
+        hidden=(20,),
+        num_classes=10,
+        dropout_after_last_conv=False,
+        dropout_always_present=False,
+    ),
+    "cnn_m": ArchSpec(
+        name="cnn_m",
+        image_size=32,
+        convs=(ConvSpec(16, 3, True), ConvSpec(32, 3, True), ConvSpec(15, 3, True)),
+        hidden=(20,),
+        num_classes=10,
+        dropout_after_last_conv=True,
+        dropout_always_present=True,
+    ),
+}
+
+
+def layer_names(arch: ArchSpec) -> list[str]:
+    """Parameter-holding layers in forward order: conv0.., then fc0.. ."""
+    return [f"conv{i}" for i in range(len(arch.convs))] + [
+        f"fc{i}" for i in range(len(arch.hidden) + 1)
+    ]
+
+
+def extract_patches(x: jax.Array, kernel: int) -> jax.Array:
+    """[B, H, W, C] -> [B, H-k+1, W-k+1, k*k*C], feature order (kh, kw, C) as an HWIO kernel."""
+    h_out = x.shape[1] - kernel + 1
+    w_out = x.shape[2] - kernel + 1
+    slices = [
+        x[:, i : i + h_out, j : j + w_out, :] for i in range(kernel) for j in range(kernel)
+    ]
+    return jnp.concatenate(slices, axis=-1)
+
+
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+    """MaxPool2d(2, 2) with floor, as reshape + max (faster than reduce_window's backward on CPU)."""
+    b, h, w, c = x.shape
+    h2, w2 = h // 2, w // 2
+    x = x[:, : 2 * h2, : 2 * w2, :].reshape(b, h2, 2, w2, 2, c)
+    return x.max(axis=(2, 4))
+
+
+class PatchConv(nn.Module):
+    """Conv2d, stride 1, no padding; kernel [kh, kw, in, out] (HWIO), bias [out]."""
+
+    features: int
+    kernel: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        in_features = x.shape[-1]
+        kernel = self.param(
+            "kernel", nn.initializers.zeros, (self.kernel, self.kernel, in_features, self.features)
+        )
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        patches = extract_patches(x, self.kernel)
+        return patches @ kernel.reshape(-1, self.features) + bias
+
+
+def select_activation(x: jax.Array, activation_index: jax.Array, activations: Sequence[str]):
+    """Applies activations[activation_index]; with one static activation, no select at all."""
+    if len(activations) == 1:
+        return ACTIVATIONS[activations[0]](x)
+    out = ACTIVATIONS[activations[0]](x)
+    for i, name in enumerate(activations[1:], start=1):
+        out = jnp.where(activation_index == i, ACTIVATIONS[name](x), out)
+    return out
+
+
+def dropout(x: jax.Array, rate: jax.Array, key: jax.Array) -> jax.Array:
+    """Inverted dropout with a traced rate (PyTorch semantics: scale kept units by 1/(1-p))."""
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0.0)
+
+
+class CNN(nn.Module):
+    """CNN-s / CNN-m of the original. Call with x [B, H, W, C] -> logits [B, classes].
+
+    `activation_index` picks from the static `activations`; `dropout_rate` is a scalar array;
+    dropout runs only when `train` and `use_dropout` (a population without dropout skips it).
+    """
+
+    arch: ArchSpec
+    activations: tuple[str, ...]
+    use_dropout: bool
+
+    @nn.compact
+    def __call__(self, x, activation_index, dropout_rate, train: bool):
+        apply_dropout = self.use_dropout and train
+        act = lambda y: select_activation(y, activation_index, self.activations)
+
+        def maybe_dropout(y):
+            return dropout(y, dropout_rate, self.make_rng("dropout")) if apply_dropout else y
+
+        last = len(self.arch.convs) - 1
+        for i, spec in enumerate(self.arch.convs):
+            x = PatchConv(spec.features, spec.kernel, name=f"conv{i}")(x)
+            if spec.pool:
+                x = max_pool_2x2(x)
+            x = act(x)
+            if i < last or self.arch.dropout_after_last_conv:
+                x = maybe_dropout(x)
+        x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)  # NCHW flatten, as torch
+        for i, width in enumerate(self.arch.hidden):
+            x = act(nn.Dense(width, name=f"fc{i}")(x))
+            x = maybe_dropout(x)
+        return nn.Dense(self.arch.num_classes, name=f"fc{len(self.arch.hidden)}")(x)
+
+
+def fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    """PyTorch fan_in, fan_out of an HWIO conv kernel or an [in, out] dense kernel."""
+    receptive = math.prod(shape[:-2])
+    return shape[-2] * receptive, shape[-1] * receptive
+
+
+def init_kernel(key: jax.Array, shape: tuple[int, ...], method: str) -> jax.Array:
+    """One kernel drawn as the original's `initialize_weights` does (PyTorch semantics)."""
+    fan_in, fan_out = fans(shape)
+    if method == "uniform":
+        return jax.random.uniform(key, shape)
+    if method == "normal":
+        return jax.random.normal(key, shape)
+    if method == "kaiming_uniform":  # a=0: gain sqrt(2), bound sqrt(6 / fan_in)
+        bound = math.sqrt(6.0 / fan_in)
+        return jax.random.uniform(key, shape, minval=-bound, maxval=bound)
+    if method == "kaiming_normal":
+        return math.sqrt(2.0 / fan_in) * jax.random.normal(key, shape)
+    if method == "xavier_uniform":
+        bound = math.sqrt(6.0 / (fan_in + fan_out))
+        return jax.random.uniform(key, shape, minval=-bound, maxval=bound)
+    if method == "xavier_normal":
+        return math.sqrt(2.0 / (fan_in + fan_out)) * jax.random.normal(key, shape)
+    raise ValueError(f"unknown init {method!r}; choose one of {INITS}")
+
+
+def init_params(
+    params_template, key: jax.Array, init_index: jax.Array, inits: Sequence[str]
+):
+    """Fresh parameters for one model: kernels by inits[init_index], every bias 0.01.
+
+    `params_template` fixes the structure and shapes (from `CNN.init`). Each layer draws
+    from its own fold of `key`, so the draw does not depend on the other layers' methods.
+    """
+
+    def init_layer(layer_index, layer):
+        layer_key = jax.random.fold_in(key, layer_index)
+        shape = layer["kernel"].shape
+        kernel = init_kernel(layer_key, shape, inits[0])
+        for i, method in enumerate(inits[1:], start=1):
+            kernel = jnp.where(init_index == i, init_kernel(layer_key, shape, method), kernel)
+        return {"kernel": kernel, "bias": jnp.full(layer["bias"].shape, BIAS_INIT)}
+
+    names = sorted(params_template)  # conv0.. fc0.. (stable, independent of dict order)
+    return {name: init_layer(i, params_template[name]) for i, name in enumerate(names)}
+
+
+def param_count(params) -> int:
+    return sum(x.size for x in jax.tree_util.tree_leaves(params))

@@ -1,0 +1,110 @@
+"""Expands a zoo's grid of generating factors into a table of models, and into arrays.
+
+Every model has a stable integer id (its row in the expanded grid), a seed, and one value of
+each factor. Seeds are the outermost loop, so truncating the table (`max_models`) keeps whole
+grids of the first seeds. Inside a compiled population each categorical factor becomes an
+index into the static tuple of the values the zoo uses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Any
+
+import numpy as np
+
+FACTORS = ("activation", "init", "optimizer", "lr", "weight_decay", "dropout")
+CATEGORICAL = ("activation", "init", "optimizer")
+SEED_MODES = ("range", "random")
+RANDOM_SEED_HIGH = 1_000_000  # the original's tune.randint(0, 1_000_000)
+
+
+def expand_seeds(population_config, zoo_seed: int, grid_size: int) -> np.ndarray:
+    """Seeds as [num_seeds, grid_size] (row s: the seed of each grid point for seed slot s).
+
+    'range': first_seed.. first_seed+num_seeds-1, shared by every grid point (Seed and
+    Hyp-10-fix zoos). 'random': a fresh integer in [0, 1e6) for every model (Hyp-10-rand, as
+    the original drew one per trial), from a generator seeded with the zoo seed.
+    """
+    n = population_config.num_seeds
+    if population_config.seed_mode == "range":
+        seeds = np.arange(population_config.first_seed, population_config.first_seed + n)
+        return np.repeat(seeds[:, None], grid_size, axis=1)
+    rng = np.random.default_rng(zoo_seed)
+    return rng.integers(0, RANDOM_SEED_HIGH, size=(n, grid_size))
+
+
+def expand_grid(population_config, zoo_seed: int) -> list[dict[str, Any]]:
+    """The model table: one dict per model with `model_id`, `seed` and every factor."""
+    values = [tuple(population_config[name]) for name in FACTORS]
+    grid = list(itertools.product(*values))
+    seeds = expand_seeds(population_config, zoo_seed, len(grid))
+    table = []
+    for slot in range(seeds.shape[0]):
+        for point_index, point in enumerate(grid):
+            row = {"model_id": len(table), "seed": int(seeds[slot, point_index])}
+            row.update({name: _plain(value) for name, value in zip(FACTORS, point)})
+            table.append(row)
+    if population_config.max_models:
+        table = table[: population_config.max_models]
+    return table
+
+
+def _plain(value):
+    """Config values as JSON-friendly Python scalars."""
+    if isinstance(value, (np.floating, float)):
+        return float(value)
+    if isinstance(value, (np.integer, int)) and not isinstance(value, bool):
+        return int(value)
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Population:
+    """A population as arrays along axis 0 (length `size`), plus the static value sets.
+
+    `activations`, `inits`, `optimizers` are the sorted values the population uses; the
+    index arrays point into them. They are static (they shape the compiled program).
+    """
+
+    table: tuple[dict[str, Any], ...]
+    activations: tuple[str, ...]
+    inits: tuple[str, ...]
+    optimizers: tuple[str, ...]
+    arrays: dict[str, np.ndarray]
+
+    @property
+    def size(self) -> int:
+        return len(self.table)
+
+    @property
+    def uses_dropout(self) -> bool:
+        return bool(np.any(self.arrays["dropout"] > 0))
+
+    def take(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        """The factor arrays of the models at `indices` (padding a chunk repeats indices)."""
+        return {name: array[indices] for name, array in self.arrays.items()}
+
+
+def build_population(table: list[dict[str, Any]]) -> Population:
+    """Arrays of the table: seed (uint32), *_index (int32), lr/weight_decay/dropout (float32)."""
+    value_sets = {
+        name: tuple(sorted({row[name] for row in table})) for name in CATEGORICAL
+    }
+    arrays = {
+        "seed": np.array([row["seed"] for row in table], dtype=np.uint32),
+        "model_id": np.array([row["model_id"] for row in table], dtype=np.int64),
+    }
+    for name in CATEGORICAL:
+        lookup = {value: i for i, value in enumerate(value_sets[name])}
+        arrays[f"{name}_index"] = np.array([lookup[row[name]] for row in table], dtype=np.int32)
+    for name in ("lr", "weight_decay", "dropout"):
+        arrays[name] = np.array([row[name] for row in table], dtype=np.float32)
+    return Population(
+        table=tuple(table),
+        activations=value_sets["activation"],
+        inits=value_sets["init"],
+        optimizers=value_sets["optimizer"],
+        arrays=arrays,
+    )

@@ -1,0 +1,180 @@
+"""Pure, compiled functions that init, train and evaluate a chunk of models at once.
+
+Every function maps over a leading population axis M with `jax.vmap`; nothing mixes models,
+so a model's numbers depend only on its own factors and seed. Randomness comes from the
+model seed alone: `key(seed)` folded with a stream id (init, data order, dropout), then with
+epoch and step. Resuming at an epoch therefore needs no RNG state beyond the epoch number.
+
+Shapes: images [N, H, W, C] float32, labels [N] int32; a training call takes S steps of
+per-model batches x [S, M, B, H, W, C], y [S, M, B], mask [S, M, B] (0 marks the padding of
+the last partial batch, so the loss is the mean over the real samples, as PyTorch's).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxzoo.models import CNN, ArchSpec, init_params
+from jaxzoo.optim import PopulationOptimizer
+
+INIT_STREAM, ORDER_STREAM, DROPOUT_STREAM = 0, 1, 2
+
+
+def model_key(seed: jax.Array, stream: int) -> jax.Array:
+    return jax.random.fold_in(jax.random.key(seed), stream)
+
+
+def epoch_order(seed: jax.Array, epoch: jax.Array, num_train: int, batch_size: int):
+    """One model's data order for an epoch -> (indices [steps, B] int32, mask [steps, B] f32).
+
+    A fresh permutation per epoch from (seed, epoch), cut into consecutive batches; the last
+    batch is partial when B does not divide N (FastTensorDataLoader semantics).
+    """
+    steps = -(-num_train // batch_size)
+    perm = jax.random.permutation(jax.random.fold_in(model_key(seed, ORDER_STREAM), epoch), num_train)
+    pad = steps * batch_size - num_train
+    indices = jnp.concatenate([perm, jnp.zeros((pad,), perm.dtype)]).reshape(steps, batch_size)
+    mask = (jnp.arange(steps * batch_size) < num_train).astype(jnp.float32)
+    return indices.astype(jnp.int32), mask.reshape(steps, batch_size)
+
+
+def nll_and_correct(logits: jax.Array, labels: jax.Array, mask: jax.Array):
+    """-> (sum of NLL of log_softmax over the masked samples, number correct), per batch."""
+    logp = jax.nn.log_softmax(logits)
+    nll = -jnp.take_along_axis(logp, labels[:, None], axis=-1)[:, 0]
+    correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+    return jnp.sum(nll * mask), jnp.sum(correct * mask)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepFunctions:
+    """Compiled functions for one population structure (arch and static factor sets)."""
+
+    init: Callable[..., Any]
+    order: Callable[..., Any]
+    gather: Callable[..., Any]
+    train: Callable[..., Any]
+    evaluate: Callable[..., Any]
+    model: CNN
+    optimizer: PopulationOptimizer
+
+
+def make_step_functions(
+    arch: ArchSpec,
+    activations: tuple[str, ...],
+    inits: tuple[str, ...],
+    optimizers: tuple[str, ...],
+    use_dropout: bool,
+    momentum: float,
+    image_shape: tuple[int, int, int],
+    num_train: int,
+    batch_size: int,
+) -> StepFunctions:
+    """Builds the jitted population functions (see each inner function for shapes)."""
+    model = CNN(arch=arch, activations=activations, use_dropout=use_dropout)
+    optimizer = PopulationOptimizer(optimizers, momentum)
+    template = jax.eval_shape(
+        lambda: model.init(
+            jax.random.key(0), jnp.zeros((1, *image_shape)), 0, 0.0, train=False
+        )["params"]
+    )
+
+    def init_one(seed, init_index, lr, weight_decay):
+        params = init_params(template, model_key(seed, INIT_STREAM), init_index, inits)
+        return {"params": params, "opt_state": optimizer.init(params, lr, weight_decay)}
+
+    def init(factors):
+        """factors (arrays [M]) -> state {'params', 'opt_state'} with leading axis M."""
+        return jax.vmap(init_one)(
+            factors["seed"], factors["init_index"], factors["lr"], factors["weight_decay"]
+        )
+
+    def order(seeds, epoch):
+        """seeds [M] -> (indices [M, steps, B], mask [M, steps, B]) for this epoch."""
+        return jax.vmap(lambda s: epoch_order(s, epoch, num_train, batch_size))(seeds)
+
+    def gather(images, labels, indices, mask):
+        """Per-model batches of S steps, indices [M, S, B] -> x [S, M, B, ...], y, mask [S, M, B]."""
+        indices = jnp.swapaxes(indices, 0, 1)
+        return images[indices], labels[indices], jnp.swapaxes(mask, 0, 1)
+
+    def train_one_step(params, opt_state, factors, x, y, mask, key):
+        def loss_fn(p):
+            logits = model.apply(
+                {"params": p}, x, factors["activation_index"], factors["dropout"], train=True,
+                rngs={"dropout": key},
+            )
+            loss_sum, correct = nll_and_correct(logits, y, mask)
+            return loss_sum / jnp.maximum(jnp.sum(mask), 1.0), (loss_sum, correct)
+
+        grads, (loss_sum, correct) = jax.grad(loss_fn, has_aux=True)(params)
+        params, opt_state = optimizer.update(grads, opt_state, params, factors["optimizer_index"])
+        return params, opt_state, loss_sum, correct
+
+    def train(state, factors, x, y, mask, epoch, first_step):
+        """S steps for M models -> (state, train loss sum [M], train correct [M]) of these steps."""
+
+        def body(carry, batch):
+            params, opt_state, step = carry
+            xb, yb, mb = batch
+            keys = jax.vmap(
+                lambda s: jax.random.fold_in(
+                    jax.random.fold_in(model_key(s, DROPOUT_STREAM), epoch), step
+                )
+            )(factors["seed"])
+            params, opt_state, loss_sum, correct = jax.vmap(train_one_step)(
+                params, opt_state, factors, xb, yb, mb, keys
+            )
+            return (params, opt_state, step + 1), (loss_sum, correct)
+
+        carry = (state["params"], state["opt_state"], first_step)
+        (params, opt_state, _), (loss_sums, corrects) = jax.lax.scan(body, carry, (x, y, mask))
+        return {"params": params, "opt_state": opt_state}, loss_sums.sum(0), corrects.sum(0)
+
+    def forward_eval(params, activation_index, x):
+        return model.apply({"params": params}, x, activation_index, 0.0, train=False)
+
+    def evaluate(params, activation_index, x, y, mask):
+        """Eval mode on shared data x [nb, eb, ...] -> (loss sum [M], correct [M]) over all batches."""
+
+        def body(totals, batch):
+            xb, yb, mb = batch
+            logits = jax.vmap(forward_eval, in_axes=(0, 0, None))(params, activation_index, xb)
+            loss_sum, correct = jax.vmap(nll_and_correct, in_axes=(0, None, None))(logits, yb, mb)
+            return (totals[0] + loss_sum, totals[1] + correct), None
+
+        m = activation_index.shape[0]
+        zeros = (jnp.zeros((m,), jnp.float32), jnp.zeros((m,), jnp.float32))
+        totals, _ = jax.lax.scan(body, zeros, (x, y, mask))
+        return totals
+
+    return StepFunctions(
+        init=jax.jit(init),
+        order=jax.jit(order),
+        gather=jax.jit(gather),
+        train=jax.jit(train),
+        evaluate=jax.jit(evaluate),
+        model=model,
+        optimizer=optimizer,
+    )
+
+
+def eval_batches(images: np.ndarray, labels: np.ndarray, batch_size: int):
+    """Pads a split to whole batches -> x [nb, eb, ...], y [nb, eb], mask [nb, eb] (numpy)."""
+    n = len(labels)
+    batch_size = min(batch_size, n)
+    nb = -(-n // batch_size)
+    pad = nb * batch_size - n
+    x = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
+    y = np.concatenate([labels, np.zeros((pad,), labels.dtype)])
+    mask = (np.arange(nb * batch_size) < n).astype(np.float32)
+    return (
+        x.reshape(nb, batch_size, *images.shape[1:]),
+        y.reshape(nb, batch_size),
+        mask.reshape(nb, batch_size),
+    )

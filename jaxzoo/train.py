@@ -1,0 +1,354 @@
+"""Trains a zoo: `python -m jaxzoo.train --config configs/<zoo>.py --workdir DIR`.
+
+`train_and_evaluate(config, workdir)` does the work; `main` only parses flags. The population
+is cut into chunks of models; each chunk is one compiled program (all models of a chunk train
+at once, mixed factors included) whose population axis is sharded over the local devices.
+Per epoch: every chunk trains over the whole train split in its own per-model data order,
+then val and test are evaluated; the whole population's state and metrics are checkpointed.
+Epoch 0 evaluates the fresh models (train split in eval mode, val, test) before any update.
+Rerunning the same command resumes from the last complete epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import logging
+
+from absl import app, flags
+from absl import logging as absl_logging
+from jax.sharding import NamedSharding, PartitionSpec
+from ml_collections import config_flags
+from tqdm import tqdm
+
+from jaxzoo import checkpoint
+from jaxzoo.config import identity, to_json_dict, validate
+from jaxzoo.data import Dataset, load_dataset
+from jaxzoo.errors import UserError
+from jaxzoo.models import ARCHS, ArchSpec
+from jaxzoo.population import Population, build_population, expand_grid
+from jaxzoo.steps import StepFunctions, eval_batches, make_step_functions
+
+log = logging.getLogger("jaxzoo")
+POPULATION_AXIS = "pop"
+STATIC_FACTORS = ("seed", "model_id")  # not fed to the compiled functions as factors
+DEFAULT_CHUNK_PER_DEVICE = {"cpu": 256, "gpu": 4096, "tpu": 4096}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+    chunk_size: int  # models per compiled call (a multiple of the device count)
+    steps_per_call: int  # training steps per compiled call
+    eval_batch_size: int  # images per evaluation batch
+
+
+def activation_floats_per_image(arch: ArchSpec, channels: int) -> int:
+    """Floats one image produces in a forward pass (patches and layer outputs)."""
+    size, total = arch.image_size, 0
+    for conv in arch.convs:
+        out = size - conv.kernel + 1
+        total += out * out * (conv.kernel**2 * channels + 2 * conv.features)
+        size = out // 2 if conv.pool else out
+        channels = conv.features
+    return total + sum(arch.hidden) * 2 + arch.num_classes
+
+
+def available_memory_bytes() -> int:
+    device = jax.local_devices()[0]
+    stats = device.memory_stats() if device.platform != "cpu" else None
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def plan_run(config, population_size: int, arch: ArchSpec, image_shape, num_train: int) -> RunPlan:
+    """Chunk size, steps per call and eval batch from the config, or from memory when 0."""
+    n_devices = jax.local_device_count()
+    budget = available_memory_bytes() // 4
+    per_image = activation_floats_per_image(arch, image_shape[-1]) * 4
+    batch = config.training.batch_size
+    chunk = config.runtime.chunk_size
+    if not chunk:
+        per_model = 3 * batch * per_image + 64 * 1024  # fwd+bwd activations, state, slack
+        default = DEFAULT_CHUNK_PER_DEVICE.get(jax.local_devices()[0].platform, 256) * n_devices
+        chunk = max(1, min(population_size, default, budget // (4 * per_model)))
+    chunk = n_devices * math.ceil(chunk / n_devices)
+    steps_per_epoch = math.ceil(num_train / batch)
+    steps = config.runtime.steps_per_call
+    if not steps:
+        image_bytes = math.prod(image_shape) * 4
+        target = max(1, min(steps_per_epoch, (64 << 20) // (chunk * batch * image_bytes)))
+        divisors = [d for d in range(max(1, target // 2), target + 1) if steps_per_epoch % d == 0]
+        steps = divisors[-1] if divisors else target
+    steps = min(steps, steps_per_epoch)
+    eval_batch = config.runtime.eval_batch_size or max(
+        1, min(1000, budget // (4 * chunk * per_image))
+    )
+    return RunPlan(chunk, steps, eval_batch)
+
+
+def population_mesh() -> jax.sharding.Mesh:
+    # Auto axes: XLA propagates the population sharding through the (model-local) program.
+    return jax.make_mesh(
+        (jax.local_device_count(),), (POPULATION_AXIS,), axis_types=(jax.sharding.AxisType.Auto,)
+    )
+
+
+def chunk_indices(population_size: int, chunk_size: int) -> list[tuple[np.ndarray, int]]:
+    """[(indices padded to chunk_size by repeating the last model, number of real models)]."""
+    chunks = []
+    for start in range(0, population_size, chunk_size):
+        real = np.arange(start, min(start + chunk_size, population_size))
+        padded = np.concatenate([real, np.full(chunk_size - len(real), real[-1])])
+        chunks.append((padded, len(real)))
+    return chunks
+
+
+def tree_take(tree, indices: np.ndarray):
+    return jax.tree.map(lambda a: np.asarray(a)[indices], tree)
+
+
+def tree_concat(trees: list):
+    return jax.tree.map(lambda *parts: np.concatenate(parts), *trees)
+
+
+def diverged(state, train_loss: np.ndarray) -> np.ndarray:
+    """[M] bool: a non-finite parameter or train loss."""
+    finite = np.isfinite(train_loss)
+    for leaf in jax.tree.leaves(state["params"]):
+        finite &= np.isfinite(leaf.reshape(leaf.shape[0], -1)).all(axis=1)
+    return ~finite
+
+
+class ZooRun:
+    """One training run of a zoo: holds the data on device and the compiled functions."""
+
+    def __init__(self, config: ml_collections.ConfigDict, population: Population, dataset: Dataset):
+        self.config = config
+        self.population = population
+        self.dataset = dataset
+        arch = ARCHS[config.model.arch]
+        self.num_train = len(dataset.train[1])
+        self.plan = plan_run(config, population.size, arch, dataset.image_shape, self.num_train)
+        self.mesh = population_mesh()
+        self.models = NamedSharding(self.mesh, PartitionSpec(POPULATION_AXIS))
+        self.steps_by_models = NamedSharding(self.mesh, PartitionSpec(None, POPULATION_AXIS))
+        replicated = NamedSharding(self.mesh, PartitionSpec())
+        self.fns: StepFunctions = make_step_functions(
+            arch,
+            population.activations,
+            population.inits,
+            population.optimizers,
+            population.uses_dropout,
+            config.population.momentum,
+            dataset.image_shape,
+            self.num_train,
+            config.training.batch_size,
+        )
+        self.train_images = jax.device_put(dataset.train[0], replicated)
+        self.train_labels = jax.device_put(dataset.train[1], replicated)
+        eb = self.plan.eval_batch_size
+        self.eval_splits = {
+            split: jax.device_put(eval_batches(*getattr(dataset, split), eb), replicated)
+            for split in ("train", "val", "test")
+        }
+        self.chunks = chunk_indices(population.size, self.plan.chunk_size)
+        self.steps_per_epoch = math.ceil(self.num_train / config.training.batch_size)
+
+    def chunk_factors(self, indices: np.ndarray) -> dict[str, jax.Array]:
+        factors = self.population.take(indices)
+        factors.pop("model_id")
+        return jax.device_put(factors, self.models)
+
+    def abstract_state(self):
+        factors = {k: v for k, v in self.population.arrays.items() if k != "model_id"}
+        return jax.eval_shape(self.fns.init, factors)
+
+    def init_state(self):
+        """The whole population's fresh state, as numpy arrays [M, ...]."""
+        parts = []
+        for indices, real in self.chunks:
+            state = self.fns.init(self.chunk_factors(indices))
+            parts.append(tree_take(jax.device_get(state), np.arange(real)))
+        return tree_concat(parts)
+
+    def evaluate(self, params, factors, split: str) -> tuple[np.ndarray, np.ndarray]:
+        x, y, mask = self.eval_splits[split]
+        loss_sum, correct = self.fns.evaluate(params, factors["activation_index"], x, y, mask)
+        n = len(getattr(self.dataset, split)[1])
+        return np.asarray(loss_sum) / n, np.asarray(correct) / n
+
+    def initial_epoch(self, state) -> dict[str, np.ndarray]:
+        """Epoch 0: evaluation of the fresh models, train split in eval mode."""
+        parts = []
+        for indices, real in self.chunks:
+            factors = self.chunk_factors(indices)
+            params = jax.device_put(tree_take(state["params"], indices), self.models)
+            metrics = {}
+            for split in ("train", "val", "test"):
+                loss, acc = self.evaluate(params, factors, split)
+                metrics[f"{split}_loss"], metrics[f"{split}_acc"] = loss[:real], acc[:real]
+            parts.append(metrics)
+        metrics = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        metrics["diverged"] = diverged(state, metrics["train_loss"])
+        return metrics
+
+    def train_epoch(self, state, epoch: int, progress: tqdm | None):
+        """One epoch for the whole population -> (new state, metrics)."""
+        parts, metric_parts = [], []
+        for indices, real in self.chunks:
+            factors = self.chunk_factors(indices)
+            chunk_state = jax.device_put(tree_take(state, indices), self.models)
+            order, mask = self.fns.order(factors["seed"], epoch)
+            loss_sum = correct = 0.0
+            for first in range(0, self.steps_per_epoch, self.plan.steps_per_call):
+                last = min(first + self.plan.steps_per_call, self.steps_per_epoch)
+                x, y, m = self.fns.gather(
+                    self.train_images, self.train_labels, order[:, first:last], mask[:, first:last]
+                )
+                chunk_state, step_loss, step_correct = self.fns.train(
+                    chunk_state, factors, x, y, m, epoch, first
+                )
+                loss_sum, correct = loss_sum + step_loss, correct + step_correct
+                if progress is not None:
+                    jax.block_until_ready(step_loss)
+                    progress.update(real * min(last * self.config.training.batch_size, self.num_train)
+                                    - real * min(first * self.config.training.batch_size, self.num_train))
+            metrics = {
+                "train_loss": np.asarray(loss_sum)[:real] / self.num_train,
+                "train_acc": np.asarray(correct)[:real] / self.num_train,
+            }
+            for split in ("val", "test"):
+                loss, acc = self.evaluate(chunk_state["params"], factors, split)
+                metrics[f"{split}_loss"], metrics[f"{split}_acc"] = loss[:real], acc[:real]
+            parts.append(tree_take(jax.device_get(chunk_state), np.arange(real)))
+            metric_parts.append(metrics)
+        state = tree_concat(parts)
+        metrics = {k: np.concatenate([p[k] for p in metric_parts]) for k in metric_parts[0]}
+        metrics["diverged"] = diverged(state, metrics["train_loss"])
+        return state, metrics
+
+
+def summarize(epoch: int, num_epochs: int, metrics: dict[str, np.ndarray], seconds: float) -> str:
+    ok = ~metrics["diverged"]
+    acc = metrics["test_acc"][ok]
+    acc_text = f"test_acc mean {acc.mean():.4f} min {acc.min():.4f} max {acc.max():.4f}" if acc.size else "no finite model"
+    return (
+        f"epoch {epoch}/{num_epochs}: {acc_text}; diverged {int((~ok).sum())}/{ok.size}; {seconds:.1f} s"
+    )
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
+    """Trains (or resumes) the zoo of `config` in `workdir`; returns the last epoch's metrics.
+
+    Raises UserError subclasses on bad input before anything in the workdir is changed.
+    """
+    validate(config)
+    table = expand_grid(config.population, config.seed)
+    population = build_population(table)
+    dataset = load_dataset(config.data.name, config.data.image_size, config.data.max_examples_per_split)
+    path = checkpoint.prepare_workdir(workdir, identity(config), to_json_dict(config), table)
+    run = ZooRun(config, population, dataset)
+    num_epochs = config.training.num_epochs
+    log.info(
+        "zoo %s: %d models, %d chunk(s) of %d on %d device(s), %d steps/epoch, %d per call",
+        config.name, population.size, len(run.chunks), run.plan.chunk_size,
+        jax.local_device_count(), run.steps_per_epoch, run.plan.steps_per_call,
+    )
+    model_ids = population.arrays["model_id"]
+    manager = checkpoint.open_manager(path, config.runtime.async_checkpointing)
+    try:
+        restored = checkpoint.restore_latest(manager, run.abstract_state())
+        if restored is None:
+            log.info("fresh zoo; compiling (the first epoch includes compile time)")
+            start = time.time()
+            state = run.init_state()
+            metrics = run.initial_epoch(state)
+            checkpoint.save_epoch(manager, 0, state, metrics)
+            checkpoint.rewrite_metrics_file(path, checkpoint.metrics_lines(0, model_ids, metrics))
+            log.info(summarize(0, num_epochs, metrics, time.time() - start))
+            first_epoch = 1
+        else:
+            last, state = restored
+            state = jax.tree.map(np.asarray, state)
+            lines = []
+            for epoch in range(last + 1):
+                metrics = checkpoint.restore_metrics(manager, epoch)
+                lines += checkpoint.metrics_lines(epoch, model_ids, metrics)
+            checkpoint.rewrite_metrics_file(path, lines)
+            log.info("resuming after epoch %d of %d", last, num_epochs)
+            first_epoch = last + 1
+        for epoch in range(first_epoch, num_epochs + 1):
+            start = time.time()
+            progress = None
+            if config.runtime.progress:
+                progress = tqdm(
+                    total=population.size * run.num_train, desc=f"epoch {epoch}/{num_epochs}",
+                    unit="model-sample", unit_scale=True, file=sys.stderr, leave=False,
+                )
+            state, metrics = run.train_epoch(state, epoch, progress)
+            if progress is not None:
+                progress.close()
+            checkpoint.save_epoch(manager, epoch, state, metrics)
+            checkpoint.append_metrics(path, checkpoint.metrics_lines(epoch, model_ids, metrics))
+            seconds = time.time() - start
+            log.info(
+                "%s; %.0f model-samples/s",
+                summarize(epoch, num_epochs, metrics, seconds),
+                population.size * run.num_train / seconds,
+            )
+        manager.wait_until_finished()
+    finally:
+        manager.close()
+    return {"epoch": num_epochs, "metrics": metrics, "workdir": str(path)}
+
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Zoo config file (configs/*.py).", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics of the zoo.")
+
+
+def fail(message: str) -> None:
+    """One line on stderr, exit code 2: how every bad input ends."""
+    print(f"jaxzoo: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as error:
+        fail(f"{error}".splitlines()[0])
+    except Exception as error:  # a config file that fails to load
+        fail(f"cannot load the config ({type(error).__name__}: {error})".splitlines()[0])
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        fail(f"unexpected arguments {argv[1:]}: use --config FILE --workdir DIR [--config.FIELD=VALUE]")
+    if _CONFIG.value is None:
+        fail("no config: pass --config configs/<zoo>.py (configs/quickstart.py to try it)")
+    if not _WORKDIR.value:
+        fail("no workdir: pass --workdir DIR (where checkpoints and metrics go)")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False  # absl's root handler would print it twice
+    absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every file at INFO
+    try:
+        train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except UserError as error:
+        fail(str(error))
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=parse_flags)
