@@ -1,6 +1,6 @@
 """Quickstart zoo: 64 CNN-s models on the embedded MNIST subset (mnist_5k), 5 epochs.
 
-Mixes 4 activations x 2 inits x 2 optimizers x 2 seeds, so every kind of per-model factor
+Mixes 4 activations x 2 inits x 2 optimizers x 4 seeds, so every kind of per-model factor
 varies inside one compiled population.
 
 Run:  python -m jaxzoo.train --config configs/quickstart.py --workdir runs/quickstart
@@ -17,7 +17,7 @@ def get_config():
     config.model.arch = "cnn_s"
     config.training.num_epochs = 5
     config.population.seed_mode = "range"
-    config.population.num_seeds = 2
+    config.population.num_seeds = 4
     config.population.activation = ("tanh", "relu", "sigmoid", "gelu")
     config.population.init = ("kaiming_uniform", "kaiming_normal")
     config.population.optimizer = ("adam", "sgd")

@@ -147,3 +147,20 @@ def read_metrics(workdir: str | os.PathLike) -> list[dict]:
     """metrics.jsonl as a list of dicts (None where a value was not finite)."""
     with open(pathlib.Path(workdir) / "metrics.jsonl") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def load_state(workdir: str | os.PathLike, epoch: int | None = None) -> tuple[int, dict]:
+    """-> (epoch, state) of a zoo workdir as numpy arrays [M, ...]; the newest epoch by default.
+
+    The state is restored without a target: `state['params'][layer]['kernel'|'bias']`.
+    """
+    directory = pathlib.Path(workdir).absolute() / "checkpoints"
+    if not directory.is_dir():
+        raise WorkdirError(f"{directory} does not exist: train the zoo first (python -m jaxzoo.train)")
+    options = ocp.CheckpointManagerOptions(read_only=True)
+    with ocp.CheckpointManager(directory, options=options, item_names=("state", "metrics")) as manager:
+        epoch = manager.latest_step() if epoch is None else epoch
+        if epoch is None or epoch not in manager.all_steps():
+            raise WorkdirError(f"{directory} has no checkpoint for epoch {epoch}: epochs {manager.all_steps()}")
+        restored = manager.restore(epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    return epoch, restored["state"]

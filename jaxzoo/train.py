@@ -334,8 +334,15 @@ def parse_flags(argv: list[str]) -> list[str]:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         fail(f"unexpected arguments {argv[1:]}: use --config FILE --workdir DIR [--config.FIELD=VALUE]")
-    if _CONFIG.value is None:
+    config = _CONFIG.value
+    if config is None:
         fail("no config: pass --config configs/<zoo>.py (configs/quickstart.py to try it)")
+    if not isinstance(config, ml_collections.ConfigDict):  # config_flags defers load errors
+        try:
+            config.name
+        except Exception as error:
+            reason = [line.strip() for line in str(error).splitlines() if line.strip()][-1]
+            fail(f"cannot load --config {config_flags.get_config_filename(flags.FLAGS['config'])}: {reason}")
     if not _WORKDIR.value:
         fail("no workdir: pass --workdir DIR (where checkpoints and metrics go)")
     handler = logging.StreamHandler(sys.stderr)
@@ -345,7 +352,7 @@ def main(argv: list[str]) -> None:
     log.propagate = False  # absl's root handler would print it twice
     absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every file at INFO
     try:
-        train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+        train_and_evaluate(config, _WORKDIR.value)
     except UserError as error:
         fail(str(error))
 

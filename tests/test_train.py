@@ -1,0 +1,198 @@
+"""End-to-end training on the embedded data: invariance, divergence, resume, workdir safety."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import small_zoo_config
+from jaxzoo import checkpoint
+from jaxzoo.config import ConfigError
+from jaxzoo.train import train_and_evaluate
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+# The model followed alone and inside populations (model 27 of small_zoo_config's table).
+FOLLOWED = dict(activation=("relu",), init=("xavier_normal",), optimizer=("sgd",), dropout=(0.5,))
+
+
+def params_of(workdir, model_index, epoch=None):
+    _, state = checkpoint.load_state(workdir, epoch)
+    return jax.tree.map(lambda a: np.asarray(a)[model_index], state["params"])
+
+
+def metrics_rows(workdir):
+    return checkpoint.read_metrics(workdir)
+
+
+@pytest.fixture(scope="module")
+def population_run(tmp_path_factory):
+    """32 mixed models (activations, inits, optimizers, dropout, seeds) in chunks of 8."""
+    workdir = tmp_path_factory.mktemp("population")
+    config = small_zoo_config()
+    config.runtime.chunk_size = 8
+    train_and_evaluate(config, workdir)
+    return workdir, json.loads((workdir / "models.json").read_text())
+
+
+def followed_index(table):
+    want = {"activation": "relu", "init": "xavier_normal", "optimizer": "sgd", "dropout": 0.5, "seed": 2}
+    return next(i for i, row in enumerate(table) if all(row[k] == v for k, v in want.items()))
+
+
+def test_workdir_layout_and_metrics(population_run):
+    workdir, table = population_run
+    assert len(table) == 32
+    rows = metrics_rows(workdir)
+    assert len(rows) == 32 * 3  # epochs 0, 1, 2
+    assert {r["epoch"] for r in rows} == {0, 1, 2}
+    keys = {"train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "diverged"}
+    assert keys <= set(rows[0])
+    epoch0 = [r for r in rows if r["epoch"] == 0]
+    assert all(0.0 <= r["test_acc"] <= 1.0 for r in epoch0)
+    final = [r for r in rows if r["epoch"] == 2 and not r["diverged"]]
+    assert np.mean([r["train_acc"] for r in final]) > np.mean([r["train_acc"] for r in epoch0])
+    config = json.loads((workdir / "config.json").read_text())
+    assert config["config"]["population"]["activation"] == ["tanh", "relu"]
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == ["0", "1", "2"]
+
+
+def test_population_invariance_and_divergence_isolation(population_run, tmp_path):
+    workdir, table = population_run
+    index = followed_index(table)
+    in_population = params_of(workdir, index)
+
+    alone_config = small_zoo_config(**FOLLOWED, num_seeds=1, first_seed=2)
+    train_and_evaluate(alone_config, tmp_path / "alone")
+    alone = params_of(tmp_path / "alone", 0)
+
+    # The same model next to one that blows up (lr 9.9): it must not notice.
+    pair_factors = {**FOLLOWED, "init": ("uniform", "xavier_normal")}
+    pair_config = small_zoo_config(**pair_factors, num_seeds=1, first_seed=2, lr=(1e-3, 9.9))
+    train_and_evaluate(pair_config, tmp_path / "pair")
+    pair_table = json.loads((tmp_path / "pair" / "models.json").read_text())
+    healthy = next(i for i, r in enumerate(pair_table) if r["lr"] == 1e-3 and r["init"] == "xavier_normal")
+    next_to_divergent = params_of(tmp_path / "pair", healthy)
+
+    for a, b, c in zip(jax.tree.leaves(alone), jax.tree.leaves(in_population), jax.tree.leaves(next_to_divergent)):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(c, a, rtol=0, atol=1e-5)
+    initial = params_of(tmp_path / "alone", 0, epoch=0)
+    assert np.abs(alone["conv0"]["kernel"] - initial["conv0"]["kernel"]).max() > 1e-3  # it trained
+
+    rows = [r for r in metrics_rows(tmp_path / "pair") if r["epoch"] == 2]
+    flagged = {pair_table[r["model_id"]]["lr"] for r in rows if r["diverged"]}
+    assert flagged == {9.9}
+    assert all(r["test_acc"] is not None and r["train_loss"] is not None for r in rows if not r["diverged"])
+
+
+def run_cli(*args, **kwargs):
+    return subprocess.run(
+        [sys.executable, "-m", "jaxzoo.train", *args], cwd=REPO, capture_output=True, text=True, timeout=600, **kwargs
+    )
+
+
+CLI_ZOO = [
+    "--config", "configs/quickstart.py",
+    "--config.data.max_examples_per_split=200",
+    "--config.training.num_epochs=3",
+    "--config.population.num_seeds=2",
+    "--config.population.activation=('tanh','relu')",
+    "--config.runtime.progress=False",
+]
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
+    full = run_cli(*CLI_ZOO, "--workdir", str(tmp_path / "full"))
+    assert full.returncode == 0, full.stderr[-2000:]
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jaxzoo.train", *CLI_ZOO, "--workdir", str(killed)],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    while not (killed / "checkpoints" / "1").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "checkpoints" / "3").exists(), "killed too late to test resume"
+
+    resumed = run_cli(*CLI_ZOO, "--workdir", str(killed))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming after epoch" in resumed.stderr
+    for i in range(16):
+        for a, b in zip(jax.tree.leaves(params_of(tmp_path / "full", i)), jax.tree.leaves(params_of(killed, i))):
+            np.testing.assert_allclose(b, a, rtol=0, atol=1e-6)
+    full_rows, resumed_rows = metrics_rows(tmp_path / "full"), metrics_rows(killed)
+    assert len(resumed_rows) == len(full_rows) == 16 * 4
+    for a, b in zip(full_rows, resumed_rows):
+        assert a["epoch"] == b["epoch"] and a["model_id"] == b["model_id"]
+        assert a["test_acc"] == pytest.approx(b["test_acc"], abs=1e-6)
+
+    again = run_cli(*CLI_ZOO, "--workdir", str(killed))  # complete: nothing more to do
+    assert again.returncode == 0 and len(metrics_rows(killed)) == 16 * 4
+
+
+def test_other_zoo_in_workdir_is_refused_and_untouched(population_run):
+    workdir, _ = population_run
+    before = {p: p.stat().st_mtime_ns for p in workdir.rglob("*") if p.is_file()}
+    other = small_zoo_config(lr=(1e-2,))
+    with pytest.raises(checkpoint.WorkdirError, match=r"holds another zoo \(population.lr: \[0.001\] -> \[0.01\]\)"):
+        train_and_evaluate(other, workdir)
+    after = {p: p.stat().st_mtime_ns for p in workdir.rglob("*") if p.is_file()}
+    assert before == after
+
+
+def test_cli_bad_inputs_exit_2_with_one_line(tmp_path):
+    cases = [
+        (["--config.population.activation=('tanh','swish')"], "unknown population.activation 'swish'"),
+        (["--config.population.dropout=(1.0,)"], "population.dropout value 1.0 is out of range"),
+        (["--config.training.batch_size=0"], "training.batch_size=0 is out of range"),
+        (["--config.no_such_field=1"], "no_such_field"),
+    ]
+    for extra, fragment in cases:
+        result = run_cli("--config", "configs/quickstart.py", "--workdir", str(tmp_path / "w"), *extra)
+        assert result.returncode == 2, (extra, result.stderr[-1000:])
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in result.stderr, result.stderr
+    assert not (tmp_path / "w").exists()  # nothing was written for bad configs
+
+
+def test_unwritable_workdir_and_missing_config(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = run_cli("--config", "configs/quickstart.py", "--workdir", str(blocker / "sub"))
+    assert result.returncode == 2 and "not writable" in result.stderr and blocker.read_text() == "not a directory"
+    result = run_cli("--config", "configs/nope.py", "--workdir", str(tmp_path / "w"))
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_corrupted_checkpoint_is_reported_not_overwritten(population_run, tmp_path):
+    import shutil
+
+    workdir = tmp_path / "copy"
+    shutil.copytree(population_run[0], workdir)
+    damaged = [p for p in (workdir / "checkpoints" / "2" / "state").rglob("*") if p.is_file() and p.stat().st_size > 100]
+    for p in damaged:
+        p.write_bytes(b"\0" * 16)
+    config = small_zoo_config()
+    config.training.num_epochs = 3
+    with pytest.raises(checkpoint.WorkdirError, match="checkpoint of epoch 2 .* is unreadable .*resume from epoch 1"):
+        train_and_evaluate(config, workdir)
+    assert not (workdir / "checkpoints" / "3").exists()
+    assert all(p.read_bytes() == b"\0" * 16 for p in damaged)
+
+
+def test_invalid_config_raises_before_writing(tmp_path):
+    config = small_zoo_config(lr=(-1.0,))
+    with pytest.raises(ConfigError):
+        train_and_evaluate(config, tmp_path / "never")
+    assert not (tmp_path / "never").exists()
