@@ -3,7 +3,7 @@
 Grid: tanh, kaiming_uniform init, Adam lr 0.0001, wd 0.001, no dropout, seeds 1..1000.
 
 Run:  python -m jaxzoo.train --config configs/stl10_small_seed.py --workdir runs/stl10_small_seed
-Time: ~5 h on a 2-core CPU at 12k model-samples/s; figures in docs/benchmarks.md.
+Time: ~5 h on a 2-core CPU at ~12k model-samples/s (docs/benchmarks.md).
 """
 
 from jaxzoo.paper_zoos import paper_zoo

@@ -64,7 +64,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.runtime = ml_collections.ConfigDict()
     config.runtime.chunk_size = 0  # models per compiled call; 0: chosen from memory
     config.runtime.steps_per_call = 0  # training steps per compiled call; 0: chosen from memory
-    config.runtime.eval_batch_size = 500  # images per evaluation batch (shared by all models)
+    config.runtime.eval_batch_size = 0  # images per evaluation batch (shared by all models); 0: auto
     config.runtime.progress = True
     config.runtime.async_checkpointing = True
     return config
@@ -136,7 +136,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     rt = config.runtime
     _check(rt.chunk_size >= 0, f"runtime.chunk_size={rt.chunk_size} must be >= 0 (0: automatic)")
     _check(rt.steps_per_call >= 0, f"runtime.steps_per_call={rt.steps_per_call} must be >= 0 (0: automatic)")
-    _check(rt.eval_batch_size >= 1, f"runtime.eval_batch_size={rt.eval_batch_size} must be >= 1")
+    _check(rt.eval_batch_size >= 0, f"runtime.eval_batch_size={rt.eval_batch_size} must be >= 0 (0: automatic)")
 
 
 def to_json_dict(config: ml_collections.ConfigDict) -> dict:

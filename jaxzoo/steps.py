@@ -74,8 +74,13 @@ def make_step_functions(
     image_shape: tuple[int, int, int],
     num_train: int,
     batch_size: int,
+    population_sharding: jax.sharding.Sharding | None = None,
 ) -> StepFunctions:
-    """Builds the jitted population functions (see each inner function for shapes)."""
+    """Builds the jitted population functions (see each inner function for shapes).
+
+    `population_sharding` (axis 0 over the devices) pins the outputs of `init` and `train`, so
+    a state that comes back in feeds the next call without a recompile.
+    """
     model = CNN(arch=arch, activations=activations, use_dropout=use_dropout)
     optimizer = PopulationOptimizer(optimizers, momentum)
     template = jax.eval_shape(
@@ -154,10 +159,10 @@ def make_step_functions(
         return totals
 
     return StepFunctions(
-        init=jax.jit(init),
+        init=jax.jit(init, out_shardings=population_sharding),
         order=jax.jit(order),
         gather=jax.jit(gather),
-        train=jax.jit(train),
+        train=jax.jit(train, out_shardings=population_sharding),
         evaluate=jax.jit(evaluate),
         model=model,
         optimizer=optimizer,

@@ -108,11 +108,17 @@ CLI_ZOO = [
 ]
 
 
-@pytest.mark.slow
-def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
-    full = run_cli(*CLI_ZOO, "--workdir", str(tmp_path / "full"))
-    assert full.returncode == 0, full.stderr[-2000:]
+@pytest.fixture(scope="module")
+def cli_full_run(tmp_path_factory):
+    """The CLI zoo trained uninterrupted on one device."""
+    workdir = tmp_path_factory.mktemp("cli") / "full"
+    result = run_cli(*CLI_ZOO, "--workdir", str(workdir))
+    assert result.returncode == 0, result.stderr[-2000:]
+    return workdir
 
+
+@pytest.mark.slow
+def test_sigkill_then_resume_equals_uninterrupted(cli_full_run, tmp_path):
     killed = tmp_path / "killed"
     proc = subprocess.Popen(
         [sys.executable, "-m", "jaxzoo.train", *CLI_ZOO, "--workdir", str(killed)],
@@ -129,9 +135,9 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming after epoch" in resumed.stderr
     for i in range(16):
-        for a, b in zip(jax.tree.leaves(params_of(tmp_path / "full", i)), jax.tree.leaves(params_of(killed, i))):
+        for a, b in zip(jax.tree.leaves(params_of(cli_full_run, i)), jax.tree.leaves(params_of(killed, i))):
             np.testing.assert_allclose(b, a, rtol=0, atol=1e-6)
-    full_rows, resumed_rows = metrics_rows(tmp_path / "full"), metrics_rows(killed)
+    full_rows, resumed_rows = metrics_rows(cli_full_run), metrics_rows(killed)
     assert len(resumed_rows) == len(full_rows) == 16 * 4
     for a, b in zip(full_rows, resumed_rows):
         assert a["epoch"] == b["epoch"] and a["model_id"] == b["model_id"]
@@ -139,6 +145,34 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
 
     again = run_cli(*CLI_ZOO, "--workdir", str(killed))  # complete: nothing more to do
     assert again.returncode == 0 and len(metrics_rows(killed)) == 16 * 4
+
+
+@pytest.mark.slow
+def test_two_devices_give_the_same_models(cli_full_run, tmp_path):
+    """The population axis sharded over 2 (fake CPU) devices: same trajectories as 1 device."""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    result = run_cli(*CLI_ZOO, "--config.training.num_epochs=1", "--config.runtime.chunk_size=6",
+                     "--workdir", str(tmp_path / "two"), env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "on 2 device(s)" in result.stderr and "3 chunk(s) of 6" in result.stderr
+    for i in range(16):
+        for a, b in zip(jax.tree.leaves(params_of(cli_full_run, i, epoch=1)), jax.tree.leaves(params_of(tmp_path / "two", i))):
+            np.testing.assert_allclose(b, a, rtol=0, atol=1e-5)
+
+
+def test_hot_step_compiles_once_per_run(tmp_path):
+    from jaxzoo.data import load_dataset
+    from jaxzoo.population import build_population, expand_grid
+    from jaxzoo.train import ZooRun
+
+    config = small_zoo_config()
+    config.runtime.chunk_size, config.runtime.steps_per_call = 8, 4  # 4 chunks, 3 calls per epoch
+    population = build_population(expand_grid(config.population, config.seed))
+    run = ZooRun(config, population, load_dataset("mnist_5k", 28, 120))
+    state = run.init_state()
+    for epoch in (1, 2):
+        state, _ = run.train_epoch(state, epoch, progress=None)
+    assert run.fns.train._cache_size() == 1 and run.fns.evaluate._cache_size() == 1
 
 
 def test_other_zoo_in_workdir_is_refused_and_untouched(population_run):
