@@ -82,9 +82,10 @@ class Population:
     def uses_dropout(self) -> bool:
         return bool(np.any(self.arrays["dropout"] > 0))
 
-    def take(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-        """The factor arrays of the models at `indices` (padding a chunk repeats indices)."""
-        return {name: array[indices] for name, array in self.arrays.items()}
+    def factors(self, indices: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """What the compiled functions read (all but model_id), for the models at `indices`."""
+        chosen = slice(None) if indices is None else indices
+        return {name: array[chosen] for name, array in self.arrays.items() if name != "model_id"}
 
 
 def build_population(table: list[dict[str, Any]]) -> Population:

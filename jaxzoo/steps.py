@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -123,6 +124,9 @@ def make_step_functions(
 
     def train(state, factors, x, y, mask, epoch, first_step):
         """S steps for M models -> (state, train loss sum [M], train correct [M]) of these steps."""
+        chex.assert_equal_shape([y, mask])
+        chex.assert_equal_shape_prefix([x, y], 3)
+        chex.assert_axis_dimension(x, 1, factors["seed"].shape[0])
 
         def body(carry, batch):
             params, opt_state, step = carry

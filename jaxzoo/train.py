@@ -19,7 +19,6 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import logging
@@ -40,7 +39,6 @@ from jaxzoo.steps import StepFunctions, eval_batches, make_step_functions
 
 log = logging.getLogger("jaxzoo")
 POPULATION_AXIS = "pop"
-STATIC_FACTORS = ("seed", "model_id")  # not fed to the compiled functions as factors
 DEFAULT_CHUNK_PER_DEVICE = {"cpu": 256, "gpu": 4096, "tpu": 4096}
 EVAL_MODEL_IMAGES_PER_STEP = 256
 
@@ -131,6 +129,13 @@ def diverged(state, train_loss: np.ndarray) -> np.ndarray:
     return ~finite
 
 
+def epoch_metrics(state, chunk_metrics: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Joins the chunks' metrics into [M] arrays and flags the diverged models."""
+    metrics = {k: np.concatenate([part[k] for part in chunk_metrics]) for k in chunk_metrics[0]}
+    metrics["diverged"] = diverged(state, metrics["train_loss"])
+    return metrics
+
+
 class ZooRun:
     """One training run of a zoo: holds the data on device and the compiled functions."""
 
@@ -143,7 +148,6 @@ class ZooRun:
         self.plan = plan_run(config, population.size, arch, dataset.image_shape, self.num_train)
         self.mesh = population_mesh()
         self.models = NamedSharding(self.mesh, PartitionSpec(POPULATION_AXIS))
-        self.steps_by_models = NamedSharding(self.mesh, PartitionSpec(None, POPULATION_AXIS))
         replicated = NamedSharding(self.mesh, PartitionSpec())
         self.fns: StepFunctions = make_step_functions(
             arch,
@@ -168,13 +172,10 @@ class ZooRun:
         self.steps_per_epoch = math.ceil(self.num_train / config.training.batch_size)
 
     def chunk_factors(self, indices: np.ndarray) -> dict[str, jax.Array]:
-        factors = self.population.take(indices)
-        factors.pop("model_id")
-        return jax.device_put(factors, self.models)
+        return jax.device_put(self.population.factors(indices), self.models)
 
     def abstract_state(self):
-        factors = {k: v for k, v in self.population.arrays.items() if k != "model_id"}
-        return jax.eval_shape(self.fns.init, factors)
+        return jax.eval_shape(self.fns.init, self.population.factors())
 
     def init_state(self):
         """The whole population's fresh state, as numpy arrays [M, ...]."""
@@ -184,26 +185,24 @@ class ZooRun:
             parts.append(tree_take(jax.device_get(state), np.arange(real)))
         return tree_concat(parts)
 
-    def evaluate(self, params, factors, split: str) -> tuple[np.ndarray, np.ndarray]:
-        x, y, mask = self.eval_splits[split]
-        loss_sum, correct = self.fns.evaluate(params, factors["activation_index"], x, y, mask)
-        n = len(getattr(self.dataset, split)[1])
-        return np.asarray(loss_sum) / n, np.asarray(correct) / n
+    def evaluate(self, params, factors, splits: tuple[str, ...], real: int) -> dict[str, np.ndarray]:
+        """Eval-mode loss and accuracy per split of the first `real` models of a chunk."""
+        metrics = {}
+        for split in splits:
+            x, y, mask = self.eval_splits[split]
+            loss_sum, correct = self.fns.evaluate(params, factors["activation_index"], x, y, mask)
+            n = len(getattr(self.dataset, split)[1])
+            metrics[f"{split}_loss"] = np.asarray(loss_sum)[:real] / n
+            metrics[f"{split}_acc"] = np.asarray(correct)[:real] / n
+        return metrics
 
     def initial_epoch(self, state) -> dict[str, np.ndarray]:
         """Epoch 0: evaluation of the fresh models, train split in eval mode."""
         parts = []
         for indices, real in self.chunks:
-            factors = self.chunk_factors(indices)
             params = jax.device_put(tree_take(state["params"], indices), self.models)
-            metrics = {}
-            for split in ("train", "val", "test"):
-                loss, acc = self.evaluate(params, factors, split)
-                metrics[f"{split}_loss"], metrics[f"{split}_acc"] = loss[:real], acc[:real]
-            parts.append(metrics)
-        metrics = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        metrics["diverged"] = diverged(state, metrics["train_loss"])
-        return metrics
+            parts.append(self.evaluate(params, self.chunk_factors(indices), ("train", "val", "test"), real))
+        return epoch_metrics(state, parts)
 
     def train_epoch(self, state, epoch: int, progress: tqdm | None):
         """One epoch for the whole population -> (new state, metrics)."""
@@ -224,21 +223,20 @@ class ZooRun:
                 loss_sum, correct = loss_sum + step_loss, correct + step_correct
                 if progress is not None:
                     jax.block_until_ready(step_loss)
-                    progress.update(real * min(last * self.config.training.batch_size, self.num_train)
-                                    - real * min(first * self.config.training.batch_size, self.num_train))
+                    batch = self.config.training.batch_size
+                    progress.update(real * (min(last * batch, self.num_train) - min(first * batch, self.num_train)))
+                    rate = progress.format_dict["rate"]
+                    if rate:
+                        progress.set_postfix_str(f"{rate / self.num_train:.2f} models/s", refresh=False)
             metrics = {
                 "train_loss": np.asarray(loss_sum)[:real] / self.num_train,
                 "train_acc": np.asarray(correct)[:real] / self.num_train,
             }
-            for split in ("val", "test"):
-                loss, acc = self.evaluate(chunk_state["params"], factors, split)
-                metrics[f"{split}_loss"], metrics[f"{split}_acc"] = loss[:real], acc[:real]
+            metrics.update(self.evaluate(chunk_state["params"], factors, ("val", "test"), real))
             parts.append(tree_take(jax.device_get(chunk_state), np.arange(real)))
             metric_parts.append(metrics)
         state = tree_concat(parts)
-        metrics = {k: np.concatenate([p[k] for p in metric_parts]) for k in metric_parts[0]}
-        metrics["diverged"] = diverged(state, metrics["train_loss"])
-        return state, metrics
+        return state, epoch_metrics(state, metric_parts)
 
 
 def summarize(epoch: int, num_epochs: int, metrics: dict[str, np.ndarray], seconds: float) -> str:
