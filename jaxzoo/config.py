@@ -15,7 +15,7 @@ import ml_collections
 
 from jaxzoo.errors import UserError
 
-from jaxzoo.data import DATASETS
+from jaxzoo.data import DATASETS, SOURCES, DataOptions
 from jaxzoo.models import ACTIVATIONS, ARCHS, INITS
 from jaxzoo.optim import OPTIMIZERS
 from jaxzoo.population import SEED_MODES
@@ -40,6 +40,10 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.name = "mnist_5k"
     config.data.image_size = 28
     config.data.max_examples_per_split = 0  # 0: whole splits; N: the first N of each (quick runs)
+    config.data.source = "auto"  # auto | embedded | raw | tfds
+    config.data.raw_dir = ""  # folder with the published files (source raw)
+    config.data.tfds_dir = ""  # TFDS data_dir ('' : TFDS's default)
+    config.data.cache_dir = ""  # preprocessed cache ('' : $JAXZOO_DATA_DIR or ~/.cache/jaxzoo)
 
     config.model = ml_collections.ConfigDict()
     config.model.arch = "cnn_s"
@@ -94,6 +98,7 @@ def _check_numbers(field: str, values, low: float, high: float, low_open: bool) 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError naming the first impossible value and its fix."""
     _check_choices("data.name", config.data.name, DATASETS)
+    _check_choices("data.source", config.data.source, SOURCES)
     _check_choices("model.arch", config.model.arch, ARCHS)
     info, arch = DATASETS[config.data.name], ARCHS[config.model.arch]
     _check(
@@ -144,12 +149,21 @@ def to_json_dict(config: ml_collections.ConfigDict) -> dict:
     return json.loads(config.to_json())
 
 
+LOCATION_FIELDS = ("raw_dir", "tfds_dir", "cache_dir")  # where data lies, not what it is
+
+
 def identity(config: ml_collections.ConfigDict) -> dict:
-    """What defines the zoo: the config without `runtime` and `training.num_epochs`."""
+    """What defines the zoo: the config without `runtime`, `training.num_epochs` and data paths."""
     data = to_json_dict(config)
     data.pop("runtime", None)
     data["training"].pop("num_epochs", None)
+    for field in LOCATION_FIELDS:
+        data["data"].pop(field, None)
     return data
+
+
+def data_options(config: ml_collections.ConfigDict) -> DataOptions:
+    return DataOptions(config.data.source, config.data.raw_dir, config.data.tfds_dir, config.data.cache_dir)
 
 
 def identity_hash(identity_dict: dict) -> str:

@@ -5,7 +5,7 @@ so a model's numbers depend only on its own factors and seed. Randomness comes f
 model seed alone: `key(seed)` folded with a stream id (init, data order, dropout), then with
 epoch and step. Resuming at an epoch therefore needs no RNG state beyond the epoch number.
 
-Shapes: images [N, H, W, C] float32, labels [N] int32; a training call takes S steps of
+Shapes: images [N, H, W, C] uint8 (normalised here, on the device), labels [N] int32; a training call takes S steps of
 per-model batches x [S, M, B, H, W, C], y [S, M, B], mask [S, M, B] (0 marks the padding of
 the last partial batch, so the loss is the mean over the real samples, as PyTorch's).
 """
@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxzoo.data import normalise as normalise_uint8
 from jaxzoo.models import CNN, ArchSpec, init_params
 from jaxzoo.optim import PopulationOptimizer
 
@@ -75,6 +76,8 @@ def make_step_functions(
     image_shape: tuple[int, int, int],
     num_train: int,
     batch_size: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
     population_sharding: jax.sharding.Sharding | None = None,
 ) -> StepFunctions:
     """Builds the jitted population functions (see each inner function for shapes).
@@ -83,6 +86,15 @@ def make_step_functions(
     a state that comes back in feeds the next call without a recompile.
     """
     model = CNN(arch=arch, activations=activations, use_dropout=use_dropout)
+    # ToTensor + Normalize as a [256, C] lookup table: bit-identical to numpy's
+    # (x / 255 - mean) / std whatever XLA fuses, so sharding cannot change the inputs.
+    lookup = normalise_uint8(np.arange(256, dtype=np.uint8)[:, None], mean, std)
+    channels = np.arange(len(mean))
+
+    def normalise(images):
+        """uint8 [..., C] -> float32 [..., C]."""
+        return jnp.asarray(lookup)[images.astype(jnp.int32), channels]
+
     optimizer = PopulationOptimizer(optimizers, momentum)
     template = jax.eval_shape(
         lambda: model.init(
@@ -107,7 +119,7 @@ def make_step_functions(
     def gather(images, labels, indices, mask):
         """Per-model batches of S steps, indices [M, S, B] -> x [S, M, B, ...], y, mask [S, M, B]."""
         indices = jnp.swapaxes(indices, 0, 1)
-        return images[indices], labels[indices], jnp.swapaxes(mask, 0, 1)
+        return normalise(images[indices]), labels[indices], jnp.swapaxes(mask, 0, 1)
 
     def train_one_step(params, opt_state, factors, x, y, mask, key):
         def loss_fn(p):
@@ -153,7 +165,7 @@ def make_step_functions(
 
         def body(totals, batch):
             xb, yb, mb = batch
-            logits = jax.vmap(forward_eval, in_axes=(0, 0, None))(params, activation_index, xb)
+            logits = jax.vmap(forward_eval, in_axes=(0, 0, None))(params, activation_index, normalise(xb))
             loss_sum, correct = jax.vmap(nll_and_correct, in_axes=(0, None, None))(logits, yb, mb)
             return (totals[0] + loss_sum, totals[1] + correct), None
 

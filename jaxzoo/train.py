@@ -30,7 +30,7 @@ from ml_collections import config_flags
 from tqdm import tqdm
 
 from jaxzoo import checkpoint
-from jaxzoo.config import identity, to_json_dict, validate
+from jaxzoo.config import data_options, identity, to_json_dict, validate
 from jaxzoo.data import Dataset, load_dataset
 from jaxzoo.errors import UserError
 from jaxzoo.models import ARCHS, ArchSpec
@@ -159,6 +159,8 @@ class ZooRun:
             dataset.image_shape,
             self.num_train,
             config.training.batch_size,
+            dataset.mean,
+            dataset.std,
             self.models,
         )
         self.train_images = jax.device_put(dataset.train[0], replicated)
@@ -256,8 +258,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     validate(config)
     table = expand_grid(config.population, config.seed)
     population = build_population(table)
-    dataset = load_dataset(config.data.name, config.data.image_size, config.data.max_examples_per_split)
-    path = checkpoint.prepare_workdir(workdir, identity(config), to_json_dict(config), table)
+    dataset = load_dataset(
+        config.data.name, config.data.image_size, config.data.max_examples_per_split, data_options(config)
+    )
+    zoo_identity = identity(config)
+    zoo_identity["dataset"] = {"source": dataset.source, "fingerprint": dataset.fingerprint}
+    path = checkpoint.prepare_workdir(workdir, zoo_identity, to_json_dict(config), table)
     run = ZooRun(config, population, dataset)
     num_epochs = config.training.num_epochs
     log.info(

@@ -11,6 +11,7 @@ side, plus JSON with --json. Compile time is measured separately and excluded fr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import time
@@ -34,7 +35,11 @@ def bench_size(size: int, arch: str, min_seconds: float) -> dict:
     if arch == "cnn_m":  # 32x32x3 inputs: the embedded digits, padded and repeated to RGB
         dataset = load_dataset("mnist_5k", 28)
         pad = lambda x: np.repeat(np.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0))), 3, axis=-1)
-        dataset = type(dataset)("mnist_5k_rgb32", 10, *((pad(x), y) for x, y in (dataset.train, dataset.val, dataset.test)))
+        dataset = dataclasses.replace(
+            dataset, name="mnist_5k_rgb32", mean=(0.5,) * 3, std=(0.5,) * 3,
+            train=(pad(dataset.train[0]), dataset.train[1]), val=(pad(dataset.val[0]), dataset.val[1]),
+            test=(pad(dataset.test[0]), dataset.test[1]),
+        )
         config.data.image_size = 32  # bypasses validation: this is a synthetic benchmark input
     else:
         dataset = load_dataset("mnist_5k", 28)

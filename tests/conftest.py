@@ -1,9 +1,15 @@
 """Shared fixtures: small configs and the embedded data, loaded once per session."""
 
+import os
+import tempfile
+
 import pytest
 
 from jaxzoo.config import base_config
 from jaxzoo.data import load_dataset
+
+# Preprocessed-data cache of the test session (also seen by the CLI subprocesses).
+os.environ["JAXZOO_DATA_DIR"] = tempfile.mkdtemp(prefix="jaxzoo-test-cache-")
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ import gzip
 import numpy as np
 import pytest
 
-from jaxzoo.data import DataUnavailableError, load_dataset
+from jaxzoo.data import DataOptions, DataUnavailableError, load_dataset, normalise
 from jaxzoo.data import embedded
 
 
@@ -28,8 +28,10 @@ def test_split_is_stratified_disjoint_and_fixed():
 
 def test_normalised_like_torchvision_mnist():
     ds = load_dataset("mnist_5k", 28)
-    x, y = ds.train
+    assert ds.train[0].dtype == np.uint8 and ds.source == "embedded"
+    x, y = normalise(ds.train[0], ds.mean, ds.std), ds.train[1]
     assert x.dtype == np.float32 and x.shape == (3500, 28, 28, 1) and y.dtype == np.int32
+    assert np.bincount(y, minlength=10).min() == 350
     assert np.isclose(x.min(), (0 - 0.1307) / 0.3081, atol=1e-6)
     assert np.isclose(x.max(), (1 - 0.1307) / 0.3081, atol=1e-6)
     assert abs(x.mean()) < 0.05 and abs(x.std() - 1) < 0.05  # MNIST's own mean and std
@@ -46,6 +48,7 @@ def test_damaged_file_is_a_clear_error(tmp_path):
         embedded.read_csv(bad)
 
 
-def test_unavailable_dataset_says_what_to_do():
-    with pytest.raises(DataUnavailableError, match="set --config.data.name=mnist_5k"):
-        load_dataset("svhn", 28)
+def test_unavailable_dataset_says_what_to_do(tmp_path):
+    options = DataOptions(tfds_dir=str(tmp_path / "no-tfds"), cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(DataUnavailableError, match="no source on this machine serves svhn: .*raw_dir.*prepare svhn"):
+        load_dataset("svhn", 28, options=options)

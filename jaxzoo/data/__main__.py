@@ -1,0 +1,112 @@
+"""`python -m jaxzoo.data list | info NAME | prepare NAME [--raw_dir DIR] [--tfds_dir DIR] [--cache_dir DIR]`.
+
+list     every dataset: shape, classes, split sizes, the sources that can serve it here, cached sizes
+info     one dataset in detail
+prepare  one-time preparation: TFDS download (needs TensorFlow and the network) or the raw
+         files under --raw_dir, then the preprocessed cache for every image size it is used at
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from absl import logging as absl_logging
+
+from jaxzoo.data import raw, tfds_source
+from jaxzoo.data.load import DataOptions, cache_folder, can_serve, how_to_obtain, load_dataset
+from jaxzoo.data.registry import DATASETS, DatasetInfo
+from jaxzoo.errors import UserError
+
+
+def sources_here(info: DatasetInfo, options: DataOptions) -> list[str]:
+    return [s for s in ("embedded", "raw", "tfds") if can_serve(info, s, options)]
+
+
+def cached_sizes(info: DatasetInfo, options: DataOptions) -> list[str]:
+    return [
+        f"{size}px/{source}"
+        for size in info.image_sizes
+        for source in ("embedded", "raw", "tfds")
+        if (cache_folder(info, source, size, options) / "manifest.json").exists()
+    ]
+
+
+def shape_text(info: DatasetInfo) -> str:
+    return ", ".join(f"{s}x{s}x{info.channels}" for s in info.image_sizes)
+
+
+def list_datasets(options: DataOptions) -> None:
+    print("| dataset | shape | classes | train/val/test | sources here | prepared (cached) |")
+    print("|---|---|---:|---|---|---|")
+    for info in DATASETS.values():
+        sizes = "/".join(str(n) for n in info.split_sizes)
+        print(
+            f"| {info.name} | {shape_text(info)} | {info.num_classes} | {sizes} | "
+            f"{', '.join(sources_here(info, options)) or 'none'} | {', '.join(cached_sizes(info, options)) or 'no'} |"
+        )
+
+
+def show_info(info: DatasetInfo, options: DataOptions) -> None:
+    print(f"{info.name}: images from {info.source_name}; {info.notes}")
+    print(f"  shape {shape_text(info)}, {info.num_classes} classes, train/val/test {info.split_sizes}")
+    for size, transform in sorted(info.transforms.items()):
+        print(f"  {size}px: transform {transform.tag}, cache {cache_folder(info, 'raw', size, options).parent}")
+    print(f"  normalise: (x/255 - {info.mean}) / {info.std}")
+    print(f"  raw files: {raw.MARKERS.get(info.source_name, ('embedded',))} under {raw.FOLDERS.get(info.source_name, ())}")
+    print(f"  TFDS: {tfds_source.TFDS_NAMES.get(info.source_name, 'not in the TFDS catalog')}")
+    print(f"  sources here: {', '.join(sources_here(info, options)) or 'none'}; cached: {', '.join(cached_sizes(info, options)) or 'no'}")
+    if not sources_here(info, options):
+        print(f"  to obtain it: {how_to_obtain(info)}")
+
+
+def prepare(info: DatasetInfo, options: DataOptions) -> None:
+    source = options.source
+    if source == "auto":
+        if info.source_name == "mnist_5k":
+            source = "embedded"
+        elif options.raw_dir:
+            source = "raw"
+        elif info.source_name in tfds_source.TFDS_NAMES:
+            source = "tfds"
+        else:
+            raise UserError(f"{info.name} is not in TFDS: download it and pass --raw_dir DIR ({how_to_obtain(info)})")
+    if source == "tfds" and not tfds_source.prepared(info.source_name, options.tfds_dir):
+        print(f"downloading and preparing TFDS {tfds_source.TFDS_NAMES[info.source_name]} ...", flush=True)
+        tfds_source.prepare(info.source_name, options.tfds_dir)
+    for size in info.image_sizes:
+        start = time.time()
+        dataset = load_dataset(info.name, size, options=DataOptions(source, options.raw_dir, options.tfds_dir, options.cache_dir))
+        print(
+            f"{info.name} {size}px from {source}: train/val/test {len(dataset.train[1])}/{len(dataset.val[1])}/"
+            f"{len(dataset.test[1])} in {time.time() - start:.1f} s -> {cache_folder(info, source, size, options)}"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jaxzoo.data", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=("list", "info", "prepare"))
+    parser.add_argument("name", nargs="?")
+    parser.add_argument("--source", default="auto", choices=("auto", "embedded", "raw", "tfds"))
+    parser.add_argument("--raw_dir", default="")
+    parser.add_argument("--tfds_dir", default="")
+    parser.add_argument("--cache_dir", default="")
+    args = parser.parse_args(argv)
+    absl_logging.set_verbosity(absl_logging.ERROR)  # TFDS warns about every missing folder
+    options = DataOptions(args.source, args.raw_dir, args.tfds_dir, args.cache_dir)
+    try:
+        if args.command == "list":
+            list_datasets(options)
+            return 0
+        if args.name not in DATASETS:
+            raise UserError(f"unknown dataset {args.name!r}: choose one of {sorted(DATASETS)}")
+        (show_info if args.command == "info" else prepare)(DATASETS[args.name], options)
+    except UserError as error:
+        print(f"jaxzoo: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Serving a dataset: pick a source, read, transform, cache, split.
+
+Sources, in the order `auto` tries them: a cache made earlier from raw files or TFDS, raw
+files under `raw_dir`, prepared TFDS data, the embedded subset (mnist_5k only). The first
+load reads the source, applies the protocol's transform (PIL, as torchvision) and caches the
+uint8 result; later loads read the cache (checked against its manifest). The train/val split
+is the original's torch `random_split(seed 42)` applied to the source's train split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import pathlib
+
+import numpy as np
+
+from jaxzoo.data import cache, embedded, raw, splits, tfds_source
+from jaxzoo.data.preprocess import apply_transform
+from jaxzoo.data.registry import DATASETS, Dataset, DataUnavailableError, DatasetInfo
+
+SOURCES = ("auto", "embedded", "raw", "tfds")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataOptions:
+    """Where data may come from; none of it changes the images a protocol trains on."""
+
+    source: str = "auto"
+    raw_dir: str = ""
+    tfds_dir: str = ""
+    cache_dir: str = ""
+
+
+def can_serve(info: DatasetInfo, source: str, options: DataOptions) -> bool:
+    if source == "embedded":
+        return info.source_name == "mnist_5k"
+    if source == "raw":
+        return info.source_name in raw.READERS and raw.available(options.raw_dir, info.source_name)
+    if source == "tfds":
+        return tfds_source.prepared(info.source_name, options.tfds_dir)
+    return False
+
+
+def cache_folder(info: DatasetInfo, source: str, image_size: int, options: DataOptions) -> pathlib.Path:
+    tag = info.transforms[image_size].tag
+    return cache.cache_root(options.cache_dir) / cache.cache_key(info.source_name, source, tag)
+
+
+def how_to_obtain(info: DatasetInfo) -> str:
+    ways = []
+    if info.source_name in raw.READERS:
+        ways.append("put the published files in a folder and pass it as raw_dir (--config.data.raw_dir=DIR to "
+                    "train, --raw_dir DIR to `python -m jaxzoo.data prepare`; the files: `python -m jaxzoo.data info`)")
+    if info.source_name in tfds_source.TFDS_NAMES:
+        ways.append(f"run `python -m jaxzoo.data prepare {info.name}` (TFDS; needs TensorFlow and the network once)")
+    return "; or ".join(ways)
+
+
+def resolve_source(info: DatasetInfo, image_size: int, options: DataOptions) -> str:
+    """The source `options.source` names, or the first that can serve `info` when 'auto'."""
+    if options.source not in SOURCES:
+        raise DataUnavailableError(f"unknown data source {options.source!r}: choose from {SOURCES}")
+    if options.source != "auto":
+        if options.source == "embedded" and info.source_name != "mnist_5k":
+            raise DataUnavailableError(f"only mnist_5k is embedded, not {info.name}: {how_to_obtain(info)}")
+        return options.source
+    for source in ("raw", "tfds"):  # a cache made earlier serves without the source present
+        if (cache_folder(info, source, image_size, options) / "manifest.json").exists():
+            return source
+    for source in ("raw", "tfds", "embedded"):
+        if can_serve(info, source, options):
+            return source
+    raise DataUnavailableError(f"no source on this machine serves {info.name}: {how_to_obtain(info)}")
+
+
+def read_source(info: DatasetInfo, source: str, options: DataOptions):
+    if source == "embedded":
+        return embedded.load_raw()
+    if source == "raw":
+        if not options.raw_dir:
+            raise DataUnavailableError(f"source 'raw' needs --config.data.raw_dir=DIR holding the {info.source_name} files")
+        return raw.READERS[info.source_name](pathlib.Path(options.raw_dir).expanduser())
+    return tfds_source.read(info.source_name, options.tfds_dir)
+
+
+def check_sizes(info: DatasetInfo, native: dict, source: str, strict: bool) -> None:
+    n_train, n_val, n_test = info.split_sizes
+    expected = {"train": n_train + (0 if "val" in native else n_val), "test": n_test}
+    for split, count in expected.items():
+        got = len(native[split][1])
+        if strict and got != count:
+            raise DataUnavailableError(
+                f"{info.name} from {source} has {got} {split} images, the protocol needs {count}: "
+                "the files are incomplete or of another dataset"
+            )
+
+
+def load_dataset(
+    name: str,
+    image_size: int,
+    max_examples_per_split: int = 0,
+    options: DataOptions = DataOptions(),
+    strict_sizes: bool = True,
+) -> Dataset:
+    """The dataset `name` at `image_size` px: uint8 splits, the protocol's mean/std, its source.
+
+    `strict_sizes=False` accepts source splits of other sizes (val keeps the protocol's
+    fraction of train): for subsets of the published files and for tests.
+    """
+    if name not in DATASETS:
+        raise DataUnavailableError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
+    info = DATASETS[name]
+    if image_size not in info.transforms:
+        raise DataUnavailableError(f"dataset {name!r} is used at image sizes {info.image_sizes}, not {image_size}")
+    source = resolve_source(info, image_size, options)
+    folder = cache_folder(info, source, image_size, options)
+    stored = cache.read(folder)
+    if stored is None:
+        native = read_source(info, source, options)
+        check_sizes(info, native, source, strict_sizes)
+        transform = info.transforms[image_size]
+        stored = {
+            split: (apply_transform(images, transform), labels.astype(np.int32))
+            for split, (images, labels) in native.items()
+        }
+        cache.write(folder, stored)
+    check_sizes(info, stored, source, strict_sizes)
+    if "val" in stored:
+        train, val, method = stored["train"], stored["val"], "given"
+    else:
+        n = len(stored["train"][1])
+        n_val = info.split_sizes[1] if strict_sizes else round(n * info.split_sizes[1] / sum(info.split_sizes[:2]))
+        train_idx, val_idx, method = splits.train_val_split(n, n - n_val, n_val)
+        images, labels = stored["train"]
+        train, val = (images[train_idx], labels[train_idx]), (images[val_idx], labels[val_idx])
+    fingerprint = hashlib.sha256(f"{cache.fingerprint(folder)}-{method}-{len(val[1])}".encode()).hexdigest()[:16]
+    dataset = Dataset(name, info.num_classes, train, val, stored["test"], info.mean, info.std, source, fingerprint)
+    return dataset.limited(max_examples_per_split)
