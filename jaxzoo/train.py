@@ -264,6 +264,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     zoo_identity = identity(config)
     zoo_identity["dataset"] = {"source": dataset.source, "fingerprint": dataset.fingerprint}
     path = checkpoint.prepare_workdir(workdir, zoo_identity, to_json_dict(config), table)
+    log.info(
+        "data %s from %s: train/val/test %d/%d/%d", dataset.name, dataset.source,
+        len(dataset.train[1]), len(dataset.val[1]), len(dataset.test[1]),
+    )
     run = ZooRun(config, population, dataset)
     num_epochs = config.training.num_epochs
     log.info(

@@ -230,3 +230,19 @@ def test_invalid_config_raises_before_writing(tmp_path):
     with pytest.raises(ConfigError):
         train_and_evaluate(config, tmp_path / "never")
     assert not (tmp_path / "never").exists()
+
+
+def test_other_data_in_workdir_is_refused(population_run, monkeypatch):
+    """Same config, but the data differs (another source or other files): refused."""
+    import dataclasses
+
+    import jaxzoo.train as train_module
+
+    workdir, _ = population_run
+    real_load = train_module.load_dataset
+    monkeypatch.setattr(
+        train_module, "load_dataset",
+        lambda *a, **k: dataclasses.replace(real_load(*a, **k), source="raw", fingerprint="0123"),
+    )
+    with pytest.raises(checkpoint.WorkdirError, match=r"holds another zoo \(dataset.fingerprint: .* -> '0123'\)"):
+        train_and_evaluate(small_zoo_config(), workdir)

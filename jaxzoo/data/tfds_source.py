@@ -24,7 +24,6 @@ TFDS_NAMES = {
     "cifar100": "cifar100",
     "stl10": "stl10",
 }
-READ_BATCH = 4096
 
 
 def tfds_module():
@@ -58,13 +57,12 @@ def read_split(source_name: str, split: str, data_dir: str | None) -> tuple[np.n
             "TensorFlow and the network are available, or use raw files (--config.data.source=raw)"
         ) from None
     images, labels, ids = [], [], []
-    for start in range(0, len(source), READ_BATCH):
-        batch = source.__getitems__(list(range(start, min(start + READ_BATCH, len(source)))))
-        for example in batch:
-            images.append(np.asarray(example["image"], dtype=np.uint8))
-            labels.append(int(example["label"]))
-            if "id" in example:
-                ids.append(str(np.asarray(example["id"]).item()) if np.ndim(example["id"]) == 0 else str(example["id"]))
+    for index in range(len(source)):
+        example = source[index]
+        images.append(np.asarray(example["image"], dtype=np.uint8))
+        labels.append(int(example["label"]))
+        if "id" in example:
+            ids.append(str(np.asarray(example["id"]).item()))
     images_array, labels_array = np.stack(images), np.asarray(labels, np.int64)
     order = original_order(ids) if len(ids) == len(labels) else None
     if order is not None:
