@@ -1,0 +1,412 @@
+"""Exports a jaxzoo workdir in the formats the weight-space community reads (zoo-spec §4).
+
+  python -m jaxzoo.export --workdir W --out DIR [--format trials|vectors|all]
+                          [--epochs 5,15,50] [--threshold 5] [--overwrite]
+
+`<out>/<experiment>/` receives:
+  config.json, index_dict.json, readme.md, dataset.json     zoo level
+  <trial>/params.json, result.json, checkpoint_{e:06d}/checkpoints (+ optimizer at the last
+      epoch): the original trial folders, PyTorch state_dicts with the original keys (needs torch)
+  vectors/{train,val,test}.safetensors + .json (+ dataset.pt with torch): the flat-vector
+      dataset, split 70/15/15 by model after a seed-42 shuffle, NaN/|w|>threshold rows dropped
+
+Trial folders and vector files are written under temporary names and renamed when complete,
+so an interrupted export reruns to completion without duplicates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import pathlib
+import random
+import shutil
+import sys
+import time
+
+import numpy as np
+
+from jaxzoo import checkpoint
+from jaxzoo.errors import UserError
+from jaxzoo.layout import flat_vectors, index_dict, torch_tensors
+from jaxzoo.data import DATASETS
+from jaxzoo.models import ARCHS
+
+FORMATS = ("trials", "vectors", "all")
+SPLIT_FRACTIONS = (0.7, 0.15)
+SPLIT_SEED = 42
+DEFAULT_THRESHOLD = 5.0
+MANIFEST = "export.json"
+ORIGINAL_TYPE = {"cnn_s": "CNN", "cnn_m": "CNN3"}
+METRICS = checkpoint.METRIC_NAMES
+
+
+class ExportError(UserError):
+    """The export cannot proceed (the message names the problem and the fix)."""
+
+
+@dataclasses.dataclass
+class Zoo:
+    """A trained zoo read from its workdir: config, model table, metrics [epoch][name] -> [M]."""
+
+    workdir: pathlib.Path
+    config: dict
+    identity_hash: str
+    table: list[dict]
+    epochs: list[int]
+    metrics: dict[int, dict[str, np.ndarray]]
+
+    @property
+    def arch(self):
+        return ARCHS[self.config["model"]["arch"]]
+
+    @property
+    def channels_in(self) -> int:
+        return DATASETS[self.config["data"]["name"]].channels
+
+    @property
+    def experiment(self) -> str:
+        return self.config.get("original", {}).get("experiment") or self.config["name"]
+
+    def state(self, epoch: int) -> dict:
+        return checkpoint.load_state(self.workdir, epoch)[1]
+
+
+def read_zoo(workdir: str | os.PathLike) -> Zoo:
+    """Reads a workdir; ExportError if it is not a finished zoo (missing or damaged epochs)."""
+    path = pathlib.Path(workdir).absolute()
+    try:
+        document = json.loads((path / "config.json").read_text())
+        table = json.loads((path / "models.json").read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ExportError(f"{path} is not a jaxzoo workdir ({error}): pass the --workdir of a trained zoo") from None
+    num_epochs = document["config"]["training"]["num_epochs"]
+    steps = checkpoint.checkpoint_epochs(path)
+    missing = sorted(set(range(num_epochs + 1)) - set(steps))
+    if missing:
+        raise ExportError(
+            f"{path} lacks epochs {missing[:5]}{'...' if len(missing) > 5 else ''} of 0..{num_epochs}: "
+            "finish training first (rerun the same train command to resume)"
+        )
+    metrics = {epoch: checkpoint.read_epoch_metrics(path, epoch) for epoch in range(num_epochs + 1)}
+    return Zoo(path, document["config"], document["identity_hash"], table, list(range(num_epochs + 1)), metrics)
+
+
+def original_params(zoo: Zoo, row: dict) -> dict:
+    """params.json of one trial with the original's config keys."""
+    config = zoo.config
+    return {
+        "model::type": ORIGINAL_TYPE[config["model"]["arch"]],
+        "model::channels_in": zoo.channels_in,
+        "model::nlin": row["activation"],
+        "model::init_type": row["init"],
+        "model::dropout": row["dropout"],
+        "model::o_dim": zoo.arch.num_classes,
+        "model::use_bias": True,
+        "optim::optimizer": row["optimizer"],
+        "optim::lr": row["lr"],
+        "optim::wd": row["weight_decay"],
+        "optim::momentum": config["population"]["momentum"],
+        "seed": row["seed"],
+        "training::batchsize": config["training"]["batch_size"],
+        "training::epochs_train": config["training"]["num_epochs"],
+        "training::loss": "nll",
+        "training::dataloader": "tensor",
+        "dataset::name": config["data"]["name"],
+        "dataset::image_size": config["data"]["image_size"],
+        "cuda": False,
+        "jaxzoo::model_id": row["model_id"],
+        "jaxzoo::zoo": zoo.identity_hash,
+    }
+
+
+def search_pattern(zoo: Zoo) -> dict:
+    """The zoo-level config.json: fixed values, and {'grid_search': [...]} for varied ones."""
+    pop = zoo.config["population"]
+    grid = lambda values: values[0] if len(values) == 1 else {"grid_search": values}
+    seeds = sorted({row["seed"] for row in zoo.table})
+    return {
+        "model::type": ORIGINAL_TYPE[zoo.config["model"]["arch"]],
+        "model::nlin": grid(pop["activation"]),
+        "model::init_type": grid(pop["init"]),
+        "model::dropout": grid(pop["dropout"]),
+        "optim::optimizer": grid(pop["optimizer"]),
+        "optim::lr": grid(pop["lr"]),
+        "optim::wd": grid(pop["weight_decay"]),
+        "optim::momentum": pop["momentum"],
+        "seed": grid(seeds) if pop["seed_mode"] == "range" else f"{len(zoo.table)} random seeds in [0, 1e6)",
+        "training::batchsize": zoo.config["training"]["batch_size"],
+        "training::epochs_train": zoo.config["training"]["num_epochs"],
+        "dataset::name": zoo.config["data"]["name"],
+    }
+
+
+def trial_name(row: dict) -> str:
+    return f"NN_tune_trainable_{row['model_id']:05d}_seed={row['seed']}"
+
+
+def result_lines(zoo: Zoo, index: int, params: dict) -> list[str]:
+    lines = []
+    for epoch in zoo.epochs:
+        values = {name: float(zoo.metrics[epoch][name][index]) for name in METRICS}
+        line = {**values, "training_iteration": epoch, "done": epoch == zoo.epochs[-1],
+                "trial_id": f"{params['jaxzoo::model_id']:05d}", "config": params}
+        lines.append(json.dumps(line))
+    return lines
+
+
+def torch_optimizer_state(zoo: Zoo, row: dict, index: int, final_state: dict, torch) -> dict:
+    """The model's final optimizer state as PyTorch's Adam/SGD state_dict."""
+    from jaxzoo.torch import build_model
+
+    model = build_model(original_params(zoo, row))
+    if row["optimizer"] == "adam":
+        optimizer = torch.optim.Adam(model.parameters(), lr=row["lr"], weight_decay=row["weight_decay"])
+        inner = final_state["opt_state"]["adam"]["inner_state"][1][0]
+        step = float(np.asarray(inner["count"])[index])
+        buffers = {"exp_avg": inner["mu"], "exp_avg_sq": inner["nu"]}
+    else:
+        momentum = zoo.config["population"]["momentum"]
+        optimizer = torch.optim.SGD(model.parameters(), lr=row["lr"], momentum=momentum, weight_decay=row["weight_decay"])
+        inner = final_state["opt_state"]["sgd"]["inner_state"][1][0]
+        step = None
+        buffers = {"momentum_buffer": inner["trace"]} if momentum else {}
+    state_dict = optimizer.state_dict()
+    per_param: dict[int, dict] = {}
+    for name, tree in buffers.items():
+        single = {layer: {k: np.asarray(v)[index] for k, v in leaves.items()} for layer, leaves in tree.items()}
+        for position, (_, array) in enumerate(torch_tensors(single, zoo.arch, row["dropout"])):
+            entry = per_param.setdefault(position, {})
+            entry[name] = torch.from_numpy(np.ascontiguousarray(array))
+            if step is not None:
+                entry["step"] = torch.tensor(step)
+    state_dict["state"] = per_param
+    return state_dict
+
+
+def write_trials(zoo: Zoo, folder: pathlib.Path, log) -> int:
+    """One trial folder per model (skips complete ones); returns how many were written."""
+    try:
+        import torch
+    except ImportError:
+        raise ExportError("the trials format writes PyTorch checkpoints and needs torch: "
+                          "pip install 'jaxzoo[torch]' (or export --format vectors)") from None
+    todo = [(i, row) for i, row in enumerate(zoo.table) if not (folder / trial_name(row)).is_dir()]
+    if not todo:
+        return 0
+    params_by_model = {i: original_params(zoo, row) for i, row in todo}
+    # State_dict keys depend on the dropout setting; the arrays (PyTorch layout) do not.
+    keys = {flag: [key for key, _ in torch_tensors(zoo.state(0)["params"], zoo.arch, float(flag))] for flag in (0, 1)}
+    arrays_by_epoch = {}
+    for epoch in zoo.epochs:  # PyTorch layout of the whole population, once per epoch
+        state = zoo.state(epoch)
+        arrays_by_epoch[epoch] = [np.ascontiguousarray(a) for _, a in torch_tensors(state["params"], zoo.arch, 0.0)]
+    final_state = state
+    for count, (index, row) in enumerate(todo):
+        target = folder / trial_name(row)
+        tmp = folder / f".{target.name}.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        params = params_by_model[index]
+        (tmp / "params.json").write_text(json.dumps(params, indent=1))
+        (tmp / "result.json").write_text("".join(line + "\n" for line in result_lines(zoo, index, params)))
+        for epoch in zoo.epochs:
+            state_dict = {
+                key: torch.from_numpy(array[index].copy())
+                for key, array in zip(keys[int(row["dropout"] > 0)], arrays_by_epoch[epoch])
+            }
+            epoch_dir = tmp / f"checkpoint_{epoch:06d}"
+            epoch_dir.mkdir()
+            torch.save(state_dict, epoch_dir / "checkpoints")
+        last = tmp / f"checkpoint_{zoo.epochs[-1]:06d}" / "optimizer"
+        torch.save(torch_optimizer_state(zoo, row, index, final_state, torch), last)
+        os.replace(tmp, target)
+        if (count + 1) % 200 == 0:
+            log(f"  {count + 1}/{len(todo)} trial folders")
+    return len(todo)
+
+
+def model_splits(zoo: Zoo) -> dict[str, list[int]]:
+    """70/15/15 by model: sorted trial names shuffled with random.seed(42), as the original."""
+    names = sorted((trial_name(row), i) for i, row in enumerate(zoo.table))
+    random.seed(SPLIT_SEED)
+    random.shuffle(names)
+    n = len(names)
+    n_train, n_val = int(SPLIT_FRACTIONS[0] * n), int(SPLIT_FRACTIONS[1] * n)
+    indices = [i for _, i in names]
+    return {"train": indices[:n_train], "val": indices[n_train : n_train + n_val], "test": indices[n_train + n_val :]}
+
+
+def write_vectors(zoo: Zoo, folder: pathlib.Path, epochs: list[int], threshold: float, log) -> dict:
+    """The flat-vector dataset; returns the filter report."""
+    from safetensors.numpy import save_file
+
+    layout = index_dict(zoo.arch, zoo.channels_in)
+    weights_by_epoch = {epoch: flat_vectors(zoo.state(epoch)["params"], zoo.arch) for epoch in epochs}
+    folder.mkdir(parents=True, exist_ok=True)
+    report = {"threshold": threshold, "epochs": epochs, "splits": {}}
+    factors = ("seed", "activation", "init", "optimizer", "lr", "weight_decay", "dropout")
+    for split, models in model_splits(zoo).items():
+        rows = [(m, e) for m in models for e in epochs]
+        weights = np.stack([weights_by_epoch[e][m] for m, e in rows]) if rows else np.zeros((0, layout_size(layout)), np.float32)
+        nan = ~np.isfinite(weights).all(axis=1)
+        large = ~nan & (np.abs(np.nan_to_num(weights)) > threshold).any(axis=1)
+        keep = ~(nan | large)
+        kept = [row for row, k in zip(rows, keep) if k]
+        numeric = {
+            "model_id": np.array([zoo.table[m]["model_id"] for m, _ in kept], np.int64),
+            "epoch": np.array([e for _, e in kept], np.int64),
+            "ggap": np.array([zoo.metrics[e]["train_acc"][m] - zoo.metrics[e]["test_acc"][m] for m, e in kept], np.float32),
+        }
+        for name in METRICS:
+            numeric[name] = np.array([zoo.metrics[e][name][m] for m, e in kept], np.float32)
+        for name in ("seed", "lr", "weight_decay", "dropout"):
+            numeric[name] = np.array([zoo.table[m][name] for m, _ in kept], np.float64 if name != "seed" else np.int64)
+        categorical = {name: [zoo.table[m][name] for m, _ in kept] for name in ("activation", "init", "optimizer")}
+        tmp = folder / f".{split}.safetensors.partial"
+        save_file({"weights": np.ascontiguousarray(weights[keep]), **numeric}, str(tmp))
+        meta = {
+            "split": split, "rows": int(keep.sum()), "dropped_nan": int(nan.sum()), "dropped_threshold": int(large.sum()),
+            "numeric_properties": sorted(numeric), "categorical_properties": categorical,
+            "index_dict": layout, "epochs": epochs, "factors": factors,
+        }
+        (folder / f".{split}.json.partial").write_text(json.dumps(meta))
+        os.replace(tmp, folder / f"{split}.safetensors")
+        os.replace(folder / f".{split}.json.partial", folder / f"{split}.json")
+        report["splits"][split] = {k: meta[k] for k in ("rows", "dropped_nan", "dropped_threshold")}
+        log(f"  vectors/{split}: {meta['rows']} rows kept, {meta['dropped_nan']} NaN, {meta['dropped_threshold']} over |w| > {threshold}")
+    write_torch_dataset(folder)
+    return report
+
+
+def layout_size(layout: dict) -> int:
+    last = len(layout["layer"]) - 1
+    return layout["idx_start"][last] + layout["kernel_no"][last] * (layout["channels_in"][last] * layout["kernel_size"][last] + 1)
+
+
+def write_torch_dataset(folder: pathlib.Path) -> None:
+    """`dataset.pt`: {split: {'weights': tensor, 'properties': {...}}} when torch is installed."""
+    try:
+        import torch
+    except ImportError:
+        return
+    data = {split: load_vectors_split(folder, split) for split in ("train", "val", "test")}
+    payload = {
+        split: {"weights": torch.from_numpy(d.weights), "properties": {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v) for k, v in d.properties.items()}}
+        for split, d in data.items()
+    }
+    torch.save(payload, folder / ".dataset.pt.partial")
+    os.replace(folder / ".dataset.pt.partial", folder / "dataset.pt")
+
+
+@dataclasses.dataclass
+class VectorSplit:
+    """One split of an exported flat-vector dataset: weights [rows, P], properties per row."""
+
+    weights: np.ndarray
+    properties: dict[str, np.ndarray | list]
+    index_dict: dict
+
+
+def load_vectors_split(folder: pathlib.Path, split: str) -> VectorSplit:
+    from safetensors.numpy import load_file
+
+    tensors = load_file(str(folder / f"{split}.safetensors"))
+    meta = json.loads((folder / f"{split}.json").read_text())
+    properties: dict = {name: tensors[name] for name in meta["numeric_properties"]}
+    properties.update(meta["categorical_properties"])
+    return VectorSplit(tensors["weights"], properties, meta["index_dict"])
+
+
+def load_vectors(export_dir: str | os.PathLike) -> dict[str, VectorSplit]:
+    """Reads `<experiment>/vectors` (or the vectors folder itself) back: {'train', 'val', 'test'}."""
+    folder = pathlib.Path(export_dir)
+    folder = folder if (folder / "train.safetensors").exists() else folder / "vectors"
+    return {split: load_vectors_split(folder, split) for split in ("train", "val", "test")}
+
+
+def zoo_readme(zoo: Zoo, formats: str) -> str:
+    n = len(zoo.table)
+    return (
+        f"# {zoo.config['name']}\n\nExported by jaxzoo from zoo {zoo.identity_hash}: {n} models "
+        f"({zoo.config['model']['arch']}) on {zoo.config['data']['name']}, epochs 0..{zoo.epochs[-1]}.\n"
+        f"Formats: {formats}. Trial folders hold params.json, result.json (line e = epoch e) and "
+        "checkpoint_{e:06d}/checkpoints (PyTorch state_dict, original keys); load them with "
+        "`jaxzoo.torch.build_model(params)`. vectors/ holds the flat-vector dataset (safetensors + json).\n"
+        f"{zoo.config.get('notes', '')}\n"
+    )
+
+
+def export(workdir, out, formats: str = "all", epochs: list[int] | None = None,
+           threshold: float = DEFAULT_THRESHOLD, overwrite: bool = False, log=print) -> dict:
+    """Exports the zoo in `workdir` to `out/<experiment>`; returns a report (filters, time).
+
+    `log` receives progress lines (None: silent).
+    """
+    log = log or (lambda message: None)
+    if formats not in FORMATS:
+        raise ExportError(f"unknown format {formats!r}: choose from {FORMATS}")
+    start = time.time()
+    zoo = read_zoo(workdir)
+    epochs = zoo.epochs if epochs is None else epochs
+    bad = [e for e in epochs if e not in zoo.epochs]
+    if bad:
+        raise ExportError(f"epochs {bad} are not in the zoo (0..{zoo.epochs[-1]}): choose from those")
+    target = pathlib.Path(out).absolute() / zoo.experiment
+    settings = {"zoo": zoo.identity_hash, "formats": formats, "epochs": epochs, "threshold": threshold}
+    manifest_path = target / MANIFEST
+    if manifest_path.exists():
+        existing = json.loads(manifest_path.read_text())
+        same = {k: existing.get(k) for k in settings} == settings
+        if overwrite:
+            shutil.rmtree(target)
+        elif existing.get("complete") or not same:
+            raise ExportError(f"{target} already holds an export{' of another zoo or with other settings' if not same else ''}: "
+                              "pass --overwrite to replace it, or choose another --out")
+    elif target.exists() and any(target.iterdir()):
+        raise ExportError(f"{target} exists and is not a jaxzoo export: choose another --out")
+    target.mkdir(parents=True, exist_ok=True)
+    manifest_path.write_text(json.dumps({**settings, "complete": False}))
+    (target / "config.json").write_text(json.dumps(search_pattern(zoo), indent=1, default=str))
+    (target / "index_dict.json").write_text(json.dumps(index_dict(zoo.arch, zoo.channels_in), indent=1))
+    (target / "dataset.json").write_text(json.dumps({**zoo.config["data"], "dataset_seed": 42}, indent=1))
+    (target / "readme.md").write_text(zoo_readme(zoo, formats))
+    report = {"out": str(target), "models": len(zoo.table), "epochs": len(zoo.epochs)}
+    if formats in ("trials", "all"):
+        log(f"writing {len(zoo.table)} trial folders ...")
+        report["trials_written"] = write_trials(zoo, target, log)
+    if formats in ("vectors", "all"):
+        log("writing the flat-vector dataset ...")
+        report["vectors"] = write_vectors(zoo, target / "vectors", epochs, threshold, log)
+    manifest_path.write_text(json.dumps({**settings, "complete": True, "report": report}, indent=1))
+    report["seconds"] = time.time() - start
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jaxzoo.export", description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--format", default="all", choices=FORMATS)
+    parser.add_argument("--epochs", default="", help="comma-separated epochs for the vectors (default: all)")
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="drop rows with |w| above it")
+    parser.add_argument("--overwrite", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        epochs = [int(e) for e in args.epochs.split(",")] if args.epochs else None
+    except ValueError:
+        print(f"jaxzoo: error: --epochs {args.epochs!r} is not a comma-separated list of integers", file=sys.stderr)
+        return 2
+    try:
+        report = export(args.workdir, args.out, args.format, epochs, args.threshold, args.overwrite)
+    except UserError as error:
+        print(f"jaxzoo: error: {error}", file=sys.stderr)
+        return 2
+    print(f"exported to {report['out']} in {report['seconds']:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

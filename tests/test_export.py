@@ -1,0 +1,245 @@
+"""Export to the original trial folders and the flat-vector dataset; PyTorch equality."""
+
+import json
+import shutil
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from conftest import small_zoo_config  # noqa: E402
+from jaxzoo import checkpoint, export  # noqa: E402
+from jaxzoo.data import load_dataset, normalise  # noqa: E402
+from jaxzoo.layout import flat_vectors, index_dict, module_indices, torch_tensors  # noqa: E402
+from jaxzoo.models import ACTIVATIONS, ARCHS, CNN, init_params  # noqa: E402
+from jaxzoo.optim import PopulationOptimizer  # noqa: E402
+from jaxzoo.torch import ZooCNN, ZooVectorDataset, build_model  # noqa: E402
+from jaxzoo.train import train_and_evaluate  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def real_images():
+    ds = load_dataset("mnist_5k", 28, max_examples_per_split=64)
+    return normalise(ds.test[0], ds.mean, ds.std), ds.test[1]
+
+
+def images_for(arch, channels, real_images):
+    x = real_images[0]
+    if channels == 3:
+        x = np.repeat(x, 3, axis=-1)
+    if ARCHS[arch].image_size == 32:
+        x = np.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)), constant_values=float(x.min()))
+    return x
+
+
+@pytest.mark.parametrize("arch,channels", [("cnn_s", 1), ("cnn_s", 3), ("cnn_m", 3)])
+@pytest.mark.parametrize("dropout", [0.0, 0.5])
+def test_pytorch_logits_equal_jax_for_every_activation(arch, channels, dropout, real_images):
+    x = images_for(arch, channels, real_images)
+    for activation in ACTIVATIONS:
+        model = CNN(ARCHS[arch], (activation,), use_dropout=dropout > 0)
+        template = model.init(jax.random.key(0), jnp.zeros((1, *x.shape[1:])), 0, 0.0, train=False)["params"]
+        params = init_params(template, jax.random.key(7), 0, ("kaiming_uniform",))
+        jax_logits = np.asarray(model.apply({"params": params}, x, 0, dropout, train=False))
+        torch_model = ZooCNN(arch, activation, dropout, channels).eval()
+        state = {k: torch.from_numpy(np.array(v)) for k, v in torch_tensors(params, ARCHS[arch], dropout)}
+        torch_model.load_state_dict(state, strict=True)
+        with torch.no_grad():
+            torch_logits = torch_model(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
+        assert np.abs(torch_logits - jax_logits).max() <= 1e-5, (arch, activation, dropout)
+
+
+def test_module_indices_match_the_original():
+    assert module_indices(ARCHS["cnn_s"], 0.0) == [0, 3, 6, 9, 11]
+    assert module_indices(ARCHS["cnn_s"], 0.5) == [0, 4, 8, 11, 14]
+    assert module_indices(ARCHS["cnn_m"], 0.0) == [0, 4, 8, 13, 16]
+    layout = index_dict(ARCHS["cnn_s"], 1)
+    assert layout["idx_start"] == [0, 208, 1414, 1514, 2254]
+    assert layout["kernel_size"] == [25, 25, 4, 1, 1]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A trained mixed zoo (dropout 0/0.5, Adam/SGD, tanh/relu; 32 models, 2 epochs), exported."""
+    root = tmp_path_factory.mktemp("export")
+    config = small_zoo_config()
+    train_and_evaluate(config, root / "zoo")
+    report = export.export(root / "zoo", root / "out", log=None)
+    return root / "zoo", root / "out" / "test_zoo", report
+
+
+def trial_dirs(folder):
+    return sorted(p for p in folder.iterdir() if p.name.startswith("NN_tune_trainable_"))
+
+
+def test_trial_folders_follow_the_original_layout(exported, real_images):
+    workdir, out, _ = exported
+    trials = trial_dirs(out)
+    assert len(trials) == 32
+    for name in ("config.json", "index_dict.json", "readme.md", "dataset.json", "export.json"):
+        assert (out / name).exists()
+    ds = load_dataset("mnist_5k", 28, max_examples_per_split=120)
+    test_x = torch.from_numpy(normalise(ds.test[0], ds.mean, ds.std).transpose(0, 3, 1, 2).copy())
+    for trial in trials[:6]:
+        params = json.loads((trial / "params.json").read_text())
+        lines = [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
+        assert [line["training_iteration"] for line in lines] == [0, 1, 2]
+        model = build_model(params).eval()
+        for epoch, line in enumerate(lines):
+            state = torch.load(trial / f"checkpoint_{epoch:06d}" / "checkpoints")
+            model.load_state_dict(state, strict=True)
+            with torch.no_grad():
+                logits = model(test_x)
+            accuracy = (logits.argmax(1).numpy() == ds.test[1]).mean()
+            assert accuracy == pytest.approx(line["test_acc"], abs=1e-6)  # line e is checkpoint e
+        assert (trial / "checkpoint_000002" / "optimizer").exists()
+        assert not (trial / "checkpoint_000001" / "optimizer").exists()
+        expected_keys = {f"module_list.{i}.{p}" for i in module_indices(ARCHS["cnn_s"], params["model::dropout"]) for p in ("weight", "bias")}
+        assert set(state) == expected_keys
+
+
+def test_exported_optimizer_continues_training_like_jax(exported, real_images):
+    workdir, out, _ = exported
+    _, final = checkpoint.load_state(workdir)
+    table = json.loads((workdir / "models.json").read_text())
+    x, y = real_images[0][:10], real_images[1][:10]
+    for optimizer_name in ("adam", "sgd"):
+        index = next(i for i, r in enumerate(table) if r["optimizer"] == optimizer_name)
+        row = table[index]
+        trial = out / export.trial_name(row)
+        params_json = json.loads((trial / "params.json").read_text())
+        model = build_model(params_json).eval()
+        model.load_state_dict(torch.load(trial / "checkpoint_000002" / "checkpoints"), strict=True)
+        opt = (torch.optim.Adam(model.parameters(), lr=row["lr"], weight_decay=row["weight_decay"]) if optimizer_name == "adam"
+               else torch.optim.SGD(model.parameters(), lr=row["lr"], momentum=0.9, weight_decay=row["weight_decay"]))
+        opt.load_state_dict(torch.load(trial / "checkpoint_000002" / "optimizer"))
+        loss = torch.nn.functional.nll_loss(torch.log_softmax(model(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())), 1), torch.from_numpy(y).long())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+        jax_model = CNN(ARCHS["cnn_s"], (row["activation"],), use_dropout=False)
+        params = jax.tree.map(lambda a: jnp.asarray(a[index]), final["params"])
+        grads = jax.grad(lambda p: -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(
+            jax_model.apply({"params": p}, x, 0, 0.0, train=False)), y[:, None], 1)))(params)
+        population_opt = PopulationOptimizer((optimizer_name,), 0.9)
+        opt_state = {optimizer_name: jax.tree.map(lambda a: jnp.asarray(a[index]), final["opt_state"][optimizer_name])}
+        template = population_opt.init(params, row["lr"], row["weight_decay"])
+        opt_state = jax.tree.unflatten(jax.tree.structure(template), jax.tree.leaves(opt_state))
+        new_params, _ = population_opt.update(grads, opt_state, params, 0)
+        expected = dict(torch_tensors(jax.tree.map(np.asarray, new_params), ARCHS["cnn_s"], row["dropout"]))
+        for key, value in model.state_dict().items():
+            np.testing.assert_allclose(value.numpy(), expected[key], rtol=0, atol=2e-6)
+
+
+def test_vectors_round_trip_and_filters(exported):
+    workdir, out, report = exported
+    splits = export.load_vectors(out)
+    assert {k: len(v.weights) for k, v in splits.items()} == {"train": 22 * 3, "val": 4 * 3, "test": 6 * 3}
+    assert report["vectors"]["splits"]["train"]["dropped_nan"] == 0
+    train = splits["train"]
+    row = 5
+    model_id, epoch = int(train.properties["model_id"][row]), int(train.properties["epoch"][row])
+    trial = out / export.trial_name(json.loads((workdir / "models.json").read_text())[model_id])
+    state = torch.load(trial / f"checkpoint_{epoch:06d}" / "checkpoints")
+    from_state = np.concatenate([state[f"module_list.{i}.{p}"].numpy().reshape(-1) for i in module_indices(ARCHS["cnn_s"], float(train.properties["dropout"][row])) for p in ("weight", "bias")])
+    np.testing.assert_array_equal(train.weights[row], from_state)
+    # and back: the index map cuts the vector into the state_dict's tensors
+    layout = train.index_dict
+    start = layout["idx_start"][1]
+    n = layout["kernel_no"][1] * layout["channels_in"][1] * layout["kernel_size"][1]
+    conv1 = [k for k in state if k.endswith(".weight")][1]
+    np.testing.assert_array_equal(train.weights[row][start : start + n].reshape(state[conv1].shape), state[conv1].numpy())
+    assert train.properties["ggap"][row] == pytest.approx(train.properties["train_acc"][row] - train.properties["test_acc"][row])
+    dataset = ZooVectorDataset(out / "vectors", "val", epochs=[2])
+    assert len(dataset) == 4 and dataset[0][0].shape == (2464,) and dataset[0][1]["epoch"] == 2
+    assert set(dataset.properties["activation"]) <= {"tanh", "relu"}
+    assert torch.load(out / "vectors" / "dataset.pt")["test"]["weights"].shape == (18, 2464)
+
+
+def test_threshold_filter_counts(exported, tmp_path):
+    workdir, _, _ = exported
+    report = export.export(workdir, tmp_path / "strict", formats="vectors", epochs=[2], threshold=0.05, log=None)
+    counts = report["vectors"]["splits"]
+    assert sum(c["dropped_threshold"] for c in counts.values()) > 0
+    assert sum(c["rows"] + c["dropped_threshold"] + c["dropped_nan"] for c in counts.values()) == 32
+
+
+def test_thousand_models_split_700_150_150():
+    zoo = types.SimpleNamespace(table=[{"model_id": i, "seed": i + 1} for i in range(1000)])
+    splits = export.model_splits(zoo)
+    assert [len(splits[k]) for k in ("train", "val", "test")] == [700, 150, 150]
+    assert sorted(sum(splits.values(), [])) == list(range(1000))
+    assert export.model_splits(zoo) == splits
+
+
+def test_refusals_and_interrupted_rerun(exported, tmp_path, monkeypatch):
+    workdir, out, _ = exported
+    with pytest.raises(export.ExportError, match="already holds an export: pass --overwrite"):
+        export.export(workdir, out.parent, log=None)
+    # An interrupted export: manifest incomplete, one trial missing, one half-written.
+    copy = tmp_path / "out"
+    shutil.copytree(out.parent, copy)
+    target = copy / "test_zoo"
+    manifest = json.loads((target / "export.json").read_text())
+    (target / "export.json").write_text(json.dumps({**manifest, "complete": False}))
+    victim = trial_dirs(target)[3]
+    shutil.rmtree(victim)
+    (target / f".{victim.name}.partial").mkdir()
+    report = export.export(workdir, copy, log=None)
+    assert report["trials_written"] == 1 and len(trial_dirs(target)) == 32
+    assert not list(target.glob(".*partial"))
+
+    monkeypatch.setitem(__import__("sys").modules, "torch", None)
+    with pytest.raises(export.ExportError, match="needs torch: pip install"):
+        export.export(workdir, tmp_path / "no-torch", formats="trials", log=None)
+
+
+def test_incomplete_or_damaged_workdir_is_refused(exported, tmp_path):
+    workdir, _, _ = exported
+    broken = tmp_path / "zoo"
+    shutil.copytree(workdir, broken)
+    shutil.rmtree(broken / "checkpoints" / "1")
+    with pytest.raises(export.ExportError, match=r"lacks epochs \[1\] of 0..2: finish training"):
+        export.export(broken, tmp_path / "o", log=None)
+    damaged = tmp_path / "zoo2"
+    shutil.copytree(workdir, damaged)
+    for p in (damaged / "checkpoints" / "2" / "state").rglob("*"):
+        if p.is_file() and p.stat().st_size > 100:
+            p.write_bytes(b"\0" * 16)
+    with pytest.raises(checkpoint.WorkdirError, match="checkpoint of epoch 2 .* is unreadable"):
+        export.export(damaged, tmp_path / "o2", log=None)
+
+
+def test_cli_exit_codes(exported, tmp_path):
+    import subprocess
+    import sys
+
+    workdir, out, _ = exported
+    result = subprocess.run([sys.executable, "-m", "jaxzoo.export", "--workdir", str(workdir), "--out", str(out.parent)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "already holds an export" in result.stderr
+    result = subprocess.run([sys.executable, "-m", "jaxzoo.export", "--workdir", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "is not a jaxzoo workdir" in result.stderr
+    result = subprocess.run([sys.executable, "-m", "jaxzoo.export", "--workdir", str(workdir), "--out", str(tmp_path / "v"),
+                             "--format", "vectors", "--epochs", "0,2"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-1500:]
+    assert len(export.load_vectors(tmp_path / "v" / "test_zoo")["train"].weights) == 22 * 2
+
+
+def test_flat_vectors_order_is_the_originals():
+    model = CNN(ARCHS["cnn_s"], ("tanh",), use_dropout=False)
+    template = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)), 0, 0.0, train=False)["params"]
+    params = jax.tree.map(lambda a: np.asarray(a)[None], init_params(template, jax.random.key(1), 0, ("normal",)))
+    vector = flat_vectors(params, ARCHS["cnn_s"])[0]
+    conv0 = np.asarray(params["conv0"]["kernel"][0]).transpose(3, 2, 0, 1).reshape(-1)
+    np.testing.assert_array_equal(vector[:200], conv0)
+    np.testing.assert_array_equal(vector[200:208], params["conv0"]["bias"][0])
+    fc1 = np.asarray(params["fc1"]["kernel"][0]).T.reshape(-1)
+    np.testing.assert_array_equal(vector[2254:2454], fc1)
+    assert vector.shape == (2464,)
