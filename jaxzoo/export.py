@@ -39,6 +39,7 @@ SPLIT_FRACTIONS = (0.7, 0.15)
 SPLIT_SEED = 42
 DEFAULT_THRESHOLD = 5.0
 MANIFEST = "export.json"
+EXPORTS_FILE = "exports.json"  # in the workdir: where its exports went (the card follows them)
 ORIGINAL_TYPE = {"cnn_s": "CNN", "cnn_m": "CNN3"}
 METRICS = checkpoint.METRIC_NAMES
 
@@ -381,8 +382,16 @@ def export(workdir, out, formats: str = "all", epochs: list[int] | None = None,
         log("writing the flat-vector dataset ...")
         report["vectors"] = write_vectors(zoo, target / "vectors", epochs, threshold, log)
     manifest_path.write_text(json.dumps({**settings, "complete": True, "report": report}, indent=1))
+    record_export(zoo.workdir, target)
     report["seconds"] = time.time() - start
     return report
+
+
+def record_export(workdir: pathlib.Path, target: pathlib.Path) -> None:
+    path = workdir / EXPORTS_FILE
+    known = json.loads(path.read_text()) if path.exists() else []
+    if str(target) not in known:
+        path.write_text(json.dumps(known + [str(target)], indent=1))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,10 +1,11 @@
-"""Export time and size on disk for a realistic zoo: 1,000 CNN-s models x 51 epochs.
+"""Export and analysis time, and export size on disk, for a realistic zoo: 1,000 CNN-s x 51 epochs.
 
 Builds a synthetic workdir with the trainer's own init, checkpointing and metrics code
-(weights of epoch e = init + e * small noise, random metrics; no training), then times
-`python -m jaxzoo.export` per format and reports the size of each.
+(weights of epoch e = init + small noise per epoch, random metrics; no training) on mnist_5k,
+then times `python -m jaxzoo.export` per format (with the size of each) and
+`python -m jaxzoo.analyze` (Table 2, figures, card; PCA unless umap-learn is installed).
 
-  python scripts/bench_export.py [--models 1000] [--epochs 50] [--scratch DIR]
+  python scripts/bench_zoo_tools.py [--models 1000] [--epochs 50] [--scratch DIR]
 """
 
 from __future__ import annotations
@@ -79,6 +80,9 @@ def main() -> None:
                        check=True, capture_output=True)
         seconds = time.perf_counter() - start
         print(f"| {fmt} | {seconds:.1f} | {size_of(out) / 2**20:.0f} MiB |", flush=True)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "jaxzoo.analyze", "--workdir", str(workdir)], check=True, capture_output=True)
+    print(f"analysis (Table 2 on 750 test images, 3 figures, card): {time.perf_counter() - start:.1f} s")
 
 
 if __name__ == "__main__":

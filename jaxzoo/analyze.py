@@ -1,0 +1,236 @@
+"""Zoo card: `python -m jaxzoo.analyze --workdir W [--threshold 5] [--agreement_images N]`.
+
+Writes `W/card/`: README.md (the card), zoo_card.json (the same facts), table2.json (the
+metrics) and the figures (PNG + SVG); and the same into every export made from W.
+
+Table 2 at the last epoch, after removing non-viable models (NaN/inf or |w| > threshold):
+accuracy; agreement (pairwise share of identical test predictions); CKA (linear CKA of the
+outputs of every conv and linear layer, before pooling and activation, the last being the
+logits, on the first 50 test images; a pair's value is the mean over the layers); weights
+(mean and std of all w), pairwise l2 and cosine distances.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import shutil
+import sys
+import time
+
+import flax.linen as nn
+import jax
+import numpy as np
+from ml_collections import ConfigDict
+
+from jaxzoo import analysis, plots
+from jaxzoo.config import data_options
+from jaxzoo.data import load_dataset, normalise
+from jaxzoo.errors import UserError
+from jaxzoo.export import EXPORTS_FILE, Zoo, read_zoo
+from jaxzoo.layout import flat_vectors
+from jaxzoo.models import CNN, PatchConv, layer_names
+from jaxzoo.population import build_population
+
+MODEL_CHUNK = 64
+IMAGE_BATCH = 250
+LICENSE = "CC-BY 4.0, as the original model zoos (https://creativecommons.org/licenses/by/4.0/)"
+
+
+def forward_functions(zoo: Zoo, activations: tuple[str, ...]):
+    """Compiled (predict, features) over a chunk of models; images shared by all models."""
+    model = CNN(zoo.arch, activations, use_dropout=False)
+    names = layer_names(zoo.arch)
+
+    def one(params, activation_index, x):
+        logits, state = model.apply(
+            {"params": params}, x, activation_index, 0.0, train=False,
+            capture_intermediates=lambda module, _: isinstance(module, (PatchConv, nn.Dense)),
+        )
+        inter = state["intermediates"]
+        return logits, [inter[name]["__call__"][0].reshape(x.shape[0], -1) for name in names]
+
+    predict = jax.jit(jax.vmap(lambda p, a, x: one(p, a, x)[0].argmax(-1), in_axes=(0, 0, None)))
+    features = jax.jit(jax.vmap(lambda p, a, x: one(p, a, x)[1], in_axes=(0, 0, None)))
+    return predict, features
+
+
+def predictions_and_features(zoo: Zoo, params, test_images: np.ndarray, cka_images: int):
+    population = build_population(zoo.table)
+    predict, features = forward_functions(zoo, population.activations)
+    activation_index = population.arrays["activation_index"]
+    preds, feats = [], []
+    for start in range(0, len(zoo.table), MODEL_CHUNK):
+        chunk = slice(start, start + MODEL_CHUNK)
+        p = jax.tree.map(lambda a: a[chunk], params)
+        a = activation_index[chunk]
+        preds.append(np.concatenate([np.asarray(predict(p, a, test_images[i : i + IMAGE_BATCH]))
+                                     for i in range(0, len(test_images), IMAGE_BATCH)], axis=1))
+        feats.append([np.asarray(f) for f in features(p, a, test_images[:cka_images])])
+    layers = [np.concatenate([f[i] for f in feats]) for i in range(len(feats[0]))]
+    return np.concatenate(preds), layers
+
+
+def embedding_rows(zoo: Zoo, keep: np.ndarray, max_points: int, seed: int = 0):
+    """(weights, epoch, model index) of up to max_points (model, epoch) rows of viable models."""
+    models = np.flatnonzero(keep)
+    pairs = [(m, e) for e in zoo.epochs for m in models]
+    rng = np.random.default_rng(seed)
+    if len(pairs) > max_points:
+        pairs = [pairs[i] for i in sorted(rng.choice(len(pairs), max_points, replace=False))]
+    weights, epochs, index = [], [], []
+    for epoch in zoo.epochs:
+        chosen = [m for m, e in pairs if e == epoch]
+        if chosen:
+            weights.append(flat_vectors(zoo.state(epoch)["params"], zoo.arch)[chosen])
+            epochs += [epoch] * len(chosen)
+            index += chosen
+    return np.concatenate(weights), np.array(epochs), np.array(index)
+
+
+def generating_factors(zoo: Zoo) -> dict:
+    pop = zoo.config["population"]
+    seeds = sorted({row["seed"] for row in zoo.table})
+    return {
+        "activation": pop["activation"], "init": pop["init"], "optimizer": pop["optimizer"],
+        "lr": pop["lr"], "weight_decay": pop["weight_decay"], "dropout": pop["dropout"],
+        "seeds": {"mode": pop["seed_mode"], "count": len(seeds), "min": seeds[0], "max": seeds[-1]},
+    }
+
+
+def card_markdown(card: dict) -> str:
+    t = card["table2"]
+    fmt = lambda d, scale=1.0: f"{scale * d['mean']:.3f} ({scale * d['std']:.3f})"
+    factors = "\n".join(f"| {k} | {v} |" for k, v in card["generating_factors"].items())
+    figures = "\n".join(f"![{pathlib.Path(p).stem}]({pathlib.Path(p).name})" for p in card["figures"] if p.endswith(".png"))
+    return f"""# Zoo card: {card['name']}
+
+{card['models']} {card['architecture']} models on {card['dataset']['name']} ({card['dataset']['source']}),
+{card['epochs'] + 1} states each (epochs 0..{card['epochs']}): {card['model_states']} model states.
+
+## Generating factors
+
+| factor | values |
+|---|---|
+{factors}
+
+## Training protocol
+
+{card['protocol']}
+
+Splits: dataset train/val/test {card['dataset']['splits']}; exported flat vectors split 70/15/15 by model.
+
+## Table 2 (last epoch, {t['viable']} of {t['models']} models viable; removed: {t['removed_non_finite']} NaN/inf, {t['removed_over_threshold']} with |w| > {t['threshold']})
+
+| Acc | Agreement κ_aggr | CKA κ_cka | w mean (std) | l2 distance | cosine distance |
+|---|---|---|---|---|---|
+| {fmt(t['accuracy'], 100)} | {fmt(t['agreement'])} | {fmt(t['cka'])} | {t['weights']['mean']:.4f} ({t['weights']['std']:.4f}) | {fmt(t['l2_distance'])} | {fmt(t['cosine_distance'])} |
+
+{card['metric_definitions']}
+
+## Figures
+
+{figures}
+
+## Loading
+
+JAX: `from jaxzoo import checkpoint; epoch, state = checkpoint.load_state("<workdir>", {card['epochs']})`.
+PyTorch: `python -m jaxzoo.export --workdir <workdir> --out exports`, then
+`jaxzoo.torch.build_model(params_json).load_state_dict(torch.load(".../checkpoint_{card['epochs']:06d}/checkpoints"))`
+or `jaxzoo.torch.ZooVectorDataset("exports/<zoo>/vectors", "train")`.
+
+## License
+
+{card['license']}
+
+{card['notes']}
+"""
+
+
+def analyze(workdir, threshold: float = analysis.DEFAULT_THRESHOLD, agreement_images: int = 0,
+            embedding_points: int = 5000, log=print) -> dict:
+    """Writes the card into `workdir/card` (and each export of the zoo); returns the card."""
+    log = log or (lambda message: None)
+    start = time.time()
+    zoo = read_zoo(workdir)
+    config = zoo.config
+    last = zoo.epochs[-1]
+    params = zoo.state(last)["params"]
+    weights = flat_vectors(params, zoo.arch)
+    data = config["data"]
+    dataset = load_dataset(data["name"], data["image_size"], data["max_examples_per_split"], data_options(ConfigDict(config)))
+    test_images = normalise(dataset.test[0], dataset.mean, dataset.std)
+    if agreement_images:
+        test_images = test_images[:agreement_images]
+    log(f"forward passes of {len(zoo.table)} models on {len(test_images)} test images ...")
+    predictions, layer_features = predictions_and_features(zoo, params, test_images, analysis.CKA_IMAGES)
+    table2 = analysis.table2_row(zoo.metrics[last]["test_acc"], predictions, layer_features, weights,
+                                 dataset.num_classes, threshold)
+    keep = analysis.viability(weights, threshold).keep
+    folder = zoo.workdir / "card"
+    folder.mkdir(exist_ok=True)
+    train_acc = np.stack([zoo.metrics[e]["train_acc"][keep] for e in zoo.epochs])
+    test_acc = np.stack([zoo.metrics[e]["test_acc"][keep] for e in zoo.epochs])
+    figures = plots.accuracy_over_epochs(train_acc, test_acc, folder)
+    figures += plots.final_accuracy(train_acc[-1], test_acc[-1], folder)
+    log("embedding the weights of all epochs ...")
+    rows, row_epochs, row_models = embedding_rows(zoo, keep, embedding_points)
+    colours = {"epoch": row_epochs}
+    for factor in ("init", "activation"):
+        if len(config["population"][factor]) > 1:
+            colours[factor] = np.array([zoo.table[m][factor] for m in row_models])
+    figures += plots.weight_embedding(rows, colours, folder)
+    card = {
+        "name": config["name"],
+        "dataset": {"name": data["name"], "source": dataset.source, "image_size": data["image_size"],
+                    "splits": [len(dataset.train[1]), len(dataset.val[1]), len(dataset.test[1])]},
+        "architecture": config["model"]["arch"],
+        "models": len(zoo.table),
+        "epochs": last,
+        "model_states": len(zoo.table) * (last + 1),
+        "generating_factors": generating_factors(zoo),
+        "protocol": (f"batch {config['training']['batch_size']}, {last} epochs, NLL of log_softmax, coupled L2 "
+                     f"weight decay, SGD momentum {config['population']['momentum']}; per-model data order from "
+                     "the model seed; epoch 0 = evaluation before training."),
+        "table2": table2,
+        "metric_definitions": __doc__.split("\n\n", 2)[2].strip(),
+        "figures": figures,
+        "license": LICENSE,
+        "notes": config.get("notes", ""),
+        "seconds": time.time() - start,
+    }
+    (folder / "table2.json").write_text(json.dumps(table2, indent=1))
+    (folder / "zoo_card.json").write_text(json.dumps(card, indent=1))
+    (folder / "README.md").write_text(card_markdown(card))
+    for export_dir in exports_of(zoo.workdir):
+        shutil.copytree(folder, export_dir / "card", dirs_exist_ok=True)
+        log(f"card copied into {export_dir / 'card'}")
+    log(f"card written to {folder} in {time.time() - start:.1f} s")
+    return card
+
+
+def exports_of(workdir: pathlib.Path) -> list[pathlib.Path]:
+    path = workdir / EXPORTS_FILE
+    if not path.exists():
+        return []
+    return [pathlib.Path(p) for p in json.loads(path.read_text()) if pathlib.Path(p).is_dir()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jaxzoo.analyze", description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--threshold", type=float, default=analysis.DEFAULT_THRESHOLD)
+    parser.add_argument("--agreement_images", type=int, default=0, help="first N test images (0: all)")
+    parser.add_argument("--embedding_points", type=int, default=5000, help="(model, epoch) rows in the embedding")
+    args = parser.parse_args(argv)
+    try:
+        analyze(args.workdir, args.threshold, args.agreement_images, args.embedding_points)
+    except UserError as error:
+        print(f"jaxzoo: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

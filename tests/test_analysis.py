@@ -1,0 +1,119 @@
+"""Table 2 metrics on constructed populations, viability filtering, figures and the zoo card."""
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import small_zoo_config
+from jaxzoo import analysis, checkpoint
+from jaxzoo.analyze import analyze
+from jaxzoo.train import train_and_evaluate
+
+
+def random_orthogonal(rng, d):
+    q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    return q
+
+
+def test_identical_models_agree_fully():
+    rng = np.random.default_rng(0)
+    predictions = np.tile(rng.integers(0, 10, 200), (4, 1))
+    features = np.tile(rng.normal(size=(1, 50, 12)), (4, 1, 1))
+    weights = np.tile(rng.normal(size=(1, 30)), (4, 1))
+    np.testing.assert_allclose(analysis.agreement_matrix(predictions, 10), 1.0)
+    np.testing.assert_allclose(analysis.linear_cka_matrix(features), 1.0, atol=1e-12)
+    l2, cosine = analysis.distance_matrices(weights)
+    np.testing.assert_allclose(l2, 0.0, atol=1e-6)
+    np.testing.assert_allclose(cosine, 0.0, atol=1e-12)
+
+
+def test_cka_invariances():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(50, 8))
+    rotated = 3.7 * x @ random_orthogonal(rng, 8)
+    mixed = x @ (np.eye(8) + np.diag(np.linspace(0, 9, 8)) + 0.5 * rng.normal(size=(8, 8)))
+    cka = analysis.linear_cka_matrix(np.stack([x, rotated, mixed]))
+    assert cka[0, 1] == pytest.approx(1.0, abs=1e-10)
+    assert cka[0, 2] < 0.97
+    unrelated = rng.normal(size=(50, 8))
+    assert analysis.linear_cka_matrix(np.stack([x, unrelated]))[0, 1] < 0.5
+    # matches the textbook formula ||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F) on centred data
+    xc, mc = x - x.mean(0), mixed - mixed.mean(0)
+    textbook = np.linalg.norm(mc.T @ xc) ** 2 / (np.linalg.norm(xc.T @ xc) * np.linalg.norm(mc.T @ mc))
+    assert cka[0, 2] == pytest.approx(textbook, rel=1e-10)
+
+
+def test_hand_computed_distances_and_agreement():
+    w = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    l2, cosine = analysis.distance_matrices(w)
+    assert l2[0, 1] == pytest.approx(math.sqrt(2)) and l2[0, 2] == pytest.approx(1.0)
+    assert cosine[0, 1] == pytest.approx(1.0) and cosine[0, 2] == pytest.approx(1 - 1 / math.sqrt(2))
+    assert analysis.pair_values(l2).tolist() == pytest.approx([math.sqrt(2), 1.0, 1.0])
+    predictions = np.array([[0, 1, 2, 3], [0, 1, 0, 0], [3, 3, 3, 3]])
+    agree = analysis.agreement_matrix(predictions, 4)
+    assert agree[0, 1] == 0.5 and agree[0, 2] == 0.25 and agree[1, 2] == 0.0
+
+
+def test_viability_filter_and_table2_row():
+    rng = np.random.default_rng(2)
+    weights = rng.normal(0, 0.1, size=(5, 20))
+    weights[1, 3] = np.nan
+    weights[3, 0] = 7.5
+    acc = np.array([0.9, 0.1, 0.8, 0.2, 0.7])
+    predictions = rng.integers(0, 10, size=(5, 30))
+    features = [rng.normal(size=(5, 50, 6)), rng.normal(size=(5, 50, 10))]
+    row = analysis.table2_row(acc, predictions, features, weights, 10, threshold=5.0)
+    assert (row["viable"], row["removed_non_finite"], row["removed_over_threshold"]) == (3, 1, 1)
+    assert row["accuracy"]["mean"] == pytest.approx(0.8) and row["accuracy"]["std"] == pytest.approx(np.std([0.9, 0.8, 0.7]))
+    kept = weights[[0, 2, 4]]
+    assert row["weights"]["mean"] == pytest.approx(kept.mean())
+    assert len(row["cka_per_layer"]) == 2
+    assert row["cka"]["mean"] == pytest.approx(np.mean(row["cka_per_layer"]))
+
+
+@pytest.fixture(scope="module")
+def analysed_zoo(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("analysis") / "zoo"
+    train_and_evaluate(small_zoo_config(), workdir)
+    card = analyze(workdir, log=None)
+    return workdir, card
+
+
+def test_card_numbers_equal_the_metrics(analysed_zoo):
+    workdir, card = analysed_zoo
+    table2 = json.loads((workdir / "card" / "table2.json").read_text())
+    assert json.loads((workdir / "card" / "zoo_card.json").read_text())["table2"] == table2 == card["table2"]
+    rows = [r for r in checkpoint.read_metrics(workdir) if r["epoch"] == 2]
+    _, state = checkpoint.load_state(workdir)
+    from jaxzoo.layout import flat_vectors
+    from jaxzoo.models import ARCHS
+
+    keep = analysis.viability(flat_vectors(state["params"], ARCHS["cnn_s"])).keep
+    accs = np.array([r["test_acc"] for r in rows], np.float64)[keep]
+    assert table2["accuracy"]["mean"] == pytest.approx(accs.mean(), abs=1e-7)
+    readme = (workdir / "card" / "README.md").read_text()
+    assert f"{100 * table2['accuracy']['mean']:.3f} ({100 * table2['accuracy']['std']:.3f})" in readme
+    assert f"{table2['agreement']['mean']:.3f}" in readme and "CC-BY 4.0" in readme
+    assert card["model_states"] == 32 * 3 and 0 < table2["agreement"]["mean"] <= 1 and 0 < table2["cka"]["mean"] <= 1
+
+
+def test_figures_exist_and_are_not_blank(analysed_zoo):
+    workdir, card = analysed_zoo
+    pngs = [p for p in card["figures"] if p.endswith(".png")]
+    assert {p.rsplit("/", 1)[1] for p in pngs} == {"accuracy_over_epochs.png", "final_accuracy.png", "weights_embedding.png"}
+    for path in card["figures"]:
+        assert (workdir / "card" / path.rsplit("/", 1)[1]).stat().st_size > 5000
+    for path in pngs:
+        pixels = np.asarray(Image.open(path).convert("L"), np.float32)
+        assert pixels.shape[0] > 200 and pixels.std() > 10  # drawn content, not a blank canvas
+
+
+def test_analyze_cli_errors(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "jaxzoo.analyze", "--workdir", str(tmp_path)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "is not a jaxzoo workdir" in result.stderr
