@@ -56,9 +56,9 @@ def agreement_matrix(predictions: np.ndarray, num_classes: int) -> np.ndarray:
 
 def centered_gram(features: np.ndarray) -> np.ndarray:
     """features [M, n, d] -> centred linear Gram matrices H (X X^T) H, [M, n, n]."""
-    x = features.reshape(features.shape[0], features.shape[1], -1).astype(np.float64)
+    x = features.reshape(features.shape[0], features.shape[1], -1).astype(np.float32)
     x = x - x.mean(axis=1, keepdims=True)  # centring the features centres the Gram matrix
-    return x @ np.swapaxes(x, 1, 2)
+    return (x @ np.swapaxes(x, 1, 2)).astype(np.float64)
 
 
 def linear_cka_matrix(features: np.ndarray) -> np.ndarray:

@@ -21,6 +21,7 @@ import time
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 from ml_collections import ConfigDict
 
@@ -34,7 +35,7 @@ from jaxzoo.models import CNN, PatchConv, layer_names
 from jaxzoo.population import build_population
 
 MODEL_CHUNK = 64
-IMAGE_BATCH = 250
+IMAGE_BATCH = 4
 LICENSE = "CC-BY 4.0, as the original model zoos (https://creativecommons.org/licenses/by/4.0/)"
 
 
@@ -51,22 +52,30 @@ def forward_functions(zoo: Zoo, activations: tuple[str, ...]):
         inter = state["intermediates"]
         return logits, [inter[name]["__call__"][0].reshape(x.shape[0], -1) for name in names]
 
-    predict = jax.jit(jax.vmap(lambda p, a, x: one(p, a, x)[0].argmax(-1), in_axes=(0, 0, None)))
+    def predict(params, activation_index, batches):
+        """batches [nb, b, ...] shared by the models -> class ids [M, nb * b]."""
+        step = lambda _, x: (None, jax.vmap(lambda p, a: one(p, a, x)[0].argmax(-1))(params, activation_index))
+        _, out = jax.lax.scan(step, None, batches)
+        return jnp.moveaxis(out, 0, 1).reshape(out.shape[1], -1)
+
     features = jax.jit(jax.vmap(lambda p, a, x: one(p, a, x)[1], in_axes=(0, 0, None)))
-    return predict, features
+    return jax.jit(predict), features
 
 
 def predictions_and_features(zoo: Zoo, params, test_images: np.ndarray, cka_images: int):
     population = build_population(zoo.table)
     predict, features = forward_functions(zoo, population.activations)
     activation_index = population.arrays["activation_index"]
+    # Small image batches run fastest on CPU (as in training's evaluation); pad to whole batches.
+    n = len(test_images)
+    padded = np.concatenate([test_images, np.zeros((-n % IMAGE_BATCH, *test_images.shape[1:]), test_images.dtype)])
+    batches = padded.reshape(-1, IMAGE_BATCH, *test_images.shape[1:])
     preds, feats = [], []
     for start in range(0, len(zoo.table), MODEL_CHUNK):
         chunk = slice(start, start + MODEL_CHUNK)
         p = jax.tree.map(lambda a: a[chunk], params)
         a = activation_index[chunk]
-        preds.append(np.concatenate([np.asarray(predict(p, a, test_images[i : i + IMAGE_BATCH]))
-                                     for i in range(0, len(test_images), IMAGE_BATCH)], axis=1))
+        preds.append(np.asarray(predict(p, a, batches))[:, :n])
         feats.append([np.asarray(f) for f in features(p, a, test_images[:cka_images])])
     layers = [np.concatenate([f[i] for f in feats]) for i in range(len(feats[0]))]
     return np.concatenate(preds), layers

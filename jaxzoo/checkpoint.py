@@ -149,18 +149,40 @@ def read_metrics(workdir: str | os.PathLike) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def _reader(workdir: str | os.PathLike) -> ocp.CheckpointManager:
-    directory = pathlib.Path(workdir).absolute() / "checkpoints"
-    if not directory.is_dir():
-        raise WorkdirError(f"{directory} does not exist: train the zoo first (python -m jaxzoo.train)")
-    options = ocp.CheckpointManagerOptions(read_only=True)
-    return ocp.CheckpointManager(directory, options=options, item_names=("state", "metrics"))
+class ZooCheckpoints:
+    """Read-only access to a workdir's epoch checkpoints, through one Orbax manager."""
 
+    def __init__(self, workdir: str | os.PathLike):
+        directory = pathlib.Path(workdir).absolute() / "checkpoints"
+        if not directory.is_dir():
+            raise WorkdirError(f"{directory} does not exist: train the zoo first (python -m jaxzoo.train)")
+        options = ocp.CheckpointManagerOptions(read_only=True)
+        self.manager = ocp.CheckpointManager(directory, options=options, item_names=("state", "metrics"))
 
-def checkpoint_epochs(workdir: str | os.PathLike) -> list[int]:
-    """The epochs with a complete checkpoint in a workdir."""
-    with _reader(workdir) as manager:
-        return sorted(manager.all_steps())
+    def epochs(self) -> list[int]:
+        """The epochs with a complete checkpoint."""
+        return sorted(self.manager.all_steps())
+
+    def state(self, epoch: int | None = None) -> tuple[int, dict]:
+        """-> (epoch, state as numpy arrays [M, ...]); the newest epoch by default."""
+        epoch = self.manager.latest_step() if epoch is None else epoch
+        if epoch is None or epoch not in self.manager.all_steps():
+            raise WorkdirError(f"{self.manager.directory} has no checkpoint for epoch {epoch}: epochs {self.epochs()}")
+        try:
+            restored = self.manager.restore(epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+        except Exception as error:  # Orbax raises many types for damaged files
+            raise WorkdirError(
+                f"checkpoint of epoch {epoch} in {self.manager.directory} is unreadable ({type(error).__name__}): "
+                "retrain from the epoch before (move it away and rerun the train command)"
+            ) from None
+        return epoch, restored["state"]
+
+    def metrics(self, epoch: int) -> dict[str, np.ndarray]:
+        """The metrics arrays [M] saved with an epoch's checkpoint."""
+        return restore_metrics(self.manager, epoch)
+
+    def close(self) -> None:
+        self.manager.close()
 
 
 def load_state(workdir: str | os.PathLike, epoch: int | None = None) -> tuple[int, dict]:
@@ -168,21 +190,8 @@ def load_state(workdir: str | os.PathLike, epoch: int | None = None) -> tuple[in
 
     The state is restored without a target: `state['params'][layer]['kernel'|'bias']`.
     """
-    with _reader(workdir) as manager:
-        epoch = manager.latest_step() if epoch is None else epoch
-        if epoch is None or epoch not in manager.all_steps():
-            raise WorkdirError(f"{manager.directory} has no checkpoint for epoch {epoch}: epochs {manager.all_steps()}")
-        try:
-            restored = manager.restore(epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-        except Exception as error:  # Orbax raises many types for damaged files
-            raise WorkdirError(
-                f"checkpoint of epoch {epoch} in {manager.directory} is unreadable ({type(error).__name__}): "
-                "retrain from the epoch before (move it away and rerun the train command)"
-            ) from None
-    return epoch, restored["state"]
-
-
-def read_epoch_metrics(workdir: str | os.PathLike, epoch: int) -> dict[str, np.ndarray]:
-    """The metrics arrays [M] saved with an epoch's checkpoint."""
-    with _reader(workdir) as manager:
-        return restore_metrics(manager, epoch)
+    reader = ZooCheckpoints(workdir)
+    try:
+        return reader.state(epoch)
+    finally:
+        reader.close()

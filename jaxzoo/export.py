@@ -42,6 +42,7 @@ MANIFEST = "export.json"
 EXPORTS_FILE = "exports.json"  # in the workdir: where its exports went (the card follows them)
 ORIGINAL_TYPE = {"cnn_s": "CNN", "cnn_m": "CNN3"}
 METRICS = checkpoint.METRIC_NAMES
+CATEGORICAL_FACTORS = ("activation", "init", "optimizer")
 
 
 class ExportError(UserError):
@@ -71,8 +72,10 @@ class Zoo:
     def experiment(self) -> str:
         return self.config.get("original", {}).get("experiment") or self.config["name"]
 
+    checkpoints: checkpoint.ZooCheckpoints
+
     def state(self, epoch: int) -> dict:
-        return checkpoint.load_state(self.workdir, epoch)[1]
+        return self.checkpoints.state(epoch)[1]
 
 
 def read_zoo(workdir: str | os.PathLike) -> Zoo:
@@ -84,15 +87,16 @@ def read_zoo(workdir: str | os.PathLike) -> Zoo:
     except (OSError, json.JSONDecodeError) as error:
         raise ExportError(f"{path} is not a jaxzoo workdir ({error}): pass the --workdir of a trained zoo") from None
     num_epochs = document["config"]["training"]["num_epochs"]
-    steps = checkpoint.checkpoint_epochs(path)
+    checkpoints = checkpoint.ZooCheckpoints(path)
+    steps = checkpoints.epochs()
     missing = sorted(set(range(num_epochs + 1)) - set(steps))
     if missing:
         raise ExportError(
             f"{path} lacks epochs {missing[:5]}{'...' if len(missing) > 5 else ''} of 0..{num_epochs}: "
             "finish training first (rerun the same train command to resume)"
         )
-    metrics = {epoch: checkpoint.read_epoch_metrics(path, epoch) for epoch in range(num_epochs + 1)}
-    return Zoo(path, document["config"], document["identity_hash"], table, list(range(num_epochs + 1)), metrics)
+    metrics = {epoch: checkpoints.metrics(epoch) for epoch in range(num_epochs + 1)}
+    return Zoo(path, document["config"], document["identity_hash"], table, list(range(num_epochs + 1)), metrics, checkpoints)
 
 
 def original_params(zoo: Zoo, row: dict) -> dict:
@@ -240,15 +244,15 @@ def model_splits(zoo: Zoo) -> dict[str, list[int]]:
     return {"train": indices[:n_train], "val": indices[n_train : n_train + n_val], "test": indices[n_train + n_val :]}
 
 
-def write_vectors(zoo: Zoo, folder: pathlib.Path, epochs: list[int], threshold: float, log) -> dict:
-    """The flat-vector dataset; returns the filter report."""
-    from safetensors.numpy import save_file
+def vector_splits(zoo: Zoo, epochs: list[int], threshold: float) -> tuple[dict[str, "VectorSplit"], dict]:
+    """The flat-vector dataset in memory: {split: VectorSplit} and the filter counts per split.
 
+    Rows are (model, epoch) of the split's models; rows with NaN/inf or |w| > threshold are
+    dropped and counted, as the original loader did.
+    """
     layout = index_dict(zoo.arch, zoo.channels_in)
     weights_by_epoch = {epoch: flat_vectors(zoo.state(epoch)["params"], zoo.arch) for epoch in epochs}
-    folder.mkdir(parents=True, exist_ok=True)
-    report = {"threshold": threshold, "epochs": epochs, "splits": {}}
-    factors = ("seed", "activation", "init", "optimizer", "lr", "weight_decay", "dropout")
+    splits, counts = {}, {}
     for split, models in model_splits(zoo).items():
         rows = [(m, e) for m in models for e in epochs]
         weights = np.stack([weights_by_epoch[e][m] for m, e in rows]) if rows else np.zeros((0, layout_size(layout)), np.float32)
@@ -256,30 +260,43 @@ def write_vectors(zoo: Zoo, folder: pathlib.Path, epochs: list[int], threshold: 
         large = ~nan & (np.abs(np.nan_to_num(weights)) > threshold).any(axis=1)
         keep = ~(nan | large)
         kept = [row for row, k in zip(rows, keep) if k]
-        numeric = {
+        properties: dict = {
             "model_id": np.array([zoo.table[m]["model_id"] for m, _ in kept], np.int64),
             "epoch": np.array([e for _, e in kept], np.int64),
             "ggap": np.array([zoo.metrics[e]["train_acc"][m] - zoo.metrics[e]["test_acc"][m] for m, e in kept], np.float32),
         }
         for name in METRICS:
-            numeric[name] = np.array([zoo.metrics[e][name][m] for m, e in kept], np.float32)
+            properties[name] = np.array([zoo.metrics[e][name][m] for m, e in kept], np.float32)
         for name in ("seed", "lr", "weight_decay", "dropout"):
-            numeric[name] = np.array([zoo.table[m][name] for m, _ in kept], np.float64 if name != "seed" else np.int64)
-        categorical = {name: [zoo.table[m][name] for m, _ in kept] for name in ("activation", "init", "optimizer")}
+            properties[name] = np.array([zoo.table[m][name] for m, _ in kept], np.float64 if name != "seed" else np.int64)
+        for name in CATEGORICAL_FACTORS:
+            properties[name] = [zoo.table[m][name] for m, _ in kept]
+        splits[split] = VectorSplit(np.ascontiguousarray(weights[keep]), properties, layout)
+        counts[split] = {"rows": int(keep.sum()), "dropped_nan": int(nan.sum()), "dropped_threshold": int(large.sum())}
+    return splits, counts
+
+
+def write_vectors(zoo: Zoo, folder: pathlib.Path, epochs: list[int], threshold: float, log) -> dict:
+    """Writes the flat-vector dataset (safetensors + json, dataset.pt); returns the filter report."""
+    from safetensors.numpy import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    splits, counts = vector_splits(zoo, epochs, threshold)
+    for split, data in splits.items():
+        numeric = {k: v for k, v in data.properties.items() if k not in CATEGORICAL_FACTORS}
         tmp = folder / f".{split}.safetensors.partial"
-        save_file({"weights": np.ascontiguousarray(weights[keep]), **numeric}, str(tmp))
+        save_file({"weights": data.weights, **numeric}, str(tmp))
         meta = {
-            "split": split, "rows": int(keep.sum()), "dropped_nan": int(nan.sum()), "dropped_threshold": int(large.sum()),
-            "numeric_properties": sorted(numeric), "categorical_properties": categorical,
-            "index_dict": layout, "epochs": epochs, "factors": factors,
+            "split": split, **counts[split], "numeric_properties": sorted(numeric),
+            "categorical_properties": {k: data.properties[k] for k in CATEGORICAL_FACTORS},
+            "index_dict": data.index_dict, "epochs": epochs,
         }
         (folder / f".{split}.json.partial").write_text(json.dumps(meta))
         os.replace(tmp, folder / f"{split}.safetensors")
         os.replace(folder / f".{split}.json.partial", folder / f"{split}.json")
-        report["splits"][split] = {k: meta[k] for k in ("rows", "dropped_nan", "dropped_threshold")}
         log(f"  vectors/{split}: {meta['rows']} rows kept, {meta['dropped_nan']} NaN, {meta['dropped_threshold']} over |w| > {threshold}")
     write_torch_dataset(folder)
-    return report
+    return {"threshold": threshold, "epochs": epochs, "splits": counts}
 
 
 def layout_size(layout: dict) -> int:

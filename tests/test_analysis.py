@@ -26,7 +26,7 @@ def test_identical_models_agree_fully():
     features = np.tile(rng.normal(size=(1, 50, 12)), (4, 1, 1))
     weights = np.tile(rng.normal(size=(1, 30)), (4, 1))
     np.testing.assert_allclose(analysis.agreement_matrix(predictions, 10), 1.0)
-    np.testing.assert_allclose(analysis.linear_cka_matrix(features), 1.0, atol=1e-12)
+    np.testing.assert_allclose(analysis.linear_cka_matrix(features), 1.0, atol=1e-6)
     l2, cosine = analysis.distance_matrices(weights)
     np.testing.assert_allclose(l2, 0.0, atol=1e-6)
     np.testing.assert_allclose(cosine, 0.0, atol=1e-12)
@@ -38,14 +38,14 @@ def test_cka_invariances():
     rotated = 3.7 * x @ random_orthogonal(rng, 8)
     mixed = x @ (np.eye(8) + np.diag(np.linspace(0, 9, 8)) + 0.5 * rng.normal(size=(8, 8)))
     cka = analysis.linear_cka_matrix(np.stack([x, rotated, mixed]))
-    assert cka[0, 1] == pytest.approx(1.0, abs=1e-10)
+    assert cka[0, 1] == pytest.approx(1.0, abs=1e-5)  # Gram matrices in float32
     assert cka[0, 2] < 0.97
     unrelated = rng.normal(size=(50, 8))
     assert analysis.linear_cka_matrix(np.stack([x, unrelated]))[0, 1] < 0.5
     # matches the textbook formula ||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F) on centred data
     xc, mc = x - x.mean(0), mixed - mixed.mean(0)
     textbook = np.linalg.norm(mc.T @ xc) ** 2 / (np.linalg.norm(xc.T @ xc) * np.linalg.norm(mc.T @ mc))
-    assert cka[0, 2] == pytest.approx(textbook, rel=1e-10)
+    assert cka[0, 2] == pytest.approx(textbook, rel=1e-5)
 
 
 def test_hand_computed_distances_and_agreement():

@@ -1,0 +1,230 @@
+"""Property prediction from weights, the paper's Table 3 (zoo-spec §6), for any zoo.
+
+  python -m jaxzoo.benchmark --workdir W [--workdir W2 ...] [--epochs 5,15,50] [--out table.md]
+  python -m jaxzoo.benchmark --vectors EXPORT/vectors
+
+Rows are (model, epoch) states, split by model 70/15/15 as the export. Features: w, the full
+flat vector, and s(w): per layer, for the weights then the biases, mean, population variance
+and the 1/25/50/75/99 percentiles (14 per layer). Numeric targets (test_acc, ggap, epoch, lr,
+wd, dropout): closed-form ridge with an intercept column (penalised too, as the original),
+lambda among the original's 17 values by validation R^2; test R^2 is reported. Categorical
+targets (optimizer, init, activation): the original's linear classifier (one linear layer,
+kaiming-normal init, Adam lr 1e-4, wd 1e-6, 50 epochs, batch 10, NLL, seed 42); test accuracy.
+Targets constant in the zoo are "n/a". Values are x100, as the paper.
+
+Default epochs: the original notebook's [5, 15, 50] when the zoo has 50 epochs or more,
+else every epoch 1..E (the paper does not state its epochs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxzoo.errors import UserError
+from jaxzoo.export import VectorSplit, load_vectors, read_zoo, vector_splits
+
+LAMBDAS = (1e3, 3e2, 1e2, 3e1, 1e1, 3.0, 1.0, 0.3, 0.1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5)
+NUMERIC_TARGETS = {"test_acc": "Acc", "ggap": "GGap", "epoch": "Epoch", "lr": "LR", "weight_decay": "WD", "dropout": "Dropout"}
+CATEGORICAL_TARGETS = {"optimizer": "Opt", "init": "Init", "activation": "Act"}
+NOTEBOOK_EPOCHS = (5, 15, 50)
+PERCENTILES = (1, 25, 50, 75, 99)
+
+
+def layer_statistics(weights: np.ndarray, index_dict: dict) -> np.ndarray:
+    """s(w): [rows, P] -> [rows, 14 * layers]; per layer 7 statistics of the weights, then of the bias."""
+    features = []
+    for i in range(len(index_dict["layer"])):
+        start = index_dict["idx_start"][i]
+        n_weight = index_dict["kernel_no"][i] * index_dict["channels_in"][i] * index_dict["kernel_size"][i]
+        for block in (weights[:, start : start + n_weight], weights[:, start + n_weight : start + n_weight + index_dict["kernel_no"][i]]):
+            block = block.astype(np.float64)
+            features += [block.mean(axis=1), block.var(axis=1)]
+            features += list(np.percentile(block, PERCENTILES, axis=1))
+    return np.stack(features, axis=1)
+
+
+def ridge_fit(x: np.ndarray, y: np.ndarray, penalty: float) -> np.ndarray:
+    """Coefficients b of (X1^T X1 + penalty I) b = X1^T y, X1 = [X, 1], in float64."""
+    x1 = np.concatenate([x, np.ones((len(x), 1))], axis=1).astype(np.float64)
+    gram = x1.T @ x1 + penalty * np.eye(x1.shape[1])
+    return np.linalg.solve(gram, x1.T @ y.astype(np.float64))
+
+
+def ridge_predict(x: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
+    return x.astype(np.float64) @ coefficients[:-1] + coefficients[-1]
+
+
+def r2(target: np.ndarray, prediction: np.ndarray) -> float:
+    """1 - mean squared error / variance of the target (mean of the evaluated split)."""
+    target = target.astype(np.float64)
+    denominator = np.mean((target - target.mean()) ** 2)
+    return float(1 - np.mean((target - prediction) ** 2) / denominator) if denominator > 0 else float("nan")
+
+
+def ridge_select(train, val, test) -> dict:
+    """Fits every penalty on train, picks the best val R^2, reports its R^2 on each split."""
+    best = None
+    for penalty in LAMBDAS:
+        coefficients = ridge_fit(*train, penalty)
+        score = r2(val[1], ridge_predict(val[0], coefficients))
+        if best is None or score > best[0]:
+            best = (score, penalty, coefficients)
+    _, penalty, coefficients = best
+    return {"penalty": penalty, **{name: r2(y, ridge_predict(x, coefficients)) for name, (x, y) in
+                                   (("train", train), ("val", val), ("test", test))}}
+
+
+def linear_classifier(train, test, num_classes: int, epochs: int = 50, batch: int = 10, seed: int = 42) -> float:
+    """The original's linear probe; returns test accuracy after the last epoch."""
+    x_train, y_train = jnp.asarray(train[0], jnp.float32), jnp.asarray(train[1])
+    n, d = x_train.shape
+    key = jax.random.key(seed)
+    params = {"w": jax.random.normal(key, (d, num_classes)) * np.sqrt(2.0 / d), "b": jnp.zeros(num_classes)}
+    optimizer = optax.chain(optax.add_decayed_weights(1e-6), optax.adam(1e-4))
+    steps = -(-n // batch)
+
+    def loss_fn(p, x, y, mask):
+        logp = jax.nn.log_softmax(x @ p["w"] + p["b"])
+        nll = -jnp.take_along_axis(logp, y[:, None], axis=1)[:, 0]
+        return jnp.sum(nll * mask) / jnp.sum(mask)
+
+    @jax.jit
+    def epoch(carry, epoch_key):
+        params, opt_state = carry
+        order = jnp.concatenate([jax.random.permutation(epoch_key, n), jnp.zeros(steps * batch - n, jnp.int32)])
+        mask = (jnp.arange(steps * batch) < n).astype(jnp.float32).reshape(steps, batch)
+
+        def step(carry, inputs):
+            params, opt_state = carry
+            idx, m = inputs
+            grads = jax.grad(loss_fn)(params, x_train[idx], y_train[idx], m)
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), None
+
+        return jax.lax.scan(step, (params, opt_state), (order.reshape(steps, batch), mask))[0]
+
+    carry = (params, optimizer.init(params))
+    for key_e in jax.random.split(jax.random.fold_in(key, 1), epochs):
+        carry = epoch(carry, key_e)
+    params = carry[0]
+    predictions = np.asarray(jnp.asarray(test[0], jnp.float32) @ params["w"] + params["b"]).argmax(1)
+    return float((predictions == test[1]).mean())
+
+
+def default_epochs(num_epochs: int) -> list[int]:
+    return list(NOTEBOOK_EPOCHS) if num_epochs >= max(NOTEBOOK_EPOCHS) else list(range(1, num_epochs + 1))
+
+
+def table3(splits: dict[str, VectorSplit]) -> dict:
+    """{target: {'w': value, 's(w)': value} | 'n/a'} (x100) plus the raw details."""
+    features = {
+        "w": {k: v.weights for k, v in splits.items()},
+        "s(w)": {k: layer_statistics(v.weights, v.index_dict) for k, v in splits.items()},
+    }
+    results, details = {}, {}
+    for target in (*NUMERIC_TARGETS, *CATEGORICAL_TARGETS):
+        values = {k: np.asarray(v.properties[target]) for k, v in splits.items()}
+        if len(set(np.concatenate([np.asarray(v).astype(str) for v in values.values()]).tolist())) < 2:
+            results[target] = "n/a"
+            continue
+        results[target], details[target] = {}, {}
+        for name, feats in features.items():
+            if target in NUMERIC_TARGETS:
+                data = {}
+                for split in ("train", "val", "test"):
+                    y = values[split].astype(np.float64)
+                    finite = np.isfinite(y)
+                    data[split] = (feats[split][finite], y[finite])
+                outcome = ridge_select(data["train"], data["val"], data["test"])
+                results[target][name] = 100 * outcome["test"]
+            else:
+                classes = sorted(set(values["train"].tolist()))
+                lookup = {c: i for i, c in enumerate(classes)}
+                known = np.array([c in lookup for c in values["test"]])
+                train = (feats["train"], np.array([lookup[c] for c in values["train"]]))
+                test = (feats["test"][known], np.array([lookup[c] for c in values["test"][known]]))
+                outcome = {"test": linear_classifier(train, test, len(classes)), "classes": classes}
+                results[target][name] = 100 * outcome["test"]
+            details[target][name] = outcome
+    return {"table": results, "details": details}
+
+
+def markdown(rows: dict[str, dict]) -> str:
+    """Paper layout: one row per zoo, a (w, s(w)) column pair per property."""
+    targets = [t for t in (*NUMERIC_TARGETS, *CATEGORICAL_TARGETS) if any(t in r for r in rows.values())]
+    labels = {**NUMERIC_TARGETS, **CATEGORICAL_TARGETS}
+    head = "| zoo | " + " | ".join(f"{labels[t]} w | {labels[t]} s(w)" for t in targets) + " |"
+    lines = [head, "|---|" + "---:|" * (2 * len(targets))]
+    for zoo, table in rows.items():
+        cells = []
+        for target in targets:
+            value = table.get(target, "n/a")
+            cells += ["n/a", "n/a"] if value == "n/a" else [f"{value['w']:.1f}", f"{value['s(w)']:.1f}"]
+        lines.append(f"| {zoo} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def benchmark_workdir(workdir, epochs: list[int] | None = None, threshold: float = 5.0) -> dict:
+    """Table 3 of one zoo; also written into `workdir/card/` (table3.json, table3.md, card README)."""
+    start = time.time()
+    zoo = read_zoo(workdir)
+    epochs = epochs or default_epochs(zoo.epochs[-1])
+    splits, counts = vector_splits(zoo, epochs, threshold)
+    result = {"zoo": zoo.config["name"], "epochs": epochs, "rows": counts, **table3(splits)}
+    result["seconds"] = time.time() - start
+    folder = zoo.workdir / "card"
+    folder.mkdir(exist_ok=True)
+    (folder / "table3.json").write_text(json.dumps(result, indent=1, default=str))
+    table_md = markdown({zoo.config["name"]: result["table"]})
+    (folder / "table3.md").write_text(table_md)
+    readme = folder / "README.md"
+    if readme.exists():
+        text = readme.read_text().split("\n## Table 3")[0].rstrip() + "\n"
+        readme.write_text(text + f"\n## Table 3 (property prediction, test R^2 / accuracy x100, epochs {epochs})\n\n{table_md}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jaxzoo.benchmark", description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", action="append", default=[], help="a trained zoo (repeat for a multi-zoo table)")
+    parser.add_argument("--vectors", default="", help="an exported flat-vector folder instead of a workdir")
+    parser.add_argument("--epochs", default="", help="comma-separated epochs (default: see the module doc)")
+    parser.add_argument("--threshold", type=float, default=5.0)
+    parser.add_argument("--out", default="", help="write the markdown table here too")
+    args = parser.parse_args(argv)
+    try:
+        epochs = [int(e) for e in args.epochs.split(",")] if args.epochs else None
+    except ValueError:
+        print(f"jaxzoo: error: --epochs {args.epochs!r} is not a comma-separated list of integers", file=sys.stderr)
+        return 2
+    try:
+        rows = {}
+        if args.vectors:
+            result = table3(load_vectors(args.vectors))
+            rows[pathlib.Path(args.vectors).resolve().parent.name] = result["table"]
+        for workdir in args.workdir:
+            result = benchmark_workdir(workdir, epochs, args.threshold)
+            rows[result["zoo"]] = result["table"]
+        if not rows:
+            raise UserError("nothing to benchmark: pass --workdir W (repeatable) or --vectors DIR")
+    except UserError as error:
+        print(f"jaxzoo: error: {error}", file=sys.stderr)
+        return 2
+    table_md = markdown(rows)
+    print(table_md)
+    if args.out:
+        pathlib.Path(args.out).write_text(table_md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
