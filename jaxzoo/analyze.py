@@ -92,7 +92,7 @@ def embedding_rows(zoo: Zoo, keep: np.ndarray, max_points: int, seed: int = 0):
     for epoch in zoo.epochs:
         chosen = [m for m, e in pairs if e == epoch]
         if chosen:
-            weights.append(flat_vectors(zoo.state(epoch)["params"], zoo.arch)[chosen])
+            weights.append(flat_vectors(zoo.vector_params(zoo.state(epoch)["params"]), zoo.arch)[chosen])
             epochs += [epoch] * len(chosen)
             index += chosen
     return np.concatenate(weights), np.array(epochs), np.array(index)
@@ -112,6 +112,11 @@ def card_markdown(card: dict) -> str:
     t = card["table2"]
     fmt = lambda d, scale=1.0: f"{scale * d['mean']:.3f} ({scale * d['std']:.3f})"
     factors = "\n".join(f"| {k} | {v} |" for k, v in card["generating_factors"].items())
+    sparsity_section = "" if not card.get("sparsity") else (
+        f"## Sparsification (Variational Dropout)\n\nFinal sparsity {card['sparsity']['final_mean']:.3f} "
+        f"({card['sparsity']['final_std']:.3f}) of conv and linear weights with log alpha >= 3; final masked test "
+        f"accuracy {100 * card['sparsity']['final_test_acc_mean']:.2f}%. {card['sparsity']['notes']}.\n\n"
+    )
     figures = "\n".join(f"![{pathlib.Path(p).stem}]({pathlib.Path(p).name})" for p in card["figures"] if p.endswith(".png"))
     return f"""# Zoo card: {card['name']}
 
@@ -138,7 +143,7 @@ Splits: dataset train/val/test {card['dataset']['splits']}; exported flat vector
 
 {card['metric_definitions']}
 
-## Figures
+{sparsity_section}## Figures
 
 {figures}
 
@@ -165,7 +170,7 @@ def analyze(workdir, threshold: float = analysis.DEFAULT_THRESHOLD, agreement_im
     zoo = read_zoo(workdir)
     config = zoo.config
     last = zoo.epochs[-1]
-    params = zoo.state(last)["params"]
+    params = zoo.vector_params(zoo.state(last)["params"])  # twins: the masked weights
     weights = flat_vectors(params, zoo.arch)
     data = config["data"]
     dataset = load_dataset(data["name"], data["image_size"], data["max_examples_per_split"], data_options(ConfigDict(config)))
@@ -190,6 +195,10 @@ def analyze(workdir, threshold: float = analysis.DEFAULT_THRESHOLD, agreement_im
         if len(config["population"][factor]) > 1:
             colours[factor] = np.array([zoo.table[m][factor] for m in row_models])
     figures += plots.weight_embedding(rows, colours, folder)
+    sparsity = None
+    if zoo.is_twin:
+        sparsity = np.stack([zoo.metrics[e]["sparsity"][keep] for e in zoo.epochs])
+        figures += plots.sparsity(sparsity, test_acc, folder)
     card = {
         "name": config["name"],
         "dataset": {"name": data["name"], "source": dataset.source, "image_size": data["image_size"],
@@ -203,6 +212,11 @@ def analyze(workdir, threshold: float = analysis.DEFAULT_THRESHOLD, agreement_im
                      f"weight decay, SGD momentum {config['population']['momentum']}; per-model data order from "
                      "the model seed; epoch 0 = evaluation before training."),
         "table2": table2,
+        "sparsity": None if sparsity is None else {
+            "final_mean": float(np.nanmean(sparsity[-1])), "final_std": float(np.nanstd(sparsity[-1])),
+            "final_test_acc_mean": float(np.nanmean(test_acc[-1])), "by_epoch_mean": np.nanmean(sparsity, axis=1).tolist(),
+            "notes": zoo.config["sparsify"]["notes"],
+        },
         "metric_definitions": __doc__.split("\n\n", 2)[2].strip(),
         "figures": figures,
         "license": LICENSE,

@@ -26,6 +26,7 @@ import shutil
 import sys
 import time
 
+import jax
 import numpy as np
 
 from jaxzoo import checkpoint
@@ -77,6 +78,22 @@ class Zoo:
     def state(self, epoch: int) -> dict:
         return self.checkpoints.state(epoch)[1]
 
+    @property
+    def is_twin(self) -> bool:
+        """A sparsified (Variational Dropout) twin zoo: ARD keys, no dropout modules."""
+        return "sparsify" in self.config
+
+    def layout_dropout(self, row: dict) -> float:
+        return 0.0 if self.is_twin else row["dropout"]
+
+    def vector_params(self, params: dict) -> dict:
+        """Params whose flat vectors are exported: masked weights for twins."""
+        if not self.is_twin:
+            return params
+        from jaxzoo import ard
+
+        return jax.tree.map(np.asarray, ard.masked_params(params))
+
 
 def read_zoo(workdir: str | os.PathLike) -> Zoo:
     """Reads a workdir; ExportError if it is not a finished zoo (missing or damaged epochs)."""
@@ -103,7 +120,7 @@ def original_params(zoo: Zoo, row: dict) -> dict:
     """params.json of one trial with the original's config keys."""
     config = zoo.config
     return {
-        "model::type": ORIGINAL_TYPE[config["model"]["arch"]],
+        "model::type": "CNN_ARD" if zoo.is_twin else ORIGINAL_TYPE[config["model"]["arch"]],
         "model::channels_in": zoo.channels_in,
         "model::nlin": row["activation"],
         "model::init_type": row["init"],
@@ -182,7 +199,7 @@ def torch_optimizer_state(zoo: Zoo, row: dict, index: int, final_state: dict, to
     per_param: dict[int, dict] = {}
     for name, tree in buffers.items():
         single = {layer: {k: np.asarray(v)[index] for k, v in leaves.items()} for layer, leaves in tree.items()}
-        for position, (_, array) in enumerate(torch_tensors(single, zoo.arch, row["dropout"])):
+        for position, (_, array) in enumerate(torch_tensors(single, zoo.arch, zoo.layout_dropout(row))):
             entry = per_param.setdefault(position, {})
             entry[name] = torch.from_numpy(np.ascontiguousarray(array))
             if step is not None:
@@ -220,7 +237,7 @@ def write_trials(zoo: Zoo, folder: pathlib.Path, log) -> int:
         for epoch in zoo.epochs:
             state_dict = {
                 key: torch.from_numpy(array[index].copy())
-                for key, array in zip(keys[int(row["dropout"] > 0)], arrays_by_epoch[epoch])
+                for key, array in zip(keys[int(zoo.layout_dropout(row) > 0)], arrays_by_epoch[epoch])
             }
             epoch_dir = tmp / f"checkpoint_{epoch:06d}"
             epoch_dir.mkdir()
@@ -251,7 +268,7 @@ def vector_splits(zoo: Zoo, epochs: list[int], threshold: float) -> tuple[dict[s
     dropped and counted, as the original loader did.
     """
     layout = index_dict(zoo.arch, zoo.channels_in)
-    weights_by_epoch = {epoch: flat_vectors(zoo.state(epoch)["params"], zoo.arch) for epoch in epochs}
+    weights_by_epoch = {epoch: flat_vectors(zoo.vector_params(zoo.state(epoch)["params"]), zoo.arch) for epoch in epochs}
     splits, counts = {}, {}
     for split, models in model_splits(zoo).items():
         rows = [(m, e) for m in models for e in epochs]

@@ -42,15 +42,21 @@ def torch_tensors(params: dict, arch: ArchSpec, dropout: float) -> Iterator[tupl
     """(state_dict key, array in PyTorch layout) for one model's Flax params, in order.
 
     Works on a leading population axis too: conv kernels [..., kh, kw, in, out] become
-    [..., out, in, kh, kw]; dense kernels [..., in, out] become [..., out, in].
+    [..., out, in, kh, kw]; dense kernels [..., in, out] become [..., out, in]. Variational
+    Dropout params (`log_sigma2` like the kernel, `log_sigma2_bias` like the bias) follow as
+    the original CNN_ARD's `log_sigma2` / `log_sigma2_bias`.
     """
     for name, index in zip(layer_names(arch), module_indices(arch, dropout)):
-        kernel, bias = np.asarray(params[name]["kernel"]), np.asarray(params[name]["bias"])
+        layer = params[name]
+        kernel = np.asarray(layer["kernel"])
         lead = kernel.ndim - (4 if name.startswith("conv") else 2)
         axes = tuple(range(lead))
         order = axes + ((lead + 3, lead + 2, lead, lead + 1) if name.startswith("conv") else (lead + 1, lead))
         yield f"module_list.{index}.weight", kernel.transpose(order)
-        yield f"module_list.{index}.bias", bias
+        yield f"module_list.{index}.bias", np.asarray(layer["bias"])
+        if "log_sigma2" in layer:
+            yield f"module_list.{index}.log_sigma2", np.asarray(layer["log_sigma2"]).transpose(order)
+            yield f"module_list.{index}.log_sigma2_bias", np.asarray(layer["log_sigma2_bias"])
 
 
 def flat_vectors(params: dict, arch: ArchSpec) -> np.ndarray:

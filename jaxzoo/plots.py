@@ -91,3 +91,22 @@ def final_accuracy(train_acc: np.ndarray, test_acc: np.ndarray, folder: pathlib.
     right.set_ylabel("test accuracy")
     right.set_title("Generalization gap")
     return save(fig, folder, "final_accuracy")
+
+
+def sparsity(sparsity_by_epoch: np.ndarray, test_acc: np.ndarray, folder: pathlib.Path) -> list[str]:
+    """Twin zoos: sparsity [epochs, M] over epochs, and final test accuracy against sparsity."""
+    epochs = np.arange(sparsity_by_epoch.shape[0])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    left.boxplot([row[np.isfinite(row)] for row in sparsity_by_epoch], positions=epochs, widths=0.5,
+                 showfliers=False, manage_ticks=False)
+    left.plot(epochs, np.nanmean(sparsity_by_epoch, axis=1), color="tab:red", label="mean")
+    left.set_xticks(epochs[:: max(1, len(epochs) // 12)])
+    left.set_xlabel("epoch")
+    left.set_ylabel("sparsity (share of weights with log alpha >= 3)")
+    left.set_title("Sparsity over epochs")
+    left.legend()
+    right.scatter(sparsity_by_epoch[-1], test_acc[-1], s=8)
+    right.set_xlabel("final sparsity")
+    right.set_ylabel("final test accuracy (masked)")
+    right.set_title("Accuracy vs sparsity")
+    return save(fig, folder, "sparsity")

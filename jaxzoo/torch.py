@@ -66,6 +66,8 @@ class ZooCNN(nn.Module):
 
 def build_model(params_json: dict) -> ZooCNN:
     """The network of an exported trial from its params.json."""
+    if params_json["model::type"] == "CNN_ARD":
+        return ZooCNNARD("cnn_s", params_json["model::nlin"], params_json["model::channels_in"])
     arch = {"CNN": "cnn_s", "CNN3": "cnn_m"}[params_json["model::type"]]
     return ZooCNN(arch, params_json["model::nlin"], params_json["model::dropout"], params_json["model::channels_in"])
 
@@ -92,3 +94,62 @@ class ZooVectorDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         return self.data_in[i], {name: values[i] for name, values in self.properties.items()}
+
+
+class Conv2dARD(nn.Conv2d):
+    """The original's Conv2dARD: conv with log_sigma2 (and log_sigma2_bias); eval masks log alpha >= 3."""
+
+    threshold, clamp = 3.0, (-8.0, 8.0)
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int):
+        super().__init__(in_channels, out_channels, kernel_size)
+        self.log_sigma2 = nn.Parameter(torch.full_like(self.weight, -10.0))
+        self.log_sigma2_bias = nn.Parameter(torch.full_like(self.bias, -10.0))
+
+    def log_alpha(self, log_sigma2, w):
+        return torch.clamp(log_sigma2 - 2 * torch.log(torch.abs(w) + 1e-15), *self.clamp)
+
+    def forward(self, x):
+        if self.training:  # local reparameterisation
+            mean = super().forward(x)
+            var = torch.nn.functional.conv2d(
+                x * x, torch.exp(self.log_alpha(self.log_sigma2, self.weight)) * self.weight**2,
+                torch.exp(self.log_alpha(self.log_sigma2_bias, self.bias)) * self.bias**2,
+            )
+            return mean + torch.sqrt(1e-15 + var) * torch.randn_like(mean)
+        weight = self.weight * (self.log_alpha(self.log_sigma2, self.weight) < self.threshold)
+        bias = self.bias * (self.log_alpha(self.log_sigma2_bias, self.bias) < self.threshold)
+        return torch.nn.functional.conv2d(x, weight, bias)
+
+
+class LinearARD(nn.Linear):
+    """The original's LinearARD: log_sigma2 on the weight; the bias is never masked."""
+
+    threshold, clamp = 3.0, (-10.0, 10.0)
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__(in_features, out_features)
+        self.log_sigma2 = nn.Parameter(torch.full_like(self.weight, -10.0))
+        self.log_sigma2_bias = nn.Parameter(torch.zeros_like(self.bias))  # allocated, unused (as the original)
+
+    def log_alpha(self):
+        return torch.clamp(self.log_sigma2 - 2 * torch.log(torch.abs(self.weight) + 1e-15), *self.clamp)
+
+    def forward(self, x):
+        if self.training:
+            var = (x * x) @ (torch.exp(self.log_alpha()) * self.weight**2).T + 1e-15
+            mean = x @ self.weight.T
+            return mean + torch.sqrt(var) * torch.randn_like(mean) + self.bias
+        return torch.nn.functional.linear(x, self.weight * (self.log_alpha() < self.threshold), self.bias)
+
+
+class ZooCNNARD(ZooCNN):
+    """CNN_ARD: the CNN-s layout without dropout, conv and linear layers replaced by ARD ones."""
+
+    def __init__(self, arch: str, activation: str, channels_in: int):
+        super().__init__(arch, activation, 0.0, channels_in)
+        for i, module in enumerate(self.module_list):
+            if isinstance(module, nn.Conv2d):
+                self.module_list[i] = Conv2dARD(module.in_channels, module.out_channels, module.kernel_size[0])
+            elif isinstance(module, nn.Linear):
+                self.module_list[i] = LinearARD(module.in_features, module.out_features)
