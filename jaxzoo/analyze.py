@@ -28,7 +28,7 @@ from ml_collections import ConfigDict
 from jaxzoo import analysis, plots
 from jaxzoo.config import data_options
 from jaxzoo.data import load_dataset, normalise
-from jaxzoo.errors import UserError
+from jaxzoo.cli import run
 from jaxzoo.export import EXPORTS_FILE, Zoo, read_zoo
 from jaxzoo.layout import flat_vectors
 from jaxzoo.models import CNN, PatchConv, layer_names
@@ -247,12 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--agreement_images", type=int, default=0, help="first N test images (0: all)")
     parser.add_argument("--embedding_points", type=int, default=5000, help="(model, epoch) rows in the embedding")
     args = parser.parse_args(argv)
-    try:
-        analyze(args.workdir, args.threshold, args.agreement_images, args.embedding_points)
-    except UserError as error:
-        print(f"jaxzoo: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return run(lambda: analyze(args.workdir, args.threshold, args.agreement_images, args.embedding_points))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxzoo.cli import epoch_list, run
 from jaxzoo.errors import UserError
 from jaxzoo.export import VectorSplit, load_vectors, read_zoo, vector_splits
 
@@ -197,33 +198,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jaxzoo.benchmark", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", action="append", default=[], help="a trained zoo (repeat for a multi-zoo table)")
     parser.add_argument("--vectors", default="", help="an exported flat-vector folder instead of a workdir")
-    parser.add_argument("--epochs", default="", help="comma-separated epochs (default: see the module doc)")
+    parser.add_argument("--epochs", type=epoch_list, default="", help="comma-separated epochs (default: see the module doc)")
     parser.add_argument("--threshold", type=float, default=5.0)
     parser.add_argument("--out", default="", help="write the markdown table here too")
     args = parser.parse_args(argv)
-    try:
-        epochs = [int(e) for e in args.epochs.split(",")] if args.epochs else None
-    except ValueError:
-        print(f"jaxzoo: error: --epochs {args.epochs!r} is not a comma-separated list of integers", file=sys.stderr)
-        return 2
-    try:
+
+    def action():
         rows = {}
         if args.vectors:
-            result = table3(load_vectors(args.vectors))
-            rows[pathlib.Path(args.vectors).resolve().parent.name] = result["table"]
+            rows[pathlib.Path(args.vectors).resolve().parent.name] = table3(load_vectors(args.vectors))["table"]
         for workdir in args.workdir:
-            result = benchmark_workdir(workdir, epochs, args.threshold)
+            result = benchmark_workdir(workdir, args.epochs, args.threshold)
             rows[result["zoo"]] = result["table"]
         if not rows:
             raise UserError("nothing to benchmark: pass --workdir W (repeatable) or --vectors DIR")
-    except UserError as error:
-        print(f"jaxzoo: error: {error}", file=sys.stderr)
-        return 2
-    table_md = markdown(rows)
-    print(table_md)
-    if args.out:
-        pathlib.Path(args.out).write_text(table_md)
-    return 0
+        table_md = markdown(rows)
+        print(table_md)
+        if args.out:
+            pathlib.Path(args.out).write_text(table_md)
+
+    return run(action)
 
 
 if __name__ == "__main__":

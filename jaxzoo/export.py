@@ -30,6 +30,7 @@ import jax
 import numpy as np
 
 from jaxzoo import checkpoint
+from jaxzoo.cli import epoch_list, run
 from jaxzoo.errors import UserError
 from jaxzoo.layout import flat_vectors, index_dict, torch_tensors
 from jaxzoo.data import DATASETS
@@ -433,22 +434,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--format", default="all", choices=FORMATS)
-    parser.add_argument("--epochs", default="", help="comma-separated epochs for the vectors (default: all)")
+    parser.add_argument("--epochs", type=epoch_list, default="", help="comma-separated epochs for the vectors (default: all)")
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="drop rows with |w| above it")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
-    try:
-        epochs = [int(e) for e in args.epochs.split(",")] if args.epochs else None
-    except ValueError:
-        print(f"jaxzoo: error: --epochs {args.epochs!r} is not a comma-separated list of integers", file=sys.stderr)
-        return 2
-    try:
-        report = export(args.workdir, args.out, args.format, epochs, args.threshold, args.overwrite)
-    except UserError as error:
-        print(f"jaxzoo: error: {error}", file=sys.stderr)
-        return 2
-    print(f"exported to {report['out']} in {report['seconds']:.1f} s")
-    return 0
+
+    def action():
+        report = export(args.workdir, args.out, args.format, args.epochs, args.threshold, args.overwrite)
+        print(f"exported to {report['out']} in {report['seconds']:.1f} s")
+
+    return run(action)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from ml_collections import ConfigDict
 from jaxzoo import ard, checkpoint
 from jaxzoo.config import data_options
 from jaxzoo.data import load_dataset
+from jaxzoo.cli import run, setup_logging
 from jaxzoo.errors import UserError
 from jaxzoo.export import read_zoo
 from jaxzoo.optim import PopulationOptimizer
@@ -256,17 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="the twin zoo's workdir")
     parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
     args = parser.parse_args(argv)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    log.propagate = False
-    try:
-        sparsify(args.workdir, args.out, args.epochs)
-    except UserError as error:
-        print(f"jaxzoo: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    setup_logging()
+    return run(lambda: sparsify(args.workdir, args.out, args.epochs))
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from ml_collections import config_flags
 from tqdm import tqdm
 
 from jaxzoo import checkpoint
+from jaxzoo.cli import error_exit, setup_logging
 from jaxzoo.config import data_options, identity, to_json_dict, validate
 from jaxzoo.data import Dataset, load_dataset
 from jaxzoo.errors import UserError
@@ -329,8 +330,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and m
 
 def fail(message: str) -> None:
     """One line on stderr, exit code 2: how every bad input ends."""
-    print(f"jaxzoo: error: {message}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(error_exit(message))
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -356,11 +356,7 @@ def main(argv: list[str]) -> None:
             fail(f"cannot load --config {config_flags.get_config_filename(flags.FLAGS['config'])}: {reason}")
     if not _WORKDIR.value:
         fail("no workdir: pass --workdir DIR (where checkpoints and metrics go)")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    log.propagate = False  # absl's root handler would print it twice
+    setup_logging()
     absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every file at INFO
     try:
         train_and_evaluate(config, _WORKDIR.value)

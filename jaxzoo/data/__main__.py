@@ -17,6 +17,7 @@ from absl import logging as absl_logging
 from jaxzoo.data import raw, tfds_source
 from jaxzoo.data.load import DataOptions, cache_folder, can_serve, how_to_obtain, load_dataset
 from jaxzoo.data.registry import DATASETS, DatasetInfo
+from jaxzoo.cli import run
 from jaxzoo.errors import UserError
 
 
@@ -95,17 +96,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     absl_logging.set_verbosity(absl_logging.ERROR)  # TFDS warns about every missing folder
     options = DataOptions(args.source, args.raw_dir, args.tfds_dir, args.cache_dir)
-    try:
+
+    def action():
         if args.command == "list":
-            list_datasets(options)
-            return 0
+            return list_datasets(options)
         if args.name not in DATASETS:
             raise UserError(f"unknown dataset {args.name!r}: choose one of {sorted(DATASETS)}")
         (show_info if args.command == "info" else prepare)(DATASETS[args.name], options)
-    except UserError as error:
-        print(f"jaxzoo: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run(action)
 
 
 if __name__ == "__main__":
