@@ -4,7 +4,7 @@ Runs the real trainer path (per-model data order, gather, compiled steps, evalua
 embedded MNIST subset, CNN-s, batch 10, Adam, and prints one table with the figures side by
 side, plus JSON with --json. Compile time is measured separately and excluded from the rates.
 
-  python scripts/bench_train.py                    # sizes 1,16,64,256
+  python scripts/bench_train.py --torch            # sizes 1..1024, with the PyTorch references
   python scripts/bench_train.py --sizes 64 --arch cnn_m
 """
 
@@ -13,14 +13,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
+import os
+import resource
+import subprocess
+import sys
 import time
 
 import jax
 import numpy as np
 
 from jaxzoo.config import base_config
-from jaxzoo.data import DATASETS, load_dataset
+from jaxzoo.data import DATASETS, load_dataset, normalise
+from jaxzoo.models import ARCHS
 from jaxzoo.population import build_population, expand_grid
 from jaxzoo.train import ZooRun
 
@@ -90,28 +94,86 @@ def bench_size(size: int, arch: str, min_seconds: float) -> dict:
     }
 
 
+def macs_per_image(arch_name: str, channels: int) -> int:
+    """Multiply-accumulates of one forward pass (convs as patches @ kernel, then the linears)."""
+    arch = ARCHS[arch_name]
+    size, total = arch.image_size, 0
+    for conv in arch.convs:
+        out = size - conv.kernel + 1
+        total += out * out * conv.kernel**2 * channels * conv.features
+        size, channels = (out // 2 if conv.pool else out), conv.features
+    widths = (arch.flat_features, *arch.hidden, arch.num_classes)
+    return total + sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+
+
+def matmul_flops(n: int = 2048, repeats: int = 5) -> float:
+    """Dense float32 matmul FLOP/s through jax.jit on this machine (the practical ceiling)."""
+    a = jax.random.normal(jax.random.key(0), (n, n))
+    dot = jax.jit(lambda x: x @ x)
+    dot(a).block_until_ready()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        dot(a).block_until_ready()
+    return 2 * n**3 * repeats / (time.perf_counter() - start)
+
+
+def run_one_in_subprocess(size: int, arch: str, seconds: float) -> dict:
+    """Each population size in a fresh process, so its peak memory is its own."""
+    out = subprocess.run([sys.executable, __file__, "--one", str(size), "--arch", arch, "--seconds", str(seconds)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="1,16,64,256")
+    parser.add_argument("--sizes", default="1,16,64,256,1024")
     parser.add_argument("--arch", default="cnn_s", choices=("cnn_s", "cnn_m"))
     parser.add_argument("--seconds", type=float, default=5.0, help="timed seconds per size")
+    parser.add_argument("--torch", action="store_true", help="also run the PyTorch references (needs torch)")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--one", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.one:
+        result = bench_size(args.one, args.arch, args.seconds)
+        result["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        print(json.dumps(result))
+        return
     device = jax.devices()[0]
+    channels = 1 if args.arch == "cnn_s" else 3
+    flop_per_sample = 3 * 2 * macs_per_image(args.arch, channels)  # forward + 2x backward
+    ceiling = matmul_flops()
     print(f"jaxzoo training throughput: {args.arch}, batch 10/model, per-model data order, Adam")
-    print(f"device: {device.platform} {device.device_kind}, {jax.device_count()} device(s); host: {platform.processor() or platform.machine()}")
-    rows = [bench_size(int(s), args.arch, args.seconds) for s in args.sizes.split(",")]
-    base = rows[0]["model_samples_per_s"]
-    print(f"| models | model-samples/s | x size {rows[0]['population']} | model-epochs/h (full train split) | eval share | compile s |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    print(f"device: {device.platform} {device.device_kind}, {jax.device_count()} device(s), {os.cpu_count()} cores; "
+          f"dense matmul ceiling {ceiling / 1e9:.0f} GFLOP/s; {flop_per_sample / 1e6:.2f} MFLOP per model-sample")
+    rows = [run_one_in_subprocess(int(s), args.arch, args.seconds) for s in args.sizes.split(",")]
+    baseline = None
+    if args.torch:
+        import torch_baselines
+
+        dataset = load_dataset("mnist_5k", 28)
+        x = normalise(dataset.train[0], dataset.mean, dataset.std).transpose(0, 3, 1, 2).copy()
+        if args.arch == "cnn_s":
+            baseline = torch_baselines.original(x, dataset.train[1], args.seconds)
+            for r in rows:
+                r["torch_func_ensemble"] = torch_baselines.ensemble(x, dataset.train[1], r["population"], args.seconds)
     for r in rows:
+        r["achieved_flops_share"] = r["model_samples_per_s"] * flop_per_sample / ceiling
+    if baseline:
+        print(f"PyTorch as the original (1 model per process, {os.cpu_count()} processes): {baseline:,.0f} model-samples/s")
+    print("| models | jaxzoo model-samples/s | x PyTorch original | torch.func ensemble | x ensemble | model-epochs/h | % matmul FLOP/s | compile s | peak RSS GiB | eval share |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        rate, ens = r["model_samples_per_s"], r.get("torch_func_ensemble")
         print(
-            f"| {r['population']} | {r['model_samples_per_s']:,.0f} | {r['model_samples_per_s'] / base:.2f} | "
-            f"{r['model_epochs_per_hour_full_dataset']:,.1f} | {100 * r['eval_share_of_epoch']:.1f}% | {r['compile_s']:.1f} |"
+            f"| {r['population']} | {rate:,.0f} | {rate / baseline if baseline else float('nan'):.2f} | "
+            f"{ens if ens else float('nan'):,.0f} | {rate / ens if ens else float('nan'):.2f} | "
+            f"{r['model_epochs_per_hour_full_dataset']:,.0f} | {100 * r['achieved_flops_share']:.1f}% | "
+            f"{r['compile_s']:.1f} | {r['peak_rss_gib']:.2f} | {100 * r['eval_share_of_epoch']:.1f}% |"
         )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"arch": args.arch, "device": str(device), "rows": rows}, f, indent=1)
+            json.dump({"arch": args.arch, "device": str(device), "matmul_flops": ceiling,
+                       "torch_original": baseline, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":
