@@ -40,7 +40,8 @@ from jaxzoo.steps import StepFunctions, eval_batches, make_step_functions
 
 log = logging.getLogger("jaxzoo")
 POPULATION_AXIS = "pop"
-DEFAULT_CHUNK_PER_DEVICE = {"cpu": 256, "gpu": 4096, "tpu": 4096}
+# On CPU the per-model path is memory-bound: 16 models per call ran fastest (docs/benchmarks.md).
+DEFAULT_CHUNK_PER_DEVICE = {"cpu": 16, "gpu": 4096, "tpu": 4096}
 EVAL_MODEL_IMAGES_PER_STEP = 256
 
 
