@@ -125,6 +125,11 @@ class TwinRun:
         (params, opt_state, _), (losses, corrects) = jax.lax.scan(body, (state["params"], state["opt_state"], first_step), (x, y, mask))
         return {"params": params, "opt_state": opt_state}, losses.sum(0), corrects.sum(0)
 
+    def abstract_state(self, source_params):
+        """Shapes of the whole population's twin state (the target for restoring a checkpoint)."""
+        factors = self.population.factors()
+        return jax.eval_shape(jax.vmap(self._init_one), source_params, factors["lr"], factors["weight_decay"])
+
     def factors(self, indices):
         return jax.device_put(self.population.factors(indices), self.models)
 
@@ -223,7 +228,7 @@ def sparsify(source_workdir, twin_workdir, epochs: int = DEFAULT_EPOCHS) -> dict
                      len(table) - failed, len(table), ACCURACY_TOLERANCE)
             first = 1
         else:
-            _, state = checkpoint.restore_latest(manager, jax.eval_shape(lambda: run_state_shape(run, source_params)))
+            _, state = checkpoint.restore_latest(manager, run.abstract_state(source_params))
             state = jax.tree.map(np.asarray, state)
             lines = []
             for epoch in range(latest + 1):
@@ -243,12 +248,6 @@ def sparsify(source_workdir, twin_workdir, epochs: int = DEFAULT_EPOCHS) -> dict
     finally:
         manager.close()
     return {"workdir": str(path), "epochs": epochs}
-
-
-def run_state_shape(run: TwinRun, source_params):
-    indices = np.arange(run.population.size)
-    factors = run.population.factors(indices)
-    return jax.vmap(run._init_one)(source_params, factors["lr"], factors["weight_decay"])
 
 
 def main(argv: list[str] | None = None) -> int:
