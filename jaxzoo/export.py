@@ -313,7 +313,7 @@ def write_vectors(zoo: Zoo, folder: pathlib.Path, epochs: list[int], threshold: 
         os.replace(tmp, folder / f"{split}.safetensors")
         os.replace(folder / f".{split}.json.partial", folder / f"{split}.json")
         log(f"  vectors/{split}: {meta['rows']} rows kept, {meta['dropped_nan']} NaN, {meta['dropped_threshold']} over |w| > {threshold}")
-    write_torch_dataset(folder)
+    write_torch_dataset(folder, log)
     return {"threshold": threshold, "epochs": epochs, "splits": counts}
 
 
@@ -322,11 +322,13 @@ def layout_size(layout: dict) -> int:
     return layout["idx_start"][last] + layout["kernel_no"][last] * (layout["channels_in"][last] * layout["kernel_size"][last] + 1)
 
 
-def write_torch_dataset(folder: pathlib.Path) -> None:
+def write_torch_dataset(folder: pathlib.Path, log) -> None:
     """`dataset.pt`: {split: {'weights': tensor, 'properties': {...}}} when torch is installed."""
     try:
         import torch
     except ImportError:
+        log("  vectors/dataset.pt skipped: torch is not installed (pip install 'jaxzoo[torch]'); "
+            "the safetensors + json files need no torch")
         return
     data = {split: load_vectors_split(folder, split) for split in ("train", "val", "test")}
     payload = {

@@ -243,3 +243,13 @@ def test_flat_vectors_order_is_the_originals():
     fc1 = np.asarray(params["fc1"]["kernel"][0]).T.reshape(-1)
     np.testing.assert_array_equal(vector[2254:2454], fc1)
     assert vector.shape == (2464,)
+
+
+def test_vectors_without_torch_say_why_dataset_pt_is_missing(exported, tmp_path, monkeypatch):
+    workdir, _, _ = exported
+    monkeypatch.setitem(__import__("sys").modules, "torch", None)
+    lines = []
+    report = export.export(workdir, tmp_path, formats="vectors", epochs=[2], log=lines.append)
+    vectors = tmp_path / report["out"].rsplit("/", 1)[1] / "vectors"
+    assert (vectors / "train.safetensors").exists() and not (vectors / "dataset.pt").exists()
+    assert any("dataset.pt skipped: torch is not installed" in line for line in lines)

@@ -93,6 +93,8 @@ def test_sparsity_rises_and_accuracy_stays_near_the_source(twin):
     assert np.mean([r["test_acc"] for r in by_epoch[3]]) > source_acc - 0.05  # no collapse while sparsifying
     table = json.loads((twin_dir / "models.json").read_text())
     assert all(row["source_check"]["ok"] for row in table)
+    assert all(row["source_check"]["test_loss_rel_gap"] < 0.01 for row in table)
+    assert all(r["test_nll"] is not None for r in by_epoch[0])
     _, state = checkpoint.load_state(twin_dir)
     assert set(state["params"]["conv0"]) == {"kernel", "bias", "log_sigma2", "log_sigma2_bias"}
 
