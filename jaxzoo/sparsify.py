@@ -37,7 +37,9 @@ from jaxzoo.export import read_zoo
 from jaxzoo.optim import PopulationOptimizer
 from jaxzoo.population import build_population
 from jaxzoo.steps import eval_batches, make_step_functions, model_key, nll_and_correct
-from jaxzoo.train import POPULATION_AXIS, chunk_indices, population_mesh, tree_concat, tree_take
+from jaxzoo.train import (
+    POPULATION_AXIS, chunk_indices, population_mesh, train_chunk_epoch, tree_concat, tree_take,
+)
 
 NOISE_STREAM = 3
 DEFAULT_EPOCHS = 25
@@ -166,13 +168,10 @@ class TwinRun:
         for indices, real in self.chunks:
             factors = self.factors(indices)
             chunk_state = jax.device_put(tree_take(state, indices), self.models)
-            order, mask = self.fns.order(factors["seed"], epoch)
-            loss_sum = correct = 0.0
-            for first in range(0, self.steps_per_epoch, STEPS_PER_CALL):
-                last = min(first + STEPS_PER_CALL, self.steps_per_epoch)
-                x, y, m = self.fns.gather(self.train_images, self.train_labels, order[:, first:last], mask[:, first:last])
-                chunk_state, step_loss, step_correct = self.train(chunk_state, factors, x, y, m, epoch, first)
-                loss_sum, correct = loss_sum + step_loss, correct + step_correct
+            chunk_state, loss_sum, correct = train_chunk_epoch(
+                self.fns, self.train, chunk_state, factors, self.train_images, self.train_labels, epoch,
+                self.steps_per_epoch, STEPS_PER_CALL,
+            )
             metrics = {"train_loss": np.asarray(loss_sum)[:real] / self.num_train,
                        "train_acc": np.asarray(correct)[:real] / self.num_train}
             metrics.update(self.evaluate(chunk_state["params"], factors, epoch, real))

@@ -131,6 +131,26 @@ def diverged(state, train_loss: np.ndarray) -> np.ndarray:
     return ~finite
 
 
+def train_chunk_epoch(fns: StepFunctions, train_fn, state, factors, images, labels, epoch: int,
+                      steps_per_epoch: int, steps_per_call: int, after_call=None):
+    """One epoch of a chunk in its per-model data order, `steps_per_call` steps per compiled call.
+
+    `train_fn(state, factors, x, y, mask, epoch, first_step) -> (state, loss_sum, correct)`;
+    `after_call(first, last, loss_sum)` runs after each call (progress). Returns the chunk's
+    state and its running train loss sum and correct count [M] over the epoch.
+    """
+    order, mask = fns.order(factors["seed"], epoch)
+    loss_sum = correct = 0.0
+    for first in range(0, steps_per_epoch, steps_per_call):
+        last = min(first + steps_per_call, steps_per_epoch)
+        x, y, m = fns.gather(images, labels, order[:, first:last], mask[:, first:last])
+        state, step_loss, step_correct = train_fn(state, factors, x, y, m, epoch, first)
+        loss_sum, correct = loss_sum + step_loss, correct + step_correct
+        if after_call is not None:
+            after_call(first, last, step_loss)
+    return state, loss_sum, correct
+
+
 def epoch_metrics(state, chunk_metrics: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Joins the chunks' metrics into [M] arrays and flags the diverged models."""
     metrics = {k: np.concatenate([part[k] for part in chunk_metrics]) for k in chunk_metrics[0]}
@@ -214,24 +234,19 @@ class ZooRun:
         for indices, real in self.chunks:
             factors = self.chunk_factors(indices)
             chunk_state = jax.device_put(tree_take(state, indices), self.models)
-            order, mask = self.fns.order(factors["seed"], epoch)
-            loss_sum = correct = 0.0
-            for first in range(0, self.steps_per_epoch, self.plan.steps_per_call):
-                last = min(first + self.plan.steps_per_call, self.steps_per_epoch)
-                x, y, m = self.fns.gather(
-                    self.train_images, self.train_labels, order[:, first:last], mask[:, first:last]
-                )
-                chunk_state, step_loss, step_correct = self.fns.train(
-                    chunk_state, factors, x, y, m, epoch, first
-                )
-                loss_sum, correct = loss_sum + step_loss, correct + step_correct
-                if progress is not None:
-                    jax.block_until_ready(step_loss)
-                    batch = self.config.training.batch_size
-                    progress.update(real * (min(last * batch, self.num_train) - min(first * batch, self.num_train)))
-                    rate = progress.format_dict["rate"]
-                    if rate:
-                        progress.set_postfix_str(f"{rate / self.num_train:.2f} models/s", refresh=False)
+
+            def show(first, last, step_loss, real=real):
+                jax.block_until_ready(step_loss)
+                batch = self.config.training.batch_size
+                progress.update(real * (min(last * batch, self.num_train) - min(first * batch, self.num_train)))
+                rate = progress.format_dict["rate"]
+                if rate:
+                    progress.set_postfix_str(f"{rate / self.num_train:.2f} models/s", refresh=False)
+
+            chunk_state, loss_sum, correct = train_chunk_epoch(
+                self.fns, self.fns.train, chunk_state, factors, self.train_images, self.train_labels, epoch,
+                self.steps_per_epoch, self.plan.steps_per_call, show if progress is not None else None,
+            )
             metrics = {
                 "train_loss": np.asarray(loss_sum)[:real] / self.num_train,
                 "train_acc": np.asarray(correct)[:real] / self.num_train,
