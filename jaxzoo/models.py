@@ -111,6 +111,46 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
     return x.max(axis=(2, 4))
 
 
+def shifted_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """Conv2d 'VALID' as a sum of k*k shifted [.., C] @ [C, F] products; no patch array."""
+    k = kernel.shape[0]
+    h_out, w_out = x.shape[1] - k + 1, x.shape[2] - k + 1
+    out = 0.0
+    for i in range(k):
+        for j in range(k):
+            out = out + x[:, i : i + h_out, j : j + w_out, :] @ kernel[i, j]
+    return out
+
+
+@jax.custom_vjp
+def single_channel_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """[B, H, W, 1] conv [k, k, 1, F] -> [B, H-k+1, W-k+1, F], the same numbers as patches @ kernel.
+
+    The first layer of every CNN sees one channel: im2col would copy each pixel k*k times
+    (the costliest op of the step), so the forward pass sums shifted products instead and only
+    the kernel gradient builds the patches, tap-major, for one matmul with a long contraction.
+    """
+    return shifted_conv(x, kernel)
+
+
+def _single_channel_conv_fwd(x, kernel):
+    return shifted_conv(x, kernel), (x, kernel)
+
+
+def _single_channel_conv_bwd(residuals, grad_out):
+    x, kernel = residuals
+    k, features = kernel.shape[0], kernel.shape[-1]
+    h_out, w_out = x.shape[1] - k + 1, x.shape[2] - k + 1
+    taps = jnp.stack([x[:, i : i + h_out, j : j + w_out, 0].reshape(-1) for i in range(k) for j in range(k)])
+    grad_kernel = (taps @ grad_out.reshape(-1, features)).reshape(kernel.shape)
+    # The input gradient (unused in training: the input is data, so XLA drops it).
+    _, input_vjp = jax.vjp(lambda v: extract_patches(v, k) @ kernel.reshape(-1, features), x)
+    return input_vjp(grad_out)[0], grad_kernel
+
+
+single_channel_conv.defvjp(_single_channel_conv_fwd, _single_channel_conv_bwd)
+
+
 class PatchConv(nn.Module):
     """Conv2d, stride 1, no padding; kernel [kh, kw, in, out] (HWIO), bias [out]."""
 
@@ -124,6 +164,8 @@ class PatchConv(nn.Module):
             "kernel", nn.initializers.zeros, (self.kernel, self.kernel, in_features, self.features)
         )
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        if x.shape[-1] == 1:
+            return single_channel_conv(x, kernel) + bias
         patches = extract_patches(x, self.kernel)
         return patches @ kernel.reshape(-1, self.features) + bias
 

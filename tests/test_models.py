@@ -157,3 +157,17 @@ def test_dropout_train_only_and_rate_zero_is_identity():
     on = model.apply({"params": params}, x, 0, 0.5, train=True, rngs=key)
     np.testing.assert_array_equal(np.asarray(off), np.asarray(plain))
     assert np.abs(np.asarray(on) - np.asarray(plain)).max() > 1e-3
+
+
+def test_single_channel_conv_matches_patches_with_gradients():
+    """The custom-VJP first conv gives the im2col numbers: output, kernel and input gradients."""
+    from jaxzoo.models import extract_patches, single_channel_conv
+
+    x = jax.random.normal(jax.random.key(0), (3, 9, 8, 1))
+    kernel = jax.random.normal(jax.random.key(1), (3, 3, 1, 4))
+    weights = jax.random.normal(jax.random.key(2), (3, 7, 6, 4))
+    im2col = lambda x, k: extract_patches(x, 3) @ k.reshape(-1, 4)
+    loss = lambda conv: lambda x, k: jnp.sum(jnp.tanh(conv(x, k)) * weights)
+    np.testing.assert_allclose(single_channel_conv(x, kernel), im2col(x, kernel), rtol=1e-5, atol=1e-5)
+    for got, want in zip(jax.grad(loss(single_channel_conv), (0, 1))(x, kernel), jax.grad(loss(im2col), (0, 1))(x, kernel)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
