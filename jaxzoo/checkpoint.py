@@ -16,9 +16,11 @@ import pathlib
 from typing import Any
 
 import numpy as np
+import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy
 
+from jaxzoo import distributed
 from jaxzoo.config import describe_difference, identity_hash
 from jaxzoo.errors import UserError
 
@@ -29,10 +31,12 @@ class WorkdirError(UserError):
     """The workdir cannot hold this zoo (unwritable, another zoo, corrupted checkpoint)."""
 
 
-def prepare_workdir(workdir: str | os.PathLike, identity: dict, resolved: dict, table: list) -> pathlib.Path:
+def prepare_workdir(workdir: str | os.PathLike, identity: dict, resolved: dict, table: list,
+                    write: bool = True) -> pathlib.Path:
     """Creates the workdir or checks that it holds this zoo; writes config.json and models.json.
 
-    Raises WorkdirError before anything is written when the workdir holds another zoo.
+    Raises WorkdirError before anything is written when the workdir holds another zoo. With
+    `write=False` only checks (the other processes of a distributed run).
     """
     path = pathlib.Path(workdir).absolute()
     config_path = path / "config.json"
@@ -53,6 +57,8 @@ def prepare_workdir(workdir: str | os.PathLike, identity: dict, resolved: dict, 
         raise WorkdirError(f"workdir {path} is a file: choose another --workdir")
     elif (path / "checkpoints").exists() or (path / "metrics.jsonl").exists():
         raise WorkdirError(f"workdir {path} holds a zoo without config.json: choose another --workdir")
+    if not write:
+        return path
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".write_probe"
@@ -85,6 +91,8 @@ def open_manager(workdir: pathlib.Path, async_save: bool) -> ocp.CheckpointManag
 def save_epoch(manager: ocp.CheckpointManager, epoch: int, state, metrics: dict[str, np.ndarray]) -> None:
     """Saves the population's state and metrics for `epoch` (async; arrays must not change)."""
     metrics_json = {name: np.asarray(values).tolist() for name, values in metrics.items()}
+    if distributed.is_multiprocess():  # every process writes its block of one global state
+        state = distributed.to_global(state)
     manager.save(
         epoch,
         args=ocp.args.Composite(state=ocp.args.StandardSave(state), metrics=ocp.args.JsonSave(metrics_json)),
@@ -96,10 +104,14 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state) -> tuple[int,
     epoch = manager.latest_step()
     if epoch is None:
         return None
+    if distributed.is_multiprocess():
+        abstract_state = distributed.global_abstract(abstract_state)
     try:
         restored = manager.restore(
             epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
         )
+        if distributed.is_multiprocess():
+            restored = {"state": distributed.to_local(restored["state"])}
     except Exception as error:  # Orbax raises many types for damaged files
         raise WorkdirError(
             f"checkpoint of epoch {epoch} in {manager.directory} is unreadable "
@@ -169,13 +181,27 @@ class ZooCheckpoints:
         if epoch is None or epoch not in self.manager.all_steps():
             raise WorkdirError(f"{self.manager.directory} has no checkpoint for epoch {epoch}: epochs {self.epochs()}")
         try:
-            restored = self.manager.restore(epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+            try:
+                restored = self.manager.restore(epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+            except (ValueError, TypeError):  # saved by several processes: restore onto this process's device
+                target = self._local_target(epoch)
+                restored = self.manager.restore(epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+                restored = {"state": jax.tree.map(np.asarray, restored["state"])}
         except Exception as error:  # Orbax raises many types for damaged files
             raise WorkdirError(
                 f"checkpoint of epoch {epoch} in {self.manager.directory} is unreadable ({type(error).__name__}): "
                 "retrain from the epoch before (move it away and rerun the train command)"
             ) from None
         return epoch, restored["state"]
+
+    def _local_target(self, epoch: int):
+        """The saved tree's shapes on this process's first device (whatever topology saved it)."""
+        metadata = ocp.StandardCheckpointer().metadata(self.manager.directory / str(epoch) / "state")
+        tree = getattr(metadata, "item_metadata", metadata)
+        tree = getattr(tree, "tree", tree)
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device), tree,
+                            is_leaf=lambda leaf: hasattr(leaf, "shape") and hasattr(leaf, "dtype"))
 
     def metrics(self, epoch: int) -> dict[str, np.ndarray]:
         """The metrics arrays [M] saved with an epoch's checkpoint."""

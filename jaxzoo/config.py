@@ -16,9 +16,16 @@ import ml_collections
 from jaxzoo.errors import UserError
 
 from jaxzoo.data import DATASETS, SOURCES, DataOptions
+from jaxzoo.augment import AUGMENTATIONS
 from jaxzoo.models import ACTIVATIONS, ARCHS, INITS
 from jaxzoo.optim import OPTIMIZERS
 from jaxzoo.population import SEED_MODES
+
+
+RESNET_ARCHS = ("resnet18",)
+MODEL_ARCHS = (*ARCHS, *RESNET_ARCHS)
+SCHEDULERS = ("none", "one_cycle")
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 class ConfigError(UserError, ValueError):
@@ -30,6 +37,10 @@ def base_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.name = "default"
     config.seed = 42  # zoo seed: draws the Hyp-10-rand seeds; model randomness uses model seeds
+    # Job-array mode: shard k of n trains models k::n into <workdir>/shards/k-of-n (merge with
+    # `python -m jaxzoo.merge`); with jax.distributed the processes split the zoo themselves.
+    config.shard_index = 0
+    config.num_shards = 1
     config.notes = ""  # where this zoo follows the original code against the paper
 
     config.original = ml_collections.ConfigDict()  # where the paper's zoo lies in the original
@@ -51,6 +62,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.training = ml_collections.ConfigDict()
     config.training.num_epochs = 50
     config.training.batch_size = 10
+    config.training.scheduler = "none"  # none | one_cycle (PyTorch OneCycleLR with momentum cycle)
+    config.training.augmentation = "none"  # none | crop_flip | flip_rotate (on device, per model)
+    config.training.compute_dtype = "float32"  # float32 | bfloat16 (ResNet; params stay float32)
 
     config.population = ml_collections.ConfigDict()
     config.population.seed_mode = "range"
@@ -99,16 +113,37 @@ def validate(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError naming the first impossible value and its fix."""
     _check_choices("data.name", config.data.name, DATASETS)
     _check_choices("data.source", config.data.source, SOURCES)
-    _check_choices("model.arch", config.model.arch, ARCHS)
-    info, arch = DATASETS[config.data.name], ARCHS[config.model.arch]
+    _check_choices("model.arch", config.model.arch, MODEL_ARCHS)
+    info = DATASETS[config.data.name]
     _check(
         config.data.image_size in info.image_sizes,
         f"data.image_size={config.data.image_size} is not a size of {info.name}: use one of {info.image_sizes}",
     )
+    training = config.training
+    _check_choices("training.scheduler", training.scheduler, SCHEDULERS)
+    _check_choices("training.augmentation", training.augmentation, AUGMENTATIONS)
+    _check_choices("training.compute_dtype", training.compute_dtype, COMPUTE_DTYPES)
+    if config.model.arch in RESNET_ARCHS:
+        _validate_resnet(config)
+    else:
+        arch = ARCHS[config.model.arch]
+        _check(
+            config.data.image_size == arch.image_size,
+            f"model.arch={arch.name} needs {arch.image_size}px images, data.image_size is "
+            f"{config.data.image_size}: set data.image_size={arch.image_size} or change model.arch",
+        )
+        for field, value, default in (("scheduler", training.scheduler, "none"),
+                                      ("augmentation", training.augmentation, "none"),
+                                      ("compute_dtype", training.compute_dtype, "float32")):
+            _check(value == default, f"training.{field}={value!r} is for ResNet zoos: set it to {default!r} "
+                                     f"for model.arch={config.model.arch}")
     _check(
-        config.data.image_size == arch.image_size,
-        f"model.arch={arch.name} needs {arch.image_size}px images, data.image_size is "
-        f"{config.data.image_size}: set data.image_size={arch.image_size} or change model.arch",
+        isinstance(config.num_shards, int) and config.num_shards >= 1,
+        f"num_shards={config.num_shards!r} must be an integer >= 1 (1: no job array)",
+    )
+    _check(
+        isinstance(config.shard_index, int) and 0 <= config.shard_index < config.num_shards,
+        f"shard_index={config.shard_index!r} is out of range: use 0..{config.num_shards - 1}",
     )
     _check(
         isinstance(config.training.num_epochs, int) and 1 <= config.training.num_epochs <= 10_000,
@@ -122,6 +157,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
         f"training.batch_size={config.training.batch_size!r} is out of range: use 1..{train_size} "
         f"(the {info.name} train split)",
     )
+    if training.scheduler == "one_cycle":
+        total_steps = config.training.num_epochs * math.ceil(train_size / config.training.batch_size)
+        _check(0.3 * total_steps - 1 > 0, f"OneCycle needs at least 4 optimizer steps, this run has {total_steps}: "
+                                          "train more epochs or use a smaller training.batch_size")
     _check(
         config.data.max_examples_per_split >= 0,
         f"data.max_examples_per_split={config.data.max_examples_per_split} must be >= 0 (0: all)",
@@ -144,6 +183,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _check(rt.eval_batch_size >= 0, f"runtime.eval_batch_size={rt.eval_batch_size} must be >= 0 (0: automatic)")
 
 
+def _validate_resnet(config: ml_collections.ConfigDict) -> None:
+    """ResNet zoos follow the original's ResNet protocol: SGD, kaiming_uniform, no dropout."""
+    pop = config.population
+    for field, value, allowed in (("optimizer", pop.optimizer, ("sgd",)), ("init", pop.init, ("kaiming_uniform",)),
+                                  ("dropout", pop.dropout, (0.0,))):
+        _check(tuple(value) == allowed, f"population.{field}={tuple(value)!r} is not supported by model.arch="
+                                        f"{config.model.arch}: use {allowed!r}")
+    _check(tuple(pop.activation) == ("relu",), f"population.activation={tuple(pop.activation)!r}: ResNet-18 uses "
+                                              "ReLU, set population.activation=('relu',)")
+
+
 def to_json_dict(config: ml_collections.ConfigDict) -> dict:
     """The config as plain JSON data (tuples become lists)."""
     return json.loads(config.to_json())
@@ -153,10 +203,14 @@ LOCATION_FIELDS = ("raw_dir", "tfds_dir", "cache_dir")  # where data lies, not w
 
 
 def identity(config: ml_collections.ConfigDict) -> dict:
-    """What defines the zoo: the config without `runtime`, `training.num_epochs` and data paths."""
+    """What defines the zoo: the config without `runtime`, shard fields, data paths and (without
+    a schedule) `training.num_epochs`."""
     data = to_json_dict(config)
     data.pop("runtime", None)
-    data["training"].pop("num_epochs", None)
+    data.pop("shard_index", None)
+    data.pop("num_shards", None)
+    if config.training.scheduler == "none":  # a schedule over the whole run depends on its length
+        data["training"].pop("num_epochs", None)
     for field in LOCATION_FIELDS:
         data["data"].pop(field, None)
     return data

@@ -34,6 +34,8 @@ from jaxzoo.cli import epoch_list, run
 from jaxzoo.errors import UserError
 from jaxzoo.layout import flat_vectors, index_dict, torch_tensors
 from jaxzoo.data import DATASETS
+from jaxzoo import resnet
+from jaxzoo.config import RESNET_ARCHS
 from jaxzoo.models import ARCHS
 
 FORMATS = ("trials", "vectors", "all")
@@ -42,7 +44,7 @@ SPLIT_SEED = 42
 DEFAULT_THRESHOLD = 5.0
 MANIFEST = "export.json"
 EXPORTS_FILE = "exports.json"  # in the workdir: where its exports went (the card follows them)
-ORIGINAL_TYPE = {"cnn_s": "CNN", "cnn_m": "CNN3"}
+ORIGINAL_TYPE = {"cnn_s": "CNN", "cnn_m": "CNN3", "resnet18": "Resnet18"}
 METRICS = checkpoint.METRIC_NAMES
 CATEGORICAL_FACTORS = ("activation", "init", "optimizer")
 
@@ -65,6 +67,32 @@ class Zoo:
     @property
     def arch(self):
         return ARCHS[self.config["model"]["arch"]]
+
+    @property
+    def is_resnet(self) -> bool:
+        return self.config["model"]["arch"] in RESNET_ARCHS
+
+    @property
+    def num_classes(self) -> int:
+        return DATASETS[self.config["data"]["name"]].num_classes if self.is_resnet else self.arch.num_classes
+
+    def torch_arrays(self, state: dict, dropout: float = 0.0) -> list[tuple[str, np.ndarray]]:
+        """(state_dict key, population array [M, ...] in PyTorch layout) in state_dict order."""
+        if self.is_resnet:  # torchvision keys, BatchNorm statistics included
+            return list(resnet.torch_state_dict(state).items())
+        return list(torch_tensors(state["params"], self.arch, dropout))
+
+    def flat_vectors(self, state: dict) -> np.ndarray:
+        """[M, P] float32 flat vectors of the population (ResNet: trainable parameters only)."""
+        if self.is_resnet:
+            return resnet.flat_vectors(state["params"])
+        return flat_vectors(self.vector_params(state["params"]), self.arch)
+
+    def vector_layout(self) -> dict:
+        """index_dict.json: the original's per-layer map (CNN), or {'tensors': [...]} (ResNet)."""
+        if self.is_resnet:
+            return {"tensors": resnet.index_map(self.num_classes, self.channels_in)}
+        return index_dict(self.arch, self.channels_in)
 
     @property
     def channels_in(self) -> int:
@@ -120,13 +148,14 @@ def read_zoo(workdir: str | os.PathLike) -> Zoo:
 def original_params(zoo: Zoo, row: dict) -> dict:
     """params.json of one trial with the original's config keys."""
     config = zoo.config
+    extra = {"optim::scheduler": "OneCycleLR", "training::dataloader": "normal"} if zoo.is_resnet else {}
     return {
         "model::type": "CNN_ARD" if zoo.is_twin else ORIGINAL_TYPE[config["model"]["arch"]],
         "model::channels_in": zoo.channels_in,
         "model::nlin": row["activation"],
         "model::init_type": row["init"],
         "model::dropout": row["dropout"],
-        "model::o_dim": zoo.arch.num_classes,
+        "model::o_dim": zoo.num_classes,
         "model::use_bias": True,
         "optim::optimizer": row["optimizer"],
         "optim::lr": row["lr"],
@@ -142,6 +171,7 @@ def original_params(zoo: Zoo, row: dict) -> dict:
         "cuda": False,
         "jaxzoo::model_id": row["model_id"],
         "jaxzoo::zoo": zoo.identity_hash,
+        **extra,
     }
 
 
@@ -185,6 +215,16 @@ def torch_optimizer_state(zoo: Zoo, row: dict, index: int, final_state: dict, to
     from jaxzoo.torch import build_model
 
     model = build_model(original_params(zoo, row))
+    if zoo.is_resnet:  # one SGD; the momentum buffers follow model.parameters()
+        optimizer = torch.optim.SGD(model.parameters(), lr=row["lr"], momentum=zoo.config["population"]["momentum"],
+                                    weight_decay=row["weight_decay"])
+        trace = final_state["opt_state"]["inner_state"][1][0]["trace"]
+        state_dict = optimizer.state_dict()
+        state_dict["state"] = {
+            position: {"momentum_buffer": torch.from_numpy(np.ascontiguousarray(np.asarray(array)[index]))}
+            for position, (_, array) in enumerate(resnet.torch_parameters(trace))
+        }
+        return state_dict
     if row["optimizer"] == "adam":
         optimizer = torch.optim.Adam(model.parameters(), lr=row["lr"], weight_decay=row["weight_decay"])
         inner = final_state["opt_state"]["adam"]["inner_state"][1][0]
@@ -221,11 +261,11 @@ def write_trials(zoo: Zoo, folder: pathlib.Path, log) -> int:
         return 0
     params_by_model = {i: original_params(zoo, row) for i, row in todo}
     # State_dict keys depend on the dropout setting; the arrays (PyTorch layout) do not.
-    keys = {flag: [key for key, _ in torch_tensors(zoo.state(0)["params"], zoo.arch, float(flag))] for flag in (0, 1)}
+    keys = {flag: [key for key, _ in zoo.torch_arrays(zoo.state(0), float(flag))] for flag in (0, 1)}
     arrays_by_epoch = {}
     for epoch in zoo.epochs:  # PyTorch layout of the whole population, once per epoch
         state = zoo.state(epoch)
-        arrays_by_epoch[epoch] = [np.ascontiguousarray(a) for _, a in torch_tensors(state["params"], zoo.arch, 0.0)]
+        arrays_by_epoch[epoch] = [np.ascontiguousarray(a) for _, a in zoo.torch_arrays(state)]
     final_state = state
     for count, (index, row) in enumerate(todo):
         target = folder / trial_name(row)
@@ -268,8 +308,8 @@ def vector_splits(zoo: Zoo, epochs: list[int], threshold: float) -> tuple[dict[s
     Rows are (model, epoch) of the split's models; rows with NaN/inf or |w| > threshold are
     dropped and counted, as the original loader did.
     """
-    layout = index_dict(zoo.arch, zoo.channels_in)
-    weights_by_epoch = {epoch: flat_vectors(zoo.vector_params(zoo.state(epoch)["params"]), zoo.arch) for epoch in epochs}
+    layout = zoo.vector_layout()
+    weights_by_epoch = {epoch: zoo.flat_vectors(zoo.state(epoch)) for epoch in epochs}
     splits, counts = {}, {}
     for split, models in model_splits(zoo).items():
         rows = [(m, e) for m in models for e in epochs]
@@ -318,6 +358,9 @@ def write_vectors(zoo: Zoo, folder: pathlib.Path, epochs: list[int], threshold: 
 
 
 def layout_size(layout: dict) -> int:
+    if "tensors" in layout:  # ResNet: {key, offset, shape} per tensor
+        last = layout["tensors"][-1]
+        return last["offset"] + int(np.prod(last["shape"]))
     last = len(layout["layer"]) - 1
     return layout["idx_start"][last] + layout["kernel_no"][last] * (layout["channels_in"][last] * layout["kernel_size"][last] + 1)
 
@@ -408,7 +451,7 @@ def export(workdir, out, formats: str = "all", epochs: list[int] | None = None,
     target.mkdir(parents=True, exist_ok=True)
     manifest_path.write_text(json.dumps({**settings, "complete": False}))
     (target / "config.json").write_text(json.dumps(search_pattern(zoo), indent=1, default=str))
-    (target / "index_dict.json").write_text(json.dumps(index_dict(zoo.arch, zoo.channels_in), indent=1))
+    (target / "index_dict.json").write_text(json.dumps(zoo.vector_layout(), indent=1))
     (target / "dataset.json").write_text(json.dumps({**zoo.config["data"], "dataset_seed": 42}, indent=1))
     (target / "readme.md").write_text(zoo_readme(zoo, formats))
     report = {"out": str(target), "models": len(zoo.table), "epochs": len(zoo.epochs)}

@@ -1,4 +1,4 @@
-"""The 24 CNN zoos of the paper's Table 1, with the original code's values (zoo-spec §1).
+"""The paper's Table 1 zoos (24 CNN, 3 ResNet-18), with the original code's values (zoo-spec §1).
 
 Each `configs/<zoo>.py` returns `paper_zoo("<zoo>")`. Where the paper and the original code
 disagree, the code wins and `config.notes` says so (zoo-spec §8).
@@ -69,7 +69,31 @@ FAMILY_NOTES = {
 KINDS = ("seed", "hyp10_fix", "hyp10_rand")
 ORIGINAL_KIND = {"seed": "uniform", "hyp10_fix": "hyperparameter_10_fixed_seeds", "hyp10_rand": "hyperparameter_10_random_seeds"}
 
-PAPER_ZOOS = tuple(f"{family}_{kind}" for family in FAMILIES for kind in KINDS)
+CNN_PAPER_ZOOS = tuple(f"{family}_{kind}" for family in FAMILIES for kind in KINDS)
+
+# ResNet-18 Seed zoos (rows 25-27): dataset, image size, OneCycle max lr, batch, epochs,
+# original experiment, net_dir, augmentation.
+RESNET_ZOOS = {
+    "cifar10_resnet18_seed": ("cifar10_resnet", 32, 0.05, 256, 50, "tune_zoo_cifar10_resnet18_kaiming_uniform",
+                              "zoos/CIFAR10/resnet19/kaiming_uniform", "crop_flip"),
+    "cifar100_resnet18_seed": ("cifar100", 32, 0.1, 128, 60, "tune_zoo_cifar100_resnet18_kaiming_uniform",
+                               "zoos/CIFAR100/resnet18/kaiming_uniform", "crop_flip"),
+    "tinyimagenet_resnet18_seed": ("tiny_imagenet", 64, 0.1, 128, 60, "tune_zoo_tinyimagenet_resnet18_kaiming_uniform",
+                                   "zoos/TinyImageNet/resnet18/kaiming_uniform", "flip_rotate"),
+}
+
+RESNET_NOTES = (
+    "ResNet-18 as the original code: CIFAR stem (3x3, stride 1, no max-pool), kaiming_uniform on "
+    "every conv and linear weight, fc bias 0.01; SGD momentum 0.9 with coupled L2 5e-4 under "
+    "PyTorch's OneCycleLR, whose momentum cycle 0.95 -> 0.85 -> 0.95 overrides the 0.9 (zoo-spec "
+    "§4; the paper gives lr '1e-4*', D2: the code's max lr is followed). The last partial batch "
+    "of an epoch is trained at its real size, as PyTorch's DataLoader. Differences from the "
+    "original: augmentation runs on the device from the model seed (per model and step), and "
+    "val and train-at-epoch-0 metrics use un-augmented images (the original evaluated them on "
+    "the augmented train dataset, zoo-spec §2 notes)."
+)
+
+PAPER_ZOOS = CNN_PAPER_ZOOS + tuple(RESNET_ZOOS)
 
 
 def original_experiment(family: str, kind: str) -> str:
@@ -85,6 +109,8 @@ def paper_zoo(name: str) -> ml_collections.ConfigDict:
     """The config of the paper's zoo `name` (e.g. 'svhn_seed', 'mnist_hyp10_fix')."""
     if name not in PAPER_ZOOS:
         raise ValueError(f"unknown paper zoo {name!r}; choose one of {PAPER_ZOOS}")
+    if name in RESNET_ZOOS:
+        return resnet_zoo(name)
     family, kind = next((f, k) for f in FAMILIES for k in KINDS if name == f"{f}_{k}")
     dataset, image_size, arch, _, _, net_dir = FAMILIES[family]
     config = base_config()
@@ -116,5 +142,31 @@ def paper_zoo(name: str) -> ml_collections.ConfigDict:
         notes.append(FAMILY_NOTES["svhn"])
     if arch == "cnn_m":
         notes.append(FAMILY_NOTES["medium"])
+    config.notes = " ".join(notes)
+    return config
+
+
+def resnet_zoo(name: str) -> ml_collections.ConfigDict:
+    """One of the three ResNet-18 Seed zoos: 1,000 seeds, OneCycle SGD, on-device augmentation."""
+    dataset, image_size, max_lr, batch, epochs, experiment, net_dir, augmentation = RESNET_ZOOS[name]
+    config = base_config()
+    config.name = name
+    config.data.name = dataset
+    config.data.image_size = image_size
+    config.model.arch = "resnet18"
+    config.training.num_epochs = epochs
+    config.training.batch_size = batch
+    config.training.scheduler = "one_cycle"
+    config.training.augmentation = augmentation
+    config.original.experiment = experiment
+    config.original.net_dir = net_dir
+    pop = config.population
+    pop.seed_mode, pop.num_seeds, pop.first_seed = "range", 1000, 1
+    pop.activation, pop.init, pop.optimizer = ("relu",), ("kaiming_uniform",), ("sgd",)
+    pop.lr, pop.weight_decay, pop.dropout, pop.momentum = (max_lr,), (5e-4,), (0.0,), 0.9
+    notes = [RESNET_NOTES]
+    if dataset == "tiny_imagenet":
+        notes.append("Tiny-ImageNet: the official val set is the test split and there is no val split "
+                     "(val metrics are null), as the original.")
     config.notes = " ".join(notes)
     return config

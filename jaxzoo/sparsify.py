@@ -146,7 +146,7 @@ class TwinRun:
             if split == "train" and epoch > 0:
                 continue  # training epochs log the running train loss instead
             x, y, mask = self.eval_splits[split]
-            loss_sum, correct = self.fns.evaluate(masked, factors["activation_index"], x, y, mask)
+            loss_sum, correct = self.fns.evaluate({"params": masked}, factors, x, y, mask)
             n = len(getattr(self.dataset, split)[1])
             metrics[f"{split}_loss"] = (np.asarray(loss_sum) / n + kl_w * np.asarray(kl))[:real]
             metrics[f"{split}_acc"] = (np.asarray(correct) / n)[:real]

@@ -160,8 +160,9 @@ def make_step_functions(
     def forward_eval(params, activation_index, x):
         return model.apply({"params": params}, x, activation_index, 0.0, train=False)
 
-    def evaluate(params, activation_index, x, y, mask):
+    def evaluate(state, factors, x, y, mask):
         """Eval mode on shared data x [nb, eb, ...] -> (loss sum [M], correct [M]) over all batches."""
+        params, activation_index = state["params"], factors["activation_index"]
 
         def body(totals, batch):
             xb, yb, mb = batch

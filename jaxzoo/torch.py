@@ -64,8 +64,10 @@ class ZooCNN(nn.Module):
         return x
 
 
-def build_model(params_json: dict) -> ZooCNN:
+def build_model(params_json: dict) -> torch.nn.Module:
     """The network of an exported trial from its params.json."""
+    if params_json["model::type"] == "Resnet18":
+        return ResNet18Cifar(params_json["model::o_dim"], params_json["model::channels_in"])
     if params_json["model::type"] == "CNN_ARD":
         return ZooCNNARD("cnn_s", params_json["model::nlin"], params_json["model::channels_in"])
     arch = {"CNN": "cnn_s", "CNN3": "cnn_m"}[params_json["model::type"]]
@@ -153,3 +155,75 @@ class ZooCNNARD(ZooCNN):
                 self.module_list[i] = Conv2dARD(module.in_channels, module.out_channels, module.kernel_size[0])
             elif isinstance(module, nn.Linear):
                 self.module_list[i] = LinearARD(module.in_features, module.out_features)
+
+
+class ResNetBasicBlock(nn.Module):
+    """torchvision's BasicBlock (same module names, so the same state_dict keys)."""
+
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = None
+        if stride != 1 or inplanes != planes:
+            self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + identity)
+
+
+class ResNet18Cifar(nn.Module):
+    """The original zoos' ResNet-18: torchvision's with a 3x3/stride-1 conv1 and no max-pool.
+
+    Module names are torchvision's, so `state_dict()` keys (and order) are those of
+    `torchvision.models.resnet18(num_classes=K)` after `model.conv1 = nn.Conv2d(C, 64, 3, 1, 1,
+    bias=False)` and `model.maxpool = nn.Identity()`; that model accepts the same state_dict
+    (this one exists so torchvision is not needed). Init is the original's: kaiming_uniform_
+    conv/linear weights, fc bias 0.01, BN weight 1 / bias 0. The counterpart of
+    `jaxzoo.resnet.ResNet18`; x [B, C, H, W] (NCHW) -> logits [B, K].
+    """
+
+    def __init__(self, num_classes: int, channels_in: int = 3):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels_in, 64, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.Identity()
+        inplanes = 64
+        for stage, (planes, stride) in enumerate(((64, 1), (128, 2), (256, 2), (512, 2)), start=1):
+            blocks = [ResNetBasicBlock(inplanes, planes, stride), ResNetBasicBlock(planes, planes)]
+            setattr(self, f"layer{stage}", nn.Sequential(*blocks))
+            inplanes = planes
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(512, num_classes)
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_uniform_(module.weight)
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        nn.init.constant_(self.fc.bias, 0.01)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def load_resnet18(state_dict: dict, num_classes: int) -> ResNet18Cifar:
+    """ResNet18Cifar loaded (strict=True) from a state_dict of tensors or numpy arrays
+    (e.g. `jaxzoo.resnet.torch_state_dict` of one model); channels_in is read from conv1.weight.
+    Returned in eval mode.
+    """
+    tensors = {key: torch.as_tensor(np.array(value)) for key, value in state_dict.items()}
+    model = ResNet18Cifar(num_classes, channels_in=tensors["conv1.weight"].shape[1])
+    model.load_state_dict(tensors, strict=True)
+    return model.eval()

@@ -29,13 +29,14 @@ from jax.sharding import NamedSharding, PartitionSpec
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from jaxzoo import checkpoint
+from jaxzoo import checkpoint, distributed
 from jaxzoo.cli import error_exit, setup_logging
-from jaxzoo.config import data_options, identity, to_json_dict, validate
+from jaxzoo.config import RESNET_ARCHS, data_options, identity, to_json_dict, validate
 from jaxzoo.data import Dataset, load_dataset
 from jaxzoo.errors import UserError
 from jaxzoo.models import ARCHS, ArchSpec
 from jaxzoo.population import Population, build_population, expand_grid
+from jaxzoo.resnet_steps import make_resnet_step_functions
 from jaxzoo.steps import StepFunctions, eval_batches, make_step_functions
 
 log = logging.getLogger("jaxzoo")
@@ -99,10 +100,24 @@ def plan_run(config, population_size: int, arch: ArchSpec, image_shape, num_trai
 
 
 def population_mesh() -> jax.sharding.Mesh:
+    """This process's devices on one 'pop' axis (each process trains its own models)."""
     # Auto axes: XLA propagates the population sharding through the (model-local) program.
     return jax.make_mesh(
-        (jax.local_device_count(),), (POPULATION_AXIS,), axis_types=(jax.sharding.AxisType.Auto,)
+        (jax.local_device_count(),), (POPULATION_AXIS,), axis_types=(jax.sharding.AxisType.Auto,),
+        devices=jax.local_devices(),
     )
+
+
+def resnet_plan(config, population_size: int, num_train: int) -> RunPlan:
+    """One model per device per call by default: each device runs its models one by one."""
+    n_devices = jax.local_device_count()
+    chunk = config.runtime.chunk_size or n_devices
+    chunk = n_devices * math.ceil(min(chunk, max(population_size, 1)) / n_devices)
+    full_steps = max(1, num_train // config.training.batch_size)
+    default_steps = 1 if jax.default_backend() == "cpu" else 16  # CPU unrolls the steps of a call
+    steps = min(config.runtime.steps_per_call or default_steps, full_steps)
+    eval_batch = config.runtime.eval_batch_size or config.training.batch_size  # as the original's loaders
+    return RunPlan(chunk, steps, eval_batch)
 
 
 def chunk_indices(population_size: int, chunk_size: int) -> list[tuple[np.ndarray, int]]:
@@ -132,18 +147,23 @@ def diverged(state, train_loss: np.ndarray) -> np.ndarray:
 
 
 def train_chunk_epoch(fns: StepFunctions, train_fn, state, factors, images, labels, epoch: int,
-                      steps_per_epoch: int, steps_per_call: int, after_call=None):
+                      steps_per_epoch: int, steps_per_call: int, after_call=None, last_batch_size: int = 0):
     """One epoch of a chunk in its per-model data order, `steps_per_call` steps per compiled call.
 
     `train_fn(state, factors, x, y, mask, epoch, first_step) -> (state, loss_sum, correct)`;
-    `after_call(first, last, loss_sum)` runs after each call (progress). Returns the chunk's
-    state and its running train loss sum and correct count [M] over the epoch.
+    `after_call(first, last, loss_sum)` runs after each call (progress). With `last_batch_size`
+    the epoch's partial last batch runs alone at its real size (BatchNorm statistics must not
+    see padding); otherwise it is padded and masked. Returns the chunk's state and its running
+    train loss sum and correct count [M] over the epoch.
     """
     order, mask = fns.order(factors["seed"], epoch)
+    full = steps_per_epoch - (1 if last_batch_size else 0)
+    calls = [(first, min(first + steps_per_call, full), None) for first in range(0, full, steps_per_call)]
+    if last_batch_size:
+        calls.append((full, steps_per_epoch, last_batch_size))
     loss_sum = correct = 0.0
-    for first in range(0, steps_per_epoch, steps_per_call):
-        last = min(first + steps_per_call, steps_per_epoch)
-        x, y, m = fns.gather(images, labels, order[:, first:last], mask[:, first:last])
+    for first, last, size in calls:
+        x, y, m = fns.gather(images, labels, order[:, first:last, :size], mask[:, first:last, :size])
         state, step_loss, step_correct = train_fn(state, factors, x, y, m, epoch, first)
         loss_sum, correct = loss_sum + step_loss, correct + step_correct
         if after_call is not None:
@@ -165,35 +185,48 @@ class ZooRun:
         self.config = config
         self.population = population
         self.dataset = dataset
-        arch = ARCHS[config.model.arch]
         self.num_train = len(dataset.train[1])
-        self.plan = plan_run(config, population.size, arch, dataset.image_shape, self.num_train)
+        batch = config.training.batch_size
+        self.steps_per_epoch = math.ceil(self.num_train / batch)
         self.mesh = population_mesh()
         self.models = NamedSharding(self.mesh, PartitionSpec(POPULATION_AXIS))
         replicated = NamedSharding(self.mesh, PartitionSpec())
-        self.fns: StepFunctions = make_step_functions(
-            arch,
-            population.activations,
-            population.inits,
-            population.optimizers,
-            population.uses_dropout,
-            config.population.momentum,
-            dataset.image_shape,
-            self.num_train,
-            config.training.batch_size,
-            dataset.mean,
-            dataset.std,
-            self.models,
-        )
+        self.is_resnet = config.model.arch in RESNET_ARCHS
+        if self.is_resnet:
+            self.plan = resnet_plan(config, population.size, self.num_train)
+            self.fns: StepFunctions = make_resnet_step_functions(
+                dataset.num_classes, dataset.image_shape, self.num_train, batch, dataset.mean, dataset.std,
+                self.mesh, config.training.augmentation, config.training.scheduler, config.population.momentum,
+                config.training.num_epochs * self.steps_per_epoch, self.steps_per_epoch,
+                config.training.compute_dtype,
+            )
+            self.last_batch_size = self.num_train % batch
+        else:
+            arch = ARCHS[config.model.arch]
+            self.plan = plan_run(config, population.size, arch, dataset.image_shape, self.num_train)
+            self.fns = make_step_functions(
+                arch,
+                population.activations,
+                population.inits,
+                population.optimizers,
+                population.uses_dropout,
+                config.population.momentum,
+                dataset.image_shape,
+                self.num_train,
+                batch,
+                dataset.mean,
+                dataset.std,
+                self.models,
+            )
+            self.last_batch_size = 0
         self.train_images = jax.device_put(dataset.train[0], replicated)
         self.train_labels = jax.device_put(dataset.train[1], replicated)
         eb = self.plan.eval_batch_size
-        self.eval_splits = {
+        self.eval_splits = {  # Tiny-ImageNet has no val split: its val metrics are NaN
             split: jax.device_put(eval_batches(*getattr(dataset, split), eb), replicated)
-            for split in ("train", "val", "test")
+            for split in ("train", "val", "test") if len(getattr(dataset, split)[1])
         }
         self.chunks = chunk_indices(population.size, self.plan.chunk_size)
-        self.steps_per_epoch = math.ceil(self.num_train / config.training.batch_size)
 
     def chunk_factors(self, indices: np.ndarray) -> dict[str, jax.Array]:
         return jax.device_put(self.population.factors(indices), self.models)
@@ -209,12 +242,15 @@ class ZooRun:
             parts.append(tree_take(jax.device_get(state), np.arange(real)))
         return tree_concat(parts)
 
-    def evaluate(self, params, factors, splits: tuple[str, ...], real: int) -> dict[str, np.ndarray]:
+    def evaluate(self, state, factors, splits: tuple[str, ...], real: int) -> dict[str, np.ndarray]:
         """Eval-mode loss and accuracy per split of the first `real` models of a chunk."""
         metrics = {}
         for split in splits:
+            if split not in self.eval_splits:
+                metrics[f"{split}_loss"] = metrics[f"{split}_acc"] = np.full(real, np.nan)
+                continue
             x, y, mask = self.eval_splits[split]
-            loss_sum, correct = self.fns.evaluate(params, factors["activation_index"], x, y, mask)
+            loss_sum, correct = self.fns.evaluate(state, factors, x, y, mask)
             n = len(getattr(self.dataset, split)[1])
             metrics[f"{split}_loss"] = np.asarray(loss_sum)[:real] / n
             metrics[f"{split}_acc"] = np.asarray(correct)[:real] / n
@@ -224,8 +260,8 @@ class ZooRun:
         """Epoch 0: evaluation of the fresh models, train split in eval mode."""
         parts = []
         for indices, real in self.chunks:
-            params = jax.device_put(tree_take(state["params"], indices), self.models)
-            parts.append(self.evaluate(params, self.chunk_factors(indices), ("train", "val", "test"), real))
+            chunk_state = jax.device_put(tree_take(state, indices), self.models)
+            parts.append(self.evaluate(chunk_state, self.chunk_factors(indices), ("train", "val", "test"), real))
         return epoch_metrics(state, parts)
 
     def train_epoch(self, state, epoch: int, progress: tqdm | None):
@@ -246,16 +282,22 @@ class ZooRun:
             chunk_state, loss_sum, correct = train_chunk_epoch(
                 self.fns, self.fns.train, chunk_state, factors, self.train_images, self.train_labels, epoch,
                 self.steps_per_epoch, self.plan.steps_per_call, show if progress is not None else None,
+                self.last_batch_size,
             )
             metrics = {
                 "train_loss": np.asarray(loss_sum)[:real] / self.num_train,
                 "train_acc": np.asarray(correct)[:real] / self.num_train,
             }
-            metrics.update(self.evaluate(chunk_state["params"], factors, ("val", "test"), real))
+            metrics.update(self.evaluate(chunk_state, factors, ("val", "test"), real))
             parts.append(tree_take(jax.device_get(chunk_state), np.arange(real)))
             metric_parts.append(metrics)
         state = tree_concat(parts)
         return state, epoch_metrics(state, metric_parts)
+
+
+def shard_workdir(workdir: str | os.PathLike, index: int, count: int) -> str:
+    """Where job-array shard `index` of `count` trains: <workdir>/shards/<index>-of-<count>."""
+    return os.path.join(os.fspath(workdir), "shards", f"{index}-of-{count}")
 
 
 def summarize(epoch: int, num_epochs: int, metrics: dict[str, np.ndarray], seconds: float) -> str:
@@ -274,13 +316,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     """
     validate(config)
     table = expand_grid(config.population, config.seed)
-    population = build_population(table)
     dataset = load_dataset(
         config.data.name, config.data.image_size, config.data.max_examples_per_split, data_options(config)
     )
     zoo_identity = identity(config)
     zoo_identity["dataset"] = {"source": dataset.source, "fingerprint": dataset.fingerprint}
-    path = checkpoint.prepare_workdir(workdir, zoo_identity, to_json_dict(config), table)
+    if config.num_shards > 1:  # job-array shard: its block of models in its own workdir
+        if distributed.is_multiprocess():
+            raise distributed.PartitionError(
+                "num_shards > 1 with jax.distributed: use one of them (processes split the zoo themselves)"
+            )
+        table = table[distributed.block(len(table), config.shard_index, config.num_shards)]
+        if not table:
+            raise distributed.PartitionError(f"shard {config.shard_index} of {config.num_shards} has no models: "
+                                             "use fewer shards than models")
+        workdir = shard_workdir(workdir, config.shard_index, config.num_shards)
+        zoo_identity["shard"] = [config.shard_index, config.num_shards]
+    local_table = table[distributed.process_block(len(table))]
+    population = build_population(local_table)
+    # Every process checks the workdir before the first one writes, so all fail alike.
+    path = checkpoint.prepare_workdir(workdir, zoo_identity, to_json_dict(config), table, write=False)
+    distributed.barrier("jaxzoo-workdir-checked")
+    if distributed.is_primary():
+        checkpoint.prepare_workdir(workdir, zoo_identity, to_json_dict(config), table)
+    distributed.barrier("jaxzoo-workdir-ready")
     log.info(
         "data %s from %s: train/val/test %d/%d/%d", dataset.name, dataset.source,
         len(dataset.train[1]), len(dataset.val[1]), len(dataset.test[1]),
@@ -288,11 +347,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     run = ZooRun(config, population, dataset)
     num_epochs = config.training.num_epochs
     log.info(
-        "zoo %s: %d models, %d chunk(s) of %d on %d device(s), %d steps/epoch, %d per call",
-        config.name, population.size, len(run.chunks), run.plan.chunk_size,
-        jax.local_device_count(), run.steps_per_epoch, run.plan.steps_per_call,
+        "zoo %s: %d models (process %d of %d: %d), %d chunk(s) of %d on %d device(s), %d steps/epoch, %d per call",
+        config.name, len(table), jax.process_index(), jax.process_count(), population.size, len(run.chunks),
+        run.plan.chunk_size, jax.local_device_count(), run.steps_per_epoch, run.plan.steps_per_call,
     )
-    model_ids = population.arrays["model_id"]
+    model_ids = np.array([row["model_id"] for row in table])
     manager = checkpoint.open_manager(path, config.runtime.async_checkpointing)
     try:
         restored = checkpoint.restore_latest(manager, run.abstract_state())
@@ -300,9 +359,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             log.info("fresh zoo; compiling (the first epoch includes compile time)")
             start = time.time()
             state = run.init_state()
-            metrics = run.initial_epoch(state)
+            metrics = distributed.gather_metrics(run.initial_epoch(state))
             checkpoint.save_epoch(manager, 0, state, metrics)
-            checkpoint.rewrite_metrics_file(path, checkpoint.metrics_lines(0, model_ids, metrics))
+            if distributed.is_primary():
+                checkpoint.rewrite_metrics_file(path, checkpoint.metrics_lines(0, model_ids, metrics))
             log.info(summarize(0, num_epochs, metrics, time.time() - start))
             first_epoch = 1
         else:
@@ -312,7 +372,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             for epoch in range(last + 1):
                 metrics = checkpoint.restore_metrics(manager, epoch)
                 lines += checkpoint.metrics_lines(epoch, model_ids, metrics)
-            checkpoint.rewrite_metrics_file(path, lines)
+            if distributed.is_primary():
+                checkpoint.rewrite_metrics_file(path, lines)
             log.info("resuming after epoch %d of %d", last, num_epochs)
             first_epoch = last + 1
         for epoch in range(first_epoch, num_epochs + 1):
@@ -324,15 +385,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                     unit="model-sample", unit_scale=True, file=sys.stderr, leave=False,
                 )
             state, metrics = run.train_epoch(state, epoch, progress)
+            metrics = distributed.gather_metrics(metrics)
             if progress is not None:
                 progress.close()
             checkpoint.save_epoch(manager, epoch, state, metrics)
-            checkpoint.append_metrics(path, checkpoint.metrics_lines(epoch, model_ids, metrics))
+            if distributed.is_primary():
+                checkpoint.append_metrics(path, checkpoint.metrics_lines(epoch, model_ids, metrics))
             seconds = time.time() - start
             log.info(
                 "%s; %.0f model-samples/s",
                 summarize(epoch, num_epochs, metrics, seconds),
-                population.size * run.num_train / seconds,
+                len(table) * run.num_train / seconds,
             )
         manager.wait_until_finished()
     finally:
@@ -342,6 +405,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Zoo config file (configs/*.py).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics of the zoo.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Call jax.distributed.initialize: each process trains its block of the zoo "
+    "into the shared --workdir (coordinator from the flags below, or auto-detected on clusters).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", "", "host:port of process 0 (with --distributed).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 1, "Processes in the job (with --coordinator_address).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", 0, "This process's index (with --coordinator_address).")
 
 
 def fail(message: str) -> None:
@@ -374,6 +443,8 @@ def main(argv: list[str]) -> None:
         fail("no workdir: pass --workdir DIR (where checkpoints and metrics go)")
     setup_logging()
     absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every file at INFO
+    if _DISTRIBUTED.value:
+        distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     try:
         train_and_evaluate(config, _WORKDIR.value)
     except UserError as error:

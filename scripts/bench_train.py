@@ -74,9 +74,9 @@ def bench_size(size: int, arch: str, min_seconds: float) -> dict:
     rate = samples / train_seconds
 
     x, y, m = run.eval_splits["test"]
-    jax.block_until_ready(fns.evaluate(state["params"], factors["activation_index"], x, y, m))
+    jax.block_until_ready(fns.evaluate(state, factors, x, y, m))
     start = time.perf_counter()
-    jax.block_until_ready(fns.evaluate(state["params"], factors["activation_index"], x, y, m))
+    jax.block_until_ready(fns.evaluate(state, factors, x, y, m))
     eval_rate = size * len(dataset.test[1]) / (time.perf_counter() - start)
 
     # Per-epoch evaluation share on the real dataset of the zoos (val + test of every model).

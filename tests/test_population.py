@@ -26,9 +26,9 @@ def test_every_config_expands_and_validates(path):
     config = load_config(path)
     validate(config)
     table = expand_grid(config.population, config.seed)
-    assert len(table) >= 64
+    assert len(table) >= (2 if path.stem == "resnet18_smoke" else 64)
     assert [row["model_id"] for row in table] == list(range(len(table)))
-    assert path.stem in (*PAPER_ZOOS, "quickstart", "default")
+    assert path.stem in (*PAPER_ZOOS, "quickstart", "default", "resnet18_smoke")
 
 
 def test_paper_zoo_sizes_total_the_papers_cnn_count():
@@ -36,10 +36,20 @@ def test_paper_zoo_sizes_total_the_papers_cnn_count():
     for name in PAPER_ZOOS:
         config = load_config(CONFIG_DIR / f"{name}.py")
         counts[name] = len(expand_grid(config.population, config.seed))
-    assert len(counts) == 24
+    assert len(counts) == 27
     assert counts["svhn_hyp10_fix"] == 4320 and counts["cifar10_medium_hyp10_rand"] == 1280
     assert counts["mnist_seed"] == 1000 and counts["stl10_small_hyp10_fix"] == 2560
-    assert sum(counts.values()) + 3 * 1000 == 50_360  # the paper's total with the 3 ResNet zoos
+    assert counts["cifar10_resnet18_seed"] == counts["tinyimagenet_resnet18_seed"] == 1000
+    assert sum(counts.values()) == 50_360  # the paper's total
+
+
+def test_resnet_zoos_follow_the_original_code():
+    c10, c100, tiny = (load_config(CONFIG_DIR / f"{n}_resnet18_seed.py") for n in ("cifar10", "cifar100", "tinyimagenet"))
+    assert (c10.population.lr, c10.training.batch_size, c10.training.num_epochs) == ((0.05,), 256, 50)
+    assert (c100.population.lr, c100.training.batch_size, c100.training.num_epochs) == ((0.1,), 128, 60)
+    assert (tiny.data.image_size, tiny.training.augmentation, c10.training.augmentation) == (64, "flip_rotate", "crop_flip")
+    assert all(c.training.scheduler == "one_cycle" and c.population.weight_decay == (5e-4,) for c in (c10, c100, tiny))
+    assert "D2" in c10.notes and "no val split" in tiny.notes
 
 
 def test_seed_modes():

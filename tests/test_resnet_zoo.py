@@ -1,0 +1,227 @@
+"""ResNet-18 zoos end to end: devices, processes, job-array shards, resume, export to PyTorch.
+
+Every run trains 8 px ResNet-18s on 70 images (batch 16: four full batches and a partial one
+of 6) for one epoch; the reference is one device, two models per compiled call. A model's
+weights must not depend on how the population was split.
+"""
+
+import json
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from jaxzoo import checkpoint
+from jaxzoo.config import ConfigError, validate
+from jaxzoo.merge import MergeError, merge
+from jaxzoo.paper_zoos import resnet_zoo
+from jaxzoo.train import train_and_evaluate
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SMOKE = REPO / "configs" / "resnet18_smoke.py"
+OVERRIDES = {"data.max_examples_per_split": 70, "training.batch_size": 16, "training.num_epochs": 1,
+             "runtime.progress": False}
+
+
+def small_config(num_seeds: int, **extra):
+    sys.path.insert(0, str(SMOKE.parent))
+    try:
+        import resnet18_smoke
+    finally:
+        sys.path.pop(0)
+    config = resnet18_smoke.get_config()
+    for field, value in {**OVERRIDES, "population.num_seeds": num_seeds, **extra}.items():
+        section, _, name = field.rpartition(".")
+        target = config if not section else config[section]
+        target[name] = value
+    return config
+
+
+def cli_flags(num_seeds: int) -> list[str]:
+    flags = [f"--config.{k}={v}" for k, v in {**OVERRIDES, "population.num_seeds": num_seeds}.items()]
+    return ["--config", str(SMOKE), *flags]
+
+
+def params_of(workdir, epoch=1):
+    return checkpoint.load_state(workdir, epoch)[1]
+
+
+def assert_same_models(state, reference, models, atol=2e-5):
+    got, want = jax.tree.leaves(state["params"]), jax.tree.leaves(reference["params"])
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b[models], rtol=1e-4, atol=atol)
+    for a, b in zip(jax.tree.leaves(state["batch_stats"]), jax.tree.leaves(reference["batch_stats"])):
+        np.testing.assert_allclose(a, b[models], rtol=1e-4, atol=atol)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """8 models on one device, two per call: (workdir, epoch-1 state)."""
+    workdir = tmp_path_factory.mktemp("resnet") / "reference"
+    train_and_evaluate(small_config(8, **{"runtime.chunk_size": 2}), workdir)
+    return workdir, params_of(workdir)
+
+
+def test_reference_zoo_trains_with_onecycle_and_batchnorm(reference):
+    workdir, state = reference
+    lines = checkpoint.read_metrics(workdir)
+    assert [(r["epoch"], r["model_id"]) for r in lines] == [(e, m) for e in (0, 1) for m in range(8)]
+    assert all(np.isfinite(r["train_loss"]) and r["val_acc"] is not None for r in lines)
+    # OneCycle ran over the 5 steps of the run: the lr left in the state is its last value.
+    from jaxzoo.schedules import one_cycle
+
+    lr, momentum = one_cycle(4, 5, 0.05)
+    np.testing.assert_allclose(state["opt_state"]["hyperparams"]["learning_rate"], float(lr), rtol=1e-6)
+    np.testing.assert_allclose(state["opt_state"]["hyperparams"]["momentum"], float(momentum), rtol=1e-6)
+    # Five BatchNorm updates (four full batches and the partial one, at its real size).
+    assert (np.asarray(state["batch_stats"]["bn1"]["count"]) == 5).all()
+    first = params_of(workdir, 0)["params"]["conv1"]["kernel"]
+    assert not np.allclose(first, state["params"]["conv1"]["kernel"])  # it trained
+    assert not np.allclose(state["params"]["conv1"]["kernel"][0], state["params"]["conv1"]["kernel"][1])
+
+
+def test_eight_devices_equal_one(reference, tmp_path):
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    result = subprocess.run([sys.executable, "-m", "jaxzoo.train", *cli_flags(8), "--workdir", str(tmp_path / "z")],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "chunk(s) of 8 on 8 device(s)" in result.stderr
+    assert_same_models(params_of(tmp_path / "z"), reference[1], slice(0, 8))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_write_one_zoo(reference, tmp_path):
+    workdir, port = tmp_path / "shared", free_port()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "jaxzoo.train", *cli_flags(4), "--workdir", str(workdir), "--distributed",
+             f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}"],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-2000:]
+    assert "process 1 of 2: 2" in outputs[1][1]
+    lines = checkpoint.read_metrics(workdir)
+    assert [(r["epoch"], r["model_id"]) for r in lines] == [(e, m) for e in (0, 1) for m in range(4)]
+    assert_same_models(params_of(workdir), reference[1], slice(0, 4))  # one checkpoint, both blocks
+
+
+@pytest.fixture(scope="module")
+def merged_zoo(tmp_path_factory):
+    """Two job-array shards of one model each, shard 1 interrupted and resumed, then merged.
+
+    -> (workdir, {step: MergeError message or merge report}).
+    """
+    workdir = tmp_path_factory.mktemp("shards") / "zoo"
+    config = lambda k: small_config(2, shard_index=k, num_shards=2)
+    events = {}
+
+    def try_merge(step):
+        try:
+            events[step] = merge(workdir, log=None)
+        except MergeError as error:
+            events[step] = str(error)
+
+    train_and_evaluate(config(0), workdir)
+    try_merge("one shard")
+    train_and_evaluate(config(1), workdir)
+    shard = workdir / "shards" / "1-of-2"
+    events["shard 1 first model"] = json.loads((shard / "models.json").read_text())[0]["model_id"]
+    shutil.rmtree(shard / "checkpoints" / "1")  # interrupted before its last epoch was saved
+    try_merge("interrupted")
+    train_and_evaluate(config(1), workdir)  # resumes shard 1 alone
+    try_merge("complete")
+    try_merge("again")
+    return workdir, events
+
+
+def test_job_array_shards_resume_and_merge(reference, merged_zoo):
+    workdir, events = merged_zoo
+    assert "shards [1] of 2 are missing" in events["one shard"]
+    assert events["shard 1 first model"] == 1
+    assert "lacks epochs [1]" in events["interrupted"]
+    assert (events["complete"]["models"], events["complete"]["written"]) == (2, 2)
+    assert events["again"]["written"] == 0  # idempotent
+    assert_same_models(params_of(workdir), reference[1], slice(0, 2))
+    assert [r["model_id"] for r in checkpoint.read_metrics(workdir)] == [0, 1, 0, 1]
+
+
+def test_export_loads_into_pytorch_resnet18(reference, merged_zoo, tmp_path):
+    torch = pytest.importorskip("torch")
+    from jaxzoo.data import load_dataset, normalise
+    from jaxzoo.export import export
+    from jaxzoo.resnet import ResNet18, flat_vectors, param_count
+    from jaxzoo.torch import build_model
+
+    workdir, state = merged_zoo[0], reference[1]
+    report = export(workdir, tmp_path / "out", log=None)
+    folder = pathlib.Path(report["out"])
+    trial = sorted(folder.glob("NN_tune_trainable_00001_*"))[0]
+    params_json = json.loads((trial / "params.json").read_text())
+    assert params_json["model::type"] == "Resnet18" and params_json["optim::scheduler"] == "OneCycleLR"
+    model = build_model(params_json)
+    state_dict = torch.load(trial / "checkpoint_000001" / "checkpoints")
+    assert "layer2.0.downsample.1.running_var" in state_dict and state_dict["bn1.num_batches_tracked"].item() == 5
+    model.load_state_dict(state_dict, strict=True)
+    model.eval()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    optimizer.load_state_dict(torch.load(trial / "checkpoint_000001" / "optimizer"))
+    dataset = load_dataset("mnist_5k", 8, 70)
+    x = normalise(dataset.test[0][:16], dataset.mean, dataset.std)
+    variables = jax.tree.map(lambda a: a[1], {"params": state["params"], "batch_stats": state["batch_stats"]})
+    want = np.asarray(ResNet18(num_classes=10).apply(variables, x, train=False))
+    with torch.no_grad():
+        got = model(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    vectors = json.loads((folder / "vectors" / "train.json").read_text())
+    assert vectors["index_dict"]["tensors"][-1]["key"] == "fc.bias"
+    from jaxzoo.export import load_vectors
+
+    splits = load_vectors(folder)
+    rows = sum(len(s.weights) for s in splits.values())
+    assert rows == 2 * 2 and splits["train"].weights.shape[1] == param_count(10, 1)
+    one = splits["train"]
+    model_id, epoch = int(one.properties["model_id"][0]), int(one.properties["epoch"][0])
+    np.testing.assert_array_equal(one.weights[0], flat_vectors(params_of(workdir, epoch)["params"])[model_id])
+
+
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("population.optimizer", ("adam",), "not supported by model.arch=resnet18"),
+        ("population.activation", ("tanh",), "ResNet-18 uses ReLU"),
+        ("training.augmentation", "mixup", "unknown training.augmentation"),
+        ("training.compute_dtype", "float16", "unknown training.compute_dtype"),
+        ("shard_index", 2, "shard_index=2 is out of range"),
+    ],
+)
+def test_resnet_config_errors_name_the_fix(field, value, message):
+    config = resnet_zoo("cifar10_resnet18_seed")
+    section, _, name = field.rpartition(".")
+    (config[section] if section else config)[name] = value
+    with pytest.raises(ConfigError, match=message):
+        validate(config)
+
+
+def test_cnn_configs_refuse_resnet_training_options():
+    from jaxzoo.paper_zoos import paper_zoo
+
+    config = paper_zoo("mnist_seed")
+    config.training.augmentation = "crop_flip"
+    with pytest.raises(ConfigError, match="is for ResNet zoos"):
+        validate(config)
