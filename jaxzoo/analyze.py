@@ -29,6 +29,7 @@ from jaxzoo import analysis, plots
 from jaxzoo.config import data_options
 from jaxzoo.data import load_dataset, normalise
 from jaxzoo.cli import run
+from jaxzoo.errors import UserError
 from jaxzoo.export import EXPORTS_FILE, Zoo, read_zoo
 from jaxzoo.layout import flat_vectors
 from jaxzoo.models import CNN, PatchConv, layer_names
@@ -168,6 +169,9 @@ def analyze(workdir, threshold: float = analysis.DEFAULT_THRESHOLD, agreement_im
     log = log or (lambda message: None)
     start = time.time()
     zoo = read_zoo(workdir)
+    if zoo.is_resnet:
+        raise UserError(f"{zoo.workdir} is a ResNet-18 zoo: zoo cards cover the CNN zoos for now; export it "
+                        "(python -m jaxzoo.export) and analyse the torchvision checkpoints")
     config = zoo.config
     last = zoo.epochs[-1]
     params = zoo.vector_params(zoo.state(last)["params"])  # twins: the masked weights

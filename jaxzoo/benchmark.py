@@ -178,6 +178,9 @@ def benchmark_workdir(workdir, epochs: list[int] | None = None, threshold: float
     """Table 3 of one zoo; also written into `workdir/card/` (table3.json, table3.md, card README)."""
     start = time.time()
     zoo = read_zoo(workdir)
+    if zoo.is_resnet:
+        raise UserError(f"{zoo.workdir} is a ResNet-18 zoo: Table 3 covers the CNN zoos for now (their flat "
+                        "vectors fit in memory); export its vectors with python -m jaxzoo.export instead")
     epochs = epochs or default_epochs(zoo.epochs[-1])
     splits, counts = vector_splits(zoo, epochs, threshold)
     result = {"zoo": zoo.config["name"], "epochs": epochs, "rows": counts, **table3(splits)}

@@ -277,7 +277,7 @@ def write_trials(zoo: Zoo, folder: pathlib.Path, log) -> int:
         (tmp / "result.json").write_text("".join(line + "\n" for line in result_lines(zoo, index, params)))
         for epoch in zoo.epochs:
             state_dict = {
-                key: torch.from_numpy(array[index].copy())
+                key: torch.from_numpy(np.array(array[index]))  # 0-d arrays too (num_batches_tracked)
                 for key, array in zip(keys[int(zoo.layout_dropout(row) > 0)], arrays_by_epoch[epoch])
             }
             epoch_dir = tmp / f"checkpoint_{epoch:06d}"

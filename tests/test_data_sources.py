@@ -216,7 +216,7 @@ def test_data_cli_list_info_and_errors(tmp_path):
     assert listing.returncode == 0
     rows = [line for line in listing.stdout.splitlines() if line.startswith("| ") and "dataset" not in line]
     assert len(rows) == len(DATASETS)
-    assert any(line.startswith("| mnist_5k | 28x28x1 | 10 | 3500/750/750 | embedded") for line in rows)
+    assert any(line.startswith("| mnist_5k | 8x8x1, 28x28x1 | 10 | 3500/750/750 | embedded") for line in rows)
     prepared = run("prepare", "mnist_5k", *env_cache)
     assert prepared.returncode == 0 and "3500/750/750" in prepared.stdout
     assert "28px/embedded" in run("list", *env_cache).stdout

@@ -102,8 +102,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_write_one_zoo(reference, tmp_path):
-    workdir, port = tmp_path / "shared", free_port()
+def run_two_processes(workdir) -> list[str]:
+    """Two local processes with jax.distributed on one workdir -> their stderr."""
+    port = free_port()
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "jaxzoo.train", *cli_flags(4), "--workdir", str(workdir), "--distributed",
@@ -112,13 +113,23 @@ def test_two_processes_write_one_zoo(reference, tmp_path):
         )
         for i in range(2)
     ]
-    outputs = [p.communicate(timeout=600) for p in procs]
-    for p, (_, err) in zip(procs, outputs):
+    outputs = [p.communicate(timeout=600)[1] for p in procs]
+    for p, err in zip(procs, outputs):
         assert p.returncode == 0, err[-2000:]
-    assert "process 1 of 2: 2" in outputs[1][1]
+    return outputs
+
+
+def test_two_processes_write_one_zoo(reference, tmp_path):
+    workdir = tmp_path / "shared"
+    outputs = run_two_processes(workdir)
+    assert "process 1 of 2: 2" in outputs[1]
     lines = checkpoint.read_metrics(workdir)
     assert [(r["epoch"], r["model_id"]) for r in lines] == [(e, m) for e in (0, 1) for m in range(4)]
     assert_same_models(params_of(workdir), reference[1], slice(0, 4))  # one checkpoint, both blocks
+    # Rerunning resumes: each process restores its block of the global checkpoint.
+    outputs = run_two_processes(workdir)
+    assert all("resuming after epoch 1 of 1" in err for err in outputs)
+    assert len(checkpoint.read_metrics(workdir)) == len(lines)
 
 
 @pytest.fixture(scope="module")
@@ -225,3 +236,32 @@ def test_cnn_configs_refuse_resnet_training_options():
     config.training.augmentation = "crop_flip"
     with pytest.raises(ConfigError, match="is for ResNet zoos"):
         validate(config)
+
+
+def test_card_and_table3_refuse_resnet_zoos_with_a_clear_error(reference):
+    from jaxzoo.analyze import analyze
+    from jaxzoo.benchmark import benchmark_workdir
+    from jaxzoo.errors import UserError
+
+    for action in (lambda: analyze(reference[0], log=None), lambda: benchmark_workdir(reference[0])):
+        with pytest.raises(UserError, match="is a ResNet-18 zoo"):
+            action()
+
+
+def test_a_dataset_without_val_split_logs_null_val_metrics(reference):
+    """Tiny-ImageNet has no val split: val metrics are NaN in the arrays and null in metrics.jsonl."""
+    import dataclasses
+
+    from jaxzoo.data import load_dataset
+    from jaxzoo.population import build_population, expand_grid
+    from jaxzoo.train import ZooRun
+
+    config = small_config(1)
+    dataset = load_dataset("mnist_5k", 8, 70)
+    empty = (dataset.val[0][:0], dataset.val[1][:0])
+    run = ZooRun(config, build_population(expand_grid(config.population, config.seed)), dataclasses.replace(dataset, val=empty))
+    state = jax.tree.map(lambda a: a[:1], reference[1])
+    metrics = run.initial_epoch(state)
+    assert np.isnan(metrics["val_acc"]).all() and np.isfinite(metrics["test_acc"]).all()
+    line = json.loads(checkpoint.metrics_lines(0, np.array([0]), metrics)[0])
+    assert line["val_acc"] is None and line["test_acc"] == pytest.approx(float(metrics["test_acc"][0]))
