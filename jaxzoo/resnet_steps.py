@@ -46,16 +46,18 @@ def make_resnet_step_functions(
     total_steps: int,
     steps_per_epoch: int,
     compute_dtype: str = "float32",
+    unroll: bool | None = None,
 ) -> StepFunctions:
     """The population functions of a ResNet-18 zoo over `mesh` (axis 'pop' splits the models).
 
     `total_steps` is the number of optimizer steps of the whole run (OneCycle's length);
-    `steps_per_epoch` counts the last partial batch, as PyTorch's len(loader).
+    `steps_per_epoch` counts the last partial batch, as PyTorch's len(loader). `unroll`:
+    Python loops over models and steps (default on CPU) or lax.map / lax.scan (accelerators).
     """
     # XLA:CPU runs a ResNet step inside lax.scan / lax.map 4x (rolled) to 40x (unroll=True, where
     # it picks slow convolutions) slower than straight-line code (measured), so on CPU the models
     # of a device and the steps of a call are Python loops at trace time.
-    unroll = jax.default_backend() == "cpu"
+    unroll = jax.default_backend() == "cpu" if unroll is None else unroll
     model = ResNet18(num_classes=num_classes, dtype=COMPUTE_DTYPES[compute_dtype])
     optimizer = make_one_cycle_sgd()
     augment = AUGMENTATIONS[augmentation]

@@ -280,3 +280,31 @@ def test_a_dataset_without_val_split_logs_null_val_metrics(reference):
     assert np.isnan(metrics["val_acc"]).all() and np.isfinite(metrics["test_acc"]).all()
     line = json.loads(checkpoint.metrics_lines(0, np.array([0]), metrics)[0])
     assert line["val_acc"] is None and line["test_acc"] == pytest.approx(float(metrics["test_acc"][0]))
+
+
+def test_accelerator_path_with_map_and_scan_equals_the_cpu_loops():
+    """lax.map over a device's models and lax.scan over steps (GPU/TPU) give the CPU loops' numbers."""
+    from jaxzoo.data import load_dataset
+    from jaxzoo.population import build_population, expand_grid
+    from jaxzoo.resnet_steps import make_resnet_step_functions
+    from jaxzoo.train import population_mesh
+
+    config = small_config(2)
+    dataset = load_dataset("mnist_5k", 8, 70)
+    factors = build_population(expand_grid(config.population, config.seed)).factors()
+    images, labels = jax.numpy.asarray(dataset.train[0]), jax.numpy.asarray(dataset.train[1])
+    states = []
+    for unroll in (True, False):
+        fns = make_resnet_step_functions(10, (8, 8, 1), 70, 16, dataset.mean, dataset.std, population_mesh(),
+                                         "crop_flip", "one_cycle", 0.9, 5, 5, unroll=unroll)
+        state = fns.init(factors)
+        order, mask = fns.order(factors["seed"], 1)
+        x, y, m = fns.gather(images, labels, order[:, :2], mask[:, :2])
+        state, loss, correct = fns.train(state, factors, x, y, m, 1, 0)
+        test = tuple(jax.numpy.asarray(a)[None] for a in (dataset.test[0][:16], dataset.test[1][:16], np.ones(16, np.float32)))
+        states.append((state, loss, fns.evaluate(state, factors, *test)))
+    (a, loss_a, eval_a), (b, loss_b, eval_b) = states
+    np.testing.assert_allclose(loss_a, loss_b, rtol=1e-5)
+    np.testing.assert_allclose(eval_a, eval_b, rtol=1e-4, atol=1e-4)
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-5)
