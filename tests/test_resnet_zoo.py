@@ -26,7 +26,7 @@ from jaxzoo.train import train_and_evaluate
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "resnet18_smoke.py"
 OVERRIDES = {"data.max_examples_per_split": 70, "training.batch_size": 16, "training.num_epochs": 1,
-             "runtime.progress": False}
+             "training.augmentation": "crop_flip", "runtime.progress": False}
 
 
 def small_config(num_seeds: int, **extra):
