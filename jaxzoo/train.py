@@ -30,7 +30,7 @@ from ml_collections import config_flags
 from tqdm import tqdm
 
 from jaxzoo import checkpoint, distributed
-from jaxzoo.cli import error_exit, setup_logging
+from jaxzoo.cli import error_exit, setup_logging, use_cpu_cores
 from jaxzoo.config import RESNET_ARCHS, data_options, identity, to_json_dict, validate
 from jaxzoo.data import Dataset, load_dataset
 from jaxzoo.errors import UserError
@@ -41,8 +41,9 @@ from jaxzoo.steps import StepFunctions, eval_batches, make_step_functions
 
 log = logging.getLogger("jaxzoo")
 POPULATION_AXIS = "pop"
-# On CPU the per-model path is memory-bound: 16 models per call ran fastest (docs/benchmarks.md).
-DEFAULT_CHUNK_PER_DEVICE = {"cpu": 16, "gpu": 4096, "tpu": 4096}
+# On CPU the per-model path is memory-bound: 8 models per device and call, one device per
+# core, ran fastest (docs/benchmarks.md).
+DEFAULT_CHUNK_PER_DEVICE = {"cpu": 8, "gpu": 4096, "tpu": 4096}
 EVAL_MODEL_IMAGES_PER_STEP = 256
 MAX_EVAL_BATCH = 32
 
@@ -413,6 +414,8 @@ _DISTRIBUTED = flags.DEFINE_bool(
 _COORDINATOR = flags.DEFINE_string("coordinator_address", "", "host:port of process 0 (with --distributed).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 1, "Processes in the job (with --coordinator_address).")
 _PROCESS_ID = flags.DEFINE_integer("process_id", 0, "This process's index (with --coordinator_address).")
+_CPU_DEVICES = flags.DEFINE_integer(
+    "cpu_devices", 0, "XLA CPU devices (0: one per core; the population is sharded over them).")
 
 
 def fail(message: str) -> None:
@@ -445,6 +448,7 @@ def main(argv: list[str]) -> None:
         fail("no workdir: pass --workdir DIR (where checkpoints and metrics go)")
     setup_logging()
     absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every file at INFO
+    use_cpu_cores(_CPU_DEVICES.value)
     if _DISTRIBUTED.value:
         distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     try:

@@ -22,11 +22,12 @@ import time
 import jax
 import numpy as np
 
+from jaxzoo.cli import use_cpu_cores
 from jaxzoo.config import base_config
 from jaxzoo.data import DATASETS, load_dataset, normalise
 from jaxzoo.models import ARCHS
 from jaxzoo.population import build_population, expand_grid
-from jaxzoo.train import ZooRun
+from jaxzoo.train import ZooRun, tree_take
 
 
 def bench_size(size: int, arch: str, min_seconds: float) -> dict:
@@ -51,7 +52,7 @@ def bench_size(size: int, arch: str, min_seconds: float) -> dict:
     run = ZooRun(config, population, dataset)
     fns, (indices, _) = run.fns, run.chunks[0]
     factors = run.chunk_factors(indices)
-    state = jax.device_put(run.init_state(), run.models)
+    state = jax.device_put(tree_take(run.init_state(), indices), run.models)  # padded to the devices
     order, mask = fns.order(factors["seed"], 1)
     steps = run.plan.steps_per_call
 
@@ -117,10 +118,10 @@ def matmul_flops(n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - start)
 
 
-def run_one_in_subprocess(size: int, arch: str, seconds: float) -> dict:
+def run_one_in_subprocess(size: int, arch: str, seconds: float, cpu_devices: int) -> dict:
     """Each population size in a fresh process, so its peak memory is its own."""
-    out = subprocess.run([sys.executable, __file__, "--one", str(size), "--arch", arch, "--seconds", str(seconds)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, __file__, "--one", str(size), "--arch", arch, "--seconds", str(seconds),
+                          "--cpu-devices", str(cpu_devices)], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -131,10 +132,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="timed seconds per size")
     parser.add_argument("--torch", action="store_true", help="also run the PyTorch references (needs torch)")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--cpu-devices", type=int, default=0,
+                        help="XLA CPU devices for jaxzoo (0: one per core, as `python -m jaxzoo.train`)")
     parser.add_argument("--one", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
+        use_cpu_cores(args.cpu_devices)
         result = bench_size(args.one, args.arch, args.seconds)
+        result["devices"] = jax.device_count()
         result["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         print(json.dumps(result))
         return
@@ -145,7 +150,8 @@ def main() -> None:
     print(f"jaxzoo training throughput: {args.arch}, batch 10/model, per-model data order, Adam")
     print(f"device: {device.platform} {device.device_kind}, {jax.device_count()} device(s), {os.cpu_count()} cores; "
           f"dense matmul ceiling {ceiling / 1e9:.0f} GFLOP/s; {flop_per_sample / 1e6:.2f} MFLOP per model-sample")
-    rows = [run_one_in_subprocess(int(s), args.arch, args.seconds) for s in args.sizes.split(",")]
+    rows = [run_one_in_subprocess(int(s), args.arch, args.seconds, args.cpu_devices) for s in args.sizes.split(",")]
+    print(f"jaxzoo ran on {rows[0]['devices']} XLA device(s) (--cpu-devices; the population sharded over them)")
     baseline = None
     if args.torch:
         import torch_baselines
