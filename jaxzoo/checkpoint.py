@@ -214,7 +214,8 @@ class ZooCheckpoints:
 def load_state(workdir: str | os.PathLike, epoch: int | None = None) -> tuple[int, dict]:
     """-> (epoch, state) of a zoo workdir as numpy arrays [M, ...]; the newest epoch by default.
 
-    The state is restored without a target: `state['params'][layer]['kernel'|'bias']`.
+    The state is restored without a target (a checkpoint written by several processes onto
+    this process's first device): `state['params'][layer]['kernel'|'bias']`.
     """
     reader = ZooCheckpoints(workdir)
     try:

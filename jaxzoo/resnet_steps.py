@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax.sharding import Mesh, PartitionSpec
 
 from jaxzoo.augment import AUGMENTATIONS
-from jaxzoo.data import normalise as normalise_uint8
 from jaxzoo.resnet import ResNet18, init_resnet
-from jaxzoo.schedules import make_one_cycle_sgd, one_cycle
-from jaxzoo.steps import DROPOUT_STREAM, INIT_STREAM, StepFunctions, epoch_order, model_key, nll_and_correct
+from jaxzoo.schedules import make_one_cycle_sgd, one_cycle, set_hyperparams
+from jaxzoo.steps import (DROPOUT_STREAM, INIT_STREAM, StepFunctions, epoch_order, lookup_normaliser, model_key,
+                          nll_and_correct)
 
 AUGMENT_STREAM = DROPOUT_STREAM  # ResNets have no dropout: the per-step stream drives augmentation
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -61,12 +60,8 @@ def make_resnet_step_functions(
     model = ResNet18(num_classes=num_classes, dtype=COMPUTE_DTYPES[compute_dtype])
     optimizer = make_one_cycle_sgd()
     augment = AUGMENTATIONS[augmentation]
-    lookup = normalise_uint8(np.arange(256, dtype=np.uint8)[:, None], mean, std)
-    channels = np.arange(len(mean))
+    normalise = lookup_normaliser(mean, std)
     pop, rep = PartitionSpec("pop"), PartitionSpec()
-
-    def normalise(images):
-        return jnp.asarray(lookup)[images.astype(jnp.int32), channels]
 
     def per_device(fn, in_specs, out_specs):
         # check_vma off: nothing crosses devices, every value is per-model (varying over "pop").
@@ -81,8 +76,7 @@ def make_resnet_step_functions(
         variables = init_resnet(model_key(factors["seed"], INIT_STREAM), num_classes, image_shape)
         opt_state = optimizer.init(variables["params"])
         lr, mom = hyperparams(factors["lr"], 0)
-        opt_state = opt_state._replace(hyperparams={
-            **opt_state.hyperparams, "learning_rate": lr, "momentum": mom, "weight_decay": factors["weight_decay"]})
+        opt_state = set_hyperparams(opt_state, learning_rate=lr, momentum=mom, weight_decay=factors["weight_decay"])
         return {**variables, "opt_state": opt_state}
 
     def init(factors):
@@ -114,7 +108,7 @@ def make_resnet_step_functions(
 
             grads, (batch_stats, loss_sum, correct) = jax.grad(loss_fn, has_aux=True)(params)
             lr, mom = hyperparams(factors["lr"], (epoch - 1) * steps_per_epoch + index)
-            opt_state = opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": lr, "momentum": mom})
+            opt_state = set_hyperparams(opt_state, learning_rate=lr, momentum=mom)
             updates, opt_state = optimizer.update(grads, opt_state, params)
             params = optax.apply_updates(params, updates)
             return (params, batch_stats, opt_state, index + 1), (loss_sum, correct)

@@ -116,6 +116,11 @@ def make_one_cycle_sgd(
     )
 
 
+def set_hyperparams(state: optax.InjectStatefulHyperparamsState, **values) -> optax.InjectStatefulHyperparamsState:
+    """`state` of an `inject_hyperparams` optimizer with `values` written into its hyperparams."""
+    return state._replace(hyperparams=dict(state.hyperparams, **values))
+
+
 def set_one_cycle(
     state: optax.InjectStatefulHyperparamsState,
     step: jax.Array | int,
@@ -126,5 +131,4 @@ def set_one_cycle(
     """`state` of `make_one_cycle_sgd` with lr and momentum of `one_cycle(step, ...)`;
     `kwargs` go to `one_cycle`. Call before each `update`."""
     lr, momentum = one_cycle(step, total_steps, max_lr, **kwargs)
-    hyperparams = dict(state.hyperparams, learning_rate=lr, momentum=momentum)
-    return state._replace(hyperparams=hyperparams)
+    return set_hyperparams(state, learning_rate=lr, momentum=momentum)

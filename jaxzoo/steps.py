@@ -53,6 +53,17 @@ def nll_and_correct(logits: jax.Array, labels: jax.Array, mask: jax.Array):
     return jnp.sum(nll * mask), jnp.sum(correct * mask)
 
 
+def lookup_normaliser(mean: tuple[float, ...], std: tuple[float, ...]) -> Callable[[jax.Array], jax.Array]:
+    """uint8 [..., C] -> float32 [..., C]: ToTensor + Normalize as a [256, C] lookup table.
+
+    Bit-identical to numpy's (x / 255 - mean) / std whatever XLA fuses, so sharding cannot
+    change the inputs.
+    """
+    lookup = normalise_uint8(np.arange(256, dtype=np.uint8)[:, None], mean, std)
+    channels = np.arange(len(mean))
+    return lambda images: jnp.asarray(lookup)[images.astype(jnp.int32), channels]
+
+
 @dataclasses.dataclass(frozen=True)
 class StepFunctions:
     """Compiled functions for one population structure (arch and static factor sets)."""
@@ -86,14 +97,7 @@ def make_step_functions(
     a state that comes back in feeds the next call without a recompile.
     """
     model = CNN(arch=arch, activations=activations, use_dropout=use_dropout)
-    # ToTensor + Normalize as a [256, C] lookup table: bit-identical to numpy's
-    # (x / 255 - mean) / std whatever XLA fuses, so sharding cannot change the inputs.
-    lookup = normalise_uint8(np.arange(256, dtype=np.uint8)[:, None], mean, std)
-    channels = np.arange(len(mean))
-
-    def normalise(images):
-        """uint8 [..., C] -> float32 [..., C]."""
-        return jnp.asarray(lookup)[images.astype(jnp.int32), channels]
+    normalise = lookup_normaliser(mean, std)
 
     optimizer = PopulationOptimizer(optimizers, momentum)
     template = jax.eval_shape(
