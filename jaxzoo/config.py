@@ -17,6 +17,7 @@ from jaxzoo.errors import UserError
 
 from jaxzoo.data import DATASETS, SOURCES, DataOptions
 from jaxzoo.augment import AUGMENTATIONS
+from jaxzoo.cpu_conv import CONV_IMPLEMENTATIONS
 from jaxzoo.models import ACTIVATIONS, ARCHS, INITS
 from jaxzoo.optim import OPTIMIZERS
 from jaxzoo.population import SEED_MODES
@@ -85,6 +86,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.runtime.eval_batch_size = 0  # images per evaluation batch (shared by all models); 0: auto
     config.runtime.progress = True
     config.runtime.async_checkpointing = True
+    # CNN convolutions: 'auto' (the C++ kernel on CPU when it builds, else XLA), 'xla', 'cpu_kernel'.
+    # Both compute the same sums; they differ by float rounding only.
+    config.runtime.conv = "auto"
     return config
 
 
@@ -181,6 +185,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _check(rt.chunk_size >= 0, f"runtime.chunk_size={rt.chunk_size} must be >= 0 (0: automatic)")
     _check(rt.steps_per_call >= 0, f"runtime.steps_per_call={rt.steps_per_call} must be >= 0 (0: automatic)")
     _check(rt.eval_batch_size >= 0, f"runtime.eval_batch_size={rt.eval_batch_size} must be >= 0 (0: automatic)")
+    _check(rt.conv in CONV_IMPLEMENTATIONS, f"runtime.conv={rt.conv!r} is unknown; choose one of {CONV_IMPLEMENTATIONS}")
 
 
 def _validate_resnet(config: ml_collections.ConfigDict) -> None:

@@ -23,6 +23,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxzoo.cpu_conv import population_conv, population_conv_pool
+
 ACTIVATIONS = {
     "tanh": jnp.tanh,
     "sigmoid": jax.nn.sigmoid,
@@ -152,10 +154,17 @@ single_channel_conv.defvjp(_single_channel_conv_fwd, _single_channel_conv_bwd)
 
 
 class PatchConv(nn.Module):
-    """Conv2d, stride 1, no padding; kernel [kh, kw, in, out] (HWIO), bias [out]."""
+    """Conv2d, stride 1, no padding; kernel [kh, kw, in, out] (HWIO), bias [out].
+
+    With `pool`, max_pool_2x2 of the conv output. `implementation` 'xla' (patches @ kernel, any
+    backend) or 'cpu_kernel' (the C++ population convolution of `jaxzoo.cpu_conv`, which
+    `cpu_conv.resolve` has built; the bias then comes after the pool, the same numbers).
+    """
 
     features: int
     kernel: int
+    pool: bool = False
+    implementation: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -164,10 +173,13 @@ class PatchConv(nn.Module):
             "kernel", nn.initializers.zeros, (self.kernel, self.kernel, in_features, self.features)
         )
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        if self.implementation == "cpu_kernel":
+            return (population_conv_pool if self.pool else population_conv)(x, kernel) + bias
         if x.shape[-1] == 1:
-            return single_channel_conv(x, kernel) + bias
-        patches = extract_patches(x, self.kernel)
-        return patches @ kernel.reshape(-1, self.features) + bias
+            out = single_channel_conv(x, kernel) + bias
+        else:
+            out = extract_patches(x, self.kernel) @ kernel.reshape(-1, self.features) + bias
+        return max_pool_2x2(out) if self.pool else out
 
 
 def select_activation(x: jax.Array, activation_index: jax.Array, activations: Sequence[str]):
@@ -191,11 +203,13 @@ class CNN(nn.Module):
 
     `activation_index` picks from the static `activations`; `dropout_rate` is a scalar array;
     dropout runs only when `train` and `use_dropout` (a population without dropout skips it).
+    `conv` is the convolutions' implementation (see PatchConv).
     """
 
     arch: ArchSpec
     activations: tuple[str, ...]
     use_dropout: bool
+    conv: str = "xla"
 
     @nn.compact
     def __call__(self, x, activation_index, dropout_rate, train: bool):
@@ -207,8 +221,11 @@ class CNN(nn.Module):
 
         last = len(self.arch.convs) - 1
         for i, spec in enumerate(self.arch.convs):
-            x = PatchConv(spec.features, spec.kernel, name=f"conv{i}")(x)
-            if spec.pool:
+            # The kernel pools in the same pass; XLA pools apart, so PatchConv's captured
+            # intermediates (analysis features) stay the conv outputs.
+            fuse_pool = spec.pool and self.conv == "cpu_kernel"
+            x = PatchConv(spec.features, spec.kernel, fuse_pool, self.conv, name=f"conv{i}")(x)
+            if spec.pool and not fuse_pool:
                 x = max_pool_2x2(x)
             x = act(x)
             if i < last or self.arch.dropout_after_last_conv:

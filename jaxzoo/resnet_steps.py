@@ -25,7 +25,7 @@ from jaxzoo.augment import AUGMENTATIONS
 from jaxzoo.resnet import ResNet18, init_resnet
 from jaxzoo.schedules import make_one_cycle_sgd, one_cycle, set_hyperparams
 from jaxzoo.steps import (DROPOUT_STREAM, INIT_STREAM, StepFunctions, epoch_order, lookup_normaliser, model_key,
-                          nll_and_correct)
+                          nll_and_correct, per_device)
 
 AUGMENT_STREAM = DROPOUT_STREAM  # ResNets have no dropout: the per-step stream drives augmentation
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -62,10 +62,6 @@ def make_resnet_step_functions(
     augment = AUGMENTATIONS[augmentation]
     normalise = lookup_normaliser(mean, std)
     pop, rep = PartitionSpec("pop"), PartitionSpec()
-
-    def per_device(fn, in_specs, out_specs):
-        # check_vma off: nothing crosses devices, every value is per-model (varying over "pop").
-        return jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False))
 
     def hyperparams(max_lr, global_step):
         if scheduler == "one_cycle":
@@ -137,7 +133,7 @@ def make_resnet_step_functions(
     def train_local(state, factors, x, y, mask, epoch, first_step):
         return each_model(lambda a: train_one_model(a, epoch, first_step), (state, factors, x, y, mask))
 
-    train_run = per_device(train_local, (pop, pop, pop, pop, pop, rep, rep), (pop, pop, pop))
+    train_run = per_device(train_local, mesh, (pop, pop, pop, pop, pop, rep, rep), (pop, pop, pop))
 
     def train(state, factors, x, y, mask, epoch, first_step):
         """S steps for M models -> (state, train loss sum [M], train correct [M])."""
@@ -150,7 +146,7 @@ def make_resnet_step_functions(
 
         return each_model(one_model, {"params": params, "batch_stats": batch_stats})
 
-    evaluate_batch = per_device(evaluate_local, (pop, pop, rep, rep, rep), (pop, pop))
+    evaluate_batch = per_device(evaluate_local, mesh, (pop, pop, rep, rep, rep), (pop, pop))
 
     def evaluate(state, factors, x, y, mask):
         """Eval mode (running statistics) on shared batches x [nb, eb, ...] -> (loss sum, correct) [M].

@@ -87,7 +87,7 @@ class TwinRun:
         self.fns = make_step_functions(
             self.arch, population.activations, population.inits, population.optimizers, False,
             config["population"]["momentum"], dataset.image_shape, self.num_train, self.batch,
-            dataset.mean, dataset.std, self.models,
+            dataset.mean, dataset.std, self.mesh,
         )
         self.optimizer = PopulationOptimizer(population.optimizers, config["population"]["momentum"])
         self.stochastic = ard.StochasticCNN(self.arch, population.activations)

@@ -19,6 +19,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxzoo.data import normalise as normalise_uint8
 from jaxzoo.models import CNN, ArchSpec, init_params
@@ -64,6 +65,19 @@ def lookup_normaliser(mean: tuple[float, ...], std: tuple[float, ...]) -> Callab
     return lambda images: jnp.asarray(lookup)[images.astype(jnp.int32), channels]
 
 
+def per_device(fn: Callable, mesh: Mesh, in_specs, out_specs) -> Callable:
+    """jit(shard_map(fn)): axis 'pop' of `mesh` splits the models; each device computes its own.
+
+    The outputs are pinned to `out_specs` (a one-device mesh would otherwise drop the axis), so
+    a state that comes back in feeds the next call without a recompile.
+    """
+    named = lambda spec: NamedSharding(mesh, spec)
+    out_shardings = tuple(map(named, out_specs)) if isinstance(out_specs, tuple) else named(out_specs)
+    # check_vma off: every value is per model (varying over 'pop') or replicated data.
+    return jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False),
+                   out_shardings=out_shardings)
+
+
 @dataclasses.dataclass(frozen=True)
 class StepFunctions:
     """Compiled functions for one population structure (arch and static factor sets)."""
@@ -89,14 +103,16 @@ def make_step_functions(
     batch_size: int,
     mean: tuple[float, ...],
     std: tuple[float, ...],
-    population_sharding: jax.sharding.Sharding | None = None,
+    mesh: Mesh | None = None,
+    conv: str = "xla",
 ) -> StepFunctions:
     """Builds the jitted population functions (see each inner function for shapes).
 
-    `population_sharding` (axis 0 over the devices) pins the outputs of `init` and `train`, so
-    a state that comes back in feeds the next call without a recompile.
+    With a `mesh`, each function runs under `shard_map`: axis 'pop' splits the models over the
+    devices and each device computes its own (nothing crosses devices). `conv` is the CNN's
+    convolution ('xla' or 'cpu_kernel', from `cpu_conv.resolve`).
     """
-    model = CNN(arch=arch, activations=activations, use_dropout=use_dropout)
+    model = CNN(arch=arch, activations=activations, use_dropout=use_dropout, conv=conv)
     normalise = lookup_normaliser(mean, std)
 
     optimizer = PopulationOptimizer(optimizers, momentum)
@@ -179,12 +195,16 @@ def make_step_functions(
         totals, _ = jax.lax.scan(body, zeros, (x, y, mask))
         return totals
 
+    def compiled(fn, in_specs, out_specs):
+        return jax.jit(fn) if mesh is None else per_device(fn, mesh, in_specs, out_specs)
+
+    pop, steps_pop, rep = PartitionSpec("pop"), PartitionSpec(None, "pop"), PartitionSpec()
     return StepFunctions(
-        init=jax.jit(init, out_shardings=population_sharding),
-        order=jax.jit(order),
-        gather=jax.jit(gather),
-        train=jax.jit(train, out_shardings=population_sharding),
-        evaluate=jax.jit(evaluate),
+        init=compiled(init, (pop,), pop),
+        order=compiled(order, (pop, rep), (pop, pop)),
+        gather=compiled(gather, (rep, rep, pop, pop), (steps_pop,) * 3),
+        train=compiled(train, (pop, pop, steps_pop, steps_pop, steps_pop, rep, rep), (pop, pop, pop)),
+        evaluate=compiled(evaluate, (pop, pop, rep, rep, rep), (pop, pop)),
         model=model,
         optimizer=optimizer,
     )

@@ -29,7 +29,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from jaxzoo import checkpoint, distributed
+from jaxzoo import checkpoint, cpu_conv, distributed
 from jaxzoo.cli import error_exit, setup_logging, use_cpu_cores
 from jaxzoo.config import RESNET_ARCHS, data_options, identity, to_json_dict, validate
 from jaxzoo.data import Dataset, load_dataset
@@ -219,7 +219,8 @@ class ZooRun:
                 batch,
                 dataset.mean,
                 dataset.std,
-                self.models,
+                self.mesh,
+                cpu_conv.resolve(config.runtime.conv),
             )
             self.last_batch_size = 0
         self.train_images = jax.device_put(dataset.train[0], replicated)

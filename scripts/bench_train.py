@@ -5,7 +5,7 @@ embedded MNIST subset, CNN-s, batch 10, Adam, and prints one table with the figu
 side, plus JSON with --json. Compile time is measured separately and excluded from the rates.
 
   python scripts/bench_train.py --torch            # sizes 1..1024, with the PyTorch references
-  python scripts/bench_train.py --sizes 64 --arch cnn_m
+  python scripts/bench_train.py --sizes 64 --arch cnn_m --conv xla
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import time
 import jax
 import numpy as np
 
+from jaxzoo import cpu_conv
 from jaxzoo.cli import use_cpu_cores
 from jaxzoo.config import base_config
 from jaxzoo.data import DATASETS, load_dataset, normalise
@@ -30,9 +31,10 @@ from jaxzoo.population import build_population, expand_grid
 from jaxzoo.train import ZooRun, tree_take
 
 
-def bench_size(size: int, arch: str, min_seconds: float) -> dict:
+def bench_size(size: int, arch: str, min_seconds: float, conv: str = "auto") -> dict:
     config = base_config()
     config.model.arch = arch
+    config.runtime.conv = conv
     config.population.num_seeds = size
     config.population.lr = (1e-3,)
     config.population.init = ("kaiming_uniform",)
@@ -86,6 +88,7 @@ def bench_size(size: int, arch: str, min_seconds: float) -> dict:
     epoch_eval = (info.split_sizes[1] + info.split_sizes[2]) * size / eval_rate
     return {
         "population": size,
+        "conv": cpu_conv.resolve(conv),
         "model_samples_per_s": rate,
         "eval_model_images_per_s": eval_rate,
         "compile_s": compile_seconds,
@@ -118,10 +121,10 @@ def matmul_flops(n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - start)
 
 
-def run_one_in_subprocess(size: int, arch: str, seconds: float, cpu_devices: int) -> dict:
+def run_one_in_subprocess(size: int, arch: str, seconds: float, cpu_devices: int, conv: str) -> dict:
     """Each population size in a fresh process, so its peak memory is its own."""
     out = subprocess.run([sys.executable, __file__, "--one", str(size), "--arch", arch, "--seconds", str(seconds),
-                          "--cpu-devices", str(cpu_devices)], capture_output=True, text=True, check=True)
+                          "--cpu-devices", str(cpu_devices), "--conv", conv], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -134,11 +137,13 @@ def main() -> None:
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--cpu-devices", type=int, default=0,
                         help="XLA CPU devices for jaxzoo (0: one per core, as `python -m jaxzoo.train`)")
+    parser.add_argument("--conv", default="auto,xla",
+                        help="comma-separated runtime.conv values to compare (auto: the trainer's default)")
     parser.add_argument("--one", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         use_cpu_cores(args.cpu_devices)
-        result = bench_size(args.one, args.arch, args.seconds)
+        result = bench_size(args.one, args.arch, args.seconds, args.conv)
         result["devices"] = jax.device_count()
         result["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         print(json.dumps(result))
@@ -150,7 +155,8 @@ def main() -> None:
     print(f"jaxzoo training throughput: {args.arch}, batch 10/model, per-model data order, Adam")
     print(f"device: {device.platform} {device.device_kind}, {jax.device_count()} device(s), {os.cpu_count()} cores; "
           f"dense matmul ceiling {ceiling / 1e9:.0f} GFLOP/s; {flop_per_sample / 1e6:.2f} MFLOP per model-sample")
-    rows = [run_one_in_subprocess(int(s), args.arch, args.seconds, args.cpu_devices) for s in args.sizes.split(",")]
+    rows = [run_one_in_subprocess(int(s), args.arch, args.seconds, args.cpu_devices, conv)
+            for conv in args.conv.split(",") for s in args.sizes.split(",")]
     print(f"jaxzoo ran on {rows[0]['devices']} XLA device(s) (--cpu-devices; the population sharded over them)")
     baseline = None
     if args.torch:
@@ -160,18 +166,20 @@ def main() -> None:
         x = normalise(dataset.train[0], dataset.mean, dataset.std).transpose(0, 3, 1, 2).copy()
         if args.arch == "cnn_s":
             baseline = torch_baselines.original(x, dataset.train[1], args.seconds)
+            ensemble = {size: torch_baselines.ensemble(x, dataset.train[1], size, args.seconds)
+                        for size in sorted({r["population"] for r in rows})}
             for r in rows:
-                r["torch_func_ensemble"] = torch_baselines.ensemble(x, dataset.train[1], r["population"], args.seconds)
+                r["torch_func_ensemble"] = ensemble[r["population"]]
     for r in rows:
         r["achieved_flops_share"] = r["model_samples_per_s"] * flop_per_sample / ceiling
     if baseline:
         print(f"PyTorch as the original (1 model per process, {os.cpu_count()} processes): {baseline:,.0f} model-samples/s")
-    print("| models | jaxzoo model-samples/s | x PyTorch original | torch.func ensemble | x ensemble | model-epochs/h | % matmul FLOP/s | compile s | peak RSS GiB | eval share |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| models | conv | jaxzoo model-samples/s | x PyTorch original | torch.func ensemble | x ensemble | model-epochs/h | % matmul FLOP/s | compile s | peak RSS GiB | eval share |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         rate, ens = r["model_samples_per_s"], r.get("torch_func_ensemble")
         print(
-            f"| {r['population']} | {rate:,.0f} | {rate / baseline if baseline else float('nan'):.2f} | "
+            f"| {r['population']} | {r['conv']} | {rate:,.0f} | {rate / baseline if baseline else float('nan'):.2f} | "
             f"{ens if ens else float('nan'):,.0f} | {rate / ens if ens else float('nan'):.2f} | "
             f"{r['model_epochs_per_hour_full_dataset']:,.0f} | {100 * r['achieved_flops_share']:.1f}% | "
             f"{r['compile_s']:.1f} | {r['peak_rss_gib']:.2f} | {100 * r['eval_share_of_epoch']:.1f}% |"

@@ -149,15 +149,28 @@ def test_sigkill_then_resume_equals_uninterrupted(cli_full_run, tmp_path):
 
 @pytest.mark.slow
 def test_two_devices_give_the_same_models(cli_full_run, tmp_path):
-    """The population axis sharded over 2 (fake CPU) devices: same trajectories as 1 device."""
+    """The population axis sharded over 2 (fake CPU) devices: the same trajectories as 1 device.
+
+    Each model's relative L2 distance to its 1-device twin stays below 1e-3 (measured: 6e-5 in
+    one model, ~1e-8 in the others). Not bitwise: XLA compiles the 2-device program's element-wise ops differently
+    (1-ulp differences after the first update; the convolution kernel itself is bitwise the
+    same), and a 1-ulp change that flips a max-pool window's argmax moves that model by ~lr in
+    one Adam step (measured: 1.7e-4 absolute in one relu model of 16 after an epoch).
+    """
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     result = run_cli(*CLI_ZOO, "--config.training.num_epochs=1", "--config.runtime.chunk_size=6",
                      "--workdir", str(tmp_path / "two"), env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "on 2 device(s)" in result.stderr and "3 chunk(s) of 6" in result.stderr
-    for i in range(16):
-        for a, b in zip(jax.tree.leaves(params_of(cli_full_run, i, epoch=1)), jax.tree.leaves(params_of(tmp_path / "two", i))):
-            np.testing.assert_allclose(b, a, rtol=0, atol=1e-5)
+    flat = lambda params: np.concatenate([np.ravel(a) for a in jax.tree.leaves(params)])
+    want = np.stack([flat(params_of(cli_full_run, i, epoch=1)) for i in range(16)])
+    got = np.stack([flat(params_of(tmp_path / "two", i)) for i in range(16)])
+    norms = np.linalg.norm(want, axis=1)
+    relative = np.linalg.norm(got - want, axis=1) / norms
+    # The closest two models (same seed and init, another optimizer) are ~3e-2 apart: a model
+    # that got another's factors, data or weights fails.
+    between_models = min(np.linalg.norm(want[i] - want[j]) / norms[i] for i in range(16) for j in range(i))
+    assert relative.max() < 1e-3 and between_models > 1e-2, (relative, between_models)
 
 
 def test_hot_step_compiles_once_per_run(tmp_path):

@@ -1,0 +1,412 @@
+// Convolutions of a population of small CNNs on the CPU, as XLA FFI custom calls.
+//
+// Every model has its own kernel and its own images, so XLA sees a grouped convolution and
+// runs each op over the whole population, out of cache. Here each model's images are done
+// one at a time with the model's kernel held in L1, with 8-float vectors (GCC/Clang vector
+// extensions) over output channels and several output pixels per weight load.
+//
+// Layouts (row-major): images [..., B, H, W, C]; kernels [..., K, K, C, F] (HWIO); outputs
+// [..., B, H-K+1, W-K+1, F]. The leading dims are the population (under jax.vmap with
+// broadcast_all, images and kernels share them); a kernel's images are the B after it.
+// Stride 1, no padding, float32: the convolutions of the original zoos' CNNs.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+typedef float v8 __attribute__((vector_size(32), aligned(4)));
+typedef int32_t vi8 __attribute__((vector_size(32), aligned(4)));
+constexpr int kLanes = 8;
+// Output pixels per weight load in the forward pass: as many as the registers hold (32 vectors).
+constexpr int pixels_for(int vectors) { return vectors <= 2 ? 8 : vectors <= 4 ? 4 : 2; }
+constexpr int kTaps = 4;      // kernel taps per gradient load (kernel gradient)
+constexpr int kMaxVectors = 8;  // up to 64 channels on the vector side
+
+inline v8 load(const float* p) { return *reinterpret_cast<const v8*>(p); }
+inline void store(float* p, v8 v) { *reinterpret_cast<v8*>(p) = v; }
+inline int64_t round_up(int64_t n) { return (n + kLanes - 1) / kLanes * kLanes; }
+
+struct Geometry {
+  int64_t models, batch, height, width, in_ch, kernel, out_ch;
+  int64_t out_h() const { return height - kernel + 1; }
+  int64_t out_w() const { return width - kernel + 1; }
+};
+
+int64_t product(ffi::Span<const int64_t> dims, size_t begin, size_t end) {
+  int64_t n = 1;
+  for (size_t i = begin; i < end; ++i) n *= dims[i];
+  return n;
+}
+
+// Checks shapes: images [..., B, H, W, C] against kernels [..., K, K, C, F].
+ffi::ErrorOr<Geometry> geometry(ffi::Span<const int64_t> images, ffi::Span<const int64_t> kernels) {
+  if (images.size() < 3 || kernels.size() < 4)
+    return ffi::Unexpected(ffi::Error::InvalidArgument("population conv: images need rank >= 3, kernels rank >= 4"));
+  size_t ri = images.size(), rk = kernels.size();
+  Geometry g;
+  g.models = product(kernels, 0, rk - 4);
+  int64_t images_total = product(images, 0, ri - 3);
+  g.height = images[ri - 3];
+  g.width = images[ri - 2];
+  g.in_ch = images[ri - 1];
+  g.kernel = kernels[rk - 4];
+  g.out_ch = kernels[rk - 1];
+  if (kernels[rk - 3] != g.kernel || kernels[rk - 2] != g.in_ch)
+    return ffi::Unexpected(ffi::Error::InvalidArgument("population conv: kernels must be [K, K, C_in, C_out] with the images' C_in"));
+  if (g.models == 0 || images_total % g.models != 0)
+    return ffi::Unexpected(ffi::Error::InvalidArgument("population conv: images do not split evenly over the kernels"));
+  if (g.kernel > g.height || g.kernel > g.width)
+    return ffi::Unexpected(ffi::Error::InvalidArgument("population conv: kernel larger than the image"));
+  if (round_up(g.out_ch) > kMaxVectors * kLanes || round_up(g.in_ch) > kMaxVectors * kLanes)
+    return ffi::Unexpected(ffi::Error::InvalidArgument("population conv: at most 64 channels"));
+  g.batch = images_total / g.models;
+  return g;
+}
+
+// One image: out[oy, ox, :F] = sum_{i, q} x[oy + i, ox, q] * w[i, q, :], where q runs over the
+// K * C contiguous floats (j, c) of a kernel row. `w` is [K, K * C, NV * 8], zero-padded.
+template <int NV, int P>
+inline void forward_pixels(const float* x, const float* w, float* out, int64_t width, int64_t in_ch,
+                           int64_t kernel, int64_t out_ch, int64_t oy, int64_t ox) {
+  const int64_t row_len = kernel * in_ch;
+  v8 acc[P][NV] = {};
+  for (int64_t i = 0; i < kernel; ++i) {
+    const float* row = x + ((oy + i) * width + ox) * in_ch;
+    const float* wi = w + i * row_len * NV * kLanes;
+    for (int64_t q = 0; q < row_len; ++q) {
+      v8 wv[NV];
+      for (int v = 0; v < NV; ++v) wv[v] = load(wi + (q * NV + v) * kLanes);
+      for (int p = 0; p < P; ++p) {
+        const float a = row[p * in_ch + q];
+        for (int v = 0; v < NV; ++v) acc[p][v] += a * wv[v];
+      }
+    }
+  }
+  for (int p = 0; p < P; ++p) {
+    float* o = out + p * out_ch;
+    if (out_ch == NV * kLanes) {
+      for (int v = 0; v < NV; ++v) store(o + v * kLanes, acc[p][v]);
+    } else {
+      float tmp[NV * kLanes];
+      for (int v = 0; v < NV; ++v) store(tmp + v * kLanes, acc[p][v]);
+      std::memcpy(o, tmp, out_ch * sizeof(float));
+    }
+  }
+}
+
+template <int NV>
+void forward_image(const float* x, const float* w, float* out, int64_t height, int64_t width,
+                   int64_t in_ch, int64_t kernel, int64_t out_ch) {
+  const int64_t oh = height - kernel + 1, ow = width - kernel + 1;
+  for (int64_t oy = 0; oy < oh; ++oy) {
+    constexpr int P = pixels_for(NV);
+    int64_t ox = 0;
+    for (; ox + P <= ow; ox += P)
+      forward_pixels<NV, P>(x, w, out + (oy * ow + ox) * out_ch, width, in_ch, kernel, out_ch, oy, ox);
+    for (; ox < ow; ++ox)
+      forward_pixels<NV, 1>(x, w, out + (oy * ow + ox) * out_ch, width, in_ch, kernel, out_ch, oy, ox);
+  }
+}
+
+using ImageFn = void (*)(const float*, const float*, float*, int64_t, int64_t, int64_t, int64_t, int64_t);
+
+ImageFn forward_for(int64_t channels) {
+  switch (round_up(channels) / kLanes) {
+    case 1: return forward_image<1>;
+    case 2: return forward_image<2>;
+    case 3: return forward_image<3>;
+    case 4: return forward_image<4>;
+    case 5: return forward_image<5>;
+    case 6: return forward_image<6>;
+    case 7: return forward_image<7>;
+    default: return forward_image<8>;
+  }
+}
+
+// [K, K, C, F] -> [K, K * C, FP] with F zero-padded to FP (a multiple of 8).
+void pad_kernel(const float* w, int64_t taps, int64_t out_ch, std::vector<float>& padded) {
+  const int64_t fp = round_up(out_ch);
+  padded.assign(taps * fp, 0.0f);
+  for (int64_t t = 0; t < taps; ++t) std::memcpy(&padded[t * fp], w + t * out_ch, out_ch * sizeof(float));
+}
+
+// dx[oy + i, ox + j, c] += sum_f g[oy, ox, f] * w[i, j, c, f]. For an output pixel and a kernel
+// row i, the K * C floats dx[oy + i, ox .. ox + K - 1, :] are contiguous: QB vectors of them
+// (from vector q0) are updated from `rows` = [K, F, NQ * 8] (w rearranged, zero past K * C).
+template <int QB>
+inline void input_grad_block(const float* g, const float* rows, float* dx, int64_t pitch, int64_t in_ch,
+                             int64_t kernel, int64_t out_ch, int64_t nq, int64_t oh, int64_t ow, int64_t q0) {
+  for (int64_t oy = 0; oy < oh; ++oy) {
+    for (int64_t ox = 0; ox < ow; ++ox) {
+      const float* gp = g + (oy * ow + ox) * out_ch;
+      for (int64_t i = 0; i < kernel; ++i) {
+        float* d = dx + (oy + i) * pitch + ox * in_ch + q0 * kLanes;
+        const float* wi = rows + i * out_ch * nq * kLanes + q0 * kLanes;
+        v8 acc[QB];
+        for (int q = 0; q < QB; ++q) acc[q] = load(d + q * kLanes);
+        for (int64_t f = 0; f < out_ch; ++f) {
+          const float a = gp[f];
+          for (int q = 0; q < QB; ++q) acc[q] += a * load(wi + f * nq * kLanes + q * kLanes);
+        }
+        for (int q = 0; q < QB; ++q) store(d + q * kLanes, acc[q]);
+      }
+    }
+  }
+}
+
+// dw[i, q, :] += sum_{oy, ox} x[oy + i, ox, q] * g[oy, ox, :] for T taps q0.. at once.
+template <int NV, int T>
+inline void kernel_grad_taps(const float* x, const float* g, float* acc_out, int64_t width, int64_t in_ch,
+                             int64_t oh, int64_t ow, int64_t i, int64_t q0) {
+  v8 acc[T][NV];
+  for (int t = 0; t < T; ++t)
+    for (int v = 0; v < NV; ++v) acc[t][v] = load(acc_out + (t * NV + v) * kLanes);
+  for (int64_t oy = 0; oy < oh; ++oy) {
+    const float* row = x + (oy + i) * width * in_ch + q0;
+    const float* gr = g + oy * ow * NV * kLanes;
+    for (int64_t ox = 0; ox < ow; ++ox) {
+      v8 gv[NV];
+      for (int v = 0; v < NV; ++v) gv[v] = load(gr + (ox * NV + v) * kLanes);
+      for (int t = 0; t < T; ++t) {
+        const float a = row[ox * in_ch + t];
+        for (int v = 0; v < NV; ++v) acc[t][v] += a * gv[v];
+      }
+    }
+  }
+  for (int t = 0; t < T; ++t)
+    for (int v = 0; v < NV; ++v) store(acc_out + (t * NV + v) * kLanes, acc[t][v]);
+}
+
+template <int NV>
+void kernel_grad_image(const float* x, const float* g, float* acc, int64_t width, int64_t in_ch,
+                       int64_t kernel, int64_t oh, int64_t ow) {
+  const int64_t row_len = kernel * in_ch, fp = NV * kLanes;
+  for (int64_t i = 0; i < kernel; ++i) {
+    float* acc_i = acc + i * row_len * fp;
+    int64_t q = 0;
+    for (; q + kTaps <= row_len; q += kTaps)
+      kernel_grad_taps<NV, kTaps>(x, g, acc_i + q * fp, width, in_ch, oh, ow, i, q);
+    for (; q < row_len; ++q) kernel_grad_taps<NV, 1>(x, g, acc_i + q * fp, width, in_ch, oh, ow, i, q);
+  }
+}
+
+using GradFn = void (*)(const float*, const float*, float*, int64_t, int64_t, int64_t, int64_t, int64_t);
+
+GradFn kernel_grad_for(int64_t channels) {
+  switch (round_up(channels) / kLanes) {
+    case 1: return kernel_grad_image<1>;
+    case 2: return kernel_grad_image<2>;
+    case 3: return kernel_grad_image<3>;
+    case 4: return kernel_grad_image<4>;
+    case 5: return kernel_grad_image<5>;
+    case 6: return kernel_grad_image<6>;
+    case 7: return kernel_grad_image<7>;
+    default: return kernel_grad_image<8>;
+  }
+}
+
+// Max-pool 2x2, stride 2, floor (PyTorch's MaxPool2d(2, 2)) of one conv output image
+// [OH, OW, FP] (channels padded to FP, a multiple of 8) -> pooled [OH / 2, OW / 2, F]. `which`
+// keeps the window position (dy * 2 + dx) that PyTorch's rule picks (a later value wins when
+// greater or NaN), where the gradient goes.
+void pool_image(const float* conv, int64_t fp, float* pooled, uint8_t* which, int64_t oh, int64_t ow, int64_t f) {
+  const int64_t ph = oh / 2, pw = ow / 2;
+  float best_all[kMaxVectors * kLanes];
+  int32_t pick_all[kMaxVectors * kLanes];
+  for (int64_t py = 0; py < ph; ++py)
+    for (int64_t px = 0; px < pw; ++px) {
+      const float* top = conv + (2 * py * ow + 2 * px) * fp;
+      const float* window[4] = {top, top + fp, top + ow * fp, top + (ow + 1) * fp};
+      for (int64_t c = 0; c < fp; c += kLanes) {
+        v8 best = load(window[0] + c);
+        vi8 pick = {};
+        for (int d = 1; d < 4; ++d) {
+          const v8 v = load(window[d] + c);
+          const vi8 take = (v > best) | (v != v);
+          best = take ? v : best;
+          pick = take ? d : pick;
+        }
+        store(best_all + c, best);
+        std::memcpy(pick_all + c, &pick, sizeof(pick));
+      }
+      const int64_t p = (py * pw + px) * f;
+      std::memcpy(pooled + p, best_all, f * sizeof(float));
+      for (int64_t c = 0; c < f; ++c) which[p + c] = uint8_t(pick_all[c]);
+    }
+}
+
+// The gradient of the conv outputs, image by image: read directly, or un-pooled from the
+// gradient of the pooled outputs (zero except at each window's maximum).
+class OutputGrad {
+ public:
+  OutputGrad(const float* grads, const uint8_t* which, int64_t oh, int64_t ow, int64_t f)
+      : grads_(grads), which_(which), oh_(oh), ow_(ow), f_(f) {
+    if (which_) scratch_.resize(oh * ow * f);
+  }
+  int64_t image_size() const { return which_ ? (oh_ / 2) * (ow_ / 2) * f_ : oh_ * ow_ * f_; }
+  const float* image(int64_t n) {
+    if (!which_) return grads_ + n * oh_ * ow_ * f_;
+    const int64_t ph = oh_ / 2, pw = ow_ / 2, size = image_size();
+    const float* gp = grads_ + n * size;
+    const uint8_t* at = which_ + n * size;
+    std::fill(scratch_.begin(), scratch_.end(), 0.0f);
+    for (int64_t py = 0; py < ph; ++py)
+      for (int64_t px = 0; px < pw; ++px) {
+        const int64_t p = (py * pw + px) * f_;
+        for (int64_t c = 0; c < f_; ++c) {
+          const int64_t d = at[p + c];
+          scratch_[((2 * py + d / 2) * ow_ + 2 * px + d % 2) * f_ + c] = gp[p + c];
+        }
+      }
+    return scratch_.data();
+  }
+
+ private:
+  const float* grads_;
+  const uint8_t* which_;
+  int64_t oh_, ow_, f_;
+  std::vector<float> scratch_;
+};
+
+ffi::Error size_error(const char* what) {
+  return ffi::Error::InvalidArgument(std::string("population conv: ") + what + " has the wrong size");
+}
+
+// Conv (and with `which`, max-pool) of every model's images with its kernel.
+ffi::Error forward(ffi::Buffer<ffi::F32> images, ffi::Buffer<ffi::F32> kernels, float* out, size_t out_size,
+                   uint8_t* which) {
+  auto g = geometry(images.dimensions(), kernels.dimensions());
+  if (g.has_error()) return g.error();
+  const Geometry& s = *g;
+  const int64_t taps = s.kernel * s.kernel * s.in_ch, image_in = s.height * s.width * s.in_ch;
+  const int64_t oh = s.out_h(), ow = s.out_w(), image_out = (which ? (oh / 2) * (ow / 2) : oh * ow) * s.out_ch;
+  if (out_size != size_t(s.models * s.batch * image_out)) return size_error("the output");
+  const ImageFn fn = forward_for(s.out_ch);
+  const int64_t fp = round_up(s.out_ch);
+  std::vector<float> padded, conv(which ? oh * ow * fp : 0);  // pooled: the conv image, padded channels
+  const float* x = images.typed_data();
+  const float* w = kernels.typed_data();
+  for (int64_t m = 0; m < s.models; ++m) {
+    pad_kernel(w + m * taps * s.out_ch, taps, s.out_ch, padded);
+    for (int64_t b = 0; b < s.batch; ++b) {
+      const int64_t n = m * s.batch + b;
+      if (which) {
+        fn(x + n * image_in, padded.data(), conv.data(), s.height, s.width, s.in_ch, s.kernel, fp);
+        pool_image(conv.data(), fp, out + n * image_out, which + n * image_out, oh, ow, s.out_ch);
+      } else {
+        fn(x + n * image_in, padded.data(), out + n * image_out, s.height, s.width, s.in_ch, s.kernel, s.out_ch);
+      }
+    }
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error input_grad(ffi::Buffer<ffi::F32> grads, const uint8_t* which, ffi::Buffer<ffi::F32> kernels,
+                      ffi::Result<ffi::Buffer<ffi::F32>>& out) {
+  if (out->dimensions().size() < 3) return ffi::Error::InvalidArgument("population conv: input gradient needs rank >= 3");
+  auto g = geometry(out->dimensions(), kernels.dimensions());
+  if (g.has_error()) return g.error();
+  const Geometry& s = *g;
+  const int64_t k = s.kernel, f = s.out_ch, c = s.in_ch;
+  const int64_t nq = round_up(k * c) / kLanes, row = s.width * c, pitch = row + nq * kLanes;
+  OutputGrad output_grad(grads.typed_data(), which, s.out_h(), s.out_w(), f);
+  if (grads.element_count() != size_t(s.models * s.batch * output_grad.image_size())) return size_error("the gradient");
+  std::vector<float> rows(k * f * nq * kLanes), dx_padded(s.height * pitch);
+  const float* w = kernels.typed_data();
+  float* dx = out->typed_data();
+  for (int64_t m = 0; m < s.models; ++m) {
+    const float* wm = w + m * k * k * c * f;
+    std::fill(rows.begin(), rows.end(), 0.0f);
+    for (int64_t i = 0; i < k; ++i)
+      for (int64_t fi = 0; fi < f; ++fi)
+        for (int64_t q = 0; q < k * c; ++q) rows[(i * f + fi) * nq * kLanes + q] = wm[(i * k * c + q) * f + fi];
+    for (int64_t b = 0; b < s.batch; ++b) {
+      const int64_t n = m * s.batch + b;
+      const float* gi = output_grad.image(n);
+      std::fill(dx_padded.begin(), dx_padded.end(), 0.0f);
+      for (int64_t q0 = 0; q0 < nq; q0 += 4) {
+        const int64_t oh = s.out_h(), ow = s.out_w();
+        switch (std::min<int64_t>(4, nq - q0)) {
+          case 1: input_grad_block<1>(gi, rows.data(), dx_padded.data(), pitch, c, k, f, nq, oh, ow, q0); break;
+          case 2: input_grad_block<2>(gi, rows.data(), dx_padded.data(), pitch, c, k, f, nq, oh, ow, q0); break;
+          case 3: input_grad_block<3>(gi, rows.data(), dx_padded.data(), pitch, c, k, f, nq, oh, ow, q0); break;
+          default: input_grad_block<4>(gi, rows.data(), dx_padded.data(), pitch, c, k, f, nq, oh, ow, q0); break;
+        }
+      }
+      float* dxi = dx + n * s.height * row;
+      for (int64_t y = 0; y < s.height; ++y) std::memcpy(dxi + y * row, &dx_padded[y * pitch], row * sizeof(float));
+    }
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error kernel_grad(ffi::Buffer<ffi::F32> images, ffi::Buffer<ffi::F32> grads, const uint8_t* which,
+                       ffi::Result<ffi::Buffer<ffi::F32>>& out) {
+  auto g = geometry(images.dimensions(), out->dimensions());
+  if (g.has_error()) return g.error();
+  const Geometry& s = *g;
+  const int64_t k = s.kernel, oh = s.out_h(), ow = s.out_w(), f = s.out_ch, fp = round_up(f);
+  const int64_t taps = k * k * s.in_ch, image_in = s.height * s.width * s.in_ch;
+  OutputGrad output_grad(grads.typed_data(), which, oh, ow, f);
+  if (grads.element_count() != size_t(s.models * s.batch * output_grad.image_size())) return size_error("the gradient");
+  const GradFn fn = kernel_grad_for(f);
+  std::vector<float> acc(taps * fp), grad_padded(oh * ow * fp, 0.0f);
+  const float* x = images.typed_data();
+  float* dw = out->typed_data();
+  for (int64_t m = 0; m < s.models; ++m) {
+    std::fill(acc.begin(), acc.end(), 0.0f);
+    for (int64_t b = 0; b < s.batch; ++b) {
+      const int64_t n = m * s.batch + b;
+      const float* gi = output_grad.image(n);
+      for (int64_t p = 0; p < oh * ow; ++p) std::memcpy(&grad_padded[p * fp], gi + p * f, f * sizeof(float));
+      fn(x + n * image_in, grad_padded.data(), acc.data(), s.width, s.in_ch, k, oh, ow);
+    }
+    for (int64_t t = 0; t < taps; ++t) std::memcpy(dw + (m * taps + t) * f, &acc[t * fp], f * sizeof(float));
+  }
+  return ffi::Error::Success();
+}
+
+using F32 = ffi::Buffer<ffi::F32>;
+using U8 = ffi::Buffer<ffi::U8>;
+
+ffi::Error ConvForward(F32 images, F32 kernels, ffi::Result<F32> out) {
+  return forward(images, kernels, out->typed_data(), out->element_count(), nullptr);
+}
+ffi::Error ConvInputGrad(F32 grads, F32 kernels, ffi::Result<F32> out) {
+  return input_grad(grads, nullptr, kernels, out);
+}
+ffi::Error ConvKernelGrad(F32 images, F32 grads, ffi::Result<F32> out) {
+  return kernel_grad(images, grads, nullptr, out);
+}
+ffi::Error ConvPoolForward(F32 images, F32 kernels, ffi::Result<F32> out, ffi::Result<U8> which) {
+  if (which->element_count() != out->element_count()) return size_error("the argmax");
+  return forward(images, kernels, out->typed_data(), out->element_count(), which->typed_data());
+}
+ffi::Error ConvPoolInputGrad(F32 grads, U8 which, F32 kernels, ffi::Result<F32> out) {
+  if (which.element_count() != grads.element_count()) return size_error("the argmax");
+  return input_grad(grads, which.typed_data(), kernels, out);
+}
+ffi::Error ConvPoolKernelGrad(F32 images, F32 grads, U8 which, ffi::Result<F32> out) {
+  if (which.element_count() != grads.element_count()) return size_error("the argmax");
+  return kernel_grad(images, grads, which.typed_data(), out);
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxzooConvForward, ConvForward, ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxzooConvInputGrad, ConvInputGrad, ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxzooConvKernelGrad, ConvKernelGrad, ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxzooConvPoolForward, ConvPoolForward,
+                              ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>().Ret<U8>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxzooConvPoolInputGrad, ConvPoolInputGrad,
+                              ffi::Ffi::Bind().Arg<F32>().Arg<U8>().Arg<F32>().Ret<F32>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxzooConvPoolKernelGrad, ConvPoolKernelGrad,
+                              ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Arg<U8>().Ret<F32>());
