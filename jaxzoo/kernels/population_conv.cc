@@ -97,20 +97,62 @@ inline void forward_pixels(const float* x, const float* w, float* out, int64_t w
     } else {
       float tmp[NV * kLanes];
       for (int v = 0; v < NV; ++v) store(tmp + v * kLanes, acc[p][v]);
-      std::memcpy(o, tmp, out_ch * sizeof(float));
+      for (int64_t c = 0; c < out_ch; ++c) o[c] = tmp[c];
     }
   }
 }
 
-template <int NV>
+// The same with K known at compile time: an input value x[oy + i, ox + s, c] serves the P
+// output pixels p = s - j of all K kernel columns j, so it is loaded once per row instead of
+// K times, with the K weight vectors of (i, c) in registers (FMA-bound instead of load-bound).
+template <int NV, int P, int K>
+inline void forward_pixels_k(const float* x, const float* w, float* out, int64_t width, int64_t in_ch,
+                             int64_t out_ch, int64_t oy, int64_t ox) {
+  v8 acc[P][NV] = {};
+  for (int i = 0; i < K; ++i) {
+    const float* row = x + ((oy + i) * width + ox) * in_ch;
+    const float* wi = w + i * K * in_ch * NV * kLanes;
+    for (int64_t c = 0; c < in_ch; ++c) {
+      v8 wv[K][NV];
+      for (int j = 0; j < K; ++j)
+        for (int v = 0; v < NV; ++v) wv[j][v] = load(wi + ((j * in_ch + c) * NV + v) * kLanes);
+#pragma GCC unroll 16
+      for (int s = 0; s < P + K - 1; ++s) {
+        const float a = row[s * in_ch + c];
+#pragma GCC unroll 8
+        for (int j = 0; j < K; ++j) {
+          const int p = s - j;
+          if (p >= 0 && p < P)
+            for (int v = 0; v < NV; ++v) acc[p][v] += a * wv[j][v];
+        }
+      }
+    }
+  }
+  for (int p = 0; p < P; ++p) {
+    float* o = out + p * out_ch;
+    if (out_ch == NV * kLanes) {
+      for (int v = 0; v < NV; ++v) store(o + v * kLanes, acc[p][v]);
+    } else {
+      float tmp[NV * kLanes];
+      for (int v = 0; v < NV; ++v) store(tmp + v * kLanes, acc[p][v]);
+      for (int64_t c = 0; c < out_ch; ++c) o[c] = tmp[c];
+    }
+  }
+}
+
+// One image [H, W, C] -> [H-K+1, W-K+1, F]; K = 0: the kernel size is a run-time value.
+template <int NV, int K>
 void forward_image(const float* x, const float* w, float* out, int64_t height, int64_t width,
                    int64_t in_ch, int64_t kernel, int64_t out_ch) {
   const int64_t oh = height - kernel + 1, ow = width - kernel + 1;
+  constexpr int P = pixels_for(NV);
   for (int64_t oy = 0; oy < oh; ++oy) {
-    constexpr int P = pixels_for(NV);
     int64_t ox = 0;
-    for (; ox + P <= ow; ox += P)
-      forward_pixels<NV, P>(x, w, out + (oy * ow + ox) * out_ch, width, in_ch, kernel, out_ch, oy, ox);
+    for (; ox + P <= ow; ox += P) {
+      float* o = out + (oy * ow + ox) * out_ch;
+      if constexpr (K > 0) forward_pixels_k<NV, P, K>(x, w, o, width, in_ch, out_ch, oy, ox);
+      else forward_pixels<NV, P>(x, w, o, width, in_ch, kernel, out_ch, oy, ox);
+    }
     for (; ox < ow; ++ox)
       forward_pixels<NV, 1>(x, w, out + (oy * ow + ox) * out_ch, width, in_ch, kernel, out_ch, oy, ox);
   }
@@ -118,16 +160,27 @@ void forward_image(const float* x, const float* w, float* out, int64_t height, i
 
 using ImageFn = void (*)(const float*, const float*, float*, int64_t, int64_t, int64_t, int64_t, int64_t);
 
-ImageFn forward_for(int64_t channels) {
+template <int K>
+ImageFn forward_with_kernel(int64_t channels) {
   switch (round_up(channels) / kLanes) {
-    case 1: return forward_image<1>;
-    case 2: return forward_image<2>;
-    case 3: return forward_image<3>;
-    case 4: return forward_image<4>;
-    case 5: return forward_image<5>;
-    case 6: return forward_image<6>;
-    case 7: return forward_image<7>;
-    default: return forward_image<8>;
+    case 1: return forward_image<1, K>;
+    case 2: return forward_image<2, K>;
+    case 3: return forward_image<3, K>;
+    case 4: return forward_image<4, K>;
+    case 5: return forward_image<5, 0>;  // wider: K * NV weight vectors would not fit the registers
+    case 6: return forward_image<6, 0>;
+    case 7: return forward_image<7, 0>;
+    default: return forward_image<8, 0>;
+  }
+}
+
+// The forward function for F output channels and a K x K kernel (the zoos' K: 2, 3, 5).
+ImageFn forward_for(int64_t channels, int64_t kernel) {
+  switch (kernel) {
+    case 2: return forward_with_kernel<2>(channels);
+    case 3: return forward_with_kernel<3>(channels);
+    case 5: return forward_with_kernel<5>(channels);
+    default: return forward_with_kernel<0>(channels);
   }
 }
 
@@ -198,18 +251,83 @@ void kernel_grad_image(const float* x, const float* g, float* acc, int64_t width
   }
 }
 
+// The same with K known at compile time: for a kernel row i and input channel c, the K
+// accumulators of the columns j stay in registers over all pixels, and a block of P pixels
+// reuses each input value for every j (P + K - 1 input loads for P * K vector FMAs).
+template <int NV, int K>
+void kernel_grad_image_k(const float* x, const float* g, float* acc_out, int64_t width, int64_t in_ch,
+                         int64_t kernel, int64_t oh, int64_t ow) {
+  (void)kernel;
+  constexpr int P = pixels_for(NV);
+  constexpr int64_t fp = NV * kLanes;
+  for (int i = 0; i < K; ++i)
+    for (int64_t c = 0; c < in_ch; ++c) {
+      v8 acc[K][NV];
+      float* out = acc_out + (i * K * in_ch + c) * fp;  // tap (i, j, c) at out + j * in_ch * fp
+      for (int j = 0; j < K; ++j)
+        for (int v = 0; v < NV; ++v) acc[j][v] = load(out + (j * in_ch * NV + v) * kLanes);
+      for (int64_t oy = 0; oy < oh; ++oy) {
+        const float* row = x + (oy + i) * width * in_ch + c;
+        const float* gr = g + oy * ow * fp;
+        int64_t ox = 0;
+        for (; ox + P <= ow; ox += P) {
+          v8 gv[P][NV];
+          for (int p = 0; p < P; ++p)
+            for (int v = 0; v < NV; ++v) gv[p][v] = load(gr + (ox + p) * fp + v * kLanes);
+#pragma GCC unroll 16
+          for (int t = 0; t < P + K - 1; ++t) {
+            const float a = row[(ox + t) * in_ch];
+#pragma GCC unroll 8
+            for (int j = 0; j < K; ++j) {
+              const int p = t - j;
+              if (p >= 0 && p < P)
+                for (int v = 0; v < NV; ++v) acc[j][v] += a * gv[p][v];
+            }
+          }
+        }
+        for (; ox < ow; ++ox)
+          for (int j = 0; j < K; ++j) {
+            const float a = row[(ox + j) * in_ch];
+            for (int v = 0; v < NV; ++v) acc[j][v] += a * load(gr + ox * fp + v * kLanes);
+          }
+      }
+      for (int j = 0; j < K; ++j)
+        for (int v = 0; v < NV; ++v) store(out + (j * in_ch * NV + v) * kLanes, acc[j][v]);
+    }
+}
+
 using GradFn = void (*)(const float*, const float*, float*, int64_t, int64_t, int64_t, int64_t, int64_t);
 
-GradFn kernel_grad_for(int64_t channels) {
+template <int K>
+GradFn kernel_grad_with_kernel(int64_t channels) {
   switch (round_up(channels) / kLanes) {
-    case 1: return kernel_grad_image<1>;
-    case 2: return kernel_grad_image<2>;
-    case 3: return kernel_grad_image<3>;
-    case 4: return kernel_grad_image<4>;
-    case 5: return kernel_grad_image<5>;
+    case 1: return kernel_grad_image_k<1, K>;
+    case 2: return kernel_grad_image_k<2, K>;
+    case 3: return kernel_grad_image_k<3, K>;
+    case 4: return kernel_grad_image_k<4, K>;
+    case 5: return kernel_grad_image<5>;  // wider: K * NV accumulators would not fit the registers
     case 6: return kernel_grad_image<6>;
     case 7: return kernel_grad_image<7>;
     default: return kernel_grad_image<8>;
+  }
+}
+
+GradFn kernel_grad_for(int64_t channels, int64_t kernel) {
+  switch (kernel) {
+    case 2: return kernel_grad_with_kernel<2>(channels);
+    case 3: return kernel_grad_with_kernel<3>(channels);
+    case 5: return kernel_grad_with_kernel<5>(channels);
+    default:
+      switch (round_up(channels) / kLanes) {
+        case 1: return kernel_grad_image<1>;
+        case 2: return kernel_grad_image<2>;
+        case 3: return kernel_grad_image<3>;
+        case 4: return kernel_grad_image<4>;
+        case 5: return kernel_grad_image<5>;
+        case 6: return kernel_grad_image<6>;
+        case 7: return kernel_grad_image<7>;
+        default: return kernel_grad_image<8>;
+      }
   }
 }
 
@@ -238,32 +356,40 @@ void pool_image(const float* conv, int64_t fp, float* pooled, uint8_t* which, in
         std::memcpy(pick_all + c, &pick, sizeof(pick));
       }
       const int64_t p = (py * pw + px) * f;
-      std::memcpy(pooled + p, best_all, f * sizeof(float));
-      for (int64_t c = 0; c < f; ++c) which[p + c] = uint8_t(pick_all[c]);
+      for (int64_t c = 0; c < f; ++c) {
+        pooled[p + c] = best_all[c];
+        which[p + c] = uint8_t(pick_all[c]);
+      }
     }
 }
 
-// The gradient of the conv outputs, image by image: read directly, or un-pooled from the
-// gradient of the pooled outputs (zero except at each window's maximum).
+// The gradient of the conv outputs, image by image, as [OH * OW, stride] (channels past F zero):
+// the caller's buffer itself where it already has that layout; else copied, or un-pooled from
+// the gradient of the pooled outputs (zero except at each window's maximum).
 class OutputGrad {
  public:
-  OutputGrad(const float* grads, const uint8_t* which, int64_t oh, int64_t ow, int64_t f)
-      : grads_(grads), which_(which), oh_(oh), ow_(ow), f_(f) {
-    if (which_) scratch_.resize(oh * ow * f);
+  OutputGrad(const float* grads, const uint8_t* which, int64_t oh, int64_t ow, int64_t f, int64_t stride)
+      : grads_(grads), which_(which), oh_(oh), ow_(ow), f_(f), stride_(stride) {
+    if (which_ || stride_ != f_) scratch_.assign(oh * ow * stride, 0.0f);
   }
   int64_t image_size() const { return which_ ? (oh_ / 2) * (ow_ / 2) * f_ : oh_ * ow_ * f_; }
   const float* image(int64_t n) {
-    if (!which_) return grads_ + n * oh_ * ow_ * f_;
-    const int64_t ph = oh_ / 2, pw = ow_ / 2, size = image_size();
-    const float* gp = grads_ + n * size;
-    const uint8_t* at = which_ + n * size;
+    const float* g = grads_ + n * image_size();
+    if (!which_ && stride_ == f_) return g;
+    if (!which_) {
+      for (int64_t p = 0; p < oh_ * ow_; ++p)
+        for (int64_t c = 0; c < f_; ++c) scratch_[p * stride_ + c] = g[p * f_ + c];
+      return scratch_.data();
+    }
+    const int64_t ph = oh_ / 2, pw = ow_ / 2;
+    const uint8_t* at = which_ + n * image_size();
     std::fill(scratch_.begin(), scratch_.end(), 0.0f);
     for (int64_t py = 0; py < ph; ++py)
       for (int64_t px = 0; px < pw; ++px) {
         const int64_t p = (py * pw + px) * f_;
         for (int64_t c = 0; c < f_; ++c) {
           const int64_t d = at[p + c];
-          scratch_[((2 * py + d / 2) * ow_ + 2 * px + d % 2) * f_ + c] = gp[p + c];
+          scratch_[((2 * py + d / 2) * ow_ + 2 * px + d % 2) * stride_ + c] = g[p + c];
         }
       }
     return scratch_.data();
@@ -272,7 +398,7 @@ class OutputGrad {
  private:
   const float* grads_;
   const uint8_t* which_;
-  int64_t oh_, ow_, f_;
+  int64_t oh_, ow_, f_, stride_;
   std::vector<float> scratch_;
 };
 
@@ -289,7 +415,7 @@ ffi::Error forward(ffi::Buffer<ffi::F32> images, ffi::Buffer<ffi::F32> kernels, 
   const int64_t taps = s.kernel * s.kernel * s.in_ch, image_in = s.height * s.width * s.in_ch;
   const int64_t oh = s.out_h(), ow = s.out_w(), image_out = (which ? (oh / 2) * (ow / 2) : oh * ow) * s.out_ch;
   if (out_size != size_t(s.models * s.batch * image_out)) return size_error("the output");
-  const ImageFn fn = forward_for(s.out_ch);
+  const ImageFn fn = forward_for(s.out_ch, s.kernel);
   const int64_t fp = round_up(s.out_ch);
   std::vector<float> padded, conv(which ? oh * ow * fp : 0);  // pooled: the conv image, padded channels
   const float* x = images.typed_data();
@@ -317,7 +443,7 @@ ffi::Error input_grad(ffi::Buffer<ffi::F32> grads, const uint8_t* which, ffi::Bu
   const Geometry& s = *g;
   const int64_t k = s.kernel, f = s.out_ch, c = s.in_ch;
   const int64_t nq = round_up(k * c) / kLanes, row = s.width * c, pitch = row + nq * kLanes;
-  OutputGrad output_grad(grads.typed_data(), which, s.out_h(), s.out_w(), f);
+  OutputGrad output_grad(grads.typed_data(), which, s.out_h(), s.out_w(), f, f);
   if (grads.element_count() != size_t(s.models * s.batch * output_grad.image_size())) return size_error("the gradient");
   std::vector<float> rows(k * f * nq * kLanes), dx_padded(s.height * pitch);
   const float* w = kernels.typed_data();
@@ -355,21 +481,20 @@ ffi::Error kernel_grad(ffi::Buffer<ffi::F32> images, ffi::Buffer<ffi::F32> grads
   const Geometry& s = *g;
   const int64_t k = s.kernel, oh = s.out_h(), ow = s.out_w(), f = s.out_ch, fp = round_up(f);
   const int64_t taps = k * k * s.in_ch, image_in = s.height * s.width * s.in_ch;
-  OutputGrad output_grad(grads.typed_data(), which, oh, ow, f);
+  OutputGrad output_grad(grads.typed_data(), which, oh, ow, f, fp);
   if (grads.element_count() != size_t(s.models * s.batch * output_grad.image_size())) return size_error("the gradient");
-  const GradFn fn = kernel_grad_for(f);
-  std::vector<float> acc(taps * fp), grad_padded(oh * ow * fp, 0.0f);
+  const GradFn fn = kernel_grad_for(f, k);
+  std::vector<float> acc(taps * fp);
   const float* x = images.typed_data();
   float* dw = out->typed_data();
   for (int64_t m = 0; m < s.models; ++m) {
     std::fill(acc.begin(), acc.end(), 0.0f);
     for (int64_t b = 0; b < s.batch; ++b) {
       const int64_t n = m * s.batch + b;
-      const float* gi = output_grad.image(n);
-      for (int64_t p = 0; p < oh * ow; ++p) std::memcpy(&grad_padded[p * fp], gi + p * f, f * sizeof(float));
-      fn(x + n * image_in, grad_padded.data(), acc.data(), s.width, s.in_ch, k, oh, ow);
+      fn(x + n * image_in, output_grad.image(n), acc.data(), s.width, s.in_ch, k, oh, ow);
     }
-    for (int64_t t = 0; t < taps; ++t) std::memcpy(dw + (m * taps + t) * f, &acc[t * fp], f * sizeof(float));
+    for (int64_t t = 0; t < taps; ++t)
+      for (int64_t c = 0; c < f; ++c) dw[(m * taps + t) * f + c] = acc[t * fp + c];
   }
   return ffi::Error::Success();
 }
