@@ -138,51 +138,53 @@ def _conv_shape(x: jax.Array, kernel: jax.Array, pool: bool) -> tuple[int, ...]:
 
 
 @jax.custom_vjp
-def population_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """[B, H, W, C] float32 conv [K, K, C, F] (HWIO) -> [B, H-K+1, W-K+1, F]; stride 1, 'VALID'.
+def population_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+    """[B, H, W, C] float32 conv [K, K, C, F] (HWIO) + bias [F] -> [B, H-K+1, W-K+1, F]; stride 1, 'VALID'.
 
-    Vmaps over models (each model its own images and kernel). CPU backend only: call
-    `resolve('cpu_kernel')` first, which builds and registers the kernel.
+    Vmaps over models (each model its own images, kernel and bias). CPU backend only: call
+    `resolve('cpu_kernel')` first, which builds and registers the kernel. The bias is added in
+    the kernel: XLA:CPU runs an activation fused with the bias add ~5x slower than alone.
     """
-    return _call(FORWARD, _f32(_conv_shape(x, kernel, False)), x, kernel)
+    return _call(FORWARD, _f32(_conv_shape(x, kernel, False)), x, kernel, bias)
 
 
-def _conv_forward(x, kernel):
-    return population_conv(x, kernel), (x, kernel)
+def _conv_forward(x, kernel, bias):
+    return population_conv(x, kernel, bias), (x, kernel)
 
 
 def _conv_backward(residuals, grad_out):
     x, kernel = residuals
-    return _call(INPUT_GRAD, _f32(x.shape), grad_out, kernel), _call(KERNEL_GRAD, _f32(kernel.shape), x, grad_out)
+    grad_kernel, grad_bias = _call(KERNEL_GRAD, (_f32(kernel.shape), _f32(kernel.shape[-1:])), x, grad_out)
+    return _call(INPUT_GRAD, _f32(x.shape), grad_out, kernel), grad_kernel, grad_bias
 
 
 population_conv.defvjp(_conv_forward, _conv_backward)
 
 
-def _conv_pool(x, kernel):
+def _conv_pool(x, kernel, bias):
     shape = _conv_shape(x, kernel, True)
-    return _call(POOL_FORWARD, (_f32(shape), jax.ShapeDtypeStruct(shape, jnp.uint8)), x, kernel)
+    return _call(POOL_FORWARD, (_f32(shape), jax.ShapeDtypeStruct(shape, jnp.uint8)), x, kernel, bias)
 
 
 @jax.custom_vjp
-def population_conv_pool(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """max_pool_2x2(population_conv(x, kernel)) -> [B, (H-K+1)//2, (W-K+1)//2, F], in one pass.
+def population_conv_pool(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+    """max_pool_2x2(population_conv(x, kernel, bias)) -> [B, (H-K+1)//2, (W-K+1)//2, F], one pass.
 
     The max-pool is PyTorch's MaxPool2d(2, 2) (floor); its gradient goes to the first maximum of
     each window, as PyTorch's. Keeps only the argmax (uint8) for the backward pass.
     """
-    return _conv_pool(x, kernel)[0]
+    return _conv_pool(x, kernel, bias)[0]
 
 
-def _conv_pool_forward(x, kernel):
-    pooled, which = _conv_pool(x, kernel)
+def _conv_pool_forward(x, kernel, bias):
+    pooled, which = _conv_pool(x, kernel, bias)
     return pooled, (x, kernel, which)
 
 
 def _conv_pool_backward(residuals, grad_out):
     x, kernel, which = residuals
-    return (_call(POOL_INPUT_GRAD, _f32(x.shape), grad_out, which, kernel),
-            _call(POOL_KERNEL_GRAD, _f32(kernel.shape), x, grad_out, which))
+    grad_kernel, grad_bias = _call(POOL_KERNEL_GRAD, (_f32(kernel.shape), _f32(kernel.shape[-1:])), x, grad_out, which)
+    return _call(POOL_INPUT_GRAD, _f32(x.shape), grad_out, which, kernel), grad_kernel, grad_bias
 
 
 population_conv_pool.defvjp(_conv_pool_forward, _conv_pool_backward)

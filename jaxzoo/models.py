@@ -158,7 +158,7 @@ class PatchConv(nn.Module):
 
     With `pool`, max_pool_2x2 of the conv output. `implementation` 'xla' (patches @ kernel, any
     backend) or 'cpu_kernel' (the C++ population convolution of `jaxzoo.cpu_conv`, which
-    `cpu_conv.resolve` has built; the bias then comes after the pool, the same numbers).
+    `cpu_conv.resolve` has built; it adds the bias after the pool, the same numbers).
     """
 
     features: int
@@ -174,7 +174,7 @@ class PatchConv(nn.Module):
         )
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
         if self.implementation == "cpu_kernel":
-            return (population_conv_pool if self.pool else population_conv)(x, kernel) + bias
+            return (population_conv_pool if self.pool else population_conv)(x, kernel, bias)
         if x.shape[-1] == 1:
             out = single_channel_conv(x, kernel) + bias
         else:

@@ -24,16 +24,21 @@ def kernel():
     assert cpu_conv.resolve("cpu_kernel") == "cpu_kernel"
 
 
-def im2col_conv(x, kernel):
-    return extract_patches(x, kernel.shape[0]) @ kernel.reshape(-1, kernel.shape[-1])
+def im2col_conv(x, kernel, bias):
+    return extract_patches(x, kernel.shape[0]) @ kernel.reshape(-1, kernel.shape[-1]) + bias
 
 
 def random_case(models, batch, size, channels, k, features, seed=0):
     rng = np.random.default_rng(seed)
     x = jnp.asarray(rng.normal(size=(models, batch, size, size, channels)), jnp.float32)
     w = jnp.asarray(rng.normal(size=(models, k, k, channels, features)) / k, jnp.float32)
+    b = jnp.asarray(rng.normal(size=(models, features)), jnp.float32)
     grad = jnp.asarray(rng.normal(size=(models, batch, size - k + 1, size - k + 1, features)), jnp.float32)
-    return x, w, grad
+    return x, w, b, grad
+
+
+def assert_close(got, want, scale=2e-6):
+    np.testing.assert_allclose(got, want, atol=scale * float(jnp.abs(want).max()), rtol=0)
 
 
 # The convolutions of CNN-s and CNN-m, and channel counts that are not multiples of 8 (padding).
@@ -43,41 +48,40 @@ GEOMETRIES = [(28, 1, 5, 8), (12, 8, 5, 6), (4, 6, 2, 4), (32, 3, 3, 16), (15, 1
 
 @pytest.mark.parametrize("size,channels,k,features", GEOMETRIES)
 def test_values_and_both_gradients_equal_im2col(size, channels, k, features):
-    x, w, grad = random_case(3, 2, size, channels, k, features)
-    out, vjp = jax.vjp(jax.vmap(cpu_conv.population_conv), x, w)
-    expected, expected_vjp = jax.vjp(jax.vmap(im2col_conv), x, w)
-    scale = float(jnp.abs(expected).max())
-    np.testing.assert_allclose(out, expected, atol=2e-6 * scale, rtol=0)
-    for got, want in zip(vjp(grad), expected_vjp(grad)):
-        np.testing.assert_allclose(got, want, atol=2e-6 * float(jnp.abs(want).max()), rtol=0)
+    x, w, b, grad = random_case(3, 2, size, channels, k, features)
+    out, vjp = jax.vjp(jax.vmap(cpu_conv.population_conv), x, w, b)
+    expected, expected_vjp = jax.vjp(jax.vmap(im2col_conv), x, w, b)
+    assert_close(out, expected)
+    for got, want in zip(vjp(grad), expected_vjp(grad), strict=True):  # images, kernel, bias
+        assert_close(got, want)
 
 
 @pytest.mark.parametrize("size,channels,k,features", [(28, 1, 5, 8), (12, 8, 5, 6), (32, 3, 3, 16), (15, 16, 3, 32),
                                                       (6, 32, 3, 15)])
 def test_fused_max_pool_equals_conv_then_pool(size, channels, k, features):
     """Odd conv outputs (15 - 3 + 1 = 13) are floored, as MaxPool2d(2, 2)."""
-    x, w, _ = random_case(3, 2, size, channels, k, features)
-    reference = jax.vmap(lambda a, b: max_pool_2x2(im2col_conv(a, b)))
-    out, vjp = jax.vjp(jax.vmap(cpu_conv.population_conv_pool), x, w)
-    expected, expected_vjp = jax.vjp(reference, x, w)
+    x, w, b, _ = random_case(3, 2, size, channels, k, features)
+    reference = jax.vmap(lambda *args: max_pool_2x2(im2col_conv(*args)))
+    out, vjp = jax.vjp(jax.vmap(cpu_conv.population_conv_pool), x, w, b)
+    expected, expected_vjp = jax.vjp(reference, x, w, b)
     assert out.shape == expected.shape
-    np.testing.assert_allclose(out, expected, atol=2e-6 * float(jnp.abs(expected).max()), rtol=0)
+    assert_close(out, expected)
     grad = jnp.asarray(np.random.default_rng(1).normal(size=out.shape), jnp.float32)
-    for got, want in zip(vjp(grad), expected_vjp(grad)):
-        np.testing.assert_allclose(got, want, atol=2e-6 * float(jnp.abs(want).max()), rtol=0)
+    for got, want in zip(vjp(grad), expected_vjp(grad), strict=True):
+        assert_close(got, want)
 
 
 def test_pool_gradient_of_ties_goes_where_pytorch_sends_it():
     """A zero kernel makes every window a tie: PyTorch routes each window's gradient to its first pixel."""
     torch = pytest.importorskip("torch")
-    x, _, _ = random_case(1, 2, 9, 2, 2, 3)
+    x, _, b, _ = random_case(1, 2, 9, 2, 2, 3)
     w = jnp.zeros((1, 2, 2, 2, 3)).at[0, 0, 0, 0, 0].set(1.0)  # channel 0: x itself; 1, 2: all zero
     grad = jnp.asarray(np.random.default_rng(2).normal(size=(1, 2, 4, 4, 3)), jnp.float32)
-    conv_out = torch.tensor(np.asarray(jax.vmap(im2col_conv)(x, w)[0]).transpose(0, 3, 1, 2), requires_grad=True)
+    conv_out = torch.tensor(np.asarray(jax.vmap(im2col_conv)(x, w, b)[0]).transpose(0, 3, 1, 2), requires_grad=True)
     torch.nn.functional.max_pool2d(conv_out, 2, 2).backward(torch.tensor(np.asarray(grad[0]).transpose(0, 3, 1, 2)))
     expected = conv_out.grad.numpy().transpose(0, 2, 3, 1)  # gradient of the conv outputs
-    _, conv_vjp = jax.vjp(jax.vmap(im2col_conv), x, w)
-    _, pool_vjp = jax.vjp(jax.vmap(cpu_conv.population_conv_pool), x, w)
+    _, conv_vjp = jax.vjp(jax.vmap(im2col_conv), x, w, b)
+    _, pool_vjp = jax.vjp(jax.vmap(cpu_conv.population_conv_pool), x, w, b)
     np.testing.assert_allclose(pool_vjp(grad)[1], conv_vjp(jnp.asarray(expected)[None])[1], atol=1e-5)
 
 
@@ -103,28 +107,31 @@ def test_cnn_with_the_kernel_equals_xla_in_value_and_gradient(arch_name, channel
 
 
 def test_single_model_without_vmap():
-    x, w, _ = random_case(1, 4, 12, 8, 5, 6)
-    np.testing.assert_allclose(cpu_conv.population_conv(x[0], w[0]), im2col_conv(x[0], w[0]), atol=1e-4)
+    x, w, b, _ = random_case(1, 4, 12, 8, 5, 6)
+    np.testing.assert_allclose(cpu_conv.population_conv(x[0], w[0], b[0]), im2col_conv(x[0], w[0], b[0]), atol=1e-4)
 
 
 def test_a_models_numbers_do_not_depend_on_its_population():
-    x, w, grad = random_case(5, 3, 12, 8, 5, 6)
-    conv_vjp = lambda a, b, g: jax.vjp(jax.vmap(cpu_conv.population_conv), a, b)[1](g)
-    full = jax.vmap(cpu_conv.population_conv)(x, w)
-    full_grads = conv_vjp(x, w, grad)
-    alone = jax.vmap(cpu_conv.population_conv)(x[3:4], w[3:4])
-    alone_grads = conv_vjp(x[3:4], w[3:4], grad[3:4])
+    x, w, b, _ = random_case(5, 3, 12, 8, 5, 6)
+    conv = jax.vmap(cpu_conv.population_conv_pool)
+    grad = jnp.asarray(np.random.default_rng(4).normal(size=(5, 3, 4, 4, 6)), jnp.float32)
+    conv_vjp = lambda *args: jax.vjp(conv, *args[:3])[1](args[3])
+    full, full_grads = conv(x, w, b), conv_vjp(x, w, b, grad)
+    alone, alone_grads = conv(x[3:4], w[3:4], b[3:4]), conv_vjp(x[3:4], w[3:4], b[3:4], grad[3:4])
     np.testing.assert_array_equal(alone[0], full[3])
     for a, f in zip(alone_grads, full_grads):
         np.testing.assert_array_equal(a[0], f[3])
 
 
 def test_shape_errors_name_the_problem():
-    x, w, _ = random_case(2, 2, 12, 8, 5, 6)
+    x, w, b, _ = random_case(2, 2, 12, 8, 5, 6)
     with pytest.raises(Exception, match="kernels must be"):
-        jax.block_until_ready(jax.vmap(cpu_conv.population_conv)(x[..., :4], w))
+        jax.block_until_ready(jax.vmap(cpu_conv.population_conv)(x[..., :4], w, b))
     with pytest.raises(Exception, match="images do not split evenly over the kernels"):
-        jax.block_until_ready(cpu_conv._call(cpu_conv.FORWARD, cpu_conv._f32((3, 8, 8, 6)), x.reshape(4, 12, 12, 8)[:3], w))
+        images = x.reshape(4, 12, 12, 8)[:3]
+        jax.block_until_ready(cpu_conv._call(cpu_conv.FORWARD, cpu_conv._f32((3, 8, 8, 6)), images, w, b))
+    with pytest.raises(Exception, match="the bias has the wrong size"):
+        jax.block_until_ready(cpu_conv._call(cpu_conv.FORWARD, cpu_conv._f32((4, 8, 8, 6)), x, w, b[:, :5]))
 
 
 def test_training_steps_equal_the_xla_convolution(mnist_small):

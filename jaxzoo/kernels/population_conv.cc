@@ -5,9 +5,10 @@
 // one at a time with the model's kernel held in L1, with 8-float vectors (GCC/Clang vector
 // extensions) over output channels and several output pixels per weight load.
 //
-// Layouts (row-major): images [..., B, H, W, C]; kernels [..., K, K, C, F] (HWIO); outputs
-// [..., B, H-K+1, W-K+1, F]. The leading dims are the population (under jax.vmap with
-// broadcast_all, images and kernels share them); a kernel's images are the B after it.
+// Layouts (row-major): images [..., B, H, W, C]; kernels [..., K, K, C, F] (HWIO); biases
+// [..., F]; outputs [..., B, H-K+1, W-K+1, F], or max-pooled [..., B, (H-K+1)/2, (W-K+1)/2, F].
+// The leading dims are the population (under jax.vmap with broadcast_all, every operand has
+// them); a kernel's images are the B after it.
 // Stride 1, no padding, float32: the convolutions of the original zoos' CNNs.
 #include <algorithm>
 #include <cmath>
@@ -158,32 +159,6 @@ void forward_image(const float* x, const float* w, float* out, int64_t height, i
   }
 }
 
-using ImageFn = void (*)(const float*, const float*, float*, int64_t, int64_t, int64_t, int64_t, int64_t);
-
-template <int K>
-ImageFn forward_with_kernel(int64_t channels) {
-  switch (round_up(channels) / kLanes) {
-    case 1: return forward_image<1, K>;
-    case 2: return forward_image<2, K>;
-    case 3: return forward_image<3, K>;
-    case 4: return forward_image<4, K>;
-    case 5: return forward_image<5, 0>;  // wider: K * NV weight vectors would not fit the registers
-    case 6: return forward_image<6, 0>;
-    case 7: return forward_image<7, 0>;
-    default: return forward_image<8, 0>;
-  }
-}
-
-// The forward function for F output channels and a K x K kernel (the zoos' K: 2, 3, 5).
-ImageFn forward_for(int64_t channels, int64_t kernel) {
-  switch (kernel) {
-    case 2: return forward_with_kernel<2>(channels);
-    case 3: return forward_with_kernel<3>(channels);
-    case 5: return forward_with_kernel<5>(channels);
-    default: return forward_with_kernel<0>(channels);
-  }
-}
-
 // [K, K, C, F] -> [K, K * C, FP] with F zero-padded to FP (a multiple of 8).
 void pad_kernel(const float* w, int64_t taps, int64_t out_ch, std::vector<float>& padded) {
   const int64_t fp = round_up(out_ch);
@@ -239,8 +214,8 @@ inline void kernel_grad_taps(const float* x, const float* g, float* acc_out, int
 }
 
 template <int NV>
-void kernel_grad_image(const float* x, const float* g, float* acc, int64_t width, int64_t in_ch,
-                       int64_t kernel, int64_t oh, int64_t ow) {
+void kernel_grad_any(const float* x, const float* g, float* acc, int64_t width, int64_t in_ch,
+                     int64_t kernel, int64_t oh, int64_t ow) {
   const int64_t row_len = kernel * in_ch, fp = NV * kLanes;
   for (int64_t i = 0; i < kernel; ++i) {
     float* acc_i = acc + i * row_len * fp;
@@ -296,38 +271,49 @@ void kernel_grad_image_k(const float* x, const float* g, float* acc_out, int64_t
     }
 }
 
-using GradFn = void (*)(const float*, const float*, float*, int64_t, int64_t, int64_t, int64_t, int64_t);
-
-template <int K>
-GradFn kernel_grad_with_kernel(int64_t channels) {
-  switch (round_up(channels) / kLanes) {
-    case 1: return kernel_grad_image_k<1, K>;
-    case 2: return kernel_grad_image_k<2, K>;
-    case 3: return kernel_grad_image_k<3, K>;
-    case 4: return kernel_grad_image_k<4, K>;
-    case 5: return kernel_grad_image<5>;  // wider: K * NV accumulators would not fit the registers
-    case 6: return kernel_grad_image<6>;
-    case 7: return kernel_grad_image<7>;
-    default: return kernel_grad_image<8>;
-  }
+// Kernel gradient of one image, accumulated into acc [K, K * C, NV * 8]; K = 0: run-time K.
+template <int NV, int K>
+void kernel_grad_image(const float* x, const float* g, float* acc, int64_t width, int64_t in_ch, int64_t kernel,
+                       int64_t oh, int64_t ow) {
+  if constexpr (K > 0) kernel_grad_image_k<NV, K>(x, g, acc, width, in_ch, kernel, oh, ow);
+  else kernel_grad_any<NV>(x, g, acc, width, in_ch, kernel, oh, ow);
 }
 
-GradFn kernel_grad_for(int64_t channels, int64_t kernel) {
-  switch (kernel) {
-    case 2: return kernel_grad_with_kernel<2>(channels);
-    case 3: return kernel_grad_with_kernel<3>(channels);
-    case 5: return kernel_grad_with_kernel<5>(channels);
-    default:
-      switch (round_up(channels) / kLanes) {
-        case 1: return kernel_grad_image<1>;
-        case 2: return kernel_grad_image<2>;
-        case 3: return kernel_grad_image<3>;
-        case 4: return kernel_grad_image<4>;
-        case 5: return kernel_grad_image<5>;
-        case 6: return kernel_grad_image<6>;
-        case 7: return kernel_grad_image<7>;
-        default: return kernel_grad_image<8>;
-      }
+// Both image functions: (x, w or g, out, 5 sizes) -> void.
+using ImageFn = void (*)(const float*, const float*, float*, int64_t, int64_t, int64_t, int64_t, int64_t);
+struct Forward {
+  template <int NV, int K> static constexpr ImageFn fn = forward_image<NV, K>;
+};
+struct KernelGrad {
+  template <int NV, int K> static constexpr ImageFn fn = kernel_grad_image<NV, K>;
+};
+
+template <class Op, int NV>
+ImageFn with_vectors(int64_t kernel) {
+  if constexpr (NV <= 4) {  // wider: K * NV accumulators or weights would not fit the registers
+    switch (kernel) {
+      case 2: return Op::template fn<NV, 2>;
+      case 3: return Op::template fn<NV, 3>;
+      case 5: return Op::template fn<NV, 5>;
+      default: break;
+    }
+  }
+  return Op::template fn<NV, 0>;
+}
+
+// Op's image function for F channels (NV = ceil(F / 8) vectors) and a K x K kernel, with K
+// known at compile time for the zoos' kernels (2, 3, 5).
+template <class Op>
+ImageFn image_fn(int64_t channels, int64_t kernel) {
+  switch (round_up(channels) / kLanes) {
+    case 1: return with_vectors<Op, 1>(kernel);
+    case 2: return with_vectors<Op, 2>(kernel);
+    case 3: return with_vectors<Op, 3>(kernel);
+    case 4: return with_vectors<Op, 4>(kernel);
+    case 5: return with_vectors<Op, 5>(kernel);
+    case 6: return with_vectors<Op, 6>(kernel);
+    case 7: return with_vectors<Op, 7>(kernel);
+    default: return with_vectors<Op, 8>(kernel);
   }
 }
 
@@ -407,29 +393,35 @@ ffi::Error size_error(const char* what) {
 }
 
 // Conv (and with `which`, max-pool) of every model's images with its kernel.
-ffi::Error forward(ffi::Buffer<ffi::F32> images, ffi::Buffer<ffi::F32> kernels, float* out, size_t out_size,
-                   uint8_t* which) {
+ffi::Error forward(ffi::Buffer<ffi::F32> images, ffi::Buffer<ffi::F32> kernels, ffi::Buffer<ffi::F32> biases,
+                   float* out, size_t out_size, uint8_t* which) {
   auto g = geometry(images.dimensions(), kernels.dimensions());
   if (g.has_error()) return g.error();
   const Geometry& s = *g;
+  if (biases.element_count() != size_t(s.models * s.out_ch)) return size_error("the bias");
   const int64_t taps = s.kernel * s.kernel * s.in_ch, image_in = s.height * s.width * s.in_ch;
   const int64_t oh = s.out_h(), ow = s.out_w(), image_out = (which ? (oh / 2) * (ow / 2) : oh * ow) * s.out_ch;
   if (out_size != size_t(s.models * s.batch * image_out)) return size_error("the output");
-  const ImageFn fn = forward_for(s.out_ch, s.kernel);
+  const ImageFn fn = image_fn<Forward>(s.out_ch, s.kernel);
   const int64_t fp = round_up(s.out_ch);
   std::vector<float> padded, conv(which ? oh * ow * fp : 0);  // pooled: the conv image, padded channels
   const float* x = images.typed_data();
   const float* w = kernels.typed_data();
   for (int64_t m = 0; m < s.models; ++m) {
     pad_kernel(w + m * taps * s.out_ch, taps, s.out_ch, padded);
+    const float* bias = biases.typed_data() + m * s.out_ch;
     for (int64_t b = 0; b < s.batch; ++b) {
       const int64_t n = m * s.batch + b;
+      float* y = out + n * image_out;
       if (which) {
         fn(x + n * image_in, padded.data(), conv.data(), s.height, s.width, s.in_ch, s.kernel, fp);
-        pool_image(conv.data(), fp, out + n * image_out, which + n * image_out, oh, ow, s.out_ch);
+        pool_image(conv.data(), fp, y, which + n * image_out, oh, ow, s.out_ch);
       } else {
-        fn(x + n * image_in, padded.data(), out + n * image_out, s.height, s.width, s.in_ch, s.kernel, s.out_ch);
+        fn(x + n * image_in, padded.data(), y, s.height, s.width, s.in_ch, s.kernel, s.out_ch);
       }
+      // The bias after the max (the same numbers: adding b keeps the order of floats).
+      for (int64_t p = 0; p < image_out; p += s.out_ch)
+        for (int64_t c = 0; c < s.out_ch; ++c) y[p + c] += bias[c];
     }
   }
   return ffi::Error::Success();
@@ -475,7 +467,7 @@ ffi::Error input_grad(ffi::Buffer<ffi::F32> grads, const uint8_t* which, ffi::Bu
 }
 
 ffi::Error kernel_grad(ffi::Buffer<ffi::F32> images, ffi::Buffer<ffi::F32> grads, const uint8_t* which,
-                       ffi::Result<ffi::Buffer<ffi::F32>>& out) {
+                       ffi::Result<ffi::Buffer<ffi::F32>>& out, ffi::Result<ffi::Buffer<ffi::F32>>& bias_out) {
   auto g = geometry(images.dimensions(), out->dimensions());
   if (g.has_error()) return g.error();
   const Geometry& s = *g;
@@ -483,15 +475,22 @@ ffi::Error kernel_grad(ffi::Buffer<ffi::F32> images, ffi::Buffer<ffi::F32> grads
   const int64_t taps = k * k * s.in_ch, image_in = s.height * s.width * s.in_ch;
   OutputGrad output_grad(grads.typed_data(), which, oh, ow, f, fp);
   if (grads.element_count() != size_t(s.models * s.batch * output_grad.image_size())) return size_error("the gradient");
-  const GradFn fn = kernel_grad_for(f, k);
+  if (bias_out->element_count() != size_t(s.models * f)) return size_error("the bias gradient");
+  const ImageFn fn = image_fn<KernelGrad>(f, k);
   std::vector<float> acc(taps * fp);
   const float* x = images.typed_data();
+  const float* dy = grads.typed_data();
   float* dw = out->typed_data();
   for (int64_t m = 0; m < s.models; ++m) {
     std::fill(acc.begin(), acc.end(), 0.0f);
+    float* db = bias_out->typed_data() + m * f;
+    std::fill(db, db + f, 0.0f);
     for (int64_t b = 0; b < s.batch; ++b) {
       const int64_t n = m * s.batch + b;
       fn(x + n * image_in, output_grad.image(n), acc.data(), s.width, s.in_ch, k, oh, ow);
+      const float* gn = dy + n * output_grad.image_size();  // the bias saw every (pooled) output
+      for (int64_t p = 0; p < output_grad.image_size(); p += f)
+        for (int64_t c = 0; c < f; ++c) db[c] += gn[p + c];
     }
     for (int64_t t = 0; t < taps; ++t)
       for (int64_t c = 0; c < f; ++c) dw[(m * taps + t) * f + c] = acc[t * fp + c];
@@ -502,36 +501,38 @@ ffi::Error kernel_grad(ffi::Buffer<ffi::F32> images, ffi::Buffer<ffi::F32> grads
 using F32 = ffi::Buffer<ffi::F32>;
 using U8 = ffi::Buffer<ffi::U8>;
 
-ffi::Error ConvForward(F32 images, F32 kernels, ffi::Result<F32> out) {
-  return forward(images, kernels, out->typed_data(), out->element_count(), nullptr);
+ffi::Error ConvForward(F32 images, F32 kernels, F32 biases, ffi::Result<F32> out) {
+  return forward(images, kernels, biases, out->typed_data(), out->element_count(), nullptr);
 }
 ffi::Error ConvInputGrad(F32 grads, F32 kernels, ffi::Result<F32> out) {
   return input_grad(grads, nullptr, kernels, out);
 }
-ffi::Error ConvKernelGrad(F32 images, F32 grads, ffi::Result<F32> out) {
-  return kernel_grad(images, grads, nullptr, out);
+ffi::Error ConvKernelGrad(F32 images, F32 grads, ffi::Result<F32> out, ffi::Result<F32> bias_out) {
+  return kernel_grad(images, grads, nullptr, out, bias_out);
 }
-ffi::Error ConvPoolForward(F32 images, F32 kernels, ffi::Result<F32> out, ffi::Result<U8> which) {
+ffi::Error ConvPoolForward(F32 images, F32 kernels, F32 biases, ffi::Result<F32> out, ffi::Result<U8> which) {
   if (which->element_count() != out->element_count()) return size_error("the argmax");
-  return forward(images, kernels, out->typed_data(), out->element_count(), which->typed_data());
+  return forward(images, kernels, biases, out->typed_data(), out->element_count(), which->typed_data());
 }
 ffi::Error ConvPoolInputGrad(F32 grads, U8 which, F32 kernels, ffi::Result<F32> out) {
   if (which.element_count() != grads.element_count()) return size_error("the argmax");
   return input_grad(grads, which.typed_data(), kernels, out);
 }
-ffi::Error ConvPoolKernelGrad(F32 images, F32 grads, U8 which, ffi::Result<F32> out) {
+ffi::Error ConvPoolKernelGrad(F32 images, F32 grads, U8 which, ffi::Result<F32> out, ffi::Result<F32> bias_out) {
   if (which.element_count() != grads.element_count()) return size_error("the argmax");
-  return kernel_grad(images, grads, which.typed_data(), out);
+  return kernel_grad(images, grads, which.typed_data(), out, bias_out);
 }
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxzooConvForward, ConvForward, ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxzooConvForward, ConvForward,
+                              ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Arg<F32>().Ret<F32>());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxzooConvInputGrad, ConvInputGrad, ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>());
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxzooConvKernelGrad, ConvKernelGrad, ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxzooConvKernelGrad, ConvKernelGrad,
+                              ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>().Ret<F32>());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxzooConvPoolForward, ConvPoolForward,
-                              ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>().Ret<U8>());
+                              ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Arg<F32>().Ret<F32>().Ret<U8>());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxzooConvPoolInputGrad, ConvPoolInputGrad,
                               ffi::Ffi::Bind().Arg<F32>().Arg<U8>().Arg<F32>().Ret<F32>());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxzooConvPoolKernelGrad, ConvPoolKernelGrad,
-                              ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Arg<U8>().Ret<F32>());
+                              ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Arg<U8>().Ret<F32>().Ret<F32>());
