@@ -72,6 +72,21 @@ ffi::ErrorOr<Geometry> geometry(ffi::Span<const int64_t> images, ffi::Span<const
   return g;
 }
 
+// Writes P pixels' accumulators [P][NV] to out [P, F] (the first F of the NV * 8 lanes).
+template <int NV, int P>
+inline void store_pixels(const v8 (&acc)[P][NV], float* out, int64_t out_ch) {
+  for (int p = 0; p < P; ++p) {
+    float* o = out + p * out_ch;
+    if (out_ch == NV * kLanes) {
+      for (int v = 0; v < NV; ++v) store(o + v * kLanes, acc[p][v]);
+    } else {
+      float tmp[NV * kLanes];
+      for (int v = 0; v < NV; ++v) store(tmp + v * kLanes, acc[p][v]);
+      for (int64_t c = 0; c < out_ch; ++c) o[c] = tmp[c];
+    }
+  }
+}
+
 // One image: out[oy, ox, :F] = sum_{i, q} x[oy + i, ox, q] * w[i, q, :], where q runs over the
 // K * C contiguous floats (j, c) of a kernel row. `w` is [K, K * C, NV * 8], zero-padded.
 template <int NV, int P>
@@ -91,16 +106,7 @@ inline void forward_pixels(const float* x, const float* w, float* out, int64_t w
       }
     }
   }
-  for (int p = 0; p < P; ++p) {
-    float* o = out + p * out_ch;
-    if (out_ch == NV * kLanes) {
-      for (int v = 0; v < NV; ++v) store(o + v * kLanes, acc[p][v]);
-    } else {
-      float tmp[NV * kLanes];
-      for (int v = 0; v < NV; ++v) store(tmp + v * kLanes, acc[p][v]);
-      for (int64_t c = 0; c < out_ch; ++c) o[c] = tmp[c];
-    }
-  }
+  store_pixels<NV, P>(acc, out, out_ch);
 }
 
 // The same with K known at compile time: an input value x[oy + i, ox + s, c] serves the P
@@ -129,16 +135,7 @@ inline void forward_pixels_k(const float* x, const float* w, float* out, int64_t
       }
     }
   }
-  for (int p = 0; p < P; ++p) {
-    float* o = out + p * out_ch;
-    if (out_ch == NV * kLanes) {
-      for (int v = 0; v < NV; ++v) store(o + v * kLanes, acc[p][v]);
-    } else {
-      float tmp[NV * kLanes];
-      for (int v = 0; v < NV; ++v) store(tmp + v * kLanes, acc[p][v]);
-      for (int64_t c = 0; c < out_ch; ++c) o[c] = tmp[c];
-    }
-  }
+  store_pixels<NV, P>(acc, out, out_ch);
 }
 
 // One image [H, W, C] -> [H-K+1, W-K+1, F]; K = 0: the kernel size is a run-time value.
@@ -153,6 +150,13 @@ void forward_image(const float* x, const float* w, float* out, int64_t height, i
       float* o = out + (oy * ow + ox) * out_ch;
       if constexpr (K > 0) forward_pixels_k<NV, P, K>(x, w, o, width, in_ch, out_ch, oy, ox);
       else forward_pixels<NV, P>(x, w, o, width, in_ch, kernel, out_ch, oy, ox);
+    }
+    if constexpr (P > 4) {  // narrow images (CNN-m's last conv: 4 pixels wide)
+      for (; ox + 4 <= ow; ox += 4) {
+        float* o = out + (oy * ow + ox) * out_ch;
+        if constexpr (K > 0) forward_pixels_k<NV, 4, K>(x, w, o, width, in_ch, out_ch, oy, ox);
+        else forward_pixels<NV, 4>(x, w, o, width, in_ch, kernel, out_ch, oy, ox);
+      }
     }
     for (; ox < ow; ++ox)
       forward_pixels<NV, 1>(x, w, out + (oy * ow + ox) * out_ch, width, in_ch, kernel, out_ch, oy, ox);
@@ -229,6 +233,25 @@ void kernel_grad_any(const float* x, const float* g, float* acc, int64_t width, 
 // The same with K known at compile time: for a kernel row i and input channel c, the K
 // accumulators of the columns j stay in registers over all pixels, and a block of P pixels
 // reuses each input value for every j (P + K - 1 input loads for P * K vector FMAs).
+// acc[j] += x[ox + p + j, c] * g[ox + p] over a block of P pixels of one row.
+template <int NV, int P, int K>
+inline void kernel_grad_block(const float* row, const float* gr, v8 (&acc)[K][NV], int64_t in_ch, int64_t ox) {
+  constexpr int64_t fp = NV * kLanes;
+  v8 gv[P][NV];
+  for (int p = 0; p < P; ++p)
+    for (int v = 0; v < NV; ++v) gv[p][v] = load(gr + (ox + p) * fp + v * kLanes);
+#pragma GCC unroll 16
+  for (int t = 0; t < P + K - 1; ++t) {
+    const float a = row[(ox + t) * in_ch];
+#pragma GCC unroll 8
+    for (int j = 0; j < K; ++j) {
+      const int p = t - j;
+      if (p >= 0 && p < P)
+        for (int v = 0; v < NV; ++v) acc[j][v] += a * gv[p][v];
+    }
+  }
+}
+
 template <int NV, int K>
 void kernel_grad_image_k(const float* x, const float* g, float* acc_out, int64_t width, int64_t in_ch,
                          int64_t kernel, int64_t oh, int64_t ow) {
@@ -245,26 +268,10 @@ void kernel_grad_image_k(const float* x, const float* g, float* acc_out, int64_t
         const float* row = x + (oy + i) * width * in_ch + c;
         const float* gr = g + oy * ow * fp;
         int64_t ox = 0;
-        for (; ox + P <= ow; ox += P) {
-          v8 gv[P][NV];
-          for (int p = 0; p < P; ++p)
-            for (int v = 0; v < NV; ++v) gv[p][v] = load(gr + (ox + p) * fp + v * kLanes);
-#pragma GCC unroll 16
-          for (int t = 0; t < P + K - 1; ++t) {
-            const float a = row[(ox + t) * in_ch];
-#pragma GCC unroll 8
-            for (int j = 0; j < K; ++j) {
-              const int p = t - j;
-              if (p >= 0 && p < P)
-                for (int v = 0; v < NV; ++v) acc[j][v] += a * gv[p][v];
-            }
-          }
-        }
-        for (; ox < ow; ++ox)
-          for (int j = 0; j < K; ++j) {
-            const float a = row[(ox + j) * in_ch];
-            for (int v = 0; v < NV; ++v) acc[j][v] += a * load(gr + ox * fp + v * kLanes);
-          }
+        for (; ox + P <= ow; ox += P) kernel_grad_block<NV, P, K>(row, gr, acc, in_ch, ox);
+        if constexpr (P > 4)
+          for (; ox + 4 <= ow; ox += 4) kernel_grad_block<NV, 4, K>(row, gr, acc, in_ch, ox);
+        for (; ox < ow; ++ox) kernel_grad_block<NV, 1, K>(row, gr, acc, in_ch, ox);
       }
       for (int j = 0; j < K; ++j)
         for (int v = 0; v < NV; ++v) store(out + (j * in_ch * NV + v) * kLanes, acc[j][v]);
@@ -290,7 +297,7 @@ struct KernelGrad {
 
 template <class Op, int NV>
 ImageFn with_vectors(int64_t kernel) {
-  if constexpr (NV <= 4) {  // wider: K * NV accumulators or weights would not fit the registers
+  if constexpr (NV <= 2) {  // wider: the K * NV weights and accumulators spill (measured slower)
     switch (kernel) {
       case 2: return Op::template fn<NV, 2>;
       case 3: return Op::template fn<NV, 3>;
