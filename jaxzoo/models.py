@@ -6,7 +6,8 @@ layer's weights are laid out exactly as PyTorch's. Images enter NHWC.
 
 Convolutions are computed as patches @ kernel (im2col): under `jax.vmap` over per-model
 kernels a `lax.conv` lowers to a grouped convolution that XLA:CPU runs slowly, whereas the
-patches form becomes one batched matmul.
+patches form becomes one batched matmul. On the CPU backend the trainer uses the C++ kernel
+of `jaxzoo.cpu_conv` instead (`conv='cpu_kernel'`: conv, bias and max-pool in one pass).
 
 Per-model factors that vary inside a compiled population (activation, dropout rate) are
 arrays; the *set* of activations present is static, so a population that uses one
