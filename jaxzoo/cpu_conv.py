@@ -5,8 +5,8 @@ patches and the max-pool's passes leave the caches; the kernel in `kernels/popul
 convolves (and max-pools) each model's images with the model's kernel held in L1.
 
 The kernel is compiled on first use with the system C++ compiler (`$CXX`, else g++ or c++) for
-this CPU and cached under `$JAXZOO_KERNEL_DIR` (default ~/.cache/jaxzoo/kernels), keyed by the source,
-the jax version and the CPU, so a shared home directory serves different machines.
+this CPU and cached under `$JAXZOO_KERNEL_DIR` (default ~/.cache/jaxzoo/kernels), keyed by the
+source, the compiler, the jax version and the CPU, so a shared home serves different machines.
 `runtime.conv = 'auto'` uses it on the CPU backend when it builds, and XLA's im2col otherwise.
 """
 
@@ -59,7 +59,7 @@ def _compiler() -> str | None:
 
 
 def build_library(directory: Path | None = None) -> Path:
-    """Compiles the kernel (once per source, jax version and CPU) -> path of the shared library.
+    """Compiles the kernel (once per source, compiler, jax version and CPU) -> the shared library.
 
     Raises RuntimeError with the compiler's message when there is no compiler or it fails.
     """
@@ -67,8 +67,8 @@ def build_library(directory: Path | None = None) -> Path:
     if compiler is None:
         raise RuntimeError("no C++ compiler found (set $CXX or install g++)")
     source = SOURCE.read_bytes()
-    key = hashlib.sha256(b"\0".join([source, jax.__version__.encode(), _cpu_identity().encode(),
-                                     " ".join(FLAGS).encode()])).hexdigest()[:16]
+    key = hashlib.sha256(b"\0".join([source, compiler.encode(), jax.__version__.encode(),
+                                     _cpu_identity().encode(), " ".join(FLAGS).encode()])).hexdigest()[:16]
     directory = directory or cache_dir()
     library = directory / f"population_conv-{key}.so"
     if library.exists():

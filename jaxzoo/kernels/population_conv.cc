@@ -230,10 +230,8 @@ void kernel_grad_any(const float* x, const float* g, float* acc, int64_t width, 
   }
 }
 
-// The same with K known at compile time: for a kernel row i and input channel c, the K
-// accumulators of the columns j stay in registers over all pixels, and a block of P pixels
-// reuses each input value for every j (P + K - 1 input loads for P * K vector FMAs).
-// acc[j] += x[ox + p + j, c] * g[ox + p] over a block of P pixels of one row.
+// acc[j] += x[ox + p + j, c] * g[ox + p] over a block of P pixels of one row: each input value
+// serves every kernel column j (P + K - 1 input loads for P * K vector FMAs).
 template <int NV, int P, int K>
 inline void kernel_grad_block(const float* row, const float* gr, v8 (&acc)[K][NV], int64_t in_ch, int64_t ox) {
   constexpr int64_t fp = NV * kLanes;
@@ -252,6 +250,8 @@ inline void kernel_grad_block(const float* row, const float* gr, v8 (&acc)[K][NV
   }
 }
 
+// kernel_grad_any with K known at compile time: for a kernel row i and input channel c, the
+// K accumulators of the columns j stay in registers over all pixels.
 template <int NV, int K>
 void kernel_grad_image_k(const float* x, const float* g, float* acc_out, int64_t width, int64_t in_ch,
                          int64_t kernel, int64_t oh, int64_t ow) {
@@ -440,9 +440,9 @@ ffi::Error input_grad(ffi::Buffer<ffi::F32> grads, const uint8_t* which, ffi::Bu
   auto g = geometry(out->dimensions(), kernels.dimensions());
   if (g.has_error()) return g.error();
   const Geometry& s = *g;
-  const int64_t k = s.kernel, f = s.out_ch, c = s.in_ch;
+  const int64_t k = s.kernel, f = s.out_ch, c = s.in_ch, oh = s.out_h(), ow = s.out_w();
   const int64_t nq = round_up(k * c) / kLanes, row = s.width * c, pitch = row + nq * kLanes;
-  OutputGrad output_grad(grads.typed_data(), which, s.out_h(), s.out_w(), f, f);
+  OutputGrad output_grad(grads.typed_data(), which, oh, ow, f, f);
   if (grads.element_count() != size_t(s.models * s.batch * output_grad.image_size())) return size_error("the gradient");
   std::vector<float> rows(k * f * nq * kLanes), dx_padded(s.height * pitch);
   const float* w = kernels.typed_data();
@@ -458,7 +458,6 @@ ffi::Error input_grad(ffi::Buffer<ffi::F32> grads, const uint8_t* which, ffi::Bu
       const float* gi = output_grad.image(n);
       std::fill(dx_padded.begin(), dx_padded.end(), 0.0f);
       for (int64_t q0 = 0; q0 < nq; q0 += 4) {
-        const int64_t oh = s.out_h(), ow = s.out_w();
         switch (std::min<int64_t>(4, nq - q0)) {
           case 1: input_grad_block<1>(gi, rows.data(), dx_padded.data(), pitch, c, k, f, nq, oh, ow, q0); break;
           case 2: input_grad_block<2>(gi, rows.data(), dx_padded.data(), pitch, c, k, f, nq, oh, ow, q0); break;
