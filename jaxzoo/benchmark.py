@@ -18,7 +18,6 @@ else every epoch 1..E (the paper does not state its epochs).
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import sys
@@ -29,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxzoo.cli import epoch_list, run
+from jaxzoo.cli import ArgumentParser, check_destination, epoch_list, number_in, run
 from jaxzoo.errors import UserError
 from jaxzoo.export import VectorSplit, load_vectors, read_zoo, vector_splits
 
@@ -198,15 +197,20 @@ def benchmark_workdir(workdir, epochs: list[int] | None = None, threshold: float
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jaxzoo.benchmark", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m jaxzoo.benchmark", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", action="append", default=[], help="a trained zoo (repeat for a multi-zoo table)")
     parser.add_argument("--vectors", default="", help="an exported flat-vector folder instead of a workdir")
     parser.add_argument("--epochs", type=epoch_list, default="", help="comma-separated epochs (default: see the module doc)")
-    parser.add_argument("--threshold", type=float, default=5.0)
+    parser.add_argument("--threshold", type=number_in(0, low_open=True), default=5.0,
+                        help="drop rows with |w| above it")
     parser.add_argument("--out", default="", help="write the markdown table here too")
     args = parser.parse_args(argv)
+    if args.vectors and args.workdir:
+        parser.error("--vectors and --workdir exclude each other: benchmark either an export or trained zoos")
 
     def action():
+        if args.out:
+            check_destination(pathlib.Path(args.out), "--out", is_file=True)
         rows = {}
         if args.vectors:
             rows[pathlib.Path(args.vectors).resolve().parent.name] = table3(load_vectors(args.vectors))["table"]
@@ -220,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.out:
             pathlib.Path(args.out).write_text(table_md)
 
-    return run(action)
+    return run(action, args.verbose)
 
 
 if __name__ == "__main__":

@@ -11,18 +11,23 @@ Layout of a workdir:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pathlib
 from typing import Any
 
-import numpy as np
 import jax
+import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy
 
 from jaxzoo import distributed
 from jaxzoo.config import describe_difference, identity_hash
+from jaxzoo.config import identity as identity_of
 from jaxzoo.errors import UserError
+
+log = logging.getLogger("jaxzoo")
 
 METRIC_NAMES = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
 
@@ -41,13 +46,7 @@ def prepare_workdir(workdir: str | os.PathLike, identity: dict, resolved: dict, 
     path = pathlib.Path(workdir).absolute()
     config_path = path / "config.json"
     if config_path.exists():
-        try:
-            existing = json.loads(config_path.read_text())
-            existing_identity = existing["identity"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise WorkdirError(
-                f"{config_path} is not a jaxzoo config: choose another --workdir"
-            ) from None
+        existing_identity = read_config(path)["identity"]
         if existing_identity != identity:
             raise WorkdirError(
                 f"workdir {path} holds another zoo ({describe_difference(existing_identity, identity)}): "
@@ -72,6 +71,32 @@ def prepare_workdir(workdir: str | os.PathLike, identity: dict, resolved: dict, 
     return path
 
 
+def read_config(workdir: str | os.PathLike) -> dict:
+    """A workdir's config.json, after checking that it still describes the zoo trained there.
+
+    The stored identity must hash to `identity_hash` and follow from the stored config, so an
+    edited config.json (say, another `data.name`) is refused instead of mislabelling exports.
+    """
+    path = pathlib.Path(workdir).absolute() / "config.json"
+    try:
+        document = json.loads(path.read_text())
+        stored, config = document["identity"], document["config"]
+        recomputed = identity_of(ml_collections.ConfigDict(config))
+    except (FileNotFoundError, NotADirectoryError):
+        raise WorkdirError(f"{path.parent} is not a jaxzoo workdir (no config.json): pass the --workdir of a "
+                           "trained zoo") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError):
+        raise WorkdirError(f"{path} is not a jaxzoo config (unreadable or incomplete): choose another --workdir") from None
+    recomputed.update({key: stored[key] for key in ("dataset", "shard") if key in stored})
+    if identity_hash(stored) != document.get("identity_hash") or recomputed != stored:
+        difference = describe_difference(stored, recomputed) or "identity_hash"
+        raise WorkdirError(
+            f"{path} was edited after training ({difference}): restore it as training wrote it, "
+            "or train the changed zoo in a new --workdir"
+        )
+    return document
+
+
 def _write_json_atomic(path: pathlib.Path, data: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=1))
@@ -79,7 +104,8 @@ def _write_json_atomic(path: pathlib.Path, data: Any) -> None:
 
 
 def open_manager(workdir: pathlib.Path, async_save: bool) -> ocp.CheckpointManager:
-    """An Orbax manager that keeps every epoch (PreserveAll)."""
+    """An Orbax manager that keeps every epoch (PreserveAll); call `set_aside_damaged` first,
+    since the manager reads every epoch's metrics when it opens."""
     options = ocp.CheckpointManagerOptions(
         preservation_policy=preservation_policy.PreserveAll(),
         enable_async_checkpointing=async_save,
@@ -89,46 +115,131 @@ def open_manager(workdir: pathlib.Path, async_save: bool) -> ocp.CheckpointManag
 
 
 def save_epoch(manager: ocp.CheckpointManager, epoch: int, state, metrics: dict[str, np.ndarray]) -> None:
-    """Saves the population's state and metrics for `epoch` (async; arrays must not change)."""
+    """Saves the population's state and metrics for `epoch` and waits for the commit.
+
+    Raises WorkdirError (disk full, folder gone) at this epoch, so that the caller records an
+    epoch in metrics.jsonl only once its checkpoint is on disk.
+    """
     metrics_json = {name: np.asarray(values).tolist() for name, values in metrics.items()}
     if distributed.is_multiprocess():  # every process writes its block of one global state
         state = distributed.to_global(state)
-    manager.save(
-        epoch,
-        args=ocp.args.Composite(state=ocp.args.StandardSave(state), metrics=ocp.args.JsonSave(metrics_json)),
-    )
+    try:
+        manager.save(
+            epoch,
+            args=ocp.args.Composite(state=ocp.args.StandardSave(state), metrics=ocp.args.JsonSave(metrics_json)),
+        )
+        manager.wait_until_finished()
+    except Exception as error:  # Orbax wraps OSErrors of its writer threads in several types
+        reason = next((e.strerror for e in _causes(error) if isinstance(e, OSError) and e.strerror), None)
+        raise WorkdirError(
+            f"saving the checkpoint of epoch {epoch} in {manager.directory} failed "
+            f"({reason or type(error).__name__}): free space or fix the folder, then rerun the same command "
+            f"to resume after epoch {epoch - 1}"
+        ) from None
+
+
+def _causes(error: BaseException):
+    """The error and the chain of exceptions behind it."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def saved_epochs(directory: pathlib.Path) -> list[int]:
+    """Epoch folders under `directory` (Orbax's unfinished temporary folders excluded)."""
+    if not directory.is_dir():
+        return []
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and p.is_dir())
+
+
+def epoch_damage(epoch_dir: pathlib.Path) -> str | None:
+    """Why an epoch's checkpoint folder cannot be trusted, or None when its files look whole.
+
+    Checks the metrics JSON and the state's metadata; a damaged array file shows only when
+    the state is restored.
+    """
+    metrics = epoch_dir / "metrics" / "metrics"
+    state_metadata = epoch_dir / "state" / "_METADATA"
+    for part in (metrics, state_metadata):
+        if not part.is_file():
+            return f"{part.relative_to(epoch_dir)} is missing"
+    try:
+        values = json.loads(metrics.read_text())
+        if not isinstance(values, dict) or not all(isinstance(v, list) for v in values.values()):
+            return "metrics/metrics is not a metrics table"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return "metrics/metrics is unreadable"
+    try:
+        json.loads(state_metadata.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return "state/_METADATA is unreadable"
+    return None
+
+
+def set_aside(workdir: pathlib.Path, epochs: list[int], reason: str) -> None:
+    """Moves epoch folders out of checkpoints/ into <workdir>/damaged/ (kept, never deleted)."""
+    damaged = workdir / "damaged"
+    damaged.mkdir(exist_ok=True)
+    for epoch in epochs:
+        target, n = damaged / str(epoch), 1
+        while target.exists():
+            target, n = damaged / f"{epoch}.{n}", n + 1
+        os.replace(workdir / "checkpoints" / str(epoch), target)
+    log.info("checkpoint of epoch %d is damaged (%s): moved %s to %s; resuming from epoch %d",
+             epochs[0], reason, "it" if len(epochs) == 1 else f"epochs {epochs[0]}..{epochs[-1]}", damaged,
+             epochs[0] - 1)
+
+
+def set_aside_damaged(workdir: pathlib.Path) -> None:
+    """Before training resumes: the first damaged epoch and every later one go to damaged/."""
+    epochs = saved_epochs(workdir / "checkpoints")
+    for i, epoch in enumerate(epochs):
+        reason = epoch_damage(workdir / "checkpoints" / str(epoch))
+        if reason:
+            set_aside(workdir, epochs[i:], reason)
+            return
 
 
 def restore_latest(manager: ocp.CheckpointManager, abstract_state) -> tuple[int, Any] | None:
-    """-> (epoch, state) of the newest complete checkpoint, or None for a fresh workdir."""
-    epoch = manager.latest_step()
-    if epoch is None:
-        return None
+    """-> (epoch, state) of the newest readable checkpoint, or None for a fresh workdir.
+
+    A newest checkpoint whose state cannot be restored is set aside (see `set_aside`) and the
+    one before it is tried.
+    """
     if distributed.is_multiprocess():
         abstract_state = distributed.global_abstract(abstract_state)
-    try:
-        restored = manager.restore(
-            epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
-        )
+    while (epoch := manager.latest_step()) is not None:
+        try:
+            restored = manager.restore(
+                epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
+            )
+        except Exception as error:  # Orbax raises many types for damaged files
+            if distributed.is_multiprocess():  # the processes must agree: no unilateral moves
+                raise WorkdirError(
+                    f"checkpoint of epoch {epoch} in {manager.directory} is unreadable ({type(error).__name__}): "
+                    f"move {manager.directory / str(epoch)} away to resume from epoch {epoch - 1}"
+                ) from None
+            set_aside(manager.directory.parent, [epoch], f"state unreadable, {type(error).__name__}")
+            manager.reload()
+            continue
         if distributed.is_multiprocess():
             restored = {"state": distributed.to_local(restored["state"])}
-    except Exception as error:  # Orbax raises many types for damaged files
-        raise WorkdirError(
-            f"checkpoint of epoch {epoch} in {manager.directory} is unreadable "
-            f"({type(error).__name__}): move {manager.directory / str(epoch)} away to resume from epoch {epoch - 1}"
-        ) from None
-    return epoch, restored["state"]
+        return epoch, restored["state"]
+    return None
 
 
-def restore_metrics(manager: ocp.CheckpointManager, epoch: int) -> dict[str, np.ndarray]:
-    try:
-        restored = manager.restore(epoch, args=ocp.args.Composite(metrics=ocp.args.JsonRestore()))
-        return {name: np.asarray(values) for name, values in restored["metrics"].items()}
-    except Exception as error:
+def restore_metrics(directory: pathlib.Path, epoch: int) -> dict[str, np.ndarray]:
+    """The metrics arrays [M] saved with an epoch's checkpoint under `directory` (checkpoints/)."""
+    path = pathlib.Path(directory) / str(epoch) / "metrics" / "metrics"
+    reason = epoch_damage(path.parent.parent)
+    if reason:
         raise WorkdirError(
-            f"metrics of epoch {epoch} in {manager.directory} are unreadable ({type(error).__name__}): "
-            f"move {manager.directory / str(epoch)} away to resume from epoch {epoch - 1}"
-        ) from None
+            f"checkpoint of epoch {epoch} in {directory} is damaged ({reason}): rerun the train command, "
+            "which sets it aside and retrains it"
+        )
+    return {name: np.asarray(values) for name, values in json.loads(path.read_text()).items()}
 
 
 def metrics_lines(epoch: int, model_ids: np.ndarray, metrics: dict[str, np.ndarray]) -> list[str]:
@@ -162,41 +273,47 @@ def read_metrics(workdir: str | os.PathLike) -> list[dict]:
 
 
 class ZooCheckpoints:
-    """Read-only access to a workdir's epoch checkpoints, through one Orbax manager."""
+    """Read-only access to a workdir's epoch checkpoints (no manager: nothing is written)."""
 
     def __init__(self, workdir: str | os.PathLike):
-        directory = pathlib.Path(workdir).absolute() / "checkpoints"
-        if not directory.is_dir():
-            raise WorkdirError(f"{directory} does not exist: train the zoo first (python -m jaxzoo.train)")
-        options = ocp.CheckpointManagerOptions(read_only=True)
-        self.manager = ocp.CheckpointManager(directory, options=options, item_names=("state", "metrics"))
+        self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
+        if not self.directory.is_dir():
+            raise WorkdirError(f"{self.directory} does not exist: train the zoo first (python -m jaxzoo.train)")
 
     def epochs(self) -> list[int]:
-        """The epochs with a complete checkpoint."""
-        return sorted(self.manager.all_steps())
+        """The epochs with a checkpoint folder (see `damaged` for which of them are whole)."""
+        return saved_epochs(self.directory)
+
+    def damaged(self) -> dict[int, str]:
+        """{epoch: why} for the checkpoint folders whose files are not whole."""
+        reasons = {epoch: epoch_damage(self.directory / str(epoch)) for epoch in self.epochs()}
+        return {epoch: reason for epoch, reason in reasons.items() if reason}
 
     def state(self, epoch: int | None = None) -> tuple[int, dict]:
         """-> (epoch, state as numpy arrays [M, ...]); the newest epoch by default."""
-        epoch = self.manager.latest_step() if epoch is None else epoch
-        if epoch is None or epoch not in self.manager.all_steps():
-            raise WorkdirError(f"{self.manager.directory} has no checkpoint for epoch {epoch}: epochs {self.epochs()}")
+        epochs = self.epochs()
+        epoch = (epochs[-1] if epochs else None) if epoch is None else epoch
+        if epoch is None or epoch not in epochs:
+            raise WorkdirError(f"{self.directory} has no checkpoint for epoch {epoch}: epochs {epochs}")
+        path = self.directory / str(epoch) / "state"
         try:
-            try:
-                restored = self.manager.restore(epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-            except (ValueError, TypeError):  # saved by several processes: restore onto this process's device
-                target = self._local_target(epoch)
-                restored = self.manager.restore(epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
-                restored = {"state": jax.tree.map(np.asarray, restored["state"])}
+            with ocp.StandardCheckpointer() as reader:
+                try:
+                    state = reader.restore(path)
+                except (ValueError, TypeError):  # saved by several processes: restore onto this process's device
+                    state = reader.restore(path, self._local_target(reader, path))
+            state = jax.tree.map(np.asarray, state)
         except Exception as error:  # Orbax raises many types for damaged files
             raise WorkdirError(
-                f"checkpoint of epoch {epoch} in {self.manager.directory} is unreadable ({type(error).__name__}): "
-                "retrain from the epoch before (move it away and rerun the train command)"
+                f"checkpoint of epoch {epoch} in {self.directory} is unreadable ({type(error).__name__}): "
+                "rerun the train command, which sets it aside and retrains it"
             ) from None
-        return epoch, restored["state"]
+        return epoch, state
 
-    def _local_target(self, epoch: int):
+    @staticmethod
+    def _local_target(reader: ocp.StandardCheckpointer, path: pathlib.Path):
         """The saved tree's shapes on this process's first device (whatever topology saved it)."""
-        metadata = ocp.StandardCheckpointer().metadata(self.manager.directory / str(epoch) / "state")
+        metadata = reader.metadata(path)
         tree = getattr(metadata, "item_metadata", metadata)
         tree = getattr(tree, "tree", tree)
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
@@ -205,10 +322,10 @@ class ZooCheckpoints:
 
     def metrics(self, epoch: int) -> dict[str, np.ndarray]:
         """The metrics arrays [M] saved with an epoch's checkpoint."""
-        return restore_metrics(self.manager, epoch)
+        return restore_metrics(self.directory, epoch)
 
     def close(self) -> None:
-        self.manager.close()
+        """Nothing to release (kept so readers can be used in try/finally)."""
 
 
 def load_state(workdir: str | os.PathLike, epoch: int | None = None) -> tuple[int, dict]:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
+import pathlib
 import sys
+import tempfile
+import warnings
 from typing import Callable
 
 from jaxzoo.errors import UserError
@@ -18,30 +22,128 @@ def error_exit(message: str) -> int:
     return 2
 
 
-def run(action: Callable[[], object]) -> int:
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with jaxzoo's error style (one line, exit 2) and a shared --verbose flag."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add_argument("--verbose", action="store_true", help="show the libraries' own log lines and warnings")
+
+    def error(self, message: str):
+        sys.exit(error_exit(f"{message.splitlines()[0]} (see {self.prog} --help)"))
+
+
+def run(action: Callable[[], object], verbose: bool = False) -> int:
     """Runs a command's action: 0, or 2 with the UserError's one-line message."""
+    quiet_libraries(verbose)
     try:
         action()
     except UserError as error:
-        return error_exit(str(error))
+        return error_exit(str(error).splitlines()[0])
     return 0
 
 
+def quiet_libraries(verbose: bool) -> None:
+    """Keeps the libraries' chatter (absl, Orbax, TFDS, Python warnings) off the terminal
+    unless `verbose` (--verbose) or JAXZOO_VERBOSE=1; jaxzoo's own lines are not affected."""
+    from absl import logging as absl_logging
+
+    from jaxzoo.data import tfds_source
+
+    if verbose:
+        os.environ["JAXZOO_VERBOSE"] = "1"  # what tfds_source.quiet() reads
+    verbose = tfds_source.verbose()
+
+    absl_logging.set_verbosity(absl_logging.INFO if verbose else absl_logging.ERROR)
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
+    if not verbose:
+        warnings.filterwarnings("ignore")
+        sys.unraisablehook = _drop_closed_loop_callbacks
+
+
+LIBRARY_LOGGERS = ("absl", "orbax", "tensorflow", "tensorflow_datasets", "jax", "etils")
+
+
+def _drop_closed_loop_callbacks(unraisable) -> None:
+    """Orbax's reads of a damaged checkpoint leave TensorStore callbacks aimed at a closed asyncio
+    loop (dozens of tracebacks after the one-line error); every other unraisable is shown."""
+    error = unraisable.exc_value
+    if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+        sys.__unraisablehook__(unraisable)
+
+
+def check_destination(path: pathlib.Path, flag: str, is_file: bool = False) -> None:
+    """Before any work: raises UserError unless `path` (a folder, or a file with `is_file`) can be
+    created or written; missing folders of a folder destination are created later by the command."""
+    path = pathlib.Path(path).absolute()
+    if is_file and path.is_dir():
+        raise UserError(f"{flag} {path} is a folder: name a file")
+    if not is_file and path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path} is a file: name a folder")
+    folder = path.parent if is_file else path
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{flag} {path} is not writable: {existing} is a file: choose another {flag}")
+    if is_file and existing != folder:
+        raise UserError(f"{flag} {path}: the folder {folder} does not exist: create it or choose another {flag}")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise UserError(f"{flag} {path} is not writable ({error.strerror} in {existing}): choose another {flag}") from None
+
+
 def epoch_list(text: str) -> list[int] | None:
-    """argparse type for '--epochs 5,15,50' ('' means the command's default)."""
+    """argparse type for '--epochs 5,15,50' ('' means the command's default): distinct epochs >= 0."""
     if not text:
         return None
     try:
-        return [int(e) for e in text.split(",")]
+        epochs = [int(e) for e in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+    if min(epochs) < 0 or len(set(epochs)) < len(epochs):
+        raise argparse.ArgumentTypeError(f"{text!r} must list distinct epochs >= 0")
+    return sorted(epochs)
+
+
+def number_in(low: float, high: float = math.inf, integer: bool = False, low_open: bool = False):
+    """argparse type: a finite number (an integer with `integer`) in [low, high] ((low, high] with low_open)."""
+    kind = "an integer" if integer else "a number"
+    bound = f"{'>' if low_open else '>='} {low}" if high == math.inf else f"in {'(' if low_open else '['}{low}, {high}]"
+
+    def parse(text: str):
+        try:
+            value = int(text) if integer else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {kind}") from None
+        if not math.isfinite(value) or value < low or (low_open and value == low) or value > high:
+            raise argparse.ArgumentTypeError(f"{text} is out of range: use {kind} {bound}")
+        return value
+
+    return parse
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time of each line (captured output included)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _):
+        pass
 
 
 def setup_logging() -> None:
-    """jaxzoo's progress lines on stderr with a timestamp (absl's root handler left out)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-    log.addHandler(handler)
+    """jaxzoo's progress lines on stderr with a timestamp (absl's root handler left out); once."""
+    if not any(isinstance(handler, _StderrHandler) for handler in log.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False
 
@@ -56,8 +158,14 @@ def use_cpu_cores(count: int = 0) -> int:
     """
     import jax
 
+    from jaxzoo import host
+
     if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
         return 0
-    count = count or len(os.sched_getaffinity(0))
-    jax.config.update("jax_num_cpu_devices", count)
+    count = count or host.usable_cpu_count()
+    try:
+        jax.config.update("jax_num_cpu_devices", count)
+    except RuntimeError:  # JAX already runs in this process (a notebook, a test): keep its devices
+        log.debug("JAX already started: keeping its %d device(s)", jax.local_device_count())
+        return 0
     return count

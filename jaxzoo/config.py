@@ -20,13 +20,15 @@ from jaxzoo.augment import AUGMENTATIONS
 from jaxzoo.cpu_conv import CONV_IMPLEMENTATIONS
 from jaxzoo.models import ACTIVATIONS, ARCHS, INITS
 from jaxzoo.optim import OPTIMIZERS
-from jaxzoo.population import SEED_MODES
+from jaxzoo.population import FACTORS, SEED_MODES
 
 
 RESNET_ARCHS = ("resnet18",)
 MODEL_ARCHS = (*ARCHS, *RESNET_ARCHS)
 SCHEDULERS = ("none", "one_cycle")
 COMPUTE_DTYPES = ("float32", "bfloat16")
+MAX_SEED = 2**32 - 1  # model and zoo seeds are uint32
+MAX_MODELS = 1_000_000  # the model table and models.json are built in host memory
 
 
 class ConfigError(UserError, ValueError):
@@ -104,10 +106,21 @@ def _check_choices(field: str, values, choices) -> None:
         _check(value in choices, f"unknown {field} {value!r}: choose from {sorted(choices)}")
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_int(field: str, value, low: int, high: int, meaning: str = "") -> None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+    _check(ok, f"{field}={value!r} is out of range: use an integer in {low}..{high}{meaning}")
+
+
 def _check_numbers(field: str, values, low: float, high: float, low_open: bool) -> None:
+    values = tuple(values) if isinstance(values, (tuple, list)) else (values,)
     _check(len(values) > 0, f"{field} is empty: give at least one value")
     for value in values:
-        ok = isinstance(value, (int, float)) and math.isfinite(value)
+        _check(_is_number(value), f"{field} value {value!r} is not a number: use a number such as 0.001")
+        ok = math.isfinite(value)
         ok = ok and (low < value if low_open else low <= value) and value < high
         bracket = "(" if low_open else "["
         _check(ok, f"{field} value {value!r} is out of range: use a number in {bracket}{low}, {high})")
@@ -141,18 +154,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
                                       ("compute_dtype", training.compute_dtype, "float32")):
             _check(value == default, f"training.{field}={value!r} is for ResNet zoos: set it to {default!r} "
                                      f"for model.arch={config.model.arch}")
-    _check(
-        isinstance(config.num_shards, int) and config.num_shards >= 1,
-        f"num_shards={config.num_shards!r} must be an integer >= 1 (1: no job array)",
-    )
-    _check(
-        isinstance(config.shard_index, int) and 0 <= config.shard_index < config.num_shards,
-        f"shard_index={config.shard_index!r} is out of range: use 0..{config.num_shards - 1}",
-    )
-    _check(
-        isinstance(config.training.num_epochs, int) and 1 <= config.training.num_epochs <= 10_000,
-        f"training.num_epochs={config.training.num_epochs!r} is out of range: use 1..10000",
-    )
+    _check_int("seed", config.seed, 0, MAX_SEED, " (the zoo seed)")
+    _check_int("num_shards", config.num_shards, 1, MAX_MODELS, " (1: no job array)")
+    _check_int("shard_index", config.shard_index, 0, config.num_shards - 1)
+    _check_int("training.num_epochs", config.training.num_epochs, 1, 10_000)
+    _check_int("data.max_examples_per_split", config.data.max_examples_per_split, 0, 2**31 - 1, " (0: all)")
     train_size = info.split_sizes[0]
     if config.data.max_examples_per_split:
         train_size = min(train_size, config.data.max_examples_per_split)
@@ -165,14 +171,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
         total_steps = config.training.num_epochs * math.ceil(train_size / config.training.batch_size)
         _check(0.3 * total_steps - 1 > 0, f"OneCycle needs at least 4 optimizer steps, this run has {total_steps}: "
                                           "train more epochs or use a smaller training.batch_size")
-    _check(
-        config.data.max_examples_per_split >= 0,
-        f"data.max_examples_per_split={config.data.max_examples_per_split} must be >= 0 (0: all)",
-    )
     pop = config.population
     _check_choices("population.seed_mode", pop.seed_mode, SEED_MODES)
-    _check(pop.num_seeds >= 1, f"population.num_seeds={pop.num_seeds} must be at least 1")
-    _check(pop.first_seed >= 0, f"population.first_seed={pop.first_seed} must be >= 0")
+    _check_int("population.num_seeds", pop.num_seeds, 1, MAX_MODELS)
+    _check_int("population.first_seed", pop.first_seed, 0, MAX_SEED + 1 - pop.num_seeds,
+               f" (seeds are 32-bit: first_seed + num_seeds - 1 <= {MAX_SEED})")
+    for name in FACTORS:
+        _check(isinstance(pop[name], (tuple, list)),
+               f"population.{name}={pop[name]!r} must be a tuple of values, e.g. ({pop[name]!r},)")
     _check_choices("population.activation", pop.activation, ACTIVATIONS)
     _check_choices("population.init", pop.init, INITS)
     _check_choices("population.optimizer", pop.optimizer, OPTIMIZERS)
@@ -180,11 +186,18 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _check_numbers("population.weight_decay", pop.weight_decay, 0.0, 1.0, low_open=False)
     _check_numbers("population.dropout", pop.dropout, 0.0, 1.0, low_open=False)
     _check_numbers("population.momentum", (pop.momentum,), 0.0, 1.0, low_open=False)
-    _check(pop.max_models >= 0, f"population.max_models={pop.max_models} must be >= 0 (0: all)")
+    grid_models = pop.num_seeds * math.prod(len(tuple(pop[name])) for name in FACTORS)
+    _check_int("population.max_models", pop.max_models, 0, min(grid_models, MAX_MODELS),
+               f" (0: all; the grid has {grid_models} models)")
+    _check(pop.max_models or grid_models <= MAX_MODELS,
+           f"the grid has {grid_models} models, more than jaxzoo trains in one zoo ({MAX_MODELS}): use fewer "
+           "population.num_seeds or factor values, or set population.max_models")
     rt = config.runtime
-    _check(rt.chunk_size >= 0, f"runtime.chunk_size={rt.chunk_size} must be >= 0 (0: automatic)")
-    _check(rt.steps_per_call >= 0, f"runtime.steps_per_call={rt.steps_per_call} must be >= 0 (0: automatic)")
-    _check(rt.eval_batch_size >= 0, f"runtime.eval_batch_size={rt.eval_batch_size} must be >= 0 (0: automatic)")
+    _check_int("runtime.chunk_size", rt.chunk_size, 0, MAX_MODELS, " (0: automatic)")
+    _check_int("runtime.steps_per_call", rt.steps_per_call, 0, 2**31 - 1, " (0: automatic)")
+    _check_int("runtime.eval_batch_size", rt.eval_batch_size, 0, 2**31 - 1, " (0: automatic)")
+    for flag in ("progress", "async_checkpointing"):
+        _check(isinstance(rt[flag], bool), f"runtime.{flag}={rt[flag]!r} must be True or False")
     _check(rt.conv in CONV_IMPLEMENTATIONS, f"runtime.conv={rt.conv!r} is unknown; choose one of {CONV_IMPLEMENTATIONS}")
 
 

@@ -4,20 +4,23 @@ XLA:CPU runs a vmapped per-model convolution as one op over the whole population
 patches and the max-pool's passes leave the caches; the kernel in `kernels/population_conv.cc`
 convolves (and max-pools) each model's images with the model's kernel held in L1.
 
-The kernel is compiled on first use with the system C++ compiler (`$CXX`, else g++ or c++) for
-this CPU and cached under `$JAXZOO_KERNEL_DIR` (default ~/.cache/jaxzoo/kernels), keyed by the
-source, the compiler, the jax version and the CPU, so a shared home serves different machines.
-`runtime.conv = 'auto'` uses it on the CPU backend when it builds, and XLA's im2col otherwise.
+The kernel is compiled on first use with the system C++ compiler (`$CXX`, else g++, c++ or
+clang++) for this CPU and cached under `$JAXZOO_KERNEL_DIR` (default ~/.cache/jaxzoo/kernels),
+keyed by the source, the compiler, the jax version and the CPU, so a shared home serves different
+machines. `runtime.conv = 'auto'` uses it on the CPU backend when it builds, and XLA's im2col
+otherwise, or for a layer wider than the kernel serves (MAX_CHANNELS).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -35,20 +38,82 @@ POOL_FORWARD, POOL_INPUT_GRAD, POOL_KERNEL_GRAD = (
     "JaxzooConvPoolForward", "JaxzooConvPoolInputGrad", "JaxzooConvPoolKernelGrad")
 TARGETS = (FORWARD, INPUT_GRAD, KERNEL_GRAD, POOL_FORWARD, POOL_INPUT_GRAD, POOL_KERNEL_GRAD)
 CONV_IMPLEMENTATIONS = ("auto", "xla", "cpu_kernel")
-FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-Wno-return-type")
+FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC")  # + the native-CPU flag where the CPU is identified
+MAX_CHANNELS = 64  # input and output channels of a layer: kMaxVectors * kLanes in the kernel
+CPUINFO = Path("/proc/cpuinfo")
+# /proc/cpuinfo's lines that tell CPUs apart (x86: model and flags; arm64: implementer, part, features).
+CPUINFO_KEYS = ("model name", "flags", "CPU implementer", "CPU architecture", "CPU variant", "CPU part",
+                "CPU revision", "Features")
+BUILD_TIMEOUT_VARIABLE, DEFAULT_BUILD_TIMEOUT = "JAXZOO_KERNEL_BUILD_TIMEOUT", 120.0
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("JAXZOO_KERNEL_DIR") or Path.home() / ".cache" / "jaxzoo" / "kernels")
 
 
-def _cpu_identity() -> str:
-    """The CPU's model and instruction sets: -march=native code is only valid on such a CPU."""
+def build_timeout() -> float:
+    """Seconds a compiler call may take: $JAXZOO_KERNEL_BUILD_TIMEOUT, default 120."""
+    text = os.environ.get(BUILD_TIMEOUT_VARIABLE) or str(DEFAULT_BUILD_TIMEOUT)
     try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        return "\n".join(sorted({l for l in lines if l.startswith(("model name", "flags"))}))
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise UserError(f"{BUILD_TIMEOUT_VARIABLE}={text!r} is not a positive number of seconds; "
+                        f"set it to e.g. {DEFAULT_BUILD_TIMEOUT:g} or unset it")
+    return seconds
+
+
+def _run_compiler(command: list[str]) -> subprocess.CompletedProcess:
+    """Runs a compiler command -> its result; RuntimeError when it outlives build_timeout().
+
+    The compiler runs in its own process group, so a timeout also ends the programs it started.
+    """
+    timeout = build_timeout()
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
+                          start_new_session=True) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            if hasattr(os, "killpg"):
+                with contextlib.suppress(ProcessLookupError):  # the group ended meanwhile
+                    os.killpg(process.pid, signal.SIGKILL)
+            else:  # Windows
+                process.kill()
+            raise RuntimeError(f"{command[0]} did not finish within {timeout:g} s; "
+                               f"set {BUILD_TIMEOUT_VARIABLE} (seconds) to wait longer") from None
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def _native_flag() -> str:
+    """The flag that targets this CPU: -mcpu=native on ARM (what clang and GCC accept there), else -march=native."""
+    return "-mcpu=native" if platform.machine().lower() in ("arm64", "aarch64") else "-march=native"
+
+
+def _native_target(compiler: str, native: str) -> str:
+    """The compiler's resolution of `native`: the CPU and instruction sets it targets ('' if it names none).
+
+    GCC resolves it in the driver to -march=/-mcpu= and -m<feature> flags; clang to -target-cpu
+    and -target-feature: `-###` prints the resolved command without compiling.
+    """
+    result = _run_compiler([compiler, "-###", native, "-x", "c++", "-c", os.devnull])
+    if result.returncode != 0:
+        return ""
+    tokens = result.stderr.replace('"', " ").split()
+    resolved = [t for t in tokens if t.startswith("-m") and not t.endswith("=native")]
+    resolved += [value for flag, value in zip(tokens, tokens[1:]) if flag in ("-target-cpu", "-target-feature")]
+    names_cpu = "-target-cpu" in tokens or any(t.startswith(("-march=", "-mcpu=")) for t in resolved)
+    return " ".join(resolved) if names_cpu else ""
+
+
+def _cpuinfo() -> str:
+    """The CPU-identifying lines of /proc/cpuinfo ('' where there is none, or none of them)."""
+    try:
+        lines = CPUINFO.read_text().splitlines()
     except OSError:
-        return platform.processor() + platform.machine()
+        return ""
+    kept = {" ".join(line.split()) for line in lines if line.split(":")[0].strip() in CPUINFO_KEYS}
+    return "\n".join(sorted(kept))
 
 
 def _compiler() -> str | None:
@@ -58,17 +123,32 @@ def _compiler() -> str | None:
     return None
 
 
+def build_plan(compiler: str) -> tuple[tuple[str, ...], str]:
+    """-> (compiler flags, cache key) of the library for this CPU.
+
+    Native code (-march=native) runs only on CPUs with the instruction sets it was built for, so
+    the key holds what identifies the CPU: the compiler's resolution of the native flag, else
+    /proc/cpuinfo's CPU lines. Where neither does, the build is portable (no native flag)
+    rather than risk an illegal instruction on another machine sharing the cache.
+    """
+    native = _native_flag()
+    cpu = _native_target(compiler, native) or _cpuinfo()
+    flags = (*FLAGS, native) if cpu else FLAGS
+    parts = (compiler, jax.__version__, platform.machine(), cpu, " ".join(flags))
+    key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), *(p.encode() for p in parts)])).hexdigest()[:16]
+    return flags, key
+
+
 def build_library(directory: Path | None = None) -> Path:
     """Compiles the kernel (once per source, compiler, jax version and CPU) -> the shared library.
 
-    Raises RuntimeError with the compiler's message when there is no compiler or it fails.
+    Raises RuntimeError with the compiler's message when there is no compiler, it fails or it
+    outlives build_timeout().
     """
     compiler = _compiler()
     if compiler is None:
         raise RuntimeError("no C++ compiler found (set $CXX or install g++)")
-    source = SOURCE.read_bytes()
-    key = hashlib.sha256(b"\0".join([source, compiler.encode(), jax.__version__.encode(),
-                                     _cpu_identity().encode(), " ".join(FLAGS).encode()])).hexdigest()[:16]
+    flags, key = build_plan(compiler)
     directory = directory or cache_dir()
     library = directory / f"population_conv-{key}.so"
     if library.exists():
@@ -76,8 +156,8 @@ def build_library(directory: Path | None = None) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=directory) as tmp:  # build aside, then rename: atomic
         built = Path(tmp) / library.name
-        result = subprocess.run([compiler, *FLAGS, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", str(built)],
-                                capture_output=True, text=True)
+        # -isystem: XLA's headers are not ours to warn about (they end switches without a return).
+        result = _run_compiler([compiler, *flags, "-isystem", jax.ffi.include_dir(), str(SOURCE), "-o", str(built)])
         if result.returncode != 0:
             raise RuntimeError(f"{compiler} failed: {result.stderr.strip()[-2000:]}")
         os.replace(built, library)
@@ -99,10 +179,10 @@ def _register() -> str:
 
 
 def resolve(implementation: str) -> str:
-    """'auto' | 'xla' | 'cpu_kernel' -> the convolution to use here: 'xla' or 'cpu_kernel'.
+    """runtime.conv ('auto' | 'xla' | 'cpu_kernel') -> the CNN's convolution here (see `layer_conv`).
 
-    'auto' picks the kernel on the CPU backend when it builds (else XLA, with a log line);
-    'cpu_kernel' raises UserError where it cannot run.
+    'xla' where the kernel cannot run (another backend, or it does not build: 'auto' says so in
+    the log, 'cpu_kernel' raises UserError), else `implementation` itself, with the kernel built.
     """
     if implementation not in CONV_IMPLEMENTATIONS:
         raise UserError(f"runtime.conv={implementation!r} is unknown; choose one of {CONV_IMPLEMENTATIONS}")
@@ -115,10 +195,34 @@ def resolve(implementation: str) -> str:
         return "xla"
     reason = _register()
     if not reason:
-        return "cpu_kernel"
+        return implementation
     if implementation == "cpu_kernel":
         raise UserError(f"the CPU convolution kernel is unavailable ({reason}); use runtime.conv='xla'")
     log.warning("CPU convolution kernel unavailable, using XLA's (slower): %s", reason)
+    return "xla"
+
+
+_fallbacks_logged: set[str] = set()
+
+
+def layer_conv(implementation: str, layer: str, in_channels: int, out_channels: int) -> str:
+    """One conv layer's convolution, 'xla' or 'cpu_kernel', under `resolve`'s answer.
+
+    The kernel serves layers of up to MAX_CHANNELS channels in and out; a wider one uses XLA
+    under 'auto' (said once in the log) and is a UserError under 'cpu_kernel'.
+    """
+    if implementation == "xla":
+        return "xla"
+    channels = max(in_channels, out_channels)
+    if channels <= MAX_CHANNELS:
+        return "cpu_kernel"
+    problem = f"layer {layer} has {channels} channels, over the CPU convolution kernel's limit of {MAX_CHANNELS}"
+    if implementation == "cpu_kernel":
+        raise UserError(f"runtime.conv='cpu_kernel': {problem}; use runtime.conv='auto' (XLA for that layer) "
+                        "or 'xla'")
+    if problem not in _fallbacks_logged:
+        _fallbacks_logged.add(problem)
+        log.warning("%s: it uses XLA's convolution", problem)
     return "xla"
 
 

@@ -10,12 +10,16 @@ which `python -m jaxzoo.merge` joins.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import jax
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxzoo.errors import UserError
+
+log = logging.getLogger("jaxzoo")
 
 
 class PartitionError(UserError):
@@ -88,11 +92,31 @@ def barrier(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
-def initialize(coordinator_address: str, num_processes: int, process_id: int) -> None:
-    """jax.distributed.initialize; explicit arguments, or cluster auto-detection when empty."""
+def initialize(coordinator_address: str, num_processes: int, process_id: int, timeout_seconds: int = 300) -> None:
+    """jax.distributed.initialize; explicit arguments, or cluster auto-detection when empty.
+
+    Says in the log what it waits for; raises PartitionError (one line) on impossible
+    arguments, when no cluster is found, or when the peers do not arrive in `timeout_seconds`.
+    """
+    if timeout_seconds < 1:
+        raise PartitionError(f"--distributed_timeout={timeout_seconds} must be at least 1 second")
+    if coordinator_address:
+        if num_processes < 1 or not 0 <= process_id < num_processes:
+            raise PartitionError(f"--process_id={process_id} with --num_processes={num_processes}: use "
+                                 f"num_processes >= 1 and process_id in 0..{max(num_processes - 1, 0)}")
+        kwargs = {"coordinator_address": coordinator_address, "num_processes": num_processes, "process_id": process_id}
+        log.info("waiting up to %d s for %d processes at %s (this is process %d; --distributed_timeout sets the wait)",
+                 timeout_seconds, num_processes, coordinator_address, process_id)
+    else:
+        kwargs = {}  # the cluster's environment names the processes (SLURM, TPU pods, ...)
     # CPU processes need a collectives library (no effect on GPU/TPU); set before any backend starts.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    if coordinator_address:
-        jax.distributed.initialize(coordinator_address, num_processes=num_processes, process_id=process_id)
-    else:
-        jax.distributed.initialize()
+    try:
+        jax.distributed.initialize(initialization_timeout=timeout_seconds, **kwargs)
+    except Exception as error:  # jax raises ValueError (no cluster) or runtime errors (timeout, refused)
+        reason = " ".join(str(error).split())[:200]
+        fix = ("pass --coordinator_address=host:port --num_processes=N --process_id=i" if not coordinator_address
+               else "start every process with the same --coordinator_address and --num_processes, or raise "
+                    "--distributed_timeout")
+        raise PartitionError(f"--distributed could not join the job ({type(error).__name__}: {reason}): {fix}") from None
+    log.info("joined: process %d of %d", jax.process_index(), jax.process_count())

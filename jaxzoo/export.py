@@ -16,7 +16,6 @@ so an interrupted export reruns to completion without duplicates.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -30,7 +29,7 @@ import jax
 import numpy as np
 
 from jaxzoo import checkpoint
-from jaxzoo.cli import epoch_list, run
+from jaxzoo.cli import ArgumentParser, check_destination, epoch_list, number_in, run
 from jaxzoo.errors import UserError
 from jaxzoo.layout import flat_vectors, index_dict, torch_tensors
 from jaxzoo.data import DATASETS
@@ -127,13 +126,21 @@ class Zoo:
 def read_zoo(workdir: str | os.PathLike) -> Zoo:
     """Reads a workdir; ExportError if it is not a finished zoo (missing or damaged epochs)."""
     path = pathlib.Path(workdir).absolute()
+    document = checkpoint.read_config(path)
     try:
-        document = json.loads((path / "config.json").read_text())
         table = json.loads((path / "models.json").read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ExportError(f"{path} is not a jaxzoo workdir ({error}): pass the --workdir of a trained zoo") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ExportError(f"{path / 'models.json'} is unreadable ({type(error).__name__}): pass the --workdir "
+                          "of a trained zoo, or rerun its train command to rewrite it") from None
     num_epochs = document["config"]["training"]["num_epochs"]
     checkpoints = checkpoint.ZooCheckpoints(path)
+    damaged = checkpoints.damaged()
+    if damaged:
+        epoch, reason = next(iter(damaged.items()))
+        raise ExportError(
+            f"{path} has damaged checkpoints (epochs {sorted(damaged)}; epoch {epoch}: {reason}): rerun the "
+            "train command, which sets them aside and retrains them"
+        )
     steps = checkpoints.epochs()
     missing = sorted(set(range(num_epochs + 1)) - set(steps))
     if missing:
@@ -394,8 +401,15 @@ class VectorSplit:
 def load_vectors_split(folder: pathlib.Path, split: str) -> VectorSplit:
     from safetensors.numpy import load_file
 
-    tensors = load_file(str(folder / f"{split}.safetensors"))
-    meta = json.loads((folder / f"{split}.json").read_text())
+    try:
+        tensors = load_file(str(folder / f"{split}.safetensors"))
+        meta = json.loads((folder / f"{split}.json").read_text())
+    except FileNotFoundError as error:
+        raise ExportError(f"{error.filename} is missing: pass a flat-vector folder written by "
+                          "python -m jaxzoo.export (its vectors/ folder)") from None
+    except Exception as error:  # safetensors and json raise their own types for damaged files
+        raise ExportError(f"the {split} split in {folder} is damaged ({type(error).__name__}): export the zoo "
+                          "again (python -m jaxzoo.export --overwrite)") from None
     properties: dict = {name: tensors[name] for name in meta["numeric_properties"]}
     properties.update(meta["categorical_properties"])
     return VectorSplit(tensors["weights"], properties, meta["index_dict"])
@@ -429,8 +443,10 @@ def export(workdir, out, formats: str = "all", epochs: list[int] | None = None,
     log = log or (lambda message: None)
     if formats not in FORMATS:
         raise ExportError(f"unknown format {formats!r}: choose from {FORMATS}")
+    check_destination(pathlib.Path(out), "--out")
     start = time.time()
     zoo = read_zoo(workdir)
+    check_destination(pathlib.Path(out).absolute() / zoo.experiment, "--out")
     epochs = zoo.epochs if epochs is None else epochs
     bad = [e for e in epochs if e not in zoo.epochs]
     if bad:
@@ -439,7 +455,10 @@ def export(workdir, out, formats: str = "all", epochs: list[int] | None = None,
     settings = {"zoo": zoo.identity_hash, "formats": formats, "epochs": epochs, "threshold": threshold}
     manifest_path = target / MANIFEST
     if manifest_path.exists():
-        existing = json.loads(manifest_path.read_text())
+        try:
+            existing = json.loads(manifest_path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            existing = {}  # a damaged manifest: the export is incomplete, only --overwrite replaces it
         same = {k: existing.get(k) for k in settings} == settings
         if overwrite:
             shutil.rmtree(target)
@@ -448,6 +467,22 @@ def export(workdir, out, formats: str = "all", epochs: list[int] | None = None,
                               "pass --overwrite to replace it, or choose another --out")
     elif target.exists() and any(target.iterdir()):
         raise ExportError(f"{target} exists and is not a jaxzoo export: choose another --out")
+    created = next((p for p in reversed((target, *target.parents)) if not p.exists()), None)
+    try:
+        report = write_export(zoo, target, settings, formats, epochs, threshold, log)
+    except UserError:  # a damaged checkpoint found while writing: remove what this call created
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+    record_export(zoo.workdir, target)
+    report["seconds"] = time.time() - start
+    return report
+
+
+def write_export(zoo: Zoo, target: pathlib.Path, settings: dict, formats: str, epochs: list[int],
+                 threshold: float, log) -> dict:
+    """Writes the export's files into `target` (manifest last marked complete); returns the report."""
+    manifest_path = target / MANIFEST
     target.mkdir(parents=True, exist_ok=True)
     manifest_path.write_text(json.dumps({**settings, "complete": False}))
     (target / "config.json").write_text(json.dumps(search_pattern(zoo), indent=1, default=str))
@@ -462,8 +497,6 @@ def export(workdir, out, formats: str = "all", epochs: list[int] | None = None,
         log("writing the flat-vector dataset ...")
         report["vectors"] = write_vectors(zoo, target / "vectors", epochs, threshold, log)
     manifest_path.write_text(json.dumps({**settings, "complete": True, "report": report}, indent=1))
-    record_export(zoo.workdir, target)
-    report["seconds"] = time.time() - start
     return report
 
 
@@ -475,12 +508,13 @@ def record_export(workdir: pathlib.Path, target: pathlib.Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jaxzoo.export", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m jaxzoo.export", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--format", default="all", choices=FORMATS)
     parser.add_argument("--epochs", type=epoch_list, default="", help="comma-separated epochs for the vectors (default: all)")
-    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="drop rows with |w| above it")
+    parser.add_argument("--threshold", type=number_in(0, low_open=True), default=DEFAULT_THRESHOLD,
+                        help="drop rows with |w| above it")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
 
@@ -488,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
         report = export(args.workdir, args.out, args.format, args.epochs, args.threshold, args.overwrite)
         print(f"exported to {report['out']} in {report['seconds']:.1f} s")
 
-    return run(action)
+    return run(action, args.verbose)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ unchanged. Rerunning the merge continues where an interrupted one stopped.
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import re
@@ -18,7 +17,7 @@ import sys
 import numpy as np
 
 from jaxzoo import checkpoint
-from jaxzoo.cli import run
+from jaxzoo.cli import ArgumentParser, run
 from jaxzoo.errors import UserError
 from jaxzoo.train import tree_concat
 
@@ -56,7 +55,7 @@ def merge(workdir: str, log=print) -> dict:
     log = log or (lambda message: None)
     path = pathlib.Path(workdir).absolute()
     shards = find_shards(path)
-    documents = [json.loads((shard / "config.json").read_text()) for shard in shards]
+    documents = [checkpoint.read_config(shard) for shard in shards]
     identities = [{k: v for k, v in d["identity"].items() if k != "shard"} for d in documents]
     for shard, other in zip(shards[1:], identities[1:]):
         if other != identities[0]:
@@ -73,6 +72,7 @@ def merge(workdir: str, log=print) -> dict:
                                  "command to finish it")
         table = [row for shard in shards for row in json.loads((shard / "models.json").read_text())]
         target = checkpoint.prepare_workdir(path, identities[0], config, table)
+        checkpoint.set_aside_damaged(target)
         manager = checkpoint.open_manager(target, async_save=False)
         written, lines = 0, []
         try:
@@ -99,7 +99,7 @@ def merge(workdir: str, log=print) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jaxzoo.merge", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m jaxzoo.merge", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", required=True, help="the --workdir the shards were trained with")
     args = parser.parse_args(argv)
 
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"merged {report['models']} models x {report['epochs']} epochs into {report['workdir']} "
               f"({report['written']} epochs written)")
 
-    return run(action)
+    return run(action, args.verbose)
 
 
 if __name__ == "__main__":

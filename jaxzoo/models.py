@@ -24,7 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxzoo.cpu_conv import population_conv, population_conv_pool
+from jaxzoo.cpu_conv import layer_conv, population_conv, population_conv_pool
 
 ACTIVATIONS = {
     "tanh": jnp.tanh,
@@ -204,7 +204,8 @@ class CNN(nn.Module):
 
     `activation_index` picks from the static `activations`; `dropout_rate` is a scalar array;
     dropout runs only when `train` and `use_dropout` (a population without dropout skips it).
-    `conv` is the convolutions' implementation (see PatchConv).
+    `conv` is the convolutions' implementation, as `cpu_conv.resolve` answers: 'xla', 'cpu_kernel',
+    or 'auto' (the kernel for the layers it serves, XLA for the others; see `cpu_conv.layer_conv`).
     """
 
     arch: ArchSpec
@@ -222,10 +223,12 @@ class CNN(nn.Module):
 
         last = len(self.arch.convs) - 1
         for i, spec in enumerate(self.arch.convs):
+            name = f"conv{i}"
+            conv = layer_conv(self.conv, f"{self.arch.name}.{name}", x.shape[-1], spec.features)
             # The kernel pools in the same pass; XLA pools apart, so PatchConv's captured
             # intermediates (analysis features) stay the conv outputs.
-            fuse_pool = spec.pool and self.conv == "cpu_kernel"
-            x = PatchConv(spec.features, spec.kernel, fuse_pool, self.conv, name=f"conv{i}")(x)
+            fuse_pool = spec.pool and conv == "cpu_kernel"
+            x = PatchConv(spec.features, spec.kernel, fuse_pool, conv, name=name)(x)
             if spec.pool and not fuse_pool:
                 x = max_pool_2x2(x)
             x = act(x)

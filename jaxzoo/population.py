@@ -20,14 +20,15 @@ SEED_MODES = ("range", "random")
 RANDOM_SEED_HIGH = 1_000_000  # the original's tune.randint(0, 1_000_000)
 
 
-def expand_seeds(population_config, zoo_seed: int, grid_size: int) -> np.ndarray:
-    """Seeds as [num_seeds, grid_size] (row s: the seed of each grid point for seed slot s).
+def expand_seeds(population_config, zoo_seed: int, grid_size: int, num_slots: int | None = None) -> np.ndarray:
+    """Seeds as [num_slots, grid_size] (row s: the seed of each grid point for seed slot s).
 
     'range': first_seed.. first_seed+num_seeds-1, shared by every grid point (Seed and
     Hyp-10-fix zoos). 'random': a fresh integer in [0, 1e6) for every model (Hyp-10-rand, as
-    the original drew one per trial), from a generator seeded with the zoo seed.
+    the original drew one per trial), from a generator seeded with the zoo seed. `num_slots`
+    (default num_seeds) keeps the first slots only; they do not depend on the slots left out.
     """
-    n = population_config.num_seeds
+    n = population_config.num_seeds if num_slots is None else min(num_slots, population_config.num_seeds)
     if population_config.seed_mode == "range":
         seeds = np.arange(population_config.first_seed, population_config.first_seed + n)
         return np.repeat(seeds[:, None], grid_size, axis=1)
@@ -39,16 +40,17 @@ def expand_grid(population_config, zoo_seed: int) -> list[dict[str, Any]]:
     """The model table: one dict per model with `model_id`, `seed` and every factor."""
     values = [tuple(population_config[name]) for name in FACTORS]
     grid = list(itertools.product(*values))
-    seeds = expand_seeds(population_config, zoo_seed, len(grid))
+    size = len(grid) * population_config.num_seeds
+    if population_config.max_models:  # only the kept models are built (num_seeds may be huge)
+        size = min(size, population_config.max_models)
+    seeds = expand_seeds(population_config, zoo_seed, len(grid), -(-size // len(grid)))
     table = []
     for slot in range(seeds.shape[0]):
         for point_index, point in enumerate(grid):
             row = {"model_id": len(table), "seed": int(seeds[slot, point_index])}
             row.update({name: _plain(value) for name, value in zip(FACTORS, point)})
             table.append(row)
-    if population_config.max_models:
-        table = table[: population_config.max_models]
-    return table
+    return table[:size]
 
 
 def _plain(value):

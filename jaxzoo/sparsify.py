@@ -14,7 +14,6 @@ cross-entropy without the KL term); `models.json` records the check.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -29,9 +28,9 @@ from jax.sharding import NamedSharding, PartitionSpec
 from ml_collections import ConfigDict
 
 from jaxzoo import ard, checkpoint
-from jaxzoo.config import data_options
+from jaxzoo.config import data_options, identity
 from jaxzoo.data import load_dataset
-from jaxzoo.cli import run, setup_logging
+from jaxzoo.cli import ArgumentParser, check_destination, number_in, run, setup_logging
 from jaxzoo.errors import UserError
 from jaxzoo.export import read_zoo
 from jaxzoo.optim import PopulationOptimizer
@@ -189,6 +188,9 @@ def with_divergence(state, metrics: dict) -> dict:
 
 def sparsify(source_workdir, twin_workdir, epochs: int = DEFAULT_EPOCHS) -> dict:
     """Creates (or resumes) the twin zoo of `source_workdir` in `twin_workdir`."""
+    if pathlib.Path(twin_workdir).absolute() == pathlib.Path(source_workdir).absolute():
+        raise SparsifyError(f"--out {twin_workdir} is the source zoo's --workdir: give the twin a workdir of its own")
+    check_destination(pathlib.Path(twin_workdir), "--out")
     source = read_zoo(source_workdir)
     if source.config["model"]["arch"] != "cnn_s":
         raise SparsifyError(f"sparsify supports CNN-s zoos (the original's CNN_ARD), not {source.config['model']['arch']}")
@@ -200,8 +202,7 @@ def sparsify(source_workdir, twin_workdir, epochs: int = DEFAULT_EPOCHS) -> dict
     config = twin_config(source.config, source.identity_hash, source_epoch, epochs)
     data = config["data"]
     dataset = load_dataset(data["name"], data["image_size"], data["max_examples_per_split"], data_options(ConfigDict(config)))
-    zoo_identity = {k: v for k, v in config.items() if k != "runtime"}
-    zoo_identity["training"] = {k: v for k, v in config["training"].items() if k != "num_epochs"}
+    zoo_identity = identity(ConfigDict(config))
     zoo_identity["dataset"] = {"source": dataset.source, "fingerprint": dataset.fingerprint}
     table = [dict(row) for row in source.table]
     models_path = pathlib.Path(twin_workdir) / "models.json"
@@ -213,6 +214,7 @@ def sparsify(source_workdir, twin_workdir, epochs: int = DEFAULT_EPOCHS) -> dict
     run = TwinRun(config, population, dataset)
     source_params = source.state(source_epoch)["params"]
     path = checkpoint.prepare_workdir(twin_workdir, zoo_identity, config, table)
+    checkpoint.set_aside_damaged(path)
     manager = checkpoint.open_manager(path, async_save=True)
     model_ids = population.arrays["model_id"]
     try:
@@ -238,7 +240,7 @@ def sparsify(source_workdir, twin_workdir, epochs: int = DEFAULT_EPOCHS) -> dict
             state = jax.tree.map(np.asarray, state)
             lines = []
             for epoch in range(latest + 1):
-                lines += checkpoint.metrics_lines(epoch, model_ids, checkpoint.restore_metrics(manager, epoch))
+                lines += checkpoint.metrics_lines(epoch, model_ids, checkpoint.restore_metrics(manager.directory, epoch))
             checkpoint.rewrite_metrics_file(path, lines)
             first = latest + 1
         for epoch in range(first, epochs + 1):
@@ -257,13 +259,13 @@ def sparsify(source_workdir, twin_workdir, epochs: int = DEFAULT_EPOCHS) -> dict
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jaxzoo.sparsify", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m jaxzoo.sparsify", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", required=True, help="the trained source zoo")
     parser.add_argument("--out", required=True, help="the twin zoo's workdir")
-    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
+    parser.add_argument("--epochs", type=number_in(1, 1000, integer=True), default=DEFAULT_EPOCHS)
     args = parser.parse_args(argv)
     setup_logging()
-    return run(lambda: sparsify(args.workdir, args.out, args.epochs))
+    return run(lambda: sparsify(args.workdir, args.out, args.epochs), args.verbose)
 
 
 if __name__ == "__main__":

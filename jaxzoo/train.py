@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import pathlib
 import sys
 import time
 from typing import Any
@@ -24,13 +25,12 @@ import numpy as np
 import logging
 
 from absl import app, flags
-from absl import logging as absl_logging
 from jax.sharding import NamedSharding, PartitionSpec
 from ml_collections import config_flags
 from tqdm import tqdm
 
 from jaxzoo import checkpoint, cpu_conv, distributed
-from jaxzoo.cli import error_exit, setup_logging, use_cpu_cores
+from jaxzoo.cli import check_destination, error_exit, quiet_libraries, setup_logging, use_cpu_cores
 from jaxzoo.config import RESNET_ARCHS, data_options, identity, to_json_dict, validate
 from jaxzoo.data import Dataset, load_dataset
 from jaxzoo.errors import UserError
@@ -67,11 +67,13 @@ def activation_floats_per_image(arch: ArchSpec, channels: int) -> int:
 
 
 def available_memory_bytes() -> int:
+    from jaxzoo import host
+
     device = jax.local_devices()[0]
     stats = device.memory_stats() if device.platform != "cpu" else None
     if stats and "bytes_limit" in stats:
         return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return host.available_memory_bytes()
 
 
 def plan_run(config, population_size: int, arch: ArchSpec, image_shape, num_train: int) -> RunPlan:
@@ -236,7 +238,10 @@ class ZooRun:
         return jax.device_put(self.population.factors(indices), self.models)
 
     def abstract_state(self):
-        return jax.eval_shape(self.fns.init, self.population.factors())
+        """Shapes of the whole population's state [M, ...] (traced on one chunk: the population
+        axis of a compiled call must divide over the devices, M need not)."""
+        chunk = jax.eval_shape(self.fns.init, self.population.factors(self.chunks[0][0]))
+        return jax.tree.map(lambda a: jax.ShapeDtypeStruct((self.population.size, *a.shape[1:]), a.dtype), chunk)
 
     def init_state(self):
         """The whole population's fresh state, as numpy arrays [M, ...]."""
@@ -319,6 +324,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     Raises UserError subclasses on bad input before anything in the workdir is changed.
     """
     validate(config)
+    check_destination(pathlib.Path(workdir), "--workdir")
     table = expand_grid(config.population, config.seed)
     dataset = load_dataset(
         config.data.name, config.data.image_size, config.data.max_examples_per_split, data_options(config)
@@ -344,6 +350,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     if distributed.is_primary():
         checkpoint.prepare_workdir(workdir, zoo_identity, to_json_dict(config), table)
     distributed.barrier("jaxzoo-workdir-ready")
+    log.info("zoo %s: writing to %s", config.name, path)
     log.info(
         "data %s from %s: train/val/test %d/%d/%d", dataset.name, dataset.source,
         len(dataset.train[1]), len(dataset.val[1]), len(dataset.test[1]),
@@ -356,6 +363,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         run.plan.chunk_size, jax.local_device_count(), run.steps_per_epoch, run.plan.steps_per_call,
     )
     model_ids = np.array([row["model_id"] for row in table])
+    if distributed.is_primary():
+        checkpoint.set_aside_damaged(path)
+    distributed.barrier("jaxzoo-checkpoints-checked")
     manager = checkpoint.open_manager(path, config.runtime.async_checkpointing)
     try:
         restored = checkpoint.restore_latest(manager, run.abstract_state())
@@ -374,7 +384,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             state = jax.tree.map(np.asarray, state)
             lines = []
             for epoch in range(last + 1):
-                metrics = checkpoint.restore_metrics(manager, epoch)
+                metrics = checkpoint.restore_metrics(manager.directory, epoch)
                 lines += checkpoint.metrics_lines(epoch, model_ids, metrics)
             if distributed.is_primary():
                 checkpoint.rewrite_metrics_file(path, lines)
@@ -408,15 +418,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
 
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Zoo config file (configs/*.py).", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics of the zoo.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics of the zoo "
+                               "(default: runs/<config name>).")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Call jax.distributed.initialize: each process trains its block of the zoo "
     "into the shared --workdir (coordinator from the flags below, or auto-detected on clusters).")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", "", "host:port of process 0 (with --distributed).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 1, "Processes in the job (with --coordinator_address).")
 _PROCESS_ID = flags.DEFINE_integer("process_id", 0, "This process's index (with --coordinator_address).")
+_DISTRIBUTED_TIMEOUT = flags.DEFINE_integer(
+    "distributed_timeout", 300, "Seconds to wait for every process to join (with --distributed).")
 _CPU_DEVICES = flags.DEFINE_integer(
     "cpu_devices", 0, "XLA CPU devices (0: one per core; the population is sharded over them).")
+_VERBOSE = flags.DEFINE_bool("verbose", False, "Show the libraries' own log lines and warnings.")
 
 
 def fail(message: str) -> None:
@@ -433,9 +447,26 @@ def parse_flags(argv: list[str]) -> list[str]:
         fail(f"cannot load the config ({type(error).__name__}: {error})".splitlines()[0])
 
 
+def default_workdir(config: ml_collections.ConfigDict) -> str:
+    """runs/<zoo name>, relative to the current folder."""
+    return os.path.join("runs", config.name)
+
+
+def next_steps(workdir: str, config: ml_collections.ConfigDict, base_workdir: str) -> list[str]:
+    """What a user runs after training: export and analysis of the zoo (merge for a shard)."""
+    if config.num_shards > 1:
+        return [f"shard {config.shard_index} of {config.num_shards} ready in {workdir}; once every shard is, "
+                f"join them: python -m jaxzoo.merge --workdir {base_workdir}"]
+    return [
+        f"zoo ready in {workdir}; next:",
+        f"  python -m jaxzoo.analyze --workdir {workdir}",
+        f"  python -m jaxzoo.export --workdir {workdir} --out exports",
+    ]
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
-        fail(f"unexpected arguments {argv[1:]}: use --config FILE --workdir DIR [--config.FIELD=VALUE]")
+        fail(f"unexpected arguments {argv[1:]}: use --config FILE [--workdir DIR] [--config.FIELD=VALUE]")
     config = _CONFIG.value
     if config is None:
         fail("no config: pass --config configs/<zoo>.py (configs/quickstart.py to try it)")
@@ -445,17 +476,22 @@ def main(argv: list[str]) -> None:
         except Exception as error:
             reason = [line.strip() for line in str(error).splitlines() if line.strip()][-1]
             fail(f"cannot load --config {config_flags.get_config_filename(flags.FLAGS['config'])}: {reason}")
-    if not _WORKDIR.value:
-        fail("no workdir: pass --workdir DIR (where checkpoints and metrics go)")
+    if _CPU_DEVICES.value < 0:
+        fail(f"--cpu_devices={_CPU_DEVICES.value} must be >= 0 (0: one device per core)")
     setup_logging()
-    absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every file at INFO
+    quiet_libraries(_VERBOSE.value)
+    workdir = _WORKDIR.value or default_workdir(config)
     use_cpu_cores(_CPU_DEVICES.value)
-    if _DISTRIBUTED.value:
-        distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     try:
-        train_and_evaluate(config, _WORKDIR.value)
+        if _DISTRIBUTED.value:
+            distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                                   _DISTRIBUTED_TIMEOUT.value)
+        result = train_and_evaluate(config, workdir)
     except UserError as error:
-        fail(str(error))
+        fail(str(error).splitlines()[0])
+    if distributed.is_primary():
+        for line in next_steps(result["workdir"], config, workdir):
+            log.info(line)
 
 
 if __name__ == "__main__":

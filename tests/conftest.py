@@ -5,11 +5,17 @@ import tempfile
 
 import pytest
 
-from jaxzoo.config import base_config
-from jaxzoo.data import load_dataset
+# Preprocessed-data cache and CPU-kernel build of the test session (also seen by the CLI
+# subprocesses), and one persistent JAX compilation cache, so that the many small CLI runs
+# compile each program once per session.
+_SESSION = tempfile.mkdtemp(prefix="jaxzoo-test-")
+os.environ["JAXZOO_DATA_DIR"] = os.path.join(_SESSION, "data")
+os.environ["JAXZOO_KERNEL_DIR"] = os.path.join(_SESSION, "kernels")
+os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(_SESSION, "jax-cache")
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
 
-# Preprocessed-data cache of the test session (also seen by the CLI subprocesses).
-os.environ["JAXZOO_DATA_DIR"] = tempfile.mkdtemp(prefix="jaxzoo-test-cache-")
+from jaxzoo.config import base_config  # noqa: E402  (after the environment above)
+from jaxzoo.data import load_dataset  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -37,3 +43,21 @@ def small_zoo_config(**population):
     for name, value in population.items():
         pop[name] = value
     return config
+
+
+def tiny_zoo_config(num_epochs: int = 2):
+    """4 models (tanh/relu x adam/sgd) on 60 examples per split."""
+    config = small_zoo_config(init=("kaiming_uniform",), dropout=(0.0,), num_seeds=1)
+    config.data.max_examples_per_split = 60
+    config.training.num_epochs = num_epochs
+    return config
+
+
+@pytest.fixture(scope="session")
+def tiny_zoo(tmp_path_factory):
+    """A trained 4-model zoo (2 epochs) shared by the tests that only read a workdir."""
+    from jaxzoo.train import train_and_evaluate
+
+    workdir = tmp_path_factory.mktemp("tiny") / "zoo"
+    train_and_evaluate(tiny_zoo_config(), workdir)
+    return workdir

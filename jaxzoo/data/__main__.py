@@ -1,4 +1,4 @@
-"""`python -m jaxzoo.data list | info NAME | prepare NAME [--raw_dir DIR] [--tfds_dir DIR] [--cache_dir DIR]`.
+"""`python -m jaxzoo.data list | info NAME | prepare NAME [--source S] [--raw_dir DIR] [--tfds_dir DIR] [--cache_dir DIR] [--verbose]`.
 
 list     every dataset: shape, classes, split sizes, the sources that can serve it here, cached sizes
 info     one dataset in detail
@@ -8,16 +8,13 @@ prepare  one-time preparation: TFDS download (needs TensorFlow and the network) 
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
-from absl import logging as absl_logging
-
-from jaxzoo.data import raw, tfds_source
-from jaxzoo.data.load import DataOptions, cache_folder, can_serve, how_to_obtain, load_dataset
+from jaxzoo.data import cache, raw, tfds_source
+from jaxzoo.data.load import DataOptions, cache_folder, can_serve, check_source, how_to_obtain, load_dataset, sources_of
 from jaxzoo.data.registry import DATASETS, DatasetInfo
-from jaxzoo.cli import run
+from jaxzoo.cli import ArgumentParser, run
 from jaxzoo.errors import UserError
 
 
@@ -30,7 +27,7 @@ def cached_sizes(info: DatasetInfo, options: DataOptions) -> list[str]:
         f"{size}px/{source}"
         for size in info.image_sizes
         for source in ("embedded", "raw", "tfds")
-        if (cache_folder(info, source, size, options) / "manifest.json").exists()
+        if cache.present(cache_folder(info, source, size, options))
     ]
 
 
@@ -64,8 +61,9 @@ def show_info(info: DatasetInfo, options: DataOptions) -> None:
 
 def prepare(info: DatasetInfo, options: DataOptions) -> None:
     source = options.source
+    check_source(info, source)
     if source == "auto":
-        if info.source_name == "mnist_5k":
+        if "embedded" in sources_of(info):
             source = "embedded"
         elif options.raw_dir:
             source = "raw"
@@ -73,6 +71,8 @@ def prepare(info: DatasetInfo, options: DataOptions) -> None:
             source = "tfds"
         else:
             raise UserError(f"{info.name} is not in TFDS: download it and pass --raw_dir DIR ({how_to_obtain(info)})")
+    if not all(cache.present(cache_folder(info, source, size, options)) for size in info.image_sizes):
+        cache.check_writable(options.cache_dir)  # before any download or preprocessing
     if source == "tfds" and not tfds_source.prepared(info.source_name, options.tfds_dir):
         print(f"downloading and preparing TFDS {tfds_source.TFDS_NAMES[info.source_name]} ...", flush=True)
         tfds_source.prepare(info.source_name, options.tfds_dir)
@@ -86,7 +86,7 @@ def prepare(info: DatasetInfo, options: DataOptions) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jaxzoo.data", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m jaxzoo.data", description=__doc__.splitlines()[0])  # adds --verbose
     parser.add_argument("command", choices=("list", "info", "prepare"))
     parser.add_argument("name", nargs="?")
     parser.add_argument("--source", default="auto", choices=("auto", "embedded", "raw", "tfds"))
@@ -94,17 +94,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tfds_dir", default="")
     parser.add_argument("--cache_dir", default="")
     args = parser.parse_args(argv)
-    absl_logging.set_verbosity(absl_logging.ERROR)  # TFDS warns about every missing folder
     options = DataOptions(args.source, args.raw_dir, args.tfds_dir, args.cache_dir)
 
     def action():
         if args.command == "list":
             return list_datasets(options)
+        if args.name is None:
+            raise UserError(f"{args.command} needs a dataset: name a dataset, one of {sorted(DATASETS)}")
         if args.name not in DATASETS:
             raise UserError(f"unknown dataset {args.name!r}: choose one of {sorted(DATASETS)}")
         (show_info if args.command == "info" else prepare)(DATASETS[args.name], options)
 
-    return run(action)
+    return run(action, args.verbose)
 
 
 if __name__ == "__main__":

@@ -4,11 +4,15 @@ One folder per (source dataset, source, transform, format version) under the cac
 (`--config.data.cache_dir`, else $JAXZOO_DATA_DIR, else ~/.cache/jaxzoo). It holds
 `<split>_images.npy`, `<split>_labels.npy` and `manifest.json` (shape, dtype, sha256 of each
 file). A folder is written under a temporary name and renamed when complete, so a cache is
-never half-written; every read checks the manifest.
+never half-written; every read checks the manifest. A cache that fails any check is an error
+naming the file and the fix (delete the folder, run again), never rebuilt silently; the raw
+files it came from are never touched. `check_writable` tells before any work whether a new
+cache can be written; reading an existing one needs no write permission.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -18,7 +22,7 @@ import tempfile
 
 import numpy as np
 
-from jaxzoo.data.registry import DataUnavailableError
+from jaxzoo.data.errors import DataUnavailableError, damaged, describe, exists, reading
 
 FORMAT_VERSION = 1
 
@@ -26,6 +30,31 @@ FORMAT_VERSION = 1
 def cache_root(cache_dir: str = "") -> pathlib.Path:
     root = cache_dir or os.environ.get("JAXZOO_DATA_DIR") or pathlib.Path.home() / ".cache" / "jaxzoo"
     return pathlib.Path(root).expanduser().absolute()
+
+
+def root_name(cache_dir: str = "") -> str:
+    """How the user set the cache root, for messages: 'data.cache_dir /x', '$JAXZOO_DATA_DIR /x'."""
+    setting = "data.cache_dir" if cache_dir else "$JAXZOO_DATA_DIR" if os.environ.get("JAXZOO_DATA_DIR") else "the default data cache"
+    return f"{setting} {cache_root(cache_dir)}"
+
+
+SET_ANOTHER = ("set --config.data.cache_dir (--cache_dir for `python -m jaxzoo.data`) or $JAXZOO_DATA_DIR "
+               "to a writable folder")
+
+
+def check_writable(cache_dir: str = "") -> pathlib.Path:
+    """The cache root, once it is sure a cache can be written there (the root is a writable folder,
+    or can be created in one); a one-line DataUnavailableError naming the folder otherwise."""
+    root = cache_root(cache_dir)
+    existing = next(p for p in (root, *root.parents) if exists(p))
+    problem = ""
+    if not existing.is_dir():
+        problem = "is a file, not a folder" if existing == root else f"cannot be created: {existing} is a file"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = "is not writable" if existing == root else f"cannot be created: {existing} is not writable"
+    if problem:
+        raise DataUnavailableError(f"{root_name(cache_dir)} {problem}: {SET_ANOTHER}")
+    return root
 
 
 def cache_key(source_name: str, source: str, transform_tag: str) -> str:
@@ -41,10 +70,12 @@ def sha256(path: pathlib.Path) -> str:
 
 
 def write(folder: pathlib.Path, splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
-    """Writes the splits atomically (temporary folder, then rename)."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    """Writes the splits atomically (temporary folder, then rename); a failing write (disk full,
+    permissions) is a one-line DataUnavailableError and leaves nothing behind."""
+    tmp = None
     try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
         manifest = {"format_version": FORMAT_VERSION, "files": {}}
         for split, (images, labels) in splits.items():
             for kind, array in (("images", images), ("labels", labels)):
@@ -57,38 +88,46 @@ def write(folder: pathlib.Path, splits: dict[str, tuple[np.ndarray, np.ndarray]]
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)
+    except OSError as error:
+        fix = f"free space there or {SET_ANOTHER}" if error.errno == errno.ENOSPC else SET_ANOTHER
+        raise DataUnavailableError(f"cannot write the data cache {folder} ({describe(error)}): {fix}") from None
     finally:
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def present(folder: pathlib.Path) -> bool:
+    """Whether `folder` holds a cache (its manifest); unreadable folders are a one-line error."""
+    return exists(folder / "manifest.json")
 
 
 def read(folder: pathlib.Path) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
     """The cached splits, None if absent; DataUnavailableError naming the file if damaged."""
     manifest_path = folder / "manifest.json"
-    if not manifest_path.exists():
+    if not present(folder):
         return None
     fix = f"delete {folder} and run again to rebuild it"
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        files = manifest["files"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise DataUnavailableError(f"cache manifest {manifest_path} is damaged: {fix}") from None
+    with reading(manifest_path, fix):
+        files = json.loads(manifest_path.read_text())["files"]
+        metas = {name: (tuple(meta["shape"]), str(meta["dtype"]), str(meta["sha256"])) for name, meta in files.items()}
+    splits = sorted({name.rsplit("_", 1)[0] for name in metas})
+    expected = {f"{split}_{kind}.npy" for split in splits for kind in ("images", "labels")}
+    if set(metas) != expected or not {"train", "test"} <= set(splits):
+        raise damaged(manifest_path, f"lists {sorted(metas)}, not images and labels of train and test", fix)
     arrays = {}
-    for name, meta in files.items():
+    for name, (shape, dtype, checksum) in metas.items():
         path = folder / name
-        try:
+        with reading(path, fix):
             array = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as error:
-            raise DataUnavailableError(f"cache file {path} is unreadable ({error}): {fix}") from None
-        if list(array.shape) != meta["shape"] or str(array.dtype) != meta["dtype"]:
-            raise DataUnavailableError(
-                f"cache file {path} has shape {array.shape} {array.dtype}, the manifest says "
-                f"{tuple(meta['shape'])} {meta['dtype']}: {fix}"
-            )
-        if sha256(path) != meta["sha256"]:
-            raise DataUnavailableError(f"cache file {path} fails its checksum: {fix}")
+            digest = sha256(path)
+        if array.shape != shape or str(array.dtype) != dtype:
+            raise damaged(path, f"shape {array.shape} {array.dtype}, the manifest says {shape} {dtype}", fix)
+        if digest != checksum:
+            raise damaged(path, "its sha256 differs from the manifest's", fix)
         arrays[name] = array
-    splits = sorted({name.rsplit("_", 1)[0] for name in files})
+    for split in splits:
+        if len(arrays[f"{split}_images.npy"]) != len(arrays[f"{split}_labels.npy"]):
+            raise damaged(folder / f"{split}_labels.npy", f"not one label per image of {split}", fix)
     return {split: (arrays[f"{split}_images.npy"], arrays[f"{split}_labels.npy"]) for split in splits}
 
 

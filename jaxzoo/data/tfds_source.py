@@ -6,15 +6,24 @@ TFDS stores examples in its own order. Where TFDS keeps the original index in `i
 order, so the train/val split equals the original's. MNIST, Fashion-MNIST and STL-10 have no
 such id: their train/val split has the original's sizes and seed but other members (say so in
 a zoo card); use the raw files for the original membership.
+
+TFDS and absl log warnings such as "Variant folder ... has no dataset_info.json" for every
+folder they look at; every TFDS call runs under `quiet()`, which keeps them off the terminal.
+JAXZOO_VERBOSE=1 in the environment (which the CLIs' --verbose sets) shows them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import re
+import warnings
+from typing import Iterator
 
 import numpy as np
 
-from jaxzoo.data.registry import DataUnavailableError
+from jaxzoo.data.errors import DataUnavailableError, reading
 
 TFDS_NAMES = {
     "mnist": "mnist",
@@ -26,9 +35,39 @@ TFDS_NAMES = {
 }
 
 
+# The loggers TFDS and the libraries under it write to (absl.logging logs to "absl").
+CHATTY_LOGGERS = ("absl", "tensorflow_datasets", "tensorflow", "etils", "array_record")
+
+
+def verbose() -> bool:
+    """Whether library chatter is shown: JAXZOO_VERBOSE set to other than '' or '0'."""
+    return os.environ.get("JAXZOO_VERBOSE", "") not in ("", "0")
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Around TFDS calls: their loggers' warnings and info lines and Python warnings are dropped
+    (errors still show), unless `verbose()`; the loggers' levels are restored afterwards."""
+    if verbose():
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in CHATTY_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
 def tfds_module():
     try:
-        import tensorflow_datasets as tfds
+        with quiet():
+            import tensorflow_datasets as tfds
     except ImportError:
         raise DataUnavailableError(
             "tensorflow-datasets is not installed: pip install 'jaxzoo[tfds]' (or use raw files: "
@@ -49,7 +88,8 @@ def read_split(source_name: str, split: str, data_dir: str | None) -> tuple[np.n
     tfds = tfds_module()
     name = TFDS_NAMES[source_name]
     try:
-        source = tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
+        with quiet():
+            source = tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
     except Exception as error:  # tfds raises assertion/IO errors when the data is not prepared
         raise DataUnavailableError(
             f"TFDS {name} is not prepared in {data_dir or 'the default TFDS data_dir'} "
@@ -57,13 +97,16 @@ def read_split(source_name: str, split: str, data_dir: str | None) -> tuple[np.n
             "TensorFlow and the network are available, or use raw files (--config.data.source=raw)"
         ) from None
     images, labels, ids = [], [], []
-    for index in range(len(source)):
-        example = source[index]
-        images.append(np.asarray(example["image"], dtype=np.uint8))
-        labels.append(int(example["label"]))
-        if "id" in example:
-            ids.append(str(np.asarray(example["id"]).item()))
-    images_array, labels_array = np.stack(images), np.asarray(labels, np.int64)
+    where = getattr(getattr(source, "dataset_info", None), "data_dir", None) or f"TFDS {name} in {data_dir or '~'}"
+    again = f"delete it and run `python -m jaxzoo.data prepare {source_name}` again"
+    with reading(where, again), quiet():  # array_record files damaged after preparing
+        for index in range(len(source)):
+            example = source[index]
+            images.append(np.asarray(example["image"], dtype=np.uint8))
+            labels.append(int(example["label"]))
+            if "id" in example:
+                ids.append(str(np.asarray(example["id"]).item()))
+        images_array, labels_array = np.stack(images), np.asarray(labels, np.int64)
     order = original_order(ids) if len(ids) == len(labels) else None
     if order is not None:
         images_array, labels_array = images_array[order], labels_array[order]
@@ -80,7 +123,8 @@ def prepared(source_name: str, data_dir: str | None) -> bool:
         return False
     try:
         tfds = tfds_module()
-        return bool(tfds.builder(TFDS_NAMES[source_name], data_dir=data_dir or None).is_prepared())
+        with quiet():
+            return bool(tfds.builder(TFDS_NAMES[source_name], data_dir=data_dir or None).is_prepared())
     except Exception:  # no tfds, unknown builder version, unreadable data_dir: not servable
         return False
 
@@ -95,9 +139,10 @@ def prepare(source_name: str, data_dir: str | None) -> None:
             "preparing TFDS data needs TensorFlow: pip install tensorflow, then rerun "
             f"`python -m jaxzoo.data prepare {source_name}` (reading afterwards needs no TensorFlow)"
         ) from None
-    builder = tfds.builder(TFDS_NAMES[source_name], data_dir=data_dir or None, file_format="array_record")
     try:
-        builder.download_and_prepare()
+        with quiet():  # download progress bars still show (they are not logs)
+            builder = tfds.builder(TFDS_NAMES[source_name], data_dir=data_dir or None, file_format="array_record")
+            builder.download_and_prepare()
     except Exception as error:  # network and extraction failures come in many types
         raise DataUnavailableError(
             f"TFDS could not download/prepare {TFDS_NAMES[source_name]} ({type(error).__name__}: "

@@ -29,7 +29,7 @@ constexpr int kLanes = 8;
 // Output pixels per weight load in the forward pass: as many as the registers hold (32 vectors).
 constexpr int pixels_for(int vectors) { return vectors <= 2 ? 8 : vectors <= 4 ? 4 : 2; }
 constexpr int kTaps = 4;      // kernel taps per gradient load (kernel gradient)
-constexpr int kMaxVectors = 8;  // up to 64 channels on the vector side
+constexpr int kMaxVectors = 8;  // up to 64 channels on the vector side (cpu_conv.MAX_CHANNELS)
 
 inline v8 load(const float* p) { return *reinterpret_cast<const v8*>(p); }
 inline void store(float* p, v8 v) { *reinterpret_cast<v8*>(p) = v; }
