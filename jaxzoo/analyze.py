@@ -12,7 +12,6 @@ logits, on the first 50 test images; a pair's value is the mean over the layers)
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import shutil
@@ -28,7 +27,7 @@ from ml_collections import ConfigDict
 from jaxzoo import analysis, plots
 from jaxzoo.config import data_options
 from jaxzoo.data import load_dataset, normalise
-from jaxzoo.cli import run
+from jaxzoo.cli import ArgumentParser, number_in, run
 from jaxzoo.errors import UserError
 from jaxzoo.export import EXPORTS_FILE, Zoo, read_zoo
 from jaxzoo.layout import flat_vectors
@@ -63,7 +62,10 @@ def forward_functions(zoo: Zoo, activations: tuple[str, ...]):
     return jax.jit(predict), features
 
 
-def predictions_and_features(zoo: Zoo, params, test_images: np.ndarray, cka_images: int):
+def predictions_and_grams(zoo: Zoo, params, test_images: np.ndarray, cka_images: int):
+    """Forward passes of all models, `MODEL_CHUNK` at a time -> (class ids [M, N], the smallest
+    integer type; per layer the packed centred Gram matrices of the first cka_images images,
+    [M, n(n+1)/2] float32: `analysis.packed_grams`). The features themselves are never kept."""
     population = build_population(zoo.table)
     predict, features = forward_functions(zoo, population.activations)
     activation_index = population.arrays["activation_index"]
@@ -71,15 +73,15 @@ def predictions_and_features(zoo: Zoo, params, test_images: np.ndarray, cka_imag
     n = len(test_images)
     padded = np.concatenate([test_images, np.zeros((-n % IMAGE_BATCH, *test_images.shape[1:]), test_images.dtype)])
     batches = padded.reshape(-1, IMAGE_BATCH, *test_images.shape[1:])
-    preds, feats = [], []
+    class_ids = np.min_scalar_type(zoo.num_classes - 1)
+    preds, grams = [], []
     for start in range(0, len(zoo.table), MODEL_CHUNK):
         chunk = slice(start, start + MODEL_CHUNK)
         p = jax.tree.map(lambda a: a[chunk], params)
         a = activation_index[chunk]
-        preds.append(np.asarray(predict(p, a, batches))[:, :n])
-        feats.append([np.asarray(f) for f in features(p, a, test_images[:cka_images])])
-    layers = [np.concatenate([f[i] for f in feats]) for i in range(len(feats[0]))]
-    return np.concatenate(preds), layers
+        preds.append(np.asarray(predict(p, a, batches))[:, :n].astype(class_ids))
+        grams.append([analysis.packed_grams(np.asarray(f)) for f in features(p, a, test_images[:cka_images])])
+    return np.concatenate(preds), [np.concatenate(layer) for layer in zip(*grams)]
 
 
 def embedding_rows(zoo: Zoo, keep: np.ndarray, max_points: int, seed: int = 0):
@@ -93,10 +95,22 @@ def embedding_rows(zoo: Zoo, keep: np.ndarray, max_points: int, seed: int = 0):
     for epoch in zoo.epochs:
         chosen = [m for m, e in pairs if e == epoch]
         if chosen:
-            weights.append(flat_vectors(zoo.vector_params(zoo.state(epoch)["params"]), zoo.arch)[chosen])
+            params = jax.tree.map(lambda a: a[chosen], zoo.state(epoch)["params"])  # the chosen models only
+            weights.append(flat_vectors(zoo.vector_params(params), zoo.arch))
             epochs += [epoch] * len(chosen)
             index += chosen
     return np.concatenate(weights), np.array(epochs), np.array(index)
+
+
+def last_epoch_table2(zoo: Zoo, test_images: np.ndarray, num_classes: int, threshold: float) -> tuple[dict, np.ndarray]:
+    """(Table 2 of the last epoch, viable models [M] bool). The per-model arrays it needs (params,
+    weights [M, P], predictions, packed Gram matrices) are freed on return, before the figures."""
+    last = zoo.epochs[-1]
+    params = zoo.vector_params(zoo.state(last)["params"])  # twins: the masked weights
+    weights = flat_vectors(params, zoo.arch)
+    predictions, grams = predictions_and_grams(zoo, params, test_images, analysis.CKA_IMAGES)
+    table2 = analysis.table2(zoo.metrics[last]["test_acc"], predictions, grams, weights, num_classes, threshold)
+    return table2, analysis.viability(weights, threshold).keep
 
 
 def generating_factors(zoo: Zoo) -> dict:
@@ -174,18 +188,16 @@ def analyze(workdir, threshold: float = analysis.DEFAULT_THRESHOLD, agreement_im
                         "(python -m jaxzoo.export) and analyse the torchvision checkpoints")
     config = zoo.config
     last = zoo.epochs[-1]
-    params = zoo.vector_params(zoo.state(last)["params"])  # twins: the masked weights
-    weights = flat_vectors(params, zoo.arch)
     data = config["data"]
     dataset = load_dataset(data["name"], data["image_size"], data["max_examples_per_split"], data_options(ConfigDict(config)))
     test_images = normalise(dataset.test[0], dataset.mean, dataset.std)
+    if agreement_images > len(test_images):
+        raise UserError(f"--agreement_images {agreement_images} is more than the {len(test_images)} test images: "
+                        f"use 0 (all) or at most {len(test_images)}")
     if agreement_images:
         test_images = test_images[:agreement_images]
     log(f"forward passes of {len(zoo.table)} models on {len(test_images)} test images ...")
-    predictions, layer_features = predictions_and_features(zoo, params, test_images, analysis.CKA_IMAGES)
-    table2 = analysis.table2_row(zoo.metrics[last]["test_acc"], predictions, layer_features, weights,
-                                 dataset.num_classes, threshold)
-    keep = analysis.viability(weights, threshold).keep
+    table2, keep = last_epoch_table2(zoo, test_images, dataset.num_classes, threshold)
     folder = zoo.workdir / "card"
     folder.mkdir(exist_ok=True)
     train_acc = np.stack([zoo.metrics[e]["train_acc"][keep] for e in zoo.epochs])
@@ -245,13 +257,17 @@ def exports_of(workdir: pathlib.Path) -> list[pathlib.Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jaxzoo.analyze", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m jaxzoo.analyze", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", required=True)
-    parser.add_argument("--threshold", type=float, default=analysis.DEFAULT_THRESHOLD)
-    parser.add_argument("--agreement_images", type=int, default=0, help="first N test images (0: all)")
-    parser.add_argument("--embedding_points", type=int, default=5000, help="(model, epoch) rows in the embedding")
+    parser.add_argument("--threshold", type=number_in(0, low_open=True), default=analysis.DEFAULT_THRESHOLD,
+                        help="models with |w| above it are not viable")
+    parser.add_argument("--agreement_images", type=number_in(0, integer=True), default=0,
+                        help="first N test images (0: all)")
+    parser.add_argument("--embedding_points", type=number_in(2, integer=True), default=5000,
+                        help="(model, epoch) rows in the embedding")
     args = parser.parse_args(argv)
-    return run(lambda: analyze(args.workdir, args.threshold, args.agreement_images, args.embedding_points))
+    return run(lambda: analyze(args.workdir, args.threshold, args.agreement_images, args.embedding_points),
+               args.verbose)
 
 
 if __name__ == "__main__":

@@ -73,27 +73,36 @@ def _drop_closed_loop_callbacks(unraisable) -> None:
         sys.__unraisablehook__(unraisable)
 
 
-def check_destination(path: pathlib.Path, flag: str, is_file: bool = False) -> None:
-    """Before any work: raises UserError unless `path` (a folder, or a file with `is_file`) can be
-    created or written; missing folders of a folder destination are created later by the command."""
+def destination_problem(path: pathlib.Path, is_file: bool = False) -> str | None:
+    """Why `path` (a folder, or a file with `is_file`) cannot be created or written, or None.
+
+    Tries a temporary file in the nearest existing folder, so a read-only file system or
+    immutable folder is caught for root too; missing folders are left for the command to create.
+    """
     path = pathlib.Path(path).absolute()
     if is_file and path.is_dir():
-        raise UserError(f"{flag} {path} is a folder: name a file")
+        return "is a folder, not a file"
     if not is_file and path.exists() and not path.is_dir():
-        raise UserError(f"{flag} {path} is a file: name a folder")
+        return "is a file, not a folder"
     folder = path.parent if is_file else path
-    existing = folder
-    while not existing.exists():
-        existing = existing.parent
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
     if not existing.is_dir():
-        raise UserError(f"{flag} {path} is not writable: {existing} is a file: choose another {flag}")
+        return f"is not writable: {existing} is a file, not a folder"
     if is_file and existing != folder:
-        raise UserError(f"{flag} {path}: the folder {folder} does not exist: create it or choose another {flag}")
+        return f"cannot be written: its folder {folder} does not exist"
     try:
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as error:
-        raise UserError(f"{flag} {path} is not writable ({error.strerror} in {existing}): choose another {flag}") from None
+        return f"is not writable ({error.strerror} in {existing})"
+    return None
+
+
+def check_destination(path: pathlib.Path, flag: str, is_file: bool = False) -> None:
+    """Before any work: raises UserError naming `flag` unless `path` can be created or written."""
+    problem = destination_problem(path, is_file)
+    if problem:
+        raise UserError(f"{flag} {pathlib.Path(path).absolute()} {problem}: choose another {flag}")
 
 
 def epoch_list(text: str) -> list[int] | None:

@@ -3,14 +3,17 @@
 Builds a synthetic workdir with the trainer's own init, checkpointing and metrics code
 (weights of epoch e = init + small noise per epoch, random metrics; no training) on mnist_5k,
 then times `python -m jaxzoo.export` per format (with the size of each) and
-`python -m jaxzoo.analyze` (Table 2, figures, card; PCA unless umap-learn is installed).
+`python -m jaxzoo.analyze` (Table 2, figures, card; PCA unless umap-learn is installed) with
+its peak resident memory. Several model counts run side by side, one workdir each:
 
   python scripts/bench_zoo_tools.py [--models 1000] [--epochs 50] [--scratch DIR]
+  python scripts/bench_zoo_tools.py --models 1024,2048,4096 --epochs 2 --analyze_only
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
 import subprocess
 import sys
@@ -59,30 +62,54 @@ def size_of(path: pathlib.Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", type=int, default=1000)
-    parser.add_argument("--epochs", type=int, default=50)
-    parser.add_argument("--scratch", default="")
-    args = parser.parse_args()
-    scratch = pathlib.Path(args.scratch or tempfile.mkdtemp(prefix="jaxzoo-bench-export-"))
-    workdir = scratch / "zoo"
-    start = time.perf_counter()
-    synthetic_workdir(workdir, args.models, args.epochs)
-    print(f"synthetic workdir: {args.models} models x {args.epochs + 1} epochs in {time.perf_counter() - start:.1f} s, "
-          f"{size_of(workdir / 'checkpoints') / 2**20:.0f} MiB of Orbax checkpoints")
+def timed_child(command: list[str]) -> tuple[float, float]:
+    """Runs a Python module as a child process -> (wall seconds, its peak resident memory in GiB)."""
+    with tempfile.TemporaryFile() as stderr:
+        start = time.perf_counter()
+        child = subprocess.Popen([sys.executable, "-m", *command], stdout=subprocess.DEVNULL, stderr=stderr)
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - start
+        code = child.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4, not by Popen
+        if code:
+            stderr.seek(0)
+            sys.exit(f"{' '.join(command)} failed ({code}):\n{stderr.read().decode()[-4000:]}")
+    return seconds, usage.ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
+
+
+def bench_exports(scratch: pathlib.Path, workdir: pathlib.Path) -> None:
     print("| format | export s | size on disk |")
     print("|---|---:|---:|")
     for fmt in ("vectors", "trials", "all"):
         out = scratch / f"out_{fmt}"
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "jaxzoo.export", "--workdir", str(workdir), "--out", str(out), "--format", fmt],
-                       check=True, capture_output=True)
-        seconds = time.perf_counter() - start
+        seconds, _ = timed_child(["jaxzoo.export", "--workdir", str(workdir), "--out", str(out), "--format", fmt])
         print(f"| {fmt} | {seconds:.1f} | {size_of(out) / 2**20:.0f} MiB |", flush=True)
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "jaxzoo.analyze", "--workdir", str(workdir)], check=True, capture_output=True)
-    print(f"analysis (Table 2 on 750 test images, 3 figures, card): {time.perf_counter() - start:.1f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="1000", help="model counts, comma-separated: one workdir each")
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--agreement_images", type=int, default=0, help="passed to the analysis (0: all test images)")
+    parser.add_argument("--analyze_only", action="store_true", help="skip the exports")
+    parser.add_argument("--scratch", default="")
+    args = parser.parse_args()
+    scratch = pathlib.Path(args.scratch or tempfile.mkdtemp(prefix="jaxzoo-bench-export-"))
+    analyses = []
+    for models in [int(m) for m in args.models.split(",")]:
+        workdir = scratch / f"zoo_{models}"
+        if not (workdir / "metrics.jsonl").exists():
+            start = time.perf_counter()
+            synthetic_workdir(workdir, models, args.epochs)
+            print(f"synthetic workdir: {models} models x {args.epochs + 1} epochs in {time.perf_counter() - start:.1f} s, "
+                  f"{size_of(workdir / 'checkpoints') / 2**20:.0f} MiB of Orbax checkpoints", flush=True)
+        if not args.analyze_only:
+            bench_exports(scratch / f"exports_{models}", workdir)
+        seconds, peak = timed_child(["jaxzoo.analyze", "--workdir", str(workdir), "--agreement_images", str(args.agreement_images)])
+        analyses.append((models, seconds, peak))
+        print(f"analysis of {models} models (Table 2, 3 figures, card): {seconds:.1f} s, peak RSS {peak:.2f} GiB", flush=True)
+    print(f"\n| models | epochs | analyze s | analyze peak RSS GiB |\n|---:|---:|---:|---:|")
+    for models, seconds, peak in analyses:
+        print(f"| {models} | {args.epochs + 1} | {seconds:.1f} | {peak:.2f} |")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
 """Shared fixtures: small configs and the embedded data, loaded once per session."""
 
+import contextlib
 import os
+import pathlib
+import subprocess
 import tempfile
 
 import pytest
@@ -61,3 +64,27 @@ def tiny_zoo(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("tiny") / "zoo"
     train_and_evaluate(tiny_zoo_config(), workdir)
     return workdir
+
+
+@contextlib.contextmanager
+def read_only(*folders: pathlib.Path):
+    """Folders nobody may create files in, root included (root ignores modes: the immutable
+    attribute instead, where the file system has it)."""
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+    done = []
+    try:
+        for folder in folders:
+            if os.geteuid() == 0:
+                if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode:
+                    pytest.skip("chattr +i is not available to make a folder read-only for root")
+            else:
+                folder.chmod(0o555)
+            done.append(folder)
+        yield folders[0] if len(folders) == 1 else folders
+    finally:
+        for folder in done:
+            if os.geteuid() == 0:
+                subprocess.run(["chattr", "-i", str(folder)], check=True)
+            else:
+                folder.chmod(0o755)

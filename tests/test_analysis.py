@@ -4,6 +4,7 @@ import json
 import math
 import subprocess
 import sys
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -74,6 +75,77 @@ def test_viability_filter_and_table2_row():
     assert row["weights"]["mean"] == pytest.approx(kept.mean())
     assert len(row["cka_per_layer"]) == 2
     assert row["cka"]["mean"] == pytest.approx(np.mean(row["cka_per_layer"]))
+
+
+def unblocked_table2(test_acc, predictions, layer_features, weights, num_classes, threshold=5.0):
+    """Table 2 by the textbook formulas on whole [M, M] matrices (the implementation before blocking)."""
+    keep = analysis.viability(weights, threshold).keep
+    m = int(keep.sum())
+    pairs = lambda matrix: matrix[np.triu_indices(m, k=1)]
+    stats = lambda values: {"mean": float(np.mean(values)), "std": float(np.std(values))}
+    predictions, weights = predictions[keep], weights[keep].astype(np.float64)
+    agree = sum((predictions == c).astype(np.float64) @ (predictions == c).astype(np.float64).T
+                for c in range(num_classes)) / predictions.shape[1]
+    per_layer = []
+    for features in layer_features:
+        x = features[keep].reshape(m, features.shape[1], -1).astype(np.float32)
+        x = x - x.mean(axis=1, keepdims=True)
+        grams = (x @ np.swapaxes(x, 1, 2)).astype(np.float64).reshape(m, -1)
+        unit = grams / np.linalg.norm(grams, axis=1, keepdims=True)
+        per_layer.append(unit @ unit.T)
+    sq = (weights * weights).sum(axis=1)
+    dot = weights @ weights.T
+    l2 = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * dot, 0.0))
+    cosine = 1 - dot / np.sqrt(sq[:, None] * sq[None, :])
+    return {"viable": m, "accuracy": stats(test_acc[keep]), "agreement": stats(pairs(agree)),
+            "cka": stats(pairs(np.mean(per_layer, axis=0))), "cka_per_layer": [stats(pairs(c))["mean"] for c in per_layer],
+            "weights": stats(weights), "l2_distance": stats(pairs(l2)), "cosine_distance": stats(pairs(cosine))}
+
+
+@pytest.mark.parametrize("block", [1, 7, 16, 64])
+def test_blocked_table2_equals_the_whole_matrix_formulas(block):
+    rng = np.random.default_rng(3)
+    m = 45  # not a multiple of the blocks; two non-viable models make the kept indices non-contiguous
+    weights = rng.normal(0, 0.5, size=(m, 33)).astype(np.float32)
+    weights[4, 0], weights[30, 2] = np.inf, 9.0
+    predictions = rng.integers(0, 4, size=(m, 60)).astype(np.uint8)
+    shared = rng.normal(size=(1, 50, 9))
+    features = [(shared + rng.normal(0, 0.5, size=(m, 50, 9))).astype(np.float32), rng.normal(size=(m, 50, 3, 4))]
+    acc = rng.uniform(size=m)
+    row = analysis.table2_row(acc, predictions, features, weights, 4, block=block)
+    expected = unblocked_table2(acc, predictions, features, weights, 4)
+    assert row["viable"] == expected["viable"] == m - 2
+    for key, value in expected.items():
+        if isinstance(value, dict):
+            for stat in ("mean", "std"):
+                assert row[key][stat] == pytest.approx(value[stat], rel=1e-9, abs=1e-15), (key, stat)
+    assert row["cka_per_layer"] == pytest.approx(expected["cka_per_layer"], rel=1e-9)
+    assert 0.3 < row["cka_per_layer"][0] < 0.99 and row["cka_per_layer"][1] < row["cka_per_layer"][0]
+
+
+def test_moments_merge_like_one_pass():
+    values = np.random.default_rng(4).normal(5.0, 0.01, size=1001)
+    merged = sum((analysis.Moments.of(part) for part in np.split(values, [1, 2, 500, 1000])), analysis.Moments())
+    assert merged.count == 1001
+    assert merged.summary()["mean"] == pytest.approx(values.mean(), rel=1e-14)
+    assert merged.summary()["std"] == pytest.approx(values.std(), rel=1e-9)
+    assert math.isnan(analysis.mean_std(np.array([]))["std"])
+
+
+def test_pair_statistics_never_build_an_m_by_m_matrix():
+    rng = np.random.default_rng(5)
+    m, block = 3000, 128
+    weights = rng.normal(size=(m, 6)).astype(np.float32)
+    predictions = rng.integers(0, 3, size=(m, 8)).astype(np.uint8)
+    grams = [analysis.packed_grams(rng.normal(size=(m, 4, 2)))]
+    tracemalloc.start()
+    try:
+        row = analysis.table2(np.zeros(m), predictions, grams, weights, 3, block=block)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert row["viable"] == m and 0 < row["agreement"]["mean"] < 1
+    assert peak < m * m * 8 / 20, f"{peak / 2**20:.1f} MiB traced; [M, M] float64 is {m * m * 8 / 2**20:.0f} MiB"
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 reference workdir byte-identical afterwards. The CLIs run in-process (their main functions)."""
 
 import concurrent.futures
-import contextlib
 import hashlib
 import json
 import logging
@@ -13,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import read_only
 from jaxzoo import analyze, benchmark, export, merge, sparsify
 from jaxzoo.data import __main__ as data_cli
 
@@ -51,25 +51,6 @@ COMMANDS = {
 def tree_digest(folder: pathlib.Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-@contextlib.contextmanager
-def read_only(folder: pathlib.Path):
-    """A folder nobody may write into, root included (the immutable attribute where root runs)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() == 0:
-        if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode:
-            pytest.skip("chattr +i is not available to make a folder read-only for root")
-        try:
-            yield folder
-        finally:
-            subprocess.run(["chattr", "-i", str(folder)], check=True)
-    else:
-        folder.chmod(0o555)
-        try:
-            yield folder
-        finally:
-            folder.chmod(0o755)
 
 
 @pytest.fixture(autouse=True)
@@ -153,7 +134,7 @@ CASES = [
     ("train", ["--config={QS}", "--config.seed=-3"], "seed=-3"),
     # train: workdirs and processes
     ("train", ["--config={QS}", "--workdir={FILE}"], "is a file"),
-    ("train", ["--config={QS}", "--workdir={FILE}/sub"], "not writable"),
+    ("train", ["--config={QS}", "--workdir={FILE}/sub"], "is not writable: "),
     ("train", ["--config={QS}", "--workdir={READONLY}/zoo"], "not writable"),
     ("train", ["--config={QS}", "--workdir={ZOO}"], "holds another zoo"),
     ("train", ["--config={QS}", "--workdir={EDITED}"], "was edited after training"),
@@ -197,6 +178,7 @@ CASES = [
     ("benchmark", [], "nothing to benchmark"),
     ("benchmark", ["--workdir={ZOO}", "--vectors={ROOT}/v"], "exclude each other"),
     ("benchmark", ["--workdir={ZOO}", "--out={ROOT}/no/dir/t.md"], "does not exist"),
+    ("benchmark", ["--workdir={ZOO}", "--out={READONLY}/t.md"], "not writable"),
     ("benchmark", ["--workdir={ZOO}", "--out={ROOT}"], "is a folder"),
     ("benchmark", ["--workdir={ZOO}", "--threshold", "nan"], "--threshold"),
     ("benchmark", ["--workdir={ZOO}", "--epochs", "2,2"], "distinct"),

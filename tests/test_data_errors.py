@@ -2,12 +2,15 @@
 the user's raw files are never touched. Damaged files are written in the genuine formats."""
 
 import bz2
+import contextlib
 import gzip
 import logging
 import os
 
 import numpy as np
 import pytest
+
+import conftest
 
 from jaxzoo.data import DataOptions, load_dataset, raw, tfds_source
 from jaxzoo.data import synthetic as rawfiles
@@ -224,25 +227,10 @@ def test_damaged_cache_is_one_line_and_keeps_the_raw_files(tmp_path, rng, name, 
 # --- the cache destination --------------------------------------------------------------------
 
 @pytest.fixture
-def read_only(monkeypatch):
-    """Makes folders read-only; where modes do not bind this user (root), os.access is told the same."""
-    made = []
-
-    def make(*folders):
-        for folder in folders:
-            for path in [folder, *folder.rglob("*")]:
-                path.chmod(0o555 if path.is_dir() else 0o444)
-            made.append(folder)
-        if os.access(folders[0], os.W_OK):
-            real_access = os.access
-            denied = lambda path: any(str(path) == str(f) or str(path).startswith(f"{f}/") for f in made)
-            monkeypatch.setattr(os, "access", lambda path, mode, **kw: (
-                False if mode & os.W_OK and denied(path) else real_access(path, mode, **kw)))
-
-    yield make
-    for folder in made:
-        for path in [folder, *folder.rglob("*")]:
-            path.chmod(0o755 if path.is_dir() else 0o644)
+def read_only():
+    """make(*folders): those folders become read-only until the test ends (root included)."""
+    with contextlib.ExitStack() as stack:
+        yield lambda *folders: stack.enter_context(conftest.read_only(*folders))
 
 
 def no_reading(monkeypatch, dataset):
@@ -277,7 +265,9 @@ def test_read_only_cache_serves_what_it_holds_and_refuses_new_entries_first(tmp_
     svhn_calls = no_reading(monkeypatch, "svhn")
     svhn = DataOptions("raw", str(tmp_path / "raw"), "", str(tmp_path / "cache"))
     message = one_line_error(lambda: load_dataset("svhn", 28, options=svhn, strict_sizes=False))
-    assert message.startswith(f"data.cache_dir {tmp_path / 'cache'} is not writable: set --config.data.cache_dir")
+    assert message.startswith(f"data.cache_dir {tmp_path / 'cache'} is not writable (")
+    assert message.endswith("set --config.data.cache_dir (--cache_dir for `python -m jaxzoo.data`) or $JAXZOO_DATA_DIR "
+                            "to a writable folder")
     assert svhn_calls == []
 
 
@@ -286,8 +276,8 @@ def test_data_cli_prepare_checks_the_cache_dir_first(tmp_path, capsys, read_only
     assert data_main(["prepare", "mnist_5k", "--cache_dir", str(tmp_path / "somefile" / "sub")]) == 2
     captured = capsys.readouterr()
     assert captured.err.splitlines() == [
-        f"jaxzoo: error: data.cache_dir {tmp_path / 'somefile' / 'sub'} cannot be created: {tmp_path / 'somefile'} "
-        "is a file: set --config.data.cache_dir (--cache_dir for `python -m jaxzoo.data`) or $JAXZOO_DATA_DIR "
+        f"jaxzoo: error: data.cache_dir {tmp_path / 'somefile' / 'sub'} is not writable: {tmp_path / 'somefile'} "
+        "is a file, not a folder: set --config.data.cache_dir (--cache_dir for `python -m jaxzoo.data`) or $JAXZOO_DATA_DIR "
         "to a writable folder"
     ]
     assert captured.out == ""  # nothing was prepared

@@ -22,6 +22,7 @@ import tempfile
 
 import numpy as np
 
+from jaxzoo.cli import destination_problem
 from jaxzoo.data.errors import DataUnavailableError, damaged, describe, exists, reading
 
 FORMAT_VERSION = 1
@@ -46,12 +47,7 @@ def check_writable(cache_dir: str = "") -> pathlib.Path:
     """The cache root, once it is sure a cache can be written there (the root is a writable folder,
     or can be created in one); a one-line DataUnavailableError naming the folder otherwise."""
     root = cache_root(cache_dir)
-    existing = next(p for p in (root, *root.parents) if exists(p))
-    problem = ""
-    if not existing.is_dir():
-        problem = "is a file, not a folder" if existing == root else f"cannot be created: {existing} is a file"
-    elif not os.access(existing, os.W_OK | os.X_OK):
-        problem = "is not writable" if existing == root else f"cannot be created: {existing} is not writable"
+    problem = destination_problem(root)
     if problem:
         raise DataUnavailableError(f"{root_name(cache_dir)} {problem}: {SET_ANOTHER}")
     return root
