@@ -19,6 +19,7 @@ import sys
 import time
 
 import flax.linen as nn
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -62,10 +63,36 @@ def forward_functions(zoo: Zoo, activations: tuple[str, ...]):
     return jax.jit(predict), features
 
 
-def predictions_and_grams(zoo: Zoo, params, test_images: np.ndarray, cka_images: int):
-    """Forward passes of all models, `MODEL_CHUNK` at a time -> (class ids [M, N], the smallest
-    integer type; per layer the packed centred Gram matrices of the first cka_images images,
-    [M, n(n+1)/2] float32: `analysis.packed_grams`). The features themselves are never kept."""
+def param_leaf(zoo: Zoo, epoch: int, path: tuple[str, ...]) -> np.ndarray:
+    """One leaf [M, ...] of an epoch's params (nothing else is read; Orbax decodes a leaf whole,
+    so restoring one at a time bounds the memory to one leaf of the population)."""
+    return traverse_util.flatten_dict(zoo.checkpoints.params(epoch, [path]))[path]
+
+
+def restore_params(zoo: Zoo, epoch: int, rows: analysis.ModelRows) -> list[tuple[str, ...]]:
+    """Puts an epoch's params into rows leaf by leaf (named by `param_name`) -> their key paths."""
+    paths = zoo.checkpoints.param_paths(epoch)
+    for path in paths:
+        rows.put(param_name(path), param_leaf(zoo, epoch, path))
+    return paths
+
+
+def param_name(path: tuple[str, ...]) -> str:
+    return "params/" + "/".join(path)
+
+
+def params_block(zoo: Zoo, rows: analysis.ModelRows, paths: list[tuple[str, ...]], index: slice | np.ndarray) -> dict:
+    """The params of the models `index` from rows (`restore_params`): the masked weights for twins."""
+    return zoo.vector_params(traverse_util.unflatten_dict({path: rows.read(param_name(path), index) for path in paths}))
+
+
+def forward_passes(zoo: Zoo, rows: analysis.ModelRows, paths: list[tuple[str, ...]], test_images: np.ndarray,
+                   cka_images: int) -> int:
+    """Forward passes of all models, `MODEL_CHUNK` at a time, on params from rows (`restore_params`);
+    writes into rows "weights" [M, P] (flat vectors), "predictions" [M, N] (class ids, the smallest
+    integer type) and per layer "gram0".. the packed centred Gram matrices of the first cka_images
+    images, [M, n(n+1)/2] float32 (`analysis.packed_grams`) -> the number of layers. The features
+    themselves are never kept."""
     population = build_population(zoo.table)
     predict, features = forward_functions(zoo, population.activations)
     activation_index = population.arrays["activation_index"]
@@ -74,43 +101,49 @@ def predictions_and_grams(zoo: Zoo, params, test_images: np.ndarray, cka_images:
     padded = np.concatenate([test_images, np.zeros((-n % IMAGE_BATCH, *test_images.shape[1:]), test_images.dtype)])
     batches = padded.reshape(-1, IMAGE_BATCH, *test_images.shape[1:])
     class_ids = np.min_scalar_type(zoo.num_classes - 1)
-    preds, grams = [], []
+    layers = 0
     for start in range(0, len(zoo.table), MODEL_CHUNK):
         chunk = slice(start, start + MODEL_CHUNK)
-        p = jax.tree.map(lambda a: a[chunk], params)
+        params = params_block(zoo, rows, paths, chunk)
         a = activation_index[chunk]
-        preds.append(np.asarray(predict(p, a, batches))[:, :n].astype(class_ids))
-        grams.append([analysis.packed_grams(np.asarray(f)) for f in features(p, a, test_images[:cka_images])])
-    return np.concatenate(preds), [np.concatenate(layer) for layer in zip(*grams)]
+        rows.write("weights", start, flat_vectors(params, zoo.arch))
+        rows.write("predictions", start, np.asarray(predict(params, a, batches))[:, :n].astype(class_ids))
+        grams = features(params, a, test_images[:cka_images])
+        for k, layer in enumerate(grams):
+            rows.write(analysis.GRAM.format(k), start, analysis.packed_grams(np.asarray(layer)))
+        layers = len(grams)
+    return layers
 
 
 def embedding_rows(zoo: Zoo, keep: np.ndarray, max_points: int, seed: int = 0):
-    """(weights, epoch, model index) of up to max_points (model, epoch) rows of viable models."""
+    """(weights, epoch, model index) of up to max_points (model, epoch) rows of viable models,
+    drawn uniformly (epoch-major order); each epoch's params are restored one leaf at a time."""
     models = np.flatnonzero(keep)
-    pairs = [(m, e) for e in zoo.epochs for m in models]
-    rng = np.random.default_rng(seed)
-    if len(pairs) > max_points:
-        pairs = [pairs[i] for i in sorted(rng.choice(len(pairs), max_points, replace=False))]
-    weights, epochs, index = [], [], []
+    rows = np.arange(len(models) * len(zoo.epochs))
+    if len(rows) > max_points:
+        rows = np.sort(np.random.default_rng(seed).choice(len(rows), max_points, replace=False))
+    epochs, index = np.asarray(zoo.epochs)[rows // len(models)], models[rows % len(models)]
+    weights = []
     for epoch in zoo.epochs:
-        chosen = [m for m, e in pairs if e == epoch]
-        if chosen:
-            params = jax.tree.map(lambda a: a[chosen], zoo.state(epoch)["params"])  # the chosen models only
-            weights.append(flat_vectors(zoo.vector_params(params), zoo.arch))
-            epochs += [epoch] * len(chosen)
-            index += chosen
-    return np.concatenate(weights), np.array(epochs), np.array(index)
+        chosen = index[epochs == epoch]
+        if len(chosen):
+            params = {path: param_leaf(zoo, epoch, path)[chosen] for path in zoo.checkpoints.param_paths(epoch)}
+            weights.append(flat_vectors(zoo.vector_params(traverse_util.unflatten_dict(params)), zoo.arch))
+    return np.concatenate(weights), epochs, index
 
 
 def last_epoch_table2(zoo: Zoo, test_images: np.ndarray, num_classes: int, threshold: float) -> tuple[dict, np.ndarray]:
     """(Table 2 of the last epoch, viable models [M] bool). The per-model arrays it needs (params,
-    weights [M, P], predictions, packed Gram matrices) are freed on return, before the figures."""
+    weights [M, P], predictions, packed Gram matrices) are held in `analysis.ModelRows` (memory
+    up to its budget, temporary files beyond) and freed on return, before the figures."""
     last = zoo.epochs[-1]
-    params = zoo.vector_params(zoo.state(last)["params"])  # twins: the masked weights
-    weights = flat_vectors(params, zoo.arch)
-    predictions, grams = predictions_and_grams(zoo, params, test_images, analysis.CKA_IMAGES)
-    table2 = analysis.table2(zoo.metrics[last]["test_acc"], predictions, grams, weights, num_classes, threshold)
-    return table2, analysis.viability(weights, threshold).keep
+    with analysis.ModelRows(len(zoo.table)) as rows:
+        paths = restore_params(zoo, last, rows)
+        layers = forward_passes(zoo, rows, paths, test_images, analysis.CKA_IMAGES)
+        for path in paths:
+            rows.drop(param_name(path))
+        table2, v = analysis.table2_of_rows(zoo.metrics[last]["test_acc"], rows, layers, num_classes, threshold)
+    return table2, v.keep
 
 
 def generating_factors(zoo: Zoo) -> dict:

@@ -2,7 +2,7 @@
 
 Each conv / linear layer carries `log_sigma2` (shape of its kernel; conv layers also a
 `log_sigma2_bias`). log alpha = clamp(log sigma^2 - 2 log(|w| + 1e-15)), clamped to [-8, 8] for
-conv and [-10, 10] for linear layers (zoo-spec §5).
+conv and [-10, 10] for linear layers.
 
 - Training forward, local reparameterisation: conv: conv(x, W) + b + sqrt(1e-15 +
   conv(x^2, e^{log alpha} W^2) + e^{log alpha_b} b^2) * eps; linear: x W + sqrt(x^2 (e^{log

@@ -1,4 +1,4 @@
-"""Property prediction from weights, the paper's Table 3 (zoo-spec §6), for any zoo.
+"""Property prediction from weights, the paper's Table 3, for any zoo.
 
   python -m jaxzoo.benchmark --workdir W [--workdir W2 ...] [--epochs 5,15,50] [--out table.md]
   python -m jaxzoo.benchmark --vectors EXPORT/vectors

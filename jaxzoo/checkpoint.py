@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import pathlib
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import ml_collections
@@ -291,11 +291,7 @@ class ZooCheckpoints:
 
     def state(self, epoch: int | None = None) -> tuple[int, dict]:
         """-> (epoch, state as numpy arrays [M, ...]); the newest epoch by default."""
-        epochs = self.epochs()
-        epoch = (epochs[-1] if epochs else None) if epoch is None else epoch
-        if epoch is None or epoch not in epochs:
-            raise WorkdirError(f"{self.directory} has no checkpoint for epoch {epoch}: epochs {epochs}")
-        path = self.directory / str(epoch) / "state"
+        epoch, path = self._state_path(epoch)
         try:
             with ocp.StandardCheckpointer() as reader:
                 try:
@@ -310,12 +306,55 @@ class ZooCheckpoints:
             ) from None
         return epoch, state
 
+    def param_paths(self, epoch: int) -> list[tuple[str, ...]]:
+        """Key paths of the leaves of an epoch's `params`, e.g. ('conv0', 'kernel'), read from
+        the checkpoint's metadata (no array is read)."""
+        _, path = self._state_path(epoch)
+        with ocp.PyTreeCheckpointer() as reader:
+            params = _saved_tree(reader, path)["params"]
+        return [tuple(str(key.key) for key in keys) for keys, _ in jax.tree_util.tree_flatten_with_path(
+            params, is_leaf=lambda leaf: hasattr(leaf, "shape"))[0]]
+
+    def params(self, epoch: int, leaves: Sequence[tuple[str, ...]] | None = None) -> dict:
+        """An epoch's `params` as numpy arrays [M, ...] and nothing else (no optimizer state):
+        all its leaves, or only those at the given key paths (`param_paths`).
+
+        Orbax's partial restore reads only the requested arrays, whatever process layout saved
+        them. Each array is one compressed chunk of the whole population, so a block of models
+        cannot be read without decoding the whole leaf: restore one leaf at a time to bound memory
+        (a leaf of M models transiently takes twice its size).
+        """
+        epoch, path = self._state_path(epoch)
+        leaves = self.param_paths(epoch) if leaves is None else leaves
+        item: dict = {}
+        for keys in leaves:
+            node = item
+            for key in keys[:-1]:
+                node = node.setdefault(key, {})
+            node[keys[-1]] = ocp.RestoreArgs(restore_type=np.ndarray)
+        try:
+            with ocp.PyTreeCheckpointer() as reader:
+                restored = reader.restore(path, args=ocp.args.PyTreeRestore(
+                    item={"params": item}, restore_args={"params": item}, partial_restore=True))
+        except Exception as error:  # Orbax raises many types for damaged files
+            raise WorkdirError(
+                f"params of epoch {epoch} in {self.directory} are unreadable ({type(error).__name__}): "
+                "rerun the train command, which sets the checkpoint aside and retrains it"
+            ) from None
+        return jax.tree.map(np.asarray, restored["params"])
+
+    def _state_path(self, epoch: int | None) -> tuple[int, pathlib.Path]:
+        """-> (epoch, its state folder); the newest epoch for None; WorkdirError if it has none."""
+        epochs = self.epochs()
+        epoch = (epochs[-1] if epochs else None) if epoch is None else epoch
+        if epoch is None or epoch not in epochs:
+            raise WorkdirError(f"{self.directory} has no checkpoint for epoch {epoch}: epochs {epochs}")
+        return epoch, self.directory / str(epoch) / "state"
+
     @staticmethod
     def _local_target(reader: ocp.StandardCheckpointer, path: pathlib.Path):
         """The saved tree's shapes on this process's first device (whatever topology saved it)."""
-        metadata = reader.metadata(path)
-        tree = getattr(metadata, "item_metadata", metadata)
-        tree = getattr(tree, "tree", tree)
+        tree = _saved_tree(reader, path)
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device), tree,
                             is_leaf=lambda leaf: hasattr(leaf, "shape") and hasattr(leaf, "dtype"))
@@ -326,6 +365,13 @@ class ZooCheckpoints:
 
     def close(self) -> None:
         """Nothing to release (kept so readers can be used in try/finally)."""
+
+
+def _saved_tree(reader: ocp.AbstractCheckpointer, path: pathlib.Path):
+    """The saved state's tree of array metadata (shape, dtype), whichever metadata type Orbax returns."""
+    metadata = reader.metadata(path)
+    tree = getattr(metadata, "item_metadata", metadata)
+    return getattr(tree, "tree", tree)
 
 
 def load_state(workdir: str | os.PathLike, epoch: int | None = None) -> tuple[int, dict]:

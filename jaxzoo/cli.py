@@ -12,6 +12,7 @@ import tempfile
 import warnings
 from typing import Callable
 
+from jaxzoo import host
 from jaxzoo.errors import UserError
 
 log = logging.getLogger("jaxzoo")
@@ -166,8 +167,6 @@ def use_cpu_cores(count: int = 0) -> int:
     Returns the device count asked for (0 when left alone). No effect on GPU/TPU backends.
     """
     import jax
-
-    from jaxzoo import host
 
     if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
         return 0

@@ -36,7 +36,7 @@ class ConfigError(UserError, ValueError):
 
 
 def base_config() -> ml_collections.ConfigDict:
-    """Defaults shared by every CNN zoo (the original's protocol, zoo-spec §1, §4)."""
+    """Defaults shared by every CNN zoo (the original's protocol)."""
     config = ml_collections.ConfigDict()
     config.name = "default"
     config.seed = 42  # zoo seed: draws the Hyp-10-rand seeds; model randomness uses model seeds

@@ -1,4 +1,4 @@
-"""Exports a jaxzoo workdir in the formats the weight-space community reads (zoo-spec §4).
+"""Exports a jaxzoo workdir in the formats the weight-space community reads.
 
   python -m jaxzoo.export --workdir W --out DIR [--format trials|vectors|all]
                           [--epochs 5,15,50] [--threshold 5] [--overwrite]

@@ -2,7 +2,7 @@
 
 The original's `module_list` interleaves conv, pool, activation and (sometimes) dropout
 modules, so a layer's state_dict index depends on the architecture and on whether dropout
-modules are present (zoo-spec §3): CNN-s without dropout: conv 0, 3, 6, fc 9, 11; CNN-s with
+modules are present: CNN-s without dropout: conv 0, 3, 6, fc 9, 11; CNN-s with
 dropout > 0: conv 0, 4, 8, fc 11, 14; CNN-m (dropout modules always present): conv 0, 4, 8,
 fc 13, 16. Flat vectors follow the original loader: per layer in forward order, the weight in
 PyTorch layout flattened row-major, then the bias.

@@ -1,7 +1,7 @@
-"""The paper's Table 1 zoos (24 CNN, 3 ResNet-18), with the original code's values (zoo-spec §1).
+"""The paper's Table 1 zoos (24 CNN, 3 ResNet-18), with the original code's values.
 
 Each `configs/<zoo>.py` returns `paper_zoo("<zoo>")`. Where the paper and the original code
-disagree, the code wins and `config.notes` says so (zoo-spec §8).
+disagree, the code wins and `config.notes` says so.
 """
 
 from __future__ import annotations
@@ -85,19 +85,19 @@ RESNET_ZOOS = {
 RESNET_NOTES = (
     "ResNet-18 as the original code: CIFAR stem (3x3, stride 1, no max-pool), kaiming_uniform on "
     "every conv and linear weight, fc bias 0.01; SGD momentum 0.9 with coupled L2 5e-4 under "
-    "PyTorch's OneCycleLR, whose momentum cycle 0.95 -> 0.85 -> 0.95 overrides the 0.9 (zoo-spec "
-    "§4; the paper gives lr '1e-4*', D2: the code's max lr is followed). The last partial batch "
+    "PyTorch's OneCycleLR, whose momentum cycle 0.95 -> 0.85 -> 0.95 overrides the 0.9 "
+    "(the paper gives lr '1e-4*': the code's max lr is followed). The last partial batch "
     "of an epoch is trained at its real size, as PyTorch's DataLoader. Differences from the "
     "original: augmentation runs on the device from the model seed (per model and step), and "
     "val and train-at-epoch-0 metrics use un-augmented images (the original evaluated them on "
-    "the augmented train dataset, zoo-spec §2 notes)."
+    "the augmented train dataset)."
 )
 
 PAPER_ZOOS = CNN_PAPER_ZOOS + tuple(RESNET_ZOOS)
 
 
 def original_experiment(family: str, kind: str) -> str:
-    """The original's experiment folder name (zoo-spec §1, irregular spellings included)."""
+    """The original's experiment folder name (irregular spellings included)."""
     _, _, _, seed_experiment, hyp_prefix, _ = FAMILIES[family]
     if kind == "seed":
         return seed_experiment

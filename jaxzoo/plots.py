@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import scipy.linalg  # noqa: E402
 
 
 def save(fig, folder: pathlib.Path, name: str) -> list[str]:
@@ -53,9 +54,24 @@ def embed_2d(weights: np.ndarray, seed: int = 0) -> tuple[np.ndarray, str]:
 
         return umap.UMAP(n_components=2, random_state=seed).fit_transform(weights), "UMAP"
     except ImportError:
-        centred = weights - weights.mean(axis=0)
-        _, _, vt = np.linalg.svd(centred, full_matrices=False)
-        return centred @ vt[:2].T, "PCA (umap-learn not installed)"
+        return pca(weights, 2), "PCA (umap-learn not installed)"
+
+
+def pca(weights: np.ndarray, components: int = 2) -> np.ndarray:
+    """[N, P] -> [N, components]: projections of the centred rows on their top principal axes.
+
+    From the top eigenvectors (only those) of the smaller of the P x P and N x N second-moment
+    matrices, in float64, instead of an SVD of the data: the same projections up to sign, in
+    min(N, P)^2 memory.
+    """
+    centred = np.asarray(weights, np.float64) - np.mean(weights, axis=0, dtype=np.float64)
+    small = min(centred.shape)
+    top = [max(small - components, 0), small - 1]
+    if centred.shape[1] <= centred.shape[0]:
+        _, axes = scipy.linalg.eigh(centred.T @ centred, subset_by_index=top)  # ascending
+        return centred @ axes[:, ::-1]
+    values, vectors = scipy.linalg.eigh(centred @ centred.T, subset_by_index=top)  # X X^T = U S^2 U^T
+    return vectors[:, ::-1] * np.sqrt(np.maximum(values[::-1], 0.0))  # projections U S
 
 
 def weight_embedding(weights: np.ndarray, colours: dict[str, np.ndarray], folder: pathlib.Path) -> list[str]:

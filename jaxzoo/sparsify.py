@@ -2,7 +2,7 @@
 
 Every model of the trained CNN-s zoo in W is sparsified with Variational Dropout (`jaxzoo.ard`)
 from its last epoch, the whole population at once, as the original's CNN_ARD runs
-(zoo-spec §5): log sigma^2 = -10, the model's own optimizer and learning rate (fresh state),
+: log sigma^2 = -10, the model's own optimizer and learning rate (fresh state),
 cross-entropy + KL with weight min(1, 0.01 * (epoch - 1) / 25), 25 epochs. Each model draws its
 noise from its own seed (the original gave every twin the same seed). The twin zoo is a
 workdir like any other (config.json, models.json, metrics.jsonl, Orbax checkpoints 0..25,

@@ -29,7 +29,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from jaxzoo import checkpoint, cpu_conv, distributed
+from jaxzoo import checkpoint, cpu_conv, distributed, host
 from jaxzoo.cli import check_destination, error_exit, quiet_libraries, setup_logging, use_cpu_cores
 from jaxzoo.config import RESNET_ARCHS, data_options, identity, to_json_dict, validate
 from jaxzoo.data import Dataset, load_dataset
@@ -67,8 +67,7 @@ def activation_floats_per_image(arch: ArchSpec, channels: int) -> int:
 
 
 def available_memory_bytes() -> int:
-    from jaxzoo import host
-
+    """Free memory of the first local device (accelerators), else of the host."""
     device = jax.local_devices()[0]
     stats = device.memory_stats() if device.platform != "cpu" else None
     if stats and "bytes_limit" in stats:

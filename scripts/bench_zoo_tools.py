@@ -7,7 +7,9 @@ then times `python -m jaxzoo.export` per format (with the size of each) and
 its peak resident memory. Several model counts run side by side, one workdir each:
 
   python scripts/bench_zoo_tools.py [--models 1000] [--epochs 50] [--scratch DIR]
-  python scripts/bench_zoo_tools.py --models 1024,2048,4096 --epochs 2 --analyze_only
+  python scripts/bench_zoo_tools.py --models 1024,8192,16384 --epochs 2 --analyze_only --scratch /tmp/zoos
+
+(the last two counts also give the per-model slope of the analysis's peak memory and time).
 """
 
 from __future__ import annotations
@@ -110,6 +112,10 @@ def main() -> None:
     print(f"\n| models | epochs | analyze s | analyze peak RSS GiB |\n|---:|---:|---:|---:|")
     for models, seconds, peak in analyses:
         print(f"| {models} | {args.epochs + 1} | {seconds:.1f} | {peak:.2f} |")
+    if len(analyses) > 1:
+        (m0, s0, p0), (m1, s1, p1) = analyses[-2:]
+        print(f"\nfrom {m0} to {m1} models: peak RSS {(p1 - p0) * 2**30 / (m1 - m0) / 1000:+.1f} KB per model, "
+              f"{(s1 - s0) / (m1 - m0) * 1000:.1f} ms per model")
 
 
 if __name__ == "__main__":

@@ -2,16 +2,18 @@
 
 import json
 import math
+import pathlib
 import subprocess
 import sys
 import tracemalloc
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
 
 from conftest import small_zoo_config
-from jaxzoo import analysis, checkpoint
+from jaxzoo import analysis, checkpoint, plots
 from jaxzoo.analyze import analyze
 from jaxzoo.train import train_and_evaluate
 
@@ -146,6 +148,70 @@ def test_pair_statistics_never_build_an_m_by_m_matrix():
         tracemalloc.stop()
     assert row["viable"] == m and 0 < row["agreement"]["mean"] < 1
     assert peak < m * m * 8 / 20, f"{peak / 2**20:.1f} MiB traced; [M, M] float64 is {m * m * 8 / 2**20:.0f} MiB"
+
+
+def test_spilled_rows_give_exactly_the_in_memory_table2():
+    rng = np.random.default_rng(6)
+    m = 37
+    weights = rng.normal(0, 0.5, size=(m, 21)).astype(np.float32)
+    weights[5, 1] = np.nan
+    predictions = rng.integers(0, 3, size=(m, 40)).astype(np.uint8)
+    grams = [analysis.packed_grams(rng.normal(size=(m, 6, 4))), analysis.packed_grams(rng.normal(size=(m, 6, 2)))]
+    acc = rng.uniform(size=m)
+    arrays = {"predictions": predictions, "weights": weights, "gram0": grams[0], "gram1": grams[1]}
+    with analysis.ModelRows.of(1, **arrays) as rows:  # a 1-byte budget: every array in a file
+        assert sorted(rows.spilled) == sorted(arrays)
+        assert np.array_equal(rows.read("weights", np.array([0, 5, 36])), weights[[0, 5, 36]], equal_nan=True)
+        spilled, _ = analysis.table2_of_rows(acc, rows, 2, 3, block=8)
+        folder = str(rows._folder.name)
+        with open("/proc/self/maps") as maps:  # files are mapped only during a read or write
+            assert folder not in maps.read()
+    assert not pathlib.Path(folder).exists()
+    assert spilled == analysis.table2(acc, predictions, grams, weights, 3, block=8)
+    assert spilled["viable"] == m - 1
+    tiny_budget = analysis.table2(acc, predictions, grams, weights, 3, budget=20_000)  # blocks from the budget
+    assert analysis.pair_block(1000, 12, 20_000) < m
+    for key in ("agreement", "cka", "weights", "l2_distance", "cosine_distance"):
+        assert tiny_budget[key]["mean"] == pytest.approx(spilled[key]["mean"], rel=1e-12), key
+        assert tiny_budget[key]["std"] == pytest.approx(spilled[key]["std"], rel=1e-9), key
+
+
+def test_pair_block_fits_the_budget():
+    for row_bytes, matrices, budget in ((70_000, 22, 256 * 2**20), (10, 12, 10**9), (10**6, 12, 1000)):
+        b = analysis.pair_block(row_bytes, matrices, budget)
+        assert b == 1 or 8 * matrices * b * b + 2 * row_bytes * b <= budget < 8 * matrices * (b + 1) ** 2 + 2 * row_bytes * (b + 1)
+
+
+def test_params_restore_reads_only_params_and_blocks_equal_the_full_restore(tiny_zoo):
+    from jaxzoo.analyze import params_block, restore_params
+    from jaxzoo.export import read_zoo
+
+    zoo = read_zoo(tiny_zoo)
+    full = checkpoint.load_state(tiny_zoo, 2)[1]["params"]
+    reader = checkpoint.ZooCheckpoints(tiny_zoo)
+    params = reader.params(2)
+    assert jax.tree.structure(params) == jax.tree.structure(full)
+    assert jax.tree.all(jax.tree.map(np.array_equal, params, full))
+    paths = reader.param_paths(2)
+    assert ("conv0", "kernel") in paths and len(paths) == len(jax.tree.leaves(full))
+    assert list(reader.params(2, [("fc1", "bias")])) == ["fc1"]
+    with analysis.ModelRows(len(zoo.table), budget=1) as rows:  # spilled: read back by blocks of models
+        restore_params(zoo, 2, rows)
+        assert len(rows.spilled) == len(paths)
+        block = params_block(zoo, rows, paths, slice(1, 3))
+    assert jax.tree.all(jax.tree.map(lambda a, b: np.array_equal(a, b[1:3]), block, full))
+
+
+@pytest.mark.parametrize("shape", [(300, 40), (30, 200), (2, 5)])
+def test_pca_equals_the_svd_projections_up_to_sign(shape):
+    rng = np.random.default_rng(7)
+    weights = (rng.normal(size=shape) * np.linspace(3, 0.1, shape[1]) + 5).astype(np.float32)
+    centred = weights.astype(np.float64) - weights.astype(np.float64).mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    expected = centred @ vt[:2].T
+    points = plots.pca(weights, 2)
+    signs = np.sign((points * expected).sum(axis=0))
+    np.testing.assert_allclose(points * signs, expected, atol=1e-9 * np.abs(expected).max())
 
 
 @pytest.fixture(scope="module")

@@ -205,6 +205,7 @@ def one_line_error(code: int, err: str, fragment: str) -> bool:
     return code == 2 and len(lines) == 1 and lines[0].startswith("jaxzoo: error: ") and fragment in lines[0]
 
 
+@pytest.mark.slow
 def test_bad_invocations_end_in_one_line_and_leave_the_zoo_alone(places, capsys):
     reference = pathlib.Path(places["ZOO"])
     before = tree_digest(reference)

@@ -49,7 +49,7 @@ def test_resnet_zoos_follow_the_original_code():
     assert (c100.population.lr, c100.training.batch_size, c100.training.num_epochs) == ((0.1,), 128, 60)
     assert (tiny.data.image_size, tiny.training.augmentation, c10.training.augmentation) == (64, "flip_rotate", "crop_flip")
     assert all(c.training.scheduler == "one_cycle" and c.population.weight_decay == (5e-4,) for c in (c10, c100, tiny))
-    assert "D2" in c10.notes and "no val split" in tiny.notes
+    assert "max lr is followed" in c10.notes and "no val split" in tiny.notes
 
 
 def test_seed_modes():

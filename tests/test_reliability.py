@@ -127,6 +127,7 @@ TINY_CLI = [
 ]
 
 
+@pytest.mark.slow
 def test_model_counts_that_do_not_divide_the_devices(tmp_path):
     """5 models on 3 devices, and a job-array shard of 1 model on 3 devices, equal 1 device."""
     five = run_train(*TINY_CLI, "--config.population.max_models=5", "--cpu_devices=3", "--workdir",
@@ -156,6 +157,7 @@ def test_model_counts_that_do_not_divide_the_devices(tmp_path):
     assert one.shape[0] == 1 and np.linalg.norm(one[0] - want[3]) / np.linalg.norm(want[3]) < 1e-3
 
 
+@pytest.mark.slow
 def test_default_workdir_and_closing_lines(tmp_path):
     result = run_train(*TINY_CLI, "--config.population.max_models=2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]

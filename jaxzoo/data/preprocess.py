@@ -1,4 +1,4 @@
-"""torchvision's PIL transforms of the original zoos, on uint8 arrays (zoo-spec §2).
+"""torchvision's PIL transforms of the original zoos, on uint8 arrays.
 
 Each image goes through PIL exactly as torchvision did (Grayscale(1) = PIL convert('L'),
 CenterCrop with torchvision's rounding, Resize = PIL bilinear with antialiasing), so the

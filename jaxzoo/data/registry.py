@@ -1,4 +1,4 @@
-"""Which datasets the zoos use: shapes, splits, transforms and normalisation (zoo-spec §2).
+"""Which datasets the zoos use: shapes, splits, transforms and normalisation.
 
 A registry entry is a dataset *as a zoo protocol uses it*: `cifar10` (CNN zoos, 42k/8k split,
 Normalize 0.5) and `cifar10_resnet` (ResNet-18 zoo, 40k/10k split, CIFAR mean/std) read the
