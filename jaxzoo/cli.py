@@ -58,6 +58,9 @@ def quiet_libraries(verbose: bool) -> None:
     absl_logging.set_verbosity(absl_logging.INFO if verbose else absl_logging.ERROR)
     for name in LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
+    # Orbax's failed reads of a damaged checkpoint leave asyncio tasks whose errors asyncio logs
+    # at ERROR ("Task exception was never retrieved"), after jaxzoo's one-line error.
+    logging.getLogger("asyncio").setLevel(logging.INFO if verbose else logging.CRITICAL)
     if not verbose:
         warnings.filterwarnings("ignore")
         sys.unraisablehook = _drop_closed_loop_callbacks

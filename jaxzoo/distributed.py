@@ -11,12 +11,15 @@ which `python -m jaxzoo.merge` joins.
 from __future__ import annotations
 
 import logging
+import os
+import threading
 
 import numpy as np
 import jax
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxzoo.cli import error_exit
 from jaxzoo.errors import UserError
 
 log = logging.getLogger("jaxzoo")
@@ -109,14 +112,30 @@ def initialize(coordinator_address: str, num_processes: int, process_id: int, ti
                  timeout_seconds, num_processes, coordinator_address, process_id)
     else:
         kwargs = {}  # the cluster's environment names the processes (SLURM, TPU pods, ...)
+    fix = ("pass --coordinator_address=host:port --num_processes=N --process_id=i" if not coordinator_address
+           else "start every process with the same --coordinator_address and --num_processes, or raise "
+                "--distributed_timeout")
+    # JAX aborts the whole process (a C++ check failure, dozens of lines) when its own deadline
+    # passes, so a watchdog ends the wait first, with one line and exit code 2.
+    joined = threading.Event()
+    threading.Thread(target=_exit_unless_joined, daemon=True, args=(
+        joined, timeout_seconds, f"--distributed: not every process joined within {timeout_seconds} s: {fix}",
+    )).start()
     # CPU processes need a collectives library (no effect on GPU/TPU); set before any backend starts.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:
-        jax.distributed.initialize(initialization_timeout=timeout_seconds, **kwargs)
-    except Exception as error:  # jax raises ValueError (no cluster) or runtime errors (timeout, refused)
+        jax.distributed.initialize(initialization_timeout=timeout_seconds + JAX_DEADLINE_MARGIN_S, **kwargs)
+    except Exception as error:  # jax raises ValueError (no cluster) or runtime errors (refused)
         reason = " ".join(str(error).split())[:200]
-        fix = ("pass --coordinator_address=host:port --num_processes=N --process_id=i" if not coordinator_address
-               else "start every process with the same --coordinator_address and --num_processes, or raise "
-                    "--distributed_timeout")
         raise PartitionError(f"--distributed could not join the job ({type(error).__name__}: {reason}): {fix}") from None
+    finally:
+        joined.set()
     log.info("joined: process %d of %d", jax.process_index(), jax.process_count())
+
+
+JAX_DEADLINE_MARGIN_S = 60  # JAX's own deadline comes this long after the watchdog's
+
+
+def _exit_unless_joined(joined: threading.Event, timeout_seconds: float, message: str) -> None:
+    if not joined.wait(timeout_seconds):
+        os._exit(error_exit(message))

@@ -168,3 +168,22 @@ def test_default_workdir_and_closing_lines(tmp_path):
     assert lines[-3].endswith(f"zoo ready in {workdir}; next:")
     assert lines[-2].endswith(f"python -m jaxzoo.analyze --workdir {workdir}")
     assert lines[-1].endswith(f"python -m jaxzoo.export --workdir {workdir} --out exports")
+
+
+@pytest.mark.slow
+def test_a_process_waiting_for_missing_peers_says_so_and_gives_up(tmp_path):
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    start = time.time()
+    result = run_train(*TINY_CLI, "--workdir", str(tmp_path / "zoo"), "--distributed",
+                       f"--coordinator_address=localhost:{port}", "--num_processes=2", "--process_id=0",
+                       "--distributed_timeout=3")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 2, result.stderr[-2000:]
+    assert f"waiting up to 3 s for 2 processes at localhost:{port} (this is process 0" in lines[0]
+    assert lines[1].startswith("jaxzoo: error: --distributed: not every process joined within 3 s")
+    assert time.time() - start < 60 and not (tmp_path / "zoo").exists()
