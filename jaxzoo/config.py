@@ -87,6 +87,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.runtime.steps_per_call = 0  # training steps per compiled call; 0: chosen from memory
     config.runtime.eval_batch_size = 0  # images per evaluation batch (shared by all models); 0: auto
     config.runtime.progress = True
+    # Orbax writes in its background threads; either way each epoch waits for its commit before
+    # it is recorded in metrics.jsonl (a failed save stops the run at that epoch).
     config.runtime.async_checkpointing = True
     # CNN convolutions: 'auto' (the C++ kernel on CPU when it builds, else XLA), 'xla', 'cpu_kernel'.
     # Both compute the same sums; they differ by float rounding only.

@@ -202,7 +202,10 @@ def resolve(implementation: str) -> str:
     return "xla"
 
 
-_fallbacks_logged: set[str] = set()
+@functools.cache
+def _log_fallback(problem: str) -> None:
+    """Once per process and problem (every compiled function traces the model again)."""
+    log.warning("%s: it uses XLA's convolution", problem)
 
 
 def layer_conv(implementation: str, layer: str, in_channels: int, out_channels: int) -> str:
@@ -220,9 +223,7 @@ def layer_conv(implementation: str, layer: str, in_channels: int, out_channels: 
     if implementation == "cpu_kernel":
         raise UserError(f"runtime.conv='cpu_kernel': {problem}; use runtime.conv='auto' (XLA for that layer) "
                         "or 'xla'")
-    if problem not in _fallbacks_logged:
-        _fallbacks_logged.add(problem)
-        log.warning("%s: it uses XLA's convolution", problem)
+    _log_fallback(problem)
     return "xla"
 
 

@@ -110,7 +110,7 @@ def make_step_functions(
 
     With a `mesh`, each function runs under `shard_map`: axis 'pop' splits the models over the
     devices and each device computes its own (nothing crosses devices). `conv` is the CNN's
-    convolution ('xla' or 'cpu_kernel', from `cpu_conv.resolve`).
+    convolution ('auto', 'xla' or 'cpu_kernel', from `cpu_conv.resolve`; per layer see `cpu_conv.layer_conv`).
     """
     model = CNN(arch=arch, activations=activations, use_dropout=use_dropout, conv=conv)
     normalise = lookup_normaliser(mean, std)

@@ -242,7 +242,7 @@ def test_the_kernel_serves_exactly_max_channels():
 
 @needs_kernel
 def test_auto_runs_a_layer_wider_than_the_kernel_on_xla(jaxzoo_log, monkeypatch):
-    monkeypatch.setattr(cpu_conv, "_fallbacks_logged", set())
+    cpu_conv._log_fallback.cache_clear()
     x, params = wide_case()
     xla_logits = CNN(WIDE, ("tanh",), use_dropout=False).apply({"params": params}, x, 0, 0.0, train=False)
     model = CNN(WIDE, ("tanh",), use_dropout=False, conv=cpu_conv.resolve("auto"))
