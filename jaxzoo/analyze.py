@@ -231,6 +231,10 @@ def analyze(workdir, threshold: float = analysis.DEFAULT_THRESHOLD, agreement_im
         test_images = test_images[:agreement_images]
     log(f"forward passes of {len(zoo.table)} models on {len(test_images)} test images ...")
     table2, keep = last_epoch_table2(zoo, test_images, dataset.num_classes, threshold)
+    if not keep.any():
+        raise UserError(f"no viable model in {zoo.workdir} at --threshold {threshold} "
+                        f"({table2['removed_non_finite']} non-finite, {table2['removed_over_threshold']} with "
+                        "|w| above it): raise --threshold to analyse the zoo")
     folder = zoo.workdir / "card"
     folder.mkdir(exist_ok=True)
     train_acc = np.stack([zoo.metrics[e]["train_acc"][keep] for e in zoo.epochs])

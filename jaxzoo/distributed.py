@@ -23,6 +23,7 @@ from jaxzoo.cli import error_exit
 from jaxzoo.errors import UserError
 
 log = logging.getLogger("jaxzoo")
+JAX_DEADLINE_MARGIN_S = 60  # JAX's own deadline comes this long after the watchdog's
 
 
 class PartitionError(UserError):
@@ -131,9 +132,6 @@ def initialize(coordinator_address: str, num_processes: int, process_id: int, ti
     finally:
         joined.set()
     log.info("joined: process %d of %d", jax.process_index(), jax.process_count())
-
-
-JAX_DEADLINE_MARGIN_S = 60  # JAX's own deadline comes this long after the watchdog's
 
 
 def _exit_unless_joined(joined: threading.Event, timeout_seconds: float, message: str) -> None:

@@ -173,6 +173,7 @@ CASES = [
     ("analyze", ["--workdir={ZOO}", "--embedding_points", "0"], "--embedding_points"),
     ("analyze", ["--workdir={ZOO}", "--embedding_points", "-5"], "--embedding_points"),
     ("analyze", ["--workdir={ZOO}", "--agreement_images", "-1"], "--agreement_images"),
+    ("analyze", ["--workdir={ZOO}", "--threshold", "1e-9"], "no viable model"),
     ("analyze", ["--workdir={ZOO}", "--agreement_images", "100000"], "--agreement_images"),
     ("analyze", ["--workdir={ROOT}/missing"], "not a jaxzoo workdir"),
     ("analyze", ["--workdir={EDITED}"], "was edited after training"),
