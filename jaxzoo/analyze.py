@@ -12,6 +12,7 @@ logits, on the first 50 test images; a pair's value is the mean over the layers)
 
 from __future__ import annotations
 
+import functools
 import json
 import pathlib
 import shutil
@@ -31,8 +32,9 @@ from jaxzoo.data import load_dataset, normalise
 from jaxzoo.cli import ArgumentParser, number_in, run
 from jaxzoo.errors import UserError
 from jaxzoo.export import EXPORTS_FILE, Zoo, read_zoo
-from jaxzoo.layout import flat_vectors
-from jaxzoo.models import CNN, PatchConv, layer_names
+from jaxzoo.architectures import arch_name, object_name
+from jaxzoo.factors import FACTOR_TABLE, values_of
+from jaxzoo.models import PatchConv
 from jaxzoo.population import build_population
 
 MODEL_CHUNK = 64
@@ -41,17 +43,25 @@ LICENSE = "CC-BY 4.0, as the original model zoos (https://creativecommons.org/li
 
 
 def forward_functions(zoo: Zoo, activations: tuple[str, ...]):
-    """Compiled (predict, features) over a chunk of models; images shared by all models."""
-    model = CNN(zoo.arch, activations, use_dropout=False)
-    names = layer_names(zoo.arch)
+    """Compiled (predict, features) over a chunk of models; images shared by all models.
+
+    Features are the outputs of every conv and dense layer (before pooling and activation),
+    in sorted module-path order (conv0.., fc0.. for the built-in CNNs). A population that mixes
+    activations computes each one and keeps the model's own (analysis only runs forward)."""
+    models = [zoo.model(activation) for activation in activations]
+    is_layer = lambda module, _: isinstance(module, (PatchConv, nn.Dense, nn.Conv))
 
     def one(params, activation_index, x):
-        logits, state = model.apply(
-            {"params": params}, x, activation_index, 0.0, train=False,
-            capture_intermediates=lambda module, _: isinstance(module, (PatchConv, nn.Dense)),
-        )
-        inter = state["intermediates"]
-        return logits, [inter[name]["__call__"][0].reshape(x.shape[0], -1) for name in names]
+        outputs = [model.apply({"params": params}, x, 0, 0.0, train=False, capture_intermediates=is_layer)
+                   for model in models]
+        pick = lambda *options: functools.reduce(
+            lambda chosen, i: jnp.where(activation_index == i, options[i], chosen), range(1, len(options)), options[0])
+        logits = pick(*(out[0] for out in outputs))
+        layers = []
+        for path, value in sorted(traverse_util.flatten_dict(outputs[0][1]["intermediates"]).items()):
+            values = [traverse_util.flatten_dict(out[1]["intermediates"])[path][0] for out in outputs]
+            layers.append(pick(*values).reshape(x.shape[0], -1))
+        return logits, layers
 
     def predict(params, activation_index, batches):
         """batches [nb, b, ...] shared by the models -> class ids [M, nb * b]."""
@@ -106,7 +116,7 @@ def forward_passes(zoo: Zoo, rows: analysis.ModelRows, paths: list[tuple[str, ..
         chunk = slice(start, start + MODEL_CHUNK)
         params = params_block(zoo, rows, paths, chunk)
         a = activation_index[chunk]
-        rows.write("weights", start, flat_vectors(params, zoo.arch))
+        rows.write("weights", start, zoo.params_vectors(params))
         rows.write("predictions", start, np.asarray(predict(params, a, batches))[:, :n].astype(class_ids))
         grams = features(params, a, test_images[:cka_images])
         for k, layer in enumerate(grams):
@@ -128,7 +138,7 @@ def embedding_rows(zoo: Zoo, keep: np.ndarray, max_points: int, seed: int = 0):
         chosen = index[epochs == epoch]
         if len(chosen):
             params = {path: param_leaf(zoo, epoch, path)[chosen] for path in zoo.checkpoints.param_paths(epoch)}
-            weights.append(flat_vectors(zoo.vector_params(traverse_util.unflatten_dict(params)), zoo.arch))
+            weights.append(zoo.params_vectors(zoo.vector_params(traverse_util.unflatten_dict(params))))
     return np.concatenate(weights), epochs, index
 
 
@@ -149,11 +159,8 @@ def last_epoch_table2(zoo: Zoo, test_images: np.ndarray, num_classes: int, thres
 def generating_factors(zoo: Zoo) -> dict:
     pop = zoo.config["population"]
     seeds = sorted({row["seed"] for row in zoo.table})
-    return {
-        "activation": pop["activation"], "init": pop["init"], "optimizer": pop["optimizer"],
-        "lr": pop["lr"], "weight_decay": pop["weight_decay"], "dropout": pop["dropout"],
-        "seeds": {"mode": pop["seed_mode"], "count": len(seeds), "min": seeds[0], "max": seeds[-1]},
-    }
+    factors = {f.name: list(values_of(pop, f.name)) for f in FACTOR_TABLE if values_of(pop, f.name)}
+    return {**factors, "seeds": {"mode": pop["seed_mode"], "count": len(seeds), "min": seeds[0], "max": seeds[-1]}}
 
 
 def card_markdown(card: dict) -> str:
@@ -244,8 +251,8 @@ def analyze(workdir, threshold: float = analysis.DEFAULT_THRESHOLD, agreement_im
     log("embedding the weights of all epochs ...")
     rows, row_epochs, row_models = embedding_rows(zoo, keep, embedding_points)
     colours = {"epoch": row_epochs}
-    for factor in ("init", "activation"):
-        if len(config["population"][factor]) > 1:
+    for factor in (f.name for f in FACTOR_TABLE if f.kind == "categorical"):
+        if len(values_of(config["population"], factor)) > 1:
             colours[factor] = np.array([zoo.table[m][factor] for m in row_models])
     figures += plots.weight_embedding(rows, colours, folder)
     sparsity = None
@@ -256,13 +263,14 @@ def analyze(workdir, threshold: float = analysis.DEFAULT_THRESHOLD, agreement_im
         "name": config["name"],
         "dataset": {"name": data["name"], "source": dataset.source, "image_size": data["image_size"],
                     "splits": [len(dataset.train[1]), len(dataset.val[1]), len(dataset.test[1])]},
-        "architecture": config["model"]["arch"],
+        "architecture": arch_name(config["model"]) if not zoo.is_custom else object_name(config["model"]["module"]),
         "models": len(zoo.table),
         "epochs": last,
         "model_states": len(zoo.table) * (last + 1),
         "generating_factors": generating_factors(zoo),
-        "protocol": (f"batch {config['training']['batch_size']}, {last} epochs, NLL of log_softmax, coupled L2 "
-                     f"weight decay, SGD momentum {config['population']['momentum']}; per-model data order from "
+        "protocol": (f"batch {config['training']['batch_size']}, {last} epochs, NLL of log_softmax, "
+                     f"weight decay as each optimizer's PyTorch counterpart (jaxzoo.optim), momentum "
+                     f"{config['population']['momentum']} where read; per-model data order from "
                      "the model seed; epoch 0 = evaluation before training."),
         "table2": table2,
         "sparsity": None if sparsity is None else {

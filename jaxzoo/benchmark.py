@@ -31,10 +31,15 @@ import optax
 from jaxzoo.cli import ArgumentParser, check_destination, epoch_list, number_in, run
 from jaxzoo.errors import UserError
 from jaxzoo.export import VectorSplit, load_vectors, read_zoo, vector_splits
+from jaxzoo.factors import CORE_FACTORS, FACTOR_TABLE
 
 LAMBDAS = (1e3, 3e2, 1e2, 3e1, 1e1, 3.0, 1.0, 0.3, 0.1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5)
-NUMERIC_TARGETS = {"test_acc": "Acc", "ggap": "GGap", "epoch": "Epoch", "lr": "LR", "weight_decay": "WD", "dropout": "Dropout"}
-CATEGORICAL_TARGETS = {"optimizer": "Opt", "init": "Init", "activation": "Act"}
+# Table 3's targets: the metrics, then every factor of the table (a zoo that does not vary one
+# shows n/a). The original's column order: Acc GGap Epoch LR WD Dropout ... Opt Init Act.
+NUMERIC_TARGETS = {"test_acc": "Acc", "ggap": "GGap", "epoch": "Epoch",
+                   **{f.name: f.table3 for f in FACTOR_TABLE if f.kind == "numeric"}}
+CATEGORICAL_TARGETS = {f.name: f.table3 for f in reversed(FACTOR_TABLE) if f.kind == "categorical"}
+CORE_TARGETS = ("test_acc", "ggap", "epoch", *CORE_FACTORS)  # always a column, n/a where not varied
 NOTEBOOK_EPOCHS = (5, 15, 50)
 PERCENTILES = (1, 25, 50, 75, 99)
 
@@ -132,6 +137,10 @@ def table3(splits: dict[str, VectorSplit]) -> dict:
     }
     results, details = {}, {}
     for target in (*NUMERIC_TARGETS, *CATEGORICAL_TARGETS):
+        if any(target not in v.properties for v in splits.values()):
+            if target in CORE_TARGETS:
+                results[target] = "n/a"
+            continue
         values = {k: np.asarray(v.properties[target]) for k, v in splits.items()}
         if len(set(np.concatenate([np.asarray(v).astype(str) for v in values.values()]).tolist())) < 2:
             results[target] = "n/a"

@@ -7,24 +7,27 @@ factors) and `runtime` (how to run, not what to train). Everything outside `runt
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
 
 import ml_collections
+from ml_collections import config_dict
 
 from jaxzoo.errors import UserError
 
 from jaxzoo.data import DATASETS, SOURCES, DataOptions
 from jaxzoo.augment import AUGMENTATIONS
 from jaxzoo.cpu_conv import CONV_IMPLEMENTATIONS
-from jaxzoo.models import ACTIVATIONS, ARCHS, INITS
-from jaxzoo.optim import OPTIMIZERS
-from jaxzoo.population import FACTORS, SEED_MODES
+from jaxzoo.architectures import MODEL_ARCHS, RESNET_ARCHS, ModelError, check_arch, import_object, is_custom
+from jaxzoo.models import ACTIVATIONS, INITS
+from jaxzoo.factors import FACTOR_TABLE, OPTIMIZER_FACTORS, grid_factors, values_of
+from jaxzoo.optim import optimizer_entry
+from jaxzoo.population import SEED_MODES
+from jaxzoo.schedules import SCHEDULES, schedule_options
 
 
-RESNET_ARCHS = ("resnet18",)
-MODEL_ARCHS = (*ARCHS, *RESNET_ARCHS)
 SCHEDULERS = ("none", "one_cycle")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 MAX_SEED = 2**32 - 1  # model and zoo seeds are uint32
@@ -60,7 +63,11 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.cache_dir = ""  # preprocessed cache ('' : $JAXZOO_DATA_DIR or ~/.cache/jaxzoo)
 
     config.model = ml_collections.ConfigDict()
-    config.model.arch = "cnn_s"
+    config.model.arch = "cnn_s"  # cnn_s | cnn_m | cnn | mlp | resnet18 (jaxzoo.architectures)
+    config.model.convs = ()  # cnn: ((features, kernel, pool), ...)
+    config.model.widths = ()  # cnn, mlp: widths of the hidden fully connected layers
+    config.model.module = ""  # your own Flax module, 'package.module:Class' (overrides arch)
+    config.model.kwargs = ml_collections.ConfigDict()  # its constructor's arguments
 
     config.training = ml_collections.ConfigDict()
     config.training.num_epochs = 50
@@ -68,6 +75,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.training.scheduler = "none"  # none | one_cycle (PyTorch OneCycleLR with momentum cycle)
     config.training.augmentation = "none"  # none | crop_flip | flip_rotate (on device, per model)
     config.training.compute_dtype = "float32"  # float32 | bfloat16 (ResNet; params stay float32)
+    # Options of the `schedule` factor's schedules, by name, e.g. {"step": {"gamma": 0.5}}.
+    config.training.schedule_options = ml_collections.ConfigDict()
 
     config.population = ml_collections.ConfigDict()
     config.population.seed_mode = "range"
@@ -79,7 +88,15 @@ def base_config() -> ml_collections.ConfigDict:
     config.population.lr = (3e-4,)
     config.population.weight_decay = (0.0,)
     config.population.dropout = (0.0,)
-    config.population.momentum = 0.9  # used by SGD only, as in the original
+    config.population.momentum = 0.9  # SGD / RMSprop; a scalar is one value, a tuple a factor
+    # Optional factors (jaxzoo.factors): () leaves one out of the grid (optimizer defaults apply).
+    config.population.b1 = ()
+    config.population.b2 = ()
+    config.population.eps = ()
+    config.population.alpha = ()
+    config.population.schedule = ()  # constant | cosine | step | warmup_cosine | one_cycle
+    config.population.train_fraction = ()  # share of the train split per model, in (0, 1]
+    config.population.label_noise = ()  # probability of a flipped train label per model, in [0, 1)
     config.population.max_models = 0  # 0: the whole grid; N: its first N models
 
     config.runtime = ml_collections.ConfigDict()
@@ -142,15 +159,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _check_choices("training.scheduler", training.scheduler, SCHEDULERS)
     _check_choices("training.augmentation", training.augmentation, AUGMENTATIONS)
     _check_choices("training.compute_dtype", training.compute_dtype, COMPUTE_DTYPES)
-    if config.model.arch in RESNET_ARCHS:
+    if is_custom(config.model):
+        _validate_custom(config)
+    if config.model.arch in RESNET_ARCHS and not is_custom(config.model):
         _validate_resnet(config)
     else:
-        arch = ARCHS[config.model.arch]
-        _check(
-            config.data.image_size == arch.image_size,
-            f"model.arch={arch.name} needs {arch.image_size}px images, data.image_size is "
-            f"{config.data.image_size}: set data.image_size={arch.image_size} or change model.arch",
-        )
+        if not is_custom(config.model):
+            try:
+                check_arch(config.model, config.data.image_size)
+            except ModelError as error:
+                raise ConfigError(str(error)) from None
         for field, value, default in (("scheduler", training.scheduler, "none"),
                                       ("augmentation", training.augmentation, "none"),
                                       ("compute_dtype", training.compute_dtype, "float32")):
@@ -178,17 +196,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _check_int("population.num_seeds", pop.num_seeds, 1, MAX_MODELS)
     _check_int("population.first_seed", pop.first_seed, 0, MAX_SEED + 1 - pop.num_seeds,
                f" (seeds are 32-bit: first_seed + num_seeds - 1 <= {MAX_SEED})")
-    for name in FACTORS:
-        _check(isinstance(pop[name], (tuple, list)),
-               f"population.{name}={pop[name]!r} must be a tuple of values, e.g. ({pop[name]!r},)")
-    _check_choices("population.activation", pop.activation, ACTIVATIONS)
-    _check_choices("population.init", pop.init, INITS)
-    _check_choices("population.optimizer", pop.optimizer, OPTIMIZERS)
-    _check_numbers("population.lr", pop.lr, 0.0, 10.0, low_open=True)
-    _check_numbers("population.weight_decay", pop.weight_decay, 0.0, 1.0, low_open=False)
-    _check_numbers("population.dropout", pop.dropout, 0.0, 1.0, low_open=False)
-    _check_numbers("population.momentum", (pop.momentum,), 0.0, 1.0, low_open=False)
-    grid_models = pop.num_seeds * math.prod(len(tuple(pop[name])) for name in FACTORS)
+    _validate_factors(config)
+    grid_models = pop.num_seeds * math.prod(len(values_of(pop, name)) for name in grid_factors(pop))
     _check_int("population.max_models", pop.max_models, 0, min(grid_models, MAX_MODELS),
                f" (0: all; the grid has {grid_models} models)")
     _check(pop.max_models or grid_models <= MAX_MODELS,
@@ -203,6 +212,76 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _check(rt.conv in CONV_IMPLEMENTATIONS, f"runtime.conv={rt.conv!r} is unknown; choose one of {CONV_IMPLEMENTATIONS}")
 
 
+def _factor_choices(name: str) -> dict | tuple | None:
+    return {"activation": ACTIVATIONS, "init": INITS, "schedule": SCHEDULES}.get(name)
+
+
+def _validate_factors(config: ml_collections.ConfigDict) -> None:
+    """Every factor of the table: a tuple of known names or of numbers in range."""
+    pop = config.population
+    unknown = sorted(set(pop) - {f.name for f in FACTOR_TABLE} - set(_POPULATION_SETTINGS))
+    _check(not unknown, f"population.{unknown[0] if unknown else ''} is not a factor: choose from "
+                        f"{[f.name for f in FACTOR_TABLE]} (jaxzoo.factors), or remove it")
+    for factor in FACTOR_TABLE:
+        field = f"population.{factor.name}"
+        value = pop.get(factor.name, ())
+        scalar_ok = factor.name == "momentum"  # the original's scalar momentum
+        if scalar_ok and not isinstance(value, (tuple, list)):
+            _check_numbers(field, (value,), factor.low, factor.high, factor.low_open)
+            continue
+        _check(isinstance(value, (tuple, list)),
+               f"{field}={value!r} must be a tuple of values, e.g. ({value!r},)")
+        if factor.optional and not value:
+            continue
+        if factor.name == "optimizer":
+            _check(len(value) > 0, f"{field} is empty: give at least one value")
+            for name in value:
+                try:
+                    optimizer_entry(name)
+                except ValueError as error:
+                    raise ConfigError(f"{field}: {error}") from None
+        elif factor.kind == "categorical":
+            _check_choices(field, value, _factor_choices(factor.name))
+        elif factor.high_open:
+            _check_numbers(field, value, factor.low, factor.high, factor.low_open)
+        else:
+            _check_numbers(field, value, factor.low, factor.high + 1e-12, factor.low_open)
+    readers = {name for opt in pop.optimizer for name in optimizer_entry(opt).hyperparams}
+    for name in OPTIMIZER_FACTORS:
+        _check(not values_of(pop, name) or name in readers,
+               f"population.{name} is varied but no optimizer of the zoo reads it ({list(pop.optimizer)}): "
+               f"remove it or add an optimizer that does")
+    for name, options in to_plain(config.training.get("schedule_options")).items():
+        _check(name in SCHEDULES, f"training.schedule_options has unknown schedule {name!r}: choose from {SCHEDULES}")
+        try:
+            schedule_options(name, options)
+        except ValueError as error:
+            raise ConfigError(f"training.schedule_options: {error}") from None
+    fractions = values_of(pop, "train_fraction")
+    _check(not ("one_cycle" in values_of(pop, "schedule") and any(f < 1 for f in fractions)),
+           "schedule one_cycle needs the same number of updates for every model: drop it or train_fraction < 1")
+
+
+_POPULATION_SETTINGS = ("seed_mode", "num_seeds", "first_seed", "max_models")
+
+
+def _validate_custom(config: ml_collections.ConfigDict) -> None:
+    """A custom module: importable; the population's activation reaches it only through an
+    `activation` field, and dropout is the module's own."""
+    try:
+        cls = import_object(config.model.module, "model.module")
+    except ModelError as error:
+        raise ConfigError(str(error)) from None
+    fields = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+    pop = config.population
+    _check(len(pop.activation) == 1 or "activation" in fields,
+           f"population.activation varies but model.module has no `activation` field: give it one "
+           f"(a name, e.g. 'relu') or use a single activation")
+    _check(all(rate == 0 for rate in pop.dropout),
+           "population.dropout is applied by the built-in models only: set it to (0.0,) and use nn.Dropout in "
+           "model.module")
+
+
 def _validate_resnet(config: ml_collections.ConfigDict) -> None:
     """ResNet zoos follow the original's ResNet protocol: SGD, kaiming_uniform, no dropout."""
     pop = config.population
@@ -215,8 +294,31 @@ def _validate_resnet(config: ml_collections.ConfigDict) -> None:
 
 
 def to_json_dict(config: ml_collections.ConfigDict) -> dict:
-    """The config as plain JSON data (tuples become lists)."""
-    return json.loads(config.to_json())
+    """The config as plain JSON data (tuples become lists; callables and classes their
+    'module:qualname')."""
+    return json.loads(config.to_json(json_encoder_cls=_ConfigEncoder))
+
+
+def to_plain(value) -> dict:
+    """A ConfigDict (or dict) as a plain dict of plain values."""
+    return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else dict(value or {})
+
+
+class _ConfigEncoder(config_dict.CustomJSONEncoder):
+    def default(self, obj):
+        if callable(obj) and hasattr(obj, "__qualname__"):
+            return f"{obj.__module__}:{obj.__qualname__}"
+        return super().default(obj)
+
+
+# Fields added after zoos were first trained: at these values they are left out of the
+# identity, so a zoo trained before they existed keeps its identity and resumes.
+NEUTRAL_FIELDS = {
+    "population": {"b1": [], "b2": [], "eps": [], "alpha": [], "schedule": [], "train_fraction": [],
+                   "label_noise": []},
+    "training": {"schedule_options": {}},
+    "model": {"convs": [], "widths": [], "module": "", "kwargs": {}},
+}
 
 
 LOCATION_FIELDS = ("raw_dir", "tfds_dir", "cache_dir")  # where data lies, not what it is
@@ -233,6 +335,12 @@ def identity(config: ml_collections.ConfigDict) -> dict:
         data["training"].pop("num_epochs", None)
     for field in LOCATION_FIELDS:
         data["data"].pop(field, None)
+    for section, fields in NEUTRAL_FIELDS.items():
+        for field, neutral in fields.items():
+            if data.get(section, {}).get(field, neutral) == neutral:
+                data.get(section, {}).pop(field, None)
+    if config.training.scheduler == "none" and values_of(config.population, "schedule") not in ((), ("constant",)):
+        data["training"]["num_epochs"] = config.training.num_epochs  # the schedule spans the run
     return data
 
 

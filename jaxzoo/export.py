@@ -17,6 +17,7 @@ so an interrupted export reruns to completion without duplicates.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import pathlib
@@ -34,8 +35,10 @@ from jaxzoo.errors import UserError
 from jaxzoo.layout import flat_vectors, index_dict, torch_tensors
 from jaxzoo.data import DATASETS
 from jaxzoo import resnet
-from jaxzoo.config import RESNET_ARCHS
-from jaxzoo.models import ARCHS
+from jaxzoo.architectures import (RESNET_ARCHS, arch_name, arch_spec, build_model, custom_torch_tensors, is_custom,
+                                  object_name, param_order, params_shapes)
+from jaxzoo.factors import FACTOR_TABLE, Factor, model_value, values_of
+from jaxzoo.optim import optimizer_entry, torch_state
 
 FORMATS = ("trials", "vectors", "all")
 SPLIT_FRACTIONS = (0.7, 0.15)
@@ -45,7 +48,6 @@ MANIFEST = "export.json"
 EXPORTS_FILE = "exports.json"  # in the workdir: where its exports went (the card follows them)
 ORIGINAL_TYPE = {"cnn_s": "CNN", "cnn_m": "CNN3", "resnet18": "Resnet18"}
 METRICS = checkpoint.METRIC_NAMES
-CATEGORICAL_FACTORS = ("activation", "init", "optimizer")
 
 
 class ExportError(UserError):
@@ -62,46 +64,86 @@ class Zoo:
     table: list[dict]
     epochs: list[int]
     metrics: dict[int, dict[str, np.ndarray]]
-
-    @property
-    def arch(self):
-        return ARCHS[self.config["model"]["arch"]]
+    checkpoints: checkpoint.ZooCheckpoints
+    dataset_facts: dict  # channels, num_classes, image_size of the images the zoo trained on
 
     @property
     def is_resnet(self) -> bool:
-        return self.config["model"]["arch"] in RESNET_ARCHS
+        return self.config["model"]["arch"] in RESNET_ARCHS and not self.is_custom
+
+    @property
+    def is_custom(self) -> bool:
+        return is_custom(self.config["model"])
+
+    @property
+    def arch(self):
+        """The ArchSpec of a built-in CNN / MLP zoo."""
+        return arch_spec(self.config["model"], self.image_shape[0], self.channels_in, self.num_classes)
 
     @property
     def num_classes(self) -> int:
-        return DATASETS[self.config["data"]["name"]].num_classes if self.is_resnet else self.arch.num_classes
+        return self.dataset_facts["num_classes"]
+
+    @property
+    def channels_in(self) -> int:
+        return self.dataset_facts["channels"]
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        size = self.config["data"]["image_size"]
+        return (size, size, self.channels_in)
+
+    def model(self, activation: str):
+        """The Flax model of the zoo's models with `activation` (eval mode: no dropout)."""
+        return build_model(self.config["model"], activation, False, "xla", self.image_shape, self.num_classes)
+
+    @functools.cached_property
+    def param_order(self) -> list[tuple[str, ...]]:
+        return param_order(self.model(self.table[0]["activation"]), self.image_shape)
+
+    def params_torch(self, params: dict, dropout: float = 0.0, lead: int = 1) -> list[tuple[str, np.ndarray]]:
+        """(state_dict key, array in PyTorch layout) of params with `lead` leading axes."""
+        if self.is_custom:
+            return custom_torch_tensors(self.model(self.table[0]["activation"]), params, self.param_order, lead)
+        return list(torch_tensors(params, self.arch, dropout))
 
     def torch_arrays(self, state: dict, dropout: float = 0.0) -> list[tuple[str, np.ndarray]]:
         """(state_dict key, population array [M, ...] in PyTorch layout) in state_dict order."""
         if self.is_resnet:  # torchvision keys, BatchNorm statistics included
             return list(resnet.torch_state_dict(state).items())
-        return list(torch_tensors(state["params"], self.arch, dropout))
+        return self.params_torch(state["params"], dropout)
 
     def flat_vectors(self, state: dict) -> np.ndarray:
         """[M, P] float32 flat vectors of the population (ResNet: trainable parameters only)."""
         if self.is_resnet:
             return resnet.flat_vectors(state["params"])
-        return flat_vectors(self.vector_params(state["params"]), self.arch)
+        return self.params_vectors(self.vector_params(state["params"]))
+
+    def params_vectors(self, params: dict) -> np.ndarray:
+        """Population params -> [M, P] float32: the export's tensors flattened in state_dict order."""
+        if not self.is_custom:
+            return flat_vectors(params, self.arch)
+        parts = [np.ascontiguousarray(a).reshape(a.shape[0], -1) for _, a in self.params_torch(params)]
+        return np.concatenate(parts, axis=1).astype(np.float32)
 
     def vector_layout(self) -> dict:
-        """index_dict.json: the original's per-layer map (CNN), or {'tensors': [...]} (ResNet)."""
+        """index_dict.json: the original's per-layer map (built-in CNN / MLP), or {'tensors': [{key,
+        offset, shape}]} (ResNet, custom modules)."""
         if self.is_resnet:
             return {"tensors": resnet.index_map(self.num_classes, self.channels_in)}
+        if self.is_custom:
+            template = jax.tree.map(lambda a: np.zeros((1, *a.shape), np.float32),
+                                    params_shapes(self.model(self.table[0]["activation"]), self.image_shape))
+            tensors, offset = [], 0
+            for key, array in self.params_torch(template):
+                tensors.append({"key": key, "offset": offset, "shape": list(array.shape[1:])})
+                offset += int(np.prod(array.shape[1:]))
+            return {"tensors": tensors}
         return index_dict(self.arch, self.channels_in)
-
-    @property
-    def channels_in(self) -> int:
-        return DATASETS[self.config["data"]["name"]].channels
 
     @property
     def experiment(self) -> str:
         return self.config.get("original", {}).get("experiment") or self.config["name"]
-
-    checkpoints: checkpoint.ZooCheckpoints
 
     def state(self, epoch: int) -> dict:
         return self.checkpoints.state(epoch)[1]
@@ -121,6 +163,17 @@ class Zoo:
         from jaxzoo import ard
 
         return jax.tree.map(np.asarray, ard.masked_params(params))
+
+
+def dataset_facts(document: dict) -> dict:
+    """Channels, classes and image size of a workdir's data: the registry's, or what training
+    recorded in the identity for other datasets."""
+    data = document["config"]["data"]
+    recorded = document["identity"].get("dataset", {})
+    if data["name"] in DATASETS:
+        info = DATASETS[data["name"]]
+        return {"channels": info.channels, "num_classes": info.num_classes, "image_size": data["image_size"]}
+    return {"channels": recorded["channels"], "num_classes": recorded["num_classes"], "image_size": data["image_size"]}
 
 
 def read_zoo(workdir: str | os.PathLike) -> Zoo:
@@ -149,7 +202,43 @@ def read_zoo(workdir: str | os.PathLike) -> Zoo:
             "finish training first (rerun the same train command to resume)"
         )
     metrics = {epoch: checkpoints.metrics(epoch) for epoch in range(num_epochs + 1)}
-    return Zoo(path, document["config"], document["identity_hash"], table, list(range(num_epochs + 1)), metrics, checkpoints)
+    return Zoo(path, document["config"], document["identity_hash"], table, list(range(num_epochs + 1)), metrics,
+               checkpoints, dataset_facts(document))
+
+
+def model_type(zoo: Zoo) -> str:
+    """params.json's model::type: the original's class name, or jaxzoo's for other models."""
+    if zoo.is_twin:
+        return "CNN_ARD"
+    return ORIGINAL_TYPE.get(zoo.config["model"]["arch"], f"jaxzoo:{arch_name(zoo.config['model'])}")
+
+
+def model_description(zoo: Zoo) -> dict:
+    """What rebuilds a model that is not one of the original's (`jaxzoo.torch.build_model`)."""
+    model = zoo.config["model"]
+    if zoo.is_custom:
+        return {"model::module": object_name(model["module"]), "model::kwargs": model.get("kwargs") or {}}
+    if model["arch"] in ORIGINAL_TYPE:
+        return {}
+    return {"model::convs": [list(c) for c in model.get("convs", ())], "model::widths": list(model.get("widths", ())),
+            "model::image_size": zoo.config["data"]["image_size"]}
+
+
+def model_factors(zoo: Zoo, row: dict) -> dict:
+    """A model's factors as the original keys: the grid's, plus every hyperparameter its
+    optimizer reads (fixed ones included)."""
+    pop = zoo.config["population"]
+    reads = optimizer_entry(row["optimizer"]).hyperparams
+    chosen = [f for f in FACTOR_TABLE if not f.optional or f.name in row or f.name in reads or f.name == "momentum"]
+    return {f.original_key: model_value(row, f.name, pop) for f in chosen}
+
+
+def torch_optimizer_note(row: dict) -> dict:
+    """Which PyTorch optimizer the exported optimizer state is for, or why there is none."""
+    entry = optimizer_entry(row["optimizer"])
+    if entry.torch is None:
+        return {"optim::torch_optimizer": None, "jaxzoo::no_optimizer_state": entry.no_torch_reason}
+    return {"optim::torch_optimizer": f"torch.optim.{entry.torch.class_name}"}
 
 
 def original_params(zoo: Zoo, row: dict) -> dict:
@@ -157,17 +246,12 @@ def original_params(zoo: Zoo, row: dict) -> dict:
     config = zoo.config
     extra = {"optim::scheduler": "OneCycleLR", "training::dataloader": "normal"} if zoo.is_resnet else {}
     return {
-        "model::type": "CNN_ARD" if zoo.is_twin else ORIGINAL_TYPE[config["model"]["arch"]],
+        "model::type": model_type(zoo),
         "model::channels_in": zoo.channels_in,
-        "model::nlin": row["activation"],
-        "model::init_type": row["init"],
-        "model::dropout": row["dropout"],
         "model::o_dim": zoo.num_classes,
         "model::use_bias": True,
-        "optim::optimizer": row["optimizer"],
-        "optim::lr": row["lr"],
-        "optim::wd": row["weight_decay"],
-        "optim::momentum": config["population"]["momentum"],
+        **model_description(zoo),
+        **model_factors(zoo, row),
         "seed": row["seed"],
         "training::batchsize": config["training"]["batch_size"],
         "training::epochs_train": config["training"]["num_epochs"],
@@ -178,6 +262,7 @@ def original_params(zoo: Zoo, row: dict) -> dict:
         "cuda": False,
         "jaxzoo::model_id": row["model_id"],
         "jaxzoo::zoo": zoo.identity_hash,
+        **torch_optimizer_note(row),
         **extra,
     }
 
@@ -187,15 +272,13 @@ def search_pattern(zoo: Zoo) -> dict:
     pop = zoo.config["population"]
     grid = lambda values: values[0] if len(values) == 1 else {"grid_search": values}
     seeds = sorted({row["seed"] for row in zoo.table})
+    factors = {f.original_key: grid(list(values_of(pop, f.name))) for f in FACTOR_TABLE if values_of(pop, f.name)}
+    if not isinstance(pop.get("momentum"), (list, tuple)):
+        factors["optim::momentum"] = pop["momentum"]
     return {
-        "model::type": ORIGINAL_TYPE[zoo.config["model"]["arch"]],
-        "model::nlin": grid(pop["activation"]),
-        "model::init_type": grid(pop["init"]),
-        "model::dropout": grid(pop["dropout"]),
-        "optim::optimizer": grid(pop["optimizer"]),
-        "optim::lr": grid(pop["lr"]),
-        "optim::wd": grid(pop["weight_decay"]),
-        "optim::momentum": pop["momentum"],
+        "model::type": ORIGINAL_TYPE.get(zoo.config["model"]["arch"], f"jaxzoo:{arch_name(zoo.config['model'])}"),
+        **model_description(zoo),
+        **factors,
         "seed": grid(seeds) if pop["seed_mode"] == "range" else f"{len(zoo.table)} random seeds in [0, 1e6)",
         "training::batchsize": zoo.config["training"]["batch_size"],
         "training::epochs_train": zoo.config["training"]["num_epochs"],
@@ -217,12 +300,13 @@ def result_lines(zoo: Zoo, index: int, params: dict) -> list[str]:
     return lines
 
 
-def torch_optimizer_state(zoo: Zoo, row: dict, index: int, final_state: dict, torch) -> dict:
-    """The model's final optimizer state as PyTorch's Adam/SGD state_dict."""
-    from jaxzoo.torch import build_model
-
-    model = build_model(original_params(zoo, row))
+def torch_optimizer_state(zoo: Zoo, row: dict, index: int, final_state: dict, torch) -> dict | None:
+    """The model's final optimizer state as its PyTorch optimizer's state_dict (None when its
+    optimizer has no PyTorch counterpart: params.json says why)."""
     if zoo.is_resnet:  # one SGD; the momentum buffers follow model.parameters()
+        from jaxzoo.torch import build_model
+
+        model = build_model(original_params(zoo, row))
         optimizer = torch.optim.SGD(model.parameters(), lr=row["lr"], momentum=zoo.config["population"]["momentum"],
                                     weight_decay=row["weight_decay"])
         trace = final_state["opt_state"]["inner_state"][1][0]["trace"]
@@ -232,27 +316,20 @@ def torch_optimizer_state(zoo: Zoo, row: dict, index: int, final_state: dict, to
             for position, (_, array) in enumerate(resnet.torch_parameters(trace))
         }
         return state_dict
-    if row["optimizer"] == "adam":
-        optimizer = torch.optim.Adam(model.parameters(), lr=row["lr"], weight_decay=row["weight_decay"])
-        inner = final_state["opt_state"]["adam"]["inner_state"][1][0]
-        step = float(np.asarray(inner["count"])[index])
-        buffers = {"exp_avg": inner["mu"], "exp_avg_sq": inner["nu"]}
-    else:
-        momentum = zoo.config["population"]["momentum"]
-        optimizer = torch.optim.SGD(model.parameters(), lr=row["lr"], momentum=momentum, weight_decay=row["weight_decay"])
-        inner = final_state["opt_state"]["sgd"]["inner_state"][1][0]
-        step = None
-        buffers = {"momentum_buffer": inner["trace"]} if momentum else {}
+    entry = optimizer_entry(row["optimizer"])
+    if entry.torch is None:
+        return None
+    values = entry.resolve({name: model_value(row, name, zoo.config["population"]) for name in entry.hyperparams})
+    dropout = zoo.layout_dropout(row)
+    # param_groups only list parameter positions: placeholders of the right shapes serve any model.
+    shapes = [array.shape[1:] for _, array in zoo.params_torch(jax.tree.map(lambda a: np.asarray(a)[:1],
+                                                                              final_state["params"]), dropout)]
+    optimizer = getattr(torch.optim, entry.torch.class_name)(
+        [torch.nn.Parameter(torch.zeros(shape)) for shape in shapes], **entry.torch.kwargs(values))
+    state = jax.tree.map(lambda a: np.asarray(a)[index], final_state["opt_state"][row["optimizer"]])
+    to_torch = lambda tree: [np.ascontiguousarray(a) for _, a in zoo.params_torch(tree, dropout, lead=0)]
     state_dict = optimizer.state_dict()
-    per_param: dict[int, dict] = {}
-    for name, tree in buffers.items():
-        single = {layer: {k: np.asarray(v)[index] for k, v in leaves.items()} for layer, leaves in tree.items()}
-        for position, (_, array) in enumerate(torch_tensors(single, zoo.arch, zoo.layout_dropout(row))):
-            entry = per_param.setdefault(position, {})
-            entry[name] = torch.from_numpy(np.ascontiguousarray(array))
-            if step is not None:
-                entry["step"] = torch.tensor(step)
-    state_dict["state"] = per_param
+    state_dict["state"] = torch_state(entry, state, values, to_torch)
     return state_dict
 
 
@@ -290,8 +367,9 @@ def write_trials(zoo: Zoo, folder: pathlib.Path, log) -> int:
             epoch_dir = tmp / f"checkpoint_{epoch:06d}"
             epoch_dir.mkdir()
             torch.save(state_dict, epoch_dir / "checkpoints")
-        last = tmp / f"checkpoint_{zoo.epochs[-1]:06d}" / "optimizer"
-        torch.save(torch_optimizer_state(zoo, row, index, final_state, torch), last)
+        optimizer_state = torch_optimizer_state(zoo, row, index, final_state, torch)
+        if optimizer_state is not None:
+            torch.save(optimizer_state, tmp / f"checkpoint_{zoo.epochs[-1]:06d}" / "optimizer")
         os.replace(tmp, target)
         if (count + 1) % 200 == 0:
             log(f"  {count + 1}/{len(todo)} trial folders")
@@ -332,13 +410,18 @@ def vector_splits(zoo: Zoo, epochs: list[int], threshold: float) -> tuple[dict[s
         }
         for name in METRICS:
             properties[name] = np.array([zoo.metrics[e][name][m] for m, e in kept], np.float32)
-        for name in ("seed", "lr", "weight_decay", "dropout"):
-            properties[name] = np.array([zoo.table[m][name] for m, _ in kept], np.float64 if name != "seed" else np.int64)
-        for name in CATEGORICAL_FACTORS:
-            properties[name] = [zoo.table[m][name] for m, _ in kept]
+        properties["seed"] = np.array([zoo.table[m]["seed"] for m, _ in kept], np.int64)
+        for factor in property_factors(zoo):
+            values = [zoo.table[m][factor.name] for m, _ in kept]
+            properties[factor.name] = np.array(values, np.float64) if factor.kind == "numeric" else values
         splits[split] = VectorSplit(np.ascontiguousarray(weights[keep]), properties, layout)
         counts[split] = {"rows": int(keep.sum()), "dropped_nan": int(nan.sum()), "dropped_threshold": int(large.sum())}
     return splits, counts
+
+
+def property_factors(zoo: Zoo) -> list[Factor]:
+    """The factors each vector row carries as a property: those of the zoo's grid."""
+    return [f for f in FACTOR_TABLE if f.name in zoo.table[0]]
 
 
 def write_vectors(zoo: Zoo, folder: pathlib.Path, epochs: list[int], threshold: float, log) -> dict:
@@ -348,12 +431,13 @@ def write_vectors(zoo: Zoo, folder: pathlib.Path, epochs: list[int], threshold: 
     folder.mkdir(parents=True, exist_ok=True)
     splits, counts = vector_splits(zoo, epochs, threshold)
     for split, data in splits.items():
-        numeric = {k: v for k, v in data.properties.items() if k not in CATEGORICAL_FACTORS}
+        categorical = [f.name for f in property_factors(zoo) if f.kind == "categorical"]
+        numeric = {k: v for k, v in data.properties.items() if k not in categorical}
         tmp = folder / f".{split}.safetensors.partial"
         save_file({"weights": data.weights, **numeric}, str(tmp))
         meta = {
             "split": split, **counts[split], "numeric_properties": sorted(numeric),
-            "categorical_properties": {k: data.properties[k] for k in CATEGORICAL_FACTORS},
+            "categorical_properties": {k: data.properties[k] for k in categorical},
             "index_dict": data.index_dict, "epochs": epochs,
         }
         (folder / f".{split}.json.partial").write_text(json.dumps(meta))

@@ -21,6 +21,7 @@ import math
 from typing import Sequence
 
 import flax.linen as nn
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 
@@ -56,15 +57,17 @@ class ArchSpec:
     num_classes: int
     dropout_after_last_conv: bool
     dropout_always_present: bool  # CNN-m inserts Dropout modules even when p == 0
+    channels_in: int = 1  # image channels (the input width of an MLP)
 
     @property
     def flat_features(self) -> int:
+        """Inputs of the first fully connected layer."""
         size = self.image_size
         for conv in self.convs:
             size = size - conv.kernel + 1
             if conv.pool:
                 size //= 2
-        return size * size * self.convs[-1].features
+        return size * size * (self.convs[-1].features if self.convs else self.channels_in)
 
 
 ARCHS = {
@@ -267,25 +270,31 @@ def init_kernel(key: jax.Array, shape: tuple[int, ...], method: str) -> jax.Arra
     raise ValueError(f"unknown init {method!r}; choose one of {INITS}")
 
 
-def init_params(
-    params_template, key: jax.Array, init_index: jax.Array, inits: Sequence[str]
-):
+def init_params(params_template, key: jax.Array, init_index: jax.Array, inits: Sequence[str], own=None):
     """Fresh parameters for one model: kernels by inits[init_index], every bias 0.01.
 
-    `params_template` fixes the structure and shapes (from `CNN.init`). Each layer draws
-    from its own fold of `key`, so the draw does not depend on the other layers' methods.
+    `params_template` fixes the structure and shapes (from the module's init). Kernels are
+    numbered in sorted path order (conv0.., fc0.. for the CNNs) and each draws from its own
+    fold of `key`, so a draw does not depend on the other layers' methods. Leaves that are
+    neither `kernel` nor `bias` (a custom module's norm scales, say) come from `own`, the
+    module's own initialisation.
     """
-
-    def init_layer(layer_index, layer):
-        layer_key = jax.random.fold_in(key, layer_index)
-        shape = layer["kernel"].shape
-        kernel = init_kernel(layer_key, shape, inits[0])
-        for i, method in enumerate(inits[1:], start=1):
-            kernel = jnp.where(init_index == i, init_kernel(layer_key, shape, method), kernel)
-        return {"kernel": kernel, "bias": jnp.full(layer["bias"].shape, BIAS_INIT)}
-
-    names = sorted(params_template)  # conv0.. fc0.. (stable, independent of dict order)
-    return {name: init_layer(i, params_template[name]) for i, name in enumerate(names)}
+    flat = traverse_util.flatten_dict(params_template)
+    kernels = sorted(path for path in flat if path[-1] == "kernel")
+    own_flat = traverse_util.flatten_dict(own) if own is not None else {}
+    out = {}
+    for path, leaf in flat.items():
+        if path[-1] == "kernel":
+            layer_key = jax.random.fold_in(key, kernels.index(path))
+            kernel = init_kernel(layer_key, leaf.shape, inits[0])
+            for i, method in enumerate(inits[1:], start=1):
+                kernel = jnp.where(init_index == i, init_kernel(layer_key, leaf.shape, method), kernel)
+            out[path] = kernel
+        elif path[-1] == "bias":
+            out[path] = jnp.full(leaf.shape, BIAS_INIT)
+        else:
+            out[path] = own_flat[path]
+    return traverse_util.unflatten_dict(out)
 
 
 def param_count(params) -> int:

@@ -1,9 +1,9 @@
 """Expands a zoo's grid of generating factors into a table of models, and into arrays.
 
 Every model has a stable integer id (its row in the expanded grid), a seed, and one value of
-each factor. Seeds are the outermost loop, so truncating the table (`max_models`) keeps whole
-grids of the first seeds. Inside a compiled population each categorical factor becomes an
-index into the static tuple of the values the zoo uses.
+each factor (`jaxzoo.factors`). Seeds are the outermost loop, so truncating the table
+(`max_models`) keeps whole grids of the first seeds. Models whose static factors agree form a
+group that compiles once (`Population.groups`); numeric factors are per-model arrays.
 """
 
 from __future__ import annotations
@@ -14,8 +14,11 @@ from typing import Any
 
 import numpy as np
 
-FACTORS = ("activation", "init", "optimizer", "lr", "weight_decay", "dropout")
+from jaxzoo.factors import CORE_FACTORS, FACTOR_TABLE, grid_factors, model_value, static_key, values_of
+
+FACTORS = CORE_FACTORS
 CATEGORICAL = ("activation", "init", "optimizer")
+NUMERIC = tuple(f.name for f in FACTOR_TABLE if f.kind == "numeric")
 SEED_MODES = ("range", "random")
 RANDOM_SEED_HIGH = 1_000_000  # the original's tune.randint(0, 1_000_000)
 
@@ -37,8 +40,9 @@ def expand_seeds(population_config, zoo_seed: int, grid_size: int, num_slots: in
 
 
 def expand_grid(population_config, zoo_seed: int) -> list[dict[str, Any]]:
-    """The model table: one dict per model with `model_id`, `seed` and every factor."""
-    values = [tuple(population_config[name]) for name in FACTORS]
+    """The model table: one dict per model with `model_id`, `seed` and every factor of the grid."""
+    names = grid_factors(population_config)
+    values = [values_of(population_config, name) for name in names]
     grid = list(itertools.product(*values))
     size = len(grid) * population_config.num_seeds
     if population_config.max_models:  # only the kept models are built (num_seeds may be huge)
@@ -48,7 +52,7 @@ def expand_grid(population_config, zoo_seed: int) -> list[dict[str, Any]]:
     for slot in range(seeds.shape[0]):
         for point_index, point in enumerate(grid):
             row = {"model_id": len(table), "seed": int(seeds[slot, point_index])}
-            row.update({name: _plain(value) for name, value in zip(FACTORS, point)})
+            row.update({name: _plain(value) for name, value in zip(names, point)})
             table.append(row)
     return table[:size]
 
@@ -67,7 +71,8 @@ class Population:
     """A population as arrays along axis 0 (length `size`), plus the static value sets.
 
     `activations`, `inits`, `optimizers` are the sorted values the population uses; the
-    index arrays point into them. They are static (they shape the compiled program).
+    index arrays point into them. Numeric factors are float32 arrays (a factor the zoo does
+    not vary holds its fixed value, NaN where the model's optimizer does not read it).
     """
 
     table: tuple[dict[str, Any], ...]
@@ -75,6 +80,7 @@ class Population:
     inits: tuple[str, ...]
     optimizers: tuple[str, ...]
     arrays: dict[str, np.ndarray]
+    population_config: Any = None  # fills in the factors that rows omit
 
     @property
     def size(self) -> int:
@@ -89,9 +95,21 @@ class Population:
         chosen = slice(None) if indices is None else indices
         return {name: array[chosen] for name, array in self.arrays.items() if name != "model_id"}
 
+    def groups(self) -> list[tuple[dict[str, Any], np.ndarray]]:
+        """[(static factors, indices of its models in table order)]: one compiled program each.
 
-def build_population(table: list[dict[str, Any]]) -> Population:
-    """Arrays of the table: seed (uint32), *_index (int32), lr/weight_decay/dropout (float32)."""
+        A model's group depends on its own factors only, so its program, and therefore its
+        numbers, do not depend on which other models share the population."""
+        members: dict[tuple, list[int]] = {}
+        for i, row in enumerate(self.table):
+            members.setdefault(static_key(row, self.population_config), []).append(i)
+        return [(dict(key), np.array(indices)) for key, indices in sorted(members.items(), key=lambda kv: kv[1][0])]
+
+
+def build_population(table: list[dict[str, Any]], population_config=None) -> Population:
+    """Arrays of the table: seed (uint32), *_index (int32), numeric factors (float32).
+
+    `population_config` supplies the values of factors the rows omit (scalars, defaults)."""
     value_sets = {
         name: tuple(sorted({row[name] for row in table})) for name in CATEGORICAL
     }
@@ -102,12 +120,14 @@ def build_population(table: list[dict[str, Any]]) -> Population:
     for name in CATEGORICAL:
         lookup = {value: i for i, value in enumerate(value_sets[name])}
         arrays[f"{name}_index"] = np.array([lookup[row[name]] for row in table], dtype=np.int32)
-    for name in ("lr", "weight_decay", "dropout"):
-        arrays[name] = np.array([row[name] for row in table], dtype=np.float32)
+    for name in NUMERIC:
+        values = [model_value(row, name, population_config) for row in table]
+        arrays[name] = np.array([np.nan if v is None else v for v in values], dtype=np.float32)
     return Population(
         table=tuple(table),
         activations=value_sets["activation"],
         inits=value_sets["init"],
         optimizers=value_sets["optimizer"],
         arrays=arrays,
+        population_config=population_config,
     )

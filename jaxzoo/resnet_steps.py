@@ -79,10 +79,10 @@ def make_resnet_step_functions(
         """factors [M] -> state {'params', 'batch_stats', 'opt_state'} [M, ...]."""
         return jax.lax.map(init_one, factors)
 
-    def order(seeds, epoch):
-        return jax.vmap(lambda s: epoch_order(s, epoch, num_train, batch_size))(seeds)
+    def order(factors, epoch):
+        return jax.vmap(lambda s: epoch_order(s, epoch, num_train, batch_size))(factors["seed"])
 
-    def gather(images, labels, indices, mask):
+    def gather(images, labels, indices, mask, factors):
         """indices [M, S, B] -> x [M, S, B, H, W, C] uint8 (augmented later, per step), y, mask."""
         return images[indices], labels[indices], mask
 
@@ -168,5 +168,6 @@ def make_resnet_step_functions(
         train=train,
         evaluate=evaluate,
         model=model,
-        optimizer=optimizer,
+        transform=optimizer,
+        steps_per_epoch=steps_per_epoch,
     )

@@ -132,3 +132,60 @@ def set_one_cycle(
     `kwargs` go to `one_cycle`. Call before each `update`."""
     lr, momentum = one_cycle(step, total_steps, max_lr, **kwargs)
     return set_hyperparams(state, learning_rate=lr, momentum=momentum)
+
+
+# Per-model learning-rate schedules (the `schedule` factor). Each is a pure function of the
+# model's update number t (0 for its first update), its total number of updates T, its updates
+# per epoch and its peak `lr` (traced under vmap); options are static. PyTorch counterparts,
+# stepped once per optimizer step: cosine = CosineAnnealingLR(T_max=T, eta_min=0); step =
+# StepLR(step_size=every_epochs * steps_per_epoch, gamma); warmup_cosine = LambdaLR with
+# (t + 1) / W for t < W, then cosine from W to T; one_cycle = OneCycleLR's learning rate
+# (momentum is not cycled by this factor; the ResNet zoos' `training.scheduler` cycles it).
+SCHEDULE_OPTIONS = {
+    "constant": {},
+    "cosine": {},
+    "step": {"every_epochs": 0, "gamma": 0.1},  # every_epochs 0: a third of the run
+    "warmup_cosine": {"warmup_fraction": 0.05},
+    "one_cycle": {"pct_start": 0.3, "div_factor": 25.0, "final_div_factor": 1e4},
+}
+SCHEDULES = tuple(SCHEDULE_OPTIONS)
+
+
+def schedule_options(name: str, given: dict | None = None) -> dict:
+    """The schedule's options: its defaults updated with `given` (unknown keys -> ValueError)."""
+    options = dict(SCHEDULE_OPTIONS[name])
+    unknown = sorted(set(given or {}) - set(options))
+    if unknown:
+        raise ValueError(f"schedule {name!r} has no option {unknown[0]!r}: its options are {sorted(options) or 'none'}")
+    options.update(given or {})
+    return options
+
+
+def _cosine(t: jax.Array, total: jax.Array) -> jax.Array:
+    """0.5 * (1 + cos(pi * t / total)) as sin^2 (no cancellation near the end)."""
+    return jnp.sin(jnp.float32(math.pi / 2) * (total - t) / total) ** 2
+
+
+def scheduled_lr(name: str, t: jax.Array, total_steps, steps_per_epoch, lr: jax.Array, options: dict) -> jax.Array:
+    """Learning rate of update `t` (int) of a run of `total_steps` updates, `steps_per_epoch`
+    per epoch (ints, traced or static), with peak `lr` -> float32 scalar."""
+    lr = jnp.asarray(lr, jnp.float32)
+    t = jnp.asarray(t, jnp.int32)
+    if name == "constant":
+        return lr
+    if name == "one_cycle":
+        return one_cycle(t, total_steps, lr, options["pct_start"], options["div_factor"], options["final_div_factor"])[0]
+    tf = t.astype(jnp.float32)
+    total = jnp.asarray(total_steps, jnp.float32)
+    if name == "cosine":
+        return lr * _cosine(jnp.minimum(tf, total), total)
+    if name == "step":
+        epochs = jnp.asarray(total_steps // steps_per_epoch, jnp.int32)
+        every = options["every_epochs"] or jnp.maximum(epochs // 3, 1)
+        return lr * jnp.float32(options["gamma"]) ** (t // (every * steps_per_epoch)).astype(jnp.float32)
+    if name == "warmup_cosine":
+        warmup = jnp.maximum(jnp.round(options["warmup_fraction"] * total), 1.0)
+        rising = (tf + 1) / warmup
+        falling = _cosine(jnp.minimum(tf - warmup, total - warmup), jnp.maximum(total - warmup, 1.0))
+        return lr * jnp.where(tf < warmup, rising, falling)
+    raise ValueError(f"unknown schedule {name!r}: choose from {SCHEDULES}")

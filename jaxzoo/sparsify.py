@@ -14,6 +14,7 @@ cross-entropy without the KL term); `models.json` records the check.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -24,6 +25,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax.sharding import NamedSharding, PartitionSpec
 from ml_collections import ConfigDict
 
@@ -33,17 +35,12 @@ from jaxzoo.data import load_dataset
 from jaxzoo.cli import ArgumentParser, check_destination, number_in, run, setup_logging
 from jaxzoo.errors import UserError
 from jaxzoo.export import read_zoo
-from jaxzoo.optim import PopulationOptimizer
+from jaxzoo.optim import init_state
 from jaxzoo.population import build_population
-from jaxzoo.steps import eval_batches, make_step_functions, model_key, nll_and_correct
-from jaxzoo.train import (
-    POPULATION_AXIS, chunk_indices, population_mesh, train_chunk_epoch, tree_concat, tree_take,
-)
+from jaxzoo.steps import ARD_NOISE_STREAM, GroupSpec, StepFunctions, model_key, nll_and_correct
+from jaxzoo.train import POPULATION_AXIS, Group, ZooRun, tree_take
 
-NOISE_STREAM = 3
 DEFAULT_EPOCHS = 25
-CHUNK = 256
-STEPS_PER_CALL = 25
 ACCURACY_TOLERANCE = 0.01  # the original asserted rtol 1e-2 on the source's test accuracy
 LOSS_RTOL = 1e-2  # and rtol 1e-3 on its loss; masking the tiniest weights moves it a little more
 log = logging.getLogger("jaxzoo")
@@ -67,123 +64,77 @@ def twin_config(source_config: dict, source_hash: str, source_epoch: int, epochs
     return config
 
 
-class TwinRun:
-    """Compiled functions and data for sparsifying a population of CNN-s models."""
+class TwinRun(ZooRun):
+    """The trainer's run (groups, chunks, data, evaluation) with the twins' objective: each
+    group's init starts from its source models and its step adds the KL term."""
 
-    def __init__(self, config: dict, population, dataset):
-        from jaxzoo.models import ARCHS
-
-        self.arch = ARCHS[config["model"]["arch"]]
-        self.population, self.dataset = population, dataset
-        self.batch = config["training"]["batch_size"]
-        self.num_train = len(dataset.train[1])
-        self.steps_per_epoch = math.ceil(self.num_train / self.batch)
-        self.mesh = population_mesh()
-        self.models = NamedSharding(self.mesh, PartitionSpec(POPULATION_AXIS))
-        replicated = NamedSharding(self.mesh, PartitionSpec())
-        n_devices = jax.local_device_count()
-        self.chunk = n_devices * math.ceil(min(CHUNK, population.size) / n_devices)
-        self.fns = make_step_functions(
-            self.arch, population.activations, population.inits, population.optimizers, False,
-            config["population"]["momentum"], dataset.image_shape, self.num_train, self.batch,
-            dataset.mean, dataset.std, self.mesh,
-        )
-        self.optimizer = PopulationOptimizer(population.optimizers, config["population"]["momentum"])
-        self.stochastic = ard.StochasticCNN(self.arch, population.activations)
-        self.train_images = jax.device_put(dataset.train[0], replicated)
-        self.train_labels = jax.device_put(dataset.train[1], replicated)
-        eval_batch = max(1, 256 // self.chunk)
-        self.eval_splits = {s: jax.device_put(eval_batches(*getattr(dataset, s), eval_batch), replicated)
-                            for s in ("train", "val", "test")}
-        self.chunks = chunk_indices(population.size, self.chunk)
-        self.init = jax.jit(jax.vmap(self._init_one), out_shardings=self.models)
-        self.train = jax.jit(self._train, out_shardings=self.models)
+    def __init__(self, config: ConfigDict, population, dataset, source_params: dict):
+        self.source_params = source_params
+        super().__init__(config, population, dataset)
         self.model_stats = jax.jit(jax.vmap(lambda p: (ard.sparsity(p), ard.kl_total(p), ard.masked_params(p))))
 
-    def _init_one(self, source_params, lr, weight_decay):
-        params = ard.from_source(source_params)
-        return {"params": params, "opt_state": self.optimizer.init(params, lr, weight_decay)}
+    def group_functions(self, spec: GroupSpec, members: np.ndarray, conv: str, shared: dict) -> StepFunctions:
+        base = super().group_functions(spec, members, "xla", shared)
+        stochastic = ard.StochasticCNN(base.model.arch, (spec.activation,))
+        transform = base.transform
 
-    def _train(self, state, factors, x, y, mask, epoch, first_step):
-        kl_w = ard.kl_weight(epoch - 1)
+        def init_one(source_params, values):
+            params = ard.from_source(source_params)
+            return {"params": params, "opt_state": init_state(transform, params, values)}
 
-        def one_step(params, opt_state, factors, xb, yb, mb, key):
-            def loss_fn(p):
-                logits = self.stochastic.apply({}, p, xb, factors["activation_index"], rngs={"noise": key})
-                loss_sum, correct = nll_and_correct(logits, yb, mb)
-                count = jnp.maximum(jnp.sum(mb), 1.0)
-                loss = loss_sum / count + kl_w * ard.kl_total(p)
-                return loss, (loss * jnp.sum(mb), correct)
+        def init(source_params, factors):
+            return jax.vmap(init_one)(source_params, {name: factors[name] for name in spec.injected})
 
-            grads, (loss_sum, correct) = jax.grad(loss_fn, has_aux=True)(params)
-            params, opt_state = self.optimizer.update(grads, opt_state, params, factors["optimizer_index"])
-            return params, opt_state, loss_sum, correct
+        def train(state, factors, x, y, mask, epoch, first_step):
+            kl_w = ard.kl_weight(epoch - 1)
 
-        def body(carry, batch):
-            params, opt_state, step = carry
-            keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.fold_in(model_key(s, NOISE_STREAM), epoch), step))(factors["seed"])
-            params, opt_state, loss_sum, correct = jax.vmap(one_step)(params, opt_state, factors, *batch, keys)
-            return (params, opt_state, step + 1), (loss_sum, correct)
+            def one_step(params, opt_state, xb, yb, mb, key):
+                def loss_fn(p):
+                    logits = stochastic.apply({}, p, xb, 0, rngs={"noise": key})
+                    loss_sum, correct = nll_and_correct(logits, yb, mb)
+                    loss = loss_sum / jnp.maximum(jnp.sum(mb), 1.0) + kl_w * ard.kl_total(p)
+                    return loss, (loss * jnp.sum(mb), correct)
 
-        (params, opt_state, _), (losses, corrects) = jax.lax.scan(body, (state["params"], state["opt_state"], first_step), (x, y, mask))
-        return {"params": params, "opt_state": opt_state}, losses.sum(0), corrects.sum(0)
+                grads, (loss_sum, correct) = jax.grad(loss_fn, has_aux=True)(params)
+                updates, new_state = transform.update(grads, opt_state, params)
+                new_params = optax.apply_updates(params, updates)
+                if spec.subset:  # a step past the model's subset is no step at all
+                    new_params, new_state = jax.tree.map(lambda new, old: jnp.where(jnp.sum(mb) > 0, new, old),
+                                                         (new_params, new_state), (params, opt_state))
+                return new_params, new_state, loss_sum, correct
 
-    def abstract_state(self, source_params):
-        """Shapes of the whole population's twin state (the target for restoring a checkpoint)."""
-        factors = self.population.factors()
-        return jax.eval_shape(jax.vmap(self._init_one), source_params, factors["lr"], factors["weight_decay"])
+            def body(carry, batch):
+                params, opt_state, step = carry
+                keys = jax.vmap(lambda s: jax.random.fold_in(
+                    jax.random.fold_in(model_key(s, ARD_NOISE_STREAM), epoch), step))(factors["seed"])
+                params, opt_state, loss_sum, correct = jax.vmap(one_step)(params, opt_state, *batch, keys)
+                return (params, opt_state, step + 1), (loss_sum, correct)
 
-    def factors(self, indices):
-        return jax.device_put(self.population.factors(indices), self.models)
+            carry = (state["params"], state["opt_state"], first_step)
+            (params, opt_state, _), (losses, corrects) = jax.lax.scan(body, carry, (x, y, mask))
+            return {"params": params, "opt_state": opt_state}, losses.sum(0), corrects.sum(0)
 
-    def evaluate(self, params, factors, epoch: int, real: int) -> dict[str, np.ndarray]:
+        models = NamedSharding(self.mesh, PartitionSpec(POPULATION_AXIS))
+        return dataclasses.replace(base, init=jax.jit(init, out_shardings=models),
+                                   train=jax.jit(train, out_shardings=models))
+
+    def init_chunk(self, group: Group, indices: np.ndarray):
+        source = jax.device_put(tree_take(self.source_params, indices), self.models)
+        return group.fns.init(source, self.chunk_factors(indices))
+
+    def evaluate(self, group: Group, state, factors, splits: tuple[str, ...], real: int,
+                 epoch: int) -> dict[str, np.ndarray]:
         """Masked-weight metrics; logged losses include kl_weight * KL, as the original."""
-        sparsity, kl, masked = self.model_stats(params)
+        sparsity, kl, masked = self.model_stats(state["params"])
         kl_w = float(ard.kl_weight(epoch - 1))
         metrics = {"sparsity": np.asarray(sparsity)[:real]}
-        for split in ("train", "val", "test"):
-            if split == "train" and epoch > 0:
-                continue  # training epochs log the running train loss instead
-            x, y, mask = self.eval_splits[split]
-            loss_sum, correct = self.fns.evaluate({"params": masked}, factors, x, y, mask)
-            n = len(getattr(self.dataset, split)[1])
-            metrics[f"{split}_loss"] = (np.asarray(loss_sum) / n + kl_w * np.asarray(kl))[:real]
-            metrics[f"{split}_acc"] = (np.asarray(correct) / n)[:real]
+        plain = super().evaluate(group, {"params": masked}, factors, splits, real, epoch)
+        for split in splits:
+            metrics[f"{split}_loss"] = plain[f"{split}_loss"] + kl_w * np.asarray(kl)[:real]
+            metrics[f"{split}_acc"] = plain[f"{split}_acc"]
             if split == "test":  # the cross-entropy alone, comparable with the source's test loss
-                metrics["test_nll"] = (np.asarray(loss_sum) / n)[:real]
+                metrics["test_nll"] = plain["test_loss"]
         return metrics
-
-    def initial(self, source_params) -> tuple[dict, dict]:
-        states, metric_parts = [], []
-        for indices, real in self.chunks:
-            factors = self.factors(indices)
-            state = self.init(jax.device_put(tree_take(source_params, indices), self.models), factors["lr"], factors["weight_decay"])
-            metric_parts.append(self.evaluate(state["params"], factors, 0, real))
-            states.append(tree_take(jax.device_get(state), np.arange(real)))
-        return tree_concat(states), {k: np.concatenate([m[k] for m in metric_parts]) for k in metric_parts[0]}
-
-    def epoch(self, state, epoch: int) -> tuple[dict, dict]:
-        states, metric_parts = [], []
-        for indices, real in self.chunks:
-            factors = self.factors(indices)
-            chunk_state = jax.device_put(tree_take(state, indices), self.models)
-            chunk_state, loss_sum, correct = train_chunk_epoch(
-                self.fns, self.train, chunk_state, factors, self.train_images, self.train_labels, epoch,
-                self.steps_per_epoch, STEPS_PER_CALL,
-            )
-            metrics = {"train_loss": np.asarray(loss_sum)[:real] / self.num_train,
-                       "train_acc": np.asarray(correct)[:real] / self.num_train}
-            metrics.update(self.evaluate(chunk_state["params"], factors, epoch, real))
-            metric_parts.append(metrics)
-            states.append(tree_take(jax.device_get(chunk_state), np.arange(real)))
-        return tree_concat(states), {k: np.concatenate([m[k] for m in metric_parts]) for k in metric_parts[0]}
-
-
-def with_divergence(state, metrics: dict) -> dict:
-    finite = np.isfinite(metrics["train_loss"])
-    for leaf in jax.tree.leaves(state["params"]):
-        finite &= np.isfinite(leaf.reshape(leaf.shape[0], -1)).all(axis=1)
-    return {**metrics, "diverged": ~finite}
 
 
 def sparsify(source_workdir, twin_workdir, epochs: int = DEFAULT_EPOCHS) -> dict:
@@ -210,9 +161,9 @@ def sparsify(source_workdir, twin_workdir, epochs: int = DEFAULT_EPOCHS) -> dict
         recorded = json.loads(models_path.read_text())
         if [r["model_id"] for r in recorded] == [r["model_id"] for r in table]:
             table = recorded
-    population = build_population(table)
-    run = TwinRun(config, population, dataset)
+    population = build_population(table, config["population"])
     source_params = source.state(source_epoch)["params"]
+    run = TwinRun(ConfigDict(config), population, dataset, source_params)
     path = checkpoint.prepare_workdir(twin_workdir, zoo_identity, config, table)
     checkpoint.set_aside_damaged(path)
     manager = checkpoint.open_manager(path, async_save=True)
@@ -220,8 +171,8 @@ def sparsify(source_workdir, twin_workdir, epochs: int = DEFAULT_EPOCHS) -> dict
     try:
         latest = manager.latest_step()
         if latest is None:
-            state, metrics = run.initial(source_params)
-            metrics = with_divergence(state, metrics)
+            state = run.init_state()
+            metrics = run.initial_epoch(state)
             acc_gap = np.abs(metrics["test_acc"] - source.metrics[source_epoch]["test_acc"])
             source_loss = source.metrics[source_epoch]["test_loss"]
             loss_gap = np.abs(metrics["test_nll"] - source_loss) / np.maximum(np.abs(source_loss), 1e-8)
@@ -236,7 +187,7 @@ def sparsify(source_workdir, twin_workdir, epochs: int = DEFAULT_EPOCHS) -> dict
                      "loss (within %.0f%%)", len(table) - failed, len(table), ACCURACY_TOLERANCE, 100 * LOSS_RTOL)
             first = 1
         else:
-            _, state = checkpoint.restore_latest(manager, run.abstract_state(source_params))
+            _, state = checkpoint.restore_latest(manager, run.abstract_state())
             state = jax.tree.map(np.asarray, state)
             lines = []
             for epoch in range(latest + 1):
@@ -245,8 +196,7 @@ def sparsify(source_workdir, twin_workdir, epochs: int = DEFAULT_EPOCHS) -> dict
             first = latest + 1
         for epoch in range(first, epochs + 1):
             start = time.time()
-            state, metrics = run.epoch(state, epoch)
-            metrics = with_divergence(state, metrics)
+            state, metrics = run.train_epoch(state, epoch, None)
             checkpoint.save_epoch(manager, epoch, state, metrics)
             checkpoint.append_metrics(path, checkpoint.metrics_lines(epoch, model_ids, metrics))
             log.info("twin epoch %d/%d: sparsity mean %.3f, test_acc mean %.4f; %.1f s (%.1f model-epochs/s)",

@@ -1,7 +1,8 @@
 """Pure, compiled functions that init, train and evaluate a chunk of models at once.
 
 Every function maps over a leading population axis M with `jax.vmap`; nothing mixes models,
-so a model's numbers depend only on its own factors and seed. Randomness comes from the
+and a population is compiled per group of models that share their static factors
+(`GroupSpec`), so a model's numbers depend only on its own factors and seed. Randomness comes from the
 model seed alone: `key(seed)` folded with a stream id (init, data order, dropout), then with
 epoch and step. Resuming at an epoch therefore needs no RNG state beyond the epoch number.
 
@@ -19,13 +20,17 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
+from flax import traverse_util
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxzoo.data import normalise as normalise_uint8
-from jaxzoo.models import CNN, ArchSpec, init_params
-from jaxzoo.optim import PopulationOptimizer
+from jaxzoo.models import init_params
+from jaxzoo.optim import init_state, make_transform, set_learning_rate
+from jaxzoo.schedules import scheduled_lr
 
-INIT_STREAM, ORDER_STREAM, DROPOUT_STREAM = 0, 1, 2
+# Random streams of a model: key(seed) folded with the stream id (3: the twins' weight noise).
+INIT_STREAM, ORDER_STREAM, DROPOUT_STREAM, ARD_NOISE_STREAM, SUBSET_STREAM, LABEL_STREAM = 0, 1, 2, 3, 4, 5
 
 
 def model_key(seed: jax.Array, stream: int) -> jax.Array:
@@ -79,80 +84,153 @@ def per_device(fn: Callable, mesh: Mesh, in_specs, out_specs) -> Callable:
 
 
 @dataclasses.dataclass(frozen=True)
+class GroupSpec:
+    """What one group of a population shares, i.e. what its compiled program is made of.
+
+    `injected`: optimizer hyperparameters (factor names) that are per-model arrays; the others
+    are the fixed floats `fixed`. `subset`: the models train on a part of the train split
+    (`train_examples` per model); `label_noise`: some of their train labels are flipped.
+    """
+
+    activation: str
+    optimizer: str
+    injected: tuple[str, ...] = ("lr", "weight_decay")
+    fixed: tuple[tuple[str, float], ...] = ()
+    schedule: str = "constant"
+    schedule_options: tuple[tuple[str, Any], ...] = ()
+    use_dropout: bool = False
+    subset: bool = False
+    label_noise: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
 class StepFunctions:
-    """Compiled functions for one population structure (arch and static factor sets)."""
+    """Compiled functions for one group of a population (one model, optimizer and schedule)."""
 
     init: Callable[..., Any]
     order: Callable[..., Any]
     gather: Callable[..., Any]
     train: Callable[..., Any]
     evaluate: Callable[..., Any]
-    model: CNN
-    optimizer: PopulationOptimizer
+    model: Any
+    transform: Any
+    steps_per_epoch: int  # compiled steps per epoch (a subset group: of its largest subset)
+
+
+def subset_order(seed, epoch, num_train: int, num_examples, steps: int, batch_size: int):
+    """One model's epoch order over its own subset of `num_examples` train images (drawn once
+    from the seed, a fresh order each epoch) -> (indices [steps, B] int32, mask [steps, B])."""
+    subset = jax.random.permutation(model_key(seed, SUBSET_STREAM), num_train)
+    draw = jax.random.uniform(jax.random.fold_in(model_key(seed, ORDER_STREAM), epoch), (num_train,))
+    member = jnp.arange(num_train) < num_examples
+    order = subset[jnp.argsort(jnp.where(member, draw, 2.0))]  # members first, shuffled
+    size = steps * batch_size
+    order = jnp.concatenate([order, jnp.zeros((max(size - num_train, 0),), order.dtype)])[:size]
+    mask = (jnp.arange(size) < num_examples).astype(jnp.float32)
+    return order.reshape(steps, batch_size).astype(jnp.int32), mask.reshape(steps, batch_size)
+
+
+def noisy_labels(labels, indices, seed, rate, num_classes: int):
+    """labels [..] of train images `indices` [..], each replaced with probability `rate` by
+    another class, the same draw every epoch (keyed by model seed and image index)."""
+    key = model_key(seed, LABEL_STREAM)
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(indices.reshape(-1))
+    flip = jax.vmap(lambda k: jax.random.uniform(jax.random.fold_in(k, 0)))(keys) < rate
+    shift = jax.vmap(lambda k: jax.random.randint(jax.random.fold_in(k, 1), (), 1, num_classes))(keys)
+    flat = labels.reshape(-1)
+    return jnp.where(flip, (flat + shift) % num_classes, flat).reshape(labels.shape)
 
 
 def make_step_functions(
-    arch: ArchSpec,
-    activations: tuple[str, ...],
+    model,
+    group: GroupSpec,
     inits: tuple[str, ...],
-    optimizers: tuple[str, ...],
-    use_dropout: bool,
-    momentum: float,
     image_shape: tuple[int, int, int],
     num_train: int,
     batch_size: int,
+    num_epochs: int,
+    num_classes: int,
     mean: tuple[float, ...],
     std: tuple[float, ...],
     mesh: Mesh | None = None,
-    conv: str = "xla",
+    max_train_examples: int | None = None,
+    shared: dict | None = None,
 ) -> StepFunctions:
-    """Builds the jitted population functions (see each inner function for shapes).
+    """Builds the jitted functions of one group (see each inner function for shapes).
 
-    With a `mesh`, each function runs under `shard_map`: axis 'pop' splits the models over the
-    devices and each device computes its own (nothing crosses devices). `conv` is the CNN's
-    convolution ('auto', 'xla' or 'cpu_kernel', from `cpu_conv.resolve`; per layer see `cpu_conv.layer_conv`).
+    `model` (`architectures.build_model`) is called as model.apply(variables, x,
+    activation_index, dropout_rate, train) with its one activation at index 0. With a `mesh`, each function runs under `shard_map`: axis
+    'pop' splits the models over the devices (nothing crosses devices). A subset group
+    compiles `ceil(max_train_examples / B)` steps per epoch; each model skips the steps past
+    its own subset, so it takes ceil(train_examples / B) updates per epoch, as alone.
+    `shared` (one dict per population) lets groups reuse the functions that do not depend on
+    what sets them apart (init per optimizer, data order per data options, evaluation per
+    activation), so each compiles once.
     """
-    model = CNN(arch=arch, activations=activations, use_dropout=use_dropout, conv=conv)
     normalise = lookup_normaliser(mean, std)
-
-    optimizer = PopulationOptimizer(optimizers, momentum)
+    fixed = dict(group.fixed)
+    transform = make_transform(group.optimizer, group.injected, fixed)
+    options = dict(group.schedule_options)
+    full_steps = -(-num_train // batch_size)
+    steps_per_epoch = -(-(max_train_examples or num_train) // batch_size) if group.subset else full_steps
     template = jax.eval_shape(
-        lambda: model.init(
-            jax.random.key(0), jnp.zeros((1, *image_shape)), 0, 0.0, train=False
-        )["params"]
+        lambda: model.init(jax.random.key(0), jnp.zeros((1, *image_shape)), 0, 0.0, train=False)["params"]
     )
 
-    def init_one(seed, init_index, lr, weight_decay):
-        params = init_params(template, model_key(seed, INIT_STREAM), init_index, inits)
-        return {"params": params, "opt_state": optimizer.init(params, lr, weight_decay)}
+    paths = traverse_util.flatten_dict(template)
+    needs_own = any(path[-1] not in ("kernel", "bias") for path in paths)
+
+    def init_one(seed, init_index, values):
+        key = model_key(seed, INIT_STREAM)
+        own = model.init(key, jnp.zeros((1, *image_shape)), 0, 0.0, train=False)["params"] if needs_own else None
+        params = init_params(template, key, init_index, inits, own)
+        return {"params": params, "opt_state": init_state(transform, params, values)}
+
+    def hyperparams(factors):
+        return {name: factors[name] for name in group.injected}
 
     def init(factors):
         """factors (arrays [M]) -> state {'params', 'opt_state'} with leading axis M."""
-        return jax.vmap(init_one)(
-            factors["seed"], factors["init_index"], factors["lr"], factors["weight_decay"]
-        )
+        return jax.vmap(init_one)(factors["seed"], factors["init_index"], hyperparams(factors))
 
-    def order(seeds, epoch):
-        """seeds [M] -> (indices [M, steps, B], mask [M, steps, B]) for this epoch."""
-        return jax.vmap(lambda s: epoch_order(s, epoch, num_train, batch_size))(seeds)
+    def order(factors, epoch):
+        """factors [M] -> (indices [M, steps, B], mask [M, steps, B]) for this epoch."""
+        if group.subset:
+            one = lambda s, n: subset_order(s, epoch, num_train, n, steps_per_epoch, batch_size)
+            return jax.vmap(one)(factors["seed"], factors["train_examples"])
+        return jax.vmap(lambda s: epoch_order(s, epoch, num_train, batch_size))(factors["seed"])
 
-    def gather(images, labels, indices, mask):
+    def gather(images, labels, indices, mask, factors):
         """Per-model batches of S steps, indices [M, S, B] -> x [S, M, B, ...], y, mask [S, M, B]."""
+        y = labels[indices]
+        if group.label_noise:
+            y = jax.vmap(lambda yy, ii, s, r: noisy_labels(yy, ii, s, r, num_classes))(
+                y, indices, factors["seed"], factors["label_noise"])
         indices = jnp.swapaxes(indices, 0, 1)
-        return normalise(images[indices]), labels[indices], jnp.swapaxes(mask, 0, 1)
+        return normalise(images[indices]), jnp.swapaxes(y, 0, 1), jnp.swapaxes(mask, 0, 1)
 
-    def train_one_step(params, opt_state, factors, x, y, mask, key):
+    def learning_rate(factors_one, epoch, step):
+        """The model's learning rate at this step (its own updates per epoch and in all)."""
+        own_steps = -(-factors_one["train_examples"] // batch_size) if group.subset else steps_per_epoch
+        t = (epoch - 1) * own_steps + step
+        return scheduled_lr(group.schedule, t, num_epochs * own_steps, own_steps, factors_one["lr"], options)
+
+    def train_one_step(params, opt_state, factors_one, x, y, mask, key, epoch, step):
         def loss_fn(p):
-            logits = model.apply(
-                {"params": p}, x, factors["activation_index"], factors["dropout"], train=True,
-                rngs={"dropout": key},
-            )
+            logits = model.apply({"params": p}, x, 0, factors_one["dropout"], train=True, rngs={"dropout": key})
             loss_sum, correct = nll_and_correct(logits, y, mask)
             return loss_sum / jnp.maximum(jnp.sum(mask), 1.0), (loss_sum, correct)
 
         grads, (loss_sum, correct) = jax.grad(loss_fn, has_aux=True)(params)
-        params, opt_state = optimizer.update(grads, opt_state, params, factors["optimizer_index"])
-        return params, opt_state, loss_sum, correct
+        if group.schedule != "constant":
+            opt_state = set_learning_rate(opt_state, learning_rate(factors_one, epoch, step))
+        updates, new_state = transform.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        if group.subset:  # a step past the model's subset is no step at all
+            active = jnp.sum(mask) > 0
+            new_params, new_state = jax.tree.map(
+                lambda new, old: jnp.where(active, new, old), (new_params, new_state), (params, opt_state))
+        return new_params, new_state, loss_sum, correct
 
     def train(state, factors, x, y, mask, epoch, first_step):
         """S steps for M models -> (state, train loss sum [M], train correct [M]) of these steps."""
@@ -168,45 +246,52 @@ def make_step_functions(
                     jax.random.fold_in(model_key(s, DROPOUT_STREAM), epoch), step
                 )
             )(factors["seed"])
-            params, opt_state, loss_sum, correct = jax.vmap(train_one_step)(
-                params, opt_state, factors, xb, yb, mb, keys
-            )
+            one = lambda p, o, f, xx, yy, mm, k: train_one_step(p, o, f, xx, yy, mm, k, epoch, step)
+            params, opt_state, loss_sum, correct = jax.vmap(one)(params, opt_state, factors, xb, yb, mb, keys)
             return (params, opt_state, step + 1), (loss_sum, correct)
 
         carry = (state["params"], state["opt_state"], first_step)
         (params, opt_state, _), (loss_sums, corrects) = jax.lax.scan(body, carry, (x, y, mask))
         return {"params": params, "opt_state": opt_state}, loss_sums.sum(0), corrects.sum(0)
 
-    def forward_eval(params, activation_index, x):
-        return model.apply({"params": params}, x, activation_index, 0.0, train=False)
+    def forward_eval(params, x):
+        return model.apply({"params": params}, x, 0, 0.0, train=False)
 
     def evaluate(state, factors, x, y, mask):
         """Eval mode on shared data x [nb, eb, ...] -> (loss sum [M], correct [M]) over all batches."""
-        params, activation_index = state["params"], factors["activation_index"]
+        params = state["params"]
 
         def body(totals, batch):
             xb, yb, mb = batch
-            logits = jax.vmap(forward_eval, in_axes=(0, 0, None))(params, activation_index, normalise(xb))
+            logits = jax.vmap(forward_eval, in_axes=(0, None))(params, normalise(xb))
             loss_sum, correct = jax.vmap(nll_and_correct, in_axes=(0, None, None))(logits, yb, mb)
             return (totals[0] + loss_sum, totals[1] + correct), None
 
-        m = activation_index.shape[0]
+        m = factors["seed"].shape[0]
         zeros = (jnp.zeros((m,), jnp.float32), jnp.zeros((m,), jnp.float32))
         totals, _ = jax.lax.scan(body, zeros, (x, y, mask))
         return totals
 
-    def compiled(fn, in_specs, out_specs):
-        return jax.jit(fn) if mesh is None else per_device(fn, mesh, in_specs, out_specs)
+    def compiled(key, fn, in_specs, out_specs):
+        if shared is not None and key is not None and key in shared:
+            return shared[key]
+        out = jax.jit(fn) if mesh is None else per_device(fn, mesh, in_specs, out_specs)
+        if shared is not None and key is not None:
+            shared[key] = out
+        return out
 
     pop, steps_pop, rep = PartitionSpec("pop"), PartitionSpec(None, "pop"), PartitionSpec()
+    shapes = tuple((path, leaf.shape) for path, leaf in paths.items())
+    data_key = (group.subset, group.label_noise, steps_per_epoch)
     return StepFunctions(
-        init=compiled(init, (pop,), pop),
-        order=compiled(order, (pop, rep), (pop, pop)),
-        gather=compiled(gather, (rep, rep, pop, pop), (steps_pop,) * 3),
-        train=compiled(train, (pop, pop, steps_pop, steps_pop, steps_pop, rep, rep), (pop, pop, pop)),
-        evaluate=compiled(evaluate, (pop, pop, rep, rep, rep), (pop, pop)),
+        init=compiled(("init", group.optimizer, group.injected, group.fixed, shapes), init, (pop,), pop),
+        order=compiled(("order", *data_key), order, (pop, rep), (pop, pop)),
+        gather=compiled(("gather", *data_key), gather, (rep, rep, pop, pop, pop), (steps_pop,) * 3),
+        train=compiled(None, train, (pop, pop, steps_pop, steps_pop, steps_pop, rep, rep), (pop, pop, pop)),
+        evaluate=compiled(("evaluate", group.activation), evaluate, (pop, pop, rep, rep, rep), (pop, pop)),
         model=model,
-        optimizer=optimizer,
+        transform=transform,
+        steps_per_epoch=steps_per_epoch,
     )
 
 

@@ -1,7 +1,8 @@
 """PyTorch side of jaxzoo exports (needs torch): model definitions and a flat-vector Dataset.
 
-`build_model(arch, activation, dropout)` returns the original's `module_list` network, whose
-state_dict keys match the exported checkpoints for both dropout settings, so
+`build_model(params_json)` returns a trial's network (the original's `module_list` CNNs, and
+jaxzoo's `cnn` / `mlp` models in the same layout), whose state_dict keys match the exported
+checkpoints for both dropout settings, so
 `model.load_state_dict(torch.load(".../checkpoint_000050/checkpoints"), strict=True)` works.
 `ZooVectorDataset` reads an exported flat-vector split like the original ModelDatasetBase in
 vector mode: `data_in` [N, P], `properties` (lists per key), items (vector, properties).
@@ -18,7 +19,8 @@ from safetensors.torch import load_file
 from torch import nn
 
 from jaxzoo.layout import module_sequence
-from jaxzoo.models import ARCHS
+from jaxzoo.architectures import arch_spec
+from jaxzoo.models import ARCHS, ArchSpec
 
 TORCH_ACTIVATIONS = {
     "tanh": nn.Tanh,
@@ -33,9 +35,9 @@ TORCH_ACTIVATIONS = {
 class ZooCNN(nn.Module):
     """The original CNN / CNN3 of ModelZooDataset (`module_list`, applied in sequence)."""
 
-    def __init__(self, arch: str, activation: str, dropout: float, channels_in: int):
+    def __init__(self, arch: str | ArchSpec, activation: str, dropout: float, channels_in: int):
         super().__init__()
-        spec = ARCHS[arch]
+        spec = ARCHS[arch] if isinstance(arch, str) else arch
         modules, cin, convs, widths = [], channels_in, iter(spec.convs), iter((*spec.hidden, spec.num_classes))
         fan_in = spec.flat_features
         for kind in module_sequence(spec, dropout):
@@ -70,6 +72,15 @@ def build_model(params_json: dict) -> torch.nn.Module:
         return ResNet18Cifar(params_json["model::o_dim"], params_json["model::channels_in"])
     if params_json["model::type"] == "CNN_ARD":
         return ZooCNNARD("cnn_s", params_json["model::nlin"], params_json["model::channels_in"])
+    if params_json["model::type"] in ("jaxzoo:cnn", "jaxzoo:mlp"):
+        model = {"arch": params_json["model::type"].split(":")[1], "convs": params_json["model::convs"],
+                 "widths": params_json["model::widths"]}
+        channels = params_json["model::channels_in"]
+        arch = arch_spec(model, params_json["model::image_size"], channels, params_json["model::o_dim"])
+        return ZooCNN(arch, params_json["model::nlin"], params_json["model::dropout"], channels)
+    if params_json["model::type"] == "jaxzoo:custom":
+        raise ValueError(f"the zoo's models are {params_json['model::module']} (a Flax module of the zoo's "
+                         "author): load the state_dict into its PyTorch twin, whose keys are in index_dict.json")
     arch = {"CNN": "cnn_s", "CNN3": "cnn_m"}[params_json["model::type"]]
     return ZooCNN(arch, params_json["model::nlin"], params_json["model::dropout"], params_json["model::channels_in"])
 

@@ -31,13 +31,17 @@ from tqdm import tqdm
 
 from jaxzoo import checkpoint, cpu_conv, distributed, host
 from jaxzoo.cli import check_destination, error_exit, quiet_libraries, setup_logging, use_cpu_cores
-from jaxzoo.config import RESNET_ARCHS, data_options, identity, to_json_dict, validate
+from jaxzoo.config import RESNET_ARCHS, data_options, identity, to_json_dict, to_plain, validate
 from jaxzoo.data import Dataset, load_dataset
 from jaxzoo.errors import UserError
-from jaxzoo.models import ARCHS, ArchSpec
+from jaxzoo.factors import fixed_value, model_value, values_of
+from jaxzoo.architectures import arch_spec, build_model, is_custom
+from jaxzoo.models import ArchSpec
+from jaxzoo.optim import optimizer_entry
 from jaxzoo.population import Population, build_population, expand_grid
 from jaxzoo.resnet_steps import make_resnet_step_functions
-from jaxzoo.steps import StepFunctions, eval_batches, make_step_functions
+from jaxzoo.schedules import schedule_options
+from jaxzoo.steps import GroupSpec, StepFunctions, eval_batches, make_step_functions
 
 log = logging.getLogger("jaxzoo")
 POPULATION_AXIS = "pop"
@@ -160,14 +164,14 @@ def train_chunk_epoch(fns: StepFunctions, train_fn, state, factors, images, labe
     see padding); otherwise it is padded and masked. Returns the chunk's state and its running
     train loss sum and correct count [M] over the epoch.
     """
-    order, mask = fns.order(factors["seed"], epoch)
+    order, mask = fns.order(factors, epoch)
     full = steps_per_epoch - (1 if last_batch_size else 0)
     calls = [(first, min(first + steps_per_call, full), None) for first in range(0, full, steps_per_call)]
     if last_batch_size:
         calls.append((full, steps_per_epoch, last_batch_size))
     loss_sum = correct = 0.0
     for first, last, size in calls:
-        x, y, m = fns.gather(images, labels, order[:, first:last, :size], mask[:, first:last, :size])
+        x, y, m = fns.gather(images, labels, order[:, first:last, :size], mask[:, first:last, :size], factors)
         state, step_loss, step_correct = train_fn(state, factors, x, y, m, epoch, first)
         loss_sum, correct = loss_sum + step_loss, correct + step_correct
         if after_call is not None:
@@ -175,15 +179,51 @@ def train_chunk_epoch(fns: StepFunctions, train_fn, state, factors, images, labe
     return state, loss_sum, correct
 
 
-def epoch_metrics(state, chunk_metrics: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Joins the chunks' metrics into [M] arrays and flags the diverged models."""
-    metrics = {k: np.concatenate([part[k] for part in chunk_metrics]) for k in chunk_metrics[0]}
-    metrics["diverged"] = diverged(state, metrics["train_loss"])
-    return metrics
+def with_divergence(state, metrics: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The metrics [M] with 'diverged' (a non-finite parameter or train loss) added."""
+    return {**metrics, "diverged": diverged(state, metrics["train_loss"])}
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    """Models that share one compiled program: `members` index the population (table order);
+    `chunks` are (population indices padded to the chunk size, number of real models)."""
+
+    spec: GroupSpec | None  # None: a ResNet zoo (one group)
+    members: np.ndarray
+    fns: StepFunctions
+    chunks: list[tuple[np.ndarray, int]]
+
+
+def group_spec(config: ml_collections.ConfigDict, static: dict[str, Any], dropout: bool, subset: bool,
+               noise: bool) -> GroupSpec:
+    """The program of models with static factors `static`: which optimizer hyperparameters are
+    per-model arrays (lr, weight decay, and every other one the zoo varies), the fixed rest."""
+    pop = config.population
+    entry = optimizer_entry(static["optimizer"])
+    injected = tuple(name for name in entry.hyperparams if name in ("lr", "weight_decay") or values_of(pop, name))
+    fixed = tuple((name, float(fixed_value(pop, name, static["optimizer"])))
+                  for name in entry.hyperparams if name not in injected)
+    schedule = static["schedule"]
+    options = schedule_options(schedule, to_plain(config.training.get("schedule_options")).get(schedule))
+    return GroupSpec(static["activation"], static["optimizer"], injected, fixed, schedule,
+                     tuple(sorted(options.items())), dropout, subset, noise)
+
+
+def group_chunks(members: np.ndarray, chunk_size: int) -> list[tuple[np.ndarray, int]]:
+    """A group's chunks: at most `chunk_size` models, at least the devices' count."""
+    n_devices = jax.local_device_count()
+    size = n_devices * math.ceil(min(chunk_size, len(members)) / n_devices)
+    return [(members[indices], real) for indices, real in chunk_indices(len(members), size)]
+
+
+def tree_put(tree, indices: np.ndarray, values) -> None:
+    """tree[indices] = values, leaf by leaf, in place (numpy leaves)."""
+    jax.tree.map(lambda leaf, value: leaf.__setitem__(indices, value), tree, values)
 
 
 class ZooRun:
-    """One training run of a zoo: holds the data on device and the compiled functions."""
+    """One training run of a zoo: holds the data on device and each group's compiled functions."""
 
     def __init__(self, config: ml_collections.ConfigDict, population: Population, dataset: Dataset):
         self.config = config
@@ -196,33 +236,30 @@ class ZooRun:
         self.models = NamedSharding(self.mesh, PartitionSpec(POPULATION_AXIS))
         replicated = NamedSharding(self.mesh, PartitionSpec())
         self.is_resnet = config.model.arch in RESNET_ARCHS
+        fractions = np.array([model_value(row, "train_fraction", config.population) for row in population.table])
+        self.train_examples = np.maximum(1, np.round(fractions * self.num_train)).astype(np.int32)
         if self.is_resnet:
             self.plan = resnet_plan(config, population.size, self.num_train)
-            self.fns: StepFunctions = make_resnet_step_functions(
+            fns = make_resnet_step_functions(
                 dataset.num_classes, dataset.image_shape, self.num_train, batch, dataset.mean, dataset.std,
                 self.mesh, config.training.augmentation, config.training.scheduler, config.population.momentum,
                 config.training.num_epochs * self.steps_per_epoch, self.steps_per_epoch,
                 config.training.compute_dtype,
             )
+            members = np.arange(population.size)
+            self.groups = [Group(None, members, fns, group_chunks(members, self.plan.chunk_size))]
             self.last_batch_size = self.num_train % batch
         else:
-            arch = ARCHS[config.model.arch]
+            # A custom module's memory is estimated as an MLP's (its activations are unknown here).
+            shape_of = {"arch": "mlp"} if is_custom(config.model) else config.model
+            arch = arch_spec(shape_of, dataset.image_shape[0], dataset.image_shape[-1], dataset.num_classes)
             self.plan = plan_run(config, population.size, arch, dataset.image_shape, self.num_train)
-            self.fns = make_step_functions(
-                arch,
-                population.activations,
-                population.inits,
-                population.optimizers,
-                population.uses_dropout,
-                config.population.momentum,
-                dataset.image_shape,
-                self.num_train,
-                batch,
-                dataset.mean,
-                dataset.std,
-                self.mesh,
-                cpu_conv.resolve(config.runtime.conv),
-            )
+            conv = cpu_conv.resolve(config.runtime.conv)
+            self.groups, shared = [], {}
+            for static, members in population.groups():
+                spec = group_spec(config, static, static["dropout"], static["train_fraction"], static["label_noise"])
+                fns = self.group_functions(spec, members, conv, shared)
+                self.groups.append(Group(spec, members, fns, group_chunks(members, self.plan.chunk_size)))
             self.last_batch_size = 0
         self.train_images = jax.device_put(dataset.train[0], replicated)
         self.train_labels = jax.device_put(dataset.train[1], replicated)
@@ -231,34 +268,82 @@ class ZooRun:
             split: jax.device_put(eval_batches(*getattr(dataset, split), eb), replicated)
             for split in ("train", "val", "test") if len(getattr(dataset, split)[1])
         }
-        self.chunks = chunk_indices(population.size, self.plan.chunk_size)
+
+    def group_functions(self, spec: GroupSpec, members: np.ndarray, conv: str, shared: dict) -> StepFunctions:
+        """The compiled functions of one group (a subclass may train another objective)."""
+        config, dataset = self.config, self.dataset
+        model = build_model(config.model, spec.activation, spec.use_dropout, conv, dataset.image_shape,
+                            dataset.num_classes)
+        return make_step_functions(
+            model, spec, self.population.inits, dataset.image_shape, self.num_train, config.training.batch_size,
+            config.training.num_epochs, dataset.num_classes, dataset.mean, dataset.std, self.mesh,
+            int(self.train_examples[members].max()), shared,
+        )
+
+    @property
+    def chunks(self) -> list[tuple[np.ndarray, int]]:
+        return [chunk for group in self.groups for chunk in group.chunks]
 
     def chunk_factors(self, indices: np.ndarray) -> dict[str, jax.Array]:
-        return jax.device_put(self.population.factors(indices), self.models)
+        factors = {**self.population.factors(indices), "train_examples": self.train_examples[indices]}
+        return jax.device_put(factors, self.models)
+
+    def group_state(self, group: Group, state, indices: np.ndarray):
+        """The rows `indices` of the zoo's state as the group's program takes them (its own
+        optimizer's state: the zoo keeps one state per optimizer it uses, for every model)."""
+        if group.spec is None:
+            return tree_take(state, indices)
+        return {"params": tree_take(state["params"], indices),
+                "opt_state": tree_take(state["opt_state"][group.spec.optimizer], indices)}
+
+    def put_group_state(self, group: Group, state, indices: np.ndarray, values) -> None:
+        if group.spec is None:
+            tree_put(state, indices, values)
+        else:
+            tree_put(state["params"], indices, values["params"])
+            tree_put(state["opt_state"][group.spec.optimizer], indices, values["opt_state"])
 
     def abstract_state(self):
-        """Shapes of the whole population's state [M, ...] (traced on one chunk: the population
-        axis of a compiled call must divide over the devices, M need not)."""
-        chunk = jax.eval_shape(self.fns.init, self.population.factors(self.chunks[0][0]))
-        return jax.tree.map(lambda a: jax.ShapeDtypeStruct((self.population.size, *a.shape[1:]), a.dtype), chunk)
+        """Shapes of the whole population's state [M, ...] (traced on one chunk per group: the
+        population axis of a compiled call must divide over the devices, M need not)."""
+        whole = lambda tree: jax.tree.map(
+            lambda a: jax.ShapeDtypeStruct((self.population.size, *a.shape[1:]), a.dtype), tree)
+        shapes = {}
+        for group in self.groups:
+            chunk = whole(jax.eval_shape(lambda: self.init_chunk(group, group.chunks[0][0])))
+            if group.spec is None:
+                return chunk
+            shapes.setdefault("params", chunk["params"])
+            shapes.setdefault("opt_state", {}).setdefault(group.spec.optimizer, chunk["opt_state"])
+        shapes["opt_state"] = dict(sorted(shapes["opt_state"].items()))
+        return shapes
 
     def init_state(self):
-        """The whole population's fresh state, as numpy arrays [M, ...]."""
-        parts = []
-        for indices, real in self.chunks:
-            state = self.fns.init(self.chunk_factors(indices))
-            parts.append(tree_take(jax.device_get(state), np.arange(real)))
-        return tree_concat(parts)
+        """The whole population's fresh state, as numpy arrays [M, ...] (an optimizer's state
+        of models that use another optimizer stays zero)."""
+        state = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), self.abstract_state())
+        for group in self.groups:
+            for indices, real in group.chunks:
+                fresh = jax.device_get(self.init_chunk(group, indices))
+                self.put_group_state(group, state, indices[:real], tree_take(fresh, np.arange(real)))
+        return state
 
-    def evaluate(self, state, factors, splits: tuple[str, ...], real: int) -> dict[str, np.ndarray]:
-        """Eval-mode loss and accuracy per split of the first `real` models of a chunk."""
+    def init_chunk(self, group: Group, indices: np.ndarray):
+        """Fresh state of the models `indices` (padded chunk), on device."""
+        return group.fns.init(self.chunk_factors(indices))
+
+    def evaluate(self, group: Group, state, factors, splits: tuple[str, ...], real: int,
+                 epoch: int) -> dict[str, np.ndarray]:
+        """Eval-mode loss and accuracy per split of the first `real` models of a chunk, after `epoch`."""
         metrics = {}
         for split in splits:
             if split not in self.eval_splits:
                 metrics[f"{split}_loss"] = metrics[f"{split}_acc"] = np.full(real, np.nan)
                 continue
             x, y, mask = self.eval_splits[split]
-            loss_sum, correct = self.fns.evaluate(state, factors, x, y, mask)
+            # Only the params: groups that share an evaluation differ in their optimizer state.
+            params = state if group.spec is None else {"params": state["params"]}
+            loss_sum, correct = group.fns.evaluate(params, factors, x, y, mask)
             n = len(getattr(self.dataset, split)[1])
             metrics[f"{split}_loss"] = np.asarray(loss_sum)[:real] / n
             metrics[f"{split}_acc"] = np.asarray(correct)[:real] / n
@@ -266,41 +351,53 @@ class ZooRun:
 
     def initial_epoch(self, state) -> dict[str, np.ndarray]:
         """Epoch 0: evaluation of the fresh models, train split in eval mode."""
-        parts = []
-        for indices, real in self.chunks:
-            chunk_state = jax.device_put(tree_take(state, indices), self.models)
-            parts.append(self.evaluate(chunk_state, self.chunk_factors(indices), ("train", "val", "test"), real))
-        return epoch_metrics(state, parts)
+        metrics: dict[str, np.ndarray] = {}
+        for group in self.groups:
+            for indices, real in group.chunks:
+                chunk_state = jax.device_put(self.group_state(group, state, indices), self.models)
+                part = self.evaluate(group, chunk_state, self.chunk_factors(indices), ("train", "val", "test"), real, 0)
+                put_metrics(metrics, indices[:real], part, self.population.size)
+        return with_divergence(state, metrics)
 
     def train_epoch(self, state, epoch: int, progress: tqdm | None):
         """One epoch for the whole population -> (new state, metrics)."""
-        parts, metric_parts = [], []
-        for indices, real in self.chunks:
-            factors = self.chunk_factors(indices)
-            chunk_state = jax.device_put(tree_take(state, indices), self.models)
+        state = jax.tree.map(np.array, state)  # a copy: the caller's state stays as it was
+        metrics: dict[str, np.ndarray] = {}
+        for group in self.groups:
+            steps_per_call = min(self.plan.steps_per_call, group.fns.steps_per_epoch)
+            for indices, real in group.chunks:
+                factors = self.chunk_factors(indices)
+                chunk_state = jax.device_put(self.group_state(group, state, indices), self.models)
 
-            def show(first, last, step_loss, real=real):
-                jax.block_until_ready(step_loss)
-                batch = self.config.training.batch_size
-                progress.update(real * (min(last * batch, self.num_train) - min(first * batch, self.num_train)))
-                rate = progress.format_dict["rate"]
-                if rate:
-                    progress.set_postfix_str(f"{rate / self.num_train:.2f} models/s", refresh=False)
+                def show(first, last, step_loss, real=real):
+                    jax.block_until_ready(step_loss)
+                    batch = self.config.training.batch_size
+                    progress.update(real * (min(last * batch, self.num_train) - min(first * batch, self.num_train)))
+                    rate = progress.format_dict["rate"]
+                    if rate:
+                        progress.set_postfix_str(f"{rate / self.num_train:.2f} models/s", refresh=False)
 
-            chunk_state, loss_sum, correct = train_chunk_epoch(
-                self.fns, self.fns.train, chunk_state, factors, self.train_images, self.train_labels, epoch,
-                self.steps_per_epoch, self.plan.steps_per_call, show if progress is not None else None,
-                self.last_batch_size,
-            )
-            metrics = {
-                "train_loss": np.asarray(loss_sum)[:real] / self.num_train,
-                "train_acc": np.asarray(correct)[:real] / self.num_train,
-            }
-            metrics.update(self.evaluate(chunk_state, factors, ("val", "test"), real))
-            parts.append(tree_take(jax.device_get(chunk_state), np.arange(real)))
-            metric_parts.append(metrics)
-        state = tree_concat(parts)
-        return state, epoch_metrics(state, metric_parts)
+                chunk_state, loss_sum, correct = train_chunk_epoch(
+                    group.fns, group.fns.train, chunk_state, factors, self.train_images, self.train_labels, epoch,
+                    group.fns.steps_per_epoch, steps_per_call, show if progress is not None else None,
+                    self.last_batch_size,
+                )
+                seen = np.minimum(self.train_examples[indices[:real]], self.num_train)
+                part = {
+                    "train_loss": np.asarray(loss_sum)[:real] / seen,
+                    "train_acc": np.asarray(correct)[:real] / seen,
+                }
+                part.update(self.evaluate(group, chunk_state, factors, ("val", "test"), real, epoch))
+                self.put_group_state(group, state, indices[:real], tree_take(jax.device_get(chunk_state), np.arange(real)))
+                put_metrics(metrics, indices[:real], part, self.population.size)
+        return state, with_divergence(state, metrics)
+
+
+def put_metrics(metrics: dict[str, np.ndarray], indices: np.ndarray, part: dict[str, np.ndarray], size: int) -> None:
+    """metrics[name][indices] = part[name], creating [size] arrays as needed."""
+    for name, values in part.items():
+        values = np.asarray(values)
+        metrics.setdefault(name, np.full(size, np.nan, values.dtype))[indices] = values
 
 
 def shard_workdir(workdir: str | os.PathLike, index: int, count: int) -> str:
@@ -342,7 +439,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         workdir = shard_workdir(workdir, config.shard_index, config.num_shards)
         zoo_identity["shard"] = [config.shard_index, config.num_shards]
     local_table = table[distributed.process_block(len(table))]
-    population = build_population(local_table)
+    population = build_population(local_table, config.population)
     # Every process checks the workdir before the first one writes, so all fail alike.
     path = checkpoint.prepare_workdir(workdir, zoo_identity, to_json_dict(config), table, write=False)
     distributed.barrier("jaxzoo-workdir-checked")
@@ -357,9 +454,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     run = ZooRun(config, population, dataset)
     num_epochs = config.training.num_epochs
     log.info(
-        "zoo %s: %d models (process %d of %d: %d), %d chunk(s) of %d on %d device(s), %d steps/epoch, %d per call",
-        config.name, len(table), jax.process_index(), jax.process_count(), population.size, len(run.chunks),
-        run.plan.chunk_size, jax.local_device_count(), run.steps_per_epoch, run.plan.steps_per_call,
+        "zoo %s: %d models (process %d of %d: %d) in %d group(s) compiled apart, %d chunk(s) of up to %d on %d "
+        "device(s), %d steps/epoch, %d per call",
+        config.name, len(table), jax.process_index(), jax.process_count(), population.size, len(run.groups),
+        len(run.chunks), run.plan.chunk_size, jax.local_device_count(), run.steps_per_epoch, run.plan.steps_per_call,
     )
     model_ids = np.array([row["model_id"] for row in table])
     if distributed.is_primary():

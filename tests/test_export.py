@@ -7,6 +7,7 @@ import types
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -16,7 +17,7 @@ from jaxzoo import checkpoint, export  # noqa: E402
 from jaxzoo.data import load_dataset, normalise  # noqa: E402
 from jaxzoo.layout import flat_vectors, index_dict, module_indices, torch_tensors  # noqa: E402
 from jaxzoo.models import ACTIVATIONS, ARCHS, CNN, init_params  # noqa: E402
-from jaxzoo.optim import PopulationOptimizer  # noqa: E402
+from jaxzoo.optim import init_state, make_transform  # noqa: E402
 from jaxzoo.torch import ZooCNN, ZooVectorDataset, build_model  # noqa: E402
 from jaxzoo.train import train_and_evaluate  # noqa: E402
 
@@ -126,11 +127,12 @@ def test_exported_optimizer_continues_training_like_jax(exported, real_images):
         params = jax.tree.map(lambda a: jnp.asarray(a[index]), final["params"])
         grads = jax.grad(lambda p: -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(
             jax_model.apply({"params": p}, x, 0, 0.0, train=False)), y[:, None], 1)))(params)
-        population_opt = PopulationOptimizer((optimizer_name,), 0.9)
-        opt_state = {optimizer_name: jax.tree.map(lambda a: jnp.asarray(a[index]), final["opt_state"][optimizer_name])}
-        template = population_opt.init(params, row["lr"], row["weight_decay"])
+        transform = make_transform(optimizer_name, ("lr", "weight_decay"), {"momentum": 0.9})
+        opt_state = jax.tree.map(lambda a: jnp.asarray(a[index]), final["opt_state"][optimizer_name])
+        template = init_state(transform, params, {"lr": row["lr"], "weight_decay": row["weight_decay"]})
         opt_state = jax.tree.unflatten(jax.tree.structure(template), jax.tree.leaves(opt_state))
-        new_params, _ = population_opt.update(grads, opt_state, params, 0)
+        updates, _ = transform.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
         expected = dict(torch_tensors(jax.tree.map(np.asarray, new_params), ARCHS["cnn_s"], row["dropout"]))
         for key, value in model.state_dict().items():
             np.testing.assert_allclose(value.numpy(), expected[key], rtol=0, atol=2e-6)

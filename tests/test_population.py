@@ -86,7 +86,7 @@ def test_max_models_and_population_arrays():
     [
         ("population.activation", ("tanh", "swish"), "unknown population.activation 'swish'"),
         ("population.init", ("he",), "unknown population.init 'he'"),
-        ("population.optimizer", ("adamw",), "unknown population.optimizer 'adamw'"),
+        ("population.optimizer", ("adamx",), "population.optimizer: unknown optimizer 'adamx'"),
         ("population.lr", (0.0,), "population.lr value 0.0 is out of range"),
         ("population.lr", (float("nan"),), "population.lr value nan is out of range"),
         ("population.dropout", (1.0,), "population.dropout value 1.0 is out of range"),

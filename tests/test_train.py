@@ -180,7 +180,7 @@ def test_two_devices_give_the_same_models(cli_full_run, tmp_path):
     result = run_cli(*CLI_ZOO, "--config.training.num_epochs=1", "--config.runtime.chunk_size=6",
                      "--workdir", str(tmp_path / "two"), env=env)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "on 2 device(s)" in result.stderr and "3 chunk(s) of 6" in result.stderr
+    assert "on 2 device(s)" in result.stderr and "4 group(s) compiled apart, 4 chunk(s) of up to 6" in result.stderr
     flat = lambda params: np.concatenate([np.ravel(a) for a in jax.tree.leaves(params)])
     want = np.stack([flat(params_of(cli_full_run, i, epoch=1)) for i in range(16)])
     got = np.stack([flat(params_of(tmp_path / "two", i)) for i in range(16)])
@@ -192,19 +192,27 @@ def test_two_devices_give_the_same_models(cli_full_run, tmp_path):
     assert relative.max() < 1e-3 and between_models > 1e-2, (relative, between_models)
 
 
-def test_hot_step_compiles_once_per_run(tmp_path):
+def test_each_static_group_compiles_its_step_once(tmp_path):
+    """A Hyp-shaped population (2 activations x 2 optimizers) is 4 programs, each compiled once
+    however many chunks and calls it runs; evaluation is one program per activation."""
     from jaxzoo.data import load_dataset
     from jaxzoo.population import build_population, expand_grid
     from jaxzoo.train import ZooRun
 
-    config = small_zoo_config()
-    config.runtime.chunk_size, config.runtime.steps_per_call = 8, 4  # 4 chunks, 3 calls per epoch
-    population = build_population(expand_grid(config.population, config.seed))
+    config = small_zoo_config(dropout=(0.0,))
+    config.runtime.chunk_size, config.runtime.steps_per_call = 2, 4  # 2 chunks per group, 3 calls per epoch
+    population = build_population(expand_grid(config.population, config.seed), config.population)
     run = ZooRun(config, population, load_dataset("mnist_5k", 28, 120))
     state = run.init_state()
     for epoch in (1, 2):
         state, _ = run.train_epoch(state, epoch, progress=None)
-    assert run.fns.train._cache_size() == 1 and run.fns.evaluate._cache_size() == 1
+    assert sorted((g.spec.activation, g.spec.optimizer) for g in run.groups) == [
+        ("relu", "adam"), ("relu", "sgd"), ("tanh", "adam"), ("tanh", "sgd")]
+    assert all(len(g.chunks) == 2 for g in run.groups)
+    assert len({id(g.fns.train) for g in run.groups}) == 4
+    assert all(g.fns.train._cache_size() == 1 for g in run.groups)
+    evaluations = {id(g.fns.evaluate): g.fns.evaluate for g in run.groups}
+    assert len(evaluations) == 2 and all(f._cache_size() == 1 for f in evaluations.values())
 
 
 def test_other_zoo_in_workdir_is_refused_and_untouched(population_run):

@@ -1,9 +1,13 @@
 """`python -m jaxzoo.data list | info NAME | prepare NAME [--source S] [--raw_dir DIR] [--tfds_dir DIR] [--cache_dir DIR] [--verbose]`.
 
-list     every dataset: shape, classes, split sizes, the sources that can serve it here, cached sizes
+list     every registry dataset: shape, classes, split sizes, the sources that can serve it here, cached sizes
 info     one dataset in detail
 prepare  one-time preparation: TFDS download (needs TensorFlow and the network) or the raw
          files under --raw_dir, then the preprocessed cache for every image size it is used at
+
+NAME may also be tfds:NAME, npz:PATH or py:MODULE:FUNCTION (`jaxzoo.data.names`): `info` reads
+and describes it (classes, split sizes with the default val fraction, mean/std); `prepare`
+downloads and prepares a tfds: dataset if needed, then caches its checked native splits.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ import sys
 import time
 
 from jaxzoo.data import cache, raw, tfds_source
-from jaxzoo.data.load import DataOptions, cache_folder, can_serve, check_source, how_to_obtain, load_dataset, sources_of
+from jaxzoo.data.load import (DataOptions, cache_folder, can_serve, check_source, describe_dataset, how_to_obtain,
+                              load_dataset, sources_of)
+from jaxzoo.data.names import parse_name
 from jaxzoo.data.registry import DATASETS, DatasetInfo
 from jaxzoo.cli import ArgumentParser, run
 from jaxzoo.errors import UserError
@@ -85,6 +91,36 @@ def prepare(info: DatasetInfo, options: DataOptions) -> None:
         )
 
 
+def show_other(name: str, options: DataOptions) -> None:
+    """`info` for a tfds:/npz:/py: name: what `describe_dataset` finds in its data."""
+    info = describe_dataset(name, options)
+    print(f"{info.name}: {info.notes}")
+    print(f"  {info.channels} channels, {info.num_classes} classes, train/val/test {info.split_sizes}, "
+          f"image sizes {info.size_rule}")
+    print(f"  normalise: (x/255 - {info.mean}) / {info.std}")
+
+
+def prepare_other(name: str, options: DataOptions) -> None:
+    """`prepare` for a tfds:/npz:/py: name: TFDS download if needed, then the native cache."""
+    parsed = parse_name(name)
+    start = time.time()
+    cache.check_writable(options.cache_dir)  # before any download or reading
+    if parsed.form == "tfds":
+        tfds = tfds_source.tfds_module()
+        try:
+            with tfds_source.quiet():
+                prepared = tfds.builder(parsed.target, data_dir=options.tfds_dir or None).is_prepared()
+        except Exception:  # an unknown name: describe_dataset below says so in one line
+            prepared = True
+        if not prepared:
+            print(f"downloading and preparing TFDS {parsed.target} ...", flush=True)
+            tfds_source.prepare_named(parsed.target, options.tfds_dir, f"`python -m jaxzoo.data prepare {name}`")
+    info = describe_dataset(name, options)
+    print(f"{info.name}: train/val/test {'/'.join(map(str, info.split_sizes))}, {info.num_classes} classes, "
+          f"image sizes {info.size_rule}, cached in {time.time() - start:.1f} s under "
+          f"{cache.cache_root(options.cache_dir)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m jaxzoo.data", description=__doc__.splitlines()[0])  # adds --verbose
     parser.add_argument("command", choices=("list", "info", "prepare"))
@@ -102,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.name is None:
             raise UserError(f"{args.command} needs a dataset: name a dataset, one of {sorted(DATASETS)}")
         if args.name not in DATASETS:
-            raise UserError(f"unknown dataset {args.name!r}: choose one of {sorted(DATASETS)}")
+            parse_name(args.name)  # an unknown name or form: one line naming the forms
+            return (show_other if args.command == "info" else prepare_other)(args.name, options)
         (show_info if args.command == "info" else prepare)(DATASETS[args.name], options)
 
     return run(action, args.verbose)

@@ -65,14 +65,17 @@ def sha256(path: pathlib.Path) -> str:
     return digest.hexdigest()
 
 
-def write(folder: pathlib.Path, splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+def write(folder: pathlib.Path, splits: dict[str, tuple[np.ndarray, np.ndarray]], meta: dict | None = None) -> None:
     """Writes the splits atomically (temporary folder, then rename); a failing write (disk full,
-    permissions) is a one-line DataUnavailableError and leaves nothing behind."""
+    permissions) is a one-line DataUnavailableError and leaves nothing behind. `meta` (JSON
+    values, e.g. a declared class count) goes into the manifest under "meta" (`read_meta`)."""
     tmp = None
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
         manifest = {"format_version": FORMAT_VERSION, "files": {}}
+        if meta:
+            manifest["meta"] = meta
         for split, (images, labels) in splits.items():
             for kind, array in (("images", images), ("labels", labels)):
                 name = f"{split}_{kind}.npy"
@@ -125,6 +128,16 @@ def read(folder: pathlib.Path) -> dict[str, tuple[np.ndarray, np.ndarray]] | Non
         if len(arrays[f"{split}_images.npy"]) != len(arrays[f"{split}_labels.npy"]):
             raise damaged(folder / f"{split}_labels.npy", f"not one label per image of {split}", fix)
     return {split: (arrays[f"{split}_images.npy"], arrays[f"{split}_labels.npy"]) for split in splits}
+
+
+def read_meta(folder: pathlib.Path) -> dict:
+    """The "meta" entry `write` stored in the manifest ({} if none); call after `read` checked it."""
+    fix = f"delete {folder} and run again to rebuild it"
+    with reading(folder / "manifest.json", fix):
+        meta = json.loads((folder / "manifest.json").read_text()).get("meta", {})
+        if not isinstance(meta, dict):
+            raise ValueError(f"meta is a {type(meta).__name__}, not a dict")
+    return meta
 
 
 def fingerprint(folder: pathlib.Path) -> str:

@@ -5,6 +5,10 @@ files under `raw_dir`, prepared TFDS data, the embedded subset (mnist_5k only). 
 load reads the source, applies the protocol's transform (PIL, as torchvision) and caches the
 uint8 result; later loads read the cache (checked against its manifest). The train/val split
 is the original's torch `random_split(seed 42)` applied to the source's train split.
+
+Names other than the registry's (`tfds:NAME`, `npz:PATH`, `py:MODULE:FUNCTION`, or a function
+object; `names.parse_name` decides) are served by `custom` with the same cache, checks and
+split rule; `describe_dataset` gives the DatasetInfo of any name.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import pathlib
 
 import numpy as np
 
-from jaxzoo.data import cache, embedded, raw, splits, tfds_source
+from jaxzoo.data import cache, custom, embedded, raw, splits, tfds_source
+from jaxzoo.data.names import is_registry_name, parse_name  # noqa: F401  (re-exported)
 from jaxzoo.data.preprocess import apply_transform
 from jaxzoo.data.errors import DataUnavailableError
 from jaxzoo.data.registry import DATASETS, Dataset, DatasetInfo
@@ -118,20 +123,39 @@ def check_sizes(info: DatasetInfo, native: dict, source: str, strict: bool) -> N
             )
 
 
+def describe_dataset(name, options: DataOptions = DataOptions(),
+                     val_fraction: float = custom.DEFAULT_VAL_FRACTION) -> DatasetInfo:
+    """The DatasetInfo of any dataset name (see `names`): a registry name's entry (no data read);
+    for tfds:/npz:/py: names, read from the data (checked, cached like a load; memoised per
+    process): split sizes after the val cut, channels, classes, mean/std, the native size, and
+    `resizable=True` (any size 1..MAX_IMAGE_SIZE: check with `info.accepts_size(size)`).
+    `val_fraction` is the part of the source train split cut off for val when the source gives
+    no val split (registry datasets ignore it: their protocol fixes the split)."""
+    parsed = parse_name(name)
+    if parsed.form == "registry":
+        return DATASETS[parsed.name]
+    return custom.describe_name(parsed, options, val_fraction)
+
+
 def load_dataset(
-    name: str,
+    name,
     image_size: int,
     max_examples_per_split: int = 0,
     options: DataOptions = DataOptions(),
     strict_sizes: bool = True,
+    val_fraction: float = custom.DEFAULT_VAL_FRACTION,
 ) -> Dataset:
     """The dataset `name` at `image_size` px: uint8 splits, the protocol's mean/std, its source.
 
+    `name`: a registry name, tfds:NAME, npz:PATH, py:MODULE:FUNCTION or a function (`names`).
     `strict_sizes=False` accepts source splits of other sizes (val keeps the protocol's
-    fraction of train): for subsets of the published files and for tests.
+    fraction of train): for subsets of the published files and for tests. `val_fraction`:
+    for non-registry names without a val split, the part of train cut off for val by the
+    seed-42 rule (`custom`); `strict_sizes` does not apply to them.
     """
-    if name not in DATASETS:
-        raise DataUnavailableError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
+    parsed = parse_name(name)
+    if parsed.form != "registry":
+        return custom.load(parsed, image_size, max_examples_per_split, options, val_fraction)
     info = DATASETS[name]
     if image_size not in info.transforms:
         raise DataUnavailableError(f"dataset {name!r} is used at image sizes {info.image_sizes}, not {image_size}")

@@ -4,6 +4,10 @@ A registry entry is a dataset *as a zoo protocol uses it*: `cifar10` (CNN zoos, 
 Normalize 0.5) and `cifar10_resnet` (ResNet-18 zoo, 40k/10k split, CIFAR mean/std) read the
 same source images. `load_dataset(name, image_size, ...)` returns uint8 NHWC splits plus the
 normalisation constants; normalisation happens on the accelerator.
+
+Datasets outside the registry (`tfds:NAME`, `npz:PATH`, `py:MODULE:FUNCTION`, see
+`jaxzoo.data.names`) get a DatasetInfo computed from their data (`describe_dataset`), with
+`resizable=True`: they are served at their native size and at any size 1..MAX_IMAGE_SIZE.
 """
 
 from __future__ import annotations
@@ -14,6 +18,9 @@ import numpy as np
 
 from jaxzoo.data.errors import DataUnavailableError  # noqa: F401  (its home before errors.py)
 from jaxzoo.data.preprocess import Transform
+
+
+MAX_IMAGE_SIZE = 1024  # the largest size a resizable (non-registry) dataset is resized to
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,10 +34,36 @@ class DatasetInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     notes: str = ""
+    # False (registry): only the sizes in `transforms`. True (tfds:/npz:/py: datasets): any size
+    # 1..MAX_IMAGE_SIZE, `transforms` holding the native size (none for non-square images) and
+    # every other size a PIL bilinear resize to size x size (`transform_for`).
+    resizable: bool = False
 
     @property
     def image_sizes(self) -> tuple[int, ...]:
+        """The sizes listed in `transforms`; a resizable dataset accepts more (`accepts_size`)."""
         return tuple(sorted(self.transforms))
+
+    def accepts_size(self, image_size) -> bool:
+        """Whether the dataset can be served at `image_size` px (an int, not a bool)."""
+        if not isinstance(image_size, int) or isinstance(image_size, bool):
+            return False
+        return image_size in self.transforms or (self.resizable and 1 <= image_size <= MAX_IMAGE_SIZE)
+
+    @property
+    def size_rule(self) -> str:
+        """The sizes in words, for messages: '(28, 32)' or '12 (native) or any of 1..1024 (resized)'."""
+        if not self.resizable:
+            return str(self.image_sizes)
+        native = f"{', '.join(map(str, self.image_sizes))} (native) or " if self.transforms else ""
+        return f"{native}any of 1..{MAX_IMAGE_SIZE} (resized)"
+
+    def transform_for(self, image_size: int) -> Transform:
+        """The transform from the source images to `image_size` px; a one-line error if none."""
+        if not self.accepts_size(image_size):
+            raise DataUnavailableError(f"dataset {self.name!r} is used at image sizes {self.size_rule}, not "
+                                       f"{image_size!r}: set data.image_size to one of them")
+        return self.transforms[image_size] if image_size in self.transforms else Transform(resize=image_size)
 
 
 MNIST_NORM = ((0.1307,), (0.3081,))

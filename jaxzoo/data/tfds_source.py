@@ -96,14 +96,21 @@ def read_split(source_name: str, split: str, data_dir: str | None) -> tuple[np.n
             f"({type(error).__name__}): run `python -m jaxzoo.data prepare {source_name}` where "
             "TensorFlow and the network are available, or use raw files (--config.data.source=raw)"
         ) from None
-    images, labels, ids = [], [], []
     where = getattr(getattr(source, "dataset_info", None), "data_dir", None) or f"TFDS {name} in {data_dir or '~'}"
     again = f"delete it and run `python -m jaxzoo.data prepare {source_name}` again"
+    return read_examples(source, where, again)
+
+
+def read_examples(source, where, again: str, image_key: str = "image",
+                  label_key: str = "label") -> tuple[np.ndarray, np.ndarray]:
+    """All examples of an opened TFDS data source -> (uint8 images [N, ...], int64 labels [N]),
+    in the published order where the examples carry an id; a damaged file is `damaged(where)`."""
+    images, labels, ids = [], [], []
     with reading(where, again), quiet():  # array_record files damaged after preparing
         for index in range(len(source)):
             example = source[index]
-            images.append(np.asarray(example["image"], dtype=np.uint8))
-            labels.append(int(example["label"]))
+            images.append(np.asarray(example[image_key], dtype=np.uint8))
+            labels.append(int(example[label_key]))
             if "id" in example:
                 ids.append(str(np.asarray(example["id"]).item()))
         images_array, labels_array = np.stack(images), np.asarray(labels, np.int64)
@@ -131,20 +138,25 @@ def prepared(source_name: str, data_dir: str | None) -> bool:
 
 def prepare(source_name: str, data_dir: str | None) -> None:
     """One-time download and preparation in array_record format (needs TensorFlow + network)."""
+    prepare_named(TFDS_NAMES[source_name], data_dir, f"`python -m jaxzoo.data prepare {source_name}`")
+
+
+def prepare_named(tfds_name: str, data_dir: str | None, rerun: str) -> None:
+    """`prepare` for any TFDS name (NAME, NAME/CONFIG, NAME:VERSION); `rerun` is the command to repeat."""
     tfds = tfds_module()
     try:
         import tensorflow  # noqa: F401  (TFDS builders need it to prepare)
     except ImportError:
         raise DataUnavailableError(
-            "preparing TFDS data needs TensorFlow: pip install tensorflow, then rerun "
-            f"`python -m jaxzoo.data prepare {source_name}` (reading afterwards needs no TensorFlow)"
+            f"preparing TFDS data needs TensorFlow: pip install tensorflow, then rerun {rerun} "
+            "(reading afterwards needs no TensorFlow)"
         ) from None
     try:
         with quiet():  # download progress bars still show (they are not logs)
-            builder = tfds.builder(TFDS_NAMES[source_name], data_dir=data_dir or None, file_format="array_record")
+            builder = tfds.builder(tfds_name, data_dir=data_dir or None, file_format="array_record")
             builder.download_and_prepare()
     except Exception as error:  # network and extraction failures come in many types
         raise DataUnavailableError(
-            f"TFDS could not download/prepare {TFDS_NAMES[source_name]} ({type(error).__name__}: "
+            f"TFDS could not download/prepare {tfds_name} ({type(error).__name__}: "
             f"{str(error).splitlines()[0] if str(error) else ''}): check the network, or use raw files"
         ) from None
