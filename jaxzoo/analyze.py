@@ -27,8 +27,8 @@ import numpy as np
 from ml_collections import ConfigDict
 
 from jaxzoo import analysis, plots
-from jaxzoo.config import data_options
-from jaxzoo.data import load_dataset, normalise
+from jaxzoo.config import load_config_dataset
+from jaxzoo.data import normalise
 from jaxzoo.cli import ArgumentParser, number_in, run
 from jaxzoo.errors import UserError
 from jaxzoo.export import EXPORTS_FILE, Zoo, read_zoo
@@ -229,7 +229,7 @@ def analyze(workdir, threshold: float = analysis.DEFAULT_THRESHOLD, agreement_im
     config = zoo.config
     last = zoo.epochs[-1]
     data = config["data"]
-    dataset = load_dataset(data["name"], data["image_size"], data["max_examples_per_split"], data_options(ConfigDict(config)))
+    dataset = load_config_dataset(ConfigDict(config))
     test_images = normalise(dataset.test[0], dataset.mean, dataset.std)
     if agreement_images > len(test_images):
         raise UserError(f"--agreement_images {agreement_images} is more than the {len(test_images)} test images: "

@@ -17,7 +17,8 @@ from ml_collections import config_dict
 
 from jaxzoo.errors import UserError
 
-from jaxzoo.data import DATASETS, SOURCES, DataOptions
+from jaxzoo.data import (DATASETS, DEFAULT_VAL_FRACTION, SOURCES, DataOptions, Dataset, describe_dataset,
+                         is_registry_name, load_dataset)
 from jaxzoo.augment import AUGMENTATIONS
 from jaxzoo.cpu_conv import CONV_IMPLEMENTATIONS
 from jaxzoo.architectures import MODEL_ARCHS, RESNET_ARCHS, ModelError, check_arch, import_object, is_custom
@@ -61,6 +62,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.raw_dir = ""  # folder with the published files (source raw)
     config.data.tfds_dir = ""  # TFDS data_dir ('' : TFDS's default)
     config.data.cache_dir = ""  # preprocessed cache ('' : $JAXZOO_DATA_DIR or ~/.cache/jaxzoo)
+    # Datasets beyond the registry: 'tfds:NAME', 'npz:PATH', 'py:package.module:function' (or the
+    # function); without a val split of their own, val is this part of train (seed-42 split).
+    config.data.val_fraction = DEFAULT_VAL_FRACTION
 
     config.model = ml_collections.ConfigDict()
     config.model.arch = "cnn_s"  # cnn_s | cnn_m | cnn | mlp | resnet18 (jaxzoo.architectures)
@@ -147,13 +151,16 @@ def _check_numbers(field: str, values, low: float, high: float, low_open: bool) 
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError naming the first impossible value and its fix."""
-    _check_choices("data.name", config.data.name, DATASETS)
+    _check_numbers("data.val_fraction", (config.data.get("val_fraction", DEFAULT_VAL_FRACTION),), 0.0, 1.0,
+                   low_open=True)
+    if isinstance(config.data.name, str) and ":" not in config.data.name:
+        _check_choices("data.name", config.data.name, DATASETS)
     _check_choices("data.source", config.data.source, SOURCES)
     _check_choices("model.arch", config.model.arch, MODEL_ARCHS)
-    info = DATASETS[config.data.name]
+    info = describe_dataset(config.data.name, data_options(config), config.data.get("val_fraction", DEFAULT_VAL_FRACTION))
     _check(
-        config.data.image_size in info.image_sizes,
-        f"data.image_size={config.data.image_size} is not a size of {info.name}: use one of {info.image_sizes}",
+        info.accepts_size(config.data.image_size),
+        f"data.image_size={config.data.image_size} is not a size of {info.name}: use {info.size_rule}",
     )
     training = config.training
     _check_choices("training.scheduler", training.scheduler, SCHEDULERS)
@@ -295,8 +302,11 @@ def _validate_resnet(config: ml_collections.ConfigDict) -> None:
 
 def to_json_dict(config: ml_collections.ConfigDict) -> dict:
     """The config as plain JSON data (tuples become lists; callables and classes their
-    'module:qualname')."""
-    return json.loads(config.to_json(json_encoder_cls=_ConfigEncoder))
+    'module:qualname', a dataset function its 'py:module:qualname' name)."""
+    data = json.loads(config.to_json(json_encoder_cls=_ConfigEncoder))
+    if callable(config.data.name):
+        data["data"]["name"] = f"py:{data['data']['name']}"
+    return data
 
 
 def to_plain(value) -> dict:
@@ -318,6 +328,7 @@ NEUTRAL_FIELDS = {
                    "label_noise": []},
     "training": {"schedule_options": {}},
     "model": {"convs": [], "widths": [], "module": "", "kwargs": {}},
+    "data": {"val_fraction": DEFAULT_VAL_FRACTION},
 }
 
 
@@ -335,6 +346,8 @@ def identity(config: ml_collections.ConfigDict) -> dict:
         data["training"].pop("num_epochs", None)
     for field in LOCATION_FIELDS:
         data["data"].pop(field, None)
+    if data["data"]["name"].startswith("npz:"):  # the file's content is in the fingerprint, not its folder
+        data["data"]["name"] = "npz:" + data["data"]["name"].replace("\\", "/").rsplit("/", 1)[-1]
     for section, fields in NEUTRAL_FIELDS.items():
         for field, neutral in fields.items():
             if data.get(section, {}).get(field, neutral) == neutral:
@@ -346,6 +359,22 @@ def identity(config: ml_collections.ConfigDict) -> dict:
 
 def data_options(config: ml_collections.ConfigDict) -> DataOptions:
     return DataOptions(config.data.source, config.data.raw_dir, config.data.tfds_dir, config.data.cache_dir)
+
+
+def dataset_identity(config: ml_collections.ConfigDict, dataset: Dataset) -> dict:
+    """The identity's record of the data: its source and fingerprint, and for datasets beyond
+    the registry what readers of the workdir cannot look up (channels, classes)."""
+    record = {"source": dataset.source, "fingerprint": dataset.fingerprint}
+    if not is_registry_name(config.data.name):
+        record.update(channels=dataset.image_shape[-1], num_classes=dataset.num_classes)
+    return record
+
+
+def load_config_dataset(config: ml_collections.ConfigDict) -> Dataset:
+    """The dataset a zoo config (or a workdir's stored config) trains on."""
+    data = config.data
+    return load_dataset(data.name, data.image_size, data.max_examples_per_split, data_options(config),
+                        val_fraction=data.get("val_fraction", DEFAULT_VAL_FRACTION))
 
 
 def identity_hash(identity_dict: dict) -> str:

@@ -30,8 +30,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from ml_collections import ConfigDict
 
 from jaxzoo import ard, checkpoint
-from jaxzoo.config import data_options, identity
-from jaxzoo.data import load_dataset
+from jaxzoo.config import dataset_identity, identity, load_config_dataset
 from jaxzoo.cli import ArgumentParser, check_destination, number_in, run, setup_logging
 from jaxzoo.errors import UserError
 from jaxzoo.export import read_zoo
@@ -151,10 +150,9 @@ def sparsify(source_workdir, twin_workdir, epochs: int = DEFAULT_EPOCHS) -> dict
         raise SparsifyError(f"--epochs {epochs} is out of range: use 1..1000 (the original: 25)")
     source_epoch = source.epochs[-1]
     config = twin_config(source.config, source.identity_hash, source_epoch, epochs)
-    data = config["data"]
-    dataset = load_dataset(data["name"], data["image_size"], data["max_examples_per_split"], data_options(ConfigDict(config)))
+    dataset = load_config_dataset(ConfigDict(config))
     zoo_identity = identity(ConfigDict(config))
-    zoo_identity["dataset"] = {"source": dataset.source, "fingerprint": dataset.fingerprint}
+    zoo_identity["dataset"] = dataset_identity(ConfigDict(config), dataset)
     table = [dict(row) for row in source.table]
     models_path = pathlib.Path(twin_workdir) / "models.json"
     if models_path.exists():  # a resumed twin keeps its recorded source checks

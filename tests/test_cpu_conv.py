@@ -22,7 +22,7 @@ from jaxzoo import cpu_conv, host
 from jaxzoo.errors import UserError
 from jaxzoo.models import ARCHS, CNN, ArchSpec, ConvSpec, extract_patches, init_params, max_pool_2x2
 from jaxzoo.population import build_population, expand_grid
-from jaxzoo.steps import make_step_functions
+from jaxzoo.steps import GroupSpec, make_step_functions
 from conftest import small_zoo_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -163,19 +163,20 @@ def test_shape_errors_name_the_problem():
 
 @needs_kernel
 def test_training_steps_equal_the_xla_convolution(mnist_small):
-    """Three Adam/SGD steps of a mixed CNN-s population: the kernel and XLA agree to rounding."""
+    """Three Adam steps of a CNN-s group with dropout: the kernel and XLA agree to rounding."""
     config = small_zoo_config()
-    population = build_population(expand_grid(config.population, config.seed))
+    population = build_population(expand_grid(config.population, config.seed), config.population)
     images, labels = mnist_small.train
+    group = GroupSpec("relu", "adam", use_dropout=True)
     results = []
     for conv in ("xla", "cpu_kernel"):
-        fns = make_step_functions(ARCHS["cnn_s"], population.activations, population.inits, population.optimizers,
-                                  population.uses_dropout, 0.9, (28, 28, 1), len(labels), 10, mnist_small.mean,
-                                  mnist_small.std, conv=conv)
+        model = CNN(ARCHS["cnn_s"], ("relu",), use_dropout=True, conv=conv)
+        fns = make_step_functions(model, group, population.inits, (28, 28, 1), len(labels), 10, 2, 10,
+                                  mnist_small.mean, mnist_small.std)
         factors = jax.tree.map(jnp.asarray, population.factors(np.arange(8)))
         state = fns.init(factors)
-        order, mask = fns.order(factors["seed"], 1)
-        x, y, m = fns.gather(images, labels, order[:, :3], mask[:, :3])
+        order, mask = fns.order(factors, 1)
+        x, y, m = fns.gather(images, labels, order[:, :3], mask[:, :3], factors)
         state, loss, _ = fns.train(state, factors, x, y, m, 1, 0)
         results.append((state["params"], loss))
     (xla_params, xla_loss), (kernel_params, kernel_loss) = results

@@ -299,8 +299,8 @@ def test_accelerator_path_with_map_and_scan_equals_the_cpu_loops():
         fns = make_resnet_step_functions(10, (8, 8, 1), 70, 16, dataset.mean, dataset.std, population_mesh(),
                                          "crop_flip", "one_cycle", 0.9, 5, 5, unroll=unroll)
         state = fns.init(factors)
-        order, mask = fns.order(factors["seed"], 1)
-        x, y, m = fns.gather(images, labels, order[:, :2], mask[:, :2])
+        order, mask = fns.order(factors, 1)
+        x, y, m = fns.gather(images, labels, order[:, :2], mask[:, :2], factors)
         state, loss, correct = fns.train(state, factors, x, y, m, 1, 0)
         test = tuple(jax.numpy.asarray(a)[None] for a in (dataset.test[0][:16], dataset.test[1][:16], np.ones(16, np.float32)))
         states.append((state, loss, fns.evaluate(state, factors, *test)))

@@ -131,8 +131,8 @@ def save_then_die(manager, epoch, *args):
     if point == "after_commit" and epoch == 1:
         os.kill(os.getpid(), signal.SIGKILL)
 
-def train_then_die(fns, train_fn, state, factors, images, labels, epoch, *args, **kwargs):
-    result = train_chunk_epoch(fns, train_fn, state, factors, images, labels, epoch, *args, **kwargs)
+def train_then_die(fns, state, factors, images, labels, epoch, *args, **kwargs):
+    result = train_chunk_epoch(fns, state, factors, images, labels, epoch, *args, **kwargs)
     if point == "mid_epoch" and epoch == 2:
         os.kill(os.getpid(), signal.SIGKILL)
     return result
@@ -263,9 +263,9 @@ def test_other_data_in_workdir_is_refused(population_run, monkeypatch):
     import jaxzoo.train as train_module
 
     workdir, _ = population_run
-    real_load = train_module.load_dataset
+    real_load = train_module.load_config_dataset
     monkeypatch.setattr(
-        train_module, "load_dataset",
+        train_module, "load_config_dataset",
         lambda *a, **k: dataclasses.replace(real_load(*a, **k), source="raw", fingerprint="0123"),
     )
     with pytest.raises(checkpoint.WorkdirError, match=r"holds another zoo \(dataset.fingerprint: .* -> '0123'\)"):
