@@ -44,24 +44,40 @@ NOTEBOOK_EPOCHS = (5, 15, 50)
 PERCENTILES = (1, 25, 50, 75, 99)
 
 
-def layer_statistics(weights: np.ndarray, index_dict: dict) -> np.ndarray:
-    """s(w): [rows, P] -> [rows, 14 * layers]; per layer 7 statistics of the weights, then of the bias."""
-    features = []
+def layout_blocks(index_dict: dict) -> list[tuple[int, int]]:
+    """(offset, size) of each tensor of a flat vector: per layer its weight, then its bias (the
+    original's index_dict), or each tensor of a {'tensors': [...]} layout in order."""
+    if "tensors" in index_dict:
+        return [(t["offset"], int(np.prod(t["shape"]))) for t in index_dict["tensors"]]
+    blocks = []
     for i in range(len(index_dict["layer"])):
         start = index_dict["idx_start"][i]
         n_weight = index_dict["kernel_no"][i] * index_dict["channels_in"][i] * index_dict["kernel_size"][i]
-        for block in (weights[:, start : start + n_weight], weights[:, start + n_weight : start + n_weight + index_dict["kernel_no"][i]]):
-            block = block.astype(np.float64)
-            features += [block.mean(axis=1), block.var(axis=1)]
-            features += list(np.percentile(block, PERCENTILES, axis=1))
+        blocks += [(start, n_weight), (start + n_weight, index_dict["kernel_no"][i])]
+    return blocks
+
+
+def layer_statistics(weights: np.ndarray, index_dict: dict) -> np.ndarray:
+    """s(w): [rows, P] -> [rows, 7 * tensors]; per tensor (a layer's weight, then its bias) the
+    mean, variance and the percentiles 1, 25, 50, 75, 99."""
+    features = []
+    for start, size in layout_blocks(index_dict):
+        block = weights[:, start : start + size].astype(np.float64)
+        features += [block.mean(axis=1), block.var(axis=1)]
+        features += list(np.percentile(block, PERCENTILES, axis=1))
     return np.stack(features, axis=1)
 
 
 def ridge_fit(x: np.ndarray, y: np.ndarray, penalty: float) -> np.ndarray:
-    """Coefficients b of (X1^T X1 + penalty I) b = X1^T y, X1 = [X, 1], in float64."""
+    """Coefficients b of (X1^T X1 + penalty I) b = X1^T y, X1 = [X, 1], in float64. With more
+    features than rows the same b comes from the rows' side, X1^T (X1 X1^T + penalty I)^-1 y
+    (a model's flat vector can be far longer than a zoo has rows)."""
     x1 = np.concatenate([x, np.ones((len(x), 1))], axis=1).astype(np.float64)
+    y = y.astype(np.float64)
+    if x1.shape[1] > x1.shape[0]:
+        return x1.T @ np.linalg.solve(x1 @ x1.T + penalty * np.eye(len(x1)), y)
     gram = x1.T @ x1 + penalty * np.eye(x1.shape[1])
-    return np.linalg.solve(gram, x1.T @ y.astype(np.float64))
+    return np.linalg.solve(gram, x1.T @ y)
 
 
 def ridge_predict(x: np.ndarray, coefficients: np.ndarray) -> np.ndarray:

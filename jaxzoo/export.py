@@ -210,7 +210,12 @@ def model_type(zoo: Zoo) -> str:
     """params.json's model::type: the original's class name, or jaxzoo's for other models."""
     if zoo.is_twin:
         return "CNN_ARD"
-    return ORIGINAL_TYPE.get(zoo.config["model"]["arch"], f"jaxzoo:{arch_name(zoo.config['model'])}")
+    return original_type(zoo.config["model"])
+
+
+def original_type(model_config: dict) -> str:
+    name = arch_name(model_config)
+    return ORIGINAL_TYPE.get(name, f"jaxzoo:{name}")
 
 
 def model_description(zoo: Zoo) -> dict:
@@ -218,7 +223,7 @@ def model_description(zoo: Zoo) -> dict:
     model = zoo.config["model"]
     if zoo.is_custom:
         return {"model::module": object_name(model["module"]), "model::kwargs": model.get("kwargs") or {}}
-    if model["arch"] in ORIGINAL_TYPE:
+    if arch_name(model) in ORIGINAL_TYPE:
         return {}
     return {"model::convs": [list(c) for c in model.get("convs", ())], "model::widths": list(model.get("widths", ())),
             "model::image_size": zoo.config["data"]["image_size"]}
@@ -276,7 +281,7 @@ def search_pattern(zoo: Zoo) -> dict:
     if not isinstance(pop.get("momentum"), (list, tuple)):
         factors["optim::momentum"] = pop["momentum"]
     return {
-        "model::type": ORIGINAL_TYPE.get(zoo.config["model"]["arch"], f"jaxzoo:{arch_name(zoo.config['model'])}"),
+        "model::type": original_type(zoo.config["model"]),
         **model_description(zoo),
         **factors,
         "seed": grid(seeds) if pop["seed_mode"] == "range" else f"{len(zoo.table)} random seeds in [0, 1e6)",
@@ -330,6 +335,10 @@ def torch_optimizer_state(zoo: Zoo, row: dict, index: int, final_state: dict, to
     to_torch = lambda tree: [np.ascontiguousarray(a) for _, a in zoo.params_torch(tree, dropout, lead=0)]
     state_dict = optimizer.state_dict()
     state_dict["state"] = torch_state(entry, state, values, to_torch)
+    if model_value(row, "schedule", zoo.config["population"]) != "constant":
+        # As a PyTorch LR scheduler leaves it: the last learning rate in `lr`, the peak in `initial_lr`.
+        for group in state_dict["param_groups"]:
+            group["initial_lr"], group["lr"] = group["lr"], float(state["hyperparams"]["learning_rate"])
     return state_dict
 
 
