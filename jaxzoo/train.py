@@ -593,7 +593,13 @@ def parse_flags(argv: list[str]) -> list[str]:
         return flags.FLAGS(argv)
     except flags.Error as error:
         fail(f"{error}".splitlines()[0])
-    except Exception as error:  # a config file that fails to load
+    except Exception as error:  # a config file that fails to load, or an override of no field
+        missing = str(error).strip("'\"")
+        overrides = [arg.split("=", 1)[0] for arg in argv if arg.startswith("--config.")]
+        named = [flag for flag in overrides if missing and missing in flag.split(".")]
+        if isinstance(error, (AttributeError, KeyError)) and named:
+            fail(f"{named[0]}: the config has no field {missing!r} there: check the name, or set it in the config "
+                 "file (new keys cannot be added from the command line)")
         fail(f"cannot load the config ({type(error).__name__}: {error})".splitlines()[0])
 
 

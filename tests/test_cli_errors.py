@@ -24,8 +24,9 @@ def cli_process(command: str, argv: list[str]) -> tuple[int, str]:
     """A CLI in a subprocess: train (absl and config_flags keep process-wide flag state), and the
     cases whose stray output would come at interpreter exit."""
     module = "jaxzoo.data" if command == "data" else f"jaxzoo.{command}"
+    path = os.pathsep.join(filter(None, (str(REPO / "tests"), os.environ.get("PYTHONPATH"))))
     result = subprocess.run([sys.executable, "-m", module, *argv], cwd=REPO, capture_output=True,
-                            text=True, timeout=300)
+                            text=True, timeout=300, env={**os.environ, "PYTHONPATH": path})
     return result.returncode, result.stderr
 
 
@@ -134,6 +135,24 @@ CASES = [
     ("train", ["--config={QS}", "--config.num_shards=0"], "num_shards"),
     ("train", ["--config={QS}", "--config.num_shards=4", "--config.shard_index=4"], "shard_index"),
     ("train", ["--config={QS}", "--config.seed=-3"], "seed=-3"),
+    # train: registries (models, optimizers, schedules, factors, datasets)
+    ("train", ["--config={QS}", "--config.population.optimizer=('adam','adamx')"], "unknown optimizer 'adamx'"),
+    ("train", ["--config={QS}", "--config.population.optimizer=('no_pkg.opts:fancy',)"], "population.optimizer"),
+    ("train", ["--config={QS}", "--config.population.schedule=('cosine','wavy')"], "population.schedule"),
+    ("train", ["--config={QS}", "--config.training.schedule_options.cosine=1"], "schedule_options"),
+    ("train", ["--config={QS}", "--config.population.b1=(0.9,0.95)", "--config.population.optimizer=('sgd',)"],
+     "population.b1 is varied but no optimizer"),
+    ("train", ["--config={QS}", "--config.population.train_fraction=(0.0,)"], "population.train_fraction"),
+    ("train", ["--config={QS}", "--config.population.label_noise=(1.0,)"], "population.label_noise"),
+    ("train", ["--config={QS}", "--config.model.arch=cnn"], "needs model.convs"),
+    ("train", ["--config={QS}", "--config.model.arch=mlp", "--config.model.widths=(0,)"], "model.widths"),
+    ("train", ["--config={QS}", "--config.model.module=no_such_pkg.nets:Net"], "does not import"),
+    ("train", ["--config={QS}", "--config.model.module=zoo_modules:Nope"], "has no 'Nope'"),
+    ("train", ["--config={QS}", "--config.model.module=zoo_modules:ThreeLogits"], "not [B, 10]"),
+    ("train", ["--config={QS}", "--config.model.module=zoo_modules:Broken",
+               "--config.population.activation=('relu',)"], "fails on images"),
+    ("train", ["--config={QS}", "--config.data.name=npz:{ROOT}/none.npz"], "none.npz"),
+    ("train", ["--config={QS}", "--config.data.name=ftp:mnist"], "ftp:mnist"),
     # train: workdirs and processes
     ("train", ["--config={QS}", "--workdir={FILE}"], "is a file"),
     ("train", ["--config={QS}", "--workdir={FILE}/sub"], "is not writable: "),

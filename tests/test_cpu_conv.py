@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from jaxzoo import cpu_conv, host
+from jaxzoo.architectures import arch_spec
 from jaxzoo.errors import UserError
 from jaxzoo.models import ARCHS, CNN, ArchSpec, ConvSpec, extract_patches, init_params, max_pool_2x2
 from jaxzoo.population import build_population, expand_grid
@@ -108,12 +109,17 @@ def test_pool_gradient_of_ties_goes_where_pytorch_sends_it():
     np.testing.assert_allclose(pool_vjp(grad)[1], conv_vjp(jnp.asarray(expected)[None])[1], atol=1e-5)
 
 
+REGISTRY_CNN = arch_spec({"arch": "cnn", "convs": ((6, 3, True), (9, 4, False), (5, 2, True)), "widths": (12,)},
+                         21, 3, 7)  # a CNN of the registry's `cnn` family: odd sizes, 7 classes
+
+
 @needs_kernel
-@pytest.mark.parametrize("arch_name,channels", [("cnn_s", 1), ("cnn_m", 3)])
+@pytest.mark.parametrize("arch_name,channels", [("cnn_s", 1), ("cnn_m", 3), ("registry_cnn", 3)])
 def test_cnn_with_the_kernel_equals_xla_in_value_and_gradient(arch_name, channels):
-    arch = ARCHS[arch_name]
+    """The kernel serves every CNN of the registry (within its channel limit), not only the original two."""
+    arch = REGISTRY_CNN if arch_name == "registry_cnn" else ARCHS[arch_name]
     x = jnp.asarray(np.random.default_rng(3).normal(size=(4, arch.image_size, arch.image_size, channels)), jnp.float32)
-    labels = jnp.arange(4) % 10
+    labels = jnp.arange(4) % arch.num_classes
     xla_model = CNN(arch, ("tanh",), use_dropout=False)
     params = init_params(xla_model.init(jax.random.key(0), x, 0, 0.0, train=False)["params"], jax.random.key(1), 0,
                          ("kaiming_uniform",))

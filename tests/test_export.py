@@ -15,6 +15,7 @@ torch = pytest.importorskip("torch")
 from conftest import small_zoo_config  # noqa: E402
 from jaxzoo import checkpoint, export  # noqa: E402
 from jaxzoo.data import load_dataset, normalise  # noqa: E402
+from jaxzoo.architectures import arch_spec  # noqa: E402
 from jaxzoo.layout import flat_vectors, index_dict, module_indices, torch_tensors  # noqa: E402
 from jaxzoo.models import ACTIVATIONS, ARCHS, CNN, init_params  # noqa: E402
 from jaxzoo.optim import init_state, make_transform  # noqa: E402
@@ -52,6 +53,29 @@ def test_pytorch_logits_equal_jax_for_every_activation(arch, channels, dropout, 
         with torch.no_grad():
             torch_logits = torch_model(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
         assert np.abs(torch_logits - jax_logits).max() <= 1e-5, (arch, activation, dropout)
+
+
+@pytest.mark.parametrize("model", [{"arch": "mlp", "convs": [], "widths": [24, 16]},
+                                   {"arch": "cnn", "convs": [[5, 3, True], [7, 4, False]], "widths": [10]}])
+@pytest.mark.parametrize("dropout", [0.0, 0.5])
+def test_registry_models_rebuild_in_pytorch_from_their_params_json(model, dropout, real_images):
+    """The registry's `mlp` and `cnn` families: a trial's params.json (model::type jaxzoo:<arch>,
+    model::convs, model::widths, model::image_size) rebuilds the network; keys strict, logits equal."""
+    x = real_images[0]
+    arch = arch_spec(model, 28, 1, 10)
+    flax_model = CNN(arch, ("gelu",), use_dropout=dropout > 0)
+    template = flax_model.init(jax.random.key(0), jnp.zeros((1, *x.shape[1:])), 0, 0.0, train=False)["params"]
+    params = init_params(template, jax.random.key(7), 0, ("xavier_uniform",))
+    params_json = {"model::type": f"jaxzoo:{model['arch']}", "model::convs": model["convs"],
+                   "model::widths": model["widths"], "model::image_size": 28, "model::channels_in": 1,
+                   "model::o_dim": 10, "model::nlin": "gelu", "model::dropout": dropout}
+    torch_model = build_model(params_json).eval()
+    torch_model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in torch_tensors(params, arch, dropout)},
+                                strict=True)
+    with torch.no_grad():
+        got = torch_model(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
+    np.testing.assert_allclose(got, np.asarray(flax_model.apply({"params": params}, x, 0, 0.0, train=False)),
+                               atol=1e-5, rtol=1e-5)
 
 
 def test_module_indices_match_the_original():
