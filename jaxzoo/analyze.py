@@ -103,7 +103,7 @@ def forward_passes(zoo: Zoo, rows: analysis.ModelRows, paths: list[tuple[str, ..
     integer type) and per layer "gram0".. the packed centred Gram matrices of the first cka_images
     images, [M, n(n+1)/2] float32 (`analysis.packed_grams`) -> the number of layers. The features
     themselves are never kept."""
-    population = build_population(zoo.table)
+    population = build_population(zoo.table, zoo.config["population"])
     predict, features = forward_functions(zoo, population.activations)
     activation_index = population.arrays["activation_index"]
     # Small image batches run fastest on CPU (as in training's evaluation); pad to whole batches.

@@ -47,27 +47,28 @@ def bench_jax(batch: int, steps: int, dtype: str, repeats: int) -> dict:
     config.population.num_seeds = jax.local_device_count()  # one model per device
     config.runtime.steps_per_call = steps
     dataset = cifar_like(batch * steps)
-    population = build_population(expand_grid(config.population, config.seed))
+    population = build_population(expand_grid(config.population, config.seed), config.population)
     run = ZooRun(config, population, dataset)
+    fns = run.groups[0].fns  # a ResNet zoo is one group
     indices, _ = run.chunks[0]
     factors = run.chunk_factors(indices)
     state = jax.device_put(run.init_state(), run.models)
-    order, mask = run.fns.order(factors["seed"], 1)
-    x, y, m = run.fns.gather(run.train_images, run.train_labels, order[:, :steps], mask[:, :steps])
+    order, mask = fns.order(factors, 1)
+    x, y, m = fns.gather(run.train_images, run.train_labels, order[:, :steps], mask[:, :steps], factors)
     start = time.perf_counter()
-    state, loss, _ = run.fns.train(state, factors, x, y, m, 1, 0)
+    state, loss, _ = fns.train(state, factors, x, y, m, 1, 0)
     jax.block_until_ready(loss)
     compile_s = time.perf_counter() - start
     start = time.perf_counter()
     for _ in range(repeats):
-        state, loss, _ = run.fns.train(state, factors, x, y, m, 1, 0)
+        state, loss, _ = fns.train(state, factors, x, y, m, 1, 0)
     jax.block_until_ready(loss)
     seconds = time.perf_counter() - start
     per_device = repeats * steps * batch / seconds
     ex, ey, em = run.eval_splits["test"]
-    jax.block_until_ready(run.fns.evaluate(state, factors, ex, ey, em))
+    jax.block_until_ready(fns.evaluate(state, factors, ex, ey, em))
     start = time.perf_counter()
-    jax.block_until_ready(run.fns.evaluate(state, factors, ex, ey, em))
+    jax.block_until_ready(fns.evaluate(state, factors, ex, ey, em))
     eval_per_device = ex.shape[0] * ex.shape[1] / (time.perf_counter() - start)
     return {"images_per_s_per_device": per_device, "eval_images_per_s_per_device": eval_per_device,
             "compile_s": compile_s}

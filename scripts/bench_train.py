@@ -6,6 +6,12 @@ side, plus JSON with --json. Compile time is measured separately and excluded fr
 
   python scripts/bench_train.py --torch            # sizes 1..1024, with the PyTorch references
   python scripts/bench_train.py --sizes 64 --arch cnn_m --conv xla
+  python scripts/bench_train.py --shapes 256       # Seed- vs Hyp-shaped populations, whole epochs
+
+`--shapes N` trains N models of each population shape for whole epochs through
+`ZooRun.train_epoch` (groups, chunks, per-epoch evaluation): `seed` (one activation, one
+optimizer), `hyp` (4 activations x 2 optimizers x 2 inits, the Hyp zoos' static factors) and
+`hyp_dropout` (the same with dropout 0 / 0.5), and prints their rates side by side.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from jaxzoo.config import base_config
 from jaxzoo.data import DATASETS, load_dataset, normalise
 from jaxzoo.models import ARCHS
 from jaxzoo.population import build_population, expand_grid
-from jaxzoo.train import ZooRun, tree_take
+from jaxzoo.train import ZooRun
 
 
 def bench_size(size: int, arch: str, min_seconds: float, conv: str = "auto") -> dict:
@@ -50,17 +56,19 @@ def bench_size(size: int, arch: str, min_seconds: float, conv: str = "auto") -> 
         config.data.image_size = 32  # bypasses validation: this is a synthetic benchmark input
     else:
         dataset = load_dataset("mnist_5k", 28)
-    population = build_population(expand_grid(config.population, config.seed))
+    population = build_population(expand_grid(config.population, config.seed), config.population)
     run = ZooRun(config, population, dataset)
-    fns, (indices, _) = run.fns, run.chunks[0]
+    group = run.groups[0]
+    fns, (indices, _) = group.fns, group.chunks[0]
     factors = run.chunk_factors(indices)
-    state = jax.device_put(tree_take(run.init_state(), indices), run.models)  # padded to the devices
-    order, mask = fns.order(factors["seed"], 1)
+    state = jax.device_put(run.group_state(group, run.init_state(), indices), run.models)  # padded to the devices
+    order, mask = fns.order(factors, 1)
     steps = run.plan.steps_per_call
 
     def call(first, state):
         first %= run.steps_per_epoch - steps + 1
-        x, y, m = fns.gather(run.train_images, run.train_labels, order[:, first : first + steps], mask[:, first : first + steps])
+        x, y, m = fns.gather(run.train_images, run.train_labels, order[:, first : first + steps],
+                             mask[:, first : first + steps], factors)
         state, loss, _ = fns.train(state, factors, x, y, m, 1, first)
         jax.block_until_ready(loss)
         return state
@@ -77,10 +85,11 @@ def bench_size(size: int, arch: str, min_seconds: float, conv: str = "auto") -> 
     rate = samples / train_seconds
 
     x, y, m = run.eval_splits["test"]
-    jax.block_until_ready(fns.evaluate(state, factors, x, y, m))
+    params = {"params": state["params"]}
+    jax.block_until_ready(fns.evaluate(params, factors, x, y, m))
     evals, start = 0, time.perf_counter()
     while time.perf_counter() - start < min_seconds / 2 or evals < 2:  # one pass can take only ~10 ms
-        jax.block_until_ready(fns.evaluate(state, factors, x, y, m))
+        jax.block_until_ready(fns.evaluate(params, factors, x, y, m))
         evals += 1
     eval_rate = evals * size * len(dataset.test[1]) / (time.perf_counter() - start)
 
@@ -98,6 +107,41 @@ def bench_size(size: int, arch: str, min_seconds: float, conv: str = "auto") -> 
         "eval_share_of_epoch": epoch_eval / (epoch_train + epoch_eval),
         "model_epochs_per_hour_full_dataset": 3600 * rate / info.split_sizes[0],
     }
+
+
+POPULATION_SHAPES = {
+    "seed": {"activation": ("tanh",), "init": ("uniform",), "optimizer": ("adam",), "dropout": (0.0,)},
+    "hyp": {"activation": ("tanh", "relu", "sigmoid", "gelu"), "init": ("uniform", "kaiming_uniform"),
+            "optimizer": ("adam", "sgd"), "dropout": (0.0,)},
+    "hyp_dropout": {"activation": ("tanh", "relu", "sigmoid", "gelu"), "init": ("uniform",),
+                    "optimizer": ("adam", "sgd"), "dropout": (0.0, 0.5)},
+}
+
+
+def bench_shape(shape: str, size: int, epochs: int) -> dict:
+    """Whole training epochs of `size` CNN-s models of a population shape -> rates and compile time."""
+    config = base_config()
+    pop = config.population
+    for name, values in POPULATION_SHAPES[shape].items():
+        pop[name] = values
+    grid = int(np.prod([len(v) for v in POPULATION_SHAPES[shape].values()]))
+    pop.num_seeds, pop.lr, pop.weight_decay = size // grid, (1e-3,), (1e-4,)
+    config.training.num_epochs = epochs + 1
+    dataset = load_dataset("mnist_5k", 28)
+    population = build_population(expand_grid(pop, config.seed), pop)
+    run = ZooRun(config, population, dataset)
+    start = time.perf_counter()
+    run.compile()
+    state = run.init_state()
+    state, _ = run.train_epoch(state, 1, None)  # anything left to compile compiles here
+    compile_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    for epoch in range(2, epochs + 2):
+        state, _ = run.train_epoch(state, epoch, None)
+    seconds = time.perf_counter() - start
+    return {"shape": shape, "models": population.size, "groups": len(run.groups),
+            "model_samples_per_s": epochs * population.size * len(dataset.train[1]) / seconds,
+            "compile_and_first_epoch_s": compile_seconds}
 
 
 def macs_per_image(arch_name: str, channels: int) -> int:
@@ -141,8 +185,26 @@ def main() -> None:
                         help="XLA CPU devices for jaxzoo (0: one per core, as `python -m jaxzoo.train`)")
     parser.add_argument("--conv", default="auto,xla",
                         help="comma-separated runtime.conv values to compare (auto: the trainer's default)")
+    parser.add_argument("--shapes", type=int, default=0,
+                        help="models per population shape: Seed- vs Hyp-shaped rates over whole epochs")
+    parser.add_argument("--epochs", type=int, default=2, help="timed epochs per shape (with --shapes)")
     parser.add_argument("--one", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.shapes:
+        use_cpu_cores(args.cpu_devices)
+        rows = [bench_shape(shape, args.shapes, args.epochs) for shape in POPULATION_SHAPES]
+        seed_rate = rows[0]["model_samples_per_s"]
+        print(f"population shapes: CNN-s on mnist_5k (3500 train images), batch 10, {jax.device_count()} device(s), "
+              f"{os.cpu_count()} cores; {args.epochs} timed epochs each (evaluation included)")
+        print("| shape | models | groups | model-samples/s | x seed | compile + first epoch s |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for r in rows:
+            print(f"| {r['shape']} | {r['models']} | {r['groups']} | {r['model_samples_per_s']:,.0f} | "
+                  f"{r['model_samples_per_s'] / seed_rate:.2f} | {r['compile_and_first_epoch_s']:.1f} |")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(rows, f, indent=1)
+        return
     if args.one:
         use_cpu_cores(args.cpu_devices)
         result = bench_size(args.one, args.arch, args.seconds, args.conv)

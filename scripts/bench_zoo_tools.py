@@ -39,7 +39,7 @@ def synthetic_workdir(path: pathlib.Path, models: int, epochs: int) -> None:
     config.population.init = ("kaiming_uniform",)
     config.training.num_epochs = epochs
     table = expand_grid(config.population, config.seed)
-    population = build_population(table)
+    population = build_population(table, config.population)
     dataset = load_dataset("mnist_5k", 28)
     zoo_identity = identity(config)
     zoo_identity["dataset"] = {"source": dataset.source, "fingerprint": dataset.fingerprint}
