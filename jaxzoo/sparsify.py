@@ -113,9 +113,13 @@ class TwinRun(ZooRun):
             (params, opt_state, _), (losses, corrects) = jax.lax.scan(body, carry, (x, y, mask))
             return {"params": params, "opt_state": opt_state}, losses.sum(0), corrects.sum(0)
 
+        # Twins have no dropout: groups that differ only there share their programs.
         models = NamedSharding(self.mesh, PartitionSpec(POPULATION_AXIS))
-        return dataclasses.replace(base, init=jax.jit(init, out_shardings=models),
-                                   train=jax.jit(train, out_shardings=models))
+        optimizer = (spec.optimizer, spec.injected, spec.fixed)
+        init_fn = shared.setdefault(("twin_init", *optimizer), jax.jit(init, out_shardings=models))
+        train_fn = shared.setdefault(("twin_train", spec.activation, *optimizer, spec.subset, spec.label_noise),
+                                     jax.jit(train, out_shardings=models))
+        return dataclasses.replace(base, init=init_fn, train=train_fn)
 
     def init_chunk(self, group: Group, indices: np.ndarray):
         source = jax.device_put(tree_take(self.source_params, indices), self.models)
@@ -162,6 +166,7 @@ def sparsify(source_workdir, twin_workdir, epochs: int = DEFAULT_EPOCHS) -> dict
     population = build_population(table, config["population"])
     source_params = source.state(source_epoch)["params"]
     run = TwinRun(ConfigDict(config), population, dataset, source_params)
+    run.compile()
     path = checkpoint.prepare_workdir(twin_workdir, zoo_identity, config, table)
     checkpoint.set_aside_damaged(path)
     manager = checkpoint.open_manager(path, async_save=True)
