@@ -16,6 +16,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
+from jaxzoo.optim import optimizer_entry
+
 
 @dataclasses.dataclass(frozen=True)
 class Factor:
@@ -98,8 +100,6 @@ def fixed_value(population_config, name: str, optimizer: str | None = None) -> A
     if not isinstance(value, (tuple, list)):
         return value
     if name in OPTIMIZER_FACTORS:
-        from jaxzoo.optim import optimizer_entry
-
         return optimizer_entry(optimizer).defaults.get(name) if optimizer else None
     return FACTORS_BY_NAME[name].default
 

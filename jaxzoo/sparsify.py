@@ -20,7 +20,6 @@ import logging
 import math
 import pathlib
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +29,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from ml_collections import ConfigDict
 
 from jaxzoo import ard, checkpoint
+from jaxzoo.architectures import arch_name
 from jaxzoo.config import dataset_identity, identity, load_config_dataset
 from jaxzoo.cli import ArgumentParser, check_destination, number_in, run, setup_logging
 from jaxzoo.errors import UserError
@@ -37,7 +37,7 @@ from jaxzoo.export import read_zoo
 from jaxzoo.optim import init_state
 from jaxzoo.population import build_population
 from jaxzoo.steps import ARD_NOISE_STREAM, GroupSpec, StepFunctions, model_key, nll_and_correct
-from jaxzoo.train import POPULATION_AXIS, Group, ZooRun, tree_take
+from jaxzoo.train import POPULATION_AXIS, Group, ZooRun, run_epochs, tree_take
 
 DEFAULT_EPOCHS = 25
 ACCURACY_TOLERANCE = 0.01  # the original asserted rtol 1e-2 on the source's test accuracy
@@ -146,8 +146,8 @@ def sparsify(source_workdir, twin_workdir, epochs: int = DEFAULT_EPOCHS) -> dict
         raise SparsifyError(f"--out {twin_workdir} is the source zoo's --workdir: give the twin a workdir of its own")
     check_destination(pathlib.Path(twin_workdir), "--out")
     source = read_zoo(source_workdir)
-    if source.config["model"]["arch"] != "cnn_s":
-        raise SparsifyError(f"sparsify supports CNN-s zoos (the original's CNN_ARD), not {source.config['model']['arch']}")
+    if arch_name(source.config["model"]) != "cnn_s":
+        raise SparsifyError(f"sparsify supports CNN-s zoos (the original's CNN_ARD), not {arch_name(source.config['model'])}")
     if "sparsify" in source.config:
         raise SparsifyError(f"{source_workdir} is already a sparsified twin: pass the trained source zoo")
     if not 1 <= epochs <= 1000:
@@ -166,46 +166,30 @@ def sparsify(source_workdir, twin_workdir, epochs: int = DEFAULT_EPOCHS) -> dict
     population = build_population(table, config["population"])
     source_params = source.state(source_epoch)["params"]
     run = TwinRun(ConfigDict(config), population, dataset, source_params)
-    run.compile()
     path = checkpoint.prepare_workdir(twin_workdir, zoo_identity, config, table)
     checkpoint.set_aside_damaged(path)
     manager = checkpoint.open_manager(path, async_save=True)
-    model_ids = population.arrays["model_id"]
+
+    def record_source_checks(metrics: dict) -> None:
+        """Epoch 0: does each twin's masked model reproduce its source? (models.json records it)"""
+        acc_gap = np.abs(metrics["test_acc"] - source.metrics[source_epoch]["test_acc"])
+        source_loss = source.metrics[source_epoch]["test_loss"]
+        loss_gap = np.abs(metrics["test_nll"] - source_loss) / np.maximum(np.abs(source_loss), 1e-8)
+        for row, gap, rel in zip(table, acc_gap, loss_gap):
+            ok = gap <= ACCURACY_TOLERANCE and rel <= LOSS_RTOL
+            row["source_check"] = {"test_acc_gap": float(gap), "test_loss_rel_gap": float(rel), "ok": bool(ok)}
+        checkpoint.prepare_workdir(path, zoo_identity, config, table)
+        failed = int(sum(not r["source_check"]["ok"] for r in table))
+        log.info("twin epoch 0: %d of %d twins reproduce their source's test accuracy (within %.2f) and "
+                 "loss (within %.0f%%)", len(table) - failed, len(table), ACCURACY_TOLERANCE, 100 * LOSS_RTOL)
+
+    def describe(epoch: int, metrics: dict, seconds: float) -> str:
+        return (f"twin epoch {epoch}/{epochs}: sparsity mean {np.nanmean(metrics['sparsity']):.3f}, test_acc mean "
+                f"{np.nanmean(metrics['test_acc']):.4f}; {seconds:.1f} s")
+
     try:
-        latest = manager.latest_step()
-        if latest is None:
-            state = run.init_state()
-            metrics = run.initial_epoch(state)
-            acc_gap = np.abs(metrics["test_acc"] - source.metrics[source_epoch]["test_acc"])
-            source_loss = source.metrics[source_epoch]["test_loss"]
-            loss_gap = np.abs(metrics["test_nll"] - source_loss) / np.maximum(np.abs(source_loss), 1e-8)
-            for row, gap, rel in zip(table, acc_gap, loss_gap):
-                ok = gap <= ACCURACY_TOLERANCE and rel <= LOSS_RTOL
-                row["source_check"] = {"test_acc_gap": float(gap), "test_loss_rel_gap": float(rel), "ok": bool(ok)}
-            checkpoint.prepare_workdir(path, zoo_identity, config, table)  # records the checks
-            checkpoint.save_epoch(manager, 0, state, metrics)
-            checkpoint.rewrite_metrics_file(path, checkpoint.metrics_lines(0, model_ids, metrics))
-            failed = int(sum(not r["source_check"]["ok"] for r in table))
-            log.info("twin epoch 0: %d of %d twins reproduce their source's test accuracy (within %.2f) and "
-                     "loss (within %.0f%%)", len(table) - failed, len(table), ACCURACY_TOLERANCE, 100 * LOSS_RTOL)
-            first = 1
-        else:
-            _, state = checkpoint.restore_latest(manager, run.abstract_state())
-            state = jax.tree.map(np.asarray, state)
-            lines = []
-            for epoch in range(latest + 1):
-                lines += checkpoint.metrics_lines(epoch, model_ids, checkpoint.restore_metrics(manager.directory, epoch))
-            checkpoint.rewrite_metrics_file(path, lines)
-            first = latest + 1
-        for epoch in range(first, epochs + 1):
-            start = time.time()
-            state, metrics = run.train_epoch(state, epoch, None)
-            checkpoint.save_epoch(manager, epoch, state, metrics)
-            checkpoint.append_metrics(path, checkpoint.metrics_lines(epoch, model_ids, metrics))
-            log.info("twin epoch %d/%d: sparsity mean %.3f, test_acc mean %.4f; %.1f s (%.1f model-epochs/s)",
-                     epoch, epochs, np.nanmean(metrics["sparsity"]), np.nanmean(metrics["test_acc"]),
-                     time.time() - start, len(table) / (time.time() - start))
-        manager.wait_until_finished()
+        run_epochs(run, manager, path, population.arrays["model_id"], epochs, on_fresh=record_source_checks,
+                   describe=describe)
     finally:
         manager.close()
     return {"workdir": str(path), "epochs": epochs}

@@ -19,7 +19,7 @@ import os
 import pathlib
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -514,57 +514,68 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     distributed.barrier("jaxzoo-checkpoints-checked")
     manager = checkpoint.open_manager(path, config.runtime.async_checkpointing)
     try:
-        restored = checkpoint.restore_latest(manager, run.abstract_state())
-        if restored is None or restored[0] < num_epochs:
-            start = time.time()
-            programs = run.compile()
-            log.info("compiled %d program(s) for %d group(s) in %.1f s", programs, len(run.groups), time.time() - start)
-        if restored is None:
-            log.info("fresh zoo")
-            start = time.time()
-            state = run.init_state()
-            metrics = distributed.gather_metrics(run.initial_epoch(state))
-            checkpoint.save_epoch(manager, 0, state, metrics)
-            if distributed.is_primary():
-                checkpoint.rewrite_metrics_file(path, checkpoint.metrics_lines(0, model_ids, metrics))
-            log.info(summarize(0, num_epochs, metrics, time.time() - start))
-            first_epoch = 1
-        else:
-            last, state = restored
-            state = jax.tree.map(np.asarray, state)
-            lines = []
-            for epoch in range(last + 1):
-                metrics = checkpoint.restore_metrics(manager.directory, epoch)
-                lines += checkpoint.metrics_lines(epoch, model_ids, metrics)
-            if distributed.is_primary():
-                checkpoint.rewrite_metrics_file(path, lines)
-            log.info("resuming after epoch %d of %d", last, num_epochs)
-            first_epoch = last + 1
-        for epoch in range(first_epoch, num_epochs + 1):
-            start = time.time()
-            progress = None
-            if config.runtime.progress:
-                progress = tqdm(
-                    total=population.size * run.num_train, desc=f"epoch {epoch}/{num_epochs}",
-                    unit="model-sample", unit_scale=True, file=sys.stderr, leave=False,
-                )
-            state, metrics = run.train_epoch(state, epoch, progress)
-            metrics = distributed.gather_metrics(metrics)
-            if progress is not None:
-                progress.close()
-            checkpoint.save_epoch(manager, epoch, state, metrics)
-            if distributed.is_primary():
-                checkpoint.append_metrics(path, checkpoint.metrics_lines(epoch, model_ids, metrics))
-            seconds = time.time() - start
-            log.info(
-                "%s; %.0f model-samples/s",
-                summarize(epoch, num_epochs, metrics, seconds),
-                len(table) * run.num_train / seconds,
-            )
-        manager.wait_until_finished()
+        metrics = run_epochs(run, manager, path, model_ids, num_epochs, config.runtime.progress)
     finally:
         manager.close()
     return {"epoch": num_epochs, "metrics": metrics, "workdir": str(path)}
+
+
+def run_epochs(run: ZooRun, manager, path: pathlib.Path, model_ids: np.ndarray, num_epochs: int,
+               show_progress: bool = False, on_fresh: Callable[[dict], None] | None = None,
+               describe: Callable[[int, dict, float], str] | None = None) -> dict[str, np.ndarray]:
+    """Resumes a zoo after its newest complete epoch, or starts it (fresh state, epoch 0 =
+    evaluation before training), then trains up to `num_epochs`: each epoch is checkpointed,
+    then recorded in metrics.jsonl. `on_fresh(metrics)` runs after epoch 0's evaluation,
+    before it is saved; `describe(epoch, metrics, seconds)` is the log line of an epoch.
+    Returns the last epoch's metrics [M] per name (every process's models)."""
+    describe = describe or (lambda epoch, metrics, seconds: summarize(epoch, num_epochs, metrics, seconds))
+    restored = checkpoint.restore_latest(manager, run.abstract_state())
+    if restored is None or restored[0] < num_epochs:
+        start = time.time()
+        programs = run.compile()
+        log.info("compiled %d program(s) for %d group(s) in %.1f s", programs, len(run.groups), time.time() - start)
+    if restored is None:
+        log.info("fresh zoo")
+        start = time.time()
+        state = run.init_state()
+        metrics = distributed.gather_metrics(run.initial_epoch(state))
+        if on_fresh is not None:
+            on_fresh(metrics)
+        checkpoint.save_epoch(manager, 0, state, metrics)
+        if distributed.is_primary():
+            checkpoint.rewrite_metrics_file(path, checkpoint.metrics_lines(0, model_ids, metrics))
+        log.info(describe(0, metrics, time.time() - start))
+        first_epoch = 1
+    else:
+        last, state = restored
+        state = jax.tree.map(np.asarray, state)
+        lines = []
+        for epoch in range(last + 1):
+            metrics = checkpoint.restore_metrics(manager.directory, epoch)
+            lines += checkpoint.metrics_lines(epoch, model_ids, metrics)
+        if distributed.is_primary():
+            checkpoint.rewrite_metrics_file(path, lines)
+        log.info("resuming after epoch %d of %d", last, num_epochs)
+        first_epoch = last + 1
+    for epoch in range(first_epoch, num_epochs + 1):
+        start = time.time()
+        progress = None
+        if show_progress:
+            progress = tqdm(
+                total=run.population.size * run.num_train, desc=f"epoch {epoch}/{num_epochs}",
+                unit="model-sample", unit_scale=True, file=sys.stderr, leave=False,
+            )
+        state, metrics = run.train_epoch(state, epoch, progress)
+        metrics = distributed.gather_metrics(metrics)
+        if progress is not None:
+            progress.close()
+        checkpoint.save_epoch(manager, epoch, state, metrics)
+        if distributed.is_primary():
+            checkpoint.append_metrics(path, checkpoint.metrics_lines(epoch, model_ids, metrics))
+        seconds = time.time() - start
+        log.info("%s; %.0f model-samples/s", describe(epoch, metrics, seconds), len(model_ids) * run.num_train / seconds)
+    manager.wait_until_finished()
+    return metrics
 
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Zoo config file (configs/*.py).", lock_config=True)
