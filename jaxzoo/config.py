@@ -266,7 +266,8 @@ def _validate_factors(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"training.schedule_options: {error}") from None
     fractions = values_of(pop, "train_fraction")
     _check(not ("one_cycle" in values_of(pop, "schedule") and any(f < 1 for f in fractions)),
-           "schedule one_cycle needs the same number of updates for every model: drop it or train_fraction < 1")
+           "schedule one_cycle needs the same number of updates for every model: drop it, or the "
+           "population.train_fraction values below 1")
 
 
 _POPULATION_SETTINGS = ("seed_mode", "num_seeds", "first_seed", "max_models")
@@ -282,8 +283,8 @@ def _validate_custom(config: ml_collections.ConfigDict) -> None:
     fields = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
     pop = config.population
     _check(len(pop.activation) == 1 or "activation" in fields,
-           f"population.activation varies but model.module has no `activation` field: give it one "
-           f"(a name, e.g. 'relu') or use a single activation")
+           "population.activation varies but model.module has no `activation` field: give it one "
+           "(a name, e.g. 'relu') or use a single activation")
     _check(all(rate == 0 for rate in pop.dropout),
            "population.dropout is applied by the built-in models only: set it to (0.0,) and use nn.Dropout in "
            "model.module")

@@ -205,10 +205,10 @@ class Group:
     chunks: list[tuple[np.ndarray, int]]
 
 
-def group_spec(config: ml_collections.ConfigDict, static: dict[str, Any], dropout: bool, subset: bool,
-               noise: bool) -> GroupSpec:
-    """The program of models with static factors `static`: which optimizer hyperparameters are
-    per-model arrays (lr, weight decay, and every other one the zoo varies), the fixed rest."""
+def group_spec(config: ml_collections.ConfigDict, static: dict[str, Any]) -> GroupSpec:
+    """The program of models with static factors `static` (`Population.groups`): which optimizer
+    hyperparameters are per-model arrays (lr, weight decay, every other one the zoo varies), the
+    fixed rest, the schedule's options; dropout, train subset and label noise as flags."""
     pop = config.population
     entry = optimizer_entry(static["optimizer"])
     injected = tuple(name for name in entry.hyperparams if name in ("lr", "weight_decay") or values_of(pop, name))
@@ -217,7 +217,8 @@ def group_spec(config: ml_collections.ConfigDict, static: dict[str, Any], dropou
     schedule = static["schedule"]
     options = schedule_options(schedule, to_plain(config.training.get("schedule_options")).get(schedule))
     return GroupSpec(static["activation"], static["optimizer"], injected, fixed, schedule,
-                     tuple(sorted(options.items())), dropout, subset, noise)
+                     tuple(sorted(options.items())), static["dropout"], static["train_fraction"],
+                     static["label_noise"])
 
 
 def group_chunks(members: np.ndarray, chunk_size: int) -> list[tuple[np.ndarray, int]]:
@@ -267,7 +268,7 @@ class ZooRun:
             conv = cpu_conv.resolve(config.runtime.conv)
             self.groups, shared = [], {}
             for static, members in population.groups():
-                spec = group_spec(config, static, static["dropout"], static["train_fraction"], static["label_noise"])
+                spec = group_spec(config, static)
                 fns = self.group_functions(spec, members, conv, shared)
                 self.groups.append(Group(spec, members, fns, group_chunks(members, self.plan.chunk_size)))
             self.last_batch_size = 0

@@ -376,7 +376,7 @@ def tfds_native(target: str, name: str, options) -> Native:
             try:
                 with tfds_source.quiet():
                     source = tfds.data_source(target, split=split, data_dir=data_dir, download=False)
-            except Exception as error:  # not prepared, or prepared without random access
+            except Exception:  # not prepared, or prepared without random access
                 with tfds_source.quiet():
                     try:
                         prepared = builder.is_prepared()
