@@ -37,10 +37,11 @@ def kl_approximation(log_alpha_value: jax.Array) -> jax.Array:
     return -jnp.sum(K1 * jax.nn.sigmoid(K2 + K3 * la) - 0.5 * jnp.log1p(jnp.exp(-la)) - K1)
 
 
-def kl_weight(epoch_index: int | jax.Array) -> jax.Array:
-    """The original's schedule min(1, 0.01 * epoch / 25); training epochs use 0..24, the
-    initial evaluation -1 (so its logged loss has a weight of -0.0004)."""
-    return jnp.minimum(1.0, 0.01 * epoch_index / 25.0)
+def kl_weight(epoch_index: int | jax.Array, num_epochs: int) -> jax.Array:
+    """The original's schedule min(1, 0.01 * epoch / n), n the twin run's number of epochs (25 in
+    the original scripts); training epochs use 0..n-1, the initial evaluation -1 (so its logged
+    loss has a weight of -0.01 / n)."""
+    return jnp.minimum(1.0, 0.01 * epoch_index / num_epochs)
 
 
 def layer_kinds(params) -> dict[str, str]:

@@ -1,14 +1,21 @@
 """Exports a jaxzoo workdir in the formats the weight-space community reads.
 
   python -m jaxzoo.export --workdir W --out DIR [--format trials|vectors|all]
-                          [--epochs 5,15,50] [--threshold 5] [--overwrite]
+                          [--epochs 5,15,50] [--threshold 5] [--optimizer_state last|all]
+                          [--twin_weights raw|masked] [--with_data] [--overwrite]
 
 `<out>/<experiment>/` receives:
   config.json, index_dict.json, readme.md, dataset.json     zoo level
-  <trial>/params.json, result.json, checkpoint_{e:06d}/checkpoints (+ optimizer at the last
-      epoch): the original trial folders, PyTorch state_dicts with the original keys (needs torch)
+  model.py                      PyTorch classes that rebuild every trial from its params.json
+  dataset.pt                    (--with_data) the preprocessed splits the zoo was trained on
+  trials/<trial>/params.json, result.json, checkpoint_{e:06d}/checkpoints (+ optimizer): the
+      original trial folders, PyTorch state_dicts with the original keys (needs torch). trials/
+      holds nothing else, because the original loader takes every subfolder for a model. The
+      optimizer state is the last epoch's (the paper; default) or every epoch's (the original
+      code; --optimizer_state all).
   vectors/{train,val,test}.safetensors + .json (+ dataset.pt with torch): the flat-vector
-      dataset, split 70/15/15 by model after a seed-42 shuffle, NaN/|w|>threshold rows dropped
+      dataset, split 70/15/15 by model after a seed-42 shuffle, NaN/|w|>threshold rows dropped;
+      twins' vectors hold the raw weights (the original) or the masked ones (--twin_weights masked)
 
 Trial folders and vector files are written under temporary names and renamed when complete,
 so an interrupted export reruns to completion without duplicates.
@@ -39,8 +46,12 @@ from jaxzoo.architectures import (RESNET_ARCHS, arch_name, arch_spec, build_mode
                                   object_name, param_order, params_shapes)
 from jaxzoo.factors import FACTOR_TABLE, Factor, model_value, values_of
 from jaxzoo.optim import optimizer_entry, torch_state
+from jaxzoo.paper_zoos import recorded_params
 
 FORMATS = ("trials", "vectors", "all")
+OPTIMIZER_STATES = ("last", "all")  # the paper keeps the last epoch's; the original code every epoch's
+TWIN_WEIGHTS = ("raw", "masked")  # the original vectorizes the raw ARD weights
+TRIALS = "trials"  # the original experiment folder: trial folders and nothing else
 SPLIT_FRACTIONS = (0.7, 0.15)
 SPLIT_SEED = 42
 DEFAULT_THRESHOLD = 5.0
@@ -113,11 +124,12 @@ class Zoo:
             return list(resnet.torch_state_dict(state).items())
         return self.params_torch(state["params"], dropout)
 
-    def flat_vectors(self, state: dict) -> np.ndarray:
-        """[M, P] float32 flat vectors of the population (ResNet: trainable parameters only)."""
+    def flat_vectors(self, state: dict, masked: bool = True) -> np.ndarray:
+        """[M, P] float32 flat vectors of the population (ResNet: trainable parameters only;
+        twins: the masked weights, or the raw ones with masked=False)."""
         if self.is_resnet:
             return resnet.flat_vectors(state["params"])
-        return self.params_vectors(self.vector_params(state["params"]))
+        return self.params_vectors(self.vector_params(state["params"], masked))
 
     def params_vectors(self, params: dict) -> np.ndarray:
         """Population params -> [M, P] float32: the export's tensors flattened in state_dict order."""
@@ -156,10 +168,18 @@ class Zoo:
     def layout_dropout(self, row: dict) -> float:
         return 0.0 if self.is_twin else row["dropout"]
 
-    def vector_params(self, params: dict) -> dict:
-        """Params whose flat vectors are exported: masked weights for twins."""
+    @property
+    def has_val(self) -> bool:
+        """Whether the zoo recorded val metrics (Tiny-ImageNet has no val split)."""
+        return bool(np.isfinite(self.metrics[self.epochs[0]]["val_acc"]).any())
+
+    def vector_params(self, params: dict, masked: bool = True) -> dict:
+        """Params whose flat vectors are taken: for twins the kernels and biases, masked (log alpha
+        >= 3 set to 0) unless masked=False; their log sigma^2 are not part of the vector."""
         if not self.is_twin:
             return params
+        if not masked:
+            return {name: {"kernel": layer["kernel"], "bias": layer["bias"]} for name, layer in params.items()}
         from jaxzoo import ard
 
         return jax.tree.map(np.asarray, ard.masked_params(params))
@@ -247,10 +267,11 @@ def torch_optimizer_note(row: dict) -> dict:
 
 
 def original_params(zoo: Zoo, row: dict) -> dict:
-    """params.json of one trial with the original's config keys."""
+    """params.json of one trial with the original's config keys; a paper zoo's also carry what
+    the original script of that zoo recorded (`paper_zoos.recorded_params`)."""
     config = zoo.config
     extra = {"optim::scheduler": "OneCycleLR", "training::dataloader": "normal"} if zoo.is_resnet else {}
-    return {
+    params = {
         "model::type": model_type(zoo),
         "model::channels_in": zoo.channels_in,
         "model::o_dim": zoo.num_classes,
@@ -266,10 +287,12 @@ def original_params(zoo: Zoo, row: dict) -> dict:
         "dataset::image_size": config["data"]["image_size"],
         "cuda": False,
         "jaxzoo::model_id": row["model_id"],
+        "jaxzoo::num_classes": zoo.num_classes,  # the original CNNs ignore o_dim and output 10
         "jaxzoo::zoo": zoo.identity_hash,
         **torch_optimizer_note(row),
         **extra,
     }
+    return recorded_params(config.get("original", {}).get("experiment", ""), params)
 
 
 def search_pattern(zoo: Zoo) -> dict:
@@ -296,9 +319,17 @@ def trial_name(row: dict) -> str:
 
 
 def result_lines(zoo: Zoo, index: int, params: dict) -> list[str]:
+    """result.json of one trial: a JSON object per epoch, as Ray Tune's JsonLogger wrote them.
+
+    Non-finite values are null (valid JSON); a zoo without a val split has no val keys, and
+    twins carry `sparsity_ratio`, as the original's lines."""
+    names = [name for name in METRICS if zoo.has_val or not name.startswith("val_")]
     lines = []
     for epoch in zoo.epochs:
-        values = {name: float(zoo.metrics[epoch][name][index]) for name in METRICS}
+        values = {name: float(zoo.metrics[epoch][name][index]) for name in names}
+        if zoo.is_twin:
+            values["sparsity_ratio"] = float(zoo.metrics[epoch]["sparsity"][index])
+        values = {name: value if np.isfinite(value) else None for name, value in values.items()}
         line = {**values, "training_iteration": epoch, "done": epoch == zoo.epochs[-1],
                 "trial_id": f"{params['jaxzoo::model_id']:05d}", "config": params}
         lines.append(json.dumps(line))
@@ -306,8 +337,8 @@ def result_lines(zoo: Zoo, index: int, params: dict) -> list[str]:
 
 
 def torch_optimizer_state(zoo: Zoo, row: dict, index: int, final_state: dict, torch) -> dict | None:
-    """The model's final optimizer state as its PyTorch optimizer's state_dict (None when its
-    optimizer has no PyTorch counterpart: params.json says why)."""
+    """The model's optimizer state in `final_state` (one epoch's population state) as its PyTorch
+    optimizer's state_dict (None when its optimizer has no PyTorch counterpart: params.json says why)."""
     if zoo.is_resnet:  # one SGD; the momentum buffers follow model.parameters()
         from jaxzoo.torch import build_model
 
@@ -342,8 +373,11 @@ def torch_optimizer_state(zoo: Zoo, row: dict, index: int, final_state: dict, to
     return state_dict
 
 
-def write_trials(zoo: Zoo, folder: pathlib.Path, log) -> int:
-    """One trial folder per model (skips complete ones); returns how many were written."""
+def write_trials(zoo: Zoo, folder: pathlib.Path, log, optimizer_state: str = "last") -> int:
+    """One trial folder per model in `folder` (skips complete ones); returns how many were written.
+
+    optimizer_state: 'last' writes the final epoch's optimizer state (the paper), 'all' every
+    epoch's (the original code)."""
     try:
         import torch
     except ImportError:
@@ -355,11 +389,12 @@ def write_trials(zoo: Zoo, folder: pathlib.Path, log) -> int:
     params_by_model = {i: original_params(zoo, row) for i, row in todo}
     # State_dict keys depend on the dropout setting; the arrays (PyTorch layout) do not.
     keys = {flag: [key for key, _ in zoo.torch_arrays(zoo.state(0), float(flag))] for flag in (0, 1)}
-    arrays_by_epoch = {}
+    arrays_by_epoch, optimizer_epochs = {}, {}
     for epoch in zoo.epochs:  # PyTorch layout of the whole population, once per epoch
         state = zoo.state(epoch)
         arrays_by_epoch[epoch] = [np.ascontiguousarray(a) for _, a in zoo.torch_arrays(state)]
-    final_state = state
+        if (optimizer_state == "all" or epoch == zoo.epochs[-1]) and "opt_state" in state:  # ingested: none
+            optimizer_epochs[epoch] = {"opt_state": state["opt_state"], "params": state["params"]}
     for count, (index, row) in enumerate(todo):
         target = folder / trial_name(row)
         tmp = folder / f".{target.name}.partial"
@@ -376,9 +411,10 @@ def write_trials(zoo: Zoo, folder: pathlib.Path, log) -> int:
             epoch_dir = tmp / f"checkpoint_{epoch:06d}"
             epoch_dir.mkdir()
             torch.save(state_dict, epoch_dir / "checkpoints")
-        optimizer_state = torch_optimizer_state(zoo, row, index, final_state, torch)
-        if optimizer_state is not None:
-            torch.save(optimizer_state, tmp / f"checkpoint_{zoo.epochs[-1]:06d}" / "optimizer")
+        for epoch, state in optimizer_epochs.items():
+            optimizer = torch_optimizer_state(zoo, row, index, state, torch)
+            if optimizer is not None:
+                torch.save(optimizer, tmp / f"checkpoint_{epoch:06d}" / "optimizer")
         os.replace(tmp, target)
         if (count + 1) % 200 == 0:
             log(f"  {count + 1}/{len(todo)} trial folders")
@@ -396,14 +432,17 @@ def model_splits(zoo: Zoo) -> dict[str, list[int]]:
     return {"train": indices[:n_train], "val": indices[n_train : n_train + n_val], "test": indices[n_train + n_val :]}
 
 
-def vector_splits(zoo: Zoo, epochs: list[int], threshold: float) -> tuple[dict[str, "VectorSplit"], dict]:
+def vector_splits(zoo: Zoo, epochs: list[int], threshold: float,
+                  twin_weights: str = "raw") -> tuple[dict[str, "VectorSplit"], dict]:
     """The flat-vector dataset in memory: {split: VectorSplit} and the filter counts per split.
 
     Rows are (model, epoch) of the split's models; rows with NaN/inf or |w| > threshold are
-    dropped and counted, as the original loader did.
+    dropped and counted, as the original loader did. Properties carry jaxzoo's names and the
+    original's (`drop_in_properties`); twins' vectors are raw weights unless twin_weights='masked'.
     """
     layout = zoo.vector_layout()
-    weights_by_epoch = {epoch: zoo.flat_vectors(zoo.state(epoch)) for epoch in epochs}
+    masked = twin_weights == "masked"
+    weights_by_epoch = {epoch: zoo.flat_vectors(zoo.state(epoch), masked) for epoch in epochs}
     splits, counts = {}, {}
     for split, models in model_splits(zoo).items():
         rows = [(m, e) for m in models for e in epochs]
@@ -420,12 +459,25 @@ def vector_splits(zoo: Zoo, epochs: list[int], threshold: float) -> tuple[dict[s
         for name in METRICS:
             properties[name] = np.array([zoo.metrics[e][name][m] for m, e in kept], np.float32)
         properties["seed"] = np.array([zoo.table[m]["seed"] for m, _ in kept], np.int64)
+        if zoo.is_twin:
+            properties["sparsity_ratio"] = np.array([zoo.metrics[e]["sparsity"][m] for m, e in kept], np.float32)
         for factor in property_factors(zoo):
             values = [zoo.table[m][factor.name] for m, _ in kept]
             properties[factor.name] = np.array(values, np.float64) if factor.kind == "numeric" else values
+        properties.update(drop_in_properties(zoo, properties))
         splits[split] = VectorSplit(np.ascontiguousarray(weights[keep]), properties, layout)
         counts[split] = {"rows": int(keep.sum()), "dropped_nan": int(nan.sum()), "dropped_threshold": int(large.sum())}
     return splits, counts
+
+
+def drop_in_properties(zoo: Zoo, properties: dict) -> dict:
+    """The same rows under the original loader's property keys, which its consumers read:
+    training_iteration (the epoch) and each factor's params.json key (model::nlin, optim::lr, ...)."""
+    aliases = {"training_iteration": properties["epoch"]}
+    for factor in property_factors(zoo):
+        if factor.original_key not in properties:
+            aliases[factor.original_key] = properties[factor.name]
+    return aliases
 
 
 def property_factors(zoo: Zoo) -> list[Factor]:
@@ -433,14 +485,15 @@ def property_factors(zoo: Zoo) -> list[Factor]:
     return [f for f in FACTOR_TABLE if f.name in zoo.table[0]]
 
 
-def write_vectors(zoo: Zoo, folder: pathlib.Path, epochs: list[int], threshold: float, log) -> dict:
+def write_vectors(zoo: Zoo, folder: pathlib.Path, epochs: list[int], threshold: float, log,
+                  twin_weights: str = "raw") -> dict:
     """Writes the flat-vector dataset (safetensors + json, dataset.pt); returns the filter report."""
     from safetensors.numpy import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
-    splits, counts = vector_splits(zoo, epochs, threshold)
+    splits, counts = vector_splits(zoo, epochs, threshold, twin_weights)
     for split, data in splits.items():
-        categorical = [f.name for f in property_factors(zoo) if f.kind == "categorical"]
+        categorical = [k for k, v in data.properties.items() if isinstance(v, list)]
         numeric = {k: v for k, v in data.properties.items() if k not in categorical}
         tmp = folder / f".{split}.safetensors.partial"
         save_file({"weights": data.weights, **numeric}, str(tmp))
@@ -454,7 +507,8 @@ def write_vectors(zoo: Zoo, folder: pathlib.Path, epochs: list[int], threshold: 
         os.replace(folder / f".{split}.json.partial", folder / f"{split}.json")
         log(f"  vectors/{split}: {meta['rows']} rows kept, {meta['dropped_nan']} NaN, {meta['dropped_threshold']} over |w| > {threshold}")
     write_torch_dataset(folder, log)
-    return {"threshold": threshold, "epochs": epochs, "splits": counts}
+    return {"threshold": threshold, "epochs": epochs, "splits": counts,
+            **({"twin_weights": twin_weights} if zoo.is_twin else {})}
 
 
 def layout_size(layout: dict) -> int:
@@ -515,27 +569,44 @@ def load_vectors(export_dir: str | os.PathLike) -> dict[str, VectorSplit]:
     return {split: load_vectors_split(folder, split) for split in ("train", "val", "test")}
 
 
-def zoo_readme(zoo: Zoo, formats: str) -> str:
+def zoo_readme(zoo: Zoo, settings: dict) -> str:
+    """readme.md of an export: what each folder holds and what was kept where."""
     n = len(zoo.table)
+    last = zoo.epochs[-1]
+    kept = ("the last epoch's optimizer state (checkpoint_{:06d}/optimizer), as the paper".format(last)
+            if settings["optimizer_state"] == "last" else
+            "every epoch's optimizer state (checkpoint_*/optimizer), as the original code")
+    twin = ("" if not zoo.is_twin else
+            f"Flat vectors of this sparsified twin zoo hold the {settings['twin_weights']} weights "
+            f"({'as the original' if settings['twin_weights'] == 'raw' else 'weights with log alpha >= 3 set to 0'}); "
+            "result.json and the vector properties carry sparsity_ratio.\n")
     return (
         f"# {zoo.config['name']}\n\nExported by jaxzoo from zoo {zoo.identity_hash}: {n} models "
-        f"({zoo.config['model']['arch']}) on {zoo.config['data']['name']}, epochs 0..{zoo.epochs[-1]}.\n"
-        f"Formats: {formats}. Trial folders hold params.json, result.json (line e = epoch e) and "
-        "checkpoint_{e:06d}/checkpoints (PyTorch state_dict, original keys); load them with "
-        "`jaxzoo.torch.build_model(params)`. vectors/ holds the flat-vector dataset (safetensors + json).\n"
-        f"{zoo.config.get('notes', '')}\n"
+        f"({zoo.config['model']['arch']}) on {zoo.config['data']['name']}, epochs 0..{last}.\n"
+        f"Formats: {settings['formats']}. trials/ holds one folder per model and nothing else (point the "
+        "original ModelDatasetBase there): params.json, result.json (line e = epoch e) and "
+        "checkpoint_{e:06d}/checkpoints (PyTorch state_dict, original keys), with " + kept + ". "
+        "model.py rebuilds any trial with torch alone: `build_model(json.load(open('params.json')))`. "
+        "vectors/ holds the flat-vector dataset (safetensors + json), split 70/15/15 by model.\n"
+        f"{twin}{zoo.config.get('notes', '')}\n"
     )
 
 
 def export(workdir, out, formats: str = "all", epochs: list[int] | None = None,
-           threshold: float = DEFAULT_THRESHOLD, overwrite: bool = False, log=print) -> dict:
+           threshold: float = DEFAULT_THRESHOLD, overwrite: bool = False, log=print,
+           optimizer_state: str = "last", twin_weights: str = "raw", with_data: bool = False) -> dict:
     """Exports the zoo in `workdir` to `out/<experiment>`; returns a report (filters, time).
 
-    `log` receives progress lines (None: silent).
+    optimizer_state: 'last' (the paper) or 'all' (the original code) epochs' optimizer states in
+    the trial folders; twin_weights: 'raw' (the original) or 'masked' flat vectors of a twin zoo;
+    with_data: also write the preprocessed splits (dataset.pt). `log` receives progress lines
+    (None: silent).
     """
     log = log or (lambda message: None)
-    if formats not in FORMATS:
-        raise ExportError(f"unknown format {formats!r}: choose from {FORMATS}")
+    for name, value, choices in (("format", formats, FORMATS), ("optimizer_state", optimizer_state, OPTIMIZER_STATES),
+                                 ("twin_weights", twin_weights, TWIN_WEIGHTS)):
+        if value not in choices:
+            raise ExportError(f"unknown {name} {value!r}: choose from {choices}")
     check_destination(pathlib.Path(out), "--out")
     start = time.time()
     zoo = read_zoo(workdir)
@@ -545,7 +616,8 @@ def export(workdir, out, formats: str = "all", epochs: list[int] | None = None,
     if bad:
         raise ExportError(f"epochs {bad} are not in the zoo (0..{zoo.epochs[-1]}): choose from those")
     target = pathlib.Path(out).absolute() / zoo.experiment
-    settings = {"zoo": zoo.identity_hash, "formats": formats, "epochs": epochs, "threshold": threshold}
+    settings = {"zoo": zoo.identity_hash, "formats": formats, "epochs": epochs, "threshold": threshold,
+                "optimizer_state": optimizer_state, "twin_weights": twin_weights, "with_data": with_data}
     manifest_path = target / MANIFEST
     if manifest_path.exists():
         try:
@@ -562,7 +634,7 @@ def export(workdir, out, formats: str = "all", epochs: list[int] | None = None,
         raise ExportError(f"{target} exists and is not a jaxzoo export: choose another --out")
     created = next((p for p in reversed((target, *target.parents)) if not p.exists()), None)
     try:
-        report = write_export(zoo, target, settings, formats, epochs, threshold, log)
+        report = write_export(zoo, target, settings, log)
     except UserError:  # a damaged checkpoint found while writing: remove what this call created
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
@@ -572,23 +644,30 @@ def export(workdir, out, formats: str = "all", epochs: list[int] | None = None,
     return report
 
 
-def write_export(zoo: Zoo, target: pathlib.Path, settings: dict, formats: str, epochs: list[int],
-                 threshold: float, log) -> dict:
+def write_export(zoo: Zoo, target: pathlib.Path, settings: dict, log) -> dict:
     """Writes the export's files into `target` (manifest last marked complete); returns the report."""
+    from jaxzoo import bundle
+
+    formats = settings["formats"]
     manifest_path = target / MANIFEST
     target.mkdir(parents=True, exist_ok=True)
     manifest_path.write_text(json.dumps({**settings, "complete": False}))
     (target / "config.json").write_text(json.dumps(search_pattern(zoo), indent=1, default=str))
     (target / "index_dict.json").write_text(json.dumps(zoo.vector_layout(), indent=1))
     (target / "dataset.json").write_text(json.dumps({**zoo.config["data"], "dataset_seed": 42}, indent=1))
-    (target / "readme.md").write_text(zoo_readme(zoo, formats))
+    (target / "readme.md").write_text(zoo_readme(zoo, settings))
+    bundle.write_model_file(target)
+    if settings["with_data"]:
+        log("writing the preprocessed splits (dataset.pt) ...")
+        bundle.write_training_data(zoo, target, log)
     report = {"out": str(target), "models": len(zoo.table), "epochs": len(zoo.epochs)}
     if formats in ("trials", "all"):
         log(f"writing {len(zoo.table)} trial folders ...")
-        report["trials_written"] = write_trials(zoo, target, log)
+        report["trials_written"] = write_trials(zoo, target / TRIALS, log, settings["optimizer_state"])
     if formats in ("vectors", "all"):
         log("writing the flat-vector dataset ...")
-        report["vectors"] = write_vectors(zoo, target / "vectors", epochs, threshold, log)
+        report["vectors"] = write_vectors(zoo, target / "vectors", settings["epochs"], settings["threshold"], log,
+                                          settings["twin_weights"])
     manifest_path.write_text(json.dumps({**settings, "complete": True, "report": report}, indent=1))
     return report
 
@@ -608,11 +687,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=epoch_list, default="", help="comma-separated epochs for the vectors (default: all)")
     parser.add_argument("--threshold", type=number_in(0, low_open=True), default=DEFAULT_THRESHOLD,
                         help="drop rows with |w| above it")
+    parser.add_argument("--optimizer_state", default="last", choices=OPTIMIZER_STATES,
+                        help="last: the final epoch's optimizer state (the paper); all: every epoch's (the original code)")
+    parser.add_argument("--twin_weights", default="raw", choices=TWIN_WEIGHTS,
+                        help="flat vectors of a twin zoo: raw ARD weights (the original) or masked")
+    parser.add_argument("--with_data", action="store_true", help="also write the preprocessed splits (dataset.pt)")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
 
     def action():
-        report = export(args.workdir, args.out, args.format, args.epochs, args.threshold, args.overwrite)
+        report = export(args.workdir, args.out, args.format, args.epochs, args.threshold, args.overwrite,
+                        optimizer_state=args.optimizer_state, twin_weights=args.twin_weights, with_data=args.with_data)
         print(f"exported to {report['out']} in {report['seconds']:.1f} s")
 
     return run(action, args.verbose)

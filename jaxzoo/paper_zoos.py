@@ -15,7 +15,9 @@ HYP_INITS = ("uniform", "normal", "kaiming_uniform", "kaiming_normal")
 
 COMMON_NOTES = (
     "Follows the original code (ModelZooDataset @efccaf3): val is recorded every epoch (the "
-    "shipped tensor loader never built one, C1); optimizer state is kept every epoch (D4); "
+    "shipped tensor loader never built one, C1); the workdir keeps the optimizer state of every "
+    "epoch, and the export writes the last epoch's (as the paper) or every epoch's with "
+    "--optimizer_state all (as the code; D4); "
     "model randomness comes from the model seed through JAX keys, so runs match the original "
     "in distribution, not bitwise."
 )
@@ -94,6 +96,39 @@ RESNET_NOTES = (
 )
 
 PAPER_ZOOS = CNN_PAPER_ZOOS + tuple(RESNET_ZOOS)
+
+
+# What the original scripts wrote into params.json beyond the factors (per experiment; the
+# values are the scripts' own, unused ones included: the CNNs ignore o_dim and use_bias).
+SCRIPT_RECORDS = {"training::start_epoch": 1, "training::output_epoch": 1, "training::val_epochs": 1,
+                  "training::idx_out": 500, "training::checkpoint_dir": None}
+O_DIM_4 = ("tune_zoo_mnist_uniform", "tune_zoo_f_mnist_uniform", "tune_zoo_svhn_uniform")
+NO_USE_BIAS = ("tune_zoo_mnist_", "tune_zoo_f_mnist_", "tune_zoo_svhn_")  # Hyp scripts without the key
+INTEGER_DROPOUT_ZERO = ("tune_zoo_cifar10_uniform_", "tune_zoo_cifar10_small_h", "tune_zoo_cifar10_large_h",
+                        "tune_zoo_stl_small_h", "tune_zoo_stl_large_h", "tune_zoo_usps_h")
+
+
+def recorded_params(experiment: str, params: dict) -> dict:
+    """A trial's params.json (original keys) as the original script of paper zoo `experiment`
+    recorded it: o_dim, use_bias (absent from the MNIST/F-MNIST/SVHN Hyp scripts), training::*,
+    and a zero the script wrote as the integer 0. Other zoos' params come back unchanged."""
+    known = {original_experiment(f, k) for f in FAMILIES for k in KINDS} | {z[5] for z in RESNET_ZOOS.values()}
+    if experiment not in known:
+        return params
+    params = {**params, **SCRIPT_RECORDS}
+    if experiment in O_DIM_4:
+        params["model::o_dim"] = 4
+    if experiment.startswith(NO_USE_BIAS) and "hyperparameter" in experiment:
+        params.pop("model::use_bias", None)
+    else:
+        params["model::use_bias"] = False  # recorded, never read: every layer has a bias
+    if experiment.startswith(INTEGER_DROPOUT_ZERO) and params.get("model::dropout") == 0:
+        params["model::dropout"] = 0
+    if experiment.startswith("tune_zoo_svhn_hyperparameter") and params.get("optim::wd") == 0:
+        params["optim::wd"] = 0
+    if "resnet18" in experiment:
+        params.update({"training::loss": "nll", "testloader::workers": 3})
+    return params
 
 
 def original_experiment(family: str, kind: str) -> str:

@@ -3,7 +3,7 @@
 Every model of the trained CNN-s zoo in W is sparsified with Variational Dropout (`jaxzoo.ard`)
 from its last epoch, the whole population at once, as the original's CNN_ARD runs
 : log sigma^2 = -10, the model's own optimizer and learning rate (fresh state),
-cross-entropy + KL with weight min(1, 0.01 * (epoch - 1) / 25), 25 epochs. Each model draws its
+cross-entropy + KL with weight min(1, 0.01 * (epoch - 1) / n) over the run's n epochs (25 by default). Each model draws its
 noise from its own seed (the original gave every twin the same seed). The twin zoo is a
 workdir like any other (config.json, models.json, metrics.jsonl, Orbax checkpoints 0..25,
 resume by rerunning), with the metric `sparsity` per epoch; evaluation (val, test) uses the
@@ -83,8 +83,10 @@ class TwinRun(ZooRun):
         def init(source_params, factors):
             return jax.vmap(init_one)(source_params, {name: factors[name] for name in spec.injected})
 
+        num_epochs = self.config.training.num_epochs
+
         def train(state, factors, x, y, mask, epoch, first_step):
-            kl_w = ard.kl_weight(epoch - 1)
+            kl_w = ard.kl_weight(epoch - 1, num_epochs)
 
             def one_step(params, opt_state, xb, yb, mb, key):
                 def loss_fn(p):
@@ -128,7 +130,7 @@ class TwinRun(ZooRun):
                  epoch: int) -> dict[str, np.ndarray]:
         """Masked-weight metrics; logged losses include kl_weight * KL, as the original."""
         sparsity, kl, masked = self.model_stats(state["params"])
-        kl_w = float(ard.kl_weight(epoch - 1))
+        kl_w = float(ard.kl_weight(epoch - 1, self.config.training.num_epochs))
         metrics = {"sparsity": np.asarray(sparsity)[:real]}
         plain = super().evaluate(group, {"params": masked}, factors, splits, real, epoch)
         for split in splits:

@@ -1,5 +1,6 @@
 """Export to the original trial folders and the flat-vector dataset; PyTorch equality."""
 
+import dataclasses
 import json
 import shutil
 import types
@@ -98,20 +99,26 @@ def exported(tmp_path_factory):
 
 
 def trial_dirs(folder):
-    return sorted(p for p in folder.iterdir() if p.name.startswith("NN_tune_trainable_"))
+    return sorted(p for p in (folder / "trials").iterdir() if p.name.startswith("NN_tune_trainable_"))
+
+
+def strict_json(constant):
+    raise ValueError(f"{constant} is not JSON")
 
 
 def test_trial_folders_follow_the_original_layout(exported, real_images):
     workdir, out, _ = exported
     trials = trial_dirs(out)
     assert len(trials) == 32
-    for name in ("config.json", "index_dict.json", "readme.md", "dataset.json", "export.json"):
+    for name in ("config.json", "index_dict.json", "readme.md", "dataset.json", "export.json", "model.py"):
         assert (out / name).exists()
+    # The original loader takes every subfolder of the experiment folder for a model.
+    assert sorted(p.name for p in (out / "trials").iterdir()) == [t.name for t in trials]
     ds = load_dataset("mnist_5k", 28, max_examples_per_split=120)
     test_x = torch.from_numpy(normalise(ds.test[0], ds.mean, ds.std).transpose(0, 3, 1, 2).copy())
     for trial in trials[:6]:
         params = json.loads((trial / "params.json").read_text())
-        lines = [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
+        lines = [json.loads(line, parse_constant=strict_json) for line in (trial / "result.json").read_text().splitlines()]
         assert [line["training_iteration"] for line in lines] == [0, 1, 2]
         model = build_model(params).eval()
         for epoch, line in enumerate(lines):
@@ -135,7 +142,7 @@ def test_exported_optimizer_continues_training_like_jax(exported, real_images):
     for optimizer_name in ("adam", "sgd"):
         index = next(i for i, r in enumerate(table) if r["optimizer"] == optimizer_name)
         row = table[index]
-        trial = out / export.trial_name(row)
+        trial = out / "trials" / export.trial_name(row)
         params_json = json.loads((trial / "params.json").read_text())
         model = build_model(params_json).eval()
         model.load_state_dict(torch.load(trial / "checkpoint_000002" / "checkpoints"), strict=True)
@@ -170,7 +177,7 @@ def test_vectors_round_trip_and_filters(exported):
     train = splits["train"]
     row = 5
     model_id, epoch = int(train.properties["model_id"][row]), int(train.properties["epoch"][row])
-    trial = out / export.trial_name(json.loads((workdir / "models.json").read_text())[model_id])
+    trial = out / "trials" / export.trial_name(json.loads((workdir / "models.json").read_text())[model_id])
     state = torch.load(trial / f"checkpoint_{epoch:06d}" / "checkpoints")
     from_state = np.concatenate([state[f"module_list.{i}.{p}"].numpy().reshape(-1) for i in module_indices(ARCHS["cnn_s"], float(train.properties["dropout"][row])) for p in ("weight", "bias")])
     np.testing.assert_array_equal(train.weights[row], from_state)
@@ -215,10 +222,10 @@ def test_refusals_and_interrupted_rerun(exported, tmp_path, monkeypatch):
     (target / "export.json").write_text(json.dumps({**manifest, "complete": False}))
     victim = trial_dirs(target)[3]
     shutil.rmtree(victim)
-    (target / f".{victim.name}.partial").mkdir()
+    (target / "trials" / f".{victim.name}.partial").mkdir()
     report = export.export(workdir, copy, log=None)
     assert report["trials_written"] == 1 and len(trial_dirs(target)) == 32
-    assert not list(target.glob(".*partial"))
+    assert not list((target / "trials").glob(".*partial"))
 
     monkeypatch.setitem(__import__("sys").modules, "torch", None)
     with pytest.raises(export.ExportError, match="needs torch: pip install"):
@@ -280,3 +287,77 @@ def test_vectors_without_torch_say_why_dataset_pt_is_missing(exported, tmp_path,
     vectors = tmp_path / report["out"].rsplit("/", 1)[1] / "vectors"
     assert (vectors / "train.safetensors").exists() and not (vectors / "dataset.pt").exists()
     assert any("dataset.pt skipped: torch is not installed" in line for line in lines)
+
+
+def test_original_loader_sees_only_models_and_splits_them_as_the_vectors(exported):
+    """The original ModelDatasetBase: every subfolder of the experiment folder is a model; the list
+    is shuffled with random.seed(42) and cut 70/15/15. Its listing order is the file system's;
+    sorted, it gives the vectors' split."""
+    import random
+
+    _, out, _ = exported
+    folders = sorted((out / "trials").iterdir())
+    random.seed(42)
+    random.shuffle(folders)
+    n = len(folders)
+    cut = {"train": folders[: int(0.7 * n)], "val": folders[int(0.7 * n): int(0.7 * n) + int(0.15 * n)],
+           "test": folders[int(0.7 * n) + int(0.15 * n):]}
+    splits = export.load_vectors(out)
+    for split, members in cut.items():
+        ids = {json.loads((f / "params.json").read_text())["jaxzoo::model_id"] for f in members}
+        assert ids == set(splits[split].properties["model_id"].tolist())
+
+
+def test_vector_dataset_is_a_drop_in_for_the_original_notebooks(exported):
+    _, out, _ = exported
+    dataset = ZooVectorDataset(out / "vectors", "train")
+    weights = dataset.__get_weights__()
+    assert isinstance(weights, torch.Tensor) and weights.shape == (len(dataset), 2464)
+    assert torch.equal(weights[3], dataset[3][0])
+    props = dataset.properties
+    for key in ("test_acc", "train_acc", "training_iteration", "ggap", "model::nlin", "model::init_type",
+                "optim::optimizer", "model::dropout", "optim::lr", "optim::wd"):
+        assert len(props[key]) == len(dataset), key
+    assert props["training_iteration"] == props["epoch"] and props["model::nlin"] == props["activation"]
+    assert props["optim::wd"] == props["weight_decay"] and props["model::dropout"] == props["dropout"]
+    assert props["ggap"] == pytest.approx([a - b for a, b in zip(props["train_acc"], props["test_acc"])], abs=1e-6)
+
+
+def test_optimizer_state_of_every_epoch_on_request(tiny_zoo, tmp_path):
+    """--optimizer_state all writes each epoch's state (the original code), last only the final one."""
+    export.export(tiny_zoo, tmp_path / "all", formats="trials", optimizer_state="all", log=None)
+    export.export(tiny_zoo, tmp_path / "last", formats="trials", log=None)
+    trial = trial_dirs(tmp_path / "all" / "test_zoo")[0]
+    assert not (tmp_path / "last" / "test_zoo" / "trials" / trial.name / "checkpoint_000001" / "optimizer").exists()
+    steps = {}
+    for epoch in (0, 1, 2):
+        state = torch.load(trial / f"checkpoint_{epoch:06d}" / "optimizer")["state"]
+        steps[epoch] = float(state[0]["step"]) if "step" in state.get(0, {}) else None
+    assert steps[1] == 6 and steps[2] == 12  # 60 examples, batch 10: 6 steps per epoch
+    last = torch.load(tmp_path / "last" / "test_zoo" / "trials" / trial.name / "checkpoint_000002" / "optimizer")
+    assert torch.equal(last["state"][0]["exp_avg"], torch.load(trial / "checkpoint_000002" / "optimizer")["state"][0]["exp_avg"])
+
+
+def test_result_lines_are_json_and_omit_a_missing_val_split(tiny_zoo):
+    zoo = export.read_zoo(tiny_zoo)
+    metrics = {e: {**m, "val_loss": m["val_loss"] * np.nan, "val_acc": m["val_acc"] * np.nan,
+                   "test_loss": np.where(np.arange(4) == 1, np.inf, m["test_loss"])} for e, m in zoo.metrics.items()}
+    no_val = dataclasses.replace(zoo, metrics=metrics)
+    params = export.original_params(no_val, no_val.table[1])
+    lines = [json.loads(line, parse_constant=strict_json) for line in export.result_lines(no_val, 1, params)]
+    assert all("val_acc" not in line and "val_loss" not in line for line in lines)
+    assert lines[0]["test_loss"] is None and lines[0]["test_acc"] == pytest.approx(float(zoo.metrics[0]["test_acc"][1]))
+    assert "val_acc" in json.loads(export.result_lines(zoo, 1, params)[0])
+
+
+def test_params_json_follows_the_original_script_of_each_paper_zoo():
+    base = {"model::o_dim": 10, "model::use_bias": True, "model::dropout": 0.0, "optim::wd": 0.0}
+    seed = export.recorded_params("tune_zoo_mnist_uniform", base)
+    assert seed["model::o_dim"] == 4 and seed["model::use_bias"] is False and seed["training::start_epoch"] == 1
+    assert "model::use_bias" not in export.recorded_params("tune_zoo_mnist_hyperparameter_10_fixed_seeds", base)
+    cifar = export.recorded_params("tune_zoo_cifar10_small_hyperparameter_10_random_seeds", base)
+    assert json.dumps(cifar["model::dropout"]) == "0" and json.dumps(seed["model::dropout"]) == "0.0"
+    assert json.dumps(export.recorded_params("tune_zoo_svhn_hyperparameter_10_fixed_seeds", base)["optim::wd"]) == "0"
+    resnet = export.recorded_params("tune_zoo_tinyimagenet_resnet18_kaiming_uniform", {**base, "model::o_dim": 200})
+    assert resnet["model::o_dim"] == 200 and resnet["testloader::workers"] == 3
+    assert export.recorded_params("my_own_zoo", base) == base

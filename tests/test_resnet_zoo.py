@@ -198,7 +198,7 @@ def test_export_loads_into_pytorch_resnet18(reference, merged_zoo, tmp_path):
     workdir, state = merged_zoo[0], reference[1]
     report = export(workdir, tmp_path / "out", log=None)
     folder = pathlib.Path(report["out"])
-    trial = sorted(folder.glob("NN_tune_trainable_00001_*"))[0]
+    trial = sorted((folder / "trials").glob("NN_tune_trainable_00001_*"))[0]
     params_json = json.loads((trial / "params.json").read_text())
     assert params_json["model::type"] == "Resnet18" and params_json["optim::scheduler"] == "OneCycleLR"
     model = build_model(params_json)
@@ -309,3 +309,83 @@ def test_accelerator_path_with_map_and_scan_equals_the_cpu_loops():
     np.testing.assert_allclose(eval_a, eval_b, rtol=1e-4, atol=1e-4)
     for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def resnet_tables(reference):
+    """The reference zoo's card (Table 2) and Table 3, written into its workdir -> (card, table3
+    result, {epoch: the s(w) rows [8, 7 * 62] and facts that Table 3 used})."""
+    from jaxzoo import benchmark
+    from jaxzoo.analyze import analyze
+
+    seen = {}
+    statistics = benchmark.epoch_statistics
+    card = analyze(reference[0], log=None)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(benchmark, "epoch_statistics", lambda zoo, epoch: seen.setdefault(epoch, statistics(zoo, epoch)))
+        result = benchmark.benchmark_workdir(reference[0])
+    return card, result, seen
+
+
+def test_resnet_table2_equals_direct_computation(reference, resnet_tables):
+    """Table 2 of a ResNet zoo from params restored leaf by leaf and chunks of models: accuracy from
+    the metrics, agreement from eval-mode predictions, weights and pair distances from the flat
+    vectors (`Zoo.flat_vectors`), all computed here directly."""
+    from jaxzoo.data import load_dataset, normalise
+    from jaxzoo.export import read_zoo
+    from jaxzoo.resnet import ResNet18
+
+    workdir, state = reference
+    card, t = resnet_tables[0], json.loads((workdir / "card" / "table2.json").read_text())
+    assert t == card["table2"] and (t["viable"], t["models"]) == (8, 8)
+    acc = np.array([r["test_acc"] for r in checkpoint.read_metrics(workdir) if r["epoch"] == 1])
+    assert t["accuracy"]["mean"] == pytest.approx(acc.mean(), abs=1e-7)
+    dataset = load_dataset("mnist_5k", 8, 70)
+    x = normalise(dataset.test[0], dataset.mean, dataset.std)
+    predict = jax.jit(lambda v: ResNet18(num_classes=10).apply(v, x, train=False).argmax(-1))
+    variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+    predictions = np.stack([predict(jax.tree.map(lambda a, m=m: a[m], variables)) for m in range(8)])
+    np.testing.assert_allclose((predictions == dataset.test[1]).mean(axis=1), acc, atol=1.01 / 70)  # eval mode
+    pairs = [(i, j) for i in range(8) for j in range(i + 1, 8)]
+    agree = [(predictions[i] == predictions[j]).mean() for i, j in pairs]
+    assert t["agreement"]["mean"] == pytest.approx(np.mean(agree), abs=2 / 70)
+    vectors = read_zoo(workdir).flat_vectors(state)  # [8, 11,172,810] float32, torchvision order
+    w = lambda m: vectors[m].astype(np.float64)  # one model at a time: 89 MB
+    norms = np.array([np.linalg.norm(w(m)) for m in range(8)])
+    l2 = np.array([np.linalg.norm(w(i) - w(j)) for i, j in pairs])
+    cosine = np.array([1 - w(i) @ w(j) / (norms[i] * norms[j]) for i, j in pairs])
+    mean = np.mean([w(m).mean() for m in range(8)])
+    weights = {"mean": mean, "std": np.sqrt(np.mean([np.mean((w(m) - mean) ** 2) for m in range(8)]))}
+    assert t["weights"] == pytest.approx(weights, rel=1e-7)
+    for key, values in (("l2_distance", l2), ("cosine_distance", cosine)):
+        assert t[key]["mean"] == pytest.approx(values.mean(), rel=1e-7), key
+        assert t[key]["std"] == pytest.approx(values.std(), rel=1e-5), key
+    mean_norm = norms.mean()
+    assert t["mean_l2_norm"] == pytest.approx(mean_norm, rel=1e-9)
+    assert t["paper"]["l2_distance"]["mean"] == pytest.approx(100 * l2.mean() / mean_norm, rel=1e-7)
+    assert len(t["cka_per_layer"]) == 21 and 0 < t["cka"]["mean"] <= 1  # 20 convs and the fc layer
+    readme = (workdir / "card" / "README.md").read_text()
+    assert f"| resnet18_smoke | {t['paper']['accuracy']['mean']:.1f} ({t['paper']['accuracy']['std']:.1f}) |" in readme
+    assert "weight embedding (Figure 3) is left out for ResNet-18 zoos" in readme
+
+
+def test_resnet_table3_has_s_w_from_per_tensor_statistics(reference, resnet_tables):
+    from jaxzoo.benchmark import PERCENTILES
+    from jaxzoo.export import read_zoo
+    from jaxzoo.resnet import param_count
+
+    workdir, state = reference
+    result, seen = resnet_tables[1], resnet_tables[2]
+    assert result["epochs"] == [1] and sum(split["rows"] for split in result["rows"].values()) == 8
+    assert set(result["table"]["test_acc"]) == {"s(w)"} and result["table"]["epoch"] == "n/a"
+    table_md = (workdir / "card" / "table3.md").read_text()
+    assert table_md.splitlines()[2].startswith(f"| resnet18_smoke | n/a | {result['table']['test_acc']['s(w)']:.1f} |")
+    assert f"w is n/a for ResNet-18 zoos: a flat vector is {param_count(10, 1):,} numbers per model" in table_md
+    features, facts = seen[1]
+    tensors = [t["key"] for t in read_zoo(workdir).vector_layout()["tensors"]]
+    assert features.shape == (8, 7 * len(tensors)) and not facts.non_finite.any()
+    k = tensors.index("layer3.0.downsample.0.weight")
+    values = state["params"]["layer3_0"]["downsample_0"]["kernel"].reshape(8, -1).astype(np.float64)
+    expected = np.concatenate([values.mean(axis=1, keepdims=True), values.var(axis=1, keepdims=True),
+                               np.percentile(values, PERCENTILES, axis=1).T], axis=1)
+    np.testing.assert_allclose(features[:, 7 * k:7 * k + 7], expected, rtol=1e-9)

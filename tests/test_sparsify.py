@@ -34,7 +34,8 @@ def test_log_alpha_and_kl_against_hand_computed_values():
     k1, k2, k3 = 0.63576, 1.8732, 1.48695
     hand = -sum(k1 / (1 + math.exp(-(k2 + k3 * a))) - 0.5 * math.log1p(math.exp(-a)) - k1 for a in (0.0, 2.0))
     assert float(kl) == pytest.approx(hand, rel=1e-6)
-    assert float(ard.kl_weight(-1)) == pytest.approx(-0.0004) and float(ard.kl_weight(24)) == pytest.approx(0.0096)
+    assert float(ard.kl_weight(-1, 25)) == pytest.approx(-0.0004) and float(ard.kl_weight(24, 25)) == pytest.approx(0.0096)
+    assert float(ard.kl_weight(2, 3)) == pytest.approx(0.02 / 3) and float(ard.kl_weight(500, 3)) == 1.0
 
 
 def test_stochastic_forward_at_init_matches_deterministic():
@@ -95,6 +96,13 @@ def test_sparsity_rises_and_accuracy_stays_near_the_source(twin):
     assert all(row["source_check"]["ok"] for row in table)
     assert all(row["source_check"]["test_loss_rel_gap"] < 0.01 for row in table)
     assert all(r["test_nll"] is not None for r in by_epoch[0])
+    # The logged loss carries min(1, 0.01 * (epoch - 1) / n) * KL with n = this run's 3 epochs.
+    for epoch in (0, 2):
+        _, state = checkpoint.load_state(twin_dir, epoch)
+        kl = np.asarray(jax.vmap(ard.kl_total)(state["params"]))
+        logged = sorted(by_epoch[epoch], key=lambda r: r["model_id"])
+        gap = np.array([r["test_loss"] - r["test_nll"] for r in logged])
+        np.testing.assert_allclose(gap, 0.01 * (epoch - 1) / 3 * kl, rtol=2e-3)
     _, state = checkpoint.load_state(twin_dir)
     assert set(state["params"]["conv0"]) == {"kernel", "bias", "log_sigma2", "log_sigma2_bias"}
 
@@ -119,7 +127,7 @@ def test_twin_export_loads_into_pytorch_ard(twin, tmp_path):
     _, twin_dir = twin
     report = export.export(twin_dir, tmp_path, log=None)
     target = tmp_path / report["out"].rsplit("/", 1)[1]
-    trial = sorted(p for p in target.iterdir() if p.name.startswith("NN_tune"))[0]
+    trial = sorted((target / "trials").iterdir())[0]
     params_json = json.loads((trial / "params.json").read_text())
     assert params_json["model::type"] == "CNN_ARD"
     last = max(int(p.name.split("_")[1]) for p in trial.glob("checkpoint_*"))
@@ -138,5 +146,20 @@ def test_twin_export_loads_into_pytorch_ard(twin, tmp_path):
     with torch.no_grad():
         got = model(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
     assert np.abs(got - np.asarray(expected)).max() <= 1e-5
-    vectors = export.load_vectors(target)["train"].weights
-    assert (vectors == 0).mean() > 0.01  # the flat vectors hold the masked weights
+    # result.json carries the original's sparsity_ratio in every line.
+    lines = [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
+    logged = {r["epoch"]: r["sparsity"] for r in checkpoint.read_metrics(twin_dir) if r["model_id"] == index}
+    assert [line["sparsity_ratio"] for line in lines] == pytest.approx([logged[e] for e in range(len(lines))])
+    # Flat vectors: the raw ARD weights by default (as the original), masked on request.
+    raw = export.load_vectors(target)["train"]
+    masked_report = export.export(twin_dir, tmp_path / "masked", formats="vectors", twin_weights="masked", log=None)
+    masked = export.load_vectors(masked_report["out"])["train"]
+    assert "raw weights" in (target / "readme.md").read_text() and masked_report["vectors"]["twin_weights"] == "masked"
+    np.testing.assert_array_equal(masked.properties["model_id"], raw.properties["model_id"])
+    np.testing.assert_allclose(raw.properties["sparsity_ratio"], masked.properties["sparsity_ratio"])
+    assert (masked.weights == 0).mean() > 0.01 and (raw.weights == 0).mean() < 1e-4
+    model_id, epoch = int(raw.properties["model_id"][0]), int(raw.properties["epoch"][0])
+    source = next(t for t in (target / "trials").iterdir() if json.loads((t / "params.json").read_text())["jaxzoo::model_id"] == model_id)
+    state = torch.load(source / f"checkpoint_{epoch:06d}" / "checkpoints")
+    weights = np.concatenate([state[f"module_list.{i}.{p}"].numpy().reshape(-1) for i in (0, 3, 6, 9, 11) for p in ("weight", "bias")])
+    np.testing.assert_array_equal(raw.weights[0], weights)

@@ -1,0 +1,65 @@
+"""What makes a shared zoo self-contained, as the original zoos shipped: the PyTorch model
+definitions and the data the models were trained on, next to the trial folders.
+
+  <experiment>/model.py     a copy of jaxzoo/torch_models.py (torch + numpy only): `build_model(params)`
+                            rebuilds any trial of the zoo from its params.json
+  <experiment>/dataset.pt   {"trainset", "valset", "testset": TensorDataset(images [N, C, H, W]
+                            float32, labels [N] int64), "dataset_seed": 42}, the images normalised
+                            exactly as training saw them ((x / 255 - mean) / std per channel)
+
+ResNet zoos: dataset.pt holds the un-augmented normalised images (training crops and flips the
+train split on the device at every step). dataset.pt pickles TensorDatasets: read it with
+`with torch.serialization.safe_globals([TensorDataset]): torch.load(path)` (or weights_only=False).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+
+import numpy as np
+from ml_collections import ConfigDict
+
+from jaxzoo.config import load_config_dataset
+from jaxzoo.data import normalise
+from jaxzoo.errors import UserError
+
+MODEL_FILE = "model.py"
+DATA_FILE = "dataset.pt"
+DATASET_SEED = 42  # the original's dataset.pt key (its split seed)
+SPLIT_KEYS = {"train": "trainset", "val": "valset", "test": "testset"}
+
+
+def write_model_file(target: pathlib.Path) -> None:
+    """Copies jaxzoo's standalone PyTorch model definitions to `<target>/model.py` (no torch needed)."""
+    target = pathlib.Path(target)
+    tmp = target / f".{MODEL_FILE}.partial"
+    shutil.copyfile(pathlib.Path(__file__).with_name("torch_models.py"), tmp)
+    os.replace(tmp, target / MODEL_FILE)
+
+
+def write_training_data(zoo, target: pathlib.Path, log) -> None:
+    """Writes `<target>/dataset.pt` from the data config of `zoo` (a `jaxzoo.export.Zoo`); `log`
+    receives one progress line (None: silent). Images are NHWC uint8 in jaxzoo, NCHW float32 here."""
+    try:
+        import torch
+        from torch.utils.data import TensorDataset
+    except ImportError:
+        raise UserError("dataset.pt is a PyTorch file and needs torch: pip install 'jaxzoo[torch]' "
+                        "(or export without --with_data)") from None
+    log = log or (lambda message: None)
+    dataset = load_config_dataset(ConfigDict(zoo.config))
+    payload: dict = {"dataset_seed": DATASET_SEED}
+    for split, key in SPLIT_KEYS.items():
+        images, labels = getattr(dataset, split)
+        nchw = np.ascontiguousarray(normalise(images, dataset.mean, dataset.std).transpose(0, 3, 1, 2))
+        payload[key] = TensorDataset(torch.from_numpy(nchw), torch.from_numpy(np.asarray(labels, np.int64)))
+    target = pathlib.Path(target)
+    tmp = target / f".{DATA_FILE}.partial"
+    torch.save(payload, tmp)
+    os.replace(tmp, target / DATA_FILE)
+    sizes = "/".join(str(len(payload[key])) for key in SPLIT_KEYS.values())
+    height, width, channels = dataset.image_shape
+    log(f"  {DATA_FILE}: train/val/test {sizes} images [{channels}, {height}, {width}] of {dataset.name}, "
+        "normalised as in training")
