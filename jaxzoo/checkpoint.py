@@ -23,7 +23,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy
 
 from jaxzoo import distributed
-from jaxzoo.config import describe_difference, identity_hash
+from jaxzoo.config import comparable, describe_difference, identity_hash
 from jaxzoo.config import identity as identity_of
 from jaxzoo.errors import UserError
 
@@ -46,7 +46,7 @@ def prepare_workdir(workdir: str | os.PathLike, identity: dict, resolved: dict, 
     path = pathlib.Path(workdir).absolute()
     config_path = path / "config.json"
     if config_path.exists():
-        existing_identity = read_config(path)["identity"]
+        existing_identity = comparable(read_config(path)["identity"])
         if existing_identity != identity:
             raise WorkdirError(
                 f"workdir {path} holds another zoo ({describe_difference(existing_identity, identity)}): "
@@ -88,8 +88,8 @@ def read_config(workdir: str | os.PathLike) -> dict:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError):
         raise WorkdirError(f"{path} is not a jaxzoo config (unreadable or incomplete): choose another --workdir") from None
     recomputed.update({key: stored[key] for key in ("dataset", "shard") if key in stored})
-    if identity_hash(stored) != document.get("identity_hash") or recomputed != stored:
-        difference = describe_difference(stored, recomputed) or "identity_hash"
+    if identity_hash(stored) != document.get("identity_hash") or recomputed != comparable(stored):
+        difference = describe_difference(comparable(stored), recomputed) or "identity_hash"
         raise WorkdirError(
             f"{path} was edited after training ({difference}): restore it as training wrote it, "
             "or train the changed zoo in a new --workdir"

@@ -337,10 +337,11 @@ LOCATION_FIELDS = ("raw_dir", "tfds_dir", "cache_dir")  # where data lies, not w
 
 
 def identity(config: ml_collections.ConfigDict) -> dict:
-    """What defines the zoo: the config without `runtime`, shard fields, data paths and (without
-    a schedule) `training.num_epochs`."""
+    """What defines the zoo: the config without `runtime`, `notes`, shard fields, data paths and
+    (without a schedule) `training.num_epochs`."""
     data = to_json_dict(config)
     data.pop("runtime", None)
+    data.pop("notes", None)  # prose about the zoo, corrected without making another zoo
     data.pop("shard_index", None)
     data.pop("num_shards", None)
     if config.training.scheduler == "none":  # a schedule over the whole run depends on its length
@@ -376,6 +377,12 @@ def load_config_dataset(config: ml_collections.ConfigDict) -> Dataset:
     data = config.data
     return load_dataset(data.name, data.image_size, data.max_examples_per_split, data_options(config),
                         val_fraction=data.get("val_fraction", DEFAULT_VAL_FRACTION))
+
+
+def comparable(stored_identity: dict) -> dict:
+    """A stored identity as `identity` computes it today: identities written before `notes` left
+    them still carry it."""
+    return {key: value for key, value in stored_identity.items() if key != "notes"}
 
 
 def identity_hash(identity_dict: dict) -> str:

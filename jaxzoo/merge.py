@@ -18,6 +18,7 @@ import numpy as np
 
 from jaxzoo import checkpoint
 from jaxzoo.cli import ArgumentParser, run
+from jaxzoo.config import comparable
 from jaxzoo.errors import UserError
 from jaxzoo.train import tree_concat
 
@@ -56,7 +57,7 @@ def merge(workdir: str, log=print) -> dict:
     path = pathlib.Path(workdir).absolute()
     shards = find_shards(path)
     documents = [checkpoint.read_config(shard) for shard in shards]
-    identities = [{k: v for k, v in d["identity"].items() if k != "shard"} for d in documents]
+    identities = [{k: v for k, v in comparable(d["identity"]).items() if k != "shard"} for d in documents]
     for shard, other in zip(shards[1:], identities[1:]):
         if other != identities[0]:
             difference = checkpoint.describe_difference(identities[0], other)
