@@ -56,6 +56,7 @@ def import_object(spec: Any, field: str) -> Any:
     """'package.module:attribute' -> the object (an object is returned as it is)."""
     if not isinstance(spec, str):
         return spec
+    spec = NAMED_MODULES.get(spec, spec)  # a registered module's short name
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise ModelError(f"{field}={spec!r} is not 'package.module:Name': name the module and the attribute")
@@ -247,3 +248,9 @@ def custom_torch_tensors(model: CustomModel, params: dict, order: list[tuple[str
     if hook is not None:
         return [(key, np.asarray(array)) for key, array in hook(ordered)]
     return list(default_torch_tensors(ordered, lead))
+
+
+# Registered Flax modules, usable by their short name: `model.module = "small_cnn_zoo"`.
+# small_cnn_zoo: the Small CNN Zoo's network (Unterthiner et al. 2020; `jaxzoo.models.SmallCNNZoo`),
+# which `python -m jaxzoo.ingest` gives the zoos it imports from that format.
+NAMED_MODULES = {"small_cnn_zoo": "jaxzoo.models:SmallCNNZoo"}

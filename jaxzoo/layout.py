@@ -87,3 +87,90 @@ def index_dict(arch: ArchSpec, channels_in: int) -> dict[str, list[int]]:
         offset += width * fan_in + width
         fan_in = width
     return out
+
+
+class TorchInverse:
+    """The inverse of a PyTorch-layout mapping, found by running the mapping itself.
+
+    `forward(tree)` is a forward mapping such as `torch_tensors` or `resnet.torch_state_dict`:
+    it takes a tree of arrays with one leading (population) axis and yields (state_dict key,
+    array) pairs that only transpose, reshape or cast its leaves. `leaves` gives the tree's
+    leaves as {key path: (per-model shape, dtype)}. The forward mapping is run once on index
+    probes (every element of every leaf numbered, int64, total below 2**24 so that a float32
+    cast keeps them), which tells for each key its tensor shape and, element by element, where
+    it comes from: the inverse reuses the forward's key and layout tables instead of a second copy.
+    """
+
+    def __init__(self, forward, leaves: dict[tuple[str, ...], tuple[tuple[int, ...], np.dtype]]):
+        self.leaves = {path: (tuple(shape), np.dtype(dtype)) for path, (shape, dtype) in leaves.items()}
+        paths = list(self.leaves)
+        sizes = [int(np.prod(shape)) for shape, _ in self.leaves.values()]
+        starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        if starts[-1] >= 2**24:
+            raise ValueError(f"{starts[-1]} elements: the index probes must stay below 2**24")
+        tree: dict = {}
+        for path, start, (shape, _) in zip(paths, starts, self.leaves.values()):
+            node = tree
+            for name in path[:-1]:
+                node = node.setdefault(name, {})
+            node[path[-1]] = (start + np.arange(int(np.prod(shape)), dtype=np.int64)).reshape((1, *shape))
+        outputs = forward(tree)
+        outputs = outputs.items() if isinstance(outputs, dict) else outputs
+        self.keys: list[str] = []
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.targets: dict[str, tuple[tuple[str, ...], np.ndarray]] = {}
+        seen = np.zeros(int(starts[-1]), np.int64)
+        for key, array in outputs:
+            ids = np.rint(np.asarray(array, np.float64)[0]).astype(np.int64)
+            leaf = int(np.searchsorted(starts, ids.min(), side="right")) - 1 if ids.size else 0
+            if ids.size and not (starts[leaf] <= ids.min() and ids.max() < starts[leaf + 1]):
+                raise ValueError(f"{key} mixes leaves: not a layout mapping")
+            self.keys.append(key)
+            self.shapes[key] = ids.shape
+            self.targets[key] = (paths[leaf], (ids - starts[leaf]).reshape(-1))
+            seen[ids.reshape(-1)] += 1
+        if not (seen == 1).all():
+            raise ValueError("the mapping does not cover every leaf element exactly once")
+
+    def problem(self, shapes: dict[str, tuple[int, ...]]) -> str | None:
+        """Why tensors with these {key: shape} are not this layout (keys missing, unexpected, or
+        of another shape), or None."""
+        missing = [key for key in self.keys if key not in shapes]
+        if missing:
+            return f"missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}"
+        extra = [key for key in shapes if key not in self.shapes]
+        if extra:
+            return f"unexpected {', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''}"
+        for key in self.keys:
+            if tuple(shapes[key]) != self.shapes[key]:
+                return f"{key} has shape {list(shapes[key])}, the model's is {list(self.shapes[key])}"
+        return None
+
+    def allocate(self, count: int) -> dict[tuple[str, ...], np.ndarray]:
+        """Zeroed population arrays {key path: [count, *shape]} of the leaves' dtypes."""
+        return {path: np.zeros((count, *shape), dtype) for path, (shape, dtype) in self.leaves.items()}
+
+    def put(self, arrays: dict[tuple[str, ...], np.ndarray], index: int, tensors: dict[str, np.ndarray]) -> None:
+        """Writes one model's tensors {key: array in PyTorch layout} into row `index` of `arrays`."""
+        for key in self.keys:
+            path, positions = self.targets[key]
+            row = arrays[path][index:index + 1].reshape(-1)  # a view of the model's leaf
+            row[positions] = np.asarray(tensors[key]).reshape(-1)
+
+    @staticmethod
+    def tree(arrays: dict[tuple[str, ...], np.ndarray]) -> dict:
+        """{key path: array} -> the nested dict of the mapping's input tree."""
+        tree: dict = {}
+        for path, array in arrays.items():
+            node = tree
+            for name in path[:-1]:
+                node = node.setdefault(name, {})
+            node[path[-1]] = array
+        return tree
+
+
+def torch_inverse(arch: ArchSpec, dropout: float, leaves: dict[tuple[str, ...], tuple]) -> TorchInverse:
+    """The inverse of `torch_tensors` for `arch` with `dropout` (its module indices): original
+    `module_list.{i}.weight/bias` tensors back to Flax params. `leaves`: {(layer, 'kernel' |
+    'bias'): (shape, dtype)} of one model's params (e.g. from `architectures.params_shapes`)."""
+    return TorchInverse(lambda params: torch_tensors(params, arch, dropout), leaves)

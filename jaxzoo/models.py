@@ -299,3 +299,43 @@ def init_params(params_template, key: jax.Array, init_index: jax.Array, inits: S
 
 def param_count(params) -> int:
     return sum(x.size for x in jax.tree_util.tree_leaves(params))
+
+
+# The Small CNN Zoo network (Unterthiner et al. 2020, "Predicting Neural Network Accuracy from
+# Weights"): Keras Conv2D(16, 3, strides=2, padding='valid', activation) x 3 (each followed by
+# Dropout when the rate is > 0), GlobalAveragePooling2D, Dense(classes) giving logits.
+SMALL_CNN_ZOO_ACTIVATIONS = {**ACTIVATIONS, "selu": jax.nn.selu, "linear": lambda x: x}
+
+
+class SmallCNNZoo(nn.Module):
+    """The Small CNN Zoo's CNN: x [B, H, W, C] float32 -> logits [B, num_classes].
+
+    Three 3x3 convolutions of `features` filters, stride 2, no padding (Keras 'valid': a 28 px
+    image becomes 13, 6, 2 px; 32 px becomes 15, 7, 3), each followed by the activation (and
+    dropout in training when `dropout` > 0), then the mean over H and W and one dense layer.
+    Params (Flax layouts, which are TensorFlow's): conv{i}/kernel [3, 3, in, features] (HWIO),
+    conv{i}/bias [features], dense/kernel [features, classes] ([in, out]), dense/bias [classes]:
+    4,970 numbers for 1 channel and 10 classes. Registered as `model.module = "small_cnn_zoo"`
+    (`jaxzoo.architectures.NAMED_MODULES`); exported with the default custom-module keys
+    (conv0.weight [16, 1, 3, 3], ..., dense.weight [10, 16]).
+    """
+
+    activation: str = "relu"
+    num_classes: int = 10
+    features: int = 16
+    num_layers: int = 3
+    kernel: int = 3
+    stride: int = 2
+    dropout: float = 0.0
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        act = SMALL_CNN_ZOO_ACTIVATIONS[self.activation]
+        for i in range(self.num_layers):
+            x = nn.Conv(self.features, (self.kernel, self.kernel), strides=(self.stride, self.stride),
+                        padding="VALID", name=f"conv{i}")(x)
+            x = act(x)
+            if self.dropout > 0:
+                x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        x = jnp.mean(x, axis=(1, 2))
+        return nn.Dense(self.num_classes, name="dense")(x)

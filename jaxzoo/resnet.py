@@ -269,3 +269,18 @@ def index_map(num_classes: int, channels_in: int) -> list[dict]:
 def param_count(num_classes: int, channels_in: int = 3) -> int:
     """Trainable parameter count (11,173,962 for 10 classes, 3 channels)."""
     return sum(int(np.prod(shape)) for _, shape in _param_shapes(num_classes, channels_in))
+
+
+def torch_inverse(num_classes: int, channels_in: int):
+    """The inverse of `torch_state_dict` (a `layout.TorchInverse` whose leaf paths start with
+    'params' or 'batch_stats'): a torchvision state_dict, BatchNorm statistics included, back
+    to {'params', 'batch_stats'} (conv OIHW -> HWIO, fc [out, in] -> [in, out], counts int32)."""
+    from flax import traverse_util
+
+    from jaxzoo.layout import TorchInverse
+
+    shapes = jax.eval_shape(lambda: init_resnet(jax.random.key(0), num_classes, (8, 8, channels_in)))
+    leaves = {path: (leaf.shape, leaf.dtype) for path, leaf in traverse_util.flatten_dict(shapes).items()}
+    # Statistics first: their numbers stay small, and torch_state_dict casts them to float32.
+    leaves = dict(sorted(leaves.items(), key=lambda item: item[0][0] != "batch_stats"))
+    return TorchInverse(torch_state_dict, leaves)
