@@ -66,6 +66,17 @@ def tiny_zoo(tmp_path_factory):
     return workdir
 
 
+@pytest.fixture(scope="session")
+def small_zoo(tmp_path_factory):
+    """The trained `small_zoo_config()` zoo (32 models, 2 epochs) shared by the tests that read
+    it (export, card, Table 3); tests that damage a workdir copy it first."""
+    from jaxzoo.train import train_and_evaluate
+
+    workdir = tmp_path_factory.mktemp("small") / "zoo"
+    train_and_evaluate(small_zoo_config(), workdir)
+    return workdir
+
+
 @contextlib.contextmanager
 def read_only(*folders: pathlib.Path):
     """Folders nobody may create files in, root included (root ignores modes: the immutable

@@ -13,7 +13,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import small_zoo_config  # noqa: E402
 from jaxzoo import checkpoint, export  # noqa: E402
 from jaxzoo.data import load_dataset, normalise  # noqa: E402
 from jaxzoo.architectures import arch_spec  # noqa: E402
@@ -21,7 +20,6 @@ from jaxzoo.layout import flat_vectors, index_dict, module_indices, torch_tensor
 from jaxzoo.models import ACTIVATIONS, ARCHS, CNN, init_params  # noqa: E402
 from jaxzoo.optim import init_state, make_transform  # noqa: E402
 from jaxzoo.torch import ZooCNN, ZooVectorDataset, build_model  # noqa: E402
-from jaxzoo.train import train_and_evaluate  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -89,13 +87,11 @@ def test_module_indices_match_the_original():
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """A trained mixed zoo (dropout 0/0.5, Adam/SGD, tanh/relu; 32 models, 2 epochs), exported."""
+def exported(small_zoo, tmp_path_factory):
+    """The shared mixed zoo (dropout 0/0.5, Adam/SGD, tanh/relu; 32 models, 2 epochs), exported."""
     root = tmp_path_factory.mktemp("export")
-    config = small_zoo_config()
-    train_and_evaluate(config, root / "zoo")
-    report = export.export(root / "zoo", root / "out", log=None)
-    return root / "zoo", root / "out" / "test_zoo", report
+    report = export.export(small_zoo, root / "out", log=None)
+    return small_zoo, root / "out" / "test_zoo", report
 
 
 def trial_dirs(folder):
