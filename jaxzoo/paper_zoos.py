@@ -19,7 +19,7 @@ COMMON_NOTES = (
     "epoch, and the export writes the last epoch's (as the paper) or every epoch's with "
     "--optimizer_state all (as the code; D4); "
     "model randomness comes from the model seed through JAX keys, so runs match the original "
-    "in distribution, not bitwise."
+    "in distribution, not bitwise. Labels such as C1 and D4 are those of docs/protocol.md."
 )
 
 # dataset, image size, arch, original Seed experiment, original Hyp experiment prefix, net_dir
