@@ -160,7 +160,7 @@ def test_registry_names_are_unchanged(tmp_path):
     assert is_registry_name("cifar10") and not is_registry_name("npz:x.npz") and not is_registry_name(make_splits)
     assert describe_dataset("cifar10") is DATASETS["cifar10"] and not DATASETS["cifar10"].resizable
     assert parse_name("mnist_5k").form == "registry" and parse_name("tfds:mnist/3.0.1").target == "mnist/3.0.1"
-    assert cache_folder(DATASETS["mnist_5k"], "embedded", 28, DataOptions()).name == "mnist_5k-embedded-native-v1"
+    assert cache_folder(DATASETS["mnist_5k"], "embedded", 28, DataOptions()).name == "mnist_5k-embedded-native-v2"
     with pytest.raises(DataUnavailableError, match=r"is used at image sizes \(28,\), not 32"):
         load_dataset("mnist", 32)
 

@@ -25,7 +25,7 @@ import numpy as np
 from jaxzoo.cli import destination_problem
 from jaxzoo.data.errors import DataUnavailableError, damaged, describe, exists, reading
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: Tiny-ImageNet classes in sorted wnid order
 
 
 def cache_root(cache_dir: str = "") -> pathlib.Path:

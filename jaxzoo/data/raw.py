@@ -281,9 +281,10 @@ class _Tree:
 
 
 def read_tiny_imagenet(raw_dir: pathlib.Path) -> Splits:
-    """Classes in wnids.txt order; train from train/<wnid>/images, test = the official val."""
+    """Classes in sorted wnid order (torchvision's ImageFolder, and the original's Tiny-ImageNet
+    reader); train from train/<wnid>/images, test = the official val."""
     tree = _Tree(raw_dir)
-    wnids = tree.text("wnids.txt").split()
+    wnids = sorted(tree.text("wnids.txt").split())
     index = {wnid: i for i, wnid in enumerate(wnids)}
     images, labels = [], []
     for wnid in wnids:

@@ -137,9 +137,12 @@ def blocky_image(rng) -> np.ndarray:
 
 
 def write_tiny_imagenet(root: pathlib.Path, rng, wnids, per_class: int, n_val: int, as_zip: bool = False):
+    """The tiny-imagenet-200 layout with wnids.txt in the given order; the splits returned are
+    what torchvision's ImageFolder gives: classes numbered (and train images listed) in sorted
+    wnid order."""
     files = {"wnids.txt": ("\n".join(wnids) + "\n").encode()}
     train_x, train_y = [], []
-    for label, wnid in enumerate(wnids):
+    for label, wnid in enumerate(sorted(wnids)):  # ImageFolder's sample order
         for i in range(per_class):
             image = blocky_image(rng)
             files[f"train/{wnid}/images/{wnid}_{i}.JPEG"] = jpeg_bytes(image)
@@ -147,10 +150,11 @@ def write_tiny_imagenet(root: pathlib.Path, rng, wnids, per_class: int, n_val: i
             train_y.append(label)
     val_x, val_y, annotations = [], [], []
     for i in range(n_val):
-        label = int(rng.integers(0, len(wnids)))
+        wnid = wnids[int(rng.integers(0, len(wnids)))]
+        label = sorted(wnids).index(wnid)
         image = blocky_image(rng)
         files[f"val/images/val_{i}.JPEG"] = jpeg_bytes(image)
-        annotations.append(f"val_{i}.JPEG\t{wnids[label]}\t0\t0\t63\t63")
+        annotations.append(f"val_{i}.JPEG\t{wnid}\t0\t0\t63\t63")
         val_x.append(image)
         val_y.append(label)
     files["val/val_annotations.txt"] = ("\n".join(annotations) + "\n").encode()
