@@ -5,6 +5,11 @@ The matrix functions take population arrays (leading axis M) and return [M, M] m
 columns (`pair_moments`), so their memory does not grow with M^2. The per-model arrays they
 read (`ModelRows`) stay in memory up to a budget and are spilled to temporary files beyond it,
 and the blocks are sized from the same budget, so memory does not grow with M either.
+
+Models whose flat vectors are too long to read by pairs of blocks (ResNet-18: 11M numbers) give
+their pair distances from the [M, M] matrix of their dot products instead (`dot_products`, one
+array of parameters at a time), and their per-model facts (`WeightFacts`) by chunks of models.
+`paper_units` turns the values into the paper's Table 2 units (percent; l2 over the mean norm).
 """
 
 from __future__ import annotations
@@ -35,9 +40,7 @@ class Viability:
 
 def viability(weights: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> Viability:
     """weights [M, P]: a model is non-viable with any NaN/inf, or any |w| > threshold."""
-    non_finite = ~np.isfinite(weights).all(axis=1)
-    over = ~non_finite & (np.abs(np.nan_to_num(weights)) > threshold).any(axis=1)
-    return Viability(~(non_finite | over), int(non_finite.sum()), int(over.sum()), threshold)
+    return WeightFacts.of(weights).viability(threshold)
 
 
 class ModelRows:
@@ -106,6 +109,13 @@ class ModelRows:
         """A copy of the models `index` (a slice, or ascending model indices) of an array."""
         return np.array(self._open(name)[index])
 
+    def read_columns(self, name: str, start: int, stop: int) -> np.ndarray:
+        """A copy of entries [start, stop) of every model's flattened array: [M, stop - start]."""
+        return np.array(self._open(name).reshape(self.count, -1)[:, start:stop])
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._arrays
+
     def drop(self, name: str) -> None:
         """Frees an array (its memory or its file)."""
         array = self._arrays.pop(name)
@@ -164,10 +174,64 @@ class Moments:
         return Moments(count, self.mean + delta * other.count / count,
                        self.m2 + other.m2 + delta * delta * self.count * other.count / count)
 
+    def scaled(self, factor: float) -> Moments:
+        """The moments of the values times `factor` (100: in percent)."""
+        return Moments(self.count, self.mean * factor, self.m2 * factor * factor)
+
+    @property
+    def sum_of_squares(self) -> float:
+        """The sum of the squared values: m2 + count * mean^2."""
+        return self.m2 + self.count * self.mean * self.mean
+
     def summary(self) -> dict[str, float]:
         if not self.count:
             return {"mean": float("nan"), "std": float("nan")}
         return {"mean": self.mean, "std": math.sqrt(self.m2 / self.count)}
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightFacts:
+    """What Table 2 needs of each model's flat vector besides the pairs: viability, the moments of
+    its values and its l2 norm, so a zoo's vectors are read once, a block of models at a time."""
+
+    non_finite: np.ndarray  # [M] bool: the vector holds NaN or inf
+    max_abs: np.ndarray  # [M] float64: the largest |w| (NaN read as 0, inf as the largest float)
+    moments: tuple[Moments, ...]  # [M]: of the P values of each vector, in float64
+
+    @classmethod
+    def of(cls, weights: np.ndarray) -> WeightFacts:
+        """weights [b, P] (float32 or float64) -> the facts of these b models."""
+        max_abs = np.abs(np.nan_to_num(weights)).max(axis=1, initial=0.0).astype(np.float64)
+        with np.errstate(invalid="ignore", over="ignore"):  # the moments of a vector with NaN/inf are NaN
+            moments = tuple(Moments.of(row) for row in weights)
+        return cls(~np.isfinite(weights).all(axis=1), max_abs, moments)
+
+    @classmethod
+    def of_tensors(cls, tensors: Sequence[np.ndarray]) -> WeightFacts:
+        """The facts of the vectors made of tensors [b, ...] (in any order: the facts do not depend
+        on it), one tensor at a time, so the vectors themselves are never built."""
+        parts = [cls.of(tensor.reshape(len(tensor), -1)) for tensor in tensors]
+        return cls(np.logical_or.reduce([p.non_finite for p in parts]), np.maximum.reduce([p.max_abs for p in parts]),
+                   tuple(sum(moments, Moments()) for moments in zip(*(p.moments for p in parts))))
+
+    @classmethod
+    def concat(cls, parts: Sequence[WeightFacts]) -> WeightFacts:
+        """The facts of consecutive blocks of models, in order."""
+        return cls(np.concatenate([p.non_finite for p in parts]), np.concatenate([p.max_abs for p in parts]),
+                   sum((p.moments for p in parts), ()))
+
+    def viability(self, threshold: float) -> Viability:
+        """Non-viable: any NaN/inf, or any |w| > threshold."""
+        over = ~self.non_finite & (self.max_abs > threshold)
+        return Viability(~(self.non_finite | over), int(self.non_finite.sum()), int(over.sum()), threshold)
+
+    def total(self, models: np.ndarray) -> Moments:
+        """The moments of all values of the models `models` [K] (indices) together."""
+        return sum((self.moments[m] for m in models), Moments())
+
+    def norms(self, models: np.ndarray) -> np.ndarray:
+        """The l2 norms ||w||_2 of the models `models` [K] (indices), [K] float64."""
+        return np.sqrt([self.moments[m].sum_of_squares for m in models])
 
 
 def mean_std(values: np.ndarray) -> dict[str, float]:
@@ -270,11 +334,63 @@ def linear_cka_matrix(features: np.ndarray) -> np.ndarray:
 def distances(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """weights a [Ma, P], b [Mb, P] -> (l2 distances [Ma, Mb], cosine distances 1 - cos [Ma, Mb])."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    sq_a, sq_b = (a * a).sum(axis=1), (b * b).sum(axis=1)
-    dot = a @ b.T
+    return distances_of(a @ b.T, (a * a).sum(axis=1), (b * b).sum(axis=1))
+
+
+def distances_of(dot: np.ndarray, sq_a: np.ndarray, sq_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Dot products [Ma, Mb] and squared norms [Ma], [Mb] -> (l2 distances, cosine distances
+    1 - cos), each [Ma, Mb] float64, in the vectors' units."""
     l2 = np.sqrt(np.maximum(sq_a[:, None] + sq_b[None, :] - 2 * dot, 0.0))
     cosine = 1.0 - dot / np.maximum(np.sqrt(sq_a)[:, None] * np.sqrt(sq_b)[None, :], 1e-30)
     return l2, cosine
+
+
+def dot_products(rows: ModelRows, names: Sequence[str], columns: int) -> np.ndarray:
+    """[M, M] float64 dot products of the models' vectors made of the arrays `names` of rows
+    (whatever the order of their entries: a dot product does not depend on it), summed over
+    `columns` entries of one array at a time (`column_block`)."""
+    dots = np.zeros((rows.count, rows.count))
+    for name in names:
+        for start in range(0, math.prod(rows.shape(name)), columns):
+            part = rows.read_columns(name, start, start + columns).astype(np.float64)
+            dots += part @ part.T
+    return dots
+
+
+def column_block(count: int, budget: int = MEMORY_BUDGET) -> int:
+    """Entries per read of `dot_products` for `count` models: the float32 read and its float64
+    copy, [count, b] each, in half the budget."""
+    return max(1, budget // (2 * 12 * count))
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightBlock:
+    """The weights of a block of models for the pair distances: their flat vectors [b, P] float64,
+    or their rows [b, M] of the dot-product matrix (rows' "dots", `dot_products`)."""
+
+    values: np.ndarray
+    index: np.ndarray  # [b] model indices
+    is_dots: bool
+
+    @classmethod
+    def read(cls, rows: ModelRows, index: np.ndarray) -> WeightBlock:
+        if "dots" in rows:
+            return cls(rows.read("dots", index), index, True)
+        return cls(rows.read("weights", index).astype(np.float64), index, False)
+
+    def squared_norms(self) -> np.ndarray:
+        """[b] float64: ||w||^2 of each model."""
+        if self.is_dots:
+            return self.values[np.arange(len(self.index)), self.index]
+        return (self.values * self.values).sum(axis=1)
+
+    def dot(self, other: WeightBlock) -> np.ndarray:
+        """[b, b_other] float64 dot products with another block's models."""
+        return self.values[:, other.index] if self.is_dots else self.values @ other.values.T
+
+    def distances(self, other: WeightBlock) -> tuple[np.ndarray, np.ndarray]:
+        """(l2, cosine distances) [b, b_other] to another block's models (`distances_of`)."""
+        return distances_of(self.dot(other), self.squared_norms(), other.squared_norms())
 
 
 def distance_matrices(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -282,7 +398,8 @@ def distance_matrices(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return distances(weights, weights)
 
 
-GRAM = "gram{}"  # `ModelRows` names: "predictions" [N] class ids, "weights" [P], gram0.. [n(n+1)/2]
+GRAM = "gram{}"  # `ModelRows` names: "predictions" [N] class ids, "weights" [P] or "dots" [M], gram0.. [n(n+1)/2]
+PAPER_PERCENT = 100.0  # the paper's Table 2 prints every column x100
 
 
 def pair_statistics(models: np.ndarray, rows: ModelRows, layers: int, num_classes: int,
@@ -290,20 +407,20 @@ def pair_statistics(models: np.ndarray, rows: ModelRows, layers: int, num_classe
     """Moments over the pairs i < j of `models` (ascending indices) of the pair metrics.
 
     rows: "predictions" [M, N] class ids, "gram0".. per layer [M, n(n+1)/2] (`packed_grams`),
-    "weights" [M, P]. Keys: agreement, cka (mean over layers), cka0.. (per layer), l2, cosine.
-    Memory: two blocks' [block, n(n+1)/2] (per layer) and [block, P] float64 arrays and a few
-    [block, block] tiles at a time (`pair_block`).
+    and "weights" [M, P] or "dots" [M, M] (`WeightBlock`). Keys: agreement, cka (mean over
+    layers; absent without layers), cka0.. (per layer), l2, cosine. Memory: two blocks'
+    [block, n(n+1)/2] (per layer) and [block, P or M] float64 arrays and a few [block, block]
+    tiles at a time (`pair_block`).
     """
     def prepare(index: np.ndarray):
         return (rows.read("predictions", index), [unit_grams(rows.read(GRAM.format(k), index)) for k in range(layers)],
-                rows.read("weights", index).astype(np.float64))
+                WeightBlock.read(rows, index))
 
     def tile(block_r, block_c) -> dict[str, np.ndarray]:
         (pred_r, unit_r, w_r), (pred_c, unit_c, w_c) = block_r, block_c
         per_layer = [u @ v.T for u, v in zip(unit_r, unit_c)]
-        cka = np.mean(per_layer, axis=0) if per_layer else np.zeros((len(pred_r), len(pred_c)))
-        l2, cosine = distances(w_r, w_c)
-        return {"agreement": agreement(pred_r, pred_c, num_classes), "cka": cka,
+        l2, cosine = w_r.distances(w_c)
+        return {"agreement": agreement(pred_r, pred_c, num_classes), **({"cka": np.mean(per_layer, axis=0)} if per_layer else {}),
                 **{f"cka{k}": m for k, m in enumerate(per_layer)}, "l2": l2, "cosine": cosine}
 
     return pair_moments(models, prepare, tile, block)
@@ -311,46 +428,62 @@ def pair_statistics(models: np.ndarray, rows: ModelRows, layers: int, num_classe
 
 def table2_block(rows: ModelRows, layers: int) -> int:
     """Models per block of `table2_of_rows` within the rows' budget (`pair_block`)."""
-    prepared = rows.row_bytes("predictions") + 8 * (sum(rows.shape(GRAM.format(k))[0] for k in range(layers))
-                                                    + rows.shape("weights")[0])
+    weights = rows.shape("dots" if "dots" in rows else "weights")[0]
+    prepared = rows.row_bytes("predictions") + 8 * (sum(rows.shape(GRAM.format(k))[0] for k in range(layers)) + weights)
     return pair_block(prepared, TILE_MATRICES + 2 * layers, rows.budget)
 
 
-def rows_viability(rows: ModelRows, threshold: float, block: int) -> Viability:
-    """`viability` of rows' "weights" [M, P], `block` models at a time."""
-    parts = [viability(rows.read("weights", index), threshold) for index in blocks(np.arange(rows.count), block)]
-    keep = np.concatenate([part.keep for part in parts]) if parts else np.zeros(0, bool)
-    return Viability(keep, sum(part.non_finite for part in parts), sum(part.over_threshold for part in parts), threshold)
+def rows_facts(rows: ModelRows, block: int) -> WeightFacts:
+    """`WeightFacts` of rows' "weights" [M, P], `block` models at a time."""
+    return WeightFacts.concat([WeightFacts.of(rows.read("weights", index)) for index in blocks(np.arange(rows.count), block)])
+
+
+def paper_units(moments: dict[str, Moments | None], mean_norm: float) -> dict[str, dict[str, float] | None]:
+    """The paper's Table 2 units: {column: {"mean", "std"}} in percent (x100); the l2 distance
+    divided by the zoo's mean l2 norm ||w_n||_2 first. None stays None (a column left out)."""
+    def scale(name: str) -> float:
+        if name != "l2_distance":
+            return PAPER_PERCENT
+        return PAPER_PERCENT / mean_norm if mean_norm > 0 else math.nan
+
+    return {name: None if m is None else m.scaled(scale(name)).summary() for name, m in moments.items()}
 
 
 def table2_of_rows(test_acc: np.ndarray, rows: ModelRows, layers: int, num_classes: int,
-                   threshold: float = DEFAULT_THRESHOLD, block: int | None = None) -> tuple[dict, Viability]:
+                   threshold: float = DEFAULT_THRESHOLD, block: int | None = None,
+                   facts: WeightFacts | None = None) -> tuple[dict, Viability]:
     """(The Table 2 metrics of a zoo at its last epoch, non-viable models removed; the viability).
 
     test_acc [M]; rows: "predictions" [M, N] on the test split, "gram0".. per layer [M, n(n+1)/2]
-    (`packed_grams` of the features on the first n test images), "weights" [M, P]. kappa_cka of
-    a pair is the mean over layers. Pairs are reduced `block` models at a time (default: as many
-    as the rows' budget allows, `table2_block`).
+    (`packed_grams` of the features on the first n test images), and "weights" [M, P] or, for
+    vectors too long to pair (`facts` then given), "dots" [M, M] (`dot_products`). kappa_cka of a
+    pair is the mean over layers (None without layers). Pairs are reduced `block` models at a time
+    (default: as many as the rows' budget allows, `table2_block`).
+
+    Raw values: accuracy, agreement and CKA as fractions, weights and distances in weight units.
+    "paper": the same columns in the paper's units (`paper_units`), with "mean_l2_norm" the mean
+    ||w_n||_2 over the viable models that divides the l2 distance.
     """
     block = block or table2_block(rows, layers)
-    v = rows_viability(rows, threshold, block)
+    facts = rows_facts(rows, block) if facts is None else facts
+    v = facts.viability(threshold)
     models = np.flatnonzero(v.keep)
     pairs = pair_statistics(models, rows, layers, num_classes, block)
-    pair_summary = lambda name: pairs.get(name, Moments()).summary()  # no pairs: NaN
-    weight_moments = sum((Moments.of(rows.read("weights", index)) for index in blocks(models, block)), Moments())
+    pair = lambda name: pairs.get(name, Moments())  # no pairs: NaN
+    moments = {"accuracy": Moments.of(test_acc[models]), "agreement": pair("agreement"),
+               "cka": pair("cka") if layers else None, "weights": facts.total(models),
+               "l2_distance": pair("l2"), "cosine_distance": pair("cosine")}
+    mean_norm = float(np.mean(facts.norms(models))) if len(models) else math.nan
     return {
         "models": int(len(v.keep)),
         "viable": int(len(models)),
         "removed_non_finite": v.non_finite,
         "removed_over_threshold": v.over_threshold,
         "threshold": threshold,
-        "accuracy": mean_std(test_acc[models]),
-        "agreement": pair_summary("agreement"),
-        "cka": pair_summary("cka"),
-        "cka_per_layer": [pair_summary(f"cka{k}")["mean"] for k in range(layers)],
-        "weights": weight_moments.summary(),
-        "l2_distance": pair_summary("l2"),
-        "cosine_distance": pair_summary("cosine"),
+        **{name: None if m is None else m.summary() for name, m in moments.items()},
+        "cka_per_layer": [pair(f"cka{k}").summary()["mean"] for k in range(layers)],
+        "mean_l2_norm": mean_norm,
+        "paper": paper_units(moments, mean_norm),
     }, v
 
 

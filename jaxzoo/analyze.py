@@ -5,9 +5,14 @@ metrics) and the figures (PNG + SVG); and the same into every export made from W
 
 Table 2 at the last epoch, after removing non-viable models (NaN/inf or |w| > threshold):
 accuracy; agreement (pairwise share of identical test predictions); CKA (linear CKA of the
-outputs of every conv and linear layer, before pooling and activation, the last being the
-logits, on the first 50 test images; a pair's value is the mean over the layers); weights
-(mean and std of all w), pairwise l2 and cosine distances.
+outputs of every conv and linear layer, before pooling, BatchNorm and activation, the last
+being the logits, on the first 50 test images; a pair's value is the mean over the layers);
+weights (mean and std of all w), pairwise l2 and cosine distances of the flat vectors.
+table2.json holds the raw values (fractions, weight units) and, under "paper", the paper's
+units: every column in percent, the l2 distance divided by the mean l2 norm of the viable
+models ("mean_l2_norm") first. ResNet-18 zoos: predictions in eval mode (BatchNorm running
+statistics); the flat vectors are the trainable parameters in torchvision order, paired through
+their dot products, so no model's whole vector is ever paired with another's in memory.
 """
 
 from __future__ import annotations
@@ -18,15 +23,17 @@ import pathlib
 import shutil
 import sys
 import time
+from typing import Iterator
 
 import flax.linen as nn
 from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 from ml_collections import ConfigDict
 
-from jaxzoo import analysis, plots
+from jaxzoo import analysis, plots, resnet
 from jaxzoo.config import load_config_dataset
 from jaxzoo.data import normalise
 from jaxzoo.cli import ArgumentParser, number_in, run
@@ -36,9 +43,13 @@ from jaxzoo.architectures import arch_name, object_name
 from jaxzoo.factors import FACTOR_TABLE, values_of
 from jaxzoo.models import PatchConv
 from jaxzoo.population import build_population
+from jaxzoo.resnet_steps import COMPUTE_DTYPES
 
 MODEL_CHUNK = 64
 IMAGE_BATCH = 4
+RESNET_IMAGE_BATCH = 100  # test images per ResNet-18 forward call
+RESNET_EMBEDDING_LEFT_OUT = ("The weight embedding (Figure 3) is left out for ResNet-18 zoos: it would restore the "
+                             "11M-number flat vectors of every epoch of every model.")
 LICENSE = "CC-BY 4.0, as the original model zoos (https://creativecommons.org/licenses/by/4.0/)"
 
 
@@ -96,6 +107,35 @@ def params_block(zoo: Zoo, rows: analysis.ModelRows, paths: list[tuple[str, ...]
     return zoo.vector_params(traverse_util.unflatten_dict({path: rows.read(param_name(path), index) for path in paths}))
 
 
+def model_chunks(zoo: Zoo, rows: analysis.ModelRows, paths: list[tuple[str, ...]],
+                 chunk: int) -> Iterator[tuple[slice, dict]]:
+    """(models, their params [b, ...]) for every `chunk` consecutive models, from rows (`restore_params`)."""
+    for start in range(0, rows.count, chunk):
+        index = slice(start, min(start + chunk, rows.count))
+        yield index, params_block(zoo, rows, paths, index)
+
+
+def vector_chunk(rows: analysis.ModelRows, paths: list[tuple[str, ...]]) -> int:
+    """Models per chunk whose params and flat vectors fit the rows' budget together (ResNet-18:
+    45 MB each per model, so 2 models per chunk under the default 256 MB)."""
+    model_bytes = sum(rows.row_bytes(param_name(path)) for path in paths)
+    return max(1, rows.budget // (2 * model_bytes))
+
+
+def image_batches(images: np.ndarray, size: int) -> np.ndarray:
+    """images [N, ...] -> [ceil(N / size), size, ...], the last batch padded with zeros."""
+    padded = np.concatenate([images, np.zeros((-len(images) % size, *images.shape[1:]), images.dtype)])
+    return padded.reshape(-1, size, *images.shape[1:])
+
+
+def write_grams(rows: analysis.ModelRows, start: int, features: list) -> int:
+    """Writes per layer "gram0".. the packed Gram matrices of features [b, n, d] of the models
+    start.. (`analysis.packed_grams`) -> the number of layers."""
+    for k, layer in enumerate(features):
+        rows.write(analysis.GRAM.format(k), start, analysis.packed_grams(np.asarray(layer)))
+    return len(features)
+
+
 def forward_passes(zoo: Zoo, rows: analysis.ModelRows, paths: list[tuple[str, ...]], test_images: np.ndarray,
                    cka_images: int) -> int:
     """Forward passes of all models, `MODEL_CHUNK` at a time, on params from rows (`restore_params`);
@@ -108,21 +148,69 @@ def forward_passes(zoo: Zoo, rows: analysis.ModelRows, paths: list[tuple[str, ..
     activation_index = population.arrays["activation_index"]
     # Small image batches run fastest on CPU (as in training's evaluation); pad to whole batches.
     n = len(test_images)
-    padded = np.concatenate([test_images, np.zeros((-n % IMAGE_BATCH, *test_images.shape[1:]), test_images.dtype)])
-    batches = padded.reshape(-1, IMAGE_BATCH, *test_images.shape[1:])
+    batches = image_batches(test_images, IMAGE_BATCH)
     class_ids = np.min_scalar_type(zoo.num_classes - 1)
     layers = 0
-    for start in range(0, len(zoo.table), MODEL_CHUNK):
-        chunk = slice(start, start + MODEL_CHUNK)
-        params = params_block(zoo, rows, paths, chunk)
+    for chunk, params in model_chunks(zoo, rows, paths, MODEL_CHUNK):
         a = activation_index[chunk]
-        rows.write("weights", start, zoo.params_vectors(params))
-        rows.write("predictions", start, np.asarray(predict(params, a, batches))[:, :n].astype(class_ids))
-        grams = features(params, a, test_images[:cka_images])
-        for k, layer in enumerate(grams):
-            rows.write(analysis.GRAM.format(k), start, analysis.packed_grams(np.asarray(layer)))
-        layers = len(grams)
+        rows.write("weights", chunk.start, zoo.params_vectors(params))
+        rows.write("predictions", chunk.start, np.asarray(predict(params, a, batches))[:, :n].astype(class_ids))
+        layers = write_grams(rows, chunk.start, features(params, a, test_images[:cka_images]))
     return layers
+
+
+@functools.cache
+def resnet_functions(num_classes: int, compute_dtype: str = "float32"):
+    """Compiled (predict, features) of one ResNet-18 in eval mode (BatchNorm running statistics),
+    as the training's evaluation. predict(variables, x [B, H, W, C]) -> class ids [B];
+    features(variables, x [n, H, W, C]) -> per conv and fc layer (sorted module paths) its output
+    before BatchNorm and activation, [n, d]."""
+    model = resnet.ResNet18(num_classes, dtype=COMPUTE_DTYPES[compute_dtype])
+    is_layer = lambda module, _: isinstance(module, (nn.Conv, nn.Dense))
+
+    def features(variables, x):
+        _, captured = model.apply(variables, x, train=False, capture_intermediates=is_layer)
+        return [value.reshape(x.shape[0], -1) for value in jax.tree.leaves(captured["intermediates"])]
+
+    return jax.jit(lambda variables, x: model.apply(variables, x, train=False).argmax(-1)), jax.jit(features)
+
+
+def batch_stats(zoo: Zoo, epoch: int) -> dict:
+    """An epoch's BatchNorm running statistics alone, {module: {mean, var, count}} [M, ...] (two
+    [C] vectors per BatchNorm: 38 KB per ResNet-18), by Orbax's partial restore."""
+    template = jax.eval_shape(lambda: resnet.init_resnet(jax.random.key(0), zoo.num_classes, zoo.image_shape))
+    item = {"batch_stats": jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), template["batch_stats"])}
+    try:
+        with ocp.PyTreeCheckpointer() as reader:
+            restored = reader.restore(zoo.checkpoints.directory / str(epoch) / "state", args=ocp.args.PyTreeRestore(
+                item=item, restore_args=item, partial_restore=True))
+    except Exception as error:  # Orbax raises many types for damaged files
+        raise UserError(f"BatchNorm statistics of epoch {epoch} in {zoo.checkpoints.directory} are unreadable "
+                        f"({type(error).__name__}): rerun the train command, which sets the checkpoint aside "
+                        "and retrains it") from None
+    return jax.tree.map(np.asarray, restored["batch_stats"])
+
+
+def resnet_forward_passes(zoo: Zoo, rows: analysis.ModelRows, paths: list[tuple[str, ...]], stats: dict,
+                          test_images: np.ndarray, cka_images: int) -> tuple[int, analysis.WeightFacts]:
+    """`forward_passes` of a ResNet-18 zoo: one model at a time in eval mode (running statistics
+    `stats` [M, ...]), params from rows by chunks of models (`vector_chunk`). Writes "predictions"
+    and "gram0".., not the 11M-number flat vectors -> (the number of layers, the `WeightFacts` of
+    the flat vectors, `Zoo.flat_vectors`, from the params leaves: the same numbers in another order)."""
+    predict, features = resnet_functions(zoo.num_classes, zoo.config["training"].get("compute_dtype", "float32"))
+    n = len(test_images)
+    batches = image_batches(test_images, min(RESNET_IMAGE_BATCH, n))
+    class_ids = np.min_scalar_type(zoo.num_classes - 1)
+    facts, layers = [], 0
+    for chunk, params in model_chunks(zoo, rows, paths, vector_chunk(rows, paths)):
+        facts.append(analysis.WeightFacts.of_tensors(jax.tree.leaves(params)))
+        for model in range(chunk.start, chunk.stop):
+            variables = jax.device_put({"params": jax.tree.map(lambda a: a[model - chunk.start], params),
+                                        "batch_stats": jax.tree.map(lambda a: a[model], stats)})  # once per model
+            predictions = np.concatenate([np.asarray(predict(variables, batch)) for batch in batches])[:n]
+            rows.write("predictions", model, predictions[None].astype(class_ids))
+            layers = write_grams(rows, model, [np.asarray(f)[None] for f in features(variables, test_images[:cka_images])])
+    return layers, analysis.WeightFacts.concat(facts)
 
 
 def embedding_rows(zoo: Zoo, keep: np.ndarray, max_points: int, seed: int = 0):
@@ -142,6 +230,17 @@ def embedding_rows(zoo: Zoo, keep: np.ndarray, max_points: int, seed: int = 0):
     return np.concatenate(weights), epochs, index
 
 
+def embedding_figure(zoo: Zoo, keep: np.ndarray, max_points: int, folder: pathlib.Path) -> list[str]:
+    """Figure 3: the 2-D embedding of up to max_points (model, epoch) weight vectors of the viable
+    models `keep` [M] bool, coloured by epoch and each varied categorical factor -> its files."""
+    rows, row_epochs, row_models = embedding_rows(zoo, keep, max_points)
+    colours = {"epoch": row_epochs}
+    for factor in (f.name for f in FACTOR_TABLE if f.kind == "categorical"):
+        if len(values_of(zoo.config["population"], factor)) > 1:
+            colours[factor] = np.array([zoo.table[m][factor] for m in row_models])
+    return plots.weight_embedding(rows, colours, folder)
+
+
 def last_epoch_table2(zoo: Zoo, test_images: np.ndarray, num_classes: int, threshold: float) -> tuple[dict, np.ndarray]:
     """(Table 2 of the last epoch, viable models [M] bool). The per-model arrays it needs (params,
     weights [M, P], predictions, packed Gram matrices) are held in `analysis.ModelRows` (memory
@@ -149,10 +248,17 @@ def last_epoch_table2(zoo: Zoo, test_images: np.ndarray, num_classes: int, thres
     last = zoo.epochs[-1]
     with analysis.ModelRows(len(zoo.table)) as rows:
         paths = restore_params(zoo, last, rows)
-        layers = forward_passes(zoo, rows, paths, test_images, analysis.CKA_IMAGES)
+        facts = None
+        if zoo.is_resnet:  # pairs from the dot products: [M, M] float64 (8 MB for 1,000 models)
+            layers, facts = resnet_forward_passes(zoo, rows, paths, batch_stats(zoo, last), test_images, analysis.CKA_IMAGES)
+            names = [param_name(path) for path in paths]  # the params leaves hold the flat vector's numbers
+            rows.put("dots", analysis.dot_products(rows, names, analysis.column_block(rows.count, rows.budget)))
+        else:
+            layers = forward_passes(zoo, rows, paths, test_images, analysis.CKA_IMAGES)
         for path in paths:
             rows.drop(param_name(path))
-        table2, v = analysis.table2_of_rows(zoo.metrics[last]["test_acc"], rows, layers, num_classes, threshold)
+        table2, v = analysis.table2_of_rows(zoo.metrics[last]["test_acc"], rows, layers, num_classes, threshold,
+                                            facts=facts)
     return table2, v.keep
 
 
@@ -163,9 +269,33 @@ def generating_factors(zoo: Zoo) -> dict:
     return {**factors, "seeds": {"mode": pop["seed_mode"], "count": len(seeds), "min": seeds[0], "max": seeds[-1]}}
 
 
+PAPER_COLUMNS = {"accuracy": "Acc", "agreement": "Agreement κ_aggr", "cka": "CKA κ_cka", "weights": "w",
+                 "l2_distance": "‖w_k − w_l‖₂", "cosine_distance": "cos(w_k, w_l)"}  # keys of table2.json's "paper"
+
+
+def paper_cell(value: dict | None) -> str:
+    """A Table 2 cell as the paper prints it: "mean (std)" in percent, one decimal; n/a for None."""
+    return "n/a" if value is None else f"{value['mean']:.1f} ({value['std']:.1f})"
+
+
+def table2_section(name: str, t: dict) -> str:
+    """The card's Table 2: the zoo's row in the paper's units and format (`analysis.paper_units`),
+    then a line defining each column as the paper does."""
+    heading = (f"## Table 2 (last epoch, {t['viable']} of {t['models']} models viable; removed: "
+               f"{t['removed_non_finite']} NaN/inf, {t['removed_over_threshold']} with |w| > {t['threshold']})")
+    definitions = (
+        "All columns in percent, mean (std), as the paper's Table 2: Acc, the test accuracy of the viable models; "
+        "κ_aggr, the share of test images on which two models predict the same class, and κ_cka, the linear CKA of "
+        "their layer outputs (mean over layers), over all pairs of viable models; w, all weight values; "
+        "‖w_k − w_l‖₂, the l2 distance between two models' flat vectors divided by the zoo's mean l2 norm "
+        f"‖w_n‖₂ = {t['mean_l2_norm']:.4g}; cos(w_k, w_l), their cosine distance 1 − cos. table2.json keeps the "
+        "raw values (fractions, weight units) beside these (\"paper\").")
+    return "\n".join([heading, "", f"| Zoo | {' | '.join(PAPER_COLUMNS.values())} |", "|---|" + "---|" * len(PAPER_COLUMNS),
+                      f"| {name} | {' | '.join(paper_cell(t['paper'][key]) for key in PAPER_COLUMNS)} |", "", definitions])
+
+
 def card_markdown(card: dict) -> str:
     t = card["table2"]
-    fmt = lambda d, scale=1.0: f"{scale * d['mean']:.3f} ({scale * d['std']:.3f})"
     factors = "\n".join(f"| {k} | {v} |" for k, v in card["generating_factors"].items())
     sparsity_section = "" if not card.get("sparsity") else (
         f"## Sparsification (Variational Dropout)\n\nFinal sparsity {card['sparsity']['final_mean']:.3f} "
@@ -173,6 +303,7 @@ def card_markdown(card: dict) -> str:
         f"accuracy {100 * card['sparsity']['final_test_acc_mean']:.2f}%. {card['sparsity']['notes']}.\n\n"
     )
     figures = "\n".join(f"![{pathlib.Path(p).stem}]({pathlib.Path(p).name})" for p in card["figures"] if p.endswith(".png"))
+    figures += "".join(f"\n\n{note}" for note in card.get("left_out", []))
     return f"""# Zoo card: {card['name']}
 
 {card['models']} {card['architecture']} models on {card['dataset']['name']} ({card['dataset']['source']}),
@@ -190,11 +321,7 @@ def card_markdown(card: dict) -> str:
 
 Splits: dataset train/val/test {card['dataset']['splits']}; exported flat vectors split 70/15/15 by model.
 
-## Table 2 (last epoch, {t['viable']} of {t['models']} models viable; removed: {t['removed_non_finite']} NaN/inf, {t['removed_over_threshold']} with |w| > {t['threshold']})
-
-| Acc | Agreement κ_aggr | CKA κ_cka | w mean (std) | l2 distance | cosine distance |
-|---|---|---|---|---|---|
-| {fmt(t['accuracy'], 100)} | {fmt(t['agreement'])} | {fmt(t['cka'])} | {t['weights']['mean']:.4f} ({t['weights']['std']:.4f}) | {fmt(t['l2_distance'])} | {fmt(t['cosine_distance'])} |
+{table2_section(card['name'], t)}
 
 {card['metric_definitions']}
 
@@ -223,9 +350,6 @@ def analyze(workdir, threshold: float = analysis.DEFAULT_THRESHOLD, agreement_im
     log = log or (lambda message: None)
     start = time.time()
     zoo = read_zoo(workdir)
-    if zoo.is_resnet:
-        raise UserError(f"{zoo.workdir} is a ResNet-18 zoo: zoo cards cover the CNN zoos for now; export it "
-                        "(python -m jaxzoo.export) and analyse the torchvision checkpoints")
     config = zoo.config
     last = zoo.epochs[-1]
     data = config["data"]
@@ -248,13 +372,10 @@ def analyze(workdir, threshold: float = analysis.DEFAULT_THRESHOLD, agreement_im
     test_acc = np.stack([zoo.metrics[e]["test_acc"][keep] for e in zoo.epochs])
     figures = plots.accuracy_over_epochs(train_acc, test_acc, folder)
     figures += plots.final_accuracy(train_acc[-1], test_acc[-1], folder)
-    log("embedding the weights of all epochs ...")
-    rows, row_epochs, row_models = embedding_rows(zoo, keep, embedding_points)
-    colours = {"epoch": row_epochs}
-    for factor in (f.name for f in FACTOR_TABLE if f.kind == "categorical"):
-        if len(values_of(config["population"], factor)) > 1:
-            colours[factor] = np.array([zoo.table[m][factor] for m in row_models])
-    figures += plots.weight_embedding(rows, colours, folder)
+    left_out = [RESNET_EMBEDDING_LEFT_OUT] if zoo.is_resnet else []
+    if not zoo.is_resnet:
+        log("embedding the weights of all epochs ...")
+        figures += embedding_figure(zoo, keep, embedding_points, folder)
     sparsity = None
     if zoo.is_twin:
         sparsity = np.stack([zoo.metrics[e]["sparsity"][keep] for e in zoo.epochs])
@@ -280,6 +401,7 @@ def analyze(workdir, threshold: float = analysis.DEFAULT_THRESHOLD, agreement_im
         },
         "metric_definitions": __doc__.split("\n\n", 2)[2].strip(),
         "figures": figures,
+        "left_out": left_out,
         "license": LICENSE,
         "notes": config.get("notes", ""),
         "seconds": time.time() - start,

@@ -12,12 +12,16 @@ targets (optimizer, init, activation): the original's linear classifier (one lin
 kaiming-normal init, Adam lr 1e-4, wd 1e-6, 50 epochs, batch 10, NLL, seed 42); test accuracy.
 Targets constant in the zoo are "n/a". Values are x100, as the paper.
 
+ResNet-18 zoos: s(w) only (w is "n/a": 11M numbers per model), computed per tensor of the
+torchvision-ordered flat vector, a chunk of models at a time (params restored leaf by leaf).
+
 Default epochs: the original notebook's [5, 15, 50] when the zoo has 50 epochs or more,
 else every epoch 1..E (the paper does not state its epochs).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 import sys
@@ -30,7 +34,9 @@ import optax
 
 from jaxzoo.cli import ArgumentParser, check_destination, epoch_list, number_in, run
 from jaxzoo.errors import UserError
-from jaxzoo.export import VectorSplit, load_vectors, read_zoo, vector_splits
+from jaxzoo import analysis, resnet
+from jaxzoo.analyze import model_chunks, restore_params, vector_chunk
+from jaxzoo.export import VectorSplit, Zoo, layout_size, load_vectors, model_splits, read_zoo, vector_splits
 from jaxzoo.factors import CORE_FACTORS, FACTOR_TABLE
 
 LAMBDAS = (1e3, 3e2, 1e2, 3e1, 1e1, 3.0, 1.0, 0.3, 0.1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5)
@@ -57,15 +63,34 @@ def layout_blocks(index_dict: dict) -> list[tuple[int, int]]:
     return blocks
 
 
+def resnet_note(zoo: Zoo) -> str:
+    """Why a ResNet-18 zoo's Table 3 has no w column."""
+    layout = zoo.vector_layout()
+    return (f"w is n/a for ResNet-18 zoos: a flat vector is {layout_size(layout):,} numbers per model, too long to "
+            f"fit linear models on (the paper reports s(w) only for them); s(w) is computed per tensor "
+            f"({len(layout['tensors'])} tensors), a chunk of models at a time.")
+
+
+def tensor_statistics(values: np.ndarray) -> list[np.ndarray]:
+    """values [rows, n] of one tensor -> its 7 statistics, [rows] each: mean, population variance
+    and the percentiles 1, 25, 50, 75, 99 (in float64)."""
+    block = values.astype(np.float64)
+    return [block.mean(axis=1), block.var(axis=1), *np.percentile(block, PERCENTILES, axis=1)]
+
+
 def layer_statistics(weights: np.ndarray, index_dict: dict) -> np.ndarray:
     """s(w): [rows, P] -> [rows, 7 * tensors]; per tensor (a layer's weight, then its bias) the
-    mean, variance and the percentiles 1, 25, 50, 75, 99."""
-    features = []
-    for start, size in layout_blocks(index_dict):
-        block = weights[:, start : start + size].astype(np.float64)
-        features += [block.mean(axis=1), block.var(axis=1)]
-        features += list(np.percentile(block, PERCENTILES, axis=1))
-    return np.stack(features, axis=1)
+    mean, variance and the percentiles 1, 25, 50, 75, 99 (`tensor_statistics`)."""
+    return np.stack([s for start, size in layout_blocks(index_dict)
+                     for s in tensor_statistics(weights[:, start : start + size])], axis=1)
+
+
+def resnet_statistics(params: dict) -> np.ndarray:
+    """s(w) of ResNet-18 params [b, ...] -> [b, 7 * tensors]: `layer_statistics` of their flat
+    vectors (`Zoo.flat_vectors`, the tensors of `resnet.torch_parameters` in order), computed one
+    tensor at a time without building the vectors."""
+    return np.stack([s for _, tensor in resnet.torch_parameters(params)
+                     for s in tensor_statistics(tensor.reshape(len(tensor), -1))], axis=1)
 
 
 def ridge_fit(x: np.ndarray, y: np.ndarray, penalty: float) -> np.ndarray:
@@ -145,12 +170,65 @@ def default_epochs(num_epochs: int) -> list[int]:
     return list(NOTEBOOK_EPOCHS) if num_epochs >= max(NOTEBOOK_EPOCHS) else list(range(1, num_epochs + 1))
 
 
-def table3(splits: dict[str, VectorSplit]) -> dict:
-    """{target: {'w': value, 's(w)': value} | 'n/a'} (x100) plus the raw details."""
-    features = {
-        "w": {k: v.weights for k, v in splits.items()},
-        "s(w)": {k: layer_statistics(v.weights, v.index_dict) for k, v in splits.items()},
-    }
+def epoch_statistics(zoo: Zoo, epoch: int) -> tuple[np.ndarray, analysis.WeightFacts]:
+    """(s(w) of every model of a ResNet-18 zoo at `epoch` [M, 7 * tensors], the models'
+    `analysis.WeightFacts`), a chunk of models at a time (`resnet_statistics`); the params are
+    restored leaf by leaf into `analysis.ModelRows` (memory up to its budget, temporary files beyond)."""
+    features, facts = [], []
+    with analysis.ModelRows(len(zoo.table)) as rows:
+        paths = restore_params(zoo, epoch, rows)
+        for _, params in model_chunks(zoo, rows, paths, vector_chunk(rows, paths)):
+            features.append(resnet_statistics(params))
+            facts.append(analysis.WeightFacts.of_tensors(jax.tree.leaves(params)))
+    return np.concatenate(features), analysis.WeightFacts.concat(facts)
+
+
+@dataclasses.dataclass
+class StatisticsZoo(Zoo):
+    """A zoo whose flat vectors are given: its s(w) rows per epoch [M, F] (NaN: a model not viable),
+    so `vector_splits` gives their splits and properties without the models' own vectors."""
+
+    statistics: dict[int, np.ndarray] = dataclasses.field(default_factory=dict)
+
+    def state(self, epoch: int) -> dict:
+        return {"epoch": epoch}
+
+    def flat_vectors(self, state: dict, masked: bool = True) -> np.ndarray:
+        return self.statistics[state["epoch"]]
+
+    def vector_layout(self) -> dict:
+        width = next(iter(self.statistics.values())).shape[1]
+        return {"tensors": [{"key": "s(w)", "offset": 0, "shape": [width]}]}
+
+
+def statistics_splits(zoo: Zoo, epochs: list[int], threshold: float) -> tuple[dict[str, VectorSplit], dict]:
+    """`vector_splits` of a zoo whose vectors are too long to hold (ResNet-18): the split's
+    weights are the s(w) rows [rows, 7 * tensors] (`epoch_statistics`); rows with NaN/inf or
+    |w| > threshold in the model's flat vector are dropped and counted."""
+    statistics, over = {}, {}
+    for epoch in epochs:
+        features, facts = epoch_statistics(zoo, epoch)
+        keep = facts.viability(threshold).keep
+        statistics[epoch] = np.where(keep[:, None], features, np.nan)
+        over[epoch] = ~keep & ~facts.non_finite
+    fields = {field.name: getattr(zoo, field.name) for field in dataclasses.fields(Zoo)}
+    splits, counts = vector_splits(StatisticsZoo(**fields, statistics=statistics), epochs, np.inf)
+    for split, models in model_splits(zoo).items():  # NaN rows above: tell the two reasons apart
+        dropped = int(sum(over[epoch][models].sum() for epoch in epochs))
+        counts[split].update(dropped_nan=counts[split]["dropped_nan"] - dropped, dropped_threshold=dropped)
+    return splits, counts
+
+
+def feature_sets(splits: dict[str, VectorSplit]) -> dict[str, dict[str, np.ndarray]]:
+    """Table 3's features of each split: w, the flat vectors [rows, P], and s(w) (`layer_statistics`)."""
+    return {"w": {k: v.weights for k, v in splits.items()},
+            "s(w)": {k: layer_statistics(v.weights, v.index_dict) for k, v in splits.items()}}
+
+
+def table3(splits: dict[str, VectorSplit], features: dict[str, dict[str, np.ndarray]] | None = None) -> dict:
+    """{target: {feature: value} | 'n/a'} (x100) plus the raw details. features: {name: {split:
+    [rows, F]}} (default `feature_sets`: w and s(w)); the splits give the targets."""
+    features = feature_sets(splits) if features is None else features
     results, details = {}, {}
     for target in (*NUMERIC_TARGETS, *CATEGORICAL_TARGETS):
         if any(target not in v.properties for v in splits.values()):
@@ -189,11 +267,9 @@ def markdown(rows: dict[str, dict]) -> str:
     labels = {**NUMERIC_TARGETS, **CATEGORICAL_TARGETS}
     head = "| zoo | " + " | ".join(f"{labels[t]} w | {labels[t]} s(w)" for t in targets) + " |"
     lines = [head, "|---|" + "---:|" * (2 * len(targets))]
+    cell = lambda value, feature: "n/a" if value == "n/a" or feature not in value else f"{value[feature]:.1f}"
     for zoo, table in rows.items():
-        cells = []
-        for target in targets:
-            value = table.get(target, "n/a")
-            cells += ["n/a", "n/a"] if value == "n/a" else [f"{value['w']:.1f}", f"{value['s(w)']:.1f}"]
+        cells = [cell(table.get(target, "n/a"), feature) for target in targets for feature in ("w", "s(w)")]
         lines.append(f"| {zoo} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -202,17 +278,19 @@ def benchmark_workdir(workdir, epochs: list[int] | None = None, threshold: float
     """Table 3 of one zoo; also written into `workdir/card/` (table3.json, table3.md, card README)."""
     start = time.time()
     zoo = read_zoo(workdir)
-    if zoo.is_resnet:
-        raise UserError(f"{zoo.workdir} is a ResNet-18 zoo: Table 3 covers the CNN zoos for now (their flat "
-                        "vectors fit in memory); export its vectors with python -m jaxzoo.export instead")
     epochs = epochs or default_epochs(zoo.epochs[-1])
-    splits, counts = vector_splits(zoo, epochs, threshold)
-    result = {"zoo": zoo.config["name"], "epochs": epochs, "rows": counts, **table3(splits)}
+    if zoo.is_resnet:
+        splits, counts = statistics_splits(zoo, epochs, threshold)
+        outcome = {**table3(splits, {"s(w)": {k: v.weights for k, v in splits.items()}}), "note": resnet_note(zoo)}
+    else:
+        splits, counts = vector_splits(zoo, epochs, threshold)
+        outcome = table3(splits)
+    result = {"zoo": zoo.config["name"], "epochs": epochs, "rows": counts, **outcome}
     result["seconds"] = time.time() - start
     folder = zoo.workdir / "card"
     folder.mkdir(exist_ok=True)
     (folder / "table3.json").write_text(json.dumps(result, indent=1, default=str))
-    table_md = markdown({zoo.config["name"]: result["table"]})
+    table_md = markdown({zoo.config["name"]: result["table"]}) + (f"\n{result['note']}\n" if "note" in result else "")
     (folder / "table3.md").write_text(table_md)
     readme = folder / "README.md"
     if readme.exists():

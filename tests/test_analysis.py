@@ -14,7 +14,7 @@ from PIL import Image
 
 from conftest import small_zoo_config
 from jaxzoo import analysis, checkpoint, plots
-from jaxzoo.analyze import analyze
+from jaxzoo.analyze import analyze, paper_cell, table2_section
 from jaxzoo.train import train_and_evaluate
 
 
@@ -123,6 +123,39 @@ def test_blocked_table2_equals_the_whole_matrix_formulas(block):
                 assert row[key][stat] == pytest.approx(value[stat], rel=1e-9, abs=1e-15), (key, stat)
     assert row["cka_per_layer"] == pytest.approx(expected["cka_per_layer"], rel=1e-9)
     assert 0.3 < row["cka_per_layer"][0] < 0.99 and row["cka_per_layer"][1] < row["cka_per_layer"][0]
+
+
+def test_paper_units_divide_the_l2_distance_by_the_mean_norm_of_the_viable_models():
+    """table2's "paper" block: every column x100, l2 over the zoo's mean l2 norm, by direct formulas."""
+    w = np.array([[3.0, 4.0, 0.0, 0.0], [0.0, 1.0, 2.0, 2.0], [1.0, 0.0, 0.0, 0.0], [0.5, -0.5, 0.5, -0.5],
+                  [2.0, 2.0, 1.0, 0.0], [0.0, 7.0, 0.0, 0.0]])  # the last model is not viable: |w| > 5
+    acc = np.array([0.9, 0.8, 0.75, 0.6, 0.5, 0.1])
+    predictions = np.array([[0, 1, 2, 0], [0, 1, 1, 0], [2, 2, 2, 2], [0, 1, 2, 1], [1, 1, 2, 0], [0, 0, 0, 0]], np.uint8)
+    kept = w[:5]
+    pairs = [(i, j) for i in range(5) for j in range(i + 1, 5)]
+    l2 = np.array([np.linalg.norm(kept[i] - kept[j]) for i, j in pairs])
+    cosine = np.array([1 - kept[i] @ kept[j] / (np.linalg.norm(kept[i]) * np.linalg.norm(kept[j])) for i, j in pairs])
+    agree = np.array([(predictions[i] == predictions[j]).mean() for i, j in pairs])
+    mean_norm = np.linalg.norm(kept, axis=1).mean()
+    expected = {"accuracy": 100 * acc[:5], "agreement": 100 * agree, "weights": 100 * kept,
+                "l2_distance": 100 * l2 / mean_norm, "cosine_distance": 100 * cosine}
+    for block in (1, 2, 6):  # the pairs streamed through tiles of 1, 2 and all models
+        row = analysis.table2(acc, predictions, [], w, 3, block=block)
+        assert (row["viable"], row["mean_l2_norm"]) == (5, pytest.approx(mean_norm, rel=1e-12))
+        assert row["l2_distance"]["mean"] == pytest.approx(l2.mean(), rel=1e-12)  # raw values kept
+        assert row["cka"] is None and row["paper"]["cka"] is None  # no layers: left out
+        for column, values in expected.items():
+            assert row["paper"][column]["mean"] == pytest.approx(values.mean(), rel=1e-12), column
+            assert row["paper"][column]["std"] == pytest.approx(values.std(), rel=1e-9), column
+    # The card prints the row as the paper: "mean (std)", one decimal, n/a for a column left out.
+    section = table2_section("hand_made", row).splitlines()
+    cell = lambda values: f"{values.mean():.1f} ({values.std():.1f})"
+    assert section[2] == "| Zoo | Acc | Agreement κ_aggr | CKA κ_cka | w | ‖w_k − w_l‖₂ | cos(w_k, w_l) |"
+    assert section[4] == (f"| hand_made | {cell(expected['accuracy'])} | {cell(expected['agreement'])} | n/a | "
+                          f"{cell(expected['weights'])} | {cell(expected['l2_distance'])} | {cell(expected['cosine_distance'])} |")
+    assert section[6].startswith("All columns in percent, mean (std)")
+    assert f"divided by the zoo's mean l2 norm ‖w_n‖₂ = {mean_norm:.4g}" in section[6]
+    assert paper_cell({"mean": 124.06, "std": 4.94}) == "124.1 (4.9)"  # the paper's MNIST Seed l2 cell
 
 
 def test_moments_merge_like_one_pass():
@@ -235,8 +268,10 @@ def test_card_numbers_equal_the_metrics(analysed_zoo):
     accs = np.array([r["test_acc"] for r in rows], np.float64)[keep]
     assert table2["accuracy"]["mean"] == pytest.approx(accs.mean(), abs=1e-7)
     readme = (workdir / "card" / "README.md").read_text()
-    assert f"{100 * table2['accuracy']['mean']:.3f} ({100 * table2['accuracy']['std']:.3f})" in readme
-    assert f"{table2['agreement']['mean']:.3f}" in readme and "CC-BY 4.0" in readme
+    paper = table2["paper"]
+    assert paper["accuracy"]["mean"] == pytest.approx(100 * table2["accuracy"]["mean"])
+    cells = " | ".join(f"{paper[k]['mean']:.1f} ({paper[k]['std']:.1f})" for k in ("accuracy", "agreement", "cka"))
+    assert f"| test_zoo | {cells} | " in readme and "CC-BY 4.0" in readme
     assert card["model_states"] == 32 * 3 and 0 < table2["agreement"]["mean"] <= 1 and 0 < table2["cka"]["mean"] <= 1
 
 

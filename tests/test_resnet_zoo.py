@@ -349,17 +349,20 @@ def test_resnet_table2_equals_direct_computation(reference, resnet_tables):
     pairs = [(i, j) for i in range(8) for j in range(i + 1, 8)]
     agree = [(predictions[i] == predictions[j]).mean() for i, j in pairs]
     assert t["agreement"]["mean"] == pytest.approx(np.mean(agree), abs=2 / 70)
-    vectors = read_zoo(workdir).flat_vectors(state)  # [8, 11,172,810] float32, torchvision order
-    w = lambda m: vectors[m].astype(np.float64)  # one model at a time: 89 MB
-    norms = np.array([np.linalg.norm(w(m)) for m in range(8)])
-    l2 = np.array([np.linalg.norm(w(i) - w(j)) for i, j in pairs])
-    cosine = np.array([1 - w(i) @ w(j) / (norms[i] * norms[j]) for i, j in pairs])
-    mean = np.mean([w(m).mean() for m in range(8)])
-    weights = {"mean": mean, "std": np.sqrt(np.mean([np.mean((w(m) - mean) ** 2) for m in range(8)]))}
-    assert t["weights"] == pytest.approx(weights, rel=1e-7)
+    zoo = read_zoo(workdir)
+    w = [zoo.flat_vectors({"params": jax.tree.map(lambda a, m=m: a[m:m + 1], state["params"])})[0]
+         for m in range(8)]  # [11,172,810] float32 each, in torchvision order
+    scratch = np.empty_like(w[0])  # float32 products and differences, summed in float64
+    dot = lambda a, b: np.multiply(a, b, out=scratch).sum(dtype=np.float64)
+    squares = np.array([dot(row, row) for row in w])
+    norms = np.sqrt(squares)
+    l2 = np.array([np.sqrt(dot(*[np.subtract(w[i], w[j], out=scratch)] * 2)) for i, j in pairs])
+    cosine = np.array([1 - dot(w[i], w[j]) / (norms[i] * norms[j]) for i, j in pairs])
+    mean = sum(row.sum(dtype=np.float64) for row in w) / (8 * len(w[0]))
+    assert t["weights"] == pytest.approx({"mean": mean, "std": np.sqrt(squares.sum() / (8 * len(w[0])) - mean**2)}, rel=1e-6)
     for key, values in (("l2_distance", l2), ("cosine_distance", cosine)):
         assert t[key]["mean"] == pytest.approx(values.mean(), rel=1e-7), key
-        assert t[key]["std"] == pytest.approx(values.std(), rel=1e-5), key
+        assert t[key]["std"] == pytest.approx(values.std(), rel=1e-4), key
     mean_norm = norms.mean()
     assert t["mean_l2_norm"] == pytest.approx(mean_norm, rel=1e-9)
     assert t["paper"]["l2_distance"]["mean"] == pytest.approx(100 * l2.mean() / mean_norm, rel=1e-7)
