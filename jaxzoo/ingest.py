@@ -527,18 +527,24 @@ def trial_row(trial: Trial, source: Source, arch: str, model_id: int) -> tuple[d
             require(p, key, source, rel)
         row[name] = value if FACTORS_BY_NAME[name].kind == "categorical" else float(value)
     row["optimizer"] = str(row["optimizer"]).lower()
-    if row["activation"] not in ACTIVATIONS:
-        raise IngestError(f"{source.where(rel)} has model::nlin {row['activation']!r}, which jaxzoo's models do not "
-                          f"have ({sorted(ACTIVATIONS)}): ingest another zoo")
+    check_known(row, ACTIVATIONS, source.where(rel), ("model::nlin", "optim::optimizer"))
+    momentum = p.get("optim::momentum")
+    return row, None if momentum is None else float(momentum)
+
+
+def check_known(row: dict, activations, where: str, keys: tuple[str, str]) -> None:
+    """IngestError unless the row's activation is in `activations` and its optimizer in the
+    registry; `keys` name the two fields as the source calls them."""
     from jaxzoo.optim import optimizer_entry
 
+    if row["activation"] not in activations:
+        raise IngestError(f"{where} has {keys[0]} {row['activation']!r}, which jaxzoo's model does not have "
+                          f"({sorted(activations)}): ingest another zoo")
     try:
         optimizer_entry(row["optimizer"])
     except ValueError:
-        raise IngestError(f"{source.where(rel)} has optim::optimizer {row['optimizer']!r}, which is not in jaxzoo's "
-                          "optimizer registry (jaxzoo.optim): ingest another zoo") from None
-    momentum = p.get("optim::momentum")
-    return row, None if momentum is None else float(momentum)
+        raise IngestError(f"{where} has {keys[1]} {row['optimizer']!r}, which is not in jaxzoo's optimizer registry "
+                          "(jaxzoo.optim): ingest another zoo") from None
 
 
 def trials_plan(source: Source, dataset: str | None, log) -> Plan:
@@ -787,17 +793,8 @@ def small_cnn_zoo_plan(path: pathlib.Path, files: dict[str, pathlib.Path], datas
                 row[name] = config_row[column] if name == "b_init" else as_float(config_row[column])
         row["modeldir"] = metrics.keys[m]
         table.append(row)
-    from jaxzoo.optim import optimizer_entry
-
     for row in table:
-        if row["activation"] not in SMALL_CNN_ZOO_ACTIVATIONS:
-            raise IngestError(f"{where} has config.activation {row['activation']!r}, which jaxzoo's small_cnn_zoo does "
-                              f"not have ({sorted(SMALL_CNN_ZOO_ACTIVATIONS)}): ingest another zoo")
-        try:
-            optimizer_entry(row["optimizer"])
-        except ValueError:
-            raise IngestError(f"{where} has config.optimizer {row['optimizer']!r}, which is not in jaxzoo's optimizer "
-                              "registry (jaxzoo.optim): ingest another zoo") from None
+        check_known(row, SMALL_CNN_ZOO_ACTIVATIONS, where, ("config.activation", "config.optimizer"))
 
     source_dataset = metrics.configs[complete[0]].get("config.dataset", "")
     name = dataset or UZ_DATASETS.get(source_dataset)
