@@ -420,7 +420,8 @@ def pair_statistics(models: np.ndarray, rows: ModelRows, layers: int, num_classe
         (pred_r, unit_r, w_r), (pred_c, unit_c, w_c) = block_r, block_c
         per_layer = [u @ v.T for u, v in zip(unit_r, unit_c)]
         l2, cosine = w_r.distances(w_c)
-        return {"agreement": agreement(pred_r, pred_c, num_classes), **({"cka": np.mean(per_layer, axis=0)} if per_layer else {}),
+        cka = {"cka": np.mean(per_layer, axis=0)} if per_layer else {}
+        return {"agreement": agreement(pred_r, pred_c, num_classes), **cka,
                 **{f"cka{k}": m for k, m in enumerate(per_layer)}, "l2": l2, "cosine": cosine}
 
     return pair_moments(models, prepare, tile, block)
@@ -435,7 +436,8 @@ def table2_block(rows: ModelRows, layers: int) -> int:
 
 def rows_facts(rows: ModelRows, block: int) -> WeightFacts:
     """`WeightFacts` of rows' "weights" [M, P], `block` models at a time."""
-    return WeightFacts.concat([WeightFacts.of(rows.read("weights", index)) for index in blocks(np.arange(rows.count), block)])
+    return WeightFacts.concat([WeightFacts.of(rows.read("weights", index))
+                               for index in blocks(np.arange(rows.count), block)])
 
 
 def paper_units(moments: dict[str, Moments | None], mean_norm: float) -> dict[str, dict[str, float] | None]:

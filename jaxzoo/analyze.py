@@ -12,7 +12,7 @@ table2.json holds the raw values (fractions, weight units) and, under "paper", t
 units: every column in percent, the l2 distance divided by the mean l2 norm of the viable
 models ("mean_l2_norm") first. ResNet-18 zoos: predictions in eval mode (BatchNorm running
 statistics); the flat vectors are the trainable parameters in torchvision order, paired through
-their dot products, so no model's whole vector is ever paired with another's in memory.
+their dot products summed one parameter array at a time, never held whole.
 """
 
 from __future__ import annotations
@@ -116,8 +116,8 @@ def model_chunks(zoo: Zoo, rows: analysis.ModelRows, paths: list[tuple[str, ...]
 
 
 def vector_chunk(rows: analysis.ModelRows, paths: list[tuple[str, ...]]) -> int:
-    """Models per chunk whose params and flat vectors fit the rows' budget together (ResNet-18:
-    45 MB each per model, so 2 models per chunk under the default 256 MB)."""
+    """Models per chunk whose params and a working copy of them fit the rows' budget (ResNet-18:
+    45 MB per model, so 2 models per chunk under the default 256 MB)."""
     model_bytes = sum(rows.row_bytes(param_name(path)) for path in paths)
     return max(1, rows.budget // (2 * model_bytes))
 
@@ -209,7 +209,8 @@ def resnet_forward_passes(zoo: Zoo, rows: analysis.ModelRows, paths: list[tuple[
                                         "batch_stats": jax.tree.map(lambda a: a[model], stats)})  # once per model
             predictions = np.concatenate([np.asarray(predict(variables, batch)) for batch in batches])[:n]
             rows.write("predictions", model, predictions[None].astype(class_ids))
-            layers = write_grams(rows, model, [np.asarray(f)[None] for f in features(variables, test_images[:cka_images])])
+            layers = write_grams(rows, model, [np.asarray(layer)[None]
+                                               for layer in features(variables, test_images[:cka_images])])
     return layers, analysis.WeightFacts.concat(facts)
 
 
@@ -250,7 +251,8 @@ def last_epoch_table2(zoo: Zoo, test_images: np.ndarray, num_classes: int, thres
         paths = restore_params(zoo, last, rows)
         facts = None
         if zoo.is_resnet:  # pairs from the dot products: [M, M] float64 (8 MB for 1,000 models)
-            layers, facts = resnet_forward_passes(zoo, rows, paths, batch_stats(zoo, last), test_images, analysis.CKA_IMAGES)
+            layers, facts = resnet_forward_passes(zoo, rows, paths, batch_stats(zoo, last), test_images,
+                                                  analysis.CKA_IMAGES)
             names = [param_name(path) for path in paths]  # the params leaves hold the flat vector's numbers
             rows.put("dots", analysis.dot_products(rows, names, analysis.column_block(rows.count, rows.budget)))
         else:
@@ -270,7 +272,7 @@ def generating_factors(zoo: Zoo) -> dict:
 
 
 PAPER_COLUMNS = {"accuracy": "Acc", "agreement": "Agreement κ_aggr", "cka": "CKA κ_cka", "weights": "w",
-                 "l2_distance": "‖w_k − w_l‖₂", "cosine_distance": "cos(w_k, w_l)"}  # keys of table2.json's "paper"
+                 "l2_distance": "‖w_k − w_l‖₂", "cosine_distance": "cos(w_k, w_l)"}  # table2.json "paper" keys
 
 
 def paper_cell(value: dict | None) -> str:
@@ -288,10 +290,11 @@ def table2_section(name: str, t: dict) -> str:
         "κ_aggr, the share of test images on which two models predict the same class, and κ_cka, the linear CKA of "
         "their layer outputs (mean over layers), over all pairs of viable models; w, all weight values; "
         "‖w_k − w_l‖₂, the l2 distance between two models' flat vectors divided by the zoo's mean l2 norm "
-        f"‖w_n‖₂ = {t['mean_l2_norm']:.4g}; cos(w_k, w_l), their cosine distance 1 − cos. table2.json keeps the "
-        "raw values (fractions, weight units) beside these (\"paper\").")
-    return "\n".join([heading, "", f"| Zoo | {' | '.join(PAPER_COLUMNS.values())} |", "|---|" + "---|" * len(PAPER_COLUMNS),
-                      f"| {name} | {' | '.join(paper_cell(t['paper'][key]) for key in PAPER_COLUMNS)} |", "", definitions])
+        f"‖w_n‖₂ = {t['mean_l2_norm']:.4g}; cos(w_k, w_l), their cosine distance 1 − cos. table2.json keeps "
+        "the raw values (fractions, weight units) beside these (\"paper\").")
+    header = f"| Zoo | {' | '.join(PAPER_COLUMNS.values())} |"
+    row = f"| {name} | {' | '.join(paper_cell(t['paper'][key]) for key in PAPER_COLUMNS)} |"
+    return "\n".join([heading, "", header, "|---|" + "---|" * len(PAPER_COLUMNS), row, "", definitions])
 
 
 def card_markdown(card: dict) -> str:

@@ -21,7 +21,6 @@ else every epoch 1..E (the paper does not state its epochs).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import pathlib
 import sys
@@ -66,8 +65,8 @@ def layout_blocks(index_dict: dict) -> list[tuple[int, int]]:
 def resnet_note(zoo: Zoo) -> str:
     """Why a ResNet-18 zoo's Table 3 has no w column."""
     layout = zoo.vector_layout()
-    return (f"w is n/a for ResNet-18 zoos: a flat vector is {layout_size(layout):,} numbers per model, too long to "
-            f"fit linear models on (the paper reports s(w) only for them); s(w) is computed per tensor "
+    return (f"w is n/a for ResNet-18 zoos: a flat vector is {layout_size(layout):,} numbers per model, too many "
+            f"to hold for every row (the paper reports s(w) only for them); s(w) is computed per tensor "
             f"({len(layout['tensors'])} tensors), a chunk of models at a time.")
 
 
@@ -170,7 +169,7 @@ def default_epochs(num_epochs: int) -> list[int]:
     return list(NOTEBOOK_EPOCHS) if num_epochs >= max(NOTEBOOK_EPOCHS) else list(range(1, num_epochs + 1))
 
 
-def epoch_statistics(zoo: Zoo, epoch: int) -> tuple[np.ndarray, analysis.WeightFacts]:
+def resnet_epoch_statistics(zoo: Zoo, epoch: int) -> tuple[np.ndarray, analysis.WeightFacts]:
     """(s(w) of every model of a ResNet-18 zoo at `epoch` [M, 7 * tensors], the models'
     `analysis.WeightFacts`), a chunk of models at a time (`resnet_statistics`); the params are
     restored leaf by leaf into `analysis.ModelRows` (memory up to its budget, temporary files beyond)."""
@@ -183,36 +182,18 @@ def epoch_statistics(zoo: Zoo, epoch: int) -> tuple[np.ndarray, analysis.WeightF
     return np.concatenate(features), analysis.WeightFacts.concat(facts)
 
 
-@dataclasses.dataclass
-class StatisticsZoo(Zoo):
-    """A zoo whose flat vectors are given: its s(w) rows per epoch [M, F] (NaN: a model not viable),
-    so `vector_splits` gives their splits and properties without the models' own vectors."""
-
-    statistics: dict[int, np.ndarray] = dataclasses.field(default_factory=dict)
-
-    def state(self, epoch: int) -> dict:
-        return {"epoch": epoch}
-
-    def flat_vectors(self, state: dict, masked: bool = True) -> np.ndarray:
-        return self.statistics[state["epoch"]]
-
-    def vector_layout(self) -> dict:
-        width = next(iter(self.statistics.values())).shape[1]
-        return {"tensors": [{"key": "s(w)", "offset": 0, "shape": [width]}]}
-
-
 def statistics_splits(zoo: Zoo, epochs: list[int], threshold: float) -> tuple[dict[str, VectorSplit], dict]:
     """`vector_splits` of a zoo whose vectors are too long to hold (ResNet-18): the split's
-    weights are the s(w) rows [rows, 7 * tensors] (`epoch_statistics`); rows with NaN/inf or
+    weights are the s(w) rows [rows, 7 * tensors] (`resnet_epoch_statistics`); rows with NaN/inf or
     |w| > threshold in the model's flat vector are dropped and counted."""
     statistics, over = {}, {}
     for epoch in epochs:
-        features, facts = epoch_statistics(zoo, epoch)
+        features, facts = resnet_epoch_statistics(zoo, epoch)
         keep = facts.viability(threshold).keep
         statistics[epoch] = np.where(keep[:, None], features, np.nan)
         over[epoch] = ~keep & ~facts.non_finite
-    fields = {field.name: getattr(zoo, field.name) for field in dataclasses.fields(Zoo)}
-    splits, counts = vector_splits(StatisticsZoo(**fields, statistics=statistics), epochs, np.inf)
+    layout = {"tensors": [{"key": "s(w)", "offset": 0, "shape": [next(iter(statistics.values())).shape[1]]}]}
+    splits, counts = vector_splits(zoo, epochs, np.inf, vectors=statistics, layout=layout)
     for split, models in model_splits(zoo).items():  # NaN rows above: tell the two reasons apart
         dropped = int(sum(over[epoch][models].sum() for epoch in epochs))
         counts[split].update(dropped_nan=counts[split]["dropped_nan"] - dropped, dropped_threshold=dropped)

@@ -432,17 +432,19 @@ def model_splits(zoo: Zoo) -> dict[str, list[int]]:
     return {"train": indices[:n_train], "val": indices[n_train : n_train + n_val], "test": indices[n_train + n_val :]}
 
 
-def vector_splits(zoo: Zoo, epochs: list[int], threshold: float,
-                  twin_weights: str = "raw") -> tuple[dict[str, "VectorSplit"], dict]:
+def vector_splits(zoo: Zoo, epochs: list[int], threshold: float, twin_weights: str = "raw",
+                  vectors: dict[int, np.ndarray] | None = None,
+                  layout: dict | None = None) -> tuple[dict[str, "VectorSplit"], dict]:
     """The flat-vector dataset in memory: {split: VectorSplit} and the filter counts per split.
 
     Rows are (model, epoch) of the split's models; rows with NaN/inf or |w| > threshold are
     dropped and counted, as the original loader did. Properties carry jaxzoo's names and the
     original's (`drop_in_properties`); twins' vectors are raw weights unless twin_weights='masked'.
+    vectors {epoch: [M, P]} and their layout replace the zoo's flat vectors (e.g. features of them).
     """
-    layout = zoo.vector_layout()
+    layout = layout or zoo.vector_layout()
     masked = twin_weights == "masked"
-    weights_by_epoch = {epoch: zoo.flat_vectors(zoo.state(epoch), masked) for epoch in epochs}
+    weights_by_epoch = vectors or {epoch: zoo.flat_vectors(zoo.state(epoch), masked) for epoch in epochs}
     splits, counts = {}, {}
     for split, models in model_splits(zoo).items():
         rows = [(m, e) for m in models for e in epochs]

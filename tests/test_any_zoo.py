@@ -67,7 +67,7 @@ def exported_trial(workdir, out, **factors):
     table = json.loads((workdir / "models.json").read_text())
     _, final = checkpoint.load_state(workdir)
     index = next(i for i, r in enumerate(table) if all(r[k] == v for k, v in factors.items()))
-    trial = out / export.trial_name(table[index])
+    trial = out / "trials" / export.trial_name(table[index])
     params_json = json.loads((trial / "params.json").read_text())
     model = TorchTinyMLP(28 * 28, 12, params_json["model::nlin"])
     model.load_state_dict(torch.load(trial / "checkpoint_000002" / "checkpoints"), strict=True)

@@ -1,16 +1,15 @@
 """Table 3 machinery: ridge, penalty selection, s(w), the linear probe, and the CLI on a zoo."""
 
 import json
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from conftest import small_zoo_config
 from jaxzoo import benchmark
 from jaxzoo.export import VectorSplit
-from jaxzoo.train import train_and_evaluate
 
 TINY_LAYOUT = {"layer": [0, 3], "idx_start": [0, 6], "kernel_no": [2, 1], "kernel_size": [1, 1], "channels_in": [2, 2]}
 
@@ -86,9 +85,8 @@ def test_linear_probe_learns_separable_classes():
     assert shuffled < 0.6
 
 
-def test_zoo_benchmark_cli_writes_table_and_card(tmp_path):
-    workdir = tmp_path / "zoo"
-    train_and_evaluate(small_zoo_config(), workdir)
+def test_zoo_benchmark_cli_writes_table_and_card(small_zoo, tmp_path):
+    workdir = shutil.copytree(small_zoo, tmp_path / "zoo", ignore=shutil.ignore_patterns("card"))
     (workdir / "card").mkdir()
     (workdir / "card" / "README.md").write_text("# Zoo card\n")
     result = subprocess.run([sys.executable, "-m", "jaxzoo.benchmark", "--workdir", str(workdir), "--out", str(tmp_path / "t3.md")],

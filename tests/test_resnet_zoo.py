@@ -254,16 +254,6 @@ def test_cnn_configs_refuse_resnet_training_options():
         validate(config)
 
 
-def test_card_and_table3_refuse_resnet_zoos_with_a_clear_error(reference):
-    from jaxzoo.analyze import analyze
-    from jaxzoo.benchmark import benchmark_workdir
-    from jaxzoo.errors import UserError
-
-    for action in (lambda: analyze(reference[0], log=None), lambda: benchmark_workdir(reference[0])):
-        with pytest.raises(UserError, match="is a ResNet-18 zoo"):
-            action()
-
-
 def test_a_dataset_without_val_split_logs_null_val_metrics(reference):
     """Tiny-ImageNet has no val split: val metrics are NaN in the arrays and null in metrics.jsonl."""
     import dataclasses
@@ -319,10 +309,11 @@ def resnet_tables(reference):
     from jaxzoo.analyze import analyze
 
     seen = {}
-    statistics = benchmark.epoch_statistics
+    statistics = benchmark.resnet_epoch_statistics
     card = analyze(reference[0], log=None)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(benchmark, "epoch_statistics", lambda zoo, epoch: seen.setdefault(epoch, statistics(zoo, epoch)))
+        patch.setattr(benchmark, "resnet_epoch_statistics",
+                      lambda zoo, epoch: seen.setdefault(epoch, statistics(zoo, epoch)))
         result = benchmark.benchmark_workdir(reference[0])
     return card, result, seen
 
@@ -352,14 +343,16 @@ def test_resnet_table2_equals_direct_computation(reference, resnet_tables):
     zoo = read_zoo(workdir)
     w = [zoo.flat_vectors({"params": jax.tree.map(lambda a, m=m: a[m:m + 1], state["params"])})[0]
          for m in range(8)]  # [11,172,810] float32 each, in torchvision order
-    scratch = np.empty_like(w[0])  # float32 products and differences, summed in float64
+    scratch = np.empty_like(w[0])  # float32 products and differences in one buffer, summed in float64
     dot = lambda a, b: np.multiply(a, b, out=scratch).sum(dtype=np.float64)
     squares = np.array([dot(row, row) for row in w])
     norms = np.sqrt(squares)
-    l2 = np.array([np.sqrt(dot(*[np.subtract(w[i], w[j], out=scratch)] * 2)) for i, j in pairs])
+    difference = lambda i, j: np.subtract(w[i], w[j], out=scratch)
+    l2 = np.array([np.sqrt(dot(difference(i, j), scratch)) for i, j in pairs])
     cosine = np.array([1 - dot(w[i], w[j]) / (norms[i] * norms[j]) for i, j in pairs])
-    mean = sum(row.sum(dtype=np.float64) for row in w) / (8 * len(w[0]))
-    assert t["weights"] == pytest.approx({"mean": mean, "std": np.sqrt(squares.sum() / (8 * len(w[0])) - mean**2)}, rel=1e-6)
+    count = 8 * len(w[0])
+    mean = sum(row.sum(dtype=np.float64) for row in w) / count
+    assert t["weights"] == pytest.approx({"mean": mean, "std": np.sqrt(squares.sum() / count - mean**2)}, rel=1e-6)
     for key, values in (("l2_distance", l2), ("cosine_distance", cosine)):
         assert t[key]["mean"] == pytest.approx(values.mean(), rel=1e-7), key
         assert t[key]["std"] == pytest.approx(values.std(), rel=1e-4), key
@@ -383,7 +376,8 @@ def test_resnet_table3_has_s_w_from_per_tensor_statistics(reference, resnet_tabl
     assert set(result["table"]["test_acc"]) == {"s(w)"} and result["table"]["epoch"] == "n/a"
     table_md = (workdir / "card" / "table3.md").read_text()
     assert table_md.splitlines()[2].startswith(f"| resnet18_smoke | n/a | {result['table']['test_acc']['s(w)']:.1f} |")
-    assert f"w is n/a for ResNet-18 zoos: a flat vector is {param_count(10, 1):,} numbers per model" in table_md
+    note = f"w is n/a for ResNet-18 zoos: a flat vector is {param_count(10, 1):,} numbers per model"
+    assert note in table_md and note in (workdir / "card" / "README.md").read_text().split("## Table 3")[1]
     features, facts = seen[1]
     tensors = [t["key"] for t in read_zoo(workdir).vector_layout()["tensors"]]
     assert features.shape == (8, 7 * len(tensors)) and not facts.non_finite.any()
