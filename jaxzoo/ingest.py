@@ -99,7 +99,10 @@ UZ_FACTORS = {"activation": "config.activation", "init": "config.w_init", "optim
               "lr": "config.learning_rate", "weight_decay": "config.l2reg", "dropout": "config.dropout"}
 UZ_EXTRA = {"train_fraction": "config.train_fraction", "init_std": "config.init_std", "b_init": "config.b_init"}
 UZ_BATCH_SIZE = 512  # the original training script's default (metrics.csv has no batch size column)
-UZ_CHUNK_ROWS = 4096  # weights rows read from the memory map at a time
+# weights rows read through a fresh memory map at a time: a model's checkpoints are 9 rows
+# apart, so a chunk's rows span 9x as much of the file, whose pages (read ahead) count in the
+# resident memory while mapped: 256 rows keep that span near 45 MB.
+UZ_CHUNK_ROWS = 256
 
 
 class IngestError(UserError):
@@ -845,7 +848,11 @@ def small_cnn_zoo_plan(path: pathlib.Path, files: dict[str, pathlib.Path], datas
             part = chosen[start:start + UZ_CHUNK_ROWS]
             order = np.argsort(part)  # ascending rows read the memory map in file order
             block = np.empty((len(part), weights.shape[1]), np.float32)
-            block[order] = weights[part[order]]
+            # Mapped for this chunk only: the pages a mapping has read count in the process's
+            # resident memory until it is unmapped.
+            mapped = np.load(files["weights"], mmap_mode="r")
+            block[order] = mapped[part[order]]
+            del mapped
             for path, entry in leaves.items():
                 params[path][start:start + len(part)] = block[:, entry["start"]:entry["end"]].reshape(
                     len(part), *entry["shape"])

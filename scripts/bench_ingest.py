@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import gzip
+import os
 import pathlib
 import subprocess
 import sys
@@ -55,17 +56,25 @@ def write_zoo(folder: pathlib.Path, models: int) -> int:
         block[:] = rng.normal(0, 0.1, block.shape)
     weights.flush()
     del weights
+    if hasattr(os, "posix_fadvise"):  # read it back from disk, as a downloaded zoo, not from the page cache
+        os.sync()
+        with open(folder / "weights.npy", "rb") as f:
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
     return (folder / "weights.npy").stat().st_size
 
 
 def ingest_peak(source: pathlib.Path, workdir: pathlib.Path) -> tuple[float, float]:
     """(peak resident MiB, seconds) of one ingest in a fresh process."""
-    code = ("import resource, sys, time; from jaxzoo.ingest import ingest; t = time.time(); "
-            f"ingest({str(source)!r}, {str(workdir)!r}, log=None); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.time() - t)")
+    # VmHWM, the peak of this process's own memory; ru_maxrss would report the parent's peak at
+    # fork when that is higher (Linux keeps it across exec). macOS: ru_maxrss, in bytes.
+    code = ("import pathlib, resource, sys, time; from jaxzoo.ingest import ingest; t = time.time(); "
+            f"ingest({str(source)!r}, {str(workdir)!r}, log=None); seconds = time.time() - t; "
+            "status = pathlib.Path('/proc/self/status'); "
+            "kib = int(next(l.split()[1] for l in status.read_text().splitlines() if l.startswith('VmHWM'))) "
+            "if status.exists() else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; "
+            "print(kib, seconds)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    return int(out[-2]) * scale / 2**20, float(out[-1])
+    return float(out[-2]) / 1024, float(out[-1])
 
 
 def main() -> None:
