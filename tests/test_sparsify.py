@@ -75,9 +75,10 @@ def test_mask_removes_exactly_the_weights_over_threshold():
 
 @pytest.fixture(scope="module")
 def twin(tmp_path_factory):
-    """4 CNN-s models (tanh/relu x Adam/SGD) trained 2 epochs on mnist_5k, then 3 epochs of VD."""
+    """4 CNN-s models (2 seeds x Adam/SGD, tanh: two static groups to compile) trained 2 epochs on
+    mnist_5k, then 3 epochs of VD."""
     root = tmp_path_factory.mktemp("twin")
-    config = small_zoo_config(num_seeds=1, dropout=(0.0,), init=("kaiming_uniform",))
+    config = small_zoo_config(num_seeds=2, activation=("tanh",), dropout=(0.0,), init=("kaiming_uniform",))
     config.data.max_examples_per_split = 0
     train_and_evaluate(config, root / "source")
     sparsify(root / "source", root / "twin", epochs=3)
