@@ -286,3 +286,39 @@ def test_bad_archives_name_the_file(tmp_path, capsys):
     assert main(["--source", str(tmp_path / "uz"), "--workdir", str(tmp_path / "w"), "--dataset", "mnist_5k",
                  "--overwrite"]) == 0
     assert read_zoo(tmp_path / "w").config["model"]["module"] == "small_cnn_zoo"
+
+
+def test_resnet18_trial_folders_keep_every_tensor(tmp_path):
+    """A ResNet-18 trial (torchvision keys, BatchNorm statistics) comes back exactly: the
+    workdir's state, mapped forward again, is the source state_dict."""
+    from jaxzoo.resnet import torch_state_dict
+    from jaxzoo.torch_models import ResNet18Cifar
+
+    torch.manual_seed(0)
+    trial = tmp_path / "tune_zoo_cifar10_resnet18_kaiming_uniform" / "NN_tune_trainable_00000_seed=1"
+    trial.mkdir(parents=True)
+    params = {"model::type": "Resnet18", "model::channels_in": 3, "model::o_dim": 10, "model::nlin": "relu",
+              "model::init_type": "kaiming_uniform", "model::dropout": 0.0, "optim::optimizer": "sgd",
+              "optim::lr": 0.05, "optim::wd": 5e-4, "optim::momentum": 0.9, "seed": 1, "training::batchsize": 256,
+              "training::epochs_train": 1, "dataset::dump": "zoos/data/CIFAR10/dataset.pt"}
+    (trial / "params.json").write_text(json.dumps(params))
+    lines = [{"train_loss": 2.3 - e, "train_acc": 0.1 + e / 2, "test_loss": 2.3 - e, "test_acc": 0.1 + e / 3,
+              "val_loss": 2.3 - e, "val_acc": 0.1 + e / 4, "training_iteration": e} for e in range(2)]
+    (trial / "result.json").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    written = {}
+    for epoch in range(2):
+        model = ResNet18Cifar(10, 3)
+        for name, buffer in model.named_buffers():  # BatchNorm statistics other than the defaults
+            buffer.copy_(torch.randint(1, 9, buffer.shape) if buffer.dtype == torch.int64 else torch.rand(buffer.shape))
+        written[epoch] = model.state_dict()
+        (trial / f"checkpoint_{epoch:06d}").mkdir()
+        torch.save(written[epoch], trial / f"checkpoint_{epoch:06d}" / "checkpoints")
+    ingest(trial.parent, tmp_path / "zoo", log=None)
+    zoo = read_zoo(tmp_path / "zoo")
+    assert zoo.is_resnet and zoo.config["data"]["name"] == "cifar10_resnet" and zoo.table[0]["lr"] == 0.05
+    assert zoo.metrics[1]["test_acc"][0] == pytest.approx(0.1 + 1 / 3)
+    for epoch in range(2):
+        got = torch_state_dict(zoo.state(epoch))
+        assert list(got) == list(written[epoch])
+        for key, value in written[epoch].items():
+            np.testing.assert_array_equal(got[key][0], value.numpy(), err_msg=key)
