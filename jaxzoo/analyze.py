@@ -30,7 +30,6 @@ from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 from ml_collections import ConfigDict
 
 from jaxzoo import analysis, plots, resnet
@@ -175,22 +174,6 @@ def resnet_functions(num_classes: int, compute_dtype: str = "float32"):
     return jax.jit(lambda variables, x: model.apply(variables, x, train=False).argmax(-1)), jax.jit(features)
 
 
-def batch_stats(zoo: Zoo, epoch: int) -> dict:
-    """An epoch's BatchNorm running statistics alone, {module: {mean, var, count}} [M, ...] (two
-    [C] vectors per BatchNorm: 38 KB per ResNet-18), by Orbax's partial restore."""
-    template = jax.eval_shape(lambda: resnet.init_resnet(jax.random.key(0), zoo.num_classes, zoo.image_shape))
-    item = {"batch_stats": jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), template["batch_stats"])}
-    try:
-        with ocp.PyTreeCheckpointer() as reader:
-            restored = reader.restore(zoo.checkpoints.directory / str(epoch) / "state", args=ocp.args.PyTreeRestore(
-                item=item, restore_args=item, partial_restore=True))
-    except Exception as error:  # Orbax raises many types for damaged files
-        raise UserError(f"BatchNorm statistics of epoch {epoch} in {zoo.checkpoints.directory} are unreadable "
-                        f"({type(error).__name__}): rerun the train command, which sets the checkpoint aside "
-                        "and retrains it") from None
-    return jax.tree.map(np.asarray, restored["batch_stats"])
-
-
 def resnet_forward_passes(zoo: Zoo, rows: analysis.ModelRows, paths: list[tuple[str, ...]], stats: dict,
                           test_images: np.ndarray, cka_images: int) -> tuple[int, analysis.WeightFacts]:
     """`forward_passes` of a ResNet-18 zoo: one model at a time in eval mode (running statistics
@@ -251,8 +234,8 @@ def last_epoch_table2(zoo: Zoo, test_images: np.ndarray, num_classes: int, thres
         paths = restore_params(zoo, last, rows)
         facts = None
         if zoo.is_resnet:  # pairs from the dot products: [M, M] float64 (8 MB for 1,000 models)
-            layers, facts = resnet_forward_passes(zoo, rows, paths, batch_stats(zoo, last), test_images,
-                                                  analysis.CKA_IMAGES)
+            stats = zoo.checkpoints.params(last, collection="batch_stats")  # 38 KB per ResNet-18
+            layers, facts = resnet_forward_passes(zoo, rows, paths, stats, test_images, analysis.CKA_IMAGES)
             names = [param_name(path) for path in paths]  # the params leaves hold the flat vector's numbers
             rows.put("dots", analysis.dot_products(rows, names, analysis.column_block(rows.count, rows.budget)))
         else:

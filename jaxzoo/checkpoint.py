@@ -306,18 +306,21 @@ class ZooCheckpoints:
             ) from None
         return epoch, state
 
-    def param_paths(self, epoch: int) -> list[tuple[str, ...]]:
-        """Key paths of the leaves of an epoch's `params`, e.g. ('conv0', 'kernel'), read from
-        the checkpoint's metadata (no array is read)."""
+    def param_paths(self, epoch: int, collection: str = "params") -> list[tuple[str, ...]]:
+        """Key paths of the leaves of an epoch's `params` (or another collection of the state,
+        e.g. 'batch_stats'), e.g. ('conv0', 'kernel'), read from the checkpoint's metadata (no
+        array is read)."""
         _, path = self._state_path(epoch)
         with ocp.PyTreeCheckpointer() as reader:
-            params = _saved_tree(reader, path)["params"]
+            params = _saved_tree(reader, path)[collection]
         return [tuple(str(key.key) for key in keys) for keys, _ in jax.tree_util.tree_flatten_with_path(
             params, is_leaf=lambda leaf: hasattr(leaf, "shape"))[0]]
 
-    def params(self, epoch: int, leaves: Sequence[tuple[str, ...]] | None = None) -> dict:
-        """An epoch's `params` as numpy arrays [M, ...] and nothing else (no optimizer state):
-        all its leaves, or only those at the given key paths (`param_paths`).
+    def params(self, epoch: int, leaves: Sequence[tuple[str, ...]] | None = None,
+               collection: str = "params") -> dict:
+        """An epoch's `params` (or another collection of the state, e.g. 'batch_stats') as numpy
+        arrays [M, ...] and nothing else (no optimizer state): all its leaves, or only those at
+        the given key paths (`param_paths`).
 
         Orbax's partial restore reads only the requested arrays, whatever process layout saved
         them. Each array is one compressed chunk of the whole population, so a block of models
@@ -325,7 +328,7 @@ class ZooCheckpoints:
         (a leaf of M models transiently takes twice its size).
         """
         epoch, path = self._state_path(epoch)
-        leaves = self.param_paths(epoch) if leaves is None else leaves
+        leaves = self.param_paths(epoch, collection) if leaves is None else leaves
         item: dict = {}
         for keys in leaves:
             node = item
@@ -335,13 +338,13 @@ class ZooCheckpoints:
         try:
             with ocp.PyTreeCheckpointer() as reader:
                 restored = reader.restore(path, args=ocp.args.PyTreeRestore(
-                    item={"params": item}, restore_args={"params": item}, partial_restore=True))
+                    item={collection: item}, restore_args={collection: item}, partial_restore=True))
         except Exception as error:  # Orbax raises many types for damaged files
             raise WorkdirError(
-                f"params of epoch {epoch} in {self.directory} are unreadable ({type(error).__name__}): "
+                f"{collection} of epoch {epoch} in {self.directory} are unreadable ({type(error).__name__}): "
                 "rerun the train command, which sets the checkpoint aside and retrains it"
             ) from None
-        return jax.tree.map(np.asarray, restored["params"])
+        return jax.tree.map(np.asarray, restored[collection])
 
     def _state_path(self, epoch: int | None) -> tuple[int, pathlib.Path]:
         """-> (epoch, its state folder); the newest epoch for None; WorkdirError if it has none."""
