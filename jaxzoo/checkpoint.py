@@ -245,9 +245,10 @@ def restore_metrics(directory: pathlib.Path, epoch: int) -> dict[str, np.ndarray
 def metrics_lines(epoch: int, model_ids: np.ndarray, metrics: dict[str, np.ndarray]) -> list[str]:
     """One JSON line per model for `epoch` (NaN is written as null); extra metrics follow."""
     lines = []
+    present = [name for name in METRIC_NAMES if name in metrics]  # an INR zoo has others
     for i, model_id in enumerate(model_ids):
         row = {"epoch": epoch, "model_id": int(model_id)}
-        for name in (*METRIC_NAMES, *sorted(set(metrics) - set(METRIC_NAMES) - {"diverged"})):
+        for name in (*present, *sorted(set(metrics) - set(METRIC_NAMES) - {"diverged"})):
             value = float(metrics[name][i])
             row[name] = value if np.isfinite(value) else None
         row["diverged"] = bool(metrics["diverged"][i])

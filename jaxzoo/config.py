@@ -338,8 +338,12 @@ LOCATION_FIELDS = ("raw_dir", "tfds_dir", "cache_dir")  # where data lies, not w
 
 def identity(config: ml_collections.ConfigDict) -> dict:
     """What defines the zoo: the config without `runtime`, `notes`, shard fields, data paths and
-    (without a schedule) `training.num_epochs`."""
+    (without a schedule) `training.num_epochs`; an INR zoo's: `jaxzoo.inr.config.inr_identity`."""
     data = to_json_dict(config)
+    if data.get("task", "classification") == "inr":
+        from jaxzoo.inr.config import inr_identity  # the INR package builds on this module
+
+        return inr_identity(data)
     data.pop("runtime", None)
     data.pop("notes", None)  # prose about the zoo, corrected without making another zoo
     data.pop("shard_index", None)

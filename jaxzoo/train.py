@@ -18,8 +18,7 @@ import math
 import os
 import pathlib
 import sys
-import time
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -33,11 +32,14 @@ from ml_collections import config_flags
 from tqdm import tqdm
 
 from jaxzoo import checkpoint, cpu_conv, distributed, host
+from jaxzoo.loop import POPULATION_AXIS, population_mesh, run_epochs
 from jaxzoo.cli import check_destination, error_exit, quiet_libraries, setup_logging, use_cpu_cores
 from jaxzoo.config import (RESNET_ARCHS, ConfigError, dataset_identity, identity, load_config_dataset,
                            to_json_dict, to_plain, validate)
 from jaxzoo.data import Dataset
 from jaxzoo.errors import UserError
+from jaxzoo.inr.config import is_inr
+from jaxzoo.inr.train import train_inr_zoo
 from jaxzoo.factors import fixed_value, model_value, values_of
 from jaxzoo.architectures import ModelError, arch_spec, build_model, check_custom_model, is_custom
 from jaxzoo.models import ArchSpec
@@ -48,7 +50,6 @@ from jaxzoo.schedules import schedule_options
 from jaxzoo.steps import GroupSpec, StepFunctions, eval_batches, make_step_functions
 
 log = logging.getLogger("jaxzoo")
-POPULATION_AXIS = "pop"
 # On CPU the per-model path is memory-bound: 8 models per device and call, one device per
 # core, ran fastest (docs/benchmarks.md).
 DEFAULT_CHUNK_PER_DEVICE = {"cpu": 8, "gpu": 4096, "tpu": 4096}
@@ -110,15 +111,6 @@ def plan_run(config, population_size: int, arch: ArchSpec, image_shape, num_trai
         1, min(MAX_EVAL_BATCH, EVAL_MODEL_IMAGES_PER_STEP // chunk, budget // (4 * chunk * per_image))
     )
     return RunPlan(chunk, steps, eval_batch)
-
-
-def population_mesh() -> jax.sharding.Mesh:
-    """This process's devices on one 'pop' axis (each process trains its own models)."""
-    # Auto axes: XLA propagates the population sharding through the (model-local) program.
-    return jax.make_mesh(
-        (jax.local_device_count(),), (POPULATION_AXIS,), axis_types=(jax.sharding.AxisType.Auto,),
-        devices=jax.local_devices(),
-    )
 
 
 def resnet_plan(config, population_size: int, num_train: int) -> RunPlan:
@@ -235,6 +227,8 @@ def tree_put(tree, indices: np.ndarray, values) -> None:
 
 class ZooRun:
     """One training run of a zoo: holds the data on device and each group's compiled functions."""
+
+    unit = "model-sample"  # what the progress bar counts: models x train images
 
     def __init__(self, config: ml_collections.ConfigDict, population: Population, dataset: Dataset):
         self.config = config
@@ -453,20 +447,14 @@ def shard_workdir(workdir: str | os.PathLike, index: int, count: int) -> str:
     return os.path.join(os.fspath(workdir), "shards", f"{index}-of-{count}")
 
 
-def summarize(epoch: int, num_epochs: int, metrics: dict[str, np.ndarray], seconds: float) -> str:
-    ok = ~metrics["diverged"]
-    acc = metrics["test_acc"][ok]
-    acc_text = f"test_acc mean {acc.mean():.4f} min {acc.min():.4f} max {acc.max():.4f}" if acc.size else "no finite model"
-    return (
-        f"epoch {epoch}/{num_epochs}: {acc_text}; diverged {int((~ok).sum())}/{ok.size}; {seconds:.1f} s"
-    )
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
     """Trains (or resumes) the zoo of `config` in `workdir`; returns the last epoch's metrics.
 
-    Raises UserError subclasses on bad input before anything in the workdir is changed.
+    Raises UserError subclasses on bad input before anything in the workdir is changed. An INR
+    config (`task='inr'`) fits one SIREN per image instead (`jaxzoo.inr.train`).
     """
+    if is_inr(config):
+        return train_inr_zoo(config, workdir)
     validate(config)
     check_destination(pathlib.Path(workdir), "--workdir")
     table = expand_grid(config.population, config.seed)
@@ -521,64 +509,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     return {"epoch": num_epochs, "metrics": metrics, "workdir": str(path)}
 
 
-def run_epochs(run: ZooRun, manager, path: pathlib.Path, model_ids: np.ndarray, num_epochs: int,
-               show_progress: bool = False, on_fresh: Callable[[dict], None] | None = None,
-               describe: Callable[[int, dict, float], str] | None = None) -> dict[str, np.ndarray]:
-    """Resumes a zoo after its newest complete epoch, or starts it (fresh state, epoch 0 =
-    evaluation before training), then trains up to `num_epochs`: each epoch is checkpointed,
-    then recorded in metrics.jsonl. `on_fresh(metrics)` runs after epoch 0's evaluation,
-    before it is saved; `describe(epoch, metrics, seconds)` is the log line of an epoch.
-    Returns the last epoch's metrics [M] per name (every process's models)."""
-    describe = describe or (lambda epoch, metrics, seconds: summarize(epoch, num_epochs, metrics, seconds))
-    restored = checkpoint.restore_latest(manager, run.abstract_state())
-    if restored is None or restored[0] < num_epochs:
-        start = time.time()
-        programs = run.compile()
-        log.info("compiled %d program(s) for %d group(s) in %.1f s", programs, len(run.groups), time.time() - start)
-    if restored is None:
-        log.info("fresh zoo")
-        start = time.time()
-        state = run.init_state()
-        metrics = distributed.gather_metrics(run.initial_epoch(state))
-        if on_fresh is not None:
-            on_fresh(metrics)
-        checkpoint.save_epoch(manager, 0, state, metrics)
-        if distributed.is_primary():
-            checkpoint.rewrite_metrics_file(path, checkpoint.metrics_lines(0, model_ids, metrics))
-        log.info(describe(0, metrics, time.time() - start))
-        first_epoch = 1
-    else:
-        last, state = restored
-        state = jax.tree.map(np.asarray, state)
-        lines = []
-        for epoch in range(last + 1):
-            metrics = checkpoint.restore_metrics(manager.directory, epoch)
-            lines += checkpoint.metrics_lines(epoch, model_ids, metrics)
-        if distributed.is_primary():
-            checkpoint.rewrite_metrics_file(path, lines)
-        log.info("resuming after epoch %d of %d", last, num_epochs)
-        first_epoch = last + 1
-    for epoch in range(first_epoch, num_epochs + 1):
-        start = time.time()
-        progress = None
-        if show_progress:
-            progress = tqdm(
-                total=run.population.size * run.num_train, desc=f"epoch {epoch}/{num_epochs}",
-                unit="model-sample", unit_scale=True, file=sys.stderr, leave=False,
-            )
-        state, metrics = run.train_epoch(state, epoch, progress)
-        metrics = distributed.gather_metrics(metrics)
-        if progress is not None:
-            progress.close()
-        checkpoint.save_epoch(manager, epoch, state, metrics)
-        if distributed.is_primary():
-            checkpoint.append_metrics(path, checkpoint.metrics_lines(epoch, model_ids, metrics))
-        seconds = time.time() - start
-        log.info("%s; %.0f model-samples/s", describe(epoch, metrics, seconds), len(model_ids) * run.num_train / seconds)
-    manager.wait_until_finished()
-    return metrics
-
-
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Zoo config file (configs/*.py).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics of the zoo "
                                "(default: runs/<config name>).")
@@ -622,7 +552,7 @@ def default_workdir(config: ml_collections.ConfigDict) -> str:
 
 def next_steps(workdir: str, config: ml_collections.ConfigDict, base_workdir: str) -> list[str]:
     """What a user runs after training: export and analysis of the zoo (merge for a shard)."""
-    if config.num_shards > 1:
+    if config.get("num_shards", 1) > 1:
         return [f"shard {config.shard_index} of {config.num_shards} ready in {workdir}; once every shard is, "
                 f"join them: python -m jaxzoo.merge --workdir {base_workdir}"]
     return [

@@ -521,7 +521,8 @@ def describe_name(parsed: DatasetName, options, val_fraction: float) -> DatasetI
         return describe_native(read_native(parsed, options), val_fraction)
 
 
-def load(parsed: DatasetName, image_size: int, max_examples_per_split: int, options, val_fraction: float) -> Dataset:
+def load(parsed: DatasetName, image_size: int, max_examples_per_split: int, options, val_fraction: float,
+         source_order: bool = False) -> Dataset:
     """`load_dataset` for the non-registry forms."""
     val_fraction = check_fraction(val_fraction)
     native = read_native(parsed, options)
@@ -536,7 +537,11 @@ def load(parsed: DatasetName, image_size: int, max_examples_per_split: int, opti
             cache.check_writable(options.cache_dir)
             stored = {split: (apply_transform(x, transform), y) for split, (x, y) in native.splits.items()}
             cache.write(folder, stored, {"num_classes": native.num_classes})
-    train, val, method = val_cut(stored, val_fraction, native.where)
+    if source_order:
+        train, method = stored["train"], "given"
+        val = stored.get("val", (train[0][:0], train[1][:0]))
+    else:
+        train, val, method = val_cut(stored, val_fraction, native.where)
     fingerprint = hashlib.sha256(f"{cache.fingerprint(folder)}-{method}-{len(val[1])}".encode()).hexdigest()[:16]
     dataset = Dataset(native.name, native.num_classes, train, val, stored["test"], info.mean, info.std,
                       native.form, fingerprint)

@@ -123,6 +123,11 @@ def check_sizes(info: DatasetInfo, native: dict, source: str, strict: bool) -> N
             )
 
 
+def empty_split(like: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """A split of no images, shaped like `like`."""
+    return like[0][:0], like[1][:0]
+
+
 def describe_dataset(name, options: DataOptions = DataOptions(),
                      val_fraction: float = custom.DEFAULT_VAL_FRACTION) -> DatasetInfo:
     """The DatasetInfo of any dataset name (see `names`): a registry name's entry (no data read);
@@ -144,6 +149,7 @@ def load_dataset(
     options: DataOptions = DataOptions(),
     strict_sizes: bool = True,
     val_fraction: float = custom.DEFAULT_VAL_FRACTION,
+    source_order: bool = False,
 ) -> Dataset:
     """The dataset `name` at `image_size` px: uint8 splits, the protocol's mean/std, its source.
 
@@ -151,11 +157,13 @@ def load_dataset(
     `strict_sizes=False` accepts source splits of other sizes (val keeps the protocol's
     fraction of train): for subsets of the published files and for tests. `val_fraction`:
     for non-registry names without a val split, the part of train cut off for val by the
-    seed-42 rule (`custom`); `strict_sizes` does not apply to them.
+    seed-42 rule (`custom`); `strict_sizes` does not apply to them. `source_order=True` cuts no
+    val: train is the source's train split in its own order (image i is the source's image i),
+    val the source's own val split or empty (INR zoos fit the images where they stand).
     """
     parsed = parse_name(name)
     if parsed.form != "registry":
-        return custom.load(parsed, image_size, max_examples_per_split, options, val_fraction)
+        return custom.load(parsed, image_size, max_examples_per_split, options, val_fraction, source_order)
     info = DATASETS[name]
     if image_size not in info.transforms:
         raise DataUnavailableError(f"dataset {name!r} is used at image sizes {info.image_sizes}, not {image_size}")
@@ -173,8 +181,8 @@ def load_dataset(
         }
         cache.write(folder, stored)
     check_sizes(info, stored, source, strict_sizes)
-    if "val" in stored:
-        train, val, method = stored["train"], stored["val"], "given"
+    if "val" in stored or source_order:
+        train, val, method = stored["train"], stored.get("val", empty_split(stored["train"])), "given"
     else:
         n = len(stored["train"][1])
         n_val = info.split_sizes[1] if strict_sizes else round(n * info.split_sizes[1] / sum(info.split_sizes[:2]))

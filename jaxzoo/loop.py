@@ -1,0 +1,99 @@
+"""The epoch loop every zoo shares: resume or start, epoch 0, train, checkpoint, record.
+
+`run_epochs` drives a run object (`jaxzoo.train.ZooRun`, `jaxzoo.sparsify`'s twins,
+`jaxzoo.inr.train.InrRun`) through its `abstract_state`, `compile`, `init_state`,
+`initial_epoch` and `train_epoch`; the population axis of every zoo is the mesh axis 'pop'.
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import sys
+import time
+from typing import Callable
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from jaxzoo import checkpoint, distributed
+
+log = logging.getLogger("jaxzoo")
+POPULATION_AXIS = "pop"
+
+
+def population_mesh() -> jax.sharding.Mesh:
+    """This process's devices on one 'pop' axis (each process trains its own models)."""
+    # Auto axes: XLA propagates the population sharding through the (model-local) program.
+    return jax.make_mesh(
+        (jax.local_device_count(),), (POPULATION_AXIS,), axis_types=(jax.sharding.AxisType.Auto,),
+        devices=jax.local_devices(),
+    )
+
+
+def summarize(epoch: int, num_epochs: int, metrics: dict[str, np.ndarray], seconds: float) -> str:
+    ok = ~metrics["diverged"]
+    acc = metrics["test_acc"][ok]
+    acc_text = f"test_acc mean {acc.mean():.4f} min {acc.min():.4f} max {acc.max():.4f}" if acc.size else "no finite model"
+    return (
+        f"epoch {epoch}/{num_epochs}: {acc_text}; diverged {int((~ok).sum())}/{ok.size}; {seconds:.1f} s"
+    )
+
+
+def run_epochs(run, manager, path: pathlib.Path, model_ids: np.ndarray, num_epochs: int,
+               show_progress: bool = False, on_fresh: Callable[[dict], None] | None = None,
+               describe: Callable[[int, dict, float], str] | None = None) -> dict[str, np.ndarray]:
+    """Resumes a zoo after its newest complete epoch, or starts it (fresh state, epoch 0 =
+    evaluation before training), then trains up to `num_epochs`: each epoch is checkpointed,
+    then recorded in metrics.jsonl. `on_fresh(metrics)` runs after epoch 0's evaluation,
+    before it is saved; `describe(epoch, metrics, seconds)` is the log line of an epoch.
+    Returns the last epoch's metrics [M] per name (every process's models)."""
+    describe = describe or (lambda epoch, metrics, seconds: summarize(epoch, num_epochs, metrics, seconds))
+    restored = checkpoint.restore_latest(manager, run.abstract_state())
+    if restored is None or restored[0] < num_epochs:
+        start = time.time()
+        programs = run.compile()
+        log.info("compiled %d program(s) in %.1f s", programs, time.time() - start)
+    if restored is None:
+        log.info("fresh zoo")
+        start = time.time()
+        state = run.init_state()
+        metrics = distributed.gather_metrics(run.initial_epoch(state))
+        if on_fresh is not None:
+            on_fresh(metrics)
+        checkpoint.save_epoch(manager, 0, state, metrics)
+        if distributed.is_primary():
+            checkpoint.rewrite_metrics_file(path, checkpoint.metrics_lines(0, model_ids, metrics))
+        log.info(describe(0, metrics, time.time() - start))
+        first_epoch = 1
+    else:
+        last, state = restored
+        state = jax.tree.map(np.asarray, state)
+        lines = []
+        for epoch in range(last + 1):
+            metrics = checkpoint.restore_metrics(manager.directory, epoch)
+            lines += checkpoint.metrics_lines(epoch, model_ids, metrics)
+        if distributed.is_primary():
+            checkpoint.rewrite_metrics_file(path, lines)
+        log.info("resuming after epoch %d of %d", last, num_epochs)
+        first_epoch = last + 1
+    for epoch in range(first_epoch, num_epochs + 1):
+        start = time.time()
+        progress = None
+        if show_progress:
+            progress = tqdm(
+                total=run.population.size * run.num_train, desc=f"epoch {epoch}/{num_epochs}",
+                unit=run.unit, unit_scale=True, file=sys.stderr, leave=False,
+            )
+        state, metrics = run.train_epoch(state, epoch, progress)
+        metrics = distributed.gather_metrics(metrics)
+        if progress is not None:
+            progress.close()
+        checkpoint.save_epoch(manager, epoch, state, metrics)
+        if distributed.is_primary():
+            checkpoint.append_metrics(path, checkpoint.metrics_lines(epoch, model_ids, metrics))
+        seconds = time.time() - start
+        log.info("%s; %.0f %ss/s", describe(epoch, metrics, seconds), len(model_ids) * run.num_train / seconds, run.unit)
+    manager.wait_until_finished()
+    return metrics
