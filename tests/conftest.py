@@ -77,6 +77,53 @@ def small_zoo(tmp_path_factory):
     return workdir
 
 
+def inr_zoo_config(style: str = "dwsnets"):
+    """A small INR zoo: 24 mnist_5k images x 2 seeds, 60 steps of which 3 epochs, early stop at
+    22 dB (19 dB on [-1, 1]): some models stop mid-run, some never. style 'dwsnets': 'xy' coordinates, +0.5,
+    targets in [0, 1], zero sine biases; 'nfn': 'ij', no offset, targets in [-1, 1]."""
+    from jaxzoo.inr.config import base_inr_config
+
+    config = base_inr_config()
+    config.name = f"test_inr_{style}"
+    config.images.count = 24
+    config.population.num_seeds = 2
+    config.training.num_steps = 60
+    config.training.steps_per_epoch = 20
+    config.training.lr = 1e-3
+    config.training.target_psnr = 22.0 if style == "dwsnets" else 19.0
+    config.runtime.progress = False
+    config.runtime.chunk_size = 16
+    if style == "dwsnets":
+        config.model.coordinates = "xy"
+        config.model.output_offset = 0.5
+        config.model.bias_init = "zero"
+        config.model.last_init = "torch_default"
+    else:
+        config.model.coordinates = "ij"
+        config.model.target_range = "symmetric"
+    return config
+
+
+@pytest.fixture(scope="session")
+def inr_zoo(tmp_path_factory):
+    """The trained `inr_zoo_config('dwsnets')` zoo (48 SIRENs), shared by the tests that read it."""
+    from jaxzoo.train import train_and_evaluate
+
+    workdir = tmp_path_factory.mktemp("inr") / "zoo"
+    train_and_evaluate(inr_zoo_config("dwsnets"), workdir)
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def inr_zoo_nfn(tmp_path_factory):
+    """The trained `inr_zoo_config('nfn')` zoo (48 SIRENs, 'ij', targets in [-1, 1])."""
+    from jaxzoo.train import train_and_evaluate
+
+    workdir = tmp_path_factory.mktemp("inr_nfn") / "zoo"
+    train_and_evaluate(inr_zoo_config("nfn"), workdir)
+    return workdir
+
+
 @contextlib.contextmanager
 def read_only(*folders: pathlib.Path):
     """Folders nobody may create files in, root included (root ignores modes: the immutable
