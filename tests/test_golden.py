@@ -54,6 +54,16 @@ GOLDEN = {
     "usps_seed": ("440165223f8a0503", "58b06981dbce4a7c", 1000),
 }
 
+# INR presets: identity hash (their model table depends on the dataset's images)
+INR_GOLDEN = {
+    "inr_dwsnets_fmnist": "811455ab26eb5720",
+    "inr_dwsnets_mnist": "e7fa0c72efa26be4",
+    "inr_nfn_cifar10": "7ffaf93fc7fbfaa4",
+    "inr_nfn_fashion": "cd1f5a092fc0f2d6",
+    "inr_nfn_mnist": "96cfe5ed7705b1b1",
+    "inr_quickstart": "d7e63294d5ede9e3",
+}
+
 
 def load_config(name: str):
     spec = importlib.util.spec_from_file_location(f"golden_{name}", CONFIGS / f"{name}.py")
@@ -63,7 +73,12 @@ def load_config(name: str):
 
 
 def test_every_shipped_config_is_covered():
-    assert sorted(p.stem for p in CONFIGS.glob("*.py")) == sorted(GOLDEN)
+    assert sorted(p.stem for p in CONFIGS.glob("*.py")) == sorted([*GOLDEN, *INR_GOLDEN])
+
+
+@pytest.mark.parametrize("name", sorted(INR_GOLDEN))
+def test_inr_preset_identity_unchanged(name):
+    assert identity_hash(identity(load_config(name))) == INR_GOLDEN[name]
 
 
 @pytest.mark.parametrize("name", sorted(GOLDEN))

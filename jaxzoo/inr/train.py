@@ -122,12 +122,17 @@ def make_functions(config: ml_collections.ConfigDict, spec: siren.SirenSpec, coo
     )
 
 
-def padded_chunks(members: np.ndarray, chunk_size: int) -> list[tuple[np.ndarray, int]]:
-    """`members` cut into chunks of `chunk_size` (the last padded with its last model)."""
+def padded_chunks(members: np.ndarray, chunk_size: int, quantum: int = 0) -> list[tuple[np.ndarray, int]]:
+    """`members` cut into chunks of `chunk_size` (the last padded with its last model). With a
+    `quantum` (the device count), the last chunk is only padded to `quantum` times a power of
+    two: few models left running compile a few more programs instead of a whole chunk's work."""
     chunks = []
     for start in range(0, len(members), chunk_size):
         real = members[start:start + chunk_size]
-        chunks.append((np.concatenate([real, np.full(chunk_size - len(real), real[-1])]), len(real)))
+        size = chunk_size
+        if quantum:
+            size = min(chunk_size, quantum * 2 ** math.ceil(math.log2(math.ceil(len(real) / quantum))))
+        chunks.append((np.concatenate([real, np.full(size - len(real), real[-1])]), len(real)))
     return chunks
 
 
@@ -227,7 +232,7 @@ class InrRun:
         state = jax.tree.map(np.array, state)
         running = np.flatnonzero(state["stopped_at"] < 0)
         first_step = (epoch - 1) * self.steps_per_epoch
-        for indices, real in padded_chunks(running, self.chunk_size) if len(running) else []:
+        for indices, real in padded_chunks(running, self.chunk_size, jax.local_device_count()):
             chunk = self.put(take(state, indices))
             targets = self.chunk_targets(indices)
             for first in range(0, self.steps_per_epoch, self.steps_per_call):
