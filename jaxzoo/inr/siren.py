@@ -150,14 +150,31 @@ def init_params(spec: SirenSpec, key: jax.Array) -> dict:
     return params
 
 
+NARROW = 4  # a layer with at most this many inputs or outputs is computed without a matmul
+
+
+def dense(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+    """x [P, in] @ kernel [in, out] + bias. A narrow side (the 2 coordinates in, the 1 or 3
+    channels out) is written as elementwise products and sums: as a vmapped (batched) dot,
+    XLA:CPU ran a SIREN step 3x slower (measured in docs/benchmarks.md)."""
+    fan_in, fan_out = kernel.shape
+    if fan_in <= NARROW:
+        out = sum(x[..., k:k + 1] * kernel[k] for k in range(fan_in))
+    elif fan_out <= NARROW:
+        out = jnp.stack([jnp.sum(x * kernel[:, c], axis=-1) for c in range(fan_out)], axis=-1)
+    else:
+        out = x @ kernel
+    return out + bias
+
+
 def apply(spec: SirenSpec, params: dict, coords: jax.Array, sin=jnp.sin) -> jax.Array:
     """One SIREN on coordinates [P, 2] -> values [P, C]."""
     h = coords
     names = layer_names(spec)
     for i, name in enumerate(names[:-1]):
-        h = sin(spec.w0(i) * (h @ params[name]["kernel"] + params[name]["bias"]))
+        h = sin(spec.w0(i) * dense(h, params[name]["kernel"], params[name]["bias"]))
     last = params[names[-1]]
-    return h @ last["kernel"] + last["bias"] + spec.output_offset
+    return dense(h, last["kernel"], last["bias"]) + spec.output_offset
 
 
 def coordinates(height: int, width: int, convention: str) -> np.ndarray:
