@@ -15,29 +15,8 @@ Data: MNIST on this machine first (`python -m jaxzoo.data info mnist`).
 Time: about 70,000 x 1,000 SIREN steps; see docs/benchmarks.md for this CPU and a GPU.
 """
 
-from jaxzoo.inr.config import base_inr_config
+from jaxzoo.inr.presets import dwsnets_zoo
 
 
 def get_config():
-    config = base_inr_config()
-    config.name = "inr_dwsnets_mnist"
-    config.data.name = "mnist"
-    config.images.splits = ("train", "test")
-    config.model.widths = (32, 32)
-    config.model.w0_first = 30.0
-    config.model.w0_hidden = 30.0
-    config.model.first_init = "sine"
-    config.model.bias_init = "zero"
-    config.model.last_init = "torch_default"
-    config.model.output_offset = 0.5
-    config.model.coordinates = "xy"
-    config.model.target_range = "unit"
-    config.training.num_steps = 1000
-    config.training.steps_per_epoch = 100
-    config.training.optimizer = "adam"
-    config.training.lr = 5e-4
-    config.training.target_psnr = 40.0
-    config.notes = ("DWSNets' INR class as its code has it (first layer U(+-sqrt(6/2)/30) since is_first is never "
-                    "set; zero sine biases; last layer PyTorch default; +0.5; 'xy' inputs) and its authors' recipe "
-                    "(Adam 5e-4, 1,000 steps, stop at 40 dB). Inferred: pixels in [0, 1], full-image steps.")
-    return config
+    return dwsnets_zoo("inr_dwsnets_mnist", "mnist")

@@ -16,32 +16,8 @@ Data: MNIST on this machine first (`python -m jaxzoo.data info mnist`).
 Time: about 60,000 x 1,000 SIREN steps; see docs/benchmarks.md for this CPU and a GPU.
 """
 
-from jaxzoo.inr.config import base_inr_config
-
-DATASET, IMAGE_SIZE, COUNT = "mnist", 28, 60000
+from jaxzoo.inr.presets import nfn_zoo
 
 
 def get_config():
-    config = base_inr_config()
-    config.name = "inr_nfn_mnist"
-    config.data.name = DATASET
-    config.data.image_size = IMAGE_SIZE
-    config.images.splits = ("train", "test")
-    config.images.count = COUNT
-    config.model.widths = (32, 32)
-    config.model.w0_first = 30.0
-    config.model.w0_hidden = 30.0
-    config.model.first_init = "siren"
-    config.model.bias_init = "torch_default"
-    config.model.last_init = "sine"
-    config.model.output_offset = 0.0
-    config.model.coordinates = "ij"
-    config.model.target_range = "symmetric"
-    config.training.num_steps = 1000
-    config.training.steps_per_epoch = 100
-    config.training.optimizer = "adam"
-    config.training.lr = 5e-4
-    config.training.target_psnr = 0.0
-    config.notes = ("NFN's SIREN and layout as its code has them ('ij' inputs, targets in [-1, 1], no offset). "
-                    "The optimizer and steps were not published: Adam 5e-4 for 1,000 steps is this project's choice.")
-    return config
+    return nfn_zoo("inr_nfn_mnist", "mnist", 28, count=60000)

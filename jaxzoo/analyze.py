@@ -332,7 +332,14 @@ or `jaxzoo.torch.ZooVectorDataset("exports/<zoo>/vectors", "train")`.
 
 def analyze(workdir, threshold: float = analysis.DEFAULT_THRESHOLD, agreement_images: int = 0,
             embedding_points: int = 5000, log=print) -> dict:
-    """Writes the card into `workdir/card` (and each export of the zoo); returns the card."""
+    """Writes the card into `workdir/card` (and each export of the zoo); returns the card. An INR
+    zoo's workdir gets the INR card (`jaxzoo.inr.card`; the other arguments do not apply)."""
+    from jaxzoo.inr.zoo import is_inr_workdir
+
+    if is_inr_workdir(workdir):
+        from jaxzoo.inr.card import inr_card
+
+        return inr_card(workdir, log=log)
     log = log or (lambda message: None)
     start = time.time()
     zoo = read_zoo(workdir)
