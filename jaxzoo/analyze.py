@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from ml_collections import ConfigDict
 
+from jaxzoo.inr.zoo import is_inr_workdir
 from jaxzoo import analysis, plots, resnet
 from jaxzoo.config import load_config_dataset
 from jaxzoo.data import normalise
@@ -334,10 +335,8 @@ def analyze(workdir, threshold: float = analysis.DEFAULT_THRESHOLD, agreement_im
             embedding_points: int = 5000, log=print) -> dict:
     """Writes the card into `workdir/card` (and each export of the zoo); returns the card. An INR
     zoo's workdir gets the INR card (`jaxzoo.inr.card`; the other arguments do not apply)."""
-    from jaxzoo.inr.zoo import is_inr_workdir
-
     if is_inr_workdir(workdir):
-        from jaxzoo.inr.card import inr_card
+        from jaxzoo.inr.card import inr_card  # it builds on this module (through jaxzoo.benchmark)
 
         return inr_card(workdir, log=log)
     log = log or (lambda message: None)
