@@ -4,6 +4,9 @@
                           [--epochs 5,15,50] [--threshold 5] [--optimizer_state last|all]
                           [--twin_weights raw|masked] [--with_data] [--overwrite]
 
+An INR zoo's workdir goes to `jaxzoo.inr.export` instead (--format dwsnets_mnist|dwsnets_fmnist|
+nfn|vectors|all: the layouts of DWSNets and NFN, and flat vectors).
+
 `<out>/<experiment>/` receives:
   config.json, index_dict.json, readme.md, dataset.json     zoo level
   model.py                      PyTorch classes that rebuild every trial from its params.json
@@ -47,8 +50,12 @@ from jaxzoo.architectures import (RESNET_ARCHS, arch_name, arch_spec, build_mode
 from jaxzoo.factors import FACTOR_TABLE, Factor, model_value, values_of
 from jaxzoo.optim import optimizer_entry, torch_state
 from jaxzoo.paper_zoos import recorded_params
+from jaxzoo.inr.config import is_inr
+from jaxzoo.inr.zoo import is_inr_workdir
 
-FORMATS = ("trials", "vectors", "all")
+CLASSIFICATION_FORMATS = ("trials", "vectors", "all")
+INR_LAYOUTS = ("dwsnets_mnist", "dwsnets_fmnist", "nfn")  # INR zoos only (jaxzoo.inr.export)
+FORMATS = (*CLASSIFICATION_FORMATS, *INR_LAYOUTS)
 OPTIMIZER_STATES = ("last", "all")  # the paper keeps the last epoch's; the original code every epoch's
 TWIN_WEIGHTS = ("raw", "masked")  # the original vectorizes the raw ARD weights
 TRIALS = "trials"  # the original experiment folder: trial folders and nothing else
@@ -200,6 +207,9 @@ def read_zoo(workdir: str | os.PathLike) -> Zoo:
     """Reads a workdir; ExportError if it is not a finished zoo (missing or damaged epochs)."""
     path = pathlib.Path(workdir).absolute()
     document = checkpoint.read_config(path)
+    if is_inr(document["config"]):  # Table 3, twins and merges are for classification zoos
+        raise ExportError(f"{path} holds an INR zoo: analyse it with `python -m jaxzoo.analyze` (its card predicts "
+                          "the class from weights) and export it with `python -m jaxzoo.export`")
     try:
         table = json.loads((path / "models.json").read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -490,27 +500,35 @@ def property_factors(zoo: Zoo) -> list[Factor]:
 def write_vectors(zoo: Zoo, folder: pathlib.Path, epochs: list[int], threshold: float, log,
                   twin_weights: str = "raw") -> dict:
     """Writes the flat-vector dataset (safetensors + json, dataset.pt); returns the filter report."""
-    from safetensors.numpy import save_file
-
     folder.mkdir(parents=True, exist_ok=True)
     splits, counts = vector_splits(zoo, epochs, threshold, twin_weights)
     for split, data in splits.items():
-        categorical = [k for k, v in data.properties.items() if isinstance(v, list)]
-        numeric = {k: v for k, v in data.properties.items() if k not in categorical}
-        tmp = folder / f".{split}.safetensors.partial"
-        save_file({"weights": data.weights, **numeric}, str(tmp))
-        meta = {
-            "split": split, **counts[split], "numeric_properties": sorted(numeric),
-            "categorical_properties": {k: data.properties[k] for k in categorical},
-            "index_dict": data.index_dict, "epochs": epochs,
-        }
-        (folder / f".{split}.json.partial").write_text(json.dumps(meta))
-        os.replace(tmp, folder / f"{split}.safetensors")
-        os.replace(folder / f".{split}.json.partial", folder / f"{split}.json")
+        meta = save_vector_split(folder, split, data, counts[split], {"epochs": epochs})
         log(f"  vectors/{split}: {meta['rows']} rows kept, {meta['dropped_nan']} NaN, {meta['dropped_threshold']} over |w| > {threshold}")
     write_torch_dataset(folder, log)
     return {"threshold": threshold, "epochs": epochs, "splits": counts,
             **({"twin_weights": twin_weights} if zoo.is_twin else {})}
+
+
+def save_vector_split(folder: pathlib.Path, split: str, data: "VectorSplit", counts: dict, extra: dict) -> dict:
+    """Writes one split of a flat-vector dataset: `<split>.safetensors` (weights and numeric
+    properties) and `<split>.json` (counts, categorical properties, index_dict, `extra`), each
+    under a temporary name first; returns the JSON metadata."""
+    from safetensors.numpy import save_file
+
+    categorical = [k for k, v in data.properties.items() if isinstance(v, list)]
+    numeric = {k: v for k, v in data.properties.items() if k not in categorical}
+    tmp = folder / f".{split}.safetensors.partial"
+    save_file({"weights": data.weights, **numeric}, str(tmp))
+    meta = {
+        "split": split, **counts, "numeric_properties": sorted(numeric),
+        "categorical_properties": {k: data.properties[k] for k in categorical},
+        "index_dict": data.index_dict, **extra,
+    }
+    (folder / f".{split}.json.partial").write_text(json.dumps(meta))
+    os.replace(tmp, folder / f"{split}.safetensors")
+    os.replace(folder / f".{split}.json.partial", folder / f"{split}.json")
+    return meta
 
 
 def layout_size(layout: dict) -> int:
@@ -602,13 +620,23 @@ def export(workdir, out, formats: str = "all", epochs: list[int] | None = None,
     optimizer_state: 'last' (the paper) or 'all' (the original code) epochs' optimizer states in
     the trial folders; twin_weights: 'raw' (the original) or 'masked' flat vectors of a twin zoo;
     with_data: also write the preprocessed splits (dataset.pt). `log` receives progress lines
-    (None: silent).
+    (None: silent). An INR zoo's workdir goes to `jaxzoo.inr.export.export_inr` (formats
+    dwsnets_mnist, dwsnets_fmnist, nfn, vectors, all; the other options keep their defaults).
     """
     log = log or (lambda message: None)
     for name, value, choices in (("format", formats, FORMATS), ("optimizer_state", optimizer_state, OPTIMIZER_STATES),
                                  ("twin_weights", twin_weights, TWIN_WEIGHTS)):
         if value not in choices:
             raise ExportError(f"unknown {name} {value!r}: choose from {choices}")
+    if is_inr_workdir(workdir):  # an INR zoo: the DWSNets / NFN layouts and flat vectors
+        from jaxzoo.inr.export import export_inr, refuse_classification_options
+
+        refuse_classification_options(epochs=epochs, threshold=threshold, optimizer_state=optimizer_state,
+                                      twin_weights=twin_weights, with_data=with_data)
+        return export_inr(workdir, out, formats, overwrite, log)
+    if formats not in CLASSIFICATION_FORMATS:
+        raise ExportError(f"format {formats} is for INR zoos and {pathlib.Path(workdir).absolute()} holds a "
+                          f"classification zoo: choose from {CLASSIFICATION_FORMATS}")
     check_destination(pathlib.Path(out), "--out")
     start = time.time()
     zoo = read_zoo(workdir)
@@ -620,6 +648,23 @@ def export(workdir, out, formats: str = "all", epochs: list[int] | None = None,
     target = pathlib.Path(out).absolute() / zoo.experiment
     settings = {"zoo": zoo.identity_hash, "formats": formats, "epochs": epochs, "threshold": threshold,
                 "optimizer_state": optimizer_state, "twin_weights": twin_weights, "with_data": with_data}
+    created = claim_target(target, settings, overwrite)
+    try:
+        report = write_export(zoo, target, settings, log)
+    except UserError:  # a damaged checkpoint found while writing: remove what this call created
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+    record_export(zoo.workdir, target)
+    report["seconds"] = time.time() - start
+    return report
+
+
+def claim_target(target: pathlib.Path, settings: dict, overwrite: bool) -> pathlib.Path | None:
+    """Before an export writes into `target`: refuses a complete export, or one of another zoo or
+    with other `settings`, unless `overwrite` (then removes it), and a folder that is no export.
+    Returns the outermost folder the export will create (None: `target` exists), which a failed
+    export removes."""
     manifest_path = target / MANIFEST
     if manifest_path.exists():
         try:
@@ -634,16 +679,7 @@ def export(workdir, out, formats: str = "all", epochs: list[int] | None = None,
                               "pass --overwrite to replace it, or choose another --out")
     elif target.exists() and any(target.iterdir()):
         raise ExportError(f"{target} exists and is not a jaxzoo export: choose another --out")
-    created = next((p for p in reversed((target, *target.parents)) if not p.exists()), None)
-    try:
-        report = write_export(zoo, target, settings, log)
-    except UserError:  # a damaged checkpoint found while writing: remove what this call created
-        if created is not None:
-            shutil.rmtree(created, ignore_errors=True)
-        raise
-    record_export(zoo.workdir, target)
-    report["seconds"] = time.time() - start
-    return report
+    return next((p for p in reversed((target, *target.parents)) if not p.exists()), None)
 
 
 def write_export(zoo: Zoo, target: pathlib.Path, settings: dict, log) -> dict:
@@ -685,7 +721,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m jaxzoo.export", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--format", default="all", choices=FORMATS)
+    parser.add_argument("--format", default="all", choices=FORMATS,
+                        help="classification zoos: trials|vectors|all; INR zoos: dwsnets_mnist|dwsnets_fmnist|nfn|vectors|all")
     parser.add_argument("--epochs", type=epoch_list, default="", help="comma-separated epochs for the vectors (default: all)")
     parser.add_argument("--threshold", type=number_in(0, low_open=True), default=DEFAULT_THRESHOLD,
                         help="drop rows with |w| above it")
