@@ -61,7 +61,7 @@ INR_GOLDEN = {
     "inr_nfn_cifar10": "7ffaf93fc7fbfaa4",
     "inr_nfn_fashion": "cd1f5a092fc0f2d6",
     "inr_nfn_mnist": "96cfe5ed7705b1b1",
-    "inr_quickstart": "d7e63294d5ede9e3",
+    "inr_quickstart": "479ea2bd6deac32f",
 }
 
 

@@ -40,7 +40,7 @@ from jaxzoo.optim import init_state, make_transform
 from jaxzoo.steps import INIT_STREAM, model_key, per_device
 
 log = logging.getLogger("jaxzoo")
-DEFAULT_CHUNK_PER_DEVICE = {"cpu": 128, "gpu": 8192, "tpu": 8192}  # CPU: measured in docs/benchmarks.md
+DEFAULT_CHUNK_PER_DEVICE = {"cpu": 16, "gpu": 8192, "tpu": 8192}  # CPU: 8..32 ran fastest (docs/benchmarks.md)
 EVAL_CHUNK_PER_DEVICE = 512
 
 
