@@ -399,13 +399,19 @@ def analyze(workdir, threshold: float = analysis.DEFAULT_THRESHOLD, agreement_im
         "seconds": time.time() - start,
     }
     (folder / "table2.json").write_text(json.dumps(table2, indent=1))
+    publish_card(folder, card, card_markdown(card), zoo.workdir, log, start)
+    return card
+
+
+def publish_card(folder: pathlib.Path, card: dict, markdown: str, workdir: pathlib.Path, log, start: float) -> None:
+    """Writes a card's zoo_card.json and README.md into `folder` (its figures are there already)
+    and copies the folder into every export of the workdir."""
     (folder / "zoo_card.json").write_text(json.dumps(card, indent=1))
-    (folder / "README.md").write_text(card_markdown(card))
-    for export_dir in exports_of(zoo.workdir):
+    (folder / "README.md").write_text(markdown)
+    for export_dir in exports_of(workdir):
         shutil.copytree(folder, export_dir / "card", dirs_exist_ok=True)
         log(f"card copied into {export_dir / 'card'}")
     log(f"card written to {folder} in {time.time() - start:.1f} s")
-    return card
 
 
 def exports_of(workdir: pathlib.Path) -> list[pathlib.Path]:

@@ -35,8 +35,10 @@ import random
 import shutil
 import sys
 import time
+from typing import Callable
 
 import jax
+
 import numpy as np
 
 from jaxzoo import checkpoint
@@ -648,14 +650,23 @@ def export(workdir, out, formats: str = "all", epochs: list[int] | None = None,
     target = pathlib.Path(out).absolute() / zoo.experiment
     settings = {"zoo": zoo.identity_hash, "formats": formats, "epochs": epochs, "threshold": threshold,
                 "optimizer_state": optimizer_state, "twin_weights": twin_weights, "with_data": with_data}
+    return write_claimed(target, settings, overwrite, zoo.workdir, lambda: write_export(zoo, target, settings, log),
+                         start)
+
+
+def write_claimed(target: pathlib.Path, settings: dict, overwrite: bool, workdir: pathlib.Path,
+                  write: Callable[[], dict], start: float) -> dict:
+    """Claims `target` (`claim_target`), runs `write` (-> its report), removes what it created if
+    that fails on a user error (a damaged checkpoint found while writing), records the export in
+    the workdir; returns the report with the seconds since `start`."""
     created = claim_target(target, settings, overwrite)
     try:
-        report = write_export(zoo, target, settings, log)
-    except UserError:  # a damaged checkpoint found while writing: remove what this call created
+        report = write()
+    except UserError:
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
         raise
-    record_export(zoo.workdir, target)
+    record_export(workdir, target)
     report["seconds"] = time.time() - start
     return report
 

@@ -23,10 +23,8 @@ Sections, all at the last whole epoch unless said otherwise:
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import pathlib
-import shutil
 import time
 
 import numpy as np
@@ -442,7 +440,7 @@ Shown: {shown}. The arrays are in {GRID_FILE}.
 def inr_card(workdir, log=print) -> dict:
     """Writes the card of the INR zoo in `workdir` into `workdir/card` (and each export of the
     zoo); returns the card (what zoo_card.json holds)."""
-    from jaxzoo.analyze import exports_of  # the classification card's convention
+    from jaxzoo.analyze import publish_card  # the classification card's convention (it imports this module)
 
     log = log or (lambda message: None)
     start = time.time()
@@ -504,10 +502,5 @@ def inr_card(workdir, log=print) -> dict:
         "seconds": 0.0,
     }
     card["seconds"] = time.time() - start
-    (folder / "zoo_card.json").write_text(json.dumps(card, indent=1))
-    (folder / "README.md").write_text(card_markdown(card))
-    for export_dir in exports_of(zoo.path):
-        shutil.copytree(folder, export_dir / "card", dirs_exist_ok=True)
-        log(f"card copied into {export_dir / 'card'}")
-    log(f"card written to {folder} in {time.time() - start:.1f} s")
+    publish_card(folder, card, card_markdown(card), zoo.path, log, start)
     return card

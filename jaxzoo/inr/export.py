@@ -24,16 +24,14 @@ import json
 import os
 import pathlib
 import re
-import shutil
 import time
 
 import numpy as np
 
 from jaxzoo import checkpoint
 from jaxzoo.cli import check_destination
-from jaxzoo.errors import UserError
-from jaxzoo.export import (DEFAULT_THRESHOLD, INR_LAYOUTS, MANIFEST, ExportError, VectorSplit, claim_target,
-                           record_export, save_vector_split, write_torch_dataset)
+from jaxzoo.export import (DEFAULT_THRESHOLD, INR_LAYOUTS, MANIFEST, ExportError, VectorSplit, save_vector_split,
+                           write_claimed, write_torch_dataset)
 from jaxzoo.inr import siren
 from jaxzoo.inr.zoo import InrZoo, read_inr_zoo
 
@@ -60,8 +58,13 @@ def refuse_classification_options(epochs, threshold, optimizer_state, twin_weigh
 # ---- which layouts a zoo fits ------------------------------------------------------------------
 
 
-def _needs(fmt: str, field: str, value, needed, why: str) -> tuple[str, str, object, str, str] | None:
-    return None if value == needed else (fmt, field, value, f"{field}={needed!r}", why)
+def first_mismatch(fmt: str, checks) -> tuple[str, str, object, str, str] | None:
+    """The first (field, value, needed, why) of `checks` whose value is not the needed one, as
+    (format, field, value, requirement, why)."""
+    for field, value, needed, why in checks:
+        if value != needed:
+            return fmt, field, value, f"{field}={needed!r}", why
+    return None
 
 
 def layout_mismatch(zoo: InrZoo, fmt: str) -> tuple[str, str, object, str, str] | None:
@@ -77,10 +80,9 @@ def layout_mismatch(zoo: InrZoo, fmt: str) -> tuple[str, str, object, str, str] 
             ("model.w0_first", float(model.w0_first), DWSNETS_W0, "DWSNets' INR applies sin(30 x) in every sine layer"),
             ("model.w0_hidden", float(model.w0_hidden), DWSNETS_W0, "DWSNets' INR applies sin(30 x) in every sine layer"),
         )
-        for check in checks:
-            mismatch = _needs(fmt, *check)
-            if mismatch:
-                return mismatch
+        mismatch = first_mismatch(fmt, checks)
+        if mismatch:
+            return mismatch
         if len(set(widths)) != 1 or widths[0] % 2:
             return (fmt, "model.widths", widths, "model.widths of one even width, e.g. (32, 32)",
                     "DWSNets' INR has n_layers - 1 hidden layers of in_dim * up_scale = 2 * up_scale units")
@@ -96,10 +98,9 @@ def layout_mismatch(zoo: InrZoo, fmt: str) -> tuple[str, str, object, str, str] 
             ("model.w0_first", float(model.w0_first), NFN_W0, "NFN's Siren has first_omega_0 30"),
             ("model.w0_hidden", float(model.w0_hidden), NFN_W0, "NFN's Siren has hidden_omega_0 30"),
         )
-        for check in checks:
-            mismatch = _needs(fmt, *check)
-            if mismatch:
-                return mismatch
+        mismatch = first_mismatch(fmt, checks)
+        if mismatch:
+            return mismatch
         if len(set(widths)) != 1:
             return (fmt, "model.widths", widths, "model.widths of one width, e.g. (32, 32)",
                     "NFN's Siren has one hidden_features for every hidden layer")
@@ -443,16 +444,9 @@ def export_inr(workdir, out, formats: str = "all", overwrite: bool = False, log=
     target = pathlib.Path(out).absolute() / zoo.name
     check_destination(target, "--out")
     settings = {"zoo": document["identity_hash"], "task": "inr", "formats": formats, "epoch": epoch}
-    created = claim_target(target, settings, overwrite)
-    try:
-        report = write_inr_export(zoo, target, settings, document["config"], layouts, skipped, torch, log)
-    except UserError:  # a damaged checkpoint found while writing: remove what this call created
-        if created is not None:
-            shutil.rmtree(created, ignore_errors=True)
-        raise
-    record_export(zoo.path, target)
-    report["seconds"] = time.time() - start
-    return report
+    return write_claimed(target, settings, overwrite, zoo.path,
+                         lambda: write_inr_export(zoo, target, settings, document["config"], layouts, skipped, torch, log),
+                         start)
 
 
 def write_inr_export(zoo: InrZoo, target: pathlib.Path, settings: dict, config: dict, layouts: list[str],
