@@ -47,6 +47,11 @@ def prepare_workdir(workdir: str | os.PathLike, identity: dict, resolved: dict, 
     config_path = path / "config.json"
     if config_path.exists():
         existing_identity = comparable(read_config(path)["identity"])
+        kinds = [kind.get("task", "classification") for kind in (existing_identity, identity)]
+        if kinds[0] != kinds[1]:
+            names = {"inr": "an INR zoo", "classification": "a classification zoo"}
+            raise WorkdirError(f"workdir {path} holds {names.get(kinds[0], kinds[0])} and the config describes "
+                               f"{names.get(kinds[1], kinds[1])}: choose another --workdir")
         if existing_identity != identity:
             raise WorkdirError(
                 f"workdir {path} holds another zoo ({describe_difference(existing_identity, identity)}): "

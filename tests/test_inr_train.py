@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import inr_zoo_config
+from conftest import inr_zoo_config, tiny_zoo_config
 from jaxzoo.config import ConfigError
 from jaxzoo.inr import siren
 from jaxzoo.inr.config import base_inr_config, validate_inr
@@ -211,3 +211,5 @@ def test_cli_refuses_bad_input_in_one_line_and_writes_nothing(tmp_path, inr_zoo)
     with pytest.raises(Exception, match="holds another zoo"):
         train_and_evaluate(config, inr_zoo)
     assert (inr_zoo / "config.json").read_text() == before
+    with pytest.raises(Exception, match="holds an INR zoo and the config describes a classification zoo"):
+        train_and_evaluate(tiny_zoo_config(), inr_zoo)
