@@ -33,7 +33,7 @@ import numpy as np
 from ml_collections import ConfigDict
 
 from jaxzoo.inr.zoo import is_inr_workdir
-from jaxzoo import analysis, plots, resnet
+from jaxzoo import analysis, plots, resnet, symmetry
 from jaxzoo.config import load_config_dataset
 from jaxzoo.data import normalise
 from jaxzoo.cli import ArgumentParser, number_in, run
@@ -248,6 +248,50 @@ def last_epoch_table2(zoo: Zoo, test_images: np.ndarray, num_classes: int, thres
     return table2, v.keep
 
 
+ALIGNED_MODELS = 16  # models whose pairs the card aligns (M(M-1)/2 weight matchings)
+
+
+def aligned_distances(zoo: Zoo, keep: np.ndarray, max_models: int = ALIGNED_MODELS) -> dict:
+    """Pairwise l2 and cosine distances of `max_models` viable models (evenly spaced in model
+    order) at the last epoch, raw and with the second model of each pair permuted to match the first (weight
+    matching, `jaxzoo.symmetry`): how much of the zoo's weight diversity is the permutation
+    symmetry of hidden units. Matching never lowers the pair's inner product (it starts from
+    the identity), so a pair's aligned distances are at most its raw ones."""
+    viable = np.flatnonzero(keep)  # evenly spread: the first models of a zoo share one seed
+    rows = viable[np.unique(np.linspace(0, len(viable) - 1, min(max_models, len(viable))).round().astype(int))]
+    params = jax.tree.map(lambda a: a[rows], zoo.checkpoints.params(zoo.epochs[-1]))
+    vectors = zoo.params_vectors(params).astype(np.float64)
+    layout = zoo.vector_layout()
+    distances = {"raw": {"l2": [], "cosine": []}, "aligned": {"l2": [], "cosine": []}}
+    norms = np.linalg.norm(vectors, axis=1)
+    for i in range(len(rows)):
+        for j in range(i + 1, len(rows)):
+            for kind, b in (("raw", vectors[j]), ("aligned", symmetry.align_vectors(vectors[j], vectors[i], layout))):
+                distances[kind]["l2"].append(np.linalg.norm(vectors[i] - b))
+                distances[kind]["cosine"].append(1.0 - vectors[i] @ b / (norms[i] * norms[j]))
+    summary = {kind: {name: [float(np.mean(values)), float(np.std(values))] for name, values in kinds.items()}
+               for kind, kinds in distances.items()}
+    return {"models": len(rows), "pairs": len(distances["raw"]["l2"]), "epoch": zoo.epochs[-1], **summary}
+
+
+def symmetry_section(symmetry: dict | None) -> str:
+    if not symmetry:
+        return ""
+    raw, aligned = symmetry["raw"], symmetry["aligned"]
+    cell = lambda value: f"{value[0]:.3f} ({value[1]:.3f})"
+    return (
+        "## Weight-space symmetry\n\n"
+        f"Distances of the {symmetry['pairs']} pairs of {symmetry['models']} viable models (evenly spaced) at epoch {symmetry['epoch']}, "
+        "as they are and after permuting the hidden units of one model of each pair to match the other (weight "
+        "matching, as Git Re-Basin; `jaxzoo.symmetry`). The drop is the part of the zoo's weight diversity that permutations of "
+        "hidden units account for; the models compute the same functions either way.\n\n"
+        "| | l2 distance, mean (std) | cosine distance, mean (std) |\n|---|---:|---:|\n"
+        f"| raw | {cell(raw['l2'])} | {cell(raw['cosine'])} |\n"
+        f"| aligned | {cell(aligned['l2'])} | {cell(aligned['cosine'])} |\n"
+        f"| aligned / raw | {aligned['l2'][0] / raw['l2'][0]:.1%} | {aligned['cosine'][0] / raw['cosine'][0]:.1%} |\n\n"
+    )
+
+
 def generating_factors(zoo: Zoo) -> dict:
     pop = zoo.config["population"]
     seeds = sorted({row["seed"] for row in zoo.table})
@@ -289,6 +333,7 @@ def card_markdown(card: dict) -> str:
         f"({card['sparsity']['final_std']:.3f}) of conv and linear weights with log alpha >= 3; final masked test "
         f"accuracy {100 * card['sparsity']['final_test_acc_mean']:.2f}%. {card['sparsity']['notes']}.\n\n"
     )
+    symmetry_text = symmetry_section(card.get("symmetry"))
     figures = "\n".join(f"![{pathlib.Path(p).stem}]({pathlib.Path(p).name})" for p in card["figures"] if p.endswith(".png"))
     figures += "".join(f"\n\n{note}" for note in card.get("left_out", []))
     return f"""# Zoo card: {card['name']}
@@ -312,7 +357,7 @@ Splits: dataset train/val/test {card['dataset']['splits']}; exported flat vector
 
 {card['metric_definitions']}
 
-{sparsity_section}## Figures
+{symmetry_text}{sparsity_section}## Figures
 
 {figures}
 
@@ -368,6 +413,10 @@ def analyze(workdir, threshold: float = analysis.DEFAULT_THRESHOLD, agreement_im
     if not zoo.is_resnet:
         log("embedding the weights of all epochs ...")
         figures += embedding_figure(zoo, keep, embedding_points, folder)
+    symmetry = None
+    if not (zoo.is_resnet or zoo.is_custom or zoo.is_twin) and keep.sum() >= 2:
+        log("aligning models by weight matching ...")
+        symmetry = aligned_distances(zoo, keep)
     sparsity = None
     if zoo.is_twin:
         sparsity = np.stack([zoo.metrics[e]["sparsity"][keep] for e in zoo.epochs])
@@ -386,6 +435,7 @@ def analyze(workdir, threshold: float = analysis.DEFAULT_THRESHOLD, agreement_im
                      f"{config['population']['momentum']} where read; per-model data order from "
                      "the model seed; epoch 0 = evaluation before training."),
         "table2": table2,
+        "symmetry": symmetry,
         "sparsity": None if sparsity is None else {
             "final_mean": float(np.nanmean(sparsity[-1])), "final_std": float(np.nanstd(sparsity[-1])),
             "final_test_acc_mean": float(np.nanmean(test_acc[-1])), "by_epoch_mean": np.nanmean(sparsity, axis=1).tolist(),

@@ -7,7 +7,8 @@ whose state_dict keys match the exported checkpoints for both dropout settings, 
 The model classes are re-exported from `jaxzoo.torch_models`, the standalone file an export
 ships as `model.py`.
 `ZooVectorDataset` reads an exported flat-vector split like the original ModelDatasetBase in
-vector mode: `data_in` [N, P], `properties` (lists per key), items (vector, properties).
+vector mode: `data_in` [N, P], `properties` (lists per key), items (vector, properties); its
+options standardise / noise_std / permute / tokens apply `jaxzoo.loaders`' numpy transforms.
 """
 
 from __future__ import annotations
@@ -42,14 +43,28 @@ class ZooVectorDataset(torch.utils.data.Dataset):
     A drop-in for the original ModelDatasetBase's consumers: `data_in` [rows, P] float32,
     `properties` {key: list per row} with the original's keys (test_acc, train_acc, ggap,
     training_iteration, model::nlin, optim::lr, ...) beside jaxzoo's, and `__get_weights__()`.
+
+    By default items are (row [P], properties) as read. The options are those of
+    `jaxzoo.loaders.VectorLoader`, applied per item by its numpy `VectorTransform`: permute
+    (random hidden-unit permutation), standardise (per layer, train statistics), noise_std /
+    noise_mode, tokens (the item's first element is then {'weights', 'tokens' [T, D], 'mask'
+    [T, D], 'layer_id' [T], 'position' [T]}). Random draws come from torch's generator (one seed
+    per item), so `torch.manual_seed` and DataLoader workers' seeding govern them.
+    `data_in` and `__get_weights__()` stay the rows as read.
     """
 
-    def __init__(self, vectors_dir: str | pathlib.Path, split: str = "train", epochs: list[int] | None = None):
+    def __init__(self, vectors_dir: str | pathlib.Path, split: str = "train", epochs: list[int] | None = None,
+                 *, standardise: bool = False, noise_std: float = 0.0, noise_mode: str = "relative",
+                 permute: bool = False, tokens: bool = False):
+        from jaxzoo import loaders
+
+        loaders.check_split(split)
         folder = pathlib.Path(vectors_dir)
         tensors = load_file(folder / f"{split}.safetensors")
         meta = json.loads((folder / f"{split}.json").read_text())
         keep = torch.ones(len(tensors["weights"]), dtype=torch.bool)
         if epochs is not None:
+            loaders.check_epochs(folder, split, epochs, tensors["epoch"].numpy())
             keep = torch.isin(tensors["epoch"], torch.tensor(epochs))
         self.data_in = tensors["weights"][keep]
         index = np.flatnonzero(keep.numpy())
@@ -57,6 +72,12 @@ class ZooVectorDataset(torch.utils.data.Dataset):
         for name, values in meta["categorical_properties"].items():
             self.properties[name] = [values[i] for i in index]
         self.layout = meta["index_dict"]
+        self.transform, self.stats = None, None
+        if standardise or noise_std or permute or tokens:
+            needs_stats = standardise or (noise_std > 0 and noise_mode == "relative")
+            self.stats = loaders.read_standardisation(folder, self.layout) if needs_stats else None
+            self.transform = loaders.VectorTransform(self.layout, self.stats, standardise, noise_std, noise_mode,
+                                                     permute, tokens)
 
     def __len__(self) -> int:
         return len(self.data_in)
@@ -66,5 +87,11 @@ class ZooVectorDataset(torch.utils.data.Dataset):
         return self.data_in
 
     def __getitem__(self, i: int):
-        return self.data_in[i], {name: values[i] for name, values in self.properties.items()}
-
+        properties = {name: values[i] for name, values in self.properties.items()}
+        if self.transform is None:
+            return self.data_in[i], properties
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+        out = self.transform(self.data_in[i:i + 1].numpy(), rng)
+        if not self.transform.tokens:
+            return torch.from_numpy(out["weights"][0]), properties
+        return {k: torch.from_numpy(np.ascontiguousarray(v[0])) for k, v in out.items()}, properties

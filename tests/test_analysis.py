@@ -272,6 +272,30 @@ def test_card_numbers_equal_the_metrics(analysed_zoo):
     assert card["model_states"] == 32 * 3 and 0 < table2["agreement"]["mean"] <= 1 and 0 < table2["cka"]["mean"] <= 1
 
 
+def test_card_reports_the_distances_after_weight_matching(analysed_zoo):
+    """The symmetry section: raw distances equal numpy over the same models' pairs; aligned ones
+    are smaller, and an aligned vector holds the same numbers (a permutation of the raw one)."""
+    from jaxzoo.export import read_zoo
+    from jaxzoo.symmetry import align_vectors
+
+    workdir, card = analysed_zoo
+    section = card["symmetry"]
+    zoo = read_zoo(workdir)
+    viable = np.flatnonzero(analysis.viability(zoo.params_vectors(zoo.checkpoints.params(2))).keep)
+    rows = viable[np.linspace(0, len(viable) - 1, section["models"]).round().astype(int)]
+    vectors = zoo.params_vectors(jax.tree.map(lambda a: a[rows], zoo.checkpoints.params(2))).astype(np.float64)
+    pairs = [np.linalg.norm(vectors[i] - vectors[j]) for i in range(len(rows)) for j in range(i)]
+    assert section["pairs"] == len(pairs) == 120
+    assert section["raw"]["l2"][0] == pytest.approx(np.mean(pairs), rel=1e-9)
+    assert section["aligned"]["cosine"][0] < section["raw"]["cosine"][0]
+    assert section["aligned"]["l2"][0] < section["raw"]["l2"][0]
+    other = next(j for j, r in enumerate(rows) if zoo.table[r]["seed"] != zoo.table[rows[0]]["seed"])
+    aligned = align_vectors(vectors[other], vectors[0], zoo.vector_layout())
+    assert np.linalg.norm(aligned - vectors[0]) < np.linalg.norm(vectors[other] - vectors[0])
+    np.testing.assert_array_equal(np.sort(aligned), np.sort(vectors[other]))
+    assert "## Weight-space symmetry" in (workdir / "card" / "README.md").read_text()
+
+
 def test_figures_exist_and_are_not_blank(analysed_zoo):
     workdir, card = analysed_zoo
     pngs = [p for p in card["figures"] if p.endswith(".png")]
