@@ -1,6 +1,6 @@
 """Exports a jaxzoo workdir in the formats the weight-space community reads.
 
-  python -m jaxzoo.export --workdir W --out DIR [--format trials|vectors|all]
+  python -m jaxzoo.export --workdir W --out DIR [--format trials|vectors|parquet|all]
                           [--epochs 5,15,50] [--threshold 5] [--optimizer_state last|all]
                           [--twin_weights raw|masked] [--with_data] [--overwrite]
 
@@ -19,6 +19,9 @@ nfn|vectors|all: the layouts of DWSNets and NFN, and flat vectors).
   vectors/{train,val,test}.safetensors + .json (+ dataset.pt with torch): the flat-vector
       dataset, split 70/15/15 by model after a seed-42 shuffle, NaN/|w|>threshold rows dropped;
       twins' vectors hold the raw weights (the original) or the masked ones (--twin_weights masked)
+  parquet/{train,val,test}.parquet + README.md (pyarrow): the
+      same rows, one per (model, epoch), with a typed column per property (`jaxzoo.parquet`), and
+      the Hugging Face dataset card whose front matter `datasets.load_dataset(<folder>)` reads
 
 Trial folders and vector files are written under temporary names and renamed when complete,
 so an interrupted export reruns to completion without duplicates.
@@ -44,6 +47,7 @@ import numpy as np
 from jaxzoo import checkpoint
 from jaxzoo.cli import ArgumentParser, check_destination, epoch_list, number_in, run
 from jaxzoo.errors import UserError
+from jaxzoo.loaders import write_standardisation
 from jaxzoo.layout import flat_vectors, index_dict, torch_tensors
 from jaxzoo.data import DATASETS
 from jaxzoo import resnet
@@ -55,7 +59,7 @@ from jaxzoo.paper_zoos import recorded_params
 from jaxzoo.inr.config import is_inr
 from jaxzoo.inr.zoo import is_inr_workdir
 
-CLASSIFICATION_FORMATS = ("trials", "vectors", "all")
+CLASSIFICATION_FORMATS = ("trials", "vectors", "parquet", "all")
 INR_LAYOUTS = ("dwsnets_mnist", "dwsnets_fmnist", "nfn")  # INR zoos only (jaxzoo.inr.export)
 FORMATS = (*CLASSIFICATION_FORMATS, *INR_LAYOUTS)
 OPTIMIZER_STATES = ("last", "all")  # the paper keeps the last epoch's; the original code every epoch's
@@ -507,6 +511,8 @@ def write_vectors(zoo: Zoo, folder: pathlib.Path, epochs: list[int], threshold: 
     for split, data in splits.items():
         meta = save_vector_split(folder, split, data, counts[split], {"epochs": epochs})
         log(f"  vectors/{split}: {meta['rows']} rows kept, {meta['dropped_nan']} NaN, {meta['dropped_threshold']} over |w| > {threshold}")
+    if "layer" in zoo.vector_layout() and counts["train"]["rows"]:  # per-layer train statistics (loaders)
+        write_standardisation(folder)
     write_torch_dataset(folder, log)
     return {"threshold": threshold, "epochs": epochs, "splits": counts,
             **({"twin_weights": twin_weights} if zoo.is_twin else {})}
@@ -639,6 +645,10 @@ def export(workdir, out, formats: str = "all", epochs: list[int] | None = None,
     if formats not in CLASSIFICATION_FORMATS:
         raise ExportError(f"format {formats} is for INR zoos and {pathlib.Path(workdir).absolute()} holds a "
                           f"classification zoo: choose from {CLASSIFICATION_FORMATS}")
+    if formats in ("parquet", "all"):  # before anything is written
+        from jaxzoo.parquet import require_pyarrow
+
+        require_pyarrow()
     check_destination(pathlib.Path(out), "--out")
     start = time.time()
     zoo = read_zoo(workdir)
@@ -717,6 +727,13 @@ def write_export(zoo: Zoo, target: pathlib.Path, settings: dict, log) -> dict:
         log("writing the flat-vector dataset ...")
         report["vectors"] = write_vectors(zoo, target / "vectors", settings["epochs"], settings["threshold"], log,
                                           settings["twin_weights"])
+    if formats in ("parquet", "all"):
+        from jaxzoo import parquet
+
+        log("writing the Parquet dataset and its Hugging Face card (README.md) ...")
+        report["parquet"] = parquet.write_parquet(zoo, target / parquet.PARQUET, settings["epochs"],
+                                                  settings["threshold"], log, settings["twin_weights"])
+        parquet.write_dataset_card(target, report["parquet"]["rows"], zoo_readme(zoo, settings), zoo.config["name"])
     manifest_path.write_text(json.dumps({**settings, "complete": True, "report": report}, indent=1))
     return report
 
@@ -733,7 +750,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--format", default="all", choices=FORMATS,
-                        help="classification zoos: trials|vectors|all; INR zoos: dwsnets_mnist|dwsnets_fmnist|nfn|vectors|all")
+                        help="classification zoos: trials|vectors|parquet|all; INR zoos: dwsnets_mnist|dwsnets_fmnist|nfn|vectors|all")
     parser.add_argument("--epochs", type=epoch_list, default="", help="comma-separated epochs for the vectors (default: all)")
     parser.add_argument("--threshold", type=number_in(0, low_open=True), default=DEFAULT_THRESHOLD,
                         help="drop rows with |w| above it")

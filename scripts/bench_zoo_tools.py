@@ -2,11 +2,13 @@
 
 Builds a synthetic workdir with the trainer's own init, checkpointing and metrics code
 (weights of epoch e = init + small noise per epoch, random metrics; no training) on mnist_5k,
-then times `python -m jaxzoo.export` per format (with the size of each) and
+then times `python -m jaxzoo.export` per format (with the size and peak resident memory of each,
+and the Parquet export against the safetensors vectors: time and peak memory ratios) and
 `python -m jaxzoo.analyze` (Table 2, figures, card; PCA unless umap-learn is installed) with
 its peak resident memory. Several model counts run side by side, one workdir each:
 
   python scripts/bench_zoo_tools.py [--models 1000] [--epochs 50] [--scratch DIR]
+  python scripts/bench_zoo_tools.py --models 200 --epochs 10 --formats vectors,parquet --skip_analysis
   python scripts/bench_zoo_tools.py --models 1024,8192,16384 --epochs 2 --analyze_only --scratch /tmp/zoos
 
 (the last two counts also give the per-model slope of the analysis's peak memory and time).
@@ -78,13 +80,20 @@ def timed_child(command: list[str]) -> tuple[float, float]:
     return seconds, usage.ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
 
 
-def bench_exports(scratch: pathlib.Path, workdir: pathlib.Path) -> None:
-    print("| format | export s | size on disk |")
-    print("|---|---:|---:|")
-    for fmt in ("vectors", "trials", "all"):
+def bench_exports(scratch: pathlib.Path, workdir: pathlib.Path, formats: list[str]) -> None:
+    print("| format | export s | peak RSS GiB | size on disk |")
+    print("|---|---:|---:|---:|")
+    runs = {}
+    for fmt in formats:
         out = scratch / f"out_{fmt}"
-        seconds, _ = timed_child(["jaxzoo.export", "--workdir", str(workdir), "--out", str(out), "--format", fmt])
-        print(f"| {fmt} | {seconds:.1f} | {size_of(out) / 2**20:.0f} MiB |", flush=True)
+        seconds, peak = timed_child(["jaxzoo.export", "--workdir", str(workdir), "--out", str(out), "--format", fmt,
+                                     "--overwrite"])
+        runs[fmt] = seconds, peak
+        print(f"| {fmt} | {seconds:.1f} | {peak:.2f} | {size_of(out) / 2**20:.0f} MiB |", flush=True)
+    if "vectors" in runs and "parquet" in runs:  # the Parquet files against the safetensors files of the same rows
+        (vs, vp), (ps, pp) = runs["vectors"], runs["parquet"]
+        print(f"\nparquet vs vectors (safetensors): {ps:.1f} s vs {vs:.1f} s ({ps / vs:.2f}x time), "
+              f"peak RSS {pp:.2f} vs {vp:.2f} GiB ({pp / vp:.2f}x memory)", flush=True)
 
 
 def main() -> None:
@@ -93,6 +102,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--agreement_images", type=int, default=0, help="passed to the analysis (0: all test images)")
     parser.add_argument("--analyze_only", action="store_true", help="skip the exports")
+    parser.add_argument("--skip_analysis", action="store_true", help="only the exports")
+    parser.add_argument("--formats", default="vectors,parquet,trials,all", help="export formats, comma-separated")
     parser.add_argument("--scratch", default="")
     args = parser.parse_args()
     scratch = pathlib.Path(args.scratch or tempfile.mkdtemp(prefix="jaxzoo-bench-export-"))
@@ -105,10 +116,14 @@ def main() -> None:
             print(f"synthetic workdir: {models} models x {args.epochs + 1} epochs in {time.perf_counter() - start:.1f} s, "
                   f"{size_of(workdir / 'checkpoints') / 2**20:.0f} MiB of Orbax checkpoints", flush=True)
         if not args.analyze_only:
-            bench_exports(scratch / f"exports_{models}", workdir)
+            bench_exports(scratch / f"exports_{models}", workdir, args.formats.split(","))
+        if args.skip_analysis:
+            continue
         seconds, peak = timed_child(["jaxzoo.analyze", "--workdir", str(workdir), "--agreement_images", str(args.agreement_images)])
         analyses.append((models, seconds, peak))
         print(f"analysis of {models} models (Table 2, 3 figures, card): {seconds:.1f} s, peak RSS {peak:.2f} GiB", flush=True)
+    if not analyses:
+        return
     print(f"\n| models | epochs | analyze s | analyze peak RSS GiB |\n|---:|---:|---:|---:|")
     for models, seconds, peak in analyses:
         print(f"| {models} | {args.epochs + 1} | {seconds:.1f} | {peak:.2f} |")
