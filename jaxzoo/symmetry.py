@@ -229,18 +229,22 @@ def permute_params(params: dict, perms: Sequence[Any], moments=None):
         list/tuple of such trees; permuted the same way.
     Returns the permuted params, or (params, moments) when moments are given.
     """
-    inner, rewrap = _unwrap(params)
-    codec = _ParamsCodec(inner)
-    out = rewrap(codec.decode(_permute_rep(codec.encode(inner), perms, codec.batch), inner))
+    inner, _ = _unwrap(params)
+    return _transform_trees(params, moments, lambda rep, batch: _permute_rep(rep, perms, batch), _ParamsCodec(inner))
+
+
+def _transform_trees(params, moments, transform, codec):
+    """`transform(rep, batch)` applied to params and to each moments tree in the codec's
+    representation -> params, or (params, moments) when moments are given."""
+    def apply(tree):
+        inner, rewrap = _unwrap(tree)
+        return rewrap(codec.decode(transform(codec.encode(inner), codec.batch), inner))
+
+    out = apply(params)
     if moments is None:
         return out
     trees, rebuild = _as_trees(moments)
-    permuted = []
-    for tree in trees:
-        tree_inner, tree_rewrap = _unwrap(tree)
-        permuted.append(tree_rewrap(codec.decode(_permute_rep(codec.encode(tree_inner), perms, codec.batch),
-                                                 tree_inner)))
-    return out, rebuild(permuted)
+    return out, rebuild([apply(tree) for tree in trees])
 
 
 def random_permutations(index_dict: dict, rng=None, count: int | None = None) -> list[np.ndarray]:
@@ -453,19 +457,10 @@ def flip_signs(params: dict, signs: Sequence[Any], arch: ArchSpec, activation: s
     moments: first moments (Adam mu, momentum), a tree or list of trees, flip alike; do not
     pass second moments (nu), which are invariant. Returns params, or (params, moments).
     """
-    inner, rewrap = _unwrap(params)
+    inner, _ = _unwrap(params)
     codec = _ParamsCodec(inner)
     _check_signs(signs, arch, activation, len(codec.names) - 1)
-    out = rewrap(codec.decode(_flip_rep(codec.encode(inner), signs, codec.batch), inner))
-    if moments is None:
-        return out
-    trees, rebuild = _as_trees(moments)
-    flipped = []
-    for tree in trees:
-        tree_inner, tree_rewrap = _unwrap(tree)
-        flipped.append(tree_rewrap(codec.decode(_flip_rep(codec.encode(tree_inner), signs, codec.batch),
-                                                tree_inner)))
-    return out, rebuild(flipped)
+    return _transform_trees(params, moments, lambda rep, batch: _flip_rep(rep, signs, batch), codec)
 
 
 def random_signs(arch: ArchSpec, activation: str, index_dict: dict, rng=None,
