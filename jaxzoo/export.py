@@ -608,14 +608,22 @@ def zoo_readme(zoo: Zoo, settings: dict) -> str:
             f"Flat vectors of this sparsified twin zoo hold the {settings['twin_weights']} weights "
             f"({'as the original' if settings['twin_weights'] == 'raw' else 'weights with log alpha >= 3 set to 0'}); "
             "result.json and the vector properties carry sparsity_ratio.\n")
+    formats = settings["formats"]
+    parts = []
+    if formats in ("trials", "all"):
+        parts.append("trials/ holds one folder per model and nothing else (point the original ModelDatasetBase "
+                     "there): params.json, result.json (line e = epoch e) and checkpoint_{e:06d}/checkpoints "
+                     f"(PyTorch state_dict, original keys), with {kept}.")
+    parts.append("model.py rebuilds any trial with torch alone: `build_model(json.load(open('params.json')))`.")
+    if formats in ("vectors", "all"):
+        parts.append("vectors/ holds the flat-vector dataset (safetensors + json), split 70/15/15 by model.")
+    if formats in ("parquet", "all"):
+        parts.append("parquet/ holds the same rows as Parquet files (one row per model and epoch), which README.md "
+                     "describes as a Hugging Face dataset.")
     return (
         f"# {zoo.config['name']}\n\nExported by jaxzoo from zoo {zoo.identity_hash}: {n} models "
         f"({zoo.config['model']['arch']}) on {zoo.config['data']['name']}, epochs 0..{last}.\n"
-        f"Formats: {settings['formats']}. trials/ holds one folder per model and nothing else (point the "
-        "original ModelDatasetBase there): params.json, result.json (line e = epoch e) and "
-        "checkpoint_{e:06d}/checkpoints (PyTorch state_dict, original keys), with " + kept + ". "
-        "model.py rebuilds any trial with torch alone: `build_model(json.load(open('params.json')))`. "
-        "vectors/ holds the flat-vector dataset (safetensors + json), split 70/15/15 by model.\n"
+        f"Formats: {formats}. " + " ".join(parts) + "\n"
         f"{twin}{zoo.config.get('notes', '')}\n"
     )
 
