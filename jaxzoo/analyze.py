@@ -255,23 +255,13 @@ def aligned_distances(zoo: Zoo, keep: np.ndarray, max_models: int = ALIGNED_MODE
     """Pairwise l2 and cosine distances of `max_models` viable models (evenly spaced in model
     order) at the last epoch, raw and with the second model of each pair permuted to match the first (weight
     matching, `jaxzoo.symmetry`): how much of the zoo's weight diversity is the permutation
-    symmetry of hidden units. Matching never lowers the pair's inner product (it starts from
-    the identity), so a pair's aligned distances are at most its raw ones."""
+    symmetry of hidden units (`symmetry.aligned_distance_statistics`)."""
     viable = np.flatnonzero(keep)  # evenly spread: the first models of a zoo share one seed
     rows = viable[np.unique(np.linspace(0, len(viable) - 1, min(max_models, len(viable))).round().astype(int))]
     params = jax.tree.map(lambda a: a[rows], zoo.checkpoints.params(zoo.epochs[-1]))
-    vectors = zoo.params_vectors(params).astype(np.float64)
-    layout = zoo.vector_layout()
-    distances = {"raw": {"l2": [], "cosine": []}, "aligned": {"l2": [], "cosine": []}}
-    norms = np.linalg.norm(vectors, axis=1)
-    for i in range(len(rows)):
-        for j in range(i + 1, len(rows)):
-            for kind, b in (("raw", vectors[j]), ("aligned", symmetry.align_vectors(vectors[j], vectors[i], layout))):
-                distances[kind]["l2"].append(np.linalg.norm(vectors[i] - b))
-                distances[kind]["cosine"].append(1.0 - vectors[i] @ b / (norms[i] * norms[j]))
-    summary = {kind: {name: [float(np.mean(values)), float(np.std(values))] for name, values in kinds.items()}
-               for kind, kinds in distances.items()}
-    return {"models": len(rows), "pairs": len(distances["raw"]["l2"]), "epoch": zoo.epochs[-1], **summary}
+    stats = symmetry.aligned_distance_statistics(zoo.params_vectors(params), zoo.vector_layout())
+    return {"models": len(rows), "epoch": zoo.epochs[-1], "pairs": stats["pairs"],
+            **{kind: {name: list(value) for name, value in stats[kind].items()} for kind in ("raw", "aligned")}}
 
 
 def symmetry_section(symmetry: dict | None) -> str:
