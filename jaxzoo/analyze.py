@@ -43,7 +43,7 @@ from jaxzoo.architectures import arch_name, object_name
 from jaxzoo.factors import FACTOR_TABLE, values_of
 from jaxzoo.models import PatchConv
 from jaxzoo.population import build_population
-from jaxzoo.resnet_steps import COMPUTE_DTYPES
+from jaxzoo.precision import compute_dtype_of, with_precision
 
 MODEL_CHUNK = 64
 IMAGE_BATCH = 4
@@ -165,14 +165,15 @@ def resnet_functions(num_classes: int, compute_dtype: str = "float32"):
     as the training's evaluation. predict(variables, x [B, H, W, C]) -> class ids [B];
     features(variables, x [n, H, W, C]) -> per conv and fc layer (sorted module paths) its output
     before BatchNorm and activation, [n, d]."""
-    model = resnet.ResNet18(num_classes, dtype=COMPUTE_DTYPES[compute_dtype])
+    model = resnet.ResNet18(num_classes, dtype=compute_dtype_of(compute_dtype))
     is_layer = lambda module, _: isinstance(module, (nn.Conv, nn.Dense))
 
     def features(variables, x):
         _, captured = model.apply(variables, x, train=False, capture_intermediates=is_layer)
         return [value.reshape(x.shape[0], -1) for value in jax.tree.leaves(captured["intermediates"])]
 
-    return jax.jit(lambda variables, x: model.apply(variables, x, train=False).argmax(-1)), jax.jit(features)
+    predict = lambda variables, x: model.apply(variables, x, train=False).argmax(-1)
+    return jax.jit(with_precision(predict, compute_dtype)), jax.jit(with_precision(features, compute_dtype))
 
 
 def resnet_forward_passes(zoo: Zoo, rows: analysis.ModelRows, paths: list[tuple[str, ...]], stats: dict,

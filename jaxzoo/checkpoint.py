@@ -10,6 +10,7 @@ Layout of a workdir:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -119,21 +120,37 @@ def open_manager(workdir: pathlib.Path, async_save: bool) -> ocp.CheckpointManag
     return ocp.CheckpointManager(workdir / "checkpoints", options=options, item_names=("state", "metrics"))
 
 
-def save_epoch(manager: ocp.CheckpointManager, epoch: int, state, metrics: dict[str, np.ndarray]) -> None:
-    """Saves the population's state and metrics for `epoch` and waits for the commit.
+def save_epoch(manager: ocp.CheckpointManager, epoch: int, state, metrics: dict[str, np.ndarray],
+               wait: bool = True) -> None:
+    """Saves the population's state and metrics for `epoch`; with `wait`, waits for the commit.
 
-    Raises WorkdirError (disk full, folder gone) at this epoch, so that the caller records an
-    epoch in metrics.jsonl only once its checkpoint is on disk.
+    Without `wait` it returns once the state is copied off the devices (Orbax writes the files
+    in its threads; the state's buffers may then be reused): call `wait_for_save` before the
+    epoch is recorded in metrics.jsonl. Raises WorkdirError (disk full, folder gone) at this
+    epoch, so that an epoch is recorded only once its checkpoint is on disk.
     """
     metrics_json = {name: np.asarray(values).tolist() for name, values in metrics.items()}
     if distributed.is_multiprocess():  # every process writes its block of one global state
         state = distributed.to_global(state)
-    try:
+    with _save_errors(manager, epoch):
         manager.save(
             epoch,
             args=ocp.args.Composite(state=ocp.args.StandardSave(state), metrics=ocp.args.JsonSave(metrics_json)),
         )
+    if wait:
+        wait_for_save(manager, epoch)
+
+
+def wait_for_save(manager: ocp.CheckpointManager, epoch: int) -> None:
+    """Waits until the checkpoint of `epoch` (the latest save) is committed; WorkdirError if not."""
+    with _save_errors(manager, epoch):
         manager.wait_until_finished()
+
+
+@contextlib.contextmanager
+def _save_errors(manager: ocp.CheckpointManager, epoch: int):
+    try:
+        yield
     except Exception as error:  # Orbax wraps OSErrors of its writer threads in several types
         reason = next((e.strerror for e in _causes(error) if isinstance(e, OSError) and e.strerror), None)
         raise WorkdirError(

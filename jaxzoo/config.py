@@ -26,11 +26,12 @@ from jaxzoo.models import ACTIVATIONS, INITS
 from jaxzoo.factors import FACTOR_TABLE, OPTIMIZER_FACTORS, grid_factors, values_of
 from jaxzoo.optim import optimizer_entry
 from jaxzoo.population import SEED_MODES
+from jaxzoo.precision import COMPUTE_DTYPES
 from jaxzoo.schedules import SCHEDULES, schedule_options
 
 
 SCHEDULERS = ("none", "one_cycle")
-COMPUTE_DTYPES = ("float32", "bfloat16")
+STATE_PLACEMENTS = ("auto", "device", "host")
 MAX_SEED = 2**32 - 1  # model and zoo seeds are uint32
 MAX_MODELS = 1_000_000  # the model table and models.json are built in host memory
 
@@ -78,7 +79,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.training.batch_size = 10
     config.training.scheduler = "none"  # none | one_cycle (PyTorch OneCycleLR with momentum cycle)
     config.training.augmentation = "none"  # none | crop_flip | flip_rotate (on device, per model)
-    config.training.compute_dtype = "float32"  # float32 | bfloat16 (ResNet; params stay float32)
+    # float32 (exact, as the original) | tensorfloat32 (GPU tensor cores) | bfloat16; params stay float32
+    config.training.compute_dtype = "float32"
     # Options of the `schedule` factor's schedules, by name, e.g. {"step": {"gamma": 0.5}}.
     config.training.schedule_options = ml_collections.ConfigDict()
 
@@ -114,6 +116,10 @@ def base_config() -> ml_collections.ConfigDict:
     # CNN convolutions: 'auto' (the C++ kernel on CPU when it builds, else XLA), 'xla', 'cpu_kernel'.
     # Both compute the same sums; they differ by float rounding only.
     config.runtime.conv = "auto"
+    # Where the population's state lives between compiled calls: 'device' (it never leaves the
+    # accelerator inside an epoch), 'host' (numpy; each chunk goes to the device for its epoch) or
+    # 'auto' (device on GPU/TPU when it fits in a quarter of the free memory, host on CPU).
+    config.runtime.state_placement = "auto"
     return config
 
 
@@ -177,8 +183,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
             except ModelError as error:
                 raise ConfigError(str(error)) from None
         for field, value, default in (("scheduler", training.scheduler, "none"),
-                                      ("augmentation", training.augmentation, "none"),
-                                      ("compute_dtype", training.compute_dtype, "float32")):
+                                      ("augmentation", training.augmentation, "none")):
             _check(value == default, f"training.{field}={value!r} is for ResNet zoos: set it to {default!r} "
                                      f"for model.arch={config.model.arch}")
     _check_int("seed", config.seed, 0, MAX_SEED, " (the zoo seed)")
@@ -217,6 +222,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for flag in ("progress", "async_checkpointing"):
         _check(isinstance(rt[flag], bool), f"runtime.{flag}={rt[flag]!r} must be True or False")
     _check(rt.conv in CONV_IMPLEMENTATIONS, f"runtime.conv={rt.conv!r} is unknown; choose one of {CONV_IMPLEMENTATIONS}")
+    _check_choices("runtime.state_placement", rt.get("state_placement", "auto"), STATE_PLACEMENTS)
+    _check(rt.conv != "cpu_kernel" or config.training.compute_dtype != "bfloat16",
+           "training.compute_dtype='bfloat16' cannot run on runtime.conv='cpu_kernel' (float32 only): "
+           "use runtime.conv='auto' or 'xla'")
 
 
 def _factor_choices(name: str) -> dict | tuple | None:

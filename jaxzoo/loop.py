@@ -2,11 +2,13 @@
 
 `run_epochs` drives a run object (`jaxzoo.train.ZooRun`, `jaxzoo.sparsify`'s twins,
 `jaxzoo.inr.train.InrRun`) through its `abstract_state`, `compile`, `init_state`,
-`initial_epoch` and `train_epoch`; the population axis of every zoo is the mesh axis 'pop'.
+`place_state`, `initial_epoch` and `train_epoch`; the population axis of every zoo is the
+mesh axis 'pop'. Each epoch's checkpoint is written while the next epoch trains.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import pathlib
 import sys
@@ -41,6 +43,34 @@ def summarize(epoch: int, num_epochs: int, metrics: dict[str, np.ndarray], secon
     )
 
 
+class CallProgress:
+    """A tqdm bar advanced as compiled calls finish, never waiting for one: `add(output, amount)`
+    after dispatching a call (`output`: one of its results), `finish()` at the end of an epoch.
+    The postfix shows models/s: the bar's rate over `samples_per_model`."""
+
+    def __init__(self, bar: tqdm, samples_per_model: int):
+        self.bar, self.samples_per_model = bar, samples_per_model
+        self.pending: collections.deque = collections.deque()
+
+    def add(self, output: jax.Array, amount: int) -> None:
+        self.pending.append((output, amount))
+        done = 0
+        while self.pending and self.pending[0][0].is_ready():
+            done += self.pending.popleft()[1]
+        if done:
+            self.update(done)
+
+    def update(self, amount: int) -> None:
+        self.bar.update(amount)
+        rate = self.bar.format_dict["rate"]
+        if rate:
+            self.bar.set_postfix_str(f"{rate / self.samples_per_model:.2f} models/s", refresh=False)
+
+    def finish(self) -> None:
+        self.update(sum(amount for _, amount in self.pending))
+        self.pending.clear()
+
+
 def run_epochs(run, manager, path: pathlib.Path, model_ids: np.ndarray, num_epochs: int,
                show_progress: bool = False, on_fresh: Callable[[dict], None] | None = None,
                describe: Callable[[int, dict, float], str] | None = None) -> dict[str, np.ndarray]:
@@ -58,7 +88,7 @@ def run_epochs(run, manager, path: pathlib.Path, model_ids: np.ndarray, num_epoc
     if restored is None:
         log.info("fresh zoo")
         start = time.time()
-        state = run.init_state()
+        state = run.place_state(run.init_state())
         metrics = distributed.gather_metrics(run.initial_epoch(state))
         if on_fresh is not None:
             on_fresh(metrics)
@@ -69,7 +99,7 @@ def run_epochs(run, manager, path: pathlib.Path, model_ids: np.ndarray, num_epoc
         first_epoch = 1
     else:
         last, state = restored
-        state = jax.tree.map(np.asarray, state)
+        state = run.place_state(jax.tree.map(np.asarray, state))
         lines = []
         for epoch in range(last + 1):
             metrics = checkpoint.restore_metrics(manager.directory, epoch)
@@ -78,6 +108,14 @@ def run_epochs(run, manager, path: pathlib.Path, model_ids: np.ndarray, num_epoc
             checkpoint.rewrite_metrics_file(path, lines)
         log.info("resuming after epoch %d of %d", last, num_epochs)
         first_epoch = last + 1
+    unrecorded = None  # (epoch, metrics) whose checkpoint is being written
+
+    def record(epoch: int, metrics: dict) -> None:
+        """Waits for the epoch's checkpoint, then adds its rows to metrics.jsonl."""
+        checkpoint.wait_for_save(manager, epoch)
+        if distributed.is_primary():
+            checkpoint.append_metrics(path, checkpoint.metrics_lines(epoch, model_ids, metrics))
+
     for epoch in range(first_epoch, num_epochs + 1):
         start = time.time()
         progress = None
@@ -90,10 +128,12 @@ def run_epochs(run, manager, path: pathlib.Path, model_ids: np.ndarray, num_epoc
         metrics = distributed.gather_metrics(metrics)
         if progress is not None:
             progress.close()
-        checkpoint.save_epoch(manager, epoch, state, metrics)
-        if distributed.is_primary():
-            checkpoint.append_metrics(path, checkpoint.metrics_lines(epoch, model_ids, metrics))
+        if unrecorded is not None:
+            record(*unrecorded)
+        checkpoint.save_epoch(manager, epoch, state, metrics, wait=False)  # written while the next epoch trains
+        unrecorded = (epoch, metrics)
         seconds = time.time() - start
         log.info("%s; %.0f %ss/s", describe(epoch, metrics, seconds), len(model_ids) * run.num_train / seconds, run.unit)
-    manager.wait_until_finished()
+    if unrecorded is not None:
+        record(*unrecorded)
     return metrics

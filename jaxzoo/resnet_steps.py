@@ -22,13 +22,13 @@ import optax
 from jax.sharding import Mesh, PartitionSpec
 
 from jaxzoo.augment import AUGMENTATIONS
+from jaxzoo.precision import compute_dtype_of, with_precision
 from jaxzoo.resnet import ResNet18, init_resnet
 from jaxzoo.schedules import make_one_cycle_sgd, one_cycle, set_hyperparams
 from jaxzoo.steps import (DROPOUT_STREAM, INIT_STREAM, StepFunctions, epoch_order, lookup_normaliser, model_key,
                           nll_and_correct, per_device)
 
 AUGMENT_STREAM = DROPOUT_STREAM  # ResNets have no dropout: the per-step stream drives augmentation
-COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def make_resnet_step_functions(
@@ -57,7 +57,7 @@ def make_resnet_step_functions(
     # it picks slow convolutions) slower than straight-line code (measured), so on CPU the models
     # of a device and the steps of a call are Python loops at trace time.
     unroll = jax.default_backend() == "cpu" if unroll is None else unroll
-    model = ResNet18(num_classes=num_classes, dtype=COMPUTE_DTYPES[compute_dtype])
+    model = ResNet18(num_classes=num_classes, dtype=compute_dtype_of(compute_dtype))
     optimizer = make_one_cycle_sgd()
     augment = AUGMENTATIONS[augmentation]
     normalise = lookup_normaliser(mean, std)
@@ -133,7 +133,8 @@ def make_resnet_step_functions(
     def train_local(state, factors, x, y, mask, epoch, first_step):
         return each_model(lambda a: train_one_model(a, epoch, first_step), (state, factors, x, y, mask))
 
-    train_run = per_device(train_local, mesh, (pop, pop, pop, pop, pop, rep, rep), (pop, pop, pop))
+    train_run = per_device(with_precision(train_local, compute_dtype), mesh, (pop, pop, pop, pop, pop, rep, rep),
+                           (pop, pop, pop), donate_argnums=(0,))
 
     def train(state, factors, x, y, mask, epoch, first_step):
         """S steps for M models -> (state, train loss sum [M], train correct [M])."""
@@ -146,7 +147,8 @@ def make_resnet_step_functions(
 
         return each_model(one_model, {"params": params, "batch_stats": batch_stats})
 
-    evaluate_batch = per_device(evaluate_local, mesh, (pop, pop, rep, rep, rep), (pop, pop))
+    evaluate_batch = per_device(with_precision(evaluate_local, compute_dtype), mesh, (pop, pop, rep, rep, rep),
+                                (pop, pop))
 
     def evaluate(state, factors, x, y, mask):
         """Eval mode (running statistics) on shared batches x [nb, eb, ...] -> (loss sum, correct) [M].

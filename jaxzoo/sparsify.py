@@ -119,7 +119,7 @@ class TwinRun(ZooRun):
         optimizer = (spec.optimizer, spec.injected, spec.fixed)
         init_fn = shared.setdefault(("twin_init", *optimizer), jax.jit(init, out_shardings=models))
         train_fn = shared.setdefault(("twin_train", spec.activation, *optimizer, spec.subset, spec.label_noise),
-                                     jax.jit(train, out_shardings=models))
+                                     jax.jit(train, out_shardings=models, donate_argnums=0))
         return dataclasses.replace(base, init=init_fn, train=train_fn)
 
     def init_chunk(self, group: Group, indices: np.ndarray):

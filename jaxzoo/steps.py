@@ -27,6 +27,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxzoo.data import normalise as normalise_uint8
 from jaxzoo.models import init_params
 from jaxzoo.optim import init_state, make_transform, set_learning_rate
+from jaxzoo.precision import cast_for_compute, with_precision
 from jaxzoo.schedules import scheduled_lr
 
 # Random streams of a model: key(seed) folded with the stream id (3: the twins' weight noise).
@@ -70,17 +71,18 @@ def lookup_normaliser(mean: tuple[float, ...], std: tuple[float, ...]) -> Callab
     return lambda images: jnp.asarray(lookup)[images.astype(jnp.int32), channels]
 
 
-def per_device(fn: Callable, mesh: Mesh, in_specs, out_specs) -> Callable:
+def per_device(fn: Callable, mesh: Mesh, in_specs, out_specs, donate_argnums: tuple[int, ...] = ()) -> Callable:
     """jit(shard_map(fn)): axis 'pop' of `mesh` splits the models; each device computes its own.
 
     The outputs are pinned to `out_specs` (a one-device mesh would otherwise drop the axis), so
-    a state that comes back in feeds the next call without a recompile.
+    a state that comes back in feeds the next call without a recompile. `donate_argnums`: inputs
+    whose buffers the outputs reuse (the caller must not touch them again).
     """
     named = lambda spec: NamedSharding(mesh, spec)
     out_shardings = tuple(map(named, out_specs)) if isinstance(out_specs, tuple) else named(out_specs)
     # check_vma off: every value is per model (varying over 'pop') or replicated data.
     return jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False),
-                   out_shardings=out_shardings)
+                   out_shardings=out_shardings, donate_argnums=donate_argnums)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,6 +157,7 @@ def make_step_functions(
     mesh: Mesh | None = None,
     max_train_examples: int | None = None,
     shared: dict | None = None,
+    compute_dtype: str = "float32",
 ) -> StepFunctions:
     """Builds the jitted functions of one group (see each inner function for shapes).
 
@@ -165,7 +168,8 @@ def make_step_functions(
     its own subset, so it takes ceil(train_examples / B) updates per epoch, as alone.
     `shared` (one dict per population) lets groups reuse the functions that do not depend on
     what sets them apart (init per optimizer, data order per data options, evaluation per
-    activation), so each compiles once.
+    activation), so each compiles once. `compute_dtype` (`jaxzoo.precision`): the arithmetic
+    of the network's passes; `train` donates the state it is given.
     """
     normalise = lookup_normaliser(mean, std)
     fixed = dict(group.fixed)
@@ -217,7 +221,8 @@ def make_step_functions(
 
     def train_one_step(params, opt_state, factors_one, x, y, mask, key, epoch, step):
         def loss_fn(p):
-            logits = model.apply({"params": p}, x, 0, factors_one["dropout"], train=True, rngs={"dropout": key})
+            logits = model.apply({"params": cast_for_compute(p, compute_dtype)}, cast_for_compute(x, compute_dtype), 0,
+                                 factors_one["dropout"], train=True, rngs={"dropout": key}).astype(jnp.float32)
             loss_sum, correct = nll_and_correct(logits, y, mask)
             return loss_sum / jnp.maximum(jnp.sum(mask), 1.0), (loss_sum, correct)
 
@@ -255,7 +260,9 @@ def make_step_functions(
         return {"params": params, "opt_state": opt_state}, loss_sums.sum(0), corrects.sum(0)
 
     def forward_eval(params, x):
-        return model.apply({"params": params}, x, 0, 0.0, train=False)
+        logits = model.apply({"params": cast_for_compute(params, compute_dtype)}, cast_for_compute(x, compute_dtype),
+                             0, 0.0, train=False)
+        return logits.astype(jnp.float32)
 
     def evaluate(state, factors, x, y, mask):
         """Eval mode on shared data x [nb, eb, ...] -> (loss sum [M], correct [M]) over all batches."""
@@ -272,10 +279,14 @@ def make_step_functions(
         totals, _ = jax.lax.scan(body, zeros, (x, y, mask))
         return totals
 
-    def compiled(key, fn, in_specs, out_specs):
+    def compiled(key, fn, in_specs, out_specs, donate_argnums=()):
         if shared is not None and key is not None and key in shared:
             return shared[key]
-        out = jax.jit(fn) if mesh is None else per_device(fn, mesh, in_specs, out_specs)
+        fn = with_precision(fn, compute_dtype)
+        if mesh is None:
+            out = jax.jit(fn, donate_argnums=donate_argnums)
+        else:
+            out = per_device(fn, mesh, in_specs, out_specs, donate_argnums)
         if shared is not None and key is not None:
             shared[key] = out
         return out
@@ -287,8 +298,9 @@ def make_step_functions(
         init=compiled(("init", group.optimizer, group.injected, group.fixed, shapes), init, (pop,), pop),
         order=compiled(("order", *data_key), order, (pop, rep), (pop, pop)),
         gather=compiled(("gather", *data_key), gather, (rep, rep, pop, pop, pop), (steps_pop,) * 3),
-        train=compiled(None, train, (pop, pop, steps_pop, steps_pop, steps_pop, rep, rep), (pop, pop, pop)),
-        evaluate=compiled(("evaluate", group.activation), evaluate, (pop, pop, rep, rep, rep), (pop, pop)),
+        train=compiled(None, train, (pop, pop, steps_pop, steps_pop, steps_pop, rep, rep), (pop, pop, pop),
+                       donate_argnums=(0,)),
+        evaluate=compiled(("evaluate", group.activation, compute_dtype), evaluate, (pop, pop, rep, rep, rep), (pop, pop)),
         model=model,
         transform=transform,
         steps_per_epoch=steps_per_epoch,

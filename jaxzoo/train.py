@@ -11,6 +11,7 @@ Rerunning the same command resumes from the last complete epoch.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import functools
@@ -18,7 +19,7 @@ import math
 import os
 import pathlib
 import sys
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -32,7 +33,7 @@ from ml_collections import config_flags
 from tqdm import tqdm
 
 from jaxzoo import checkpoint, cpu_conv, distributed, host
-from jaxzoo.loop import POPULATION_AXIS, population_mesh, run_epochs
+from jaxzoo.loop import POPULATION_AXIS, CallProgress, population_mesh, run_epochs
 from jaxzoo.cli import check_destination, error_exit, quiet_libraries, setup_logging, use_cpu_cores
 from jaxzoo.config import (RESNET_ARCHS, ConfigError, dataset_identity, identity, load_config_dataset,
                            to_json_dict, to_plain, validate)
@@ -51,11 +52,17 @@ from jaxzoo.steps import GroupSpec, StepFunctions, eval_batches, make_step_funct
 
 log = logging.getLogger("jaxzoo")
 # On CPU the per-model path is memory-bound: 8 models per device and call, one device per
-# core, ran fastest (docs/benchmarks.md).
+# core, ran fastest (docs/benchmarks.md). An accelerator takes the whole population (up to
+# 4,096 models, or what fits) in one call.
 DEFAULT_CHUNK_PER_DEVICE = {"cpu": 8, "gpu": 4096, "tpu": 4096}
-EVAL_MODEL_IMAGES_PER_STEP = 256
+# Model-images per evaluation step, and images per model: small on CPU (measured fastest),
+# large on accelerators (few long steps keep them busy).
+EVAL_MODEL_IMAGES_PER_STEP = {"cpu": 256, "gpu": 1 << 20, "tpu": 1 << 20}
+MAX_EVAL_BATCH = {"cpu": 32, "gpu": 1024, "tpu": 1024}
+# Bytes of gathered training images per compiled call (what sets the steps per call).
+GATHER_BYTES_PER_CALL = {"cpu": 64 << 20, "gpu": 1 << 30, "tpu": 1 << 30}
+MAX_CALLS_AHEAD = 8  # compiled calls dispatched ahead of the device
 COMPILE_THREADS = 4  # measured on 2 cores: 8 groups compiled in 24 s with 4 threads, 43 s one by one
-MAX_EVAL_BATCH = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,31 +92,37 @@ def available_memory_bytes() -> int:
     return host.available_memory_bytes()
 
 
-def plan_run(config, population_size: int, arch: ArchSpec, image_shape, num_train: int) -> RunPlan:
-    """Chunk size, steps per call and eval batch from the config, or from memory when 0."""
+def plan_run(config, population_size: int, arch: ArchSpec, image_shape, num_train: int,
+             platform: str | None = None, memory_bytes: int | None = None) -> RunPlan:
+    """Chunk size, steps per call and eval batch from the config, or when 0 from the devices:
+    their `platform` (cpu, gpu, tpu) and free `memory_bytes` (default: the local ones')."""
     n_devices = jax.local_device_count()
-    budget = available_memory_bytes() // 4
+    platform = platform or jax.local_devices()[0].platform
+    platform = platform if platform in DEFAULT_CHUNK_PER_DEVICE else "gpu"
+    budget = (memory_bytes or available_memory_bytes()) // 4
     per_image = activation_floats_per_image(arch, image_shape[-1]) * 4
     batch = config.training.batch_size
     chunk = config.runtime.chunk_size
     if not chunk:
         per_model = 3 * batch * per_image + 64 * 1024  # fwd+bwd activations, state, slack
-        default = DEFAULT_CHUNK_PER_DEVICE.get(jax.local_devices()[0].platform, 256) * n_devices
-        chunk = max(1, min(population_size, default, budget // (4 * per_model)))
+        default = DEFAULT_CHUNK_PER_DEVICE[platform] * n_devices
+        # A CPU shares its memory with everything else: a quarter of the budget there.
+        share = 4 if platform == "cpu" else 1
+        chunk = max(1, min(population_size, default, budget // (share * per_model)))
     chunk = n_devices * math.ceil(chunk / n_devices)
     steps_per_epoch = math.ceil(num_train / batch)
     steps = config.runtime.steps_per_call
     if not steps:
         image_bytes = math.prod(image_shape) * 4
-        target = max(1, min(steps_per_epoch, (64 << 20) // (chunk * batch * image_bytes)))
+        gather_bytes = min(GATHER_BYTES_PER_CALL[platform], budget // 4)
+        target = max(1, min(steps_per_epoch, gather_bytes // (chunk * batch * image_bytes)))
         divisors = [d for d in range(max(1, target // 2), target + 1) if steps_per_epoch % d == 0]
         steps = divisors[-1] if divisors else target
     steps = min(steps, steps_per_epoch)
     # Small evaluation batches run fastest on CPU (measured): aim at ~256 model-images per step,
     # and at most 32 images per model (1 model: 35k images/s at 32 against 21k at 256).
-    eval_batch = config.runtime.eval_batch_size or max(
-        1, min(MAX_EVAL_BATCH, EVAL_MODEL_IMAGES_PER_STEP // chunk, budget // (4 * chunk * per_image))
-    )
+    eval_batch = config.runtime.eval_batch_size or max(1, min(
+        MAX_EVAL_BATCH[platform], EVAL_MODEL_IMAGES_PER_STEP[platform] // chunk, budget // (4 * chunk * per_image)))
     return RunPlan(chunk, steps, eval_batch)
 
 
@@ -143,12 +156,38 @@ def tree_concat(trees: list):
     return jax.tree.map(lambda *parts: np.concatenate(parts), *trees)
 
 
+@jax.jit
+def finite_rows(params) -> jax.Array:
+    """[M] bool: every parameter of the model is finite (computed where `params` lie)."""
+    finite = [jnp.isfinite(leaf.reshape(leaf.shape[0], -1)).all(axis=1) for leaf in jax.tree.leaves(params)]
+    return functools.reduce(jnp.logical_and, finite)
+
+
 def diverged(state, train_loss: np.ndarray) -> np.ndarray:
     """[M] bool: a non-finite parameter or train loss."""
-    finite = np.isfinite(train_loss)
-    for leaf in jax.tree.leaves(state["params"]):
-        finite &= np.isfinite(leaf.reshape(leaf.shape[0], -1)).all(axis=1)
-    return ~finite
+    return ~(np.isfinite(train_loss) & np.asarray(finite_rows(state["params"])))
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def take_steps(order: jax.Array, mask: jax.Array, first: jax.Array, steps: int, size: int | None):
+    """Steps first..first+steps-1 of an epoch's order and mask [M, steps_per_epoch, B] (their
+    first `size` samples); `first` is a device scalar, so a call transfers nothing."""
+    order = jax.lax.dynamic_slice_in_dim(order, first, steps, axis=1)
+    mask = jax.lax.dynamic_slice_in_dim(mask, first, steps, axis=1)
+    return order[..., :size], mask[..., :size]
+
+
+class DeviceInts:
+    """int32 scalars placed on the devices once (epoch and step numbers of compiled calls)."""
+
+    def __init__(self, sharding: NamedSharding):
+        self.sharding = sharding
+        self.values: dict[int, jax.Array] = {}
+
+    def __call__(self, value: int) -> jax.Array:
+        if value not in self.values:
+            self.values[value] = jax.device_put(np.int32(value), self.sharding)
+        return self.values[value]
 
 
 def epoch_calls(steps_per_epoch: int, steps_per_call: int, last_batch_size: int = 0) -> list[tuple[int, int, int | None]]:
@@ -161,23 +200,33 @@ def epoch_calls(steps_per_epoch: int, steps_per_call: int, last_batch_size: int 
 
 
 def train_chunk_epoch(fns: StepFunctions, state, factors, images, labels, epoch: int, steps_per_call: int,
-                      after_call=None, last_batch_size: int = 0):
+                      after_call=None, last_batch_size: int = 0, device_int: Callable[[int], jax.Array] = jnp.int32):
     """One epoch of a chunk in its per-model data order, `steps_per_call` steps per compiled call.
 
-    `fns.train(state, factors, x, y, mask, epoch, first_step) -> (state, loss_sum, correct)`;
-    `after_call(first, last, loss_sum)` runs after each call (progress). With `last_batch_size`
-    the epoch's partial last batch runs alone at its real size (BatchNorm statistics must not
-    see padding); otherwise it is padded and masked. Returns the chunk's state and its running
-    train loss sum and correct count [M] over the epoch.
+    `fns.train(state, factors, x, y, mask, epoch, first_step) -> (state, loss_sum, correct)`
+    donates `state`; `after_call(first, last, loss_sum)` runs after each call is dispatched
+    (progress; it must not wait for it). With `last_batch_size` the epoch's partial last batch
+    runs alone at its real size (BatchNorm statistics must not see padding); otherwise it is
+    padded and masked. `device_int(n)`: n as a device scalar (`DeviceInts` places each once).
+    Returns the chunk's state and its running train loss sum and correct count [M] over the
+    epoch, all on the device. At most MAX_CALLS_AHEAD calls are queued beyond the running one.
     """
-    order, mask = fns.order(factors, epoch)
-    loss_sum = correct = 0.0
+    order, mask = fns.order(factors, device_int(epoch))
+    loss_sum = correct = None
+    queued: collections.deque = collections.deque()
     for first, last, size in epoch_calls(fns.steps_per_epoch, steps_per_call, last_batch_size):
-        x, y, m = fns.gather(images, labels, order[:, first:last, :size], mask[:, first:last, :size], factors)
-        state, step_loss, step_correct = fns.train(state, factors, x, y, m, epoch, first)
-        loss_sum, correct = loss_sum + step_loss, correct + step_correct
+        step_order, step_mask = take_steps(order, mask, device_int(first), last - first, size)
+        x, y, m = fns.gather(images, labels, step_order, step_mask, factors)
+        state, step_loss, step_correct = fns.train(state, factors, x, y, m, device_int(epoch), device_int(first))
+        if loss_sum is None:
+            loss_sum, correct = step_loss, step_correct
+        else:
+            loss_sum, correct = loss_sum + step_loss, correct + step_correct
         if after_call is not None:
             after_call(first, last, step_loss)
+        queued.append(step_loss)
+        if len(queued) > MAX_CALLS_AHEAD:  # bounds the memory of queued calls' batches
+            queued.popleft().block_until_ready()
     return state, loss_sum, correct
 
 
@@ -240,6 +289,8 @@ class ZooRun:
         self.mesh = population_mesh()
         self.models = NamedSharding(self.mesh, PartitionSpec(POPULATION_AXIS))
         replicated = NamedSharding(self.mesh, PartitionSpec())
+        self.ints = DeviceInts(replicated)
+        self._device_inputs: dict[tuple, Any] = {}  # per chunk: factors and rows, placed once
         self.is_resnet = config.model.arch in RESNET_ARCHS
         fractions = np.array([model_value(row, "train_fraction", config.population) for row in population.table])
         self.train_examples = np.maximum(1, np.round(fractions * self.num_train)).astype(np.int32)
@@ -259,7 +310,8 @@ class ZooRun:
             shape_of = {"arch": "mlp"} if is_custom(config.model) else config.model
             arch = arch_spec(shape_of, dataset.image_shape[0], dataset.image_shape[-1], dataset.num_classes)
             self.plan = plan_run(config, population.size, arch, dataset.image_shape, self.num_train)
-            conv = cpu_conv.resolve(config.runtime.conv)
+            # The CPU kernel computes in float32 only: other compute dtypes take XLA's convolutions.
+            conv = "xla" if config.training.compute_dtype != "float32" else cpu_conv.resolve(config.runtime.conv)
             self.groups, shared = [], {}
             for static, members in population.groups():
                 spec = group_spec(config, static)
@@ -273,6 +325,27 @@ class ZooRun:
             split: jax.device_put(eval_batches(*getattr(dataset, split), eb), replicated)
             for split in ("train", "val", "test") if len(getattr(dataset, split)[1])
         }
+        # The state is split over the devices when the population divides over them.
+        self.state_sharding = self.models if population.size % jax.local_device_count() == 0 else replicated
+        self.on_device = self.state_on_device(config.runtime.get("state_placement", "auto"))
+        self.take_rows = jax.jit(lambda tree, rows: jax.tree.map(lambda a: a[rows], tree), out_shardings=self.models)
+        self.put_rows = jax.jit(
+            lambda tree, rows, values: jax.tree.map(lambda a, v: a.at[rows].set(v, mode="drop"), tree, values),
+            out_shardings=self.state_sharding, donate_argnums=(0,))
+        for group in self.groups:  # every call's step number, placed before the first epoch
+            for first, _, _ in epoch_calls(group.fns.steps_per_epoch, self.plan.steps_per_call, self.last_batch_size):
+                self.ints(first)
+
+    def state_on_device(self, placement: str) -> bool:
+        """Whether the population's state stays on the devices between calls and epochs:
+        `runtime.state_placement`, where 'auto' means on an accelerator when the state (held
+        twice while a chunk is written back, plus a checkpoint's copy) fits a quarter of its memory."""
+        if placement != "auto":
+            return placement == "device"
+        if jax.local_devices()[0].platform == "cpu":
+            return False
+        state_bytes = sum(math.prod(a.shape) * a.dtype.itemsize for a in jax.tree.leaves(self.abstract_state()))
+        return 3 * state_bytes <= available_memory_bytes() // 4
 
     def group_functions(self, spec: GroupSpec, members: np.ndarray, conv: str, shared: dict) -> StepFunctions:
         """The compiled functions of one group (a subclass may train another objective)."""
@@ -282,7 +355,7 @@ class ZooRun:
         return make_step_functions(
             model, spec, self.population.inits, dataset.image_shape, self.num_train, config.training.batch_size,
             config.training.num_epochs, dataset.num_classes, dataset.mean, dataset.std, self.mesh,
-            int(self.train_examples[members].max()), shared,
+            int(self.train_examples[members].max()), shared, config.training.compute_dtype,
         )
 
     @property
@@ -290,16 +363,58 @@ class ZooRun:
         return [chunk for group in self.groups for chunk in group.chunks]
 
     def chunk_factors(self, indices: np.ndarray) -> dict[str, jax.Array]:
-        factors = {**self.population.factors(indices), "train_examples": self.train_examples[indices]}
-        return jax.device_put(factors, self.models)
+        """The factors [chunk] of the models `indices` on the devices (placed once per chunk)."""
+        key = ("factors", indices.tobytes())
+        if key not in self._device_inputs:
+            factors = {**self.population.factors(indices), "train_examples": self.train_examples[indices]}
+            self._device_inputs[key] = jax.device_put(factors, self.models)
+        return self._device_inputs[key]
 
-    def group_state(self, group: Group, state, indices: np.ndarray):
-        """The rows `indices` of the zoo's state as the group's program takes them (its own
-        optimizer's state: the zoo keeps one state per optimizer it uses, for every model)."""
+    def chunk_rows(self, indices: np.ndarray, real: int) -> tuple[jax.Array, jax.Array]:
+        """Device int32 rows of a chunk in the population: to read (padding repeats the last
+        model) and to write (padding points past the population, so it is dropped)."""
+        key = ("rows", indices.tobytes(), real)
+        if key not in self._device_inputs:
+            write = np.where(np.arange(len(indices)) < real, indices, self.population.size)
+            rows = (indices.astype(np.int32), write.astype(np.int32))
+            self._device_inputs[key] = jax.device_put(rows, NamedSharding(self.mesh, PartitionSpec()))
+        return self._device_inputs[key]
+
+    def place_state(self, state):
+        """The population's state [M, ...] where this run keeps it between calls: on the
+        devices (`self.on_device`) or as numpy arrays."""
+        if self.on_device:
+            return jax.device_put(state, self.state_sharding)
+        return jax.tree.map(np.asarray, state)
+
+    def chunk_state(self, group: Group, state, indices: np.ndarray, real: int):
+        """The chunk's state on the devices, as the group's program takes it."""
+        if self.on_device:
+            return self.take_rows(self.group_state(group, state, None), self.chunk_rows(indices, real)[0])
+        return jax.device_put(self.group_state(group, state, indices), self.models)
+
+    def store_chunk(self, group: Group, state, indices: np.ndarray, real: int, chunk_state):
+        """The population's state with the chunk's first `real` models written back (on the
+        device path the given `state` is donated; on the host path it is updated in place)."""
+        if not self.on_device:
+            self.put_group_state(group, state, indices[:real], tree_take(jax.device_get(chunk_state), np.arange(real)))
+            return state
+        rows = self.chunk_rows(indices, real)[1]
         if group.spec is None:
-            return tree_take(state, indices)
-        return {"params": tree_take(state["params"], indices),
-                "opt_state": tree_take(state["opt_state"][group.spec.optimizer], indices)}
+            return self.put_rows(state, rows, chunk_state)
+        opt_states = dict(state["opt_state"])
+        params, opt_states[group.spec.optimizer] = self.put_rows(
+            (state["params"], state["opt_state"][group.spec.optimizer]), rows,
+            (chunk_state["params"], chunk_state["opt_state"]))
+        return {"params": params, "opt_state": opt_states}
+
+    def group_state(self, group: Group, state, indices: np.ndarray | None):
+        """The rows `indices` (None: all) of the zoo's state as the group's program takes them (its
+        own optimizer's state: the zoo keeps one state per optimizer it uses, for every model)."""
+        take = (lambda tree: tree) if indices is None else (lambda tree: tree_take(tree, indices))
+        if group.spec is None:
+            return take(state)
+        return {"params": take(state["params"]), "opt_state": take(state["opt_state"][group.spec.optimizer])}
 
     def put_group_state(self, group: Group, state, indices: np.ndarray, values) -> None:
         if group.spec is None:
@@ -315,6 +430,7 @@ class ZooRun:
             lambda a: jax.ShapeDtypeStruct((self.population.size, *a.shape[1:]), a.dtype), tree)
         shapes = {}
         for group in self.groups:
+            self.chunk_factors(group.chunks[0][0])  # placed outside the trace (they are cached)
             chunk = whole(jax.eval_shape(lambda: self.init_chunk(group, group.chunks[0][0])))
             if group.spec is None:
                 return chunk
@@ -330,13 +446,14 @@ class ZooRun:
         tasks = {}
         pop_axis = NamedSharding(self.mesh, PartitionSpec(POPULATION_AXIS))
         steps_axis = NamedSharding(self.mesh, PartitionSpec(None, POPULATION_AXIS))
+        step_number = jax.ShapeDtypeStruct((), jnp.int32, sharding=NamedSharding(self.mesh, PartitionSpec()))
         on = lambda tree, sharding: jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), tree)
         for group in self.groups:
             if group.spec is None:  # ResNet steps are Python loops around their compiled parts
                 continue
             fns, steps_per_call = group.fns, min(self.plan.steps_per_call, group.fns.steps_per_epoch)
             for indices in {len(indices): indices for indices, _ in group.chunks}.values():
-                factors = self.chunk_factors(indices)
+                factors = self.chunk_factors(indices)  # placed outside the trace (they are cached)
                 state = on(jax.eval_shape(lambda: self.init_chunk(group, indices)), pop_axis)
                 tasks[(id(fns.init), len(indices))] = lambda g=group, i=indices: self.init_chunk(g, i)
                 params = {"params": state["params"]}
@@ -350,7 +467,7 @@ class ZooRun:
                     y = jax.ShapeDtypeStruct((last - first, len(indices), b), jnp.int32, sharding=steps_axis)
                     mask = jax.ShapeDtypeStruct((last - first, len(indices), b), jnp.float32, sharding=steps_axis)
                     tasks[(id(fns.train), len(indices), last - first)] = functools.partial(
-                        fns.train.lower, state, factors, x, y, mask, 1, 0)
+                        fns.train.lower, state, factors, x, y, mask, step_number, step_number)
 
         def run(task):
             out = task()
@@ -397,41 +514,44 @@ class ZooRun:
         metrics: dict[str, np.ndarray] = {}
         for group in self.groups:
             for indices, real in group.chunks:
-                chunk_state = jax.device_put(self.group_state(group, state, indices), self.models)
+                chunk_state = self.chunk_state(group, state, indices, real)
                 part = self.evaluate(group, chunk_state, self.chunk_factors(indices), ("train", "val", "test"), real, 0)
                 put_metrics(metrics, indices[:real], part, self.population.size)
         return with_divergence(state, metrics)
 
     def train_epoch(self, state, epoch: int, progress: tqdm | None):
-        """One epoch for the whole population -> (new state, metrics)."""
-        state = jax.tree.map(np.array, state)  # a copy: the caller's state stays as it was
+        """One epoch for the whole population -> (new state, metrics). On the host path the
+        caller's state stays as it was; on the device path it is donated (use the returned one)."""
+        if not self.on_device:
+            state = jax.tree.map(np.array, state)  # a copy: the caller's state stays as it was
+        return self.epoch_body(state, self.ints(epoch), epoch, progress)
+
+    def epoch_body(self, state, epoch_number: jax.Array, epoch: int, progress: tqdm | None):
+        """`train_epoch` once the epoch's number is on the devices: on the device path nothing
+        goes from the host to the devices here (state, data, factors and numbers are all there)."""
         metrics: dict[str, np.ndarray] = {}
+        calls = CallProgress(progress, self.num_train) if progress is not None else None
         for group in self.groups:
             steps_per_call = min(self.plan.steps_per_call, group.fns.steps_per_epoch)
             for indices, real in group.chunks:
                 factors = self.chunk_factors(indices)
-                chunk_state = jax.device_put(self.group_state(group, state, indices), self.models)
+                chunk_state = self.chunk_state(group, state, indices, real)
 
                 def show(first, last, step_loss, real=real):
-                    jax.block_until_ready(step_loss)
                     batch = self.config.training.batch_size
-                    progress.update(real * (min(last * batch, self.num_train) - min(first * batch, self.num_train)))
-                    rate = progress.format_dict["rate"]
-                    if rate:
-                        progress.set_postfix_str(f"{rate / self.num_train:.2f} models/s", refresh=False)
+                    calls.add(step_loss, real * (min(last * batch, self.num_train) - min(first * batch, self.num_train)))
 
                 chunk_state, loss_sum, correct = train_chunk_epoch(
                     group.fns, chunk_state, factors, self.train_images, self.train_labels, epoch, steps_per_call,
-                    show if progress is not None else None, self.last_batch_size,
+                    show if calls is not None else None, self.last_batch_size, self.ints,
                 )
+                evaluation = self.evaluate(group, chunk_state, factors, ("val", "test"), real, epoch)
+                state = self.store_chunk(group, state, indices, real, chunk_state)
                 seen = np.minimum(self.train_examples[indices[:real]], self.num_train)
-                part = {
-                    "train_loss": np.asarray(loss_sum)[:real] / seen,
-                    "train_acc": np.asarray(correct)[:real] / seen,
-                }
-                part.update(self.evaluate(group, chunk_state, factors, ("val", "test"), real, epoch))
-                self.put_group_state(group, state, indices[:real], tree_take(jax.device_get(chunk_state), np.arange(real)))
-                put_metrics(metrics, indices[:real], part, self.population.size)
+                part = {"train_loss": np.asarray(loss_sum)[:real] / seen, "train_acc": np.asarray(correct)[:real] / seen}
+                put_metrics(metrics, indices[:real], {**part, **evaluation}, self.population.size)
+        if calls is not None:
+            calls.finish()
         return state, with_divergence(state, metrics)
 
 

@@ -35,7 +35,7 @@ from jaxzoo.config import dataset_identity, identity, to_json_dict
 from jaxzoo.inr import siren
 from jaxzoo.inr.config import validate_inr
 from jaxzoo.inr.images import InrImages, load_images
-from jaxzoo.loop import population_mesh, run_epochs
+from jaxzoo.loop import CallProgress, population_mesh, run_epochs
 from jaxzoo.optim import init_state, make_transform
 from jaxzoo.steps import INIT_STREAM, model_key, per_device
 
@@ -190,6 +190,10 @@ class InrRun:
         self.fns.mse(state["params"], targets)
         return 3
 
+    def place_state(self, state):
+        """INR zoos keep their state as numpy arrays between epochs (chunks shrink as models stop)."""
+        return state
+
     def init_state(self):
         state = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), self.abstract_state())
         for indices, real in padded_chunks(np.arange(len(self.table)), self.chunk_size):
@@ -232,18 +236,19 @@ class InrRun:
         state = jax.tree.map(np.array, state)
         running = np.flatnonzero(state["stopped_at"] < 0)
         first_step = (epoch - 1) * self.steps_per_epoch
+        calls = CallProgress(progress, self.steps_per_epoch) if progress is not None else None
         for indices, real in padded_chunks(running, self.chunk_size, jax.local_device_count()):
             chunk = self.put(take(state, indices))
             targets = self.chunk_targets(indices)
             for first in range(0, self.steps_per_epoch, self.steps_per_call):
                 chunk = self.fns.train(chunk, targets, jnp.int32(first_step + first), self.steps_per_call)
-                if progress is not None:
-                    jax.block_until_ready(chunk["stopped_at"])
-                    progress.update(real * self.steps_per_call)
+                if calls is not None:
+                    calls.add(chunk["stopped_at"], real * self.steps_per_call)
             values = take(jax.device_get(chunk), np.arange(real))
             jax.tree.map(lambda leaf, value: leaf.__setitem__(indices[:real], value), state, values)
-        if progress is not None:  # stopped models take no steps
-            progress.update((len(self.table) - len(running)) * self.steps_per_epoch)
+        if calls is not None:  # stopped models take no steps
+            calls.update((len(self.table) - len(running)) * self.steps_per_epoch)
+            calls.finish()
         return state, self.metrics(state, epoch)
 
 
