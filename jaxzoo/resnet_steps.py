@@ -46,6 +46,7 @@ def make_resnet_step_functions(
     steps_per_epoch: int,
     compute_dtype: str = "float32",
     unroll: bool | None = None,
+    donate_state: bool = False,
 ) -> StepFunctions:
     """The population functions of a ResNet-18 zoo over `mesh` (axis 'pop' splits the models).
 
@@ -134,7 +135,7 @@ def make_resnet_step_functions(
         return each_model(lambda a: train_one_model(a, epoch, first_step), (state, factors, x, y, mask))
 
     train_run = per_device(with_precision(train_local, compute_dtype), mesh, (pop, pop, pop, pop, pop, rep, rep),
-                           (pop, pop, pop), donate_argnums=(0,))
+                           (pop, pop, pop), donate_argnums=(0,) if donate_state else ())
 
     def train(state, factors, x, y, mask, epoch, first_step):
         """S steps for M models -> (state, train loss sum [M], train correct [M])."""

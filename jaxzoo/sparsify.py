@@ -118,8 +118,9 @@ class TwinRun(ZooRun):
         models = NamedSharding(self.mesh, PartitionSpec(POPULATION_AXIS))
         optimizer = (spec.optimizer, spec.injected, spec.fixed)
         init_fn = shared.setdefault(("twin_init", *optimizer), jax.jit(init, out_shardings=models))
+        donate = (0,) if self.donate_state else ()
         train_fn = shared.setdefault(("twin_train", spec.activation, *optimizer, spec.subset, spec.label_noise),
-                                     jax.jit(train, out_shardings=models, donate_argnums=0))
+                                     jax.jit(train, out_shardings=models, donate_argnums=donate))
         return dataclasses.replace(base, init=init_fn, train=train_fn)
 
     def init_chunk(self, group: Group, indices: np.ndarray):

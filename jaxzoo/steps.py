@@ -158,6 +158,7 @@ def make_step_functions(
     max_train_examples: int | None = None,
     shared: dict | None = None,
     compute_dtype: str = "float32",
+    donate_state: bool = False,
 ) -> StepFunctions:
     """Builds the jitted functions of one group (see each inner function for shapes).
 
@@ -169,7 +170,7 @@ def make_step_functions(
     `shared` (one dict per population) lets groups reuse the functions that do not depend on
     what sets them apart (init per optimizer, data order per data options, evaluation per
     activation), so each compiles once. `compute_dtype` (`jaxzoo.precision`): the arithmetic
-    of the network's passes; `train` donates the state it is given.
+    of the network's passes. With `donate_state`, `train` donates the state it is given.
     """
     normalise = lookup_normaliser(mean, std)
     fixed = dict(group.fixed)
@@ -299,7 +300,7 @@ def make_step_functions(
         order=compiled(("order", *data_key), order, (pop, rep), (pop, pop)),
         gather=compiled(("gather", *data_key), gather, (rep, rep, pop, pop, pop), (steps_pop,) * 3),
         train=compiled(None, train, (pop, pop, steps_pop, steps_pop, steps_pop, rep, rep), (pop, pop, pop),
-                       donate_argnums=(0,)),
+                       donate_argnums=(0,) if donate_state else ()),
         evaluate=compiled(("evaluate", group.activation, compute_dtype), evaluate, (pop, pop, rep, rep, rep), (pop, pop)),
         model=model,
         transform=transform,
