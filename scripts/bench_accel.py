@@ -318,6 +318,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="least timed seconds per row (default: full 2, tiny 0 = one epoch)")
     parser.add_argument("--epoch_seconds", type=float, default=1.5, help="full mode: target seconds per epoch")
     parser.add_argument("--skip_resnet", action="store_true", help="leave out the ResNet-18 part")
+    parser.add_argument("--skip_bfloat16", action="store_true", help="leave out the CNN-s bfloat16 row")
     parser.add_argument("--json", help="also write every figure here")
     parser.add_argument("--cpu_devices", type=int, default=0,
                         help="XLA CPU devices (0: one per core, as the trainer; no effect on GPU/TPU)")
@@ -388,7 +389,8 @@ def main(argv: list[str] | None = None) -> None:
         if size in hyp_sizes:
             last_rate.setdefault("hyp", last_rate.get("seed", (1, guess)))
             add("hyp", size, "float32")
-    add("seed", max(sizes), "bfloat16")
+    if not args.skip_bfloat16:
+        add("seed", max(sizes), "bfloat16")
     print_zoo_table(rows, ceilings, tiny)
 
     save = checkpoint_seconds(projection_run, projection_metrics)
