@@ -530,11 +530,13 @@ class ZooRun:
         caller's state stays as it was; on the device path it is donated (use the returned one)."""
         if not self.on_device:
             state = jax.tree.map(np.array, state)  # a copy: the caller's state stays as it was
-        return self.epoch_body(state, self.ints(epoch), epoch, progress)
+        self.ints(epoch)  # the epoch's number, placed on the devices once
+        return self.epoch_body(state, epoch, progress)
 
-    def epoch_body(self, state, epoch_number: jax.Array, epoch: int, progress: tqdm | None):
-        """`train_epoch` once the epoch's number is on the devices: on the device path nothing
-        goes from the host to the devices here (state, data, factors and numbers are all there)."""
+    def epoch_body(self, state, epoch: int, progress: tqdm | None):
+        """`train_epoch` once the epoch's number is placed (`self.ints`): on the device path
+        nothing goes from the host to the devices here (state, data, factors and step numbers
+        are all there already)."""
         metrics: dict[str, np.ndarray] = {}
         calls = CallProgress(progress, self.num_train) if progress is not None else None
         for group in self.groups:
