@@ -134,6 +134,8 @@ def test_one_compile_per_static_group_and_none_after_the_first_epoch(trained):
     assert len(trains) == len(run.groups) == 2
     # Both placements, both epochs' orders and every chunk ran the group's one program.
     assert all(f._cache_size() == 1 for f in trains.values())
+    # Groups that differ only in their optimizer share one evaluation program, compiled once.
+    assert run.groups[0].fns.evaluate is run.groups[1].fns.evaluate
     assert run.groups[0].fns.evaluate._cache_size() == 1
 
 

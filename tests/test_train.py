@@ -195,29 +195,6 @@ def test_two_devices_give_the_same_models(cli_full_run, tmp_path):
     assert relative.max() < 1e-3 and between_models > 1e-2, (relative, between_models)
 
 
-def test_each_static_group_compiles_its_step_once(tmp_path):
-    """A Hyp-shaped population (2 activations x 2 optimizers) is 4 programs, each compiled once
-    however many chunks and calls it runs; evaluation is one program per activation."""
-    from jaxzoo.data import load_dataset
-    from jaxzoo.population import build_population, expand_grid
-    from jaxzoo.train import ZooRun
-
-    config = small_zoo_config(dropout=(0.0,))
-    config.runtime.chunk_size, config.runtime.steps_per_call = 2, 4  # 2 chunks per group, 3 calls per epoch
-    population = build_population(expand_grid(config.population, config.seed), config.population)
-    run = ZooRun(config, population, load_dataset("mnist_5k", 28, 120))
-    state = run.init_state()
-    for epoch in (1, 2):
-        state, _ = run.train_epoch(state, epoch, progress=None)
-    assert sorted((g.spec.activation, g.spec.optimizer) for g in run.groups) == [
-        ("relu", "adam"), ("relu", "sgd"), ("tanh", "adam"), ("tanh", "sgd")]
-    assert all(len(g.chunks) == 2 for g in run.groups)
-    assert len({id(g.fns.train) for g in run.groups}) == 4
-    assert all(g.fns.train._cache_size() == 1 for g in run.groups)
-    evaluations = {id(g.fns.evaluate): g.fns.evaluate for g in run.groups}
-    assert len(evaluations) == 2 and all(f._cache_size() == 1 for f in evaluations.values())
-
-
 def test_other_zoo_in_workdir_is_refused_and_untouched(population_run):
     workdir, _ = population_run
     before = {p: p.stat().st_mtime_ns for p in workdir.rglob("*") if p.is_file()}
