@@ -182,17 +182,11 @@ def bench_zoo(shape: str, size: int, dtype: str, num_train: int, steps_per_call:
 
 def dense_flops(n: int, dtype: str) -> float:
     """Dense matmul FLOP/s through jax.jit: float32 at XLA precision HIGHEST (as compute_dtype
-    float32 trains) through bench_train.matmul_flops, or bfloat16 inputs."""
+    float32 trains), or bfloat16 inputs."""
     if dtype == "float32":
         with jax.default_matmul_precision("highest"):  # matmul_flops traces its jit in here
             return matmul_flops(n)
-    a = jax.random.normal(jax.random.key(0), (n, n)).astype(jnp.bfloat16)
-    dot = jax.jit(lambda x: x @ x)
-    dot(a).block_until_ready()
-    repeats, start = 5, time.perf_counter()
-    for _ in range(repeats):
-        dot(a).block_until_ready()
-    return 2 * n**3 * repeats / (time.perf_counter() - start)
+    return matmul_flops(n, dtype=jnp.bfloat16)
 
 
 def checkpoint_seconds(run: ZooRun, metrics: dict, models: int = ZOO_MODELS) -> dict[str, float]:

@@ -156,9 +156,9 @@ def macs_per_image(arch_name: str, channels: int) -> int:
     return total + sum(a * b for a, b in zip(widths[:-1], widths[1:]))
 
 
-def matmul_flops(n: int = 2048, repeats: int = 5) -> float:
-    """Dense float32 matmul FLOP/s through jax.jit on this machine (the practical ceiling)."""
-    a = jax.random.normal(jax.random.key(0), (n, n))
+def matmul_flops(n: int = 2048, repeats: int = 5, dtype=np.float32) -> float:
+    """Dense matmul FLOP/s (inputs in `dtype`) through jax.jit on this machine (the practical ceiling)."""
+    a = jax.random.normal(jax.random.key(0), (n, n)).astype(dtype)
     dot = jax.jit(lambda x: x @ x)
     dot(a).block_until_ready()
     start = time.perf_counter()
