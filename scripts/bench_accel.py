@@ -315,6 +315,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epoch_seconds", type=float, default=1.5, help="full mode: target seconds per epoch")
     parser.add_argument("--skip_resnet", action="store_true", help="leave out the ResNet-18 part")
     parser.add_argument("--skip_bfloat16", action="store_true", help="leave out the CNN-s bfloat16 row")
+    parser.add_argument("--skip_hyp", action="store_true", help="leave out the Hyp-shaped rows (8 programs each)")
     parser.add_argument("--json", help="also write every figure here")
     parser.add_argument("--cpu_devices", type=int, default=0,
                         help="XLA CPU devices (0: one per core, as the trainer; no effect on GPU/TPU)")
@@ -346,6 +347,8 @@ def main(argv: list[str] | None = None) -> None:
         hyp_sizes = TINY_HYP_SIZES if tiny else FULL_HYP_SIZES
     else:
         hyp_sizes = tuple(sorted({max(8, s) for s in sizes}))
+    if args.skip_hyp:
+        hyp_sizes = ()
     seconds = args.seconds if args.seconds is not None else (0.0 if tiny else 2.0)
     print(f"# jaxzoo accelerator benchmark\n\ndevice: {device.device_kind} | platform: {platform} | "
           f"devices: {jax.device_count()} | jax {jax.__version__} | mode: {'--tiny' if tiny else 'full'}")

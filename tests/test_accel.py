@@ -26,7 +26,7 @@ from jaxzoo.population import build_population, expand_grid
 from jaxzoo.precision import with_precision
 from jaxzoo.train import ZooRun, plan_run
 
-EPOCHS = 3
+EPOCHS = 2
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
 
@@ -129,7 +129,7 @@ def test_device_path_gives_the_host_paths_checkpoints(trained):
 
 def test_one_compile_per_static_group_and_none_after_the_first_epoch(trained):
     run, _, device_compiles = trained
-    assert device_compiles[2] == device_compiles[3] == 0, device_compiles
+    assert device_compiles[2] == 0, device_compiles
     trains = {id(g.fns.train): g.fns.train for g in run.groups}
     assert len(trains) == len(run.groups) == 2
     # Both placements, both epochs' orders and every chunk ran the group's one program.
