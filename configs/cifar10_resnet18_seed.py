@@ -6,7 +6,7 @@ kaiming_uniform. Spread over devices and hosts: see README "ResNet-18 zoos".
 Run:  python -m jaxzoo.train --config configs/cifar10_resnet18_seed.py --workdir runs/cifar10_resnet18_seed
 """
 
-from jaxzoo.paper_zoos import paper_zoo
+from jaxzoo.config.paper_zoos import paper_zoo
 
 
 def get_config():

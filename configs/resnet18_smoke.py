@@ -8,7 +8,7 @@ without it 97%); the tests run this config with `training.augmentation=crop_flip
 Run:  python -m jaxzoo.train --config configs/resnet18_smoke.py --workdir runs/resnet18_smoke
 """
 
-from jaxzoo.paper_zoos import resnet_zoo
+from jaxzoo.config.paper_zoos import resnet_zoo
 
 
 def get_config():

@@ -10,7 +10,7 @@ Time: ~76 h on a 2-core CPU (measured: training 55k, evaluation 245k
 model-samples/s with this zoo's factors; docs/benchmarks.md).
 """
 
-from jaxzoo.paper_zoos import paper_zoo
+from jaxzoo.config.paper_zoos import paper_zoo
 
 
 def get_config():

@@ -7,7 +7,7 @@ Time: ~10 h on a 2-core CPU (measured: training 101k, evaluation 257k
 model-samples/s with this zoo's factors; docs/benchmarks.md).
 """
 
-from jaxzoo.paper_zoos import paper_zoo
+from jaxzoo.config.paper_zoos import paper_zoo
 
 
 def get_config():

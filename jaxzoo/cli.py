@@ -12,7 +12,10 @@ import tempfile
 import warnings
 from typing import Callable
 
+from absl import logging as absl_logging
+
 from jaxzoo import host
+from jaxzoo.data import tfds_source
 from jaxzoo.errors import UserError
 
 log = logging.getLogger("jaxzoo")
@@ -47,10 +50,6 @@ def run(action: Callable[[], object], verbose: bool = False) -> int:
 def quiet_libraries(verbose: bool) -> None:
     """Keeps the libraries' chatter (absl, Orbax, TFDS, Python warnings) off the terminal
     unless `verbose` (--verbose) or JAXZOO_VERBOSE=1; jaxzoo's own lines are not affected."""
-    from absl import logging as absl_logging
-
-    from jaxzoo.data import tfds_source
-
     if verbose:
         os.environ["JAXZOO_VERBOSE"] = "1"  # what tfds_source.quiet() reads
     verbose = tfds_source.verbose()

@@ -9,94 +9,12 @@ unchanged. Rerunning the merge continues where an interrupted one stopped.
 
 from __future__ import annotations
 
-import json
-import pathlib
-import re
 import sys
 
-import numpy as np
-
-from jaxzoo import checkpoint
 from jaxzoo.cli import ArgumentParser, run
-from jaxzoo.config import comparable
-from jaxzoo.errors import UserError
-from jaxzoo.train import tree_concat
+from jaxzoo.zoo.shards import MergeError, merge
 
-SHARD_NAME = re.compile(r"^(\d+)-of-(\d+)$")
-
-
-class MergeError(UserError):
-    """Shards that cannot be merged yet (the message names the missing piece)."""
-
-
-def find_shards(workdir: pathlib.Path) -> list[pathlib.Path]:
-    """DIR/shards/<k>-of-<n> in shard order; MergeError when one is missing or counts differ."""
-    folder = workdir / "shards"
-    found = {}
-    for path in folder.iterdir() if folder.is_dir() else ():
-        match = SHARD_NAME.match(path.name)
-        if match:
-            found[(int(match[1]), int(match[2]))] = path
-    if not found:
-        raise MergeError(f"{folder} holds no shards: train them with --config.shard_index=K --config.num_shards=N "
-                         f"--workdir {workdir}")
-    counts = {n for _, n in found}
-    if len(counts) > 1:
-        raise MergeError(f"{folder} mixes shard counts {sorted(counts)}: keep the shards of one job array")
-    count = counts.pop()
-    missing = [k for k in range(count) if (k, count) not in found]
-    if missing:
-        raise MergeError(f"shards {missing} of {count} are missing in {folder}: train them "
-                         f"(--config.shard_index={missing[0]} --config.num_shards={count})")
-    return [found[(k, count)] for k in range(count)]
-
-
-def merge(workdir: str, log=print) -> dict:
-    """Merges DIR/shards/* into DIR; returns {'models', 'epochs', 'written'}."""
-    log = log or (lambda message: None)
-    path = pathlib.Path(workdir).absolute()
-    shards = find_shards(path)
-    documents = [checkpoint.read_config(shard) for shard in shards]
-    identities = [{k: v for k, v in comparable(d["identity"]).items() if k != "shard"} for d in documents]
-    for shard, other in zip(shards[1:], identities[1:]):
-        if other != identities[0]:
-            difference = checkpoint.describe_difference(identities[0], other)
-            raise MergeError(f"{shard} belongs to another zoo than {shards[0]} ({difference}): remove it")
-    config = dict(documents[0]["config"], shard_index=0, num_shards=1)
-    num_epochs = config["training"]["num_epochs"]
-    readers = [checkpoint.ZooCheckpoints(shard) for shard in shards]
-    try:
-        for shard, reader in zip(shards, readers):
-            missing = sorted(set(range(num_epochs + 1)) - set(reader.epochs()))
-            if missing:
-                raise MergeError(f"{shard} lacks epochs {missing[:5]} of 0..{num_epochs}: rerun that shard's train "
-                                 "command to finish it")
-        table = [row for shard in shards for row in json.loads((shard / "models.json").read_text())]
-        target = checkpoint.prepare_workdir(path, identities[0], config, table)
-        checkpoint.set_aside_damaged(target)
-        manager = checkpoint.open_manager(target, async_save=False)
-        written, lines = 0, []
-        try:
-            done = set(manager.all_steps())
-            for epoch in range(num_epochs + 1):
-                parts = [reader.metrics(epoch) for reader in readers]
-                metrics = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
-                lines += checkpoint.metrics_lines(epoch, np.array([row["model_id"] for row in table]), metrics)
-                if epoch in done:
-                    continue
-                states = [reader.state(epoch)[1] for reader in readers]
-                state = tree_concat(states)
-                checkpoint.save_epoch(manager, epoch, state, metrics)
-                written += 1
-                log(f"epoch {epoch}: {len(table)} models")
-            manager.wait_until_finished()
-        finally:
-            manager.close()
-        checkpoint.rewrite_metrics_file(target, lines)
-    finally:
-        for reader in readers:
-            reader.close()
-    return {"models": len(table), "epochs": num_epochs + 1, "written": written, "workdir": str(target)}
+__all__ = ["MergeError", "main", "merge"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,11 +4,11 @@
 Variational Dropout twins, ResNet-18, and jaxzoo's `cnn` / `mlp` models in the same layout),
 whose state_dict keys match the exported checkpoints for both dropout settings, so
 `model.load_state_dict(torch.load(".../checkpoint_000050/checkpoints"), strict=True)` works.
-The model classes are re-exported from `jaxzoo.torch_models`, the standalone file an export
+The model classes are re-exported from `jaxzoo.export.torch_models`, the standalone file an export
 ships as `model.py`.
 `ZooVectorDataset` reads an exported flat-vector split like the original ModelDatasetBase in
 vector mode: `data_in` [N, P], `properties` (lists per key), items (vector, properties); its
-options standardise / noise_std / permute / tokens apply `jaxzoo.loaders`' numpy transforms.
+options standardise / noise_std / permute / tokens apply `jaxzoo.weights.loaders`' numpy transforms.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from jaxzoo.torch_models import (  # noqa: F401  (the model classes live in the standalone file)
+from jaxzoo.weights import loaders
+
+from jaxzoo.export.torch_models import (  # noqa: F401  (the model classes live in the standalone file)
     MODEL_TYPES,
     ORIGINAL_CNNS,
     TORCH_ACTIVATIONS,
@@ -45,7 +47,7 @@ class ZooVectorDataset(torch.utils.data.Dataset):
     training_iteration, model::nlin, optim::lr, ...) beside jaxzoo's, and `__get_weights__()`.
 
     By default items are (row [P], properties) as read. The options are those of
-    `jaxzoo.loaders.VectorLoader`, applied per item by its numpy `VectorTransform`: permute
+    `jaxzoo.weights.loaders.VectorLoader`, applied per item by its numpy `VectorTransform`: permute
     (random hidden-unit permutation), standardise (per layer, train statistics), noise_std /
     noise_mode, tokens (the item's first element is then {'weights', 'tokens' [T, D], 'mask'
     [T, D], 'layer_id' [T], 'position' [T]}). Random draws come from torch's generator (one seed
@@ -56,8 +58,6 @@ class ZooVectorDataset(torch.utils.data.Dataset):
     def __init__(self, vectors_dir: str | pathlib.Path, split: str = "train", epochs: list[int] | None = None,
                  *, standardise: bool = False, noise_std: float = 0.0, noise_mode: str = "relative",
                  permute: bool = False, tokens: bool = False):
-        from jaxzoo import loaders
-
         loaders.check_split(split)
         folder = pathlib.Path(vectors_dir)
         tensors = load_file(folder / f"{split}.safetensors")

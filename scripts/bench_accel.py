@@ -50,12 +50,13 @@ import numpy as np
 from bench_resnet import bench_jax, bench_torch
 from bench_train import POPULATION_SHAPES, macs_per_image, matmul_flops
 
-from jaxzoo import checkpoint
+from jaxzoo.zoo import checkpoint
 from jaxzoo.cli import use_cpu_cores
 from jaxzoo.config import base_config
 from jaxzoo.data import load_dataset
-from jaxzoo.population import build_population, expand_grid
-from jaxzoo.train import GATHER_BYTES_PER_CALL, ZooRun
+from jaxzoo.training.population import build_population, expand_grid
+from jaxzoo.training.plan import GATHER_BYTES_PER_CALL
+from jaxzoo.training.run import ZooRun
 
 BATCH = 10  # the MNIST zoos' batch
 MNIST_SPLITS = (50_000, 10_000, 10_000)  # train, val, test

@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxzoo import cpu_conv
-from jaxzoo.models import ARCHS, extract_patches, max_pool_2x2
+from jaxzoo.models import cpu_conv
+from jaxzoo.models.cnn import ARCHS, extract_patches, max_pool_2x2
 
 
 def layers():

@@ -1,4 +1,4 @@
-"""Samples per second of `jaxzoo.loaders.VectorLoader`, augmentation off and on.
+"""Samples per second of `jaxzoo.weights.loaders.VectorLoader`, augmentation off and on.
 
 Times full passes over the train split at batch 64 with: no augmentation; standardisation;
 noise; permutation; permutation + noise + standardisation; and the last with weight tokens.
@@ -19,15 +19,15 @@ import time
 
 import numpy as np
 
-from jaxzoo import loaders
+from jaxzoo.weights import loaders
 
 
 def synthetic_folder(folder: pathlib.Path, rows: int, seed: int = 0) -> pathlib.Path:
     """A CNN-s vectors folder: `rows` train rows (and 64 each val / test) of N(0, 0.1) weights."""
-    from jaxzoo.architectures import arch_spec
+    from jaxzoo.models.registry import arch_spec
     from jaxzoo.config import base_config
-    from jaxzoo.export import VectorSplit, layout_size, save_vector_split
-    from jaxzoo.layout import index_dict
+    from jaxzoo.weights.vectors import VectorSplit, layout_size, save_vector_split
+    from jaxzoo.models.torch_layout import index_dict
 
     layout = index_dict(arch_spec(base_config().model, 28, 1, 10), 1)
     rng = np.random.default_rng(seed)
@@ -64,12 +64,12 @@ def main() -> None:
         loader = loaders.VectorLoader(folder, "train", batch_size=args.batch_size)
         print(f"{folder}: {loader.rows} train rows x {loader.data.weights.shape[1]} weights, batch {args.batch_size}")
         settings = {"off": {}, "standardise": {"standardise": True}, "noise 0.1": {"noise_std": 0.1}}
-        if importlib.util.find_spec("jaxzoo.symmetry") is not None:
+        if importlib.util.find_spec("jaxzoo.weights.symmetry") is not None:
             settings["permute"] = {"permute": True}
             settings["permute + noise + standardise"] = {"permute": True, "noise_std": 0.1, "standardise": True}
             settings["  ... + tokens"] = {"permute": True, "noise_std": 0.1, "standardise": True, "tokens": True}
         else:
-            print("jaxzoo.symmetry is missing: the permutation settings are skipped")
+            print("jaxzoo.weights.symmetry is missing: the permutation settings are skipped")
             settings["noise + standardise"] = {"noise_std": 0.1, "standardise": True}
         for name, options in settings.items():
             rate = samples_per_second(folder, args.batch_size, args.seconds, **options)

@@ -20,9 +20,9 @@ import jax
 import numpy as np
 
 from jaxzoo.data import load_dataset
-from jaxzoo.paper_zoos import resnet_zoo
-from jaxzoo.population import build_population, expand_grid
-from jaxzoo.train import ZooRun
+from jaxzoo.config.paper_zoos import resnet_zoo
+from jaxzoo.training.population import build_population, expand_grid
+from jaxzoo.training.run import ZooRun
 
 ZOO_IMAGES = 1000 * 50 * 40_000  # 1,000 seeds x 50 epochs x 40k train images (CIFAR-10 zoo)
 ZOO_EVAL_IMAGES = 1000 * 50 * 20_000  # val + test every epoch

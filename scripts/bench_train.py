@@ -28,13 +28,13 @@ import time
 import jax
 import numpy as np
 
-from jaxzoo import cpu_conv
+from jaxzoo.models import cpu_conv
 from jaxzoo.cli import use_cpu_cores
 from jaxzoo.config import base_config
 from jaxzoo.data import DATASETS, load_dataset, normalise
-from jaxzoo.models import ARCHS
-from jaxzoo.population import build_population, expand_grid
-from jaxzoo.train import ZooRun
+from jaxzoo.models.cnn import ARCHS
+from jaxzoo.training.population import build_population, expand_grid
+from jaxzoo.training.run import ZooRun
 
 
 def bench_size(size: int, arch: str, min_seconds: float, conv: str = "auto") -> dict:

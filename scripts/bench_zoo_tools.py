@@ -27,11 +27,11 @@ import time
 import jax
 import numpy as np
 
-from jaxzoo import checkpoint
+from jaxzoo.zoo import checkpoint
 from jaxzoo.config import base_config, identity, to_json_dict
 from jaxzoo.data import load_dataset
-from jaxzoo.population import build_population, expand_grid
-from jaxzoo.train import ZooRun
+from jaxzoo.training.population import build_population, expand_grid
+from jaxzoo.training.run import ZooRun
 
 
 def synthetic_workdir(path: pathlib.Path, models: int, epochs: int) -> None:

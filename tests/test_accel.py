@@ -18,13 +18,14 @@ import pytest
 from tqdm import tqdm
 
 from conftest import small_zoo_config
-from jaxzoo import checkpoint
-from jaxzoo.architectures import arch_spec
+from jaxzoo.zoo import checkpoint
+from jaxzoo.models.registry import arch_spec
 from jaxzoo.config import ConfigError, base_config, load_config_dataset, validate
-from jaxzoo.loop import run_epochs
-from jaxzoo.population import build_population, expand_grid
-from jaxzoo.precision import with_precision
-from jaxzoo.train import ZooRun, plan_run
+from jaxzoo.training.loop import run_epochs
+from jaxzoo.training.population import build_population, expand_grid
+from jaxzoo.training.precision import with_precision
+from jaxzoo.training.plan import plan_run
+from jaxzoo.training.run import ZooRun
 
 EPOCHS = 2
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"

@@ -12,8 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxzoo import analysis, checkpoint, plots
-from jaxzoo.analyze import analyze, paper_cell, table2_section
+from jaxzoo.analysis import table2 as analysis
+from jaxzoo.zoo import checkpoint
+from jaxzoo.analysis import plots
+from jaxzoo.analysis.card import paper_cell, table2_section
+from jaxzoo.analyze import analyze
 
 
 def random_orthogonal(rng, d):
@@ -215,7 +218,7 @@ def test_pair_block_fits_the_budget():
 
 
 def test_params_restore_reads_only_params_and_blocks_equal_the_full_restore(tiny_zoo):
-    from jaxzoo.analyze import params_block, restore_params
+    from jaxzoo.analysis.forward import params_block, restore_params
     from jaxzoo.export import read_zoo
 
     zoo = read_zoo(tiny_zoo)
@@ -258,8 +261,8 @@ def test_card_numbers_equal_the_metrics(analysed_zoo):
     assert json.loads((workdir / "card" / "zoo_card.json").read_text())["table2"] == table2 == card["table2"]
     rows = [r for r in checkpoint.read_metrics(workdir) if r["epoch"] == 2]
     _, state = checkpoint.load_state(workdir)
-    from jaxzoo.layout import flat_vectors
-    from jaxzoo.models import ARCHS
+    from jaxzoo.models.torch_layout import flat_vectors
+    from jaxzoo.models.cnn import ARCHS
 
     keep = analysis.viability(flat_vectors(state["params"], ARCHS["cnn_s"])).keep
     accs = np.array([r["test_acc"] for r in rows], np.float64)[keep]
@@ -276,7 +279,7 @@ def test_card_reports_the_distances_after_weight_matching(analysed_zoo):
     """The symmetry section: raw distances equal numpy over the same models' pairs; aligned ones
     are smaller, and an aligned vector holds the same numbers (a permutation of the raw one)."""
     from jaxzoo.export import read_zoo
-    from jaxzoo.symmetry import align_vectors
+    from jaxzoo.weights.symmetry import align_vectors
 
     workdir, card = analysed_zoo
     section = card["symmetry"]

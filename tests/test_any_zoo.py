@@ -14,13 +14,17 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import any_zoo_config  # noqa: E402
-from jaxzoo import analyze, benchmark, checkpoint, export  # noqa: E402
-from jaxzoo.architectures import build_model  # noqa: E402
+from jaxzoo import analyze, benchmark  # noqa: E402
+from jaxzoo import export  # noqa: E402
+from jaxzoo.export.rows import trial_name  # noqa: E402
+from jaxzoo.zoo import checkpoint
+from jaxzoo.models.registry import build_model  # noqa: E402
 from jaxzoo.data import load_dataset, normalise  # noqa: E402
-from jaxzoo.optim import optimizer_entry  # noqa: E402
-from jaxzoo.population import build_population, expand_grid  # noqa: E402
-from jaxzoo.steps import noisy_labels, subset_order  # noqa: E402
-from jaxzoo.train import ZooRun, train_and_evaluate  # noqa: E402
+from jaxzoo.training.optimizers import optimizer_entry  # noqa: E402
+from jaxzoo.training.population import build_population, expand_grid  # noqa: E402
+from jaxzoo.training.steps import noisy_labels, subset_order  # noqa: E402
+from jaxzoo.train import train_and_evaluate  # noqa: E402
+from jaxzoo.training.run import ZooRun  # noqa: E402
 
 
 class TorchTinyMLP(torch.nn.Module):
@@ -67,7 +71,7 @@ def exported_trial(workdir, out, **factors):
     table = json.loads((workdir / "models.json").read_text())
     _, final = checkpoint.load_state(workdir)
     index = next(i for i, r in enumerate(table) if all(r[k] == v for k, v in factors.items()))
-    trial = out / "trials" / export.trial_name(table[index])
+    trial = out / "trials" / trial_name(table[index])
     params_json = json.loads((trial / "params.json").read_text())
     model = TorchTinyMLP(28 * 28, 12, params_json["model::nlin"])
     model.load_state_dict(torch.load(trial / "checkpoint_000002" / "checkpoints"), strict=True)
@@ -189,7 +193,8 @@ def test_subsets_are_fixed_per_model_and_noise_flips_the_share_asked():
 
 def test_public_api_names_the_registries_and_entry_points():
     import jaxzoo
-    from jaxzoo import optim, train
+    from jaxzoo import train
+    from jaxzoo.training import optimizers as optim
 
     assert jaxzoo.train_and_evaluate is train.train_and_evaluate and jaxzoo.OPTIMIZERS is optim.OPTIMIZERS
     assert {"adam", "sgd", "adamw", "rmsprop", "adagrad", "lion", "nadam"} <= set(jaxzoo.OPTIMIZERS)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxzoo.augment import AUGMENTATIONS, crop_flip, random_crop_flip, random_flip_rotate, rotate
+from jaxzoo.training.augment import AUGMENTATIONS, crop_flip, random_crop_flip, random_flip_rotate, rotate
 
 
 def coordinate_images(n: int, h: int, w: int) -> np.ndarray:

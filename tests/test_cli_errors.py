@@ -14,6 +14,7 @@ import sys
 import pytest
 from conftest import read_only
 from jaxzoo import analyze, benchmark, export, merge, sparsify
+from jaxzoo.export import __main__ as export_cli
 from jaxzoo.data import __main__ as data_cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -42,7 +43,7 @@ def in_process(main):
 
 
 COMMANDS = {
-    "export": in_process(export.main),
+    "export": in_process(export_cli.main),
     "analyze": in_process(analyze.main),
     "benchmark": in_process(benchmark.main),
     "sparsify": in_process(sparsify.main),

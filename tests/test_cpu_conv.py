@@ -18,12 +18,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxzoo import cpu_conv, host
-from jaxzoo.architectures import arch_spec
+from jaxzoo import host
+from jaxzoo.models import cpu_conv
+from jaxzoo.models.registry import arch_spec
 from jaxzoo.errors import UserError
-from jaxzoo.models import ARCHS, CNN, ArchSpec, ConvSpec, extract_patches, init_params, max_pool_2x2
-from jaxzoo.population import build_population, expand_grid
-from jaxzoo.steps import GroupSpec, make_step_functions
+from jaxzoo.models.cnn import ARCHS, CNN, ArchSpec, ConvSpec, extract_patches, init_params, max_pool_2x2
+from jaxzoo.training.population import build_population, expand_grid
+from jaxzoo.training.steps import GroupSpec, make_step_functions
 from conftest import small_zoo_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

@@ -13,12 +13,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from jaxzoo import checkpoint, export  # noqa: E402
+from jaxzoo import export  # noqa: E402
+from jaxzoo.export import writer  # noqa: E402
+from jaxzoo.export.rows import trial_name  # noqa: E402
+from jaxzoo.zoo import checkpoint
 from jaxzoo.data import load_dataset, normalise  # noqa: E402
-from jaxzoo.architectures import arch_spec  # noqa: E402
-from jaxzoo.layout import flat_vectors, index_dict, module_indices, torch_tensors  # noqa: E402
-from jaxzoo.models import ACTIVATIONS, ARCHS, CNN, init_params  # noqa: E402
-from jaxzoo.optim import init_state, make_transform  # noqa: E402
+from jaxzoo.models.registry import arch_spec  # noqa: E402
+from jaxzoo.models.torch_layout import flat_vectors, index_dict, module_indices, torch_tensors  # noqa: E402
+from jaxzoo.models.cnn import ACTIVATIONS, ARCHS, CNN, init_params  # noqa: E402
+from jaxzoo.training.optimizers import init_state, make_transform  # noqa: E402
 from jaxzoo.torch import ZooCNN, ZooVectorDataset, build_model  # noqa: E402
 
 
@@ -106,7 +109,7 @@ def test_trial_folders_follow_the_original_layout(exported, real_images):
     workdir, out, _ = exported
     trials = trial_dirs(out)
     assert len(trials) == 32
-    for name in ("config.json", "index_dict.json", "readme.md", "dataset.json", "export.json", "model.py"):
+    for name in ("config.json", "index_dict.json", "readme.md", "dataset.json", "json", "model.py"):
         assert (out / name).exists()
     # The original loader takes every subfolder of the experiment folder for a model.
     assert sorted(p.name for p in (out / "trials").iterdir()) == [t.name for t in trials]
@@ -138,7 +141,7 @@ def test_exported_optimizer_continues_training_like_jax(exported, real_images):
     for optimizer_name in ("adam", "sgd"):
         index = next(i for i, r in enumerate(table) if r["optimizer"] == optimizer_name)
         row = table[index]
-        trial = out / "trials" / export.trial_name(row)
+        trial = out / "trials" / trial_name(row)
         params_json = json.loads((trial / "params.json").read_text())
         model = build_model(params_json).eval()
         model.load_state_dict(torch.load(trial / "checkpoint_000002" / "checkpoints"), strict=True)
@@ -173,7 +176,7 @@ def test_vectors_round_trip_and_filters(exported):
     train = splits["train"]
     row = 5
     model_id, epoch = int(train.properties["model_id"][row]), int(train.properties["epoch"][row])
-    trial = out / "trials" / export.trial_name(json.loads((workdir / "models.json").read_text())[model_id])
+    trial = out / "trials" / trial_name(json.loads((workdir / "models.json").read_text())[model_id])
     state = torch.load(trial / f"checkpoint_{epoch:06d}" / "checkpoints")
     from_state = np.concatenate([state[f"module_list.{i}.{p}"].numpy().reshape(-1) for i in module_indices(ARCHS["cnn_s"], float(train.properties["dropout"][row])) for p in ("weight", "bias")])
     np.testing.assert_array_equal(train.weights[row], from_state)
@@ -214,8 +217,8 @@ def test_refusals_and_interrupted_rerun(exported, tmp_path, monkeypatch):
     copy = tmp_path / "out"
     shutil.copytree(out.parent, copy)
     target = copy / "test_zoo"
-    manifest = json.loads((target / "export.json").read_text())
-    (target / "export.json").write_text(json.dumps({**manifest, "complete": False}))
+    manifest = json.loads((target / "json").read_text())
+    (target / "json").write_text(json.dumps({**manifest, "complete": False}))
     victim = trial_dirs(target)[3]
     shutil.rmtree(victim)
     (target / "trials" / f".{victim.name}.partial").mkdir()
@@ -330,9 +333,9 @@ def test_optimizer_state_of_every_epoch_on_request(tiny_zoo, tmp_path):
         steps[epoch] = float(state[0]["step"]) if "step" in state.get(0, {}) else None
     assert steps[1] == 6 and steps[2] == 12  # 60 examples, batch 10: 6 steps per epoch
     zoo = export.read_zoo(tiny_zoo)
-    row = next(r for r in zoo.table if export.trial_name(r) == trial.name)
+    row = next(r for r in zoo.table if trial_name(r) == trial.name)
     for epoch in (1, 2):  # each epoch's file is that epoch's state, converted
-        want = export.torch_optimizer_state(zoo, row, zoo.table.index(row), zoo.state(epoch), torch)
+        want = writer.torch_optimizer_state(zoo, row, zoo.table.index(row), zoo.state(epoch), torch)
         got = torch.load(trial / f"checkpoint_{epoch:06d}" / "optimizer")
         assert torch.equal(got["state"][0]["exp_avg"], want["state"][0]["exp_avg"])
 
@@ -342,21 +345,21 @@ def test_result_lines_are_json_and_omit_a_missing_val_split(tiny_zoo):
     metrics = {e: {**m, "val_loss": m["val_loss"] * np.nan, "val_acc": m["val_acc"] * np.nan,
                    "test_loss": np.where(np.arange(4) == 1, np.inf, m["test_loss"])} for e, m in zoo.metrics.items()}
     no_val = dataclasses.replace(zoo, metrics=metrics)
-    params = export.original_params(no_val, no_val.table[1])
-    lines = [json.loads(line, parse_constant=strict_json) for line in export.result_lines(no_val, 1, params)]
+    params = writer.original_params(no_val, no_val.table[1])
+    lines = [json.loads(line, parse_constant=strict_json) for line in writer.result_lines(no_val, 1, params)]
     assert all("val_acc" not in line and "val_loss" not in line for line in lines)
     assert lines[0]["test_loss"] is None and lines[0]["test_acc"] == pytest.approx(float(zoo.metrics[0]["test_acc"][1]))
-    assert "val_acc" in json.loads(export.result_lines(zoo, 1, params)[0])
+    assert "val_acc" in json.loads(writer.result_lines(zoo, 1, params)[0])
 
 
 def test_params_json_follows_the_original_script_of_each_paper_zoo():
     base = {"model::o_dim": 10, "model::use_bias": True, "model::dropout": 0.0, "optim::wd": 0.0}
-    seed = export.recorded_params("tune_zoo_mnist_uniform", base)
+    seed = writer.recorded_params("tune_zoo_mnist_uniform", base)
     assert seed["model::o_dim"] == 4 and seed["model::use_bias"] is False and seed["training::start_epoch"] == 1
-    assert "model::use_bias" not in export.recorded_params("tune_zoo_mnist_hyperparameter_10_fixed_seeds", base)
-    cifar = export.recorded_params("tune_zoo_cifar10_small_hyperparameter_10_random_seeds", base)
+    assert "model::use_bias" not in writer.recorded_params("tune_zoo_mnist_hyperparameter_10_fixed_seeds", base)
+    cifar = writer.recorded_params("tune_zoo_cifar10_small_hyperparameter_10_random_seeds", base)
     assert json.dumps(cifar["model::dropout"]) == "0" and json.dumps(seed["model::dropout"]) == "0.0"
-    assert json.dumps(export.recorded_params("tune_zoo_svhn_hyperparameter_10_fixed_seeds", base)["optim::wd"]) == "0"
-    resnet = export.recorded_params("tune_zoo_tinyimagenet_resnet18_kaiming_uniform", {**base, "model::o_dim": 200})
+    assert json.dumps(writer.recorded_params("tune_zoo_svhn_hyperparameter_10_fixed_seeds", base)["optim::wd"]) == "0"
+    resnet = writer.recorded_params("tune_zoo_tinyimagenet_resnet18_kaiming_uniform", {**base, "model::o_dim": 200})
     assert resnet["model::o_dim"] == 200 and resnet["testloader::workers"] == 3
-    assert export.recorded_params("my_own_zoo", base) == base
+    assert writer.recorded_params("my_own_zoo", base) == base

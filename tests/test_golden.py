@@ -14,9 +14,9 @@ import pathlib
 
 import pytest
 
-from jaxzoo import checkpoint
+from jaxzoo.zoo import checkpoint
 from jaxzoo.config import identity, identity_hash
-from jaxzoo.population import expand_grid
+from jaxzoo.training.population import expand_grid
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 

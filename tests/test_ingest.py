@@ -19,7 +19,8 @@ torch = pytest.importorskip("torch")
 
 from jaxzoo.errors import UserError  # noqa: E402
 from jaxzoo.export import export, read_zoo  # noqa: E402
-from jaxzoo.ingest import ingest, main  # noqa: E402
+from jaxzoo.ingest import ingest  # noqa: E402
+from jaxzoo.ingest.__main__ import main  # noqa: E402
 
 EPOCHS = 2  # trial fixtures: epochs 0..2
 # CNN-s in the original ModuleList numbering: (index without dropout, with dropout, PyTorch shape)
@@ -291,8 +292,8 @@ def test_bad_archives_name_the_file(tmp_path, capsys):
 def test_resnet18_trial_folders_keep_every_tensor(tmp_path):
     """A ResNet-18 trial (torchvision keys, BatchNorm statistics) comes back exactly: the
     workdir's state, mapped forward again, is the source state_dict."""
-    from jaxzoo.resnet import torch_state_dict
-    from jaxzoo.torch_models import ResNet18Cifar
+    from jaxzoo.models.resnet import torch_state_dict
+    from jaxzoo.export.torch_models import ResNet18Cifar
 
     torch.manual_seed(0)
     trial = tmp_path / "tune_zoo_cifar10_resnet18_kaiming_uniform" / "NN_tune_trainable_00000_seed=1"

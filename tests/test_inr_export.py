@@ -21,7 +21,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from jaxzoo.export import ExportError, export, main  # noqa: E402
+from jaxzoo.export import ExportError  # noqa: E402
+from jaxzoo.export.__main__ import main  # noqa: E402
+from jaxzoo.kinds import export  # noqa: E402
 from jaxzoo.inr.zoo import read_inr_zoo  # noqa: E402
 
 SPLIT_FOLDER = {"training": "train", "testing": "test"}

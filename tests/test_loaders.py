@@ -1,4 +1,4 @@
-"""jaxzoo.loaders: batches of an export's flat vectors, standardisation, noise, tokens, permutations."""
+"""jaxzoo.weights.loaders: batches of an export's flat vectors, standardisation, noise, tokens, permutations."""
 
 import importlib.util
 import json
@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from jaxzoo import export, loaders
+from jaxzoo import export
+from jaxzoo.weights import loaders
 from jaxzoo.errors import UserError
 
 
@@ -176,7 +177,7 @@ def test_bad_input_fails_in_one_line(vectors, tmp_path):
         assert "\n" not in str(error.value)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("jaxzoo.symmetry") is None, reason="jaxzoo.symmetry is not there yet")
+@pytest.mark.skipif(importlib.util.find_spec("jaxzoo.weights.symmetry") is None, reason="jaxzoo.weights.symmetry is not there yet")
 def test_permutation_shuffles_hidden_units_only(vectors):
     folder, splits = vectors
     train = splits["train"]

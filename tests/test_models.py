@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxzoo.models import ACTIVATIONS, ARCHS, CNN, INITS, init_kernel, init_params, param_count
+from jaxzoo.models.cnn import ACTIVATIONS, ARCHS, CNN, INITS, init_kernel, init_params, param_count
 
 
 erf = np.vectorize(math.erf)
@@ -161,7 +161,7 @@ def test_dropout_train_only_and_rate_zero_is_identity():
 
 def test_single_channel_conv_matches_patches_with_gradients():
     """The custom-VJP first conv gives the im2col numbers: output, kernel and input gradients."""
-    from jaxzoo.models import extract_patches, single_channel_conv
+    from jaxzoo.models.cnn import extract_patches, single_channel_conv
 
     x = jax.random.normal(jax.random.key(0), (3, 9, 8, 1))
     kernel = jax.random.normal(jax.random.key(1), (3, 3, 1, 4))

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxzoo.optim import init_state, make_transform
+from jaxzoo.training.optimizers import init_state, make_transform
 
 
 def pytorch_adam_reference(w, grads_fn, lr, wd, steps, betas=(0.9, 0.999), eps=1e-8):

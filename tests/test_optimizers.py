@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxzoo.optim import (
+from jaxzoo.training.optimizers import (
     OPTIMIZERS,
     OptimizerEntry,
     init_state,
@@ -227,7 +227,7 @@ def test_vmap_gives_each_model_its_own_values(name):
 
 
 def old_transform(name, momentum=0.9):
-    """The previous jaxzoo.optim.make_transform, inline."""
+    """The previous jaxzoo.training.optimizers.make_transform, inline."""
     if name == "adam":
         inner = lambda lr: optax.adam(lr, b1=0.9, b2=0.999, eps=1e-8)
     else:

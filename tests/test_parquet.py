@@ -10,7 +10,10 @@ import pytest
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from jaxzoo import checkpoint, export, parquet  # noqa: E402
+from jaxzoo import export  # noqa: E402
+from jaxzoo.export import __main__ as export_cli
+from jaxzoo.export import parquet  # noqa: E402
+from jaxzoo.zoo import checkpoint
 from jaxzoo.errors import UserError  # noqa: E402
 
 SPLITS = ("train", "val", "test")
@@ -107,7 +110,7 @@ def test_without_pyarrow_the_export_fails_in_one_line_and_writes_nothing(exporte
             export.export(workdir, tmp_path / "out", formats=fmt, log=None)
         assert "pip install pyarrow" in str(error.value) and "\n" not in str(error.value)
     assert not (tmp_path / "out").exists()
-    assert export.main(["--workdir", str(workdir), "--out", str(tmp_path / "out"), "--format", "parquet"]) != 0
+    assert export_cli.main(["--workdir", str(workdir), "--out", str(tmp_path / "out"), "--format", "parquet"]) != 0
     assert not (tmp_path / "out").exists()
 
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from jaxzoo.config import ConfigError, base_config, identity, validate
-from jaxzoo.paper_zoos import PAPER_ZOOS
-from jaxzoo.population import build_population, expand_grid
+from jaxzoo.config.paper_zoos import PAPER_ZOOS
+from jaxzoo.training.population import build_population, expand_grid
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
 EXPECTED_MODELS = {"seed": 1000, "svhn_hyp": 4320, "cifar10_hyp": 1280, "hyp": 2560}

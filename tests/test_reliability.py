@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_zoo_config as tiny_config
-from jaxzoo import checkpoint
+from jaxzoo.zoo import checkpoint
 from jaxzoo.export import ExportError, export, read_zoo
 from jaxzoo.train import train_and_evaluate
 

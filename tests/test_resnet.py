@@ -10,7 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from jaxzoo import resnet
+from jaxzoo.models import resnet
 from jaxzoo.torch import ResNet18Cifar, load_resnet18
 
 CLASSES, IMAGE = 10, (16, 16, 3)  # 16x16: layer4 is 2x2, so n = 8*2*2 per channel there

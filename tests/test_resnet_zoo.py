@@ -17,10 +17,10 @@ import jax
 import numpy as np
 import pytest
 
-from jaxzoo import checkpoint
+from jaxzoo.zoo import checkpoint
 from jaxzoo.config import ConfigError, validate
 from jaxzoo.merge import MergeError, merge
-from jaxzoo.paper_zoos import resnet_zoo
+from jaxzoo.config.paper_zoos import resnet_zoo
 from jaxzoo.train import train_and_evaluate
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -75,7 +75,7 @@ def test_reference_zoo_trains_with_onecycle_and_batchnorm(reference):
     assert [(r["epoch"], r["model_id"]) for r in lines] == [(e, m) for e in (0, 1) for m in range(8)]
     assert all(np.isfinite(r["train_loss"]) and r["val_acc"] is not None for r in lines)
     # OneCycle ran over the 5 steps of the run: the lr left in the state is its last value.
-    from jaxzoo.schedules import one_cycle
+    from jaxzoo.training.schedules import one_cycle
 
     lr, momentum = one_cycle(4, 5, 0.05)
     np.testing.assert_allclose(state["opt_state"]["hyperparams"]["learning_rate"], float(lr), rtol=1e-6)
@@ -192,7 +192,7 @@ def test_export_loads_into_pytorch_resnet18(reference, merged_zoo, tmp_path):
     torch = pytest.importorskip("torch")
     from jaxzoo.data import load_dataset, normalise
     from jaxzoo.export import export
-    from jaxzoo.resnet import ResNet18, flat_vectors, param_count
+    from jaxzoo.models.resnet import ResNet18, flat_vectors, param_count
     from jaxzoo.torch import build_model
 
     workdir, state = merged_zoo[0], reference[1]
@@ -246,7 +246,7 @@ def test_resnet_config_errors_name_the_fix(field, value, message):
 
 
 def test_cnn_configs_refuse_resnet_training_options():
-    from jaxzoo.paper_zoos import paper_zoo
+    from jaxzoo.config.paper_zoos import paper_zoo
 
     config = paper_zoo("mnist_seed")
     config.training.augmentation = "crop_flip"
@@ -259,8 +259,8 @@ def test_a_dataset_without_val_split_logs_null_val_metrics(reference):
     import dataclasses
 
     from jaxzoo.data import load_dataset
-    from jaxzoo.population import build_population, expand_grid
-    from jaxzoo.train import ZooRun
+    from jaxzoo.training.population import build_population, expand_grid
+    from jaxzoo.training.run import ZooRun
 
     config = small_config(1)
     dataset = load_dataset("mnist_5k", 8, 70)
@@ -276,9 +276,9 @@ def test_a_dataset_without_val_split_logs_null_val_metrics(reference):
 def test_accelerator_path_with_map_and_scan_equals_the_cpu_loops():
     """lax.map over a device's models and lax.scan over steps (GPU/TPU) give the CPU loops' numbers."""
     from jaxzoo.data import load_dataset
-    from jaxzoo.population import build_population, expand_grid
-    from jaxzoo.resnet_steps import make_resnet_step_functions
-    from jaxzoo.train import population_mesh
+    from jaxzoo.training.population import build_population, expand_grid
+    from jaxzoo.training.resnet_steps import make_resnet_step_functions
+    from jaxzoo.training.loop import population_mesh
 
     config = small_config(2)
     dataset = load_dataset("mnist_5k", 8, 70)
@@ -324,7 +324,7 @@ def test_resnet_table2_equals_direct_computation(reference, resnet_tables):
     vectors (`Zoo.flat_vectors`), all computed here directly."""
     from jaxzoo.data import load_dataset, normalise
     from jaxzoo.export import read_zoo
-    from jaxzoo.resnet import ResNet18
+    from jaxzoo.models.resnet import ResNet18
 
     workdir, state = reference
     card, t = resnet_tables[0], json.loads((workdir / "card" / "table2.json").read_text())
@@ -366,9 +366,9 @@ def test_resnet_table2_equals_direct_computation(reference, resnet_tables):
 
 
 def test_resnet_table3_has_s_w_from_per_tensor_statistics(reference, resnet_tables):
-    from jaxzoo.benchmark import PERCENTILES
+    from jaxzoo.analysis.table3 import PERCENTILES
     from jaxzoo.export import read_zoo
-    from jaxzoo.resnet import param_count
+    from jaxzoo.models.resnet import param_count
 
     workdir, state = reference
     result, seen = resnet_tables[1], resnet_tables[2]

@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from jaxzoo.schedules import make_one_cycle_sgd, one_cycle, set_one_cycle
+from jaxzoo.training.schedules import make_one_cycle_sgd, one_cycle, set_one_cycle
 
 
 def torch_one_cycle(total_steps, max_lr, **kwargs):

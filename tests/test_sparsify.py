@@ -11,11 +11,16 @@ import numpy as np
 import pytest
 
 from conftest import small_zoo_config
-from jaxzoo import ard, checkpoint, export
+from jaxzoo import export
+from jaxzoo.models import ard
+from jaxzoo.zoo import checkpoint
 from jaxzoo.data import load_dataset, normalise
-from jaxzoo.models import ARCHS, CNN, init_params
-from jaxzoo.sparsify import SparsifyError, sparsify
+from jaxzoo.models.cnn import ARCHS, CNN, init_params
+from jaxzoo.sparsify import SparsifyError, TwinRun, sparsify
 from jaxzoo.train import train_and_evaluate
+from jaxzoo.training.population import build_population, expand_grid
+from jaxzoo.training.run import ZooRun, train_chunk_epoch
+from jaxzoo.training.schedules import schedule_options, scheduled_lr
 
 
 def cnn_params(seed=0):
@@ -164,3 +169,41 @@ def test_twin_export_loads_into_pytorch_ard(twin, tmp_path):
     state = torch.load(source / f"checkpoint_{epoch:06d}" / "checkpoints")
     weights = np.concatenate([state[f"module_list.{i}.{p}"].numpy().reshape(-1) for i in (0, 3, 6, 9, 11) for p in ("weight", "bias")])
     np.testing.assert_array_equal(raw.weights[0], weights)
+
+
+def twin_run(dataset, schedule: str, compute_dtype: str = "float32"):
+    """A TwinRun of 2 fresh SGD models (tanh) on `dataset`, 2 epochs, with `schedule`."""
+    config = small_zoo_config(num_seeds=2, activation=("tanh",), dropout=(0.0,), init=("kaiming_uniform",),
+                              optimizer=("sgd",), schedule=(schedule,))
+    config.training.compute_dtype = compute_dtype
+    population = build_population(expand_grid(config.population, config.seed), config.population)
+    source = ZooRun(config, population, dataset).init_state()["params"]
+    return TwinRun(config, population, dataset, source)
+
+
+def test_twin_follows_the_zoos_learning_rate_schedule(mnist_small):
+    """Twins train through the one step builder: a cosine zoo's twins anneal their learning rate
+    (the copied twin step kept it constant)."""
+    run = twin_run(mnist_small, "cosine")
+    group = run.groups[0]
+    indices, _ = group.chunks[0]
+    factors = run.chunk_factors(indices)
+    state, totals = train_chunk_epoch(group.fns, run.init_chunk(group, indices), factors, run.train_images,
+                                      run.train_labels, 1, run.plan.steps_per_call)
+    steps = group.fns.steps_per_epoch
+    expected = scheduled_lr("cosine", steps - 1, 2 * steps, steps, 1e-3, schedule_options("cosine", None))
+    learning_rate = np.asarray(state["opt_state"].hyperparams["learning_rate"])
+    np.testing.assert_allclose(learning_rate, float(expected), rtol=1e-6)
+    assert learning_rate.max() < 1e-3 and np.isfinite(np.asarray(totals["loss_sum"])).all()
+
+
+def test_bfloat16_twin_computes_in_bfloat16(mnist_small):
+    for dtype, has_bf16 in (("bfloat16", True), ("float32", False)):
+        run = twin_run(mnist_small, "constant", dtype)
+        group = run.groups[0]
+        indices, _ = group.chunks[0]
+        factors = run.chunk_factors(indices)
+        order, mask = group.fns.order(factors, 1)
+        x, y, m = group.fns.gather(run.train_images, run.train_labels, order[:, :1], mask[:, :1], factors)
+        text = group.fns.train.lower(run.init_chunk(group, indices), factors, x, y, m, 1, 0).as_text()
+        assert ("bf16" in text) == has_bf16, dtype

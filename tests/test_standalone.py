@@ -19,12 +19,16 @@ torch = pytest.importorskip("torch")
 
 from ml_collections import ConfigDict  # noqa: E402
 
-from jaxzoo import ard, bundle, export, resnet, torch_models  # noqa: E402
-from jaxzoo.architectures import arch_spec, build_model as flax_model, params_shapes  # noqa: E402
+from jaxzoo import export  # noqa: E402
+from jaxzoo.export import torch_models  # noqa: E402
+from jaxzoo.models import ard
+from jaxzoo.export import bundle
+from jaxzoo.models import resnet
+from jaxzoo.models.registry import arch_spec, build_model as flax_model, params_shapes  # noqa: E402
 from jaxzoo.config import load_config_dataset  # noqa: E402
 from jaxzoo.data import normalise  # noqa: E402
-from jaxzoo.layout import module_sequence, torch_tensors  # noqa: E402
-from jaxzoo.models import ARCHS  # noqa: E402
+from jaxzoo.models.torch_layout import module_sequence, torch_tensors  # noqa: E402
+from jaxzoo.models.cnn import ARCHS  # noqa: E402
 
 BLOCKED = ("jaxzoo", "jax", "jaxlib", "flax", "optax")
 # Run with `python -E` (no PYTHONPATH) in the export folder; the blocked names cannot be imported.
@@ -167,9 +171,9 @@ def test_torch_models_imports_only_torch_numpy_and_the_standard_library():
     imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
     assert imported - sys.stdlib_module_names <= {"torch", "numpy"}, imported
-    code = ("import json, sys\nimport jaxzoo.torch_models\n"
+    code = ("import json, sys\nimport jaxzoo.export.torch_models\n"
             f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {BLOCKED!r} and m != 'jaxzoo' "
-            "and m != 'jaxzoo.torch_models')))")
+            "and m != 'jaxzoo.export.torch_models')))")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = subprocess.run([sys.executable, "-c", code], cwd=pathlib.Path(torch_models.__file__).parents[1], env=env,
                             capture_output=True, text=True, timeout=120)

@@ -1,4 +1,4 @@
-"""Weight-space symmetries (jaxzoo.symmetry): permutations, canonical form, weight matching, sign flips."""
+"""Weight-space symmetries (jaxzoo.weights.symmetry): permutations, canonical form, weight matching, sign flips."""
 
 import dataclasses
 
@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxzoo import symmetry
-from jaxzoo.architectures import arch_spec, build_model, params_shapes
-from jaxzoo.layout import flat_vectors, index_dict
+from jaxzoo.weights import symmetry
+from jaxzoo.models.registry import arch_spec, build_model, params_shapes
+from jaxzoo.models.torch_layout import flat_vectors, index_dict
 
 # name -> (model config, image shape): every registered CNN/MLP family, small images where free.
 ARCHS = {

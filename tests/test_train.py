@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import small_zoo_config
-from jaxzoo import checkpoint
+from jaxzoo.zoo import checkpoint
 from jaxzoo.config import ConfigError
 from jaxzoo.train import train_and_evaluate
 
@@ -121,7 +121,8 @@ def cli_full_run(tmp_path_factory):
 KILLED_RUN = """
 import os, signal, sys
 from absl import app
-from jaxzoo import checkpoint, train
+from jaxzoo import train
+from jaxzoo.zoo import checkpoint
 
 point = sys.argv.pop(1)
 wait_for_save, train_chunk_epoch = checkpoint.wait_for_save, train.train_chunk_epoch

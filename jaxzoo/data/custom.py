@@ -52,19 +52,15 @@ import os
 import pathlib
 import re
 import zipfile
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from jaxzoo.data import cache, splits, tfds_source
 from jaxzoo.data.errors import DataUnavailableError, describe, exists, one_line, reading
 from jaxzoo.data.names import DatasetName
+from jaxzoo.data.options import SOURCES, DataOptions
 from jaxzoo.data.preprocess import Transform, apply_transform
 from jaxzoo.data.registry import MAX_IMAGE_SIZE, Dataset, DatasetInfo
 from jaxzoo.errors import UserError
-
-if TYPE_CHECKING:
-    from jaxzoo.data.load import DataOptions
 
 DEFAULT_VAL_FRACTION = 0.15
 REQUIRED = ("x_train", "y_train", "x_test", "y_test")
@@ -217,7 +213,7 @@ def content_digest(split_arrays: dict, num_classes: int) -> str:
 # The three sources
 
 
-def native_folder(key: str, form: str, options: "DataOptions") -> pathlib.Path:
+def native_folder(key: str, form: str, options: DataOptions) -> pathlib.Path:
     return cache.cache_root(options.cache_dir) / cache.cache_key(key, form, Transform().tag)
 
 
@@ -407,7 +403,6 @@ READERS = {"npz": npz_native, "callable": callable_native, "tfds": tfds_native}
 
 
 def check_options(parsed: DatasetName, options) -> None:
-    from jaxzoo.data.load import SOURCES
 
     allowed = ("auto", "tfds") if parsed.form == "tfds" else ("auto",)
     if options.source not in SOURCES or options.source not in allowed:

@@ -23,20 +23,8 @@ from jaxzoo.data import cache, custom, embedded, raw, splits, tfds_source
 from jaxzoo.data.names import is_registry_name, parse_name  # noqa: F401  (re-exported)
 from jaxzoo.data.preprocess import apply_transform
 from jaxzoo.data.errors import DataUnavailableError
+from jaxzoo.data.options import SOURCES, DataOptions  # noqa: F401  (re-exported)
 from jaxzoo.data.registry import DATASETS, Dataset, DatasetInfo
-
-SOURCES = ("auto", "embedded", "raw", "tfds")
-
-
-@dataclasses.dataclass(frozen=True)
-class DataOptions:
-    """Where data may come from; none of it changes the images a protocol trains on."""
-
-    source: str = "auto"
-    raw_dir: str = ""
-    tfds_dir: str = ""
-    cache_dir: str = ""
-
 
 def sources_of(info: DatasetInfo) -> tuple[str, ...]:
     """The sources that exist for `info` at all (whether or not they are prepared here)."""

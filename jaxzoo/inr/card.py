@@ -16,7 +16,7 @@ Sections, all at the last whole epoch unless said otherwise:
   output (kept in reconstructions.npz);
 - class prediction, the Table 3-style baseline the INR papers report: the image's class from
   the flat weights w and from s(w) (per tensor mean, variance and the 1/25/50/75/99 percentiles,
-  `jaxzoo.benchmark`), with `jaxzoo.benchmark.linear_classifier` trained on the INRs of
+  `jaxzoo.benchmark`), with `jaxzoo.analysis.table3.linear_classifier` trained on the INRs of
   train-split images and tested on those of test-split images.
 """
 
@@ -29,11 +29,13 @@ import time
 
 import numpy as np
 
-from jaxzoo import benchmark, plots
+from jaxzoo.analysis import table3
+from jaxzoo.analysis.card import publish_card
+from jaxzoo.analysis import plots
 from jaxzoo.inr import siren
 from jaxzoo.inr.zoo import InrZoo, read_inr_zoo
 
-plt = plots.plt  # matplotlib.pyplot on the Agg backend (set by jaxzoo.plots)
+plt = plots.plt  # matplotlib.pyplot on the Agg backend (set by jaxzoo.analysis.plots)
 
 QUANTILES = (5, 25, 50, 75, 95)
 RECONSTRUCTIONS = 8  # images in the reconstruction grid
@@ -165,7 +167,7 @@ def reconstruction_grid(zoo: InrZoo, epoch: int | None = None, count: int = RECO
 
 def flat_weights(spec: siren.SirenSpec, params: dict) -> tuple[np.ndarray, dict]:
     """(the flat vectors [M, P] float32, per layer its weight then its bias in PyTorch's orientation,
-    their layout {'tensors': [{key, offset, shape}]} for `benchmark.layer_statistics`)."""
+    their layout {'tensors': [{key, offset, shape}]} for `table3.layer_statistics`)."""
     blocks, tensors, offset = [], [], 0
     for layer, kind, array in siren.torch_state_dict_order(spec, params):
         block = np.asarray(array, np.float32).reshape(len(array), -1)
@@ -212,7 +214,7 @@ def classifier_epochs(train_rows: int) -> int:
 
 def class_accuracies(features: dict[str, np.ndarray], labels: np.ndarray, test: np.ndarray,
                      num_classes: int) -> dict[str, float]:
-    """Test accuracy of `benchmark.linear_classifier` per feature set {name: [M, F]}, trained on the
+    """Test accuracy of `table3.linear_classifier` per feature set {name: [M, F]}, trained on the
     rows not in `test` [M] bool (`classifier_epochs` epochs) and tested on the rows in it, features
     standardised by the train rows."""
     test = np.asarray(test, bool)
@@ -222,7 +224,7 @@ def class_accuracies(features: dict[str, np.ndarray], labels: np.ndarray, test: 
     for name, x in features.items():
         x = np.asarray(x, np.float64)
         x_train, x_test = standardise(x[~test], x[test])
-        out[name] = benchmark.linear_classifier((x_train.astype(np.float32), labels[~test]),
+        out[name] = table3.linear_classifier((x_train.astype(np.float32), labels[~test]),
                                                 (x_test.astype(np.float32), labels[test]), num_classes,
                                                 epochs=epochs, batch=CLASSIFIER_BATCH)
     return out
@@ -257,7 +259,7 @@ def class_prediction(zoo: InrZoo, epoch: int | None = None, limit: int = MAX_CLA
     rows = np.concatenate([train_rows, test_rows])
     weights, layout = flat_weights(zoo.spec, take_models(zoo.params(epoch) if params is None else params, rows))
     is_test = np.arange(len(rows)) >= len(train_rows)
-    features = {"w": weights, "s(w)": benchmark.layer_statistics(weights, layout)}
+    features = {"w": weights, "s(w)": table3.layer_statistics(weights, layout)}
     out["accuracy"] = class_accuracies(features, labels[rows], is_test, num_classes)
     majority = np.bincount(labels[train_rows], minlength=num_classes).argmax()
     out["majority"] = float(np.mean(labels[test_rows] == majority))
@@ -440,7 +442,6 @@ Shown: {shown}. The arrays are in {GRID_FILE}.
 def inr_card(workdir, log=print) -> dict:
     """Writes the card of the INR zoo in `workdir` into `workdir/card` (and each export of the
     zoo); returns the card (what zoo_card.json holds)."""
-    from jaxzoo.analyze import publish_card  # the classification card's convention (it imports this module)
 
     log = log or (lambda message: None)
     start = time.time()

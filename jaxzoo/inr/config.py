@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import ml_collections
 
-from jaxzoo.config import ConfigError, MAX_MODELS, MAX_SEED, _check, _check_choices, _check_int, _is_number
+from jaxzoo.config.checks import MAX_MODELS, MAX_SEED, ConfigError, check, check_choices, check_int, is_number
 from jaxzoo.data import DATASETS, SOURCES, DEFAULT_VAL_FRACTION, describe_dataset
 from jaxzoo.inr.siren import BIAS_INITS, COORDINATES, FIRST_INITS, LAST_INITS, SINES, TARGET_RANGES
-from jaxzoo.optim import optimizer_entry
+from jaxzoo.training.optimizers import optimizer_entry
 
 TASK = "inr"
 IMAGE_SPLITS = ("train", "test")
@@ -64,7 +64,7 @@ def base_inr_config() -> ml_collections.ConfigDict:
     config.training = ml_collections.ConfigDict()
     config.training.num_steps = 1000  # full-image steps per model at most
     config.training.steps_per_epoch = 100  # a checkpoint every this many steps
-    config.training.optimizer = "adam"  # a name of jaxzoo.optim's registry (weight decay 0)
+    config.training.optimizer = "adam"  # a name of jaxzoo.training.optimizers's registry (weight decay 0)
     config.training.lr = 1e-4
     config.training.target_psnr = 0.0  # dB; a model that reaches it stops and keeps its weights (0: never)
 
@@ -83,7 +83,7 @@ def base_inr_config() -> ml_collections.ConfigDict:
 
 
 def _check_float(field: str, value, low: float, high: float, meaning: str = "") -> None:
-    _check(_is_number(value) and low <= float(value) <= high,
+    check(is_number(value) and low <= float(value) <= high,
            f"{field}={value!r} is out of range: use a number in [{low}, {high}]{meaning}")
 
 
@@ -91,60 +91,60 @@ def validate_inr(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError naming the first impossible value and its fix."""
     known = set(base_inr_config().keys())
     unknown = sorted(set(config.keys()) - known)
-    _check(not unknown, f"{unknown[0] if unknown else ''}: not a field of an INR config; the sections are "
+    check(not unknown, f"{unknown[0] if unknown else ''}: not a field of an INR config; the sections are "
                         f"{sorted(known)}")
     data, model, training, pop, rt = config.data, config.model, config.training, config.population, config.runtime
     if isinstance(data.name, str) and ":" not in data.name:
-        _check_choices("data.name", data.name, DATASETS)
-    _check_choices("data.source", data.source, SOURCES)
+        check_choices("data.name", data.name, DATASETS)
+    check_choices("data.source", data.source, SOURCES)
     info = describe_dataset(data.name, val_fraction=DEFAULT_VAL_FRACTION) if ":" not in str(data.name) else None
     if info is not None:
-        _check(info.accepts_size(data.image_size),
+        check(info.accepts_size(data.image_size),
                f"data.image_size={data.image_size} is not a size of {info.name}: use {info.size_rule}")
     splits = tuple(config.images.splits)
-    _check(len(splits) > 0 and len(set(splits)) == len(splits) and set(splits) <= set(IMAGE_SPLITS),
+    check(len(splits) > 0 and len(set(splits)) == len(splits) and set(splits) <= set(IMAGE_SPLITS),
            f"images.splits={splits!r}: name each of {IMAGE_SPLITS} at most once, at least one")
-    _check_int("images.first", config.images.first, 0, 2**31 - 1)
-    _check_int("images.count", config.images.count, 0, MAX_MODELS, " (0: all from images.first)")
-    _check_choices("model.arch", model.arch, INR_ARCHS)
+    check_int("images.first", config.images.first, 0, 2**31 - 1)
+    check_int("images.count", config.images.count, 0, MAX_MODELS, " (0: all from images.first)")
+    check_choices("model.arch", model.arch, INR_ARCHS)
     widths = tuple(model.widths)
-    _check(len(widths) >= 1 and all(isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= 4096 for w in widths),
+    check(len(widths) >= 1 and all(isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= 4096 for w in widths),
            f"model.widths={widths!r}: give one or more hidden widths, each an int in 1..4096")
     _check_float("model.w0_first", model.w0_first, 1e-3, 1e4)
     _check_float("model.w0_hidden", model.w0_hidden, 1e-3, 1e4)
-    _check_choices("model.first_init", model.first_init, FIRST_INITS)
-    _check_choices("model.bias_init", model.bias_init, BIAS_INITS)
-    _check_choices("model.last_init", model.last_init, LAST_INITS)
+    check_choices("model.first_init", model.first_init, FIRST_INITS)
+    check_choices("model.bias_init", model.bias_init, BIAS_INITS)
+    check_choices("model.last_init", model.last_init, LAST_INITS)
     _check_float("model.output_offset", model.output_offset, -1e3, 1e3)
-    _check_choices("model.coordinates", model.coordinates, COORDINATES)
-    _check_choices("model.target_range", model.target_range, tuple(TARGET_RANGES))
-    _check_int("training.num_steps", training.num_steps, 1, 10**7)
-    _check_int("training.steps_per_epoch", training.steps_per_epoch, 1, training.num_steps,
+    check_choices("model.coordinates", model.coordinates, COORDINATES)
+    check_choices("model.target_range", model.target_range, tuple(TARGET_RANGES))
+    check_int("training.num_steps", training.num_steps, 1, 10**7)
+    check_int("training.steps_per_epoch", training.steps_per_epoch, 1, training.num_steps,
                " (at most training.num_steps)")
-    _check(training.num_steps % training.steps_per_epoch == 0,
+    check(training.num_steps % training.steps_per_epoch == 0,
            f"training.steps_per_epoch={training.steps_per_epoch} does not divide training.num_steps="
            f"{training.num_steps}: choose a divisor, so every epoch has the same steps")
     try:
         entry = optimizer_entry(training.optimizer)
     except ValueError as error:
         raise ConfigError(f"training.optimizer: {error}") from None
-    _check("lr" in entry.hyperparams, f"training.optimizer={training.optimizer!r} reads no learning rate")
+    check("lr" in entry.hyperparams, f"training.optimizer={training.optimizer!r} reads no learning rate")
     _check_float("training.lr", training.lr, 1e-12, 10.0)
     _check_float("training.target_psnr", training.target_psnr, 0.0, 200.0, " (dB; 0: no early stop)")
-    _check_int("population.num_seeds", pop.num_seeds, 1, MAX_MODELS)
-    _check_int("population.first_seed", pop.first_seed, 0, MAX_SEED + 1 - pop.num_seeds,
+    check_int("population.num_seeds", pop.num_seeds, 1, MAX_MODELS)
+    check_int("population.first_seed", pop.first_seed, 0, MAX_SEED + 1 - pop.num_seeds,
                f" (seeds are 32-bit: first_seed + num_seeds - 1 <= {MAX_SEED})")
-    _check(isinstance(pop.shared_init, bool), f"population.shared_init={pop.shared_init!r} must be True or False")
-    _check_int("seed", config.seed, 0, MAX_SEED, " (the zoo seed)")
-    _check_int("runtime.chunk_size", rt.chunk_size, 0, MAX_MODELS, " (0: automatic)")
-    _check_int("runtime.steps_per_call", rt.steps_per_call, 0, training.steps_per_epoch,
+    check(isinstance(pop.shared_init, bool), f"population.shared_init={pop.shared_init!r} must be True or False")
+    check_int("seed", config.seed, 0, MAX_SEED, " (the zoo seed)")
+    check_int("runtime.chunk_size", rt.chunk_size, 0, MAX_MODELS, " (0: automatic)")
+    check_int("runtime.steps_per_call", rt.steps_per_call, 0, training.steps_per_epoch,
                " (0: the whole epoch; at most training.steps_per_epoch)")
-    _check(rt.steps_per_call == 0 or training.steps_per_epoch % rt.steps_per_call == 0,
+    check(rt.steps_per_call == 0 or training.steps_per_epoch % rt.steps_per_call == 0,
            f"runtime.steps_per_call={rt.steps_per_call} does not divide training.steps_per_epoch="
            f"{training.steps_per_epoch}: choose a divisor")
     for flag in ("progress", "async_checkpointing"):
-        _check(isinstance(rt[flag], bool), f"runtime.{flag}={rt[flag]!r} must be True or False")
-    _check_choices("runtime.sine", rt.sine, SINES)
+        check(isinstance(rt[flag], bool), f"runtime.{flag}={rt[flag]!r} must be True or False")
+    check_choices("runtime.sine", rt.sine, SINES)
 
 
 LOCATION_FIELDS = ("raw_dir", "tfds_dir", "cache_dir")

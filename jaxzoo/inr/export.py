@@ -28,10 +28,11 @@ import time
 
 import numpy as np
 
-from jaxzoo import checkpoint
+from jaxzoo.zoo import checkpoint
 from jaxzoo.cli import check_destination
-from jaxzoo.export import (DEFAULT_THRESHOLD, INR_LAYOUTS, MANIFEST, ExportError, VectorSplit, save_vector_split,
-                           write_claimed, write_torch_dataset)
+from jaxzoo.export.rows import ExportError
+from jaxzoo.export.writer import INR_LAYOUTS, MANIFEST, write_claimed, write_torch_dataset
+from jaxzoo.weights.vectors import DEFAULT_THRESHOLD, VectorSplit, save_vector_split
 from jaxzoo.inr import siren
 from jaxzoo.inr.zoo import InrZoo, read_inr_zoo
 

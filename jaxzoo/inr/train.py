@@ -19,7 +19,6 @@ import logging
 import math
 import os
 import pathlib
-import types
 from typing import Any
 
 import jax
@@ -29,18 +28,21 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
-from jaxzoo import checkpoint, distributed
+from jaxzoo.zoo import checkpoint
+from jaxzoo.training import distributed
 from jaxzoo.cli import check_destination
-from jaxzoo.config import dataset_identity, identity, to_json_dict
+from jaxzoo.config import dataset_identity, to_json_dict
 from jaxzoo.inr import siren
-from jaxzoo.inr.config import validate_inr
+from jaxzoo.inr.config import inr_identity, validate_inr
 from jaxzoo.inr.images import InrImages, load_images
-from jaxzoo.loop import CallProgress, population_mesh, run_epochs
-from jaxzoo.optim import init_state, make_transform
-from jaxzoo.steps import INIT_STREAM, model_key, per_device
+from jaxzoo.training.loop import CallProgress, population_mesh, train_in_workdir
+from jaxzoo.training.plan import padded_chunks
+from jaxzoo.zoo.trees import tree_put, tree_take
+from jaxzoo.training.optimizers import init_state, make_transform
+from jaxzoo.training.steps import INIT_STREAM, model_key, per_device
 
 log = logging.getLogger("jaxzoo")
-DEFAULT_CHUNK_PER_DEVICE = {"cpu": 16, "gpu": 8192, "tpu": 8192}  # CPU: 8..32 ran fastest (docs/benchmarks.md)
+SIRENS_PER_DEVICE = {"cpu": 16, "gpu": 8192, "tpu": 8192}  # CPU: 8..32 ran fastest (docs/benchmarks.md)
 EVAL_CHUNK_PER_DEVICE = 512
 
 
@@ -122,28 +124,14 @@ def make_functions(config: ml_collections.ConfigDict, spec: siren.SirenSpec, coo
     )
 
 
-def padded_chunks(members: np.ndarray, chunk_size: int, quantum: int = 0) -> list[tuple[np.ndarray, int]]:
-    """`members` cut into chunks of `chunk_size` (the last padded with its last model). With a
-    `quantum` (the device count), the last chunk is only padded to `quantum` times a power of
-    two: few models left running compile a few more programs instead of a whole chunk's work."""
-    chunks = []
-    for start in range(0, len(members), chunk_size):
-        real = members[start:start + chunk_size]
-        size = chunk_size
-        if quantum:
-            size = min(chunk_size, quantum * 2 ** math.ceil(math.log2(math.ceil(len(real) / quantum))))
-        chunks.append((np.concatenate([real, np.full(size - len(real), real[-1])]), len(real)))
-    return chunks
-
-
-def take(tree, indices: np.ndarray):
-    return jax.tree.map(lambda a: np.asarray(a)[indices], tree)
-
-
 class InrRun:
-    """One fitting run of an INR zoo (the interface `jaxzoo.loop.run_epochs` drives)."""
+    """One fitting run of an INR zoo (the interface `jaxzoo.training.loop.run_epochs` drives)."""
 
     unit = "model-step"
+
+    @property
+    def population_size(self) -> int:
+        return len(self.table)
 
     def __init__(self, config: ml_collections.ConfigDict, table: list[dict], images: InrImages):
         self.config = config
@@ -160,12 +148,11 @@ class InrRun:
         self.mesh = population_mesh()
         self.sharding = NamedSharding(self.mesh, PartitionSpec("pop"))
         n_devices = jax.local_device_count()
-        chunk = config.runtime.chunk_size or DEFAULT_CHUNK_PER_DEVICE.get(jax.default_backend(), 256) * n_devices
+        chunk = config.runtime.chunk_size or SIRENS_PER_DEVICE.get(jax.default_backend(), 256) * n_devices
         self.chunk_size = n_devices * math.ceil(min(chunk, len(table)) / n_devices)
         self.steps_per_epoch = config.training.steps_per_epoch
         self.steps_per_call = config.runtime.steps_per_call or self.steps_per_epoch
         self.fns = make_functions(config, self.spec, self.coords, self.mesh)
-        self.population = types.SimpleNamespace(size=len(table))
         self.num_train = self.steps_per_epoch  # progress counts model-steps
 
     def put(self, tree):
@@ -197,8 +184,8 @@ class InrRun:
     def init_state(self):
         state = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), self.abstract_state())
         for indices, real in padded_chunks(np.arange(len(self.table)), self.chunk_size):
-            fresh = take(jax.device_get(self.init_chunk(indices)), np.arange(real))
-            jax.tree.map(lambda leaf, value: leaf.__setitem__(indices[:real], value), state, fresh)
+            fresh = tree_take(jax.device_get(self.init_chunk(indices)), np.arange(real))
+            tree_put(state, indices[:real], fresh)
         return state
 
     def errors(self, params) -> np.ndarray:
@@ -207,7 +194,7 @@ class InrRun:
         size = n_devices * math.ceil(min(EVAL_CHUNK_PER_DEVICE * n_devices, len(self.table)) / n_devices)
         out = np.empty(len(self.table), np.float32)
         for indices, real in padded_chunks(np.arange(len(self.table)), size):
-            mse = self.fns.mse(self.put(take(params, indices)), self.chunk_targets(indices))
+            mse = self.fns.mse(self.put(tree_take(params, indices)), self.chunk_targets(indices))
             out[indices[:real]] = np.asarray(mse)[:real]
         return out
 
@@ -238,14 +225,14 @@ class InrRun:
         first_step = (epoch - 1) * self.steps_per_epoch
         calls = CallProgress(progress, self.steps_per_epoch) if progress is not None else None
         for indices, real in padded_chunks(running, self.chunk_size, jax.local_device_count()):
-            chunk = self.put(take(state, indices))
+            chunk = self.put(tree_take(state, indices))
             targets = self.chunk_targets(indices)
             for first in range(0, self.steps_per_epoch, self.steps_per_call):
                 chunk = self.fns.train(chunk, targets, jnp.int32(first_step + first), self.steps_per_call)
                 if calls is not None:
                     calls.add(chunk["stopped_at"], real * self.steps_per_call)
-            values = take(jax.device_get(chunk), np.arange(real))
-            jax.tree.map(lambda leaf, value: leaf.__setitem__(indices[:real], value), state, values)
+            values = tree_take(jax.device_get(chunk), np.arange(real))
+            tree_put(state, indices[:real], values)
         if calls is not None:  # stopped models take no steps
             calls.update((len(self.table) - len(running)) * self.steps_per_epoch)
             calls.finish()
@@ -273,23 +260,22 @@ def train_inr_zoo(config: ml_collections.ConfigDict, workdir: str | os.PathLike)
         raise distributed.PartitionError("INR zoos train in one process: run without --distributed")
     images = load_images(config)
     table = model_table(config, images)
-    zoo_identity = identity(config)
+    zoo_identity = inr_identity(to_json_dict(config))
     zoo_identity["dataset"] = dataset_identity(config, images.dataset)
-    path = checkpoint.prepare_workdir(workdir, zoo_identity, to_json_dict(config), table)
-    log.info("INR zoo %s: writing to %s", config.name, path)
-    log.info("data %s from %s: %d images (%s), %d fits each", images.dataset.name, images.dataset.source,
-             len(images), "+".join(config.images.splits), config.population.num_seeds)
-    run = InrRun(config, table, images)
     num_epochs = config.training.num_steps // config.training.steps_per_epoch
-    log.info("INR zoo %s: %d SIRENs of %d parameters, %d steps (%d epochs), chunks of %d on %d device(s)",
-             config.name, len(table), run.spec.num_params, config.training.num_steps, num_epochs, run.chunk_size,
-             jax.local_device_count())
-    checkpoint.set_aside_damaged(path)
-    manager = checkpoint.open_manager(path, config.runtime.async_checkpointing)
-    model_ids = np.array([row["model_id"] for row in table])
-    try:
-        metrics = run_epochs(run, manager, path, model_ids, num_epochs, config.runtime.progress,
-                             describe=describe_epoch(num_epochs, float(config.training.target_psnr)))
-    finally:
-        manager.close()
+
+    def make_run(path) -> InrRun:
+        log.info("INR zoo %s: writing to %s", config.name, path)
+        log.info("data %s from %s: %d images (%s), %d fits each", images.dataset.name, images.dataset.source,
+                 len(images), "+".join(config.images.splits), config.population.num_seeds)
+        run = InrRun(config, table, images)
+        log.info("INR zoo %s: %d SIRENs of %d parameters, %d steps (%d epochs), chunks of %d on %d device(s)",
+                 config.name, len(table), run.spec.num_params, config.training.num_steps, num_epochs, run.chunk_size,
+                 jax.local_device_count())
+        return run
+
+    path, metrics = train_in_workdir(workdir, zoo_identity, to_json_dict(config), table, make_run, num_epochs,
+                                     async_save=config.runtime.async_checkpointing,
+                                     show_progress=config.runtime.progress,
+                                     describe=describe_epoch(num_epochs, float(config.training.target_psnr)))
     return {"epoch": num_epochs, "metrics": metrics, "workdir": str(path)}

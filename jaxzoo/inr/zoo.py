@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxzoo import checkpoint
+from jaxzoo.data import describe_dataset
+from jaxzoo.zoo import checkpoint
 from jaxzoo.inr import siren
 from jaxzoo.inr.config import is_inr
 from jaxzoo.inr.images import InrImages, load_images
@@ -122,6 +123,4 @@ def read_table(path: pathlib.Path) -> list[dict]:
 
 
 def _channels(config: ml_collections.ConfigDict) -> int:
-    from jaxzoo.data import describe_dataset
-
     return describe_dataset(config.data.name).channels

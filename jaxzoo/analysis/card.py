@@ -1,0 +1,304 @@
+"""The zoo card of a classification zoo (`python -m jaxzoo.analyze --workdir W`).
+
+Writes `W/card/`: README.md (the card), zoo_card.json (the same facts), table2.json (the
+metrics) and the figures (PNG + SVG); and the same into every export made from W.
+
+Table 2 at the last epoch, after removing non-viable models (NaN/inf or |w| > threshold):
+accuracy; agreement (pairwise share of identical test predictions); CKA (linear CKA of the
+outputs of every conv and linear layer, before pooling, BatchNorm and activation, the last
+being the logits, on the first 50 test images; a pair's value is the mean over the layers);
+weights (mean and std of all w), pairwise l2 and cosine distances of the flat vectors.
+table2.json holds the raw values (fractions, weight units) and, under "paper", the paper's
+units: every column in percent, the l2 distance divided by the mean l2 norm of the viable
+models ("mean_l2_norm") first. ResNet-18 zoos: predictions in eval mode (BatchNorm running
+statistics); the flat vectors are the trainable parameters in torchvision order, paired through
+their dot products summed one parameter array at a time, never held whole.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+import time
+
+from flax import traverse_util
+import jax
+import numpy as np
+from ml_collections import ConfigDict
+
+from jaxzoo.analysis import table2 as analysis
+from jaxzoo.analysis import plots
+from jaxzoo.weights import symmetry
+from jaxzoo.config import load_config_dataset
+from jaxzoo.data import normalise
+from jaxzoo.errors import UserError
+from jaxzoo.export.writer import EXPORTS_FILE
+from jaxzoo.zoo.reader import Zoo, read_zoo
+from jaxzoo.analysis.forward import forward_passes, param_leaf, param_name, resnet_forward_passes, restore_params
+from jaxzoo.models.registry import arch_name, object_name
+from jaxzoo.training.factors import FACTOR_TABLE, values_of
+
+RESNET_EMBEDDING_LEFT_OUT = ("The weight embedding (Figure 3) is left out for ResNet-18 zoos: it would restore the "
+                             "11M-number flat vectors of every epoch of every model.")
+EMBEDDING_POINTS = 5000  # (model, epoch) rows in the weight embedding (Figure 3)
+DEFAULT_THRESHOLD = analysis.DEFAULT_THRESHOLD
+LICENSE = "CC-BY 4.0, as the original model zoos (https://creativecommons.org/licenses/by/4.0/)"
+
+
+def embedding_rows(zoo: Zoo, keep: np.ndarray, max_points: int, seed: int = 0):
+    """(weights, epoch, model index) of up to max_points (model, epoch) rows of viable models,
+    drawn uniformly (epoch-major order); each epoch's params are restored one leaf at a time."""
+    models = np.flatnonzero(keep)
+    rows = np.arange(len(models) * len(zoo.epochs))
+    if len(rows) > max_points:
+        rows = np.sort(np.random.default_rng(seed).choice(len(rows), max_points, replace=False))
+    epochs, index = np.asarray(zoo.epochs)[rows // len(models)], models[rows % len(models)]
+    weights = []
+    for epoch in zoo.epochs:
+        chosen = index[epochs == epoch]
+        if len(chosen):
+            params = {path: param_leaf(zoo, epoch, path)[chosen] for path in zoo.checkpoints.param_paths(epoch)}
+            weights.append(zoo.params_vectors(zoo.vector_params(traverse_util.unflatten_dict(params))))
+    return np.concatenate(weights), epochs, index
+
+
+def embedding_figure(zoo: Zoo, keep: np.ndarray, max_points: int, folder: pathlib.Path) -> list[str]:
+    """Figure 3: the 2-D embedding of up to max_points (model, epoch) weight vectors of the viable
+    models `keep` [M] bool, coloured by epoch and each varied categorical factor -> its files."""
+    rows, row_epochs, row_models = embedding_rows(zoo, keep, max_points)
+    colours = {"epoch": row_epochs}
+    for factor in (f.name for f in FACTOR_TABLE if f.kind == "categorical"):
+        if len(values_of(zoo.config["population"], factor)) > 1:
+            colours[factor] = np.array([zoo.table[m][factor] for m in row_models])
+    return plots.weight_embedding(rows, colours, folder)
+
+
+def last_epoch_table2(zoo: Zoo, test_images: np.ndarray, num_classes: int, threshold: float) -> tuple[dict, np.ndarray]:
+    """(Table 2 of the last epoch, viable models [M] bool). The per-model arrays it needs (params,
+    weights [M, P], predictions, packed Gram matrices) are held in `analysis.ModelRows` (memory
+    up to its budget, temporary files beyond) and freed on return, before the figures."""
+    last = zoo.epochs[-1]
+    with analysis.ModelRows(len(zoo.table)) as rows:
+        paths = restore_params(zoo, last, rows)
+        facts = None
+        if zoo.is_resnet:  # pairs from the dot products: [M, M] float64 (8 MB for 1,000 models)
+            stats = zoo.checkpoints.params(last, collection="batch_stats")  # 38 KB per ResNet-18
+            layers, facts = resnet_forward_passes(zoo, rows, paths, stats, test_images, analysis.CKA_IMAGES)
+            names = [param_name(path) for path in paths]  # the params leaves hold the flat vector's numbers
+            rows.put("dots", analysis.dot_products(rows, names, analysis.column_block(rows.count, rows.budget)))
+        else:
+            layers = forward_passes(zoo, rows, paths, test_images, analysis.CKA_IMAGES)
+        for path in paths:
+            rows.drop(param_name(path))
+        table2, v = analysis.table2_of_rows(zoo.metrics[last]["test_acc"], rows, layers, num_classes, threshold,
+                                            facts=facts)
+    return table2, v.keep
+
+
+ALIGNED_MODELS = 16  # models whose pairs the card aligns (M(M-1)/2 weight matchings)
+
+
+def aligned_distances(zoo: Zoo, keep: np.ndarray, max_models: int = ALIGNED_MODELS) -> dict:
+    """Pairwise l2 and cosine distances of `max_models` viable models (evenly spaced in model
+    order) at the last epoch, raw and with the second model of each pair permuted to match the first (weight
+    matching, `jaxzoo.weights.symmetry`): how much of the zoo's weight diversity is the permutation
+    symmetry of hidden units (`symmetry.aligned_distance_statistics`)."""
+    viable = np.flatnonzero(keep)  # evenly spread: the first models of a zoo share one seed
+    rows = viable[np.unique(np.linspace(0, len(viable) - 1, min(max_models, len(viable))).round().astype(int))]
+    params = jax.tree.map(lambda a: a[rows], zoo.checkpoints.params(zoo.epochs[-1]))
+    stats = symmetry.aligned_distance_statistics(zoo.params_vectors(params), zoo.vector_layout())
+    return {"models": len(rows), "epoch": zoo.epochs[-1], "pairs": stats["pairs"],
+            **{kind: {name: list(value) for name, value in stats[kind].items()} for kind in ("raw", "aligned")}}
+
+
+def symmetry_section(symmetry: dict | None) -> str:
+    if not symmetry:
+        return ""
+    raw, aligned = symmetry["raw"], symmetry["aligned"]
+    cell = lambda value: f"{value[0]:.3f} ({value[1]:.3f})"
+    return (
+        "## Weight-space symmetry\n\n"
+        f"Distances of the {symmetry['pairs']} pairs of {symmetry['models']} viable models (evenly spaced) at epoch {symmetry['epoch']}, "
+        "as they are and after permuting the hidden units of one model of each pair to match the other (weight "
+        "matching, as Git Re-Basin; `jaxzoo.weights.symmetry`). The drop is the part of the zoo's weight diversity that permutations of "
+        "hidden units account for; the models compute the same functions either way.\n\n"
+        "| | l2 distance, mean (std) | cosine distance, mean (std) |\n|---|---:|---:|\n"
+        f"| raw | {cell(raw['l2'])} | {cell(raw['cosine'])} |\n"
+        f"| aligned | {cell(aligned['l2'])} | {cell(aligned['cosine'])} |\n"
+        f"| aligned / raw | {aligned['l2'][0] / raw['l2'][0]:.1%} | {aligned['cosine'][0] / raw['cosine'][0]:.1%} |\n\n"
+    )
+
+
+def generating_factors(zoo: Zoo) -> dict:
+    pop = zoo.config["population"]
+    seeds = sorted({row["seed"] for row in zoo.table})
+    factors = {f.name: list(values_of(pop, f.name)) for f in FACTOR_TABLE if values_of(pop, f.name)}
+    return {**factors, "seeds": {"mode": pop["seed_mode"], "count": len(seeds), "min": seeds[0], "max": seeds[-1]}}
+
+
+PAPER_COLUMNS = {"accuracy": "Acc", "agreement": "Agreement κ_aggr", "cka": "CKA κ_cka", "weights": "w",
+                 "l2_distance": "‖w_k − w_l‖₂", "cosine_distance": "cos(w_k, w_l)"}  # table2.json "paper" keys
+
+
+def paper_cell(value: dict | None) -> str:
+    """A Table 2 cell as the paper prints it: "mean (std)" in percent, one decimal; n/a for None."""
+    return "n/a" if value is None else f"{value['mean']:.1f} ({value['std']:.1f})"
+
+
+def table2_section(name: str, t: dict) -> str:
+    """The card's Table 2: the zoo's row in the paper's units and format (`analysis.paper_units`),
+    then a line defining each column as the paper does."""
+    heading = (f"## Table 2 (last epoch, {t['viable']} of {t['models']} models viable; removed: "
+               f"{t['removed_non_finite']} NaN/inf, {t['removed_over_threshold']} with |w| > {t['threshold']})")
+    definitions = (
+        "All columns in percent, mean (std), as the paper's Table 2: Acc, the test accuracy of the viable models; "
+        "κ_aggr, the share of test images on which two models predict the same class, and κ_cka, the linear CKA of "
+        "their layer outputs (mean over layers), over all pairs of viable models; w, all weight values; "
+        "‖w_k − w_l‖₂, the l2 distance between two models' flat vectors divided by the zoo's mean l2 norm "
+        f"‖w_n‖₂ = {t['mean_l2_norm']:.4g}; cos(w_k, w_l), their cosine distance 1 − cos. table2.json keeps "
+        "the raw values (fractions, weight units) beside these (\"paper\").")
+    header = f"| Zoo | {' | '.join(PAPER_COLUMNS.values())} |"
+    row = f"| {name} | {' | '.join(paper_cell(t['paper'][key]) for key in PAPER_COLUMNS)} |"
+    return "\n".join([heading, "", header, "|---|" + "---|" * len(PAPER_COLUMNS), row, "", definitions])
+
+
+def card_markdown(card: dict) -> str:
+    t = card["table2"]
+    factors = "\n".join(f"| {k} | {v} |" for k, v in card["generating_factors"].items())
+    sparsity_section = "" if not card.get("sparsity") else (
+        f"## Sparsification (Variational Dropout)\n\nFinal sparsity {card['sparsity']['final_mean']:.3f} "
+        f"({card['sparsity']['final_std']:.3f}) of conv and linear weights with log alpha >= 3; final masked test "
+        f"accuracy {100 * card['sparsity']['final_test_acc_mean']:.2f}%. {card['sparsity']['notes']}.\n\n"
+    )
+    symmetry_text = symmetry_section(card.get("symmetry"))
+    figures = "\n".join(f"![{pathlib.Path(p).stem}]({pathlib.Path(p).name})" for p in card["figures"] if p.endswith(".png"))
+    figures += "".join(f"\n\n{note}" for note in card.get("left_out", []))
+    return f"""# Zoo card: {card['name']}
+
+{card['models']} {card['architecture']} models on {card['dataset']['name']} ({card['dataset']['source']}),
+{card['epochs'] + 1} states each (epochs 0..{card['epochs']}): {card['model_states']} model states.
+
+## Generating factors
+
+| factor | values |
+|---|---|
+{factors}
+
+## Training protocol
+
+{card['protocol']}
+
+Splits: dataset train/val/test {card['dataset']['splits']}; exported flat vectors split 70/15/15 by model.
+
+{table2_section(card['name'], t)}
+
+{card['metric_definitions']}
+
+{symmetry_text}{sparsity_section}## Figures
+
+{figures}
+
+## Loading
+
+JAX: `from jaxzoo import checkpoint; epoch, state = checkpoint.load_state("<workdir>", {card['epochs']})`.
+PyTorch: `python -m jaxzoo.export --workdir <workdir> --out exports`, then
+`jaxzoo.torch.build_model(params_json).load_state_dict(torch.load(".../checkpoint_{card['epochs']:06d}/checkpoints"))`
+or `jaxzoo.torch.ZooVectorDataset("exports/<zoo>/vectors", "train")`.
+
+## License
+
+{card['license']}
+
+{card['notes']}
+"""
+
+
+def analyze(workdir, threshold: float = analysis.DEFAULT_THRESHOLD, agreement_images: int = 0,
+            embedding_points: int = EMBEDDING_POINTS, log=print) -> dict:
+    """Writes the card into `workdir/card` (and each export of the zoo); returns the card."""
+    log = log or (lambda message: None)
+    start = time.time()
+    zoo = read_zoo(workdir)
+    config = zoo.config
+    last = zoo.epochs[-1]
+    data = config["data"]
+    dataset = load_config_dataset(ConfigDict(config))
+    test_images = normalise(dataset.test[0], dataset.mean, dataset.std)
+    if agreement_images > len(test_images):
+        raise UserError(f"--agreement_images {agreement_images} is more than the {len(test_images)} test images: "
+                        f"use 0 (all) or at most {len(test_images)}")
+    if agreement_images:
+        test_images = test_images[:agreement_images]
+    log(f"forward passes of {len(zoo.table)} models on {len(test_images)} test images ...")
+    table2, keep = last_epoch_table2(zoo, test_images, dataset.num_classes, threshold)
+    if not keep.any():
+        raise UserError(f"no viable model in {zoo.workdir} at --threshold {threshold} "
+                        f"({table2['removed_non_finite']} non-finite, {table2['removed_over_threshold']} with "
+                        "|w| above it): raise --threshold to analyse the zoo")
+    folder = zoo.workdir / "card"
+    folder.mkdir(exist_ok=True)
+    train_acc = np.stack([zoo.metrics[e]["train_acc"][keep] for e in zoo.epochs])
+    test_acc = np.stack([zoo.metrics[e]["test_acc"][keep] for e in zoo.epochs])
+    figures = plots.accuracy_over_epochs(train_acc, test_acc, folder)
+    figures += plots.final_accuracy(train_acc[-1], test_acc[-1], folder)
+    left_out = [RESNET_EMBEDDING_LEFT_OUT] if zoo.is_resnet else []
+    if not zoo.is_resnet:
+        log("embedding the weights of all epochs ...")
+        figures += embedding_figure(zoo, keep, embedding_points, folder)
+    symmetry = None
+    if not (zoo.is_resnet or zoo.is_custom or zoo.is_twin) and keep.sum() >= 2:
+        log("aligning models by weight matching ...")
+        symmetry = aligned_distances(zoo, keep)
+    sparsity = None
+    if zoo.is_twin:
+        sparsity = np.stack([zoo.metrics[e]["sparsity"][keep] for e in zoo.epochs])
+        figures += plots.sparsity(sparsity, test_acc, folder)
+    card = {
+        "name": config["name"],
+        "dataset": {"name": data["name"], "source": dataset.source, "image_size": data["image_size"],
+                    "splits": [len(dataset.train[1]), len(dataset.val[1]), len(dataset.test[1])]},
+        "architecture": arch_name(config["model"]) if not zoo.is_custom else object_name(config["model"]["module"]),
+        "models": len(zoo.table),
+        "epochs": last,
+        "model_states": len(zoo.table) * (last + 1),
+        "generating_factors": generating_factors(zoo),
+        "protocol": (f"batch {config['training']['batch_size']}, {last} epochs, NLL of log_softmax, "
+                     f"weight decay as each optimizer's PyTorch counterpart (jaxzoo.training.optimizers), momentum "
+                     f"{config['population']['momentum']} where read; per-model data order from "
+                     "the model seed; epoch 0 = evaluation before training."),
+        "table2": table2,
+        "symmetry": symmetry,
+        "sparsity": None if sparsity is None else {
+            "final_mean": float(np.nanmean(sparsity[-1])), "final_std": float(np.nanstd(sparsity[-1])),
+            "final_test_acc_mean": float(np.nanmean(test_acc[-1])), "by_epoch_mean": np.nanmean(sparsity, axis=1).tolist(),
+            "notes": zoo.config["sparsify"]["notes"],
+        },
+        "metric_definitions": __doc__.split("\n\n", 2)[2].strip(),
+        "figures": figures,
+        "left_out": left_out,
+        "license": LICENSE,
+        "notes": config.get("notes", ""),
+        "seconds": time.time() - start,
+    }
+    (folder / "table2.json").write_text(json.dumps(table2, indent=1))
+    publish_card(folder, card, card_markdown(card), zoo.workdir, log, start)
+    return card
+
+
+def publish_card(folder: pathlib.Path, card: dict, markdown: str, workdir: pathlib.Path, log, start: float) -> None:
+    """Writes a card's zoo_card.json and README.md into `folder` (its figures are there already)
+    and copies the folder into every export of the workdir."""
+    (folder / "zoo_card.json").write_text(json.dumps(card, indent=1))
+    (folder / "README.md").write_text(markdown)
+    for export_dir in exports_of(workdir):
+        shutil.copytree(folder, export_dir / "card", dirs_exist_ok=True)
+        log(f"card copied into {export_dir / 'card'}")
+    log(f"card written to {folder} in {time.time() - start:.1f} s")
+
+
+def exports_of(workdir: pathlib.Path) -> list[pathlib.Path]:
+    path = workdir / EXPORTS_FILE
+    if not path.exists():
+        return []
+    return [pathlib.Path(p) for p in json.loads(path.read_text()) if pathlib.Path(p).is_dir()]

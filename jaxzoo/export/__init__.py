@@ -1,0 +1,19 @@
+"""Exports of classification zoos in the formats the weight-space community reads: the original
+trial folders (PyTorch state_dicts), flat-vector datasets (safetensors), Parquet with a Hugging
+Face dataset card, and the standalone PyTorch models an export ships.
+
+`python -m jaxzoo.export` is the command (`jaxzoo.kinds.export` takes INR zoos as well).
+"""
+
+from jaxzoo.export.rows import ExportError, model_splits, vector_splits
+from jaxzoo.export.writer import (CLASSIFICATION_FORMATS, EXPORTS_FILE, FORMATS, INR_LAYOUTS, MANIFEST, export,
+                                  write_claimed)
+from jaxzoo.weights.vectors import (DEFAULT_THRESHOLD, VectorSplit, layout_size, load_vectors, load_vectors_split,
+                                    save_vector_split)
+from jaxzoo.zoo.reader import Zoo, read_zoo
+
+__all__ = [
+    "CLASSIFICATION_FORMATS", "DEFAULT_THRESHOLD", "EXPORTS_FILE", "FORMATS", "INR_LAYOUTS", "MANIFEST", "ExportError",
+    "VectorSplit", "Zoo", "export", "layout_size", "load_vectors", "load_vectors_split", "model_splits", "read_zoo",
+    "save_vector_split", "vector_splits", "write_claimed",
+]

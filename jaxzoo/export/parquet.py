@@ -1,0 +1,215 @@
+"""The flat-vector dataset as Parquet, and the Hugging Face dataset card of an export.
+
+`<export>/parquet/{train,val,test}.parquet` hold the rows of `vectors/` (same 70/15/15 model
+split, epochs and NaN / |w| > threshold filter): one row per (model, epoch), the flat weight
+vector as a fixed-size float32 list column `weights` of P values and every property of the
+vectors (metrics, factors, the original's aliases such as `model::nlin`) as its own typed column.
+Rows are ordered by epoch, then by model in split order (match rows by model_id and epoch).
+
+The zoo is read one epoch at a time (its params only) and written in row groups of about
+`ROW_GROUP_BYTES`, so the export never holds more than one epoch of the zoo. Each file is written
+under a temporary name and renamed when complete.
+
+`<export>/README.md` (`write_dataset_card`) carries the YAML front matter with which
+`datasets.load_dataset("<export>")` loads the three files as the splits train / validation /
+test, and which the Hub reads when the folder is pushed as is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+
+import numpy as np
+
+from jaxzoo.export.rows import ExportError, vector_splits
+
+PARQUET = "parquet"  # the folder in the export
+SPLITS = ("train", "val", "test")
+HF_SPLITS = {"train": "train", "val": "validation", "test": "test"}  # the names `datasets` uses
+ROW_GROUP_BYTES = 32 * 2**20  # weights per row group (~3,400 rows of CNN-s): streamable, few groups per file
+MAX_ROW_GROUP_ROWS = 8192
+INSTALL = "pip install pyarrow (a dependency of jaxzoo: reinstall it)"
+SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+                   (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"))
+
+
+def require_pyarrow():
+    """pyarrow, or the one-line ExportError that says how to install it."""
+    try:
+        import pyarrow
+        import pyarrow.parquet  # noqa: F401
+    except ImportError:
+
+        raise ExportError(f"the parquet format needs pyarrow: {INSTALL} (or export --format trials or vectors)") from None
+    return pyarrow
+
+
+def arrow_type(pa, values):
+    """The column type of a property: its dtype for arrays (int64, float32, float64, bool), string for lists."""
+    if isinstance(values, np.ndarray):
+        return pa.from_numpy_dtype(values.dtype)
+    return pa.string()
+
+
+def schema(pa, size: int, properties: dict):
+    """weights (fixed-size list of `size` float32) and one typed column per property."""
+    return pa.schema([pa.field("weights", pa.list_(pa.float32(), size), nullable=False),
+                      *(pa.field(name, arrow_type(pa, values)) for name, values in properties.items())])
+
+
+class SplitWriter:
+    """Appends (weights, properties) blocks of one split to `<folder>/.<split>.parquet.partial`
+    and writes a row group whenever about ROW_GROUP_BYTES of weights are buffered."""
+
+    def __init__(self, pa, folder: pathlib.Path, split: str, table_schema, size: int):
+        import pyarrow.parquet as pq
+
+        self.pa, self.schema, self.size = pa, table_schema, size
+        self.path = folder / f"{split}.parquet"
+        self.tmp = folder / f".{split}.parquet.partial"
+        strings = [f.name for f in table_schema if f.type == pa.string()]
+        self.writer = pq.ParquetWriter(self.tmp, table_schema, compression="snappy", use_dictionary=strings or False,
+                                       write_statistics=[f.name for f in table_schema if f.name != "weights"])
+        self.group_rows = int(np.clip(ROW_GROUP_BYTES // (4 * max(size, 1)), 1, MAX_ROW_GROUP_ROWS))
+        self.blocks: list[tuple[np.ndarray, dict]] = []
+        self.buffered = 0
+        self.rows = 0
+
+    def append(self, weights: np.ndarray, properties: dict) -> None:
+        if not len(weights):
+            return
+        self.blocks.append((weights, properties))
+        self.buffered += len(weights)
+        if self.buffered >= self.group_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.blocks:
+            return
+        pa = self.pa
+        # One chunk per block (no copy of the weights): the writer encodes them as one row group.
+        columns = [pa.chunked_array([pa.FixedSizeListArray.from_arrays(
+            pa.array(np.ascontiguousarray(w, np.float32).reshape(-1)), self.size) for w, _ in self.blocks],
+            self.schema.field("weights").type)]
+        for field in self.schema:
+            if field.name == "weights":
+                continue
+            parts = [p[field.name] for _, p in self.blocks]
+            if pa.types.is_string(field.type):
+                columns.append(pa.array([str(v) for part in parts for v in part], pa.string()))
+            else:
+                columns.append(pa.array(np.concatenate(parts), field.type))
+        self.writer.write_table(pa.Table.from_arrays(columns, schema=self.schema), row_group_size=self.buffered)
+        self.rows += self.buffered
+        self.blocks, self.buffered = [], 0
+
+    def close(self) -> None:
+        self.flush()
+        self.writer.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        try:
+            self.writer.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+def write_parquet(zoo, folder: pathlib.Path, epochs: list[int], threshold: float, log,
+                  twin_weights: str = "raw") -> dict:
+    """Writes `folder/{train,val,test}.parquet` from `zoo` (an `export.Zoo`), one epoch at a time;
+    returns {'splits': {split: {rows, dropped_nan, dropped_threshold}}, 'rows', 'weights_size', ...}."""
+
+    pa = require_pyarrow()
+    folder.mkdir(parents=True, exist_ok=True)
+    layout = zoo.vector_layout()
+    masked = twin_weights == "masked"
+    writers: dict[str, SplitWriter] = {}
+    counts = {split: {"rows": 0, "dropped_nan": 0, "dropped_threshold": 0} for split in SPLITS}
+    size = None
+    try:
+        for epoch in epochs:
+            # Params only (no optimizer state); the split, filter and properties of `vector_splits`.
+            vectors = zoo.flat_vectors({"params": zoo.checkpoints.params(epoch)}, masked)
+            splits, epoch_counts = vector_splits(zoo, [epoch], threshold, twin_weights, vectors={epoch: vectors},
+                                                 layout=layout)
+            del vectors
+            if not writers:
+                size = splits["train"].weights.shape[1]
+                table_schema = schema(pa, size, splits["train"].properties)  # every split names every property
+                writers = {split: SplitWriter(pa, folder, split, table_schema, size) for split in SPLITS}
+            for split, data in splits.items():
+                writers[split].append(data.weights, data.properties)
+                for key, value in epoch_counts[split].items():
+                    counts[split][key] += value
+        for split in SPLITS:
+            writers[split].close()
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+    for split in SPLITS:
+        log(f"  parquet/{split}: {counts[split]['rows']} rows kept, {counts[split]['dropped_nan']} NaN, "
+            f"{counts[split]['dropped_threshold']} over |w| > {threshold}")
+    return {"threshold": threshold, "epochs": epochs, "weights_size": size, "splits": counts,
+            "rows": sum(c["rows"] for c in counts.values()),
+            **({"twin_weights": twin_weights} if zoo.is_twin else {})}
+
+
+def size_category(rows: int) -> str:
+    return next((label for limit, label in SIZE_CATEGORIES if rows < limit), "n>1T")
+
+
+def dataset_card(rows: int, readme: str, pretty_name: str = "") -> str:
+    """README.md of an export: the YAML front matter `datasets` and the Hub read, then `readme`."""
+    front = {
+        "license": "cc-by-4.0",
+        **({"pretty_name": pretty_name} if pretty_name else {}),
+        "task_categories": ["tabular-regression", "tabular-classification"],
+        "tags": ["model-zoo", "weight-space-learning", "jaxzoo"],
+        "size_categories": [size_category(rows)],
+        "configs": [{"config_name": "default", "data_files": [
+            {"split": HF_SPLITS[split], "path": f"{PARQUET}/{split}.parquet"} for split in SPLITS]}],
+    }
+    return (
+        "---\n" + yaml_lines(front) + "---\n\n" + readme.rstrip() + "\n\n"
+        "## Loading\n\n"
+        f"`parquet/` holds one row per (model, epoch), {rows} rows in all: `weights` (the flat weight vector, "
+        "float32) and one column per property (model_id, epoch, the metrics, the generating factors under "
+        "jaxzoo's names and the original's keys); the splits are those of `vectors/` (70/15/15 by model).\n\n"
+        "```python\nimport datasets\nzoo = datasets.load_dataset(\"<this folder or its Hub repo>\")  "
+        "# train / validation / test\n```\n\n"
+        "pandas (`pd.read_parquet`) and polars (`pl.read_parquet`) read the files directly. "
+        "The zoo card (figures, Table 2) is in `card/` once `python -m jaxzoo.analyze` has run on the zoo; "
+        "`readme.md` is the export's original readme.\n"
+    )
+
+
+def yaml_lines(value, indent: int = 0) -> str:
+    """A small YAML writer for the card's front matter (dicts, lists, strings): strings quoted as JSON."""
+    pad = " " * indent
+    if isinstance(value, dict):
+        out = ""
+        for key, item in value.items():
+            if isinstance(item, (dict, list)):
+                out += f"{pad}{key}:\n" + yaml_lines(item, indent + 2)
+            else:
+                out += f"{pad}{key}: {json.dumps(item)}\n"
+        return out
+    out = ""
+    for item in value:
+        if isinstance(item, dict):
+            body = yaml_lines(item, indent + 2)
+            out += f"{pad}- " + body[indent + 2:]
+        else:
+            out += f"{pad}- {json.dumps(item)}\n"
+    return out
+
+
+def write_dataset_card(target: pathlib.Path, rows: int, readme: str, pretty_name: str = "") -> None:
+    """Writes `target/README.md` (the Hugging Face dataset card) under a temporary name first."""
+    tmp = target / ".README.md.partial"
+    tmp.write_text(dataset_card(rows, readme, pretty_name))
+    os.replace(tmp, target / "README.md")

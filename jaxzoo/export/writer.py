@@ -1,0 +1,444 @@
+"""Exports a jaxzoo workdir in the formats the weight-space community reads.
+
+  python -m jaxzoo.export --workdir W --out DIR [--format trials|vectors|parquet|all]
+                          [--epochs 5,15,50] [--threshold 5] [--optimizer_state last|all]
+                          [--twin_weights raw|masked] [--with_data] [--overwrite]
+
+An INR zoo's workdir goes to `jaxzoo.inr.export` instead (--format dwsnets_mnist|dwsnets_fmnist|
+nfn|vectors|all: the layouts of DWSNets and NFN, and flat vectors).
+
+`<out>/<experiment>/` receives:
+  config.json, index_dict.json, readme.md, dataset.json     zoo level
+  model.py                      PyTorch classes that rebuild every trial from its params.json
+  dataset.pt                    (--with_data) the preprocessed splits the zoo was trained on
+  trials/<trial>/params.json, result.json, checkpoint_{e:06d}/checkpoints (+ optimizer): the
+      original trial folders, PyTorch state_dicts with the original keys (needs torch). trials/
+      holds nothing else, because the original loader takes every subfolder for a model. The
+      optimizer state is the last epoch's (the paper; default) or every epoch's (the original
+      code; --optimizer_state all).
+  vectors/{train,val,test}.safetensors + .json (+ dataset.pt with torch): the flat-vector
+      dataset, split 70/15/15 by model after a seed-42 shuffle, NaN/|w|>threshold rows dropped;
+      twins' vectors hold the raw weights (the original) or the masked ones (--twin_weights masked)
+  parquet/{train,val,test}.parquet + README.md (pyarrow): the
+      same rows, one per (model, epoch), with a typed column per property (`jaxzoo.export.parquet`), and
+      the Hugging Face dataset card whose front matter `datasets.load_dataset(<folder>)` reads
+
+Trial folders and vector files are written under temporary names and renamed when complete,
+so an interrupted export reruns to completion without duplicates.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import time
+from typing import Callable
+
+import jax
+
+import numpy as np
+
+from jaxzoo.zoo import checkpoint
+from jaxzoo.cli import check_destination
+from jaxzoo.config import CLASSIFICATION
+from jaxzoo.data.splits import SPLIT_SEED as DATASET_SPLIT_SEED
+from jaxzoo.errors import UserError
+from jaxzoo.export import bundle, parquet
+from jaxzoo.export.rows import ExportError, METRICS, trial_name, vector_splits
+from jaxzoo.weights.loaders import write_standardisation
+from jaxzoo.weights.vectors import DEFAULT_THRESHOLD, load_vectors_split, save_vector_split
+from jaxzoo.zoo.reader import Zoo, ZooReadError, read_zoo
+from jaxzoo.models import resnet
+from jaxzoo.models.registry import (arch_name, object_name)
+from jaxzoo.training.factors import FACTOR_TABLE, model_value, values_of
+from jaxzoo.training.optimizers import optimizer_entry, torch_state
+from jaxzoo.config.paper_zoos import recorded_params
+
+CLASSIFICATION_FORMATS = ("trials", "vectors", "parquet", "all")
+INR_LAYOUTS = ("dwsnets_mnist", "dwsnets_fmnist", "nfn")  # INR zoos only (jaxzoo.inr.export)
+FORMATS = (*CLASSIFICATION_FORMATS, *INR_LAYOUTS)
+OPTIMIZER_STATES = ("last", "all")  # the paper keeps the last epoch's; the original code every epoch's
+TWIN_WEIGHTS = ("raw", "masked")  # the original vectorizes the raw ARD weights
+TRIALS = "trials"  # the original experiment folder: trial folders and nothing else
+MANIFEST = "export.json"
+EXPORTS_FILE = "exports.json"  # in the workdir: where its exports went (the card follows them)
+ORIGINAL_TYPE = {"cnn_s": "CNN", "cnn_m": "CNN3", "resnet18": "Resnet18"}
+
+
+def model_type(zoo: Zoo) -> str:
+    """params.json's model::type: the original's class name, or jaxzoo's for other models."""
+    if zoo.is_twin:
+        return "CNN_ARD"
+    return original_type(zoo.config["model"])
+
+
+def original_type(model_config: dict) -> str:
+    name = arch_name(model_config)
+    return ORIGINAL_TYPE.get(name, f"jaxzoo:{name}")
+
+
+def model_description(zoo: Zoo) -> dict:
+    """What rebuilds a model that is not one of the original's (`jaxzoo.torch.build_model`)."""
+    model = zoo.config["model"]
+    if zoo.is_custom:
+        return {"model::module": object_name(model["module"]), "model::kwargs": model.get("kwargs") or {}}
+    if arch_name(model) in ORIGINAL_TYPE:
+        return {}
+    return {"model::convs": [list(c) for c in model.get("convs", ())], "model::widths": list(model.get("widths", ())),
+            "model::image_size": zoo.config["data"]["image_size"]}
+
+
+def model_factors(zoo: Zoo, row: dict) -> dict:
+    """A model's factors as the original keys: the grid's, plus every hyperparameter its
+    optimizer reads (fixed ones included)."""
+    pop = zoo.config["population"]
+    reads = optimizer_entry(row["optimizer"]).hyperparams
+    chosen = [f for f in FACTOR_TABLE if not f.optional or f.name in row or f.name in reads or f.name == "momentum"]
+    return {f.original_key: model_value(row, f.name, pop) for f in chosen}
+
+
+def torch_optimizer_note(row: dict) -> dict:
+    """Which PyTorch optimizer the exported optimizer state is for, or why there is none."""
+    entry = optimizer_entry(row["optimizer"])
+    if entry.torch is None:
+        return {"optim::torch_optimizer": None, "jaxzoo::no_optimizer_state": entry.no_torch_reason}
+    return {"optim::torch_optimizer": f"torch.optim.{entry.torch.class_name}"}
+
+
+def original_params(zoo: Zoo, row: dict) -> dict:
+    """params.json of one trial with the original's config keys; a paper zoo's also carry what
+    the original script of that zoo recorded (`paper_zoos.recorded_params`)."""
+    config = zoo.config
+    extra = {"optim::scheduler": "OneCycleLR", "training::dataloader": "normal"} if zoo.is_resnet else {}
+    params = {
+        "model::type": model_type(zoo),
+        "model::channels_in": zoo.channels_in,
+        "model::o_dim": zoo.num_classes,
+        "model::use_bias": True,
+        **model_description(zoo),
+        **model_factors(zoo, row),
+        "seed": row["seed"],
+        "training::batchsize": config["training"]["batch_size"],
+        "training::epochs_train": config["training"]["num_epochs"],
+        "training::loss": "nll",
+        "training::dataloader": "tensor",
+        "dataset::name": config["data"]["name"],
+        "dataset::image_size": config["data"]["image_size"],
+        "cuda": False,
+        "jaxzoo::model_id": row["model_id"],
+        "jaxzoo::num_classes": zoo.num_classes,  # the original CNNs ignore o_dim and output 10
+        "jaxzoo::zoo": zoo.identity_hash,
+        **torch_optimizer_note(row),
+        **extra,
+    }
+    return recorded_params(config.get("original", {}).get("experiment", ""), params)
+
+
+def search_pattern(zoo: Zoo) -> dict:
+    """The zoo-level config.json: fixed values, and {'grid_search': [...]} for varied ones."""
+    pop = zoo.config["population"]
+    grid = lambda values: values[0] if len(values) == 1 else {"grid_search": values}
+    seeds = sorted({row["seed"] for row in zoo.table})
+    factors = {f.original_key: grid(list(values_of(pop, f.name))) for f in FACTOR_TABLE if values_of(pop, f.name)}
+    if not isinstance(pop.get("momentum"), (list, tuple)):
+        factors["optim::momentum"] = pop["momentum"]
+    return {
+        "model::type": original_type(zoo.config["model"]),
+        **model_description(zoo),
+        **factors,
+        "seed": grid(seeds) if pop["seed_mode"] == "range" else f"{len(zoo.table)} random seeds in [0, 1e6)",
+        "training::batchsize": zoo.config["training"]["batch_size"],
+        "training::epochs_train": zoo.config["training"]["num_epochs"],
+        "dataset::name": zoo.config["data"]["name"],
+    }
+
+
+def result_lines(zoo: Zoo, index: int, params: dict) -> list[str]:
+    """result.json of one trial: a JSON object per epoch, as Ray Tune's JsonLogger wrote them.
+
+    Non-finite values are null (valid JSON); a zoo without a val split has no val keys, and
+    twins carry `sparsity_ratio`, as the original's lines."""
+    names = [name for name in METRICS if zoo.has_val or not name.startswith("val_")]
+    lines = []
+    for epoch in zoo.epochs:
+        values = {name: float(zoo.metrics[epoch][name][index]) for name in names}
+        if zoo.is_twin:
+            values["sparsity_ratio"] = float(zoo.metrics[epoch]["sparsity"][index])
+        values = {name: value if np.isfinite(value) else None for name, value in values.items()}
+        line = {**values, "training_iteration": epoch, "done": epoch == zoo.epochs[-1],
+                "trial_id": f"{params['jaxzoo::model_id']:05d}", "config": params}
+        lines.append(json.dumps(line))
+    return lines
+
+
+def torch_optimizer_state(zoo: Zoo, row: dict, index: int, final_state: dict, torch) -> dict | None:
+    """The model's optimizer state in `final_state` (one epoch's population state) as its PyTorch
+    optimizer's state_dict (None when its optimizer has no PyTorch counterpart: params.json says why)."""
+    if zoo.is_resnet:  # one SGD; the momentum buffers follow model.parameters()
+        from jaxzoo.torch import build_model
+
+        model = build_model(original_params(zoo, row))
+        optimizer = torch.optim.SGD(model.parameters(), lr=row["lr"], momentum=zoo.config["population"]["momentum"],
+                                    weight_decay=row["weight_decay"])
+        trace = final_state["opt_state"]["inner_state"][1][0]["trace"]
+        state_dict = optimizer.state_dict()
+        state_dict["state"] = {
+            position: {"momentum_buffer": torch.from_numpy(np.ascontiguousarray(np.asarray(array)[index]))}
+            for position, (_, array) in enumerate(resnet.torch_parameters(trace))
+        }
+        return state_dict
+    entry = optimizer_entry(row["optimizer"])
+    if entry.torch is None:
+        return None
+    values = entry.resolve({name: model_value(row, name, zoo.config["population"]) for name in entry.hyperparams})
+    dropout = zoo.layout_dropout(row)
+    # param_groups only list parameter positions: placeholders of the right shapes serve any model.
+    shapes = [array.shape[1:] for _, array in zoo.params_torch(jax.tree.map(lambda a: np.asarray(a)[:1],
+                                                                              final_state["params"]), dropout)]
+    optimizer = getattr(torch.optim, entry.torch.class_name)(
+        [torch.nn.Parameter(torch.zeros(shape)) for shape in shapes], **entry.torch.kwargs(values))
+    state = jax.tree.map(lambda a: np.asarray(a)[index], final_state["opt_state"][row["optimizer"]])
+    to_torch = lambda tree: [np.ascontiguousarray(a) for _, a in zoo.params_torch(tree, dropout, lead=0)]
+    state_dict = optimizer.state_dict()
+    state_dict["state"] = torch_state(entry, state, values, to_torch)
+    if model_value(row, "schedule", zoo.config["population"]) != "constant":
+        # As a PyTorch LR scheduler leaves it: the last learning rate in `lr`, the peak in `initial_lr`.
+        for group in state_dict["param_groups"]:
+            group["initial_lr"], group["lr"] = group["lr"], float(state["hyperparams"]["learning_rate"])
+    return state_dict
+
+
+def write_trials(zoo: Zoo, folder: pathlib.Path, log, optimizer_state: str = "last") -> int:
+    """One trial folder per model in `folder` (skips complete ones); returns how many were written.
+
+    optimizer_state: 'last' writes the final epoch's optimizer state (the paper), 'all' every
+    epoch's (the original code)."""
+    try:
+        import torch
+    except ImportError:
+        raise ExportError("the trials format writes PyTorch checkpoints and needs torch: "
+                          "pip install 'jaxzoo[torch]' (or export --format vectors)") from None
+    todo = [(i, row) for i, row in enumerate(zoo.table) if not (folder / trial_name(row)).is_dir()]
+    if not todo:
+        return 0
+    params_by_model = {i: original_params(zoo, row) for i, row in todo}
+    # State_dict keys depend on the dropout setting; the arrays (PyTorch layout) do not.
+    keys = {flag: [key for key, _ in zoo.torch_arrays(zoo.state(0), float(flag))] for flag in (0, 1)}
+    arrays_by_epoch, optimizer_epochs = {}, {}
+    for epoch in zoo.epochs:  # PyTorch layout of the whole population, once per epoch
+        state = zoo.state(epoch)
+        arrays_by_epoch[epoch] = [np.ascontiguousarray(a) for _, a in zoo.torch_arrays(state)]
+        if (optimizer_state == "all" or epoch == zoo.epochs[-1]) and "opt_state" in state:  # ingested: none
+            optimizer_epochs[epoch] = {"opt_state": state["opt_state"], "params": state["params"]}
+    for count, (index, row) in enumerate(todo):
+        target = folder / trial_name(row)
+        tmp = folder / f".{target.name}.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        params = params_by_model[index]
+        (tmp / "params.json").write_text(json.dumps(params, indent=1))
+        (tmp / "result.json").write_text("".join(line + "\n" for line in result_lines(zoo, index, params)))
+        for epoch in zoo.epochs:
+            state_dict = {
+                key: torch.from_numpy(np.array(array[index]))  # 0-d arrays too (num_batches_tracked)
+                for key, array in zip(keys[int(zoo.layout_dropout(row) > 0)], arrays_by_epoch[epoch])
+            }
+            epoch_dir = tmp / f"checkpoint_{epoch:06d}"
+            epoch_dir.mkdir()
+            torch.save(state_dict, epoch_dir / "checkpoints")
+        for epoch, state in optimizer_epochs.items():
+            optimizer = torch_optimizer_state(zoo, row, index, state, torch)
+            if optimizer is not None:
+                torch.save(optimizer, tmp / f"checkpoint_{epoch:06d}" / "optimizer")
+        os.replace(tmp, target)
+        if (count + 1) % 200 == 0:
+            log(f"  {count + 1}/{len(todo)} trial folders")
+    return len(todo)
+
+
+def write_vectors(zoo: Zoo, folder: pathlib.Path, epochs: list[int], threshold: float, log,
+                  twin_weights: str = "raw") -> dict:
+    """Writes the flat-vector dataset (safetensors + json, dataset.pt); returns the filter report."""
+    folder.mkdir(parents=True, exist_ok=True)
+    splits, counts = vector_splits(zoo, epochs, threshold, twin_weights)
+    for split, data in splits.items():
+        meta = save_vector_split(folder, split, data, counts[split], {"epochs": epochs})
+        log(f"  vectors/{split}: {meta['rows']} rows kept, {meta['dropped_nan']} NaN, {meta['dropped_threshold']} over |w| > {threshold}")
+    if "layer" in zoo.vector_layout() and counts["train"]["rows"]:  # per-layer train statistics (loaders)
+        write_standardisation(folder)
+    write_torch_dataset(folder, log)
+    return {"threshold": threshold, "epochs": epochs, "splits": counts,
+            **({"twin_weights": twin_weights} if zoo.is_twin else {})}
+
+
+def write_torch_dataset(folder: pathlib.Path, log) -> None:
+    """`dataset.pt`: {split: {'weights': tensor, 'properties': {...}}} when torch is installed."""
+    try:
+        import torch
+    except ImportError:
+        log("  vectors/dataset.pt skipped: torch is not installed (pip install 'jaxzoo[torch]'); "
+            "the safetensors + json files need no torch")
+        return
+    data = {split: load_vectors_split(folder, split) for split in ("train", "val", "test")}
+    payload = {
+        split: {"weights": torch.from_numpy(d.weights), "properties": {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v) for k, v in d.properties.items()}}
+        for split, d in data.items()
+    }
+    torch.save(payload, folder / ".dataset.pt.partial")
+    os.replace(folder / ".dataset.pt.partial", folder / "dataset.pt")
+
+
+def zoo_readme(zoo: Zoo, settings: dict) -> str:
+    """readme.md of an export: what each folder holds and what was kept where."""
+    n = len(zoo.table)
+    last = zoo.epochs[-1]
+    kept = ("the last epoch's optimizer state (checkpoint_{:06d}/optimizer), as the paper".format(last)
+            if settings["optimizer_state"] == "last" else
+            "every epoch's optimizer state (checkpoint_*/optimizer), as the original code")
+    twin = ("" if not zoo.is_twin else
+            f"Flat vectors of this sparsified twin zoo hold the {settings['twin_weights']} weights "
+            f"({'as the original' if settings['twin_weights'] == 'raw' else 'weights with log alpha >= 3 set to 0'}); "
+            "result.json and the vector properties carry sparsity_ratio.\n")
+    formats = settings["formats"]
+    parts = []
+    if formats in ("trials", "all"):
+        parts.append("trials/ holds one folder per model and nothing else (point the original ModelDatasetBase "
+                     "there): params.json, result.json (line e = epoch e) and checkpoint_{e:06d}/checkpoints "
+                     f"(PyTorch state_dict, original keys), with {kept}.")
+    parts.append("model.py rebuilds any trial with torch alone: `build_model(json.load(open('params.json')))`.")
+    if formats in ("vectors", "all"):
+        parts.append("vectors/ holds the flat-vector dataset (safetensors + json), split 70/15/15 by model.")
+    if formats in ("parquet", "all"):
+        parts.append("parquet/ holds the same rows as Parquet files (one row per model and epoch), which README.md "
+                     "describes as a Hugging Face dataset.")
+    return (
+        f"# {zoo.config['name']}\n\nExported by jaxzoo from zoo {zoo.identity_hash}: {n} models "
+        f"({zoo.config['model']['arch']}) on {zoo.config['data']['name']}, epochs 0..{last}.\n"
+        f"Formats: {formats}. " + " ".join(parts) + "\n"
+        f"{twin}{zoo.config.get('notes', '')}\n"
+    )
+
+
+def check_options(formats: str, optimizer_state: str, twin_weights: str) -> None:
+    """ExportError for an unknown format, optimizer state or twin-weights choice."""
+    for name, value, choices in (("format", formats, FORMATS), ("optimizer_state", optimizer_state, OPTIMIZER_STATES),
+                                 ("twin_weights", twin_weights, TWIN_WEIGHTS)):
+        if value not in choices:
+            raise ExportError(f"unknown {name} {value!r}: choose from {choices}")
+
+
+def export(workdir, out, formats: str = "all", epochs: list[int] | None = None,
+           threshold: float = DEFAULT_THRESHOLD, overwrite: bool = False, log=print,
+           optimizer_state: str = "last", twin_weights: str = "raw", with_data: bool = False) -> dict:
+    """Exports the zoo in `workdir` to `out/<experiment>`; returns a report (filters, time).
+
+    optimizer_state: 'last' (the paper) or 'all' (the original code) epochs' optimizer states in
+    the trial folders; twin_weights: 'raw' (the original) or 'masked' flat vectors of a twin zoo;
+    with_data: also write the preprocessed splits (dataset.pt). `log` receives progress lines
+    (None: silent). A classification zoo's export (`jaxzoo.kinds.export` also takes INR zoos).
+    """
+    log = log or (lambda message: None)
+    check_options(formats, optimizer_state, twin_weights)
+    if checkpoint.workdir_kind(workdir) not in (None, CLASSIFICATION):
+        raise ExportError(f"{pathlib.Path(workdir).absolute()} holds an INR zoo: export it with python -m jaxzoo.export "
+                          "(or jaxzoo.kinds.export)")
+    if formats not in CLASSIFICATION_FORMATS:
+        raise ExportError(f"format {formats} is for INR zoos and {pathlib.Path(workdir).absolute()} holds a "
+                          f"classification zoo: choose from {CLASSIFICATION_FORMATS}")
+    if formats in ("parquet", "all"):  # before anything is written
+        parquet.require_pyarrow()
+    check_destination(pathlib.Path(out), "--out")
+    start = time.time()
+    try:
+        zoo = read_zoo(workdir)
+    except ZooReadError as error:
+        raise ExportError(str(error)) from None
+    check_destination(pathlib.Path(out).absolute() / zoo.experiment, "--out")
+    epochs = zoo.epochs if epochs is None else epochs
+    bad = [e for e in epochs if e not in zoo.epochs]
+    if bad:
+        raise ExportError(f"epochs {bad} are not in the zoo (0..{zoo.epochs[-1]}): choose from those")
+    target = pathlib.Path(out).absolute() / zoo.experiment
+    settings = {"zoo": zoo.identity_hash, "formats": formats, "epochs": epochs, "threshold": threshold,
+                "optimizer_state": optimizer_state, "twin_weights": twin_weights, "with_data": with_data}
+    return write_claimed(target, settings, overwrite, zoo.workdir, lambda: write_export(zoo, target, settings, log),
+                         start)
+
+
+def write_claimed(target: pathlib.Path, settings: dict, overwrite: bool, workdir: pathlib.Path,
+                  write: Callable[[], dict], start: float) -> dict:
+    """Claims `target` (`claim_target`), runs `write` (-> its report), removes what it created if
+    that fails on a user error (a damaged checkpoint found while writing), records the export in
+    the workdir; returns the report with the seconds since `start`."""
+    created = claim_target(target, settings, overwrite)
+    try:
+        report = write()
+    except UserError:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+    record_export(workdir, target)
+    report["seconds"] = time.time() - start
+    return report
+
+
+def claim_target(target: pathlib.Path, settings: dict, overwrite: bool) -> pathlib.Path | None:
+    """Before an export writes into `target`: refuses a complete export, or one of another zoo or
+    with other `settings`, unless `overwrite` (then removes it), and a folder that is no export.
+    Returns the outermost folder the export will create (None: `target` exists), which a failed
+    export removes."""
+    manifest_path = target / MANIFEST
+    if manifest_path.exists():
+        try:
+            existing = json.loads(manifest_path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            existing = {}  # a damaged manifest: the export is incomplete, only --overwrite replaces it
+        same = {k: existing.get(k) for k in settings} == settings
+        if overwrite:
+            shutil.rmtree(target)
+        elif existing.get("complete") or not same:
+            raise ExportError(f"{target} already holds an export{' of another zoo or with other settings' if not same else ''}: "
+                              "pass --overwrite to replace it, or choose another --out")
+    elif target.exists() and any(target.iterdir()):
+        raise ExportError(f"{target} exists and is not a jaxzoo export: choose another --out")
+    return next((p for p in reversed((target, *target.parents)) if not p.exists()), None)
+
+
+def write_export(zoo: Zoo, target: pathlib.Path, settings: dict, log) -> dict:
+    """Writes the export's files into `target` (manifest last marked complete); returns the report."""
+    formats = settings["formats"]
+    manifest_path = target / MANIFEST
+    target.mkdir(parents=True, exist_ok=True)
+    manifest_path.write_text(json.dumps({**settings, "complete": False}))
+    (target / "config.json").write_text(json.dumps(search_pattern(zoo), indent=1, default=str))
+    (target / "index_dict.json").write_text(json.dumps(zoo.vector_layout(), indent=1))
+    (target / "dataset.json").write_text(json.dumps({**zoo.config["data"], "dataset_seed": DATASET_SPLIT_SEED}, indent=1))
+    (target / "readme.md").write_text(zoo_readme(zoo, settings))
+    bundle.write_model_file(target)
+    if settings["with_data"]:
+        log("writing the preprocessed splits (dataset.pt) ...")
+        bundle.write_training_data(zoo, target, log)
+    report = {"out": str(target), "models": len(zoo.table), "epochs": len(zoo.epochs)}
+    if formats in ("trials", "all"):
+        log(f"writing {len(zoo.table)} trial folders ...")
+        report["trials_written"] = write_trials(zoo, target / TRIALS, log, settings["optimizer_state"])
+    if formats in ("vectors", "all"):
+        log("writing the flat-vector dataset ...")
+        report["vectors"] = write_vectors(zoo, target / "vectors", settings["epochs"], settings["threshold"], log,
+                                          settings["twin_weights"])
+    if formats in ("parquet", "all"):
+        log("writing the Parquet dataset and its Hugging Face card (README.md) ...")
+        report["parquet"] = parquet.write_parquet(zoo, target / parquet.PARQUET, settings["epochs"],
+                                                  settings["threshold"], log, settings["twin_weights"])
+        parquet.write_dataset_card(target, report["parquet"]["rows"], zoo_readme(zoo, settings), zoo.config["name"])
+    manifest_path.write_text(json.dumps({**settings, "complete": True, "report": report}, indent=1))
+    return report
+
+
+def record_export(workdir: pathlib.Path, target: pathlib.Path) -> None:
+    path = workdir / EXPORTS_FILE
+    known = json.loads(path.read_text()) if path.exists() else []
+    if str(target) not in known:
+        path.write_text(json.dumps(known + [str(target)], indent=1))
