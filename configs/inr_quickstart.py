@@ -18,6 +18,8 @@ def get_config():
     config.training.steps_per_epoch = 50
     config.training.lr = 1e-3
     config.training.target_psnr = 30.0
-    config.notes = ("NFN's SIREN and conventions with this project's quick recipe (no published zoo to match): "
-                    "Adam 1e-3, at most 400 steps, stop at 30 dB.")
+    config.notes = (
+        "NFN's SIREN and conventions with this project's quick recipe (no published zoo to match): "
+        "Adam 1e-3, at most 400 steps, stop at 30 dB."
+    )
     return config

@@ -89,8 +89,11 @@ class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return importlib.util.spec_from_loader(fullname, self)
 
     def create_module(self, spec):
-        warnings.warn(f"{spec.name} moved to {MOVED_MODULES[spec.name]}; the old path goes in the next release",
-                      DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            f"{spec.name} moved to {MOVED_MODULES[spec.name]}; the old path goes in the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return importlib.import_module(MOVED_MODULES[spec.name])
 
     def exec_module(self, module):

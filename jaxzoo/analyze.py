@@ -19,15 +19,25 @@ __all__ = ["analyze", "main"]
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m jaxzoo.analyze", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", required=True)
-    parser.add_argument("--threshold", type=number_in(0, low_open=True), default=DEFAULT_THRESHOLD,
-                        help="models with |w| above it are not viable")
-    parser.add_argument("--agreement_images", type=number_in(0, integer=True), default=0,
-                        help="first N test images (0: all)")
-    parser.add_argument("--embedding_points", type=number_in(2, integer=True), default=EMBEDDING_POINTS,
-                        help="(model, epoch) rows in the embedding")
+    parser.add_argument(
+        "--threshold",
+        type=number_in(0, low_open=True),
+        default=DEFAULT_THRESHOLD,
+        help="models with |w| above it are not viable",
+    )
+    parser.add_argument(
+        "--agreement_images", type=number_in(0, integer=True), default=0, help="first N test images (0: all)"
+    )
+    parser.add_argument(
+        "--embedding_points",
+        type=number_in(2, integer=True),
+        default=EMBEDDING_POINTS,
+        help="(model, epoch) rows in the embedding",
+    )
     args = parser.parse_args(argv)
-    return run(lambda: analyze(args.workdir, args.threshold, args.agreement_images, args.embedding_points),
-               args.verbose)
+    return run(
+        lambda: analyze(args.workdir, args.threshold, args.agreement_images, args.embedding_points), args.verbose
+    )
 
 
 if __name__ == "__main__":

@@ -25,9 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m jaxzoo.benchmark", description=table3.__doc__.splitlines()[0])
     parser.add_argument("--workdir", action="append", default=[], help="a trained zoo (repeat for a multi-zoo table)")
     parser.add_argument("--vectors", default="", help="an exported flat-vector folder instead of a workdir")
-    parser.add_argument("--epochs", type=epoch_list, default="", help="comma-separated epochs (default: see the module doc)")
-    parser.add_argument("--threshold", type=number_in(0, low_open=True), default=DEFAULT_THRESHOLD,
-                        help="drop rows with |w| above it")
+    parser.add_argument(
+        "--epochs", type=epoch_list, default="", help="comma-separated epochs (default: see the module doc)"
+    )
+    parser.add_argument(
+        "--threshold", type=number_in(0, low_open=True), default=DEFAULT_THRESHOLD, help="drop rows with |w| above it"
+    )
     parser.add_argument("--out", default="", help="write the markdown table here too")
     args = parser.parse_args(argv)
     if args.vectors and args.workdir:

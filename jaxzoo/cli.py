@@ -10,7 +10,7 @@ import pathlib
 import sys
 import tempfile
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 from absl import logging as absl_logging
 

@@ -20,10 +20,17 @@ def usable_cpu_count() -> int:
 class _MemoryStatus(ctypes.Structure):
     """Windows' MEMORYSTATUSEX (64 bytes)."""
 
-    _fields_ = [("length", ctypes.c_uint32), ("memory_load", ctypes.c_uint32), ("total_phys", ctypes.c_uint64),
-                ("avail_phys", ctypes.c_uint64), ("total_page_file", ctypes.c_uint64),
-                ("avail_page_file", ctypes.c_uint64), ("total_virtual", ctypes.c_uint64),
-                ("avail_virtual", ctypes.c_uint64), ("avail_extended_virtual", ctypes.c_uint64)]
+    _fields_ = [
+        ("length", ctypes.c_uint32),
+        ("memory_load", ctypes.c_uint32),
+        ("total_phys", ctypes.c_uint64),
+        ("avail_phys", ctypes.c_uint64),
+        ("total_page_file", ctypes.c_uint64),
+        ("avail_page_file", ctypes.c_uint64),
+        ("total_virtual", ctypes.c_uint64),
+        ("avail_virtual", ctypes.c_uint64),
+        ("avail_extended_virtual", ctypes.c_uint64),
+    ]
 
 
 def _windows_available_bytes() -> int:

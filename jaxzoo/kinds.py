@@ -32,23 +32,43 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     return trainer.train_and_evaluate(config, workdir)
 
 
-def export(workdir, out, formats: str = "all", epochs: list[int] | None = None,
-           threshold: float = writer.DEFAULT_THRESHOLD, overwrite: bool = False, log=print,
-           optimizer_state: str = "last", twin_weights: str = "raw", with_data: bool = False) -> dict:
+def export(
+    workdir,
+    out,
+    formats: str = "all",
+    epochs: list[int] | None = None,
+    threshold: float = writer.DEFAULT_THRESHOLD,
+    overwrite: bool = False,
+    log=print,
+    optimizer_state: str = "last",
+    twin_weights: str = "raw",
+    with_data: bool = False,
+) -> dict:
     """Exports the zoo in `workdir` to `out/<experiment>`: a classification zoo's formats
     (`jaxzoo.export.export`) or an INR zoo's layouts (`jaxzoo.inr.export.export_inr`: formats
     dwsnets_mnist, dwsnets_fmnist, nfn, vectors, all; the other options keep their defaults)."""
     writer.check_options(formats, optimizer_state, twin_weights)
     if workdir_kind(workdir) == INR_TASK:
-        refuse_classification_options(epochs=epochs, threshold=threshold, optimizer_state=optimizer_state,
-                                      twin_weights=twin_weights, with_data=with_data)
+        refuse_classification_options(
+            epochs=epochs,
+            threshold=threshold,
+            optimizer_state=optimizer_state,
+            twin_weights=twin_weights,
+            with_data=with_data,
+        )
         return export_inr(workdir, out, formats, overwrite, log or (lambda message: None))
-    return writer.export(workdir, out, formats, epochs, threshold, overwrite, log, optimizer_state, twin_weights,
-                         with_data)
+    return writer.export(
+        workdir, out, formats, epochs, threshold, overwrite, log, optimizer_state, twin_weights, with_data
+    )
 
 
-def analyze(workdir, threshold: float = card.DEFAULT_THRESHOLD, agreement_images: int = 0,
-            embedding_points: int = card.EMBEDDING_POINTS, log=print) -> dict:
+def analyze(
+    workdir,
+    threshold: float = card.DEFAULT_THRESHOLD,
+    agreement_images: int = 0,
+    embedding_points: int = card.EMBEDDING_POINTS,
+    log=print,
+) -> dict:
     """Writes the zoo card into `workdir/card` (and each export of the zoo); returns the card
     (`jaxzoo.analysis.card`). An INR zoo's workdir gets the INR card (`jaxzoo.inr.card`; the other
     arguments do not apply)."""

@@ -24,8 +24,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def action():
         report = merge(args.workdir)
-        print(f"merged {report['models']} models x {report['epochs']} epochs into {report['workdir']} "
-              f"({report['written']} epochs written)")
+        print(
+            f"merged {report['models']} models x {report['epochs']} epochs into {report['workdir']} "
+            f"({report['written']} epochs written)"
+        )
 
     return run(action, args.verbose)
 

@@ -20,8 +20,6 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from jaxzoo.weights import loaders
-
 from jaxzoo.export.torch_models import (  # noqa: F401  (the model classes live in the standalone file)
     MODEL_TYPES,
     ORIGINAL_CNNS,
@@ -37,6 +35,7 @@ from jaxzoo.export.torch_models import (  # noqa: F401  (the model classes live 
     load_resnet18,
     registry_layout,
 )
+from jaxzoo.weights import loaders
 
 
 class ZooVectorDataset(torch.utils.data.Dataset):
@@ -55,9 +54,18 @@ class ZooVectorDataset(torch.utils.data.Dataset):
     `data_in` and `__get_weights__()` stay the rows as read.
     """
 
-    def __init__(self, vectors_dir: str | pathlib.Path, split: str = "train", epochs: list[int] | None = None,
-                 *, standardise: bool = False, noise_std: float = 0.0, noise_mode: str = "relative",
-                 permute: bool = False, tokens: bool = False):
+    def __init__(
+        self,
+        vectors_dir: str | pathlib.Path,
+        split: str = "train",
+        epochs: list[int] | None = None,
+        *,
+        standardise: bool = False,
+        noise_std: float = 0.0,
+        noise_mode: str = "relative",
+        permute: bool = False,
+        tokens: bool = False,
+    ):
         loaders.check_split(split)
         folder = pathlib.Path(vectors_dir)
         tensors = load_file(folder / f"{split}.safetensors")
@@ -76,8 +84,9 @@ class ZooVectorDataset(torch.utils.data.Dataset):
         if standardise or noise_std or permute or tokens:
             needs_stats = standardise or (noise_std > 0 and noise_mode == "relative")
             self.stats = loaders.read_standardisation(folder, self.layout) if needs_stats else None
-            self.transform = loaders.VectorTransform(self.layout, self.stats, standardise, noise_std, noise_mode,
-                                                     permute, tokens)
+            self.transform = loaders.VectorTransform(
+                self.layout, self.stats, standardise, noise_std, noise_mode, permute, tokens
+            )
 
     def __len__(self) -> int:
         return len(self.data_in)
@@ -91,7 +100,7 @@ class ZooVectorDataset(torch.utils.data.Dataset):
         if self.transform is None:
             return self.data_in[i], properties
         rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
-        out = self.transform(self.data_in[i:i + 1].numpy(), rng)
+        out = self.transform(self.data_in[i : i + 1].numpy(), rng)
         if not self.transform.tokens:
             return torch.from_numpy(out["weights"][0]), properties
         return {k: torch.from_numpy(np.ascontiguousarray(v[0])) for k, v in out.items()}, properties

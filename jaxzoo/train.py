@@ -32,18 +32,20 @@ def define_flags() -> None:
     if "workdir" in FLAGS:
         return
     config_flags.DEFINE_config_file("config", None, "Zoo config file (configs/*.py).", lock_config=True)
-    flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics of the zoo "
-                        "(default: runs/<config name>).")
+    flags.DEFINE_string(
+        "workdir", None, "Directory for checkpoints and metrics of the zoo (default: runs/<config name>)."
+    )
     flags.DEFINE_bool(
-        "distributed", False, "Call jax.distributed.initialize: each process trains its block of the zoo "
-        "into the shared --workdir (coordinator from the flags below, or auto-detected on clusters).")
+        "distributed",
+        False,
+        "Call jax.distributed.initialize: each process trains its block of the zoo "
+        "into the shared --workdir (coordinator from the flags below, or auto-detected on clusters).",
+    )
     flags.DEFINE_string("coordinator_address", "", "host:port of process 0 (with --distributed).")
     flags.DEFINE_integer("num_processes", 1, "Processes in the job (with --coordinator_address).")
     flags.DEFINE_integer("process_id", 0, "This process's index (with --coordinator_address).")
-    flags.DEFINE_integer(
-        "distributed_timeout", 300, "Seconds to wait for every process to join (with --distributed).")
-    flags.DEFINE_integer(
-        "cpu_devices", 0, "XLA CPU devices (0: one per core; the population is sharded over them).")
+    flags.DEFINE_integer("distributed_timeout", 300, "Seconds to wait for every process to join (with --distributed).")
+    flags.DEFINE_integer("cpu_devices", 0, "XLA CPU devices (0: one per core; the population is sharded over them).")
     flags.DEFINE_bool("verbose", False, "Show the libraries' own log lines and warnings.")
 
 
@@ -63,8 +65,10 @@ def parse_flags(argv: list[str]) -> list[str]:
         overrides = [arg.split("=", 1)[0] for arg in argv if arg.startswith("--config.")]
         named = [flag for flag in overrides if missing and missing in flag.split(".")]
         if isinstance(error, (AttributeError, KeyError)) and named:
-            fail(f"{named[0]}: the config has no field {missing!r} there: check the name, or set it in the config "
-                 "file (new keys cannot be added from the command line)")
+            fail(
+                f"{named[0]}: the config has no field {missing!r} there: check the name, or set it in the config "
+                "file (new keys cannot be added from the command line)"
+            )
         fail(f"cannot load the config ({type(error).__name__}: {error})".splitlines()[0])
 
 
@@ -76,8 +80,10 @@ def default_workdir(config: ml_collections.ConfigDict) -> str:
 def next_steps(workdir: str, config: ml_collections.ConfigDict, base_workdir: str) -> list[str]:
     """What a user runs after training: export and analysis of the zoo (merge for a shard)."""
     if config.get("num_shards", 1) > 1:
-        return [f"shard {config.shard_index} of {config.num_shards} ready in {workdir}; once every shard is, "
-                f"join them: python -m jaxzoo.merge --workdir {base_workdir}"]
+        return [
+            f"shard {config.shard_index} of {config.num_shards} ready in {workdir}; once every shard is, "
+            f"join them: python -m jaxzoo.merge --workdir {base_workdir}"
+        ]
     return [
         f"zoo ready in {workdir}; next:",
         f"  python -m jaxzoo.analyze --workdir {workdir}",
@@ -105,8 +111,9 @@ def main(argv: list[str]) -> None:
     use_cpu_cores(FLAGS.cpu_devices)
     try:
         if FLAGS.distributed:
-            distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
-                                   FLAGS.distributed_timeout)
+            distributed.initialize(
+                FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, FLAGS.distributed_timeout
+            )
         result = train_and_evaluate(config, workdir)
     except UserError as error:
         fail(str(error).splitlines()[0])

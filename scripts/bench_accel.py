@@ -46,17 +46,16 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 from bench_resnet import bench_jax, bench_torch
 from bench_train import POPULATION_SHAPES, macs_per_image, matmul_flops
 
-from jaxzoo.zoo import checkpoint
 from jaxzoo.cli import use_cpu_cores
 from jaxzoo.config import base_config
 from jaxzoo.data import load_dataset
-from jaxzoo.training.population import build_population, expand_grid
 from jaxzoo.training.plan import GATHER_BYTES_PER_CALL
+from jaxzoo.training.population import build_population, expand_grid
 from jaxzoo.training.run import ZooRun
+from jaxzoo.zoo import checkpoint
 
 BATCH = 10  # the MNIST zoos' batch
 MNIST_SPLITS = (50_000, 10_000, 10_000)  # train, val, test
@@ -69,8 +68,12 @@ TINY_SIZES = (1, 4)
 TINY_HYP_SIZES = (8,)
 TINY_TRAIN = 200  # 20 steps of 10 per epoch; val and test get a fifth each (MNIST's ratio)
 FLOP_PER_SAMPLE = 3 * 2 * macs_per_image("cnn_s", 1)  # forward + 2x backward, 2 FLOP per MAC
-HYP_SHAPE = {"activation": POPULATION_SHAPES["hyp"]["activation"], "optimizer": POPULATION_SHAPES["hyp"]["optimizer"],
-             "init": ("uniform",), "dropout": (0.0,)}  # the Hyp zoos' 8 static groups (init is not static)
+HYP_SHAPE = {
+    "activation": POPULATION_SHAPES["hyp"]["activation"],
+    "optimizer": POPULATION_SHAPES["hyp"]["optimizer"],
+    "init": ("uniform",),
+    "dropout": (0.0,),
+}  # the Hyp zoos' 8 static groups (init is not static)
 
 
 def synthetic_mnist(num_train: int, seed: int = 0):
@@ -82,8 +85,12 @@ def synthetic_mnist(num_train: int, seed: int = 0):
     labels = lambda n: rng.integers(0, 10, n).astype(base.train[1].dtype)
     num_eval = max(1, num_train // 5)
     return dataclasses.replace(
-        base, name="mnist_like", source="synthetic", fingerprint="",
-        train=(images(num_train), labels(num_train)), val=(images(num_eval), labels(num_eval)),
+        base,
+        name="mnist_like",
+        source="synthetic",
+        fingerprint="",
+        train=(images(num_train), labels(num_train)),
+        val=(images(num_eval), labels(num_eval)),
         test=(images(num_eval), labels(num_eval)),
     )
 
@@ -139,8 +146,9 @@ def peak_memory() -> tuple[int, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "host RSS"
 
 
-def bench_zoo(shape: str, size: int, dtype: str, num_train: int, steps_per_call: int,
-              min_seconds: float) -> tuple[dict[str, Any], ZooRun, Any, dict]:
+def bench_zoo(
+    shape: str, size: int, dtype: str, num_train: int, steps_per_call: int, min_seconds: float
+) -> tuple[dict[str, Any], ZooRun, Any, dict]:
     """Whole epochs of a CNN-s zoo through `ZooRun.train_epoch` on the device path -> (row, run,
     state, last metrics). Compile, init and one warm-up epoch run before the timed epochs."""
     config = zoo_config(shape, size, dtype, steps_per_call)
@@ -169,13 +177,26 @@ def bench_zoo(shape: str, size: int, dtype: str, num_train: int, steps_per_call:
     eval_rate = evaluated / (time.perf_counter() - start)
     memory, memory_kind = peak_memory()
     row = {
-        "shape": shape, "requested_models": size, "models": population.size, "groups": len(run.groups),
-        "models_per_call": max(real for _, real in run.chunks), "compute_dtype": dtype,
-        "train_images": num_train, "val_images": len(dataset.val[1]), "test_images": len(dataset.test[1]),
-        "steps_per_call": run.plan.steps_per_call, "timed_epochs": epochs, "timed_s": seconds,
-        "model_samples_per_s": rate, "train_tflops": rate * FLOP_PER_SAMPLE / 1e12,
-        "eval_model_images_per_s": eval_rate, "peak_memory_bytes": memory, "memory_kind": memory_kind,
-        "programs": programs, "compile_s": compile_s, "init_s": init_s,
+        "shape": shape,
+        "requested_models": size,
+        "models": population.size,
+        "groups": len(run.groups),
+        "models_per_call": max(real for _, real in run.chunks),
+        "compute_dtype": dtype,
+        "train_images": num_train,
+        "val_images": len(dataset.val[1]),
+        "test_images": len(dataset.test[1]),
+        "steps_per_call": run.plan.steps_per_call,
+        "timed_epochs": epochs,
+        "timed_s": seconds,
+        "model_samples_per_s": rate,
+        "train_tflops": rate * FLOP_PER_SAMPLE / 1e12,
+        "eval_model_images_per_s": eval_rate,
+        "peak_memory_bytes": memory,
+        "memory_kind": memory_kind,
+        "programs": programs,
+        "compile_s": compile_s,
+        "init_s": init_s,
         "first_epoch_extra_s": max(0.0, first_epoch_s - seconds / epochs),
     }
     return row, run, state, metrics
@@ -220,8 +241,15 @@ def project_zoo(row: dict, save: dict, accelerator: bool) -> dict[str, Any]:
     startup_s = row["compile_s"] + row["init_s"] + row["first_epoch_extra_s"]
     total_s = epochs_s + epoch0_s + saves_s + startup_s
     meets = ("yes" if total_s / 60 <= GOAL_MINUTES else "no") if accelerator else "n/a (CPU)"
-    return {"from_models": row["models"], "train_epochs_s": epochs_s, "epoch0_eval_s": epoch0_s,
-            "checkpoints_s": saves_s, "startup_s": startup_s, "total_min": total_s / 60, "meets_goal": meets}
+    return {
+        "from_models": row["models"],
+        "train_epochs_s": epochs_s,
+        "epoch0_eval_s": epoch0_s,
+        "checkpoints_s": saves_s,
+        "startup_s": startup_s,
+        "total_min": total_s / 60,
+        "meets_goal": meets,
+    }
 
 
 def resnet_rows(tiny: bool, platform: str) -> list[dict[str, Any]]:
@@ -232,16 +260,20 @@ def resnet_rows(tiny: bool, platform: str) -> list[dict[str, Any]]:
         row = {"implementation": "jaxzoo", "precision": dtype, "batch": batch}
         try:
             r = bench_jax(batch, steps, dtype, repeats)
-            row.update(images_per_s=r["images_per_s_per_device"], eval_images_per_s=r["eval_images_per_s_per_device"],
-                       compile_s=r["compile_s"])
+            row.update(
+                images_per_s=r["images_per_s_per_device"],
+                eval_images_per_s=r["eval_images_per_s_per_device"],
+                compile_s=r["compile_s"],
+            )
         except Exception as error:  # one failing precision leaves the others' figures
             row["error"] = f"{type(error).__name__}: {error}".splitlines()[0]
         rows.append(row)
     try:
         import torch
     except ImportError:
-        return rows + [{"implementation": "PyTorch", "precision": "float32", "batch": batch,
-                        "error": "torch is not importable"}]
+        return rows + [
+            {"implementation": "PyTorch", "precision": "float32", "batch": batch, "error": "torch is not importable"}
+        ]
     device = "cuda" if platform == "gpu" and torch.cuda.is_available() else "cpu"
     settings = [("float32, TF32 off", False), ("float32, TF32 on", True)] if device == "cuda" else [("float32", None)]
     for name, tf32 in settings:
@@ -265,35 +297,47 @@ def fmt(value: float | None, spec: str = ",.0f") -> str:
 
 def print_zoo_table(rows: list[dict], ceilings: dict[str, float], tiny: bool) -> None:
     print(f"\n## CNN-s zoos, whole epochs through ZooRun.train_epoch (state on device, conv xla, batch {BATCH})\n")
-    print(f"Synthetic MNIST-shaped uint8 images, train:val:test = 5:1:1 (val+test evaluated every epoch, "
-          f"included in the rate); {'tiny splits' if tiny else 'train split shrunk for large M to keep epochs short'}. "
-          f"{FLOP_PER_SAMPLE / 1e6:.3f} MFLOP per model-sample (3 x 2 x {macs_per_image('cnn_s', 1):,} MAC). "
-          f"Dense ceiling: measured dense float32 matmul (precision highest) {ceilings['float32'] / 1e12:.2f} TFLOP/s, "
-          f"bfloat16 {ceilings['bfloat16'] / 1e12:.2f} TFLOP/s. Peak memory is the process's peak so far "
-          f"(rows run in order of M).\n")
-    print("| shape | dtype | models | groups | models per call | train/val/test images | steps per call | "
-          "model-samples/s | train TFLOP/s | % of dense FLOP/s | peak memory GiB | eval model-images/s | compile s |")
+    print(
+        f"Synthetic MNIST-shaped uint8 images, train:val:test = 5:1:1 (val+test evaluated every epoch, "
+        f"included in the rate); {'tiny splits' if tiny else 'train split shrunk for large M to keep epochs short'}. "
+        f"{FLOP_PER_SAMPLE / 1e6:.3f} MFLOP per model-sample (3 x 2 x {macs_per_image('cnn_s', 1):,} MAC). "
+        f"Dense ceiling: measured dense float32 matmul (precision highest) {ceilings['float32'] / 1e12:.2f} TFLOP/s, "
+        f"bfloat16 {ceilings['bfloat16'] / 1e12:.2f} TFLOP/s. Peak memory is the process's peak so far "
+        f"(rows run in order of M).\n"
+    )
+    print(
+        "| shape | dtype | models | groups | models per call | train/val/test images | steps per call | "
+        "model-samples/s | train TFLOP/s | % of dense FLOP/s | peak memory GiB | eval model-images/s | compile s |"
+    )
     print("|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['shape']} | {r['compute_dtype']} | {r['models']} | {r['groups']} | {r['models_per_call']} | "
-              f"{r['train_images']}/{r['val_images']}/{r['test_images']} | {r['steps_per_call']} | "
-              f"{fmt(r['model_samples_per_s'])} | {fmt(r['train_tflops'], '.4f')} | "
-              f"{fmt(r['percent_of_dense'], '.2f')}% | "
-              f"{r['peak_memory_bytes'] / 2**30:.2f} ({r['memory_kind']}) | {fmt(r['eval_model_images_per_s'])} | "
-              f"{r['compile_s']:.1f} |")
+        print(
+            f"| {r['shape']} | {r['compute_dtype']} | {r['models']} | {r['groups']} | {r['models_per_call']} | "
+            f"{r['train_images']}/{r['val_images']}/{r['test_images']} | {r['steps_per_call']} | "
+            f"{fmt(r['model_samples_per_s'])} | {fmt(r['train_tflops'], '.4f')} | "
+            f"{fmt(r['percent_of_dense'], '.2f')}% | "
+            f"{r['peak_memory_bytes'] / 2**30:.2f} ({r['memory_kind']}) | {fmt(r['eval_model_images_per_s'])} | "
+            f"{r['compile_s']:.1f} |"
+        )
 
 
 def print_projection(p: dict, save: dict) -> None:
     print(f"\n## Projection: {ZOO_MODELS}-model {ZOO_EPOCHS}-epoch MNIST Seed zoo\n")
-    print(f"projected from M={p['from_models']} (its epoch rate and eval rate), a measured checkpoint of a "
-          f"{ZOO_MODELS}-model state ({save['state_bytes'] / 2**20:.1f} MiB, written synchronously: an upper bound, "
-          f"the trainer writes it while the next epoch trains) and that row's compile time.\n")
-    print("| train epochs (incl. val+test) min | epoch 0 eval min | checkpoints min | compile + init s | "
-          "checkpoint s (first / next) | total min | goal <= 5 min on one H100/H200 |")
+    print(
+        f"projected from M={p['from_models']} (its epoch rate and eval rate), a measured checkpoint of a "
+        f"{ZOO_MODELS}-model state ({save['state_bytes'] / 2**20:.1f} MiB, written synchronously: an upper bound, "
+        f"the trainer writes it while the next epoch trains) and that row's compile time.\n"
+    )
+    print(
+        "| train epochs (incl. val+test) min | epoch 0 eval min | checkpoints min | compile + init s | "
+        "checkpoint s (first / next) | total min | goal <= 5 min on one H100/H200 |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---|")
-    print(f"| {p['train_epochs_s'] / 60:.2f} | {p['epoch0_eval_s'] / 60:.2f} | {p['checkpoints_s'] / 60:.2f} | "
-          f"{p['startup_s']:.1f} | {save['first_save_s']:.2f} / {save['save_s']:.2f} | {p['total_min']:.2f} | "
-          f"{p['meets_goal']} |")
+    print(
+        f"| {p['train_epochs_s'] / 60:.2f} | {p['epoch0_eval_s'] / 60:.2f} | {p['checkpoints_s'] / 60:.2f} | "
+        f"{p['startup_s']:.1f} | {save['first_save_s']:.2f} / {save['save_s']:.2f} | {p['total_min']:.2f} | "
+        f"{p['meets_goal']} |"
+    )
 
 
 def print_resnet(rows: list[dict]) -> None:
@@ -301,8 +345,10 @@ def print_resnet(rows: list[dict]) -> None:
     print("| implementation | precision | train images/s per device | eval images/s | compile s | note |")
     print("|---|---|---:|---:|---:|---|")
     for r in rows:
-        print(f"| {r['implementation']} | {r['precision']} | {fmt(r.get('images_per_s'), ',.1f')} | "
-              f"{fmt(r.get('eval_images_per_s'), ',.1f')} | {fmt(r.get('compile_s'), '.1f')} | {r.get('error', '')} |")
+        print(
+            f"| {r['implementation']} | {r['precision']} | {fmt(r.get('images_per_s'), ',.1f')} | "
+            f"{fmt(r.get('eval_images_per_s'), ',.1f')} | {fmt(r.get('compile_s'), '.1f')} | {r.get('error', '')} |"
+        )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -311,15 +357,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     mode.add_argument("--tiny", action="store_true", help="CPU smoke sizes (default on CPU)")
     mode.add_argument("--full", action="store_true", help="the full sizes (default on GPU/TPU)")
     parser.add_argument("--sizes", help="comma-separated population sizes (default: full 1..4096, tiny 1,4)")
-    parser.add_argument("--seconds", type=float, default=None,
-                        help="least timed seconds per row (default: full 2, tiny 0 = one epoch)")
+    parser.add_argument(
+        "--seconds", type=float, default=None, help="least timed seconds per row (default: full 2, tiny 0 = one epoch)"
+    )
     parser.add_argument("--epoch_seconds", type=float, default=1.5, help="full mode: target seconds per epoch")
     parser.add_argument("--skip_resnet", action="store_true", help="leave out the ResNet-18 part")
     parser.add_argument("--skip_bfloat16", action="store_true", help="leave out the CNN-s bfloat16 row")
     parser.add_argument("--skip_hyp", action="store_true", help="leave out the Hyp-shaped rows (8 programs each)")
     parser.add_argument("--json", help="also write every figure here")
-    parser.add_argument("--cpu_devices", type=int, default=0,
-                        help="XLA CPU devices (0: one per core, as the trainer; no effect on GPU/TPU)")
+    parser.add_argument(
+        "--cpu_devices",
+        type=int,
+        default=0,
+        help="XLA CPU devices (0: one per core, as the trainer; no effect on GPU/TPU)",
+    )
     args = parser.parse_args(argv)
     if args.sizes is not None:
         try:
@@ -351,8 +402,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.skip_hyp:
         hyp_sizes = ()
     seconds = args.seconds if args.seconds is not None else (0.0 if tiny else 2.0)
-    print(f"# jaxzoo accelerator benchmark\n\ndevice: {device.device_kind} | platform: {platform} | "
-          f"devices: {jax.device_count()} | jax {jax.__version__} | mode: {'--tiny' if tiny else 'full'}")
+    print(
+        f"# jaxzoo accelerator benchmark\n\ndevice: {device.device_kind} | platform: {platform} | "
+        f"devices: {jax.device_count()} | jax {jax.__version__} | mode: {'--tiny' if tiny else 'full'}"
+    )
 
     n = 512 if tiny else (8192 if accelerator else 2048)
     ceilings = {"float32": dense_flops(n, "float32"), "bfloat16": dense_flops(n, "bfloat16"), "n": n}
@@ -378,8 +431,12 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(row)
         if dtype == "float32":
             last_rate[shape] = (row["models"], row["model_samples_per_s"])
-        print(f"  {shape} M={row['models']} {dtype}: {row['model_samples_per_s']:,.0f} model-samples/s "
-              f"({time.perf_counter() - wall:.0f} s so far)", file=sys.stderr, flush=True)
+        print(
+            f"  {shape} M={row['models']} {dtype}: {row['model_samples_per_s']:,.0f} model-samples/s "
+            f"({time.perf_counter() - wall:.0f} s so far)",
+            file=sys.stderr,
+            flush=True,
+        )
         del state
         return row, run, metrics
 
@@ -409,10 +466,24 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\ntotal wall time: {total:.1f} s")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"device_kind": device.device_kind, "platform": platform, "device_count": jax.device_count(),
-                       "jax_version": jax.__version__, "mode": "tiny" if tiny else "full",
-                       "flop_per_model_sample": FLOP_PER_SAMPLE, "dense_flops": ceilings, "zoo_rows": rows,
-                       "checkpoint": save, "projection": projection, "resnet": resnet, "wall_s": total}, f, indent=1)
+            json.dump(
+                {
+                    "device_kind": device.device_kind,
+                    "platform": platform,
+                    "device_count": jax.device_count(),
+                    "jax_version": jax.__version__,
+                    "mode": "tiny" if tiny else "full",
+                    "flop_per_model_sample": FLOP_PER_SAMPLE,
+                    "dense_flops": ceilings,
+                    "zoo_rows": rows,
+                    "checkpoint": save,
+                    "projection": projection,
+                    "resnet": resnet,
+                    "wall_s": total,
+                },
+                f,
+                indent=1,
+            )
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ def xla_conv(pool):
     def conv(x, kernel, bias):
         out = extract_patches(x, kernel.shape[0]) @ kernel.reshape(-1, kernel.shape[-1]) + bias
         return max_pool_2x2(out) if pool else out
+
     return conv
 
 
@@ -55,8 +56,10 @@ def main() -> None:
     args = parser.parse_args()
     cpu_conv.resolve("cpu_kernel")
     rng = np.random.default_rng(0)
-    print(f"{args.models} models x {args.batch} images, one {jax.devices()[0].platform} device; "
-          "fwd+grads = forward, input gradient (not for the first layer) and kernel + bias gradients")
+    print(
+        f"{args.models} models x {args.batch} images, one {jax.devices()[0].platform} device; "
+        "fwd+grads = forward, input gradient (not for the first layer) and kernel + bias gradients"
+    )
     print("| layer | pool | impl | forward ms | forward GFLOP/s | fwd+grads ms | fwd+grads GFLOP/s |")
     print("|---|---|---|---:|---:|---:|---:|")
     for name, size, channels, k, features, pool in layers():
@@ -74,8 +77,10 @@ def main() -> None:
             grads = jax.jit(jax.grad(lambda *a: jnp.sum(jnp.tanh(population(*a))), argnums=wrt))
             f = seconds_per_call(forward, (x, w, b), args.repeats)
             g = seconds_per_call(grads, (x, w, b), args.repeats)
-            print(f"| {name} | {'yes' if pool else 'no'} | {impl} | {f * 1e3:.3f} | {2 * macs / f / 1e9:.1f} | "
-                  f"{g * 1e3:.3f} | {2 * macs * passes / g / 1e9:.1f} |")
+            print(
+                f"| {name} | {'yes' if pool else 'no'} | {impl} | {f * 1e3:.3f} | {2 * macs / f / 1e9:.1f} | "
+                f"{g * 1e3:.3f} | {2 * macs * passes / g / 1e9:.1f} |"
+            )
 
 
 if __name__ == "__main__":

@@ -17,8 +17,7 @@ import time
 
 import numpy as np
 
-from jaxzoo.data import DATASETS, DataOptions, load_dataset
-from jaxzoo.data import synthetic
+from jaxzoo.data import DATASETS, DataOptions, load_dataset, synthetic
 
 WRITERS = {
     "mnist": lambda root, rng: synthetic.write_mnist(root / "MNIST" / "raw", rng, 60000, 10000),
@@ -59,7 +58,10 @@ def main() -> None:
                 load_dataset(name, size, options=options)
                 warm_seconds = time.perf_counter() - start
                 counts = f"{len(cold.train[1]) + len(cold.val[1])}/{len(cold.test[1])}"
-                print(f"| {name} | {size} | {counts} | {write_seconds:.1f} | {cold_seconds:.1f} | {warm_seconds:.2f} |", flush=True)
+                print(
+                    f"| {name} | {size} | {counts} | {write_seconds:.1f} | {cold_seconds:.1f} | {warm_seconds:.2f} |",
+                    flush=True,
+                )
     embedded_start = time.perf_counter()
     load_dataset("mnist_5k", 28, options=DataOptions("embedded", cache_dir=str(scratch / "cache2")))
     cold_seconds = time.perf_counter() - embedded_start

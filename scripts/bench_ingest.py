@@ -23,10 +23,16 @@ import tempfile
 import numpy as np
 
 STEPS = (0, 1, 2, 3, 20, 40, 60, 80, 86)
-LAYOUT = [("sequential/conv2d/bias:0", (16,)), ("sequential/conv2d/kernel:0", (3, 3, 1, 16)),
-          ("sequential/conv2d_1/bias:0", (16,)), ("sequential/conv2d_1/kernel:0", (3, 3, 16, 16)),
-          ("sequential/conv2d_2/bias:0", (16,)), ("sequential/conv2d_2/kernel:0", (3, 3, 16, 16)),
-          ("sequential/dense/bias:0", (10,)), ("sequential/dense/kernel:0", (16, 10))]
+LAYOUT = [
+    ("sequential/conv2d/bias:0", (16,)),
+    ("sequential/conv2d/kernel:0", (3, 3, 1, 16)),
+    ("sequential/conv2d_1/bias:0", (16,)),
+    ("sequential/conv2d_1/kernel:0", (3, 3, 16, 16)),
+    ("sequential/conv2d_2/bias:0", (16,)),
+    ("sequential/conv2d_2/kernel:0", (3, 3, 16, 16)),
+    ("sequential/dense/bias:0", (10,)),
+    ("sequential/dense/kernel:0", (16, 10)),
+]
 
 
 def write_zoo(folder: pathlib.Path, models: int) -> int:
@@ -42,17 +48,48 @@ def write_zoo(folder: pathlib.Path, models: int) -> int:
             width += size
     with gzip.open(folder / "metrics.csv.gz", "wt", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["modeldir", "step", "config.activation", "config.w_init", "config.optimizer",
-                         "config.learning_rate", "config.l2reg", "config.dropout", "config.train_fraction",
-                         "config.dataset", "test_accuracy", "train_accuracy", "test_loss", "train_loss"])
+        writer.writerow(
+            [
+                "modeldir",
+                "step",
+                "config.activation",
+                "config.w_init",
+                "config.optimizer",
+                "config.learning_rate",
+                "config.l2reg",
+                "config.dropout",
+                "config.train_fraction",
+                "config.dataset",
+                "test_accuracy",
+                "train_accuracy",
+                "test_loss",
+                "train_loss",
+            ]
+        )
         for m in range(models):
             for step in STEPS:
-                writer.writerow([f"zoo/mnist/unit_{m:06d}", step, ("relu", "tanh")[m % 2], "he_normal", "adam",
-                                 0.001, 1e-5, 0.0, 1.0, "mnist", 0.5, 0.5, 1.0, 1.0])
+                writer.writerow(
+                    [
+                        f"zoo/mnist/unit_{m:06d}",
+                        step,
+                        ("relu", "tanh")[m % 2],
+                        "he_normal",
+                        "adam",
+                        0.001,
+                        1e-5,
+                        0.0,
+                        1.0,
+                        "mnist",
+                        0.5,
+                        0.5,
+                        1.0,
+                        1.0,
+                    ]
+                )
     weights = np.lib.format.open_memmap(folder / "weights.npy", "w+", np.float32, (models * len(STEPS), width))
     rng = np.random.default_rng(0)
     for start in range(0, len(weights), 4096):
-        block = weights[start:start + 4096]
+        block = weights[start : start + 4096]
         block[:] = rng.normal(0, 0.1, block.shape)
     weights.flush()
     del weights
@@ -67,12 +104,14 @@ def ingest_peak(source: pathlib.Path, workdir: pathlib.Path) -> tuple[float, flo
     """(peak resident MiB, seconds) of one ingest in a fresh process."""
     # VmHWM, the peak of this process's own memory; ru_maxrss would report the parent's peak at
     # fork when that is higher (Linux keeps it across exec). macOS: ru_maxrss, in bytes.
-    code = ("import pathlib, resource, sys, time; from jaxzoo.ingest import ingest; t = time.time(); "
-            f"ingest({str(source)!r}, {str(workdir)!r}, log=None); seconds = time.time() - t; "
-            "status = pathlib.Path('/proc/self/status'); "
-            "kib = int(next(l.split()[1] for l in status.read_text().splitlines() if l.startswith('VmHWM'))) "
-            "if status.exists() else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; "
-            "print(kib, seconds)")
+    code = (
+        "import pathlib, resource, sys, time; from jaxzoo.ingest import ingest; t = time.time(); "
+        f"ingest({str(source)!r}, {str(workdir)!r}, log=None); seconds = time.time() - t; "
+        "status = pathlib.Path('/proc/self/status'); "
+        "kib = int(next(l.split()[1] for l in status.read_text().splitlines() if l.startswith('VmHWM'))) "
+        "if status.exists() else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; "
+        "print(kib, seconds)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     return float(out[-2]) / 1024, float(out[-1])
 
@@ -83,13 +122,17 @@ def main() -> None:
     parser.add_argument("--scratch", default="")
     args = parser.parse_args()
     scratch = pathlib.Path(args.scratch or tempfile.mkdtemp(prefix="jaxzoo-bench-ingest-"))
-    print(f"{'models':>8} {'weights.npy MiB':>16} {'one epoch MiB':>14} {'peak RSS MiB':>13} "
-          f"{'peak / file':>12} {'seconds':>8}")
+    print(
+        f"{'models':>8} {'weights.npy MiB':>16} {'one epoch MiB':>14} {'peak RSS MiB':>13} "
+        f"{'peak / file':>12} {'seconds':>8}"
+    )
     for models in (int(m) for m in args.models.split(",")):
         source = scratch / f"uz_{models}"
         size = write_zoo(source, models) / 2**20
         peak, seconds = ingest_peak(source, scratch / f"workdir_{models}")
-        print(f"{models:>8} {size:>16.0f} {size / len(STEPS):>14.0f} {peak:>13.0f} {peak / size:>12.2f} {seconds:>8.1f}")
+        print(
+            f"{models:>8} {size:>16.0f} {size / len(STEPS):>14.0f} {peak:>13.0f} {peak / size:>12.2f} {seconds:>8.1f}"
+        )
     print(f"(files in {scratch}; peak includes the Python, JAX and Orbax imports)")
 
 

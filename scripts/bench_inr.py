@@ -78,8 +78,9 @@ def _torch_worker(seed: int, steps: int, seconds: float, images: np.ndarray, que
 def torch_inrs_per_second(images: np.ndarray, steps: int, seconds: float) -> float:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    workers = [ctx.Process(target=_torch_worker, args=(i, steps, seconds, images, queue))
-               for i in range(os.cpu_count())]
+    workers = [
+        ctx.Process(target=_torch_worker, args=(i, steps, seconds, images, queue)) for i in range(os.cpu_count())
+    ]
     for worker in workers:
         worker.start()
     rates = [queue.get() for _ in workers]
@@ -166,22 +167,30 @@ def main() -> None:
     best = 0.0
     for chunk in (int(c) for c in args.chunks.split(",")):
         total, epochs = jaxzoo_run(args.images, args.steps, chunk)
-        for label, seconds in ((f"jaxzoo chunk {chunk or 'auto'}, end to end", total),
-                               (f"jaxzoo chunk {chunk or 'auto'}, epochs only", epochs)):
+        for label, seconds in (
+            (f"jaxzoo chunk {chunk or 'auto'}, end to end", total),
+            (f"jaxzoo chunk {chunk or 'auto'}, epochs only", epochs),
+        ):
             rate = args.images / seconds
             print(f"{label:<34} {rate:>9.2f} {rate * args.steps:>14.0f} {rate / torch_rate:>10.1f}x")
         best = max(best, args.images * args.steps / epochs)
     exact, polynomial = sine_rates()
-    print(f"sine on XLA:CPU: jnp.sin {exact / 1e6:.0f} M/s, polynomial {polynomial / 1e6:.0f} M/s "
-          f"({polynomial / exact:.1f}x)")
+    print(
+        f"sine on XLA:CPU: jnp.sin {exact / 1e6:.0f} M/s, polynomial {polynomial / 1e6:.0f} M/s "
+        f"({polynomial / exact:.1f}x)"
+    )
     total_steps = MNIST_ZOO * ZOO_STEPS
-    print(f"MNIST INR zoo ({MNIST_ZOO:,} x {ZOO_STEPS:,} steps, no early stop): this CPU "
-          f"{total_steps / best / 3600:.1f} h (jaxzoo), {total_steps / (torch_rate * args.steps) / 3600:.1f} h "
-          f"(PyTorch loop)")
+    print(
+        f"MNIST INR zoo ({MNIST_ZOO:,} x {ZOO_STEPS:,} steps, no early stop): this CPU "
+        f"{total_steps / best / 3600:.1f} h (jaxzoo), {total_steps / (torch_rate * args.steps) / 3600:.1f} h "
+        f"(PyTorch loop)"
+    )
     flops = total_steps * flops_per_step(784)
     for share in (0.1, 0.3):
-        print(f"  one H100 at {share:.0%} of {GPU_FP32_FLOPS / 1e12:.0f} TFLOP/s FP32 ({flops / 1e12:.0f} TFLOP of "
-              f"matmuls): {flops / (share * GPU_FP32_FLOPS):.0f} s")
+        print(
+            f"  one H100 at {share:.0%} of {GPU_FP32_FLOPS / 1e12:.0f} TFLOP/s FP32 ({flops / 1e12:.0f} TFLOP of "
+            f"matmuls): {flops / (share * GPU_FP32_FLOPS):.0f} s"
+        )
 
 
 if __name__ == "__main__":

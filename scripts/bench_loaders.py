@@ -24,18 +24,21 @@ from jaxzoo.weights import loaders
 
 def synthetic_folder(folder: pathlib.Path, rows: int, seed: int = 0) -> pathlib.Path:
     """A CNN-s vectors folder: `rows` train rows (and 64 each val / test) of N(0, 0.1) weights."""
-    from jaxzoo.models.registry import arch_spec
     from jaxzoo.config import base_config
-    from jaxzoo.weights.vectors import VectorSplit, layout_size, save_vector_split
+    from jaxzoo.models.registry import arch_spec
     from jaxzoo.models.torch_layout import index_dict
+    from jaxzoo.weights.vectors import VectorSplit, layout_size, save_vector_split
 
     layout = index_dict(arch_spec(base_config().model, 28, 1, 10), 1)
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     for split, count in (("train", rows), ("val", 64), ("test", 64)):
         weights = (0.1 * rng.standard_normal((count, layout_size(layout)))).astype(np.float32)
-        properties = {"model_id": np.arange(count, dtype=np.int64), "epoch": np.full(count, 2, np.int64),
-                      "test_acc": rng.random(count).astype(np.float32)}
+        properties = {
+            "model_id": np.arange(count, dtype=np.int64),
+            "epoch": np.full(count, 2, np.int64),
+            "test_acc": rng.random(count).astype(np.float32),
+        }
         save_vector_split(folder, split, VectorSplit(weights, properties, layout), {"rows": count}, {"epochs": [2]})
     return folder
 
@@ -59,8 +62,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0, help="timed seconds per setting")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
-        folder = (loaders.vectors_folder(args.vectors) if args.vectors
-                  else synthetic_folder(pathlib.Path(scratch) / "vectors", args.rows))
+        folder = (
+            loaders.vectors_folder(args.vectors)
+            if args.vectors
+            else synthetic_folder(pathlib.Path(scratch) / "vectors", args.rows)
+        )
         loader = loaders.VectorLoader(folder, "train", batch_size=args.batch_size)
         print(f"{folder}: {loader.rows} train rows x {loader.data.weights.shape[1]} weights, batch {args.batch_size}")
         settings = {"off": {}, "standardise": {"standardise": True}, "noise 0.1": {"noise_std": 0.1}}

@@ -19,8 +19,8 @@ import time
 import jax
 import numpy as np
 
-from jaxzoo.data import load_dataset
 from jaxzoo.config.paper_zoos import resnet_zoo
+from jaxzoo.data import load_dataset
 from jaxzoo.training.population import build_population, expand_grid
 from jaxzoo.training.run import ZooRun
 
@@ -35,8 +35,13 @@ def cifar_like(num_train: int):
     images = lambda n: rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
     labels = lambda n: rng.integers(0, 10, n).astype(base.train[1].dtype)
     return dataclasses.replace(
-        base, name="cifar_like", mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26),
-        train=(images(num_train), labels(num_train)), val=(images(256), labels(256)), test=(images(256), labels(256)),
+        base,
+        name="cifar_like",
+        mean=(0.49, 0.48, 0.45),
+        std=(0.25, 0.24, 0.26),
+        train=(images(num_train), labels(num_train)),
+        val=(images(256), labels(256)),
+        test=(images(256), labels(256)),
     )
 
 
@@ -70,8 +75,11 @@ def bench_jax(batch: int, steps: int, dtype: str, repeats: int) -> dict:
     start = time.perf_counter()
     jax.block_until_ready(fns.evaluate(state, factors, ex, ey, em))
     eval_per_device = ex.shape[0] * ex.shape[1] / (time.perf_counter() - start)
-    return {"images_per_s_per_device": per_device, "eval_images_per_s_per_device": eval_per_device,
-            "compile_s": compile_s}
+    return {
+        "images_per_s_per_device": per_device,
+        "eval_images_per_s_per_device": eval_per_device,
+        "compile_s": compile_s,
+    }
 
 
 def bench_torch(batch: int, steps: int, repeats: int, device: str) -> float:
@@ -109,15 +117,21 @@ def main() -> None:
     parser.add_argument("--torch", action="store_true", help="also time PyTorch's ResNet-18 (needs torch)")
     args = parser.parse_args()
     device = jax.devices()[0]
-    print(f"ResNet-18 (CIFAR stem), 32x32x3, batch {args.batch}, SGD+OneCycle, crop+flip on device; "
-          f"{jax.local_device_count()} x {device.platform} {device.device_kind}")
-    print("| implementation | train images/s per device | eval images/s | compile s | 1,000-seed CIFAR-10 zoo, device-hours |")
+    print(
+        f"ResNet-18 (CIFAR stem), 32x32x3, batch {args.batch}, SGD+OneCycle, crop+flip on device; "
+        f"{jax.local_device_count()} x {device.platform} {device.device_kind}"
+    )
+    print(
+        "| implementation | train images/s per device | eval images/s | compile s | 1,000-seed CIFAR-10 zoo, device-hours |"
+    )
     print("|---|---:|---:|---:|---:|")
     for dtype in args.dtypes.split(","):
         r = bench_jax(args.batch, args.steps, dtype, args.repeats)
         hours = (ZOO_IMAGES / r["images_per_s_per_device"] + ZOO_EVAL_IMAGES / r["eval_images_per_s_per_device"]) / 3600
-        print(f"| jaxzoo {dtype} | {r['images_per_s_per_device']:,.1f} | {r['eval_images_per_s_per_device']:,.1f} | "
-              f"{r['compile_s']:.1f} | {hours:,.0f} |")
+        print(
+            f"| jaxzoo {dtype} | {r['images_per_s_per_device']:,.1f} | {r['eval_images_per_s_per_device']:,.1f} | "
+            f"{r['compile_s']:.1f} | {hours:,.0f} |"
+        )
     if args.torch:
         torch_device = "cuda" if device.platform == "gpu" else "cpu"
         rate = bench_torch(args.batch, args.steps, args.repeats, torch_device)

@@ -28,10 +28,10 @@ import time
 import jax
 import numpy as np
 
-from jaxzoo.models import cpu_conv
 from jaxzoo.cli import use_cpu_cores
 from jaxzoo.config import base_config
 from jaxzoo.data import DATASETS, load_dataset, normalise
+from jaxzoo.models import cpu_conv
 from jaxzoo.models.cnn import ARCHS
 from jaxzoo.training.population import build_population, expand_grid
 from jaxzoo.training.run import ZooRun
@@ -49,8 +49,12 @@ def bench_size(size: int, arch: str, min_seconds: float, conv: str = "auto") -> 
         dataset = load_dataset("mnist_5k", 28)
         pad = lambda x: np.repeat(np.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0))), 3, axis=-1)
         dataset = dataclasses.replace(
-            dataset, name="mnist_5k_rgb32", mean=(0.5,) * 3, std=(0.5,) * 3,
-            train=(pad(dataset.train[0]), dataset.train[1]), val=(pad(dataset.val[0]), dataset.val[1]),
+            dataset,
+            name="mnist_5k_rgb32",
+            mean=(0.5,) * 3,
+            std=(0.5,) * 3,
+            train=(pad(dataset.train[0]), dataset.train[1]),
+            val=(pad(dataset.val[0]), dataset.val[1]),
             test=(pad(dataset.test[0]), dataset.test[1]),
         )
         config.data.image_size = 32  # bypasses validation: this is a synthetic benchmark input
@@ -67,8 +71,9 @@ def bench_size(size: int, arch: str, min_seconds: float, conv: str = "auto") -> 
 
     def call(first, state):
         first %= run.steps_per_epoch - steps + 1
-        x, y, m = fns.gather(run.train_images, run.train_labels, order[:, first : first + steps],
-                             mask[:, first : first + steps], factors)
+        x, y, m = fns.gather(
+            run.train_images, run.train_labels, order[:, first : first + steps], mask[:, first : first + steps], factors
+        )
         state, loss, _ = fns.train(state, factors, x, y, m, 1, first)
         jax.block_until_ready(loss)
         return state
@@ -111,10 +116,18 @@ def bench_size(size: int, arch: str, min_seconds: float, conv: str = "auto") -> 
 
 POPULATION_SHAPES = {
     "seed": {"activation": ("tanh",), "init": ("uniform",), "optimizer": ("adam",), "dropout": (0.0,)},
-    "hyp": {"activation": ("tanh", "relu", "sigmoid", "gelu"), "init": ("uniform", "kaiming_uniform"),
-            "optimizer": ("adam", "sgd"), "dropout": (0.0,)},
-    "hyp_dropout": {"activation": ("tanh", "relu", "sigmoid", "gelu"), "init": ("uniform",),
-                    "optimizer": ("adam", "sgd"), "dropout": (0.0, 0.5)},
+    "hyp": {
+        "activation": ("tanh", "relu", "sigmoid", "gelu"),
+        "init": ("uniform", "kaiming_uniform"),
+        "optimizer": ("adam", "sgd"),
+        "dropout": (0.0,),
+    },
+    "hyp_dropout": {
+        "activation": ("tanh", "relu", "sigmoid", "gelu"),
+        "init": ("uniform",),
+        "optimizer": ("adam", "sgd"),
+        "dropout": (0.0, 0.5),
+    },
 }
 
 
@@ -139,9 +152,13 @@ def bench_shape(shape: str, size: int, epochs: int) -> dict:
     for epoch in range(2, epochs + 2):
         state, _ = run.train_epoch(state, epoch, None)
     seconds = time.perf_counter() - start
-    return {"shape": shape, "models": population.size, "groups": len(run.groups),
-            "model_samples_per_s": epochs * population.size * len(dataset.train[1]) / seconds,
-            "compile_and_first_epoch_s": compile_seconds}
+    return {
+        "shape": shape,
+        "models": population.size,
+        "groups": len(run.groups),
+        "model_samples_per_s": epochs * population.size * len(dataset.train[1]) / seconds,
+        "compile_and_first_epoch_s": compile_seconds,
+    }
 
 
 def macs_per_image(arch_name: str, channels: int) -> int:
@@ -169,8 +186,25 @@ def matmul_flops(n: int = 2048, repeats: int = 5, dtype=np.float32) -> float:
 
 def run_one_in_subprocess(size: int, arch: str, seconds: float, cpu_devices: int, conv: str) -> dict:
     """Each population size in a fresh process, so its peak memory is its own."""
-    out = subprocess.run([sys.executable, __file__, "--one", str(size), "--arch", arch, "--seconds", str(seconds),
-                          "--cpu-devices", str(cpu_devices), "--conv", conv], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--one",
+            str(size),
+            "--arch",
+            arch,
+            "--seconds",
+            str(seconds),
+            "--cpu-devices",
+            str(cpu_devices),
+            "--conv",
+            conv,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -181,12 +215,20 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="timed seconds per size")
     parser.add_argument("--torch", action="store_true", help="also run the PyTorch references (needs torch)")
     parser.add_argument("--json", help="write the results here")
-    parser.add_argument("--cpu-devices", type=int, default=0,
-                        help="XLA CPU devices for jaxzoo (0: one per core, as `python -m jaxzoo.train`)")
-    parser.add_argument("--conv", default="auto,xla",
-                        help="comma-separated runtime.conv values to compare (auto: the trainer's default)")
-    parser.add_argument("--shapes", type=int, default=0,
-                        help="models per population shape: Seed- vs Hyp-shaped rates over whole epochs")
+    parser.add_argument(
+        "--cpu-devices",
+        type=int,
+        default=0,
+        help="XLA CPU devices for jaxzoo (0: one per core, as `python -m jaxzoo.train`)",
+    )
+    parser.add_argument(
+        "--conv",
+        default="auto,xla",
+        help="comma-separated runtime.conv values to compare (auto: the trainer's default)",
+    )
+    parser.add_argument(
+        "--shapes", type=int, default=0, help="models per population shape: Seed- vs Hyp-shaped rates over whole epochs"
+    )
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs per shape (with --shapes)")
     parser.add_argument("--one", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -194,13 +236,17 @@ def main() -> None:
         use_cpu_cores(args.cpu_devices)
         rows = [bench_shape(shape, args.shapes, args.epochs) for shape in POPULATION_SHAPES]
         seed_rate = rows[0]["model_samples_per_s"]
-        print(f"population shapes: CNN-s on mnist_5k (3500 train images), batch 10, {jax.device_count()} device(s), "
-              f"{os.cpu_count()} cores; {args.epochs} timed epochs each (evaluation included)")
+        print(
+            f"population shapes: CNN-s on mnist_5k (3500 train images), batch 10, {jax.device_count()} device(s), "
+            f"{os.cpu_count()} cores; {args.epochs} timed epochs each (evaluation included)"
+        )
         print("| shape | models | groups | model-samples/s | x seed | compile + first epoch s |")
         print("|---|---:|---:|---:|---:|---:|")
         for r in rows:
-            print(f"| {r['shape']} | {r['models']} | {r['groups']} | {r['model_samples_per_s']:,.0f} | "
-                  f"{r['model_samples_per_s'] / seed_rate:.2f} | {r['compile_and_first_epoch_s']:.1f} |")
+            print(
+                f"| {r['shape']} | {r['models']} | {r['groups']} | {r['model_samples_per_s']:,.0f} | "
+                f"{r['model_samples_per_s'] / seed_rate:.2f} | {r['compile_and_first_epoch_s']:.1f} |"
+            )
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(rows, f, indent=1)
@@ -217,10 +263,15 @@ def main() -> None:
     flop_per_sample = 3 * 2 * macs_per_image(args.arch, channels)  # forward + 2x backward
     ceiling = matmul_flops()
     print(f"jaxzoo training throughput: {args.arch}, batch 10/model, per-model data order, Adam")
-    print(f"device: {device.platform} {device.device_kind}, {jax.device_count()} device(s), {os.cpu_count()} cores; "
-          f"dense matmul ceiling {ceiling / 1e9:.0f} GFLOP/s; {flop_per_sample / 1e6:.2f} MFLOP per model-sample")
-    rows = [run_one_in_subprocess(int(s), args.arch, args.seconds, args.cpu_devices, conv)
-            for conv in args.conv.split(",") for s in args.sizes.split(",")]
+    print(
+        f"device: {device.platform} {device.device_kind}, {jax.device_count()} device(s), {os.cpu_count()} cores; "
+        f"dense matmul ceiling {ceiling / 1e9:.0f} GFLOP/s; {flop_per_sample / 1e6:.2f} MFLOP per model-sample"
+    )
+    rows = [
+        run_one_in_subprocess(int(s), args.arch, args.seconds, args.cpu_devices, conv)
+        for conv in args.conv.split(",")
+        for s in args.sizes.split(",")
+    ]
     print(f"jaxzoo ran on {rows[0]['devices']} XLA device(s) (--cpu-devices; the population sharded over them)")
     baseline = None
     if args.torch:
@@ -230,15 +281,21 @@ def main() -> None:
         x = normalise(dataset.train[0], dataset.mean, dataset.std).transpose(0, 3, 1, 2).copy()
         if args.arch == "cnn_s":
             baseline = torch_baselines.original(x, dataset.train[1], args.seconds)
-            ensemble = {size: torch_baselines.ensemble(x, dataset.train[1], size, args.seconds)
-                        for size in sorted({r["population"] for r in rows})}
+            ensemble = {
+                size: torch_baselines.ensemble(x, dataset.train[1], size, args.seconds)
+                for size in sorted({r["population"] for r in rows})
+            }
             for r in rows:
                 r["torch_func_ensemble"] = ensemble[r["population"]]
     for r in rows:
         r["achieved_flops_share"] = r["model_samples_per_s"] * flop_per_sample / ceiling
     if baseline:
-        print(f"PyTorch as the original (1 model per process, {os.cpu_count()} processes): {baseline:,.0f} model-samples/s")
-    print("| models | conv | jaxzoo model-samples/s | x PyTorch original | torch.func ensemble | x ensemble | model-epochs/h | % matmul FLOP/s | compile s | peak RSS GiB | eval share |")
+        print(
+            f"PyTorch as the original (1 model per process, {os.cpu_count()} processes): {baseline:,.0f} model-samples/s"
+        )
+    print(
+        "| models | conv | jaxzoo model-samples/s | x PyTorch original | torch.func ensemble | x ensemble | model-epochs/h | % matmul FLOP/s | compile s | peak RSS GiB | eval share |"
+    )
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         rate, ens = r["model_samples_per_s"], r.get("torch_func_ensemble")
@@ -250,8 +307,17 @@ def main() -> None:
         )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"arch": args.arch, "device": str(device), "matmul_flops": ceiling,
-                       "torch_original": baseline, "rows": rows}, f, indent=1)
+            json.dump(
+                {
+                    "arch": args.arch,
+                    "device": str(device),
+                    "matmul_flops": ceiling,
+                    "torch_original": baseline,
+                    "rows": rows,
+                },
+                f,
+                indent=1,
+            )
 
 
 if __name__ == "__main__":

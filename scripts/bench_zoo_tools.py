@@ -27,11 +27,11 @@ import time
 import jax
 import numpy as np
 
-from jaxzoo.zoo import checkpoint
 from jaxzoo.config import base_config, identity, to_json_dict
 from jaxzoo.data import load_dataset
 from jaxzoo.training.population import build_population, expand_grid
 from jaxzoo.training.run import ZooRun
+from jaxzoo.zoo import checkpoint
 
 
 def synthetic_workdir(path: pathlib.Path, models: int, epochs: int) -> None:
@@ -52,7 +52,9 @@ def synthetic_workdir(path: pathlib.Path, models: int, epochs: int) -> None:
     manager = checkpoint.open_manager(path, async_save=True)
     lines = []
     for epoch in range(epochs + 1):
-        state = jax.tree.map(lambda a: a + rng.normal(0, 1e-3, a.shape).astype(a.dtype) if a.dtype == np.float32 else a, state)
+        state = jax.tree.map(
+            lambda a: a + rng.normal(0, 1e-3, a.shape).astype(a.dtype) if a.dtype == np.float32 else a, state
+        )
         metrics = {name: rng.uniform(0, 1, models).astype(np.float32) for name in checkpoint.METRIC_NAMES}
         metrics["diverged"] = np.zeros(models, bool)
         checkpoint.save_epoch(manager, epoch, state, metrics)
@@ -86,14 +88,18 @@ def bench_exports(scratch: pathlib.Path, workdir: pathlib.Path, formats: list[st
     runs = {}
     for fmt in formats:
         out = scratch / f"out_{fmt}"
-        seconds, peak = timed_child(["jaxzoo.export", "--workdir", str(workdir), "--out", str(out), "--format", fmt,
-                                     "--overwrite"])
+        seconds, peak = timed_child(
+            ["jaxzoo.export", "--workdir", str(workdir), "--out", str(out), "--format", fmt, "--overwrite"]
+        )
         runs[fmt] = seconds, peak
         print(f"| {fmt} | {seconds:.1f} | {peak:.2f} | {size_of(out) / 2**20:.0f} MiB |", flush=True)
     if "vectors" in runs and "parquet" in runs:  # the Parquet files against the safetensors files of the same rows
         (vs, vp), (ps, pp) = runs["vectors"], runs["parquet"]
-        print(f"\nparquet vs vectors (safetensors): {ps:.1f} s vs {vs:.1f} s ({ps / vs:.2f}x time), "
-              f"peak RSS {pp:.2f} vs {vp:.2f} GiB ({pp / vp:.2f}x memory)", flush=True)
+        print(
+            f"\nparquet vs vectors (safetensors): {ps:.1f} s vs {vs:.1f} s ({ps / vs:.2f}x time), "
+            f"peak RSS {pp:.2f} vs {vp:.2f} GiB ({pp / vp:.2f}x memory)",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -113,24 +119,34 @@ def main() -> None:
         if not (workdir / "metrics.jsonl").exists():
             start = time.perf_counter()
             synthetic_workdir(workdir, models, args.epochs)
-            print(f"synthetic workdir: {models} models x {args.epochs + 1} epochs in {time.perf_counter() - start:.1f} s, "
-                  f"{size_of(workdir / 'checkpoints') / 2**20:.0f} MiB of Orbax checkpoints", flush=True)
+            print(
+                f"synthetic workdir: {models} models x {args.epochs + 1} epochs in {time.perf_counter() - start:.1f} s, "
+                f"{size_of(workdir / 'checkpoints') / 2**20:.0f} MiB of Orbax checkpoints",
+                flush=True,
+            )
         if not args.analyze_only:
             bench_exports(scratch / f"exports_{models}", workdir, args.formats.split(","))
         if args.skip_analysis:
             continue
-        seconds, peak = timed_child(["jaxzoo.analyze", "--workdir", str(workdir), "--agreement_images", str(args.agreement_images)])
+        seconds, peak = timed_child(
+            ["jaxzoo.analyze", "--workdir", str(workdir), "--agreement_images", str(args.agreement_images)]
+        )
         analyses.append((models, seconds, peak))
-        print(f"analysis of {models} models (Table 2, 3 figures, card): {seconds:.1f} s, peak RSS {peak:.2f} GiB", flush=True)
+        print(
+            f"analysis of {models} models (Table 2, 3 figures, card): {seconds:.1f} s, peak RSS {peak:.2f} GiB",
+            flush=True,
+        )
     if not analyses:
         return
-    print(f"\n| models | epochs | analyze s | analyze peak RSS GiB |\n|---:|---:|---:|---:|")
+    print("\n| models | epochs | analyze s | analyze peak RSS GiB |\n|---:|---:|---:|---:|")
     for models, seconds, peak in analyses:
         print(f"| {models} | {args.epochs + 1} | {seconds:.1f} | {peak:.2f} |")
     if len(analyses) > 1:
         (m0, s0, p0), (m1, s1, p1) = analyses[-2:]
-        print(f"\nfrom {m0} to {m1} models: peak RSS {(p1 - p0) * 2**30 / (m1 - m0) / 1000:+.1f} KB per model, "
-              f"{(s1 - s0) / (m1 - m0) * 1000:.1f} ms per model")
+        print(
+            f"\nfrom {m0} to {m1} models: peak RSS {(p1 - p0) * 2**30 / (m1 - m0) / 1000:+.1f} KB per model, "
+            f"{(s1 - s0) / (m1 - m0) * 1000:.1f} ms per model"
+        )
 
 
 if __name__ == "__main__":

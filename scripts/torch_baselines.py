@@ -54,7 +54,9 @@ def original(images_nchw: np.ndarray, labels: np.ndarray, seconds: float, proces
     processes = processes or os.cpu_count()
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    workers = [ctx.Process(target=_train_one_process, args=(i, seconds, images_nchw, labels, queue)) for i in range(processes)]
+    workers = [
+        ctx.Process(target=_train_one_process, args=(i, seconds, images_nchw, labels, queue)) for i in range(processes)
+    ]
     for w in workers:
         w.start()
     rates = [queue.get() for _ in workers]

@@ -15,17 +15,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import small_zoo_config
 from tqdm import tqdm
 
-from conftest import small_zoo_config
-from jaxzoo.zoo import checkpoint
-from jaxzoo.models.registry import arch_spec
 from jaxzoo.config import ConfigError, base_config, load_config_dataset, validate
+from jaxzoo.models.registry import arch_spec
 from jaxzoo.training.loop import run_epochs
+from jaxzoo.training.plan import plan_run
 from jaxzoo.training.population import build_population, expand_grid
 from jaxzoo.training.precision import with_precision
-from jaxzoo.training.plan import plan_run
 from jaxzoo.training.run import ZooRun
+from jaxzoo.zoo import checkpoint
 
 EPOCHS = 2
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
@@ -33,8 +33,9 @@ COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
 def xla_config(**population):
     """6 models: tanh x (adam, sgd) x 3 seeds, 2 static groups of 2 chunks (the second padded)."""
-    config = small_zoo_config(init=("kaiming_uniform",), dropout=(0.0,), activation=("tanh",), num_seeds=3,
-                              **population)
+    config = small_zoo_config(
+        init=("kaiming_uniform",), dropout=(0.0,), activation=("tanh",), num_seeds=3, **population
+    )
     config.data.max_examples_per_split = 60  # 6 steps per epoch: 2 calls of 3
     config.training.num_epochs = EPOCHS
     config.runtime.conv = "xla"
@@ -81,8 +82,9 @@ def train_into(run: ZooRun, workdir, num_epochs: int = EPOCHS) -> dict:
 def saved_state(run: ZooRun, workdir, epoch: int):
     manager = checkpoint.open_manager(workdir, async_save=False)
     try:
-        restored = manager.restore(epoch, args=checkpoint.ocp.args.Composite(
-            state=checkpoint.ocp.args.StandardRestore(run.abstract_state())))
+        restored = manager.restore(
+            epoch, args=checkpoint.ocp.args.Composite(state=checkpoint.ocp.args.StandardRestore(run.abstract_state()))
+        )
         return jax.tree.map(np.asarray, restored["state"])
     finally:
         manager.close()
@@ -117,15 +119,20 @@ def test_device_path_gives_the_host_paths_checkpoints(trained):
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
     last = saved_state(run, root / "device", EPOCHS)["params"]
     first = saved_state(run, root / "device", 0)["params"]
-    moved = [np.abs(a - b).max(axis=tuple(range(1, a.ndim))) for a, b in zip(jax.tree.leaves(last), jax.tree.leaves(first))]
+    moved = [
+        np.abs(a - b).max(axis=tuple(range(1, a.ndim))) for a, b in zip(jax.tree.leaves(last), jax.tree.leaves(first))
+    ]
     assert (np.max(moved, axis=0) > 1e-3).all()  # every model, padded chunk included, trained
     rows = lambda name: [json.loads(line) for line in (root / name / "metrics.jsonl").read_text().splitlines()]
     device_rows, host_rows = rows("device"), rows("host")
     assert len(device_rows) == run.population.size * (EPOCHS + 1)
     for a, b in zip(device_rows, host_rows, strict=True):
         assert a.keys() == b.keys() and (a["model_id"], a["epoch"]) == (b["model_id"], b["epoch"])
-        np.testing.assert_allclose([a[k] for k in a if k.endswith(("loss", "acc"))],
-                                   [b[k] for k in b if k.endswith(("loss", "acc"))], rtol=1e-5)
+        np.testing.assert_allclose(
+            [a[k] for k in a if k.endswith(("loss", "acc"))],
+            [b[k] for k in b if k.endswith(("loss", "acc"))],
+            rtol=1e-5,
+        )
 
 
 def test_one_compile_per_static_group_and_none_after_the_first_epoch(trained):
@@ -167,8 +174,11 @@ def test_device_path_resume_equals_uninterrupted(trained, tmp_path):
     train_into(run, tmp_path / "resumed", num_epochs=1)  # a run stopped after epoch 1
     train_into(run, tmp_path / "resumed")  # resumed to the end
     for epoch in (1, EPOCHS):
-        for a, b in zip(jax.tree.leaves(saved_state(run, tmp_path / "resumed", epoch)),
-                        jax.tree.leaves(saved_state(run, root / "device", epoch)), strict=True):
+        for a, b in zip(
+            jax.tree.leaves(saved_state(run, tmp_path / "resumed", epoch)),
+            jax.tree.leaves(saved_state(run, root / "device", epoch)),
+            strict=True,
+        ):
             np.testing.assert_array_equal(a, b)
     assert (tmp_path / "resumed" / "metrics.jsonl").read_text() == (root / "device" / "metrics.jsonl").read_text()
 
@@ -214,16 +224,19 @@ def test_training_calls_donate_the_state_on_accelerators(trained):
 
     config = xla_config()
     donating = Donating(config, run.population, run.dataset)
-    state_leaves = len(jax.tree.leaves(jax.eval_shape(lambda: donating.init_chunk(donating.groups[0],
-                                                                                  donating.chunks[0][0]))))
+    state_leaves = len(
+        jax.tree.leaves(jax.eval_shape(lambda: donating.init_chunk(donating.groups[0], donating.chunks[0][0])))
+    )
     assert main(lowered_train(donating)).count("tf.aliasing_output") == state_leaves
     assert ("tf.aliasing_output" in main(lowered_train(run))) is run.donate_state
 
 
 def test_compute_dtype_sets_the_matmul_precision(trained):
     run, _, _ = trained
-    assert "precision = [HIGH, HIGH]" in jax.jit(with_precision(lambda a: a @ a, "tensorfloat32")).lower(
-        jnp.ones((4, 4))).as_text()
+    assert (
+        "precision = [HIGH, HIGH]"
+        in jax.jit(with_precision(lambda a: a @ a, "tensorfloat32")).lower(jnp.ones((4, 4))).as_text()
+    )
     group = run.groups[0]
     indices, _ = group.chunks[0]
     state = jax.eval_shape(lambda: run.init_chunk(group, indices))

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxzoo.analysis import table2 as analysis
-from jaxzoo.zoo import checkpoint
 from jaxzoo.analysis import plots
+from jaxzoo.analysis import table2 as analysis
 from jaxzoo.analysis.card import paper_cell, table2_section
 from jaxzoo.analyze import analyze
+from jaxzoo.zoo import checkpoint
 
 
 def random_orthogonal(rng, d):
@@ -73,7 +73,9 @@ def test_viability_filter_and_table2_row():
     features = [rng.normal(size=(5, 50, 6)), rng.normal(size=(5, 50, 10))]
     row = analysis.table2_row(acc, predictions, features, weights, 10, threshold=5.0)
     assert (row["viable"], row["removed_non_finite"], row["removed_over_threshold"]) == (3, 1, 1)
-    assert row["accuracy"]["mean"] == pytest.approx(0.8) and row["accuracy"]["std"] == pytest.approx(np.std([0.9, 0.8, 0.7]))
+    assert row["accuracy"]["mean"] == pytest.approx(0.8) and row["accuracy"]["std"] == pytest.approx(
+        np.std([0.9, 0.8, 0.7])
+    )
     kept = weights[[0, 2, 4]]
     assert row["weights"]["mean"] == pytest.approx(kept.mean())
     assert len(row["cka_per_layer"]) == 2
@@ -87,8 +89,10 @@ def unblocked_table2(test_acc, predictions, layer_features, weights, num_classes
     pairs = lambda matrix: matrix[np.triu_indices(m, k=1)]
     stats = lambda values: {"mean": float(np.mean(values)), "std": float(np.std(values))}
     predictions, weights = predictions[keep], weights[keep].astype(np.float64)
-    agree = sum((predictions == c).astype(np.float64) @ (predictions == c).astype(np.float64).T
-                for c in range(num_classes)) / predictions.shape[1]
+    agree = (
+        sum((predictions == c).astype(np.float64) @ (predictions == c).astype(np.float64).T for c in range(num_classes))
+        / predictions.shape[1]
+    )
     per_layer = []
     for features in layer_features:
         x = features[keep].reshape(m, features.shape[1], -1).astype(np.float32)
@@ -100,9 +104,16 @@ def unblocked_table2(test_acc, predictions, layer_features, weights, num_classes
     dot = weights @ weights.T
     l2 = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * dot, 0.0))
     cosine = 1 - dot / np.sqrt(sq[:, None] * sq[None, :])
-    return {"viable": m, "accuracy": stats(test_acc[keep]), "agreement": stats(pairs(agree)),
-            "cka": stats(pairs(np.mean(per_layer, axis=0))), "cka_per_layer": [stats(pairs(c))["mean"] for c in per_layer],
-            "weights": stats(weights), "l2_distance": stats(pairs(l2)), "cosine_distance": stats(pairs(cosine))}
+    return {
+        "viable": m,
+        "accuracy": stats(test_acc[keep]),
+        "agreement": stats(pairs(agree)),
+        "cka": stats(pairs(np.mean(per_layer, axis=0))),
+        "cka_per_layer": [stats(pairs(c))["mean"] for c in per_layer],
+        "weights": stats(weights),
+        "l2_distance": stats(pairs(l2)),
+        "cosine_distance": stats(pairs(cosine)),
+    }
 
 
 @pytest.mark.parametrize("block", [1, 7, 16, 64])
@@ -128,18 +139,33 @@ def test_blocked_table2_equals_the_whole_matrix_formulas(block):
 
 def test_paper_units_divide_the_l2_distance_by_the_mean_norm_of_the_viable_models():
     """table2's "paper" block: every column x100, l2 over the zoo's mean l2 norm, by direct formulas."""
-    w = np.array([[3.0, 4.0, 0.0, 0.0], [0.0, 1.0, 2.0, 2.0], [1.0, 0.0, 0.0, 0.0], [0.5, -0.5, 0.5, -0.5],
-                  [2.0, 2.0, 1.0, 0.0], [0.0, 7.0, 0.0, 0.0]])  # the last model is not viable: |w| > 5
+    w = np.array(
+        [
+            [3.0, 4.0, 0.0, 0.0],
+            [0.0, 1.0, 2.0, 2.0],
+            [1.0, 0.0, 0.0, 0.0],
+            [0.5, -0.5, 0.5, -0.5],
+            [2.0, 2.0, 1.0, 0.0],
+            [0.0, 7.0, 0.0, 0.0],
+        ]
+    )  # the last model is not viable: |w| > 5
     acc = np.array([0.9, 0.8, 0.75, 0.6, 0.5, 0.1])
-    predictions = np.array([[0, 1, 2, 0], [0, 1, 1, 0], [2, 2, 2, 2], [0, 1, 2, 1], [1, 1, 2, 0], [0, 0, 0, 0]], np.uint8)
+    predictions = np.array(
+        [[0, 1, 2, 0], [0, 1, 1, 0], [2, 2, 2, 2], [0, 1, 2, 1], [1, 1, 2, 0], [0, 0, 0, 0]], np.uint8
+    )
     kept = w[:5]
     pairs = [(i, j) for i in range(5) for j in range(i + 1, 5)]
     l2 = np.array([np.linalg.norm(kept[i] - kept[j]) for i, j in pairs])
     cosine = np.array([1 - kept[i] @ kept[j] / (np.linalg.norm(kept[i]) * np.linalg.norm(kept[j])) for i, j in pairs])
     agree = np.array([(predictions[i] == predictions[j]).mean() for i, j in pairs])
     mean_norm = np.linalg.norm(kept, axis=1).mean()
-    expected = {"accuracy": 100 * acc[:5], "agreement": 100 * agree, "weights": 100 * kept,
-                "l2_distance": 100 * l2 / mean_norm, "cosine_distance": 100 * cosine}
+    expected = {
+        "accuracy": 100 * acc[:5],
+        "agreement": 100 * agree,
+        "weights": 100 * kept,
+        "l2_distance": 100 * l2 / mean_norm,
+        "cosine_distance": 100 * cosine,
+    }
     for block in (1, 2, 6):  # the pairs streamed through tiles of 1, 2 and all models
         row = analysis.table2(acc, predictions, [], w, 3, block=block)
         assert (row["viable"], row["mean_l2_norm"]) == (5, pytest.approx(mean_norm, rel=1e-12))
@@ -152,8 +178,11 @@ def test_paper_units_divide_the_l2_distance_by_the_mean_norm_of_the_viable_model
     section = table2_section("hand_made", row).splitlines()
     cell = lambda values: f"{values.mean():.1f} ({values.std():.1f})"
     assert section[2] == "| Zoo | Acc | Agreement κ_aggr | CKA κ_cka | w | ‖w_k − w_l‖₂ | cos(w_k, w_l) |"
-    cells = [cell(expected[key]) for key in ("accuracy", "agreement")] + ["n/a"] + [
-        cell(expected[key]) for key in ("weights", "l2_distance", "cosine_distance")]
+    cells = (
+        [cell(expected[key]) for key in ("accuracy", "agreement")]
+        + ["n/a"]
+        + [cell(expected[key]) for key in ("weights", "l2_distance", "cosine_distance")]
+    )
     assert section[4] == f"| hand_made | {' | '.join(cells)} |"
     assert section[6].startswith("All columns in percent, mean (std)")
     assert f"divided by the zoo's mean l2 norm ‖w_n‖₂ = {mean_norm:.4g}" in section[6]
@@ -214,7 +243,9 @@ def test_spilled_rows_give_exactly_the_in_memory_table2():
 def test_pair_block_fits_the_budget():
     for row_bytes, matrices, budget in ((70_000, 22, 256 * 2**20), (10, 12, 10**9), (10**6, 12, 1000)):
         b = analysis.pair_block(row_bytes, matrices, budget)
-        assert b == 1 or 8 * matrices * b * b + 2 * row_bytes * b <= budget < 8 * matrices * (b + 1) ** 2 + 2 * row_bytes * (b + 1)
+        assert b == 1 or 8 * matrices * b * b + 2 * row_bytes * b <= budget < 8 * matrices * (
+            b + 1
+        ) ** 2 + 2 * row_bytes * (b + 1)
 
 
 def test_params_restore_reads_only_params_and_blocks_equal_the_full_restore(tiny_zoo):
@@ -261,8 +292,8 @@ def test_card_numbers_equal_the_metrics(analysed_zoo):
     assert json.loads((workdir / "card" / "zoo_card.json").read_text())["table2"] == table2 == card["table2"]
     rows = [r for r in checkpoint.read_metrics(workdir) if r["epoch"] == 2]
     _, state = checkpoint.load_state(workdir)
-    from jaxzoo.models.torch_layout import flat_vectors
     from jaxzoo.models.cnn import ARCHS
+    from jaxzoo.models.torch_layout import flat_vectors
 
     keep = analysis.viability(flat_vectors(state["params"], ARCHS["cnn_s"])).keep
     accs = np.array([r["test_acc"] for r in rows], np.float64)[keep]
@@ -302,7 +333,11 @@ def test_card_reports_the_distances_after_weight_matching(analysed_zoo):
 def test_figures_exist_and_are_not_blank(analysed_zoo):
     workdir, card = analysed_zoo
     pngs = [p for p in card["figures"] if p.endswith(".png")]
-    assert {p.rsplit("/", 1)[1] for p in pngs} == {"accuracy_over_epochs.png", "final_accuracy.png", "weights_embedding.png"}
+    assert {p.rsplit("/", 1)[1] for p in pngs} == {
+        "accuracy_over_epochs.png",
+        "final_accuracy.png",
+        "weights_embedding.png",
+    }
     for path in card["figures"]:
         assert (workdir / "card" / path.rsplit("/", 1)[1]).stat().st_size > 5000
     for path in pngs:
@@ -311,6 +346,10 @@ def test_figures_exist_and_are_not_blank(analysed_zoo):
 
 
 def test_analyze_cli_errors(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "jaxzoo.analyze", "--workdir", str(tmp_path)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "jaxzoo.analyze", "--workdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and "is not a jaxzoo workdir" in result.stderr

@@ -14,17 +14,21 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import any_zoo_config  # noqa: E402
-from jaxzoo import analyze, benchmark  # noqa: E402
-from jaxzoo import export  # noqa: E402
-from jaxzoo.export.rows import trial_name  # noqa: E402
-from jaxzoo.zoo import checkpoint
-from jaxzoo.models.registry import build_model  # noqa: E402
+
+from jaxzoo import (  # noqa: E402
+    analyze,
+    benchmark,
+    export,  # noqa: E402
+)
 from jaxzoo.data import load_dataset, normalise  # noqa: E402
+from jaxzoo.export.rows import trial_name  # noqa: E402
+from jaxzoo.models.registry import build_model  # noqa: E402
+from jaxzoo.train import train_and_evaluate  # noqa: E402
 from jaxzoo.training.optimizers import optimizer_entry  # noqa: E402
 from jaxzoo.training.population import build_population, expand_grid  # noqa: E402
-from jaxzoo.training.steps import noisy_labels, subset_order  # noqa: E402
-from jaxzoo.train import train_and_evaluate  # noqa: E402
 from jaxzoo.training.run import ZooRun  # noqa: E402
+from jaxzoo.training.steps import noisy_labels, subset_order  # noqa: E402
+from jaxzoo.zoo import checkpoint
 
 
 class TorchTinyMLP(torch.nn.Module):
@@ -60,7 +64,12 @@ def test_model_table_carries_the_new_factors(any_zoo):
     table = json.loads((workdir / "models.json").read_text())
     assert len(table) == 32
     assert {r["schedule"] for r in table} == {"cosine"}
-    assert {(r["train_fraction"], r["label_noise"]) for r in table} == {(0.6, 0.0), (0.6, 0.25), (1.0, 0.0), (1.0, 0.25)}
+    assert {(r["train_fraction"], r["label_noise"]) for r in table} == {
+        (0.6, 0.0),
+        (0.6, 0.25),
+        (1.0, 0.0),
+        (1.0, 0.25),
+    }
     metrics = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite(m["test_acc"]) for m in metrics)
 
@@ -83,8 +92,9 @@ def test_export_loads_in_pytorch_with_strict_keys_and_equal_logits(any_zoo, imag
     x, _ = images
     for optimizer in ("adamw", "rmsprop"):
         for activation in ("relu", "tanh"):
-            _, final, index, _, params_json, model = exported_trial(workdir, out, optimizer=optimizer,
-                                                                    activation=activation)
+            _, final, index, _, params_json, model = exported_trial(
+                workdir, out, optimizer=optimizer, activation=activation
+            )
             assert params_json["model::type"] == "jaxzoo:custom"
             assert params_json["model::module"] == "any_zoo_config:TinyMLP"
             got = model.eval()(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).detach().numpy()
@@ -101,32 +111,51 @@ def test_exported_optimizer_state_continues_training_in_pytorch(any_zoo, images)
     for optimizer_name in ("adamw", "rmsprop"):
         table, final, index, trial, params_json, model = exported_trial(workdir, out, optimizer=optimizer_name)
         row = table[index]
-        assert params_json["optim::torch_optimizer"] == f"torch.optim.{optimizer_entry(optimizer_name).torch.class_name}"
+        assert (
+            params_json["optim::torch_optimizer"] == f"torch.optim.{optimizer_entry(optimizer_name).torch.class_name}"
+        )
         saved = torch.load(trial / "checkpoint_000002" / "optimizer")
         group = saved["param_groups"][0]
         assert group["initial_lr"] == pytest.approx(row["lr"]) and group["lr"] < row["lr"]  # cosine's last step
         torch_optimizer = getattr(torch.optim, optimizer_entry(optimizer_name).torch.class_name)(
-            model.parameters(), lr=group["lr"])
+            model.parameters(), lr=group["lr"]
+        )
         torch_optimizer.load_state_dict(saved)
-        loss = torch.nn.functional.cross_entropy(model(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())),
-                                                 torch.from_numpy(y).long())
+        loss = torch.nn.functional.cross_entropy(
+            model(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())), torch.from_numpy(y).long()
+        )
         torch_optimizer.zero_grad()
         loss.backward()
         torch_optimizer.step()
 
         flax_model = build_model(config.model, row["activation"], False, "xla", (28, 28, 1), 10)
         params = jax.tree.map(lambda a: jnp.asarray(a[index]), final["params"])
-        run = zoo_run(config, table[index:index + 1])
+        run = zoo_run(config, table[index : index + 1])
         transform = run.groups[0].fns.transform
         template = jax.eval_shape(lambda: run.groups[0].fns.init(run.chunk_factors(np.array([0])))["opt_state"])
-        state = jax.tree.unflatten(jax.tree.structure(template), [
-            jnp.asarray(np.asarray(a)[index]) for a in jax.tree.leaves(final["opt_state"][optimizer_name])])
-        grads = jax.grad(lambda p: -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(
-            flax_model.apply({"params": p}, jnp.asarray(x), 0, 0.0, train=False)), jnp.asarray(y)[:, None], 1)))(params)
+        state = jax.tree.unflatten(
+            jax.tree.structure(template),
+            [jnp.asarray(np.asarray(a)[index]) for a in jax.tree.leaves(final["opt_state"][optimizer_name])],
+        )
+        grads = jax.grad(
+            lambda p: (
+                -jnp.mean(
+                    jnp.take_along_axis(
+                        jax.nn.log_softmax(flax_model.apply({"params": p}, jnp.asarray(x), 0, 0.0, train=False)),
+                        jnp.asarray(y)[:, None],
+                        1,
+                    )
+                )
+            )
+        )(params)
         updates, _ = transform.update(grads, state, params)
         new_params = optax.apply_updates(params, updates)
-        expected = {"hidden.weight": new_params["hidden"]["kernel"].T, "hidden.bias": new_params["hidden"]["bias"],
-                    "out.weight": new_params["out"]["kernel"].T, "out.bias": new_params["out"]["bias"]}
+        expected = {
+            "hidden.weight": new_params["hidden"]["kernel"].T,
+            "hidden.bias": new_params["hidden"]["bias"],
+            "out.weight": new_params["out"]["kernel"].T,
+            "out.bias": new_params["out"]["bias"],
+        }
         for key, value in model.state_dict().items():
             np.testing.assert_allclose(value.numpy(), np.asarray(expected[key]), atol=1e-5, rtol=1e-5)
 

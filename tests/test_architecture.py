@@ -15,8 +15,16 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "jaxzoo"
 OPTIONAL = {"torch", "pyarrow", "datasets", "umap", "tensorflow", "tensorflow_datasets"}
 NEEDS_OPTIONAL = {"jaxzoo.torch"}
 # Modules run by `python -m`: top-level commands and the packages' __main__.
-COMMANDS = {"jaxzoo.train", "jaxzoo.analyze", "jaxzoo.benchmark", "jaxzoo.sparsify", "jaxzoo.merge",
-            "jaxzoo.export.__main__", "jaxzoo.ingest.__main__", "jaxzoo.data.__main__"}
+COMMANDS = {
+    "jaxzoo.train",
+    "jaxzoo.analyze",
+    "jaxzoo.benchmark",
+    "jaxzoo.sparsify",
+    "jaxzoo.merge",
+    "jaxzoo.export.__main__",
+    "jaxzoo.ingest.__main__",
+    "jaxzoo.data.__main__",
+}
 
 
 def module_name(path: pathlib.Path) -> str:
@@ -56,7 +64,9 @@ def import_graph() -> dict[str, set[str]]:
     graph = {}
     for name, path in MODULES.items():
         top, _ = module_imports(ast.parse(path.read_text()))
-        graph[name] = {target for node in top for target in imported(node, name) if target in MODULES and target != name}
+        graph[name] = {
+            target for node in top for target in imported(node, name) if target in MODULES and target != name
+        }
     return graph
 
 
@@ -70,7 +80,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for target in sorted(graph[node]):
             if state.get(target) == 1:
-                return stack[stack.index(target):] + [target]
+                return stack[stack.index(target) :] + [target]
             if target not in state:
                 found = visit(target)
                 if found:
@@ -143,8 +153,9 @@ def test_importing_defines_no_flags():
         "train.define_flags()\n"
         "print(ours())\n"
     )
-    lines = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                           timeout=300).stdout.splitlines()
+    lines = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    ).stdout.splitlines()
     assert lines[0] == "[]"
     assert "workdir" in lines[1] and "config" in lines[1]
 
@@ -162,9 +173,14 @@ def test_public_api_names_are_not_submodules():
     assert jaxzoo.export.load_vectors is jaxzoo.weights.vectors.load_vectors
 
 
-@pytest.mark.parametrize("old, new", [("jaxzoo.symmetry", "jaxzoo.weights.symmetry"),
-                                      ("jaxzoo.loaders", "jaxzoo.weights.loaders"),
-                                      ("jaxzoo.paper_zoos", "jaxzoo.config.paper_zoos")])
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        ("jaxzoo.symmetry", "jaxzoo.weights.symmetry"),
+        ("jaxzoo.loaders", "jaxzoo.weights.loaders"),
+        ("jaxzoo.paper_zoos", "jaxzoo.config.paper_zoos"),
+    ],
+)
 def test_moved_modules_keep_their_old_path_for_a_release(old, new):
     import importlib
 

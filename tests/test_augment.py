@@ -145,9 +145,7 @@ def test_rotate_agrees_with_torch_grid_sample():
     degrees = np.array([17.0, -19.9, 3.3, 12.0])
     t = np.deg2rad(degrees)
     # Normalised output -> source coordinates; equal scales on both axes of a square image.
-    theta = np.stack(
-        [np.stack([np.cos(t), -np.sin(t), 0 * t], -1), np.stack([np.sin(t), np.cos(t), 0 * t], -1)], 1
-    )
+    theta = np.stack([np.stack([np.cos(t), -np.sin(t), 0 * t], -1), np.stack([np.sin(t), np.cos(t), 0 * t], -1)], 1)
     F = torch.nn.functional
     grid = F.affine_grid(torch.tensor(theta, dtype=torch.float32), (4, 3, 24, 24), align_corners=False)
     x = torch.tensor(imgs, dtype=torch.float32).permute(0, 3, 1, 2)

@@ -26,10 +26,25 @@ def cpu_env() -> dict:
 def test_tiny_run_writes_every_figure(tmp_path):
     out = tmp_path / "accel.json"
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--tiny", "--sizes", "1", "--skip_resnet", "--skip_bfloat16", "--skip_hyp",
-         "--cpu_devices", "1",
-         "--json", str(out)],
-        cwd=REPO, env=cpu_env(), capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--tiny",
+            "--sizes",
+            "1",
+            "--skip_resnet",
+            "--skip_bfloat16",
+            "--skip_hyp",
+            "--cpu_devices",
+            "1",
+            "--json",
+            str(out),
+        ],
+        cwd=REPO,
+        env=cpu_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads(out.read_text())
@@ -52,11 +67,23 @@ def test_tiny_run_writes_every_figure(tmp_path):
 
 
 def test_bad_flag_is_one_line_error():
-    result = subprocess.run([sys.executable, str(SCRIPT), "--no_such_flag"], cwd=REPO, env=cpu_env(),
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--no_such_flag"],
+        cwd=REPO,
+        env=cpu_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode != 0
     assert result.stdout == ""
     assert "unrecognized arguments: --no_such_flag" in result.stderr.strip().splitlines()[-1]
-    result = subprocess.run([sys.executable, str(SCRIPT), "--sizes", "1,x"], cwd=REPO, env=cpu_env(),
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--sizes", "1,x"],
+        cwd=REPO,
+        env=cpu_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode != 0 and "--sizes" in result.stderr.strip().splitlines()[-1]

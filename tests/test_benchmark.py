@@ -57,9 +57,17 @@ def constructed_splits(rng, shuffle=False):
         acc = 0.5 + 0.1 * w[:, :4].mean(axis=1)
         if shuffle:
             acc = rng.permutation(acc)
-        props = {"test_acc": acc, "ggap": np.zeros(n), "epoch": np.ones(n), "lr": np.ones(n),
-                 "weight_decay": np.zeros(n), "dropout": np.zeros(n),
-                 "optimizer": ["adam"] * n, "init": ["uniform"] * n, "activation": ["tanh"] * n}
+        props = {
+            "test_acc": acc,
+            "ggap": np.zeros(n),
+            "epoch": np.ones(n),
+            "lr": np.ones(n),
+            "weight_decay": np.zeros(n),
+            "dropout": np.zeros(n),
+            "optimizer": ["adam"] * n,
+            "init": ["uniform"] * n,
+            "activation": ["tanh"] * n,
+        }
         splits[name] = VectorSplit(w.astype(np.float32), props, TINY_LAYOUT)
     return splits
 
@@ -81,7 +89,9 @@ def test_linear_probe_learns_separable_classes():
     # lr 1e-4 (the original's) needs thousands of steps: 20 epochs of 300 batches here
     accuracy = benchmark.linear_classifier((x[:3000], labels[:3000]), (x[3000:], labels[3000:]), 3, epochs=20)
     assert accuracy > 0.95
-    shuffled = benchmark.linear_classifier((x[:3000], rng.permutation(labels[:3000])), (x[3000:], labels[3000:]), 3, epochs=20)
+    shuffled = benchmark.linear_classifier(
+        (x[:3000], rng.permutation(labels[:3000])), (x[3000:], labels[3000:]), 3, epochs=20
+    )
     assert shuffled < 0.6
 
 
@@ -89,8 +99,12 @@ def test_zoo_benchmark_cli_writes_table_and_card(small_zoo, tmp_path):
     workdir = shutil.copytree(small_zoo, tmp_path / "zoo", ignore=shutil.ignore_patterns("card"))
     (workdir / "card").mkdir()
     (workdir / "card" / "README.md").write_text("# Zoo card\n")
-    result = subprocess.run([sys.executable, "-m", "jaxzoo.benchmark", "--workdir", str(workdir), "--out", str(tmp_path / "t3.md")],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "jaxzoo.benchmark", "--workdir", str(workdir), "--out", str(tmp_path / "t3.md")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     table3 = json.loads((workdir / "card" / "table3.json").read_text())
     assert table3["epochs"] == [1, 2] and table3["table"]["lr"] == "n/a"

@@ -13,9 +13,10 @@ import sys
 
 import pytest
 from conftest import read_only
-from jaxzoo import analyze, benchmark, export, merge, sparsify
-from jaxzoo.export import __main__ as export_cli
+
+from jaxzoo import analyze, benchmark, merge, sparsify
 from jaxzoo.data import __main__ as data_cli
+from jaxzoo.export import __main__ as export_cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 QUICKSTART = str(REPO / "configs" / "quickstart.py")
@@ -26,19 +27,27 @@ def cli_process(command: str, argv: list[str]) -> tuple[int, str]:
     cases whose stray output would come at interpreter exit."""
     module = "jaxzoo.data" if command == "data" else f"jaxzoo.{command}"
     path = os.pathsep.join(filter(None, (str(REPO / "tests"), os.environ.get("PYTHONPATH"))))
-    result = subprocess.run([sys.executable, "-m", module, *argv], cwd=REPO, capture_output=True,
-                            text=True, timeout=300, env={**os.environ, "PYTHONPATH": path})
+    result = subprocess.run(
+        [sys.executable, "-m", module, *argv],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": path},
+    )
     return result.returncode, result.stderr
 
 
 def in_process(main):
     """An argparse CLI's main called here -> (exit code, what it wrote on stderr)."""
+
     def call(argv: list[str], capsys) -> tuple[int, str]:
         try:
             code = main(argv)
         except SystemExit as exit_:
             code = exit_.code
         return code, capsys.readouterr().err
+
     return call
 
 
@@ -53,8 +62,11 @@ COMMANDS = {
 
 
 def tree_digest(folder: pathlib.Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(autouse=True)
@@ -89,9 +101,17 @@ def places(tiny_zoo, tmp_path_factory):
             path.write_bytes(b"\0" * 16)
     broken_config = root / "broken.py"
     broken_config.write_text("def get_config(:\n")
-    return {"ZOO": str(tiny_zoo), "FILE": str(a_file), "EDITED": str(edited), "TRUNCATED": str(truncated),
-            "ZEROED": str(zeroed), "ROOT": str(root), "BROKEN": str(broken_config), "QS": QUICKSTART,
-            "READONLY": str(root / "readonly")}
+    return {
+        "ZOO": str(tiny_zoo),
+        "FILE": str(a_file),
+        "EDITED": str(edited),
+        "TRUNCATED": str(truncated),
+        "ZEROED": str(zeroed),
+        "ROOT": str(root),
+        "BROKEN": str(broken_config),
+        "QS": QUICKSTART,
+        "READONLY": str(root / "readonly"),
+    }
 
 
 # (command, arguments with {PLACE} fields, a fragment the one line must hold)
@@ -141,8 +161,11 @@ CASES = [
     ("train", ["--config={QS}", "--config.population.optimizer=('no_pkg.opts:fancy',)"], "population.optimizer"),
     ("train", ["--config={QS}", "--config.population.schedule=('cosine','wavy')"], "population.schedule"),
     ("train", ["--config={QS}", "--config.training.schedule_options.cosine=1"], "schedule_options"),
-    ("train", ["--config={QS}", "--config.population.b1=(0.9,0.95)", "--config.population.optimizer=('sgd',)"],
-     "population.b1 is varied but no optimizer"),
+    (
+        "train",
+        ["--config={QS}", "--config.population.b1=(0.9,0.95)", "--config.population.optimizer=('sgd',)"],
+        "population.b1 is varied but no optimizer",
+    ),
     ("train", ["--config={QS}", "--config.population.train_fraction=(0.0,)"], "population.train_fraction"),
     ("train", ["--config={QS}", "--config.population.label_noise=(1.0,)"], "population.label_noise"),
     ("train", ["--config={QS}", "--config.model.arch=cnn"], "needs model.convs"),
@@ -150,8 +173,11 @@ CASES = [
     ("train", ["--config={QS}", "--config.model.module=no_such_pkg.nets:Net"], "does not import"),
     ("train", ["--config={QS}", "--config.model.module=zoo_modules:Nope"], "has no 'Nope'"),
     ("train", ["--config={QS}", "--config.model.module=zoo_modules:ThreeLogits"], "not [B, 10]"),
-    ("train", ["--config={QS}", "--config.model.module=zoo_modules:Broken",
-               "--config.population.activation=('relu',)"], "fails on images"),
+    (
+        "train",
+        ["--config={QS}", "--config.model.module=zoo_modules:Broken", "--config.population.activation=('relu',)"],
+        "fails on images",
+    ),
     ("train", ["--config={QS}", "--config.data.name=npz:{ROOT}/none.npz"], "none.npz"),
     ("train", ["--config={QS}", "--config.data.name=ftp:mnist"], "ftp:mnist"),
     # train: workdirs and processes
@@ -160,10 +186,16 @@ CASES = [
     ("train", ["--config={QS}", "--workdir={READONLY}/zoo"], "not writable"),
     ("train", ["--config={QS}", "--workdir={ZOO}"], "holds another zoo"),
     ("train", ["--config={QS}", "--workdir={EDITED}"], "was edited after training"),
-    ("train", ["--config={QS}", "--distributed", "--coordinator_address=localhost:1", "--num_processes=2",
-               "--process_id=2"], "--process_id=2"),
-    ("train", ["--config={QS}", "--distributed", "--coordinator_address=localhost:1", "--num_processes=0"],
-     "--num_processes=0"),
+    (
+        "train",
+        ["--config={QS}", "--distributed", "--coordinator_address=localhost:1", "--num_processes=2", "--process_id=2"],
+        "--process_id=2",
+    ),
+    (
+        "train",
+        ["--config={QS}", "--distributed", "--coordinator_address=localhost:1", "--num_processes=0"],
+        "--num_processes=0",
+    ),
     ("train", ["--config={QS}", "--distributed", "--distributed_timeout=0"], "--distributed_timeout=0"),
     ("train", ["--config={QS}", "--distributed", "--workdir={ROOT}/never"], "--distributed could not join"),
     # export

@@ -17,15 +17,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import small_zoo_config
 
 from jaxzoo import host
-from jaxzoo.models import cpu_conv
-from jaxzoo.models.registry import arch_spec
 from jaxzoo.errors import UserError
+from jaxzoo.models import cpu_conv
 from jaxzoo.models.cnn import ARCHS, CNN, ArchSpec, ConvSpec, extract_patches, init_params, max_pool_2x2
+from jaxzoo.models.registry import arch_spec
 from jaxzoo.training.population import build_population, expand_grid
 from jaxzoo.training.steps import GroupSpec, make_step_functions
-from conftest import small_zoo_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 needs_compiler = pytest.mark.skipif(cpu_conv._compiler() is None, reason="no C++ compiler to build the kernel")
@@ -64,8 +64,16 @@ def assert_close(got, want, scale=2e-6):
 
 
 # The convolutions of CNN-s and CNN-m, and channel counts that are not multiples of 8 (padding).
-GEOMETRIES = [(28, 1, 5, 8), (12, 8, 5, 6), (4, 6, 2, 4), (32, 3, 3, 16), (15, 16, 3, 32), (6, 32, 3, 15),
-              (9, 5, 3, 20), (7, 3, 7, 9)]
+GEOMETRIES = [
+    (28, 1, 5, 8),
+    (12, 8, 5, 6),
+    (4, 6, 2, 4),
+    (32, 3, 3, 16),
+    (15, 16, 3, 32),
+    (6, 32, 3, 15),
+    (9, 5, 3, 20),
+    (7, 3, 7, 9),
+]
 
 
 @needs_kernel
@@ -80,8 +88,9 @@ def test_values_and_both_gradients_equal_im2col(size, channels, k, features):
 
 
 @needs_kernel
-@pytest.mark.parametrize("size,channels,k,features", [(28, 1, 5, 8), (12, 8, 5, 6), (32, 3, 3, 16), (15, 16, 3, 32),
-                                                      (6, 32, 3, 15)])
+@pytest.mark.parametrize(
+    "size,channels,k,features", [(28, 1, 5, 8), (12, 8, 5, 6), (32, 3, 3, 16), (15, 16, 3, 32), (6, 32, 3, 15)]
+)
 def test_fused_max_pool_equals_conv_then_pool(size, channels, k, features):
     """Odd conv outputs (15 - 3 + 1 = 13) are floored, as MaxPool2d(2, 2)."""
     x, w, b, _ = random_case(3, 2, size, channels, k, features)
@@ -110,8 +119,9 @@ def test_pool_gradient_of_ties_goes_where_pytorch_sends_it():
     np.testing.assert_allclose(pool_vjp(grad)[1], conv_vjp(jnp.asarray(expected)[None])[1], atol=1e-5)
 
 
-REGISTRY_CNN = arch_spec({"arch": "cnn", "convs": ((6, 3, True), (9, 4, False), (5, 2, True)), "widths": (12,)},
-                         21, 3, 7)  # a CNN of the registry's `cnn` family: odd sizes, 7 classes
+REGISTRY_CNN = arch_spec(
+    {"arch": "cnn", "convs": ((6, 3, True), (9, 4, False), (5, 2, True)), "widths": (12,)}, 21, 3, 7
+)  # a CNN of the registry's `cnn` family: odd sizes, 7 classes
 
 
 @needs_kernel
@@ -122,8 +132,9 @@ def test_cnn_with_the_kernel_equals_xla_in_value_and_gradient(arch_name, channel
     x = jnp.asarray(np.random.default_rng(3).normal(size=(4, arch.image_size, arch.image_size, channels)), jnp.float32)
     labels = jnp.arange(4) % arch.num_classes
     xla_model = CNN(arch, ("tanh",), use_dropout=False)
-    params = init_params(xla_model.init(jax.random.key(0), x, 0, 0.0, train=False)["params"], jax.random.key(1), 0,
-                         ("kaiming_uniform",))
+    params = init_params(
+        xla_model.init(jax.random.key(0), x, 0, 0.0, train=False)["params"], jax.random.key(1), 0, ("kaiming_uniform",)
+    )
 
     def loss(model, p):
         logits = model.apply({"params": p}, x, 0, 0.0, train=False)
@@ -178,8 +189,9 @@ def test_training_steps_equal_the_xla_convolution(mnist_small):
     results = []
     for conv in ("xla", "cpu_kernel"):
         model = CNN(ARCHS["cnn_s"], ("relu",), use_dropout=True, conv=conv)
-        fns = make_step_functions(model, group, population.inits, (28, 28, 1), len(labels), 10, 2, 10,
-                                  mnist_small.mean, mnist_small.std)
+        fns = make_step_functions(
+            model, group, population.inits, (28, 28, 1), len(labels), 10, 2, 10, mnist_small.mean, mnist_small.std
+        )
         factors = jax.tree.map(jnp.asarray, population.factors(np.arange(8)))
         state = fns.init(factors)
         order, mask = fns.order(factors, 1)
@@ -213,8 +225,10 @@ def test_build_is_cached_and_compiler_failures_are_reported(tmp_path, monkeypatc
 
 def test_auto_falls_back_to_xla_without_a_compiler(tmp_path):
     """In a fresh process with no compiler on PATH: 'auto' trains with XLA, 'cpu_kernel' refuses."""
-    code = ("from jaxzoo import cpu_conv; print(cpu_conv.resolve('auto'))\n"
-            "try:\n    cpu_conv.resolve('cpu_kernel')\nexcept Exception as e:\n    print(type(e).__name__, e)\n")
+    code = (
+        "from jaxzoo import cpu_conv; print(cpu_conv.resolve('auto'))\n"
+        "try:\n    cpu_conv.resolve('cpu_kernel')\nexcept Exception as e:\n    print(type(e).__name__, e)\n"
+    )
     env = {**os.environ, "PATH": str(tmp_path), "JAXZOO_KERNEL_DIR": str(tmp_path / "kernels")}
     env.pop("CXX", None)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
@@ -226,8 +240,15 @@ def test_auto_falls_back_to_xla_without_a_compiler(tmp_path):
 
 # Shape limits: a layer wider than the kernel serves.
 
-WIDE = ArchSpec(name="wide", image_size=12, convs=(ConvSpec(8, 3, True), ConvSpec(cpu_conv.MAX_CHANNELS + 8, 3, False)),
-                hidden=(), num_classes=10, dropout_after_last_conv=False, dropout_always_present=False)
+WIDE = ArchSpec(
+    name="wide",
+    image_size=12,
+    convs=(ConvSpec(8, 3, True), ConvSpec(cpu_conv.MAX_CHANNELS + 8, 3, False)),
+    hidden=(),
+    num_classes=10,
+    dropout_after_last_conv=False,
+    dropout_always_present=False,
+)
 
 
 def wide_case():
@@ -259,8 +280,10 @@ def test_auto_runs_a_layer_wider_than_the_kernel_on_xla(jaxzoo_log, monkeypatch)
     assert program.count(cpu_conv.POOL_FORWARD) == 1 and cpu_conv.FORWARD not in program  # conv0 only
     np.testing.assert_allclose(apply(params), xla_logits, atol=1e-5)
     said = [r.getMessage() for r in jaxzoo_log.records if "wide.conv1" in r.getMessage()]
-    assert said == [f"layer wide.conv1 has {cpu_conv.MAX_CHANNELS + 8} channels, over the CPU convolution kernel's "
-                    f"limit of {cpu_conv.MAX_CHANNELS}: it uses XLA's convolution"]  # once, over three traces
+    assert said == [
+        f"layer wide.conv1 has {cpu_conv.MAX_CHANNELS + 8} channels, over the CPU convolution kernel's "
+        f"limit of {cpu_conv.MAX_CHANNELS}: it uses XLA's convolution"
+    ]  # once, over three traces
 
 
 def test_cpu_kernel_refuses_a_layer_wider_than_the_kernel_in_one_line():
@@ -268,9 +291,11 @@ def test_cpu_kernel_refuses_a_layer_wider_than_the_kernel_in_one_line():
     model = CNN(WIDE, ("tanh",), use_dropout=False, conv="cpu_kernel")
     with pytest.raises(UserError) as error:
         jax.eval_shape(lambda p: model.apply({"params": p}, x, 0, 0.0, train=False), params)
-    assert str(error.value) == (f"runtime.conv='cpu_kernel': layer wide.conv1 has {cpu_conv.MAX_CHANNELS + 8} "
-                                f"channels, over the CPU convolution kernel's limit of {cpu_conv.MAX_CHANNELS}; "
-                                "use runtime.conv='auto' (XLA for that layer) or 'xla'")
+    assert str(error.value) == (
+        f"runtime.conv='cpu_kernel': layer wide.conv1 has {cpu_conv.MAX_CHANNELS + 8} "
+        f"channels, over the CPU convolution kernel's limit of {cpu_conv.MAX_CHANNELS}; "
+        "use runtime.conv='auto' (XLA for that layer) or 'xla'"
+    )
 
 
 # The build: what keys the cache, the timeout, the portable fallbacks.
@@ -348,32 +373,57 @@ def test_a_hung_compiler_times_out_and_auto_uses_xla(tmp_path, monkeypatch, jaxz
     assert cpu_conv.resolve("auto") == "xla"
     assert [r.getMessage() for r in jaxzoo_log.records if "did not finish" in r.getMessage()] == [
         f"CPU convolution kernel unavailable, using XLA's (slower): {compiler} did not finish within 0.5 s; "
-        "set JAXZOO_KERNEL_BUILD_TIMEOUT (seconds) to wait longer"]
+        "set JAXZOO_KERNEL_BUILD_TIMEOUT (seconds) to wait longer"
+    ]
     with pytest.raises(UserError) as error:
         cpu_conv.resolve("cpu_kernel")
-    assert str(error.value) == (f"the CPU convolution kernel is unavailable ({compiler} did not finish within 0.5 s; "
-                                "set JAXZOO_KERNEL_BUILD_TIMEOUT (seconds) to wait longer); use runtime.conv='xla'")
+    assert str(error.value) == (
+        f"the CPU convolution kernel is unavailable ({compiler} did not finish within 0.5 s; "
+        "set JAXZOO_KERNEL_BUILD_TIMEOUT (seconds) to wait longer); use runtime.conv='xla'"
+    )
 
 
 @pytest.mark.parametrize("value", ["soon", "0", "-5", "nan"])
 def test_a_bad_build_timeout_is_one_line(monkeypatch, value):
     monkeypatch.setenv("JAXZOO_KERNEL_BUILD_TIMEOUT", value)
-    with pytest.raises(UserError, match=f"^JAXZOO_KERNEL_BUILD_TIMEOUT='{value}' is not a positive number of seconds; "
-                                        "set it to e.g. 120 or unset it$"):
+    with pytest.raises(
+        UserError,
+        match=f"^JAXZOO_KERNEL_BUILD_TIMEOUT='{value}' is not a positive number of seconds; "
+        "set it to e.g. 120 or unset it$",
+    ):
         cpu_conv.build_timeout()
 
 
 @pytest.mark.slow
 def test_a_zoo_trains_on_xla_where_no_compiler_is_reachable(tmp_path):
     """No $CXX, no compiler on PATH, an empty kernel cache: training runs end to end on XLA, and says so."""
-    env = {**os.environ, "CXX": "/nonexistent", "PATH": str(tmp_path / "bin"),
-           "JAXZOO_KERNEL_DIR": str(tmp_path / "kernels")}  # JAXZOO_DATA_DIR: conftest's, shared
+    env = {
+        **os.environ,
+        "CXX": "/nonexistent",
+        "PATH": str(tmp_path / "bin"),
+        "JAXZOO_KERNEL_DIR": str(tmp_path / "kernels"),
+    }  # JAXZOO_DATA_DIR: conftest's, shared
     workdir = tmp_path / "zoo"
     result = subprocess.run(
-        [sys.executable, "-m", "jaxzoo.train", "--config", "configs/quickstart.py", "--workdir", str(workdir),
-         "--config.training.num_epochs=1", "--config.population.max_models=4",
-         "--config.data.max_examples_per_split=100", "--config.runtime.progress=False"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "jaxzoo.train",
+            "--config",
+            "configs/quickstart.py",
+            "--workdir",
+            str(workdir),
+            "--config.training.num_epochs=1",
+            "--config.population.max_models=4",
+            "--config.data.max_examples_per_split=100",
+            "--config.runtime.progress=False",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "CPU convolution kernel unavailable, using XLA's (slower): no C++ compiler found" in result.stderr
     assert not (tmp_path / "kernels").exists()
@@ -384,6 +434,7 @@ def test_a_zoo_trains_on_xla_where_no_compiler_is_reachable(tmp_path):
 
 
 # The host probes on platforms without Linux's calls.
+
 
 def test_cpu_count_without_linux_affinity(monkeypatch):
     if hasattr(os, "sched_getaffinity"):
@@ -419,6 +470,10 @@ def test_memory_on_windows_reads_global_memory_status(monkeypatch):
         return 1
 
     monkeypatch.setattr(sys, "platform", "win32")
-    monkeypatch.setattr(ctypes, "windll", types.SimpleNamespace(
-        kernel32=types.SimpleNamespace(GlobalMemoryStatusEx=global_memory_status)), raising=False)
+    monkeypatch.setattr(
+        ctypes,
+        "windll",
+        types.SimpleNamespace(kernel32=types.SimpleNamespace(GlobalMemoryStatusEx=global_memory_status)),
+        raising=False,
+    )
     assert host.available_memory_bytes() == 3 << 30

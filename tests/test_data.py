@@ -5,8 +5,7 @@ import gzip
 import numpy as np
 import pytest
 
-from jaxzoo.data import DataOptions, DataUnavailableError, load_dataset, normalise
-from jaxzoo.data import embedded
+from jaxzoo.data import DataOptions, DataUnavailableError, embedded, load_dataset, normalise
 
 
 def test_split_is_stratified_disjoint_and_fixed():

@@ -7,9 +7,17 @@ import types
 import numpy as np
 import pytest
 
-from jaxzoo.data import (DATASETS, DataOptions, DataUnavailableError, describe_dataset, is_registry_name,
-                         load_dataset, parse_name, splits)
-from jaxzoo.data import custom
+from jaxzoo.data import (
+    DATASETS,
+    DataOptions,
+    DataUnavailableError,
+    custom,
+    describe_dataset,
+    is_registry_name,
+    load_dataset,
+    parse_name,
+    splits,
+)
 from jaxzoo.data.load import cache_folder
 from jaxzoo.data.preprocess import Transform, apply_transform
 
@@ -106,9 +114,16 @@ def test_npz_with_val_grayscale_and_non_square(tmp_path):
     rng = np.random.default_rng(3)
     x_val, y_val = rng.integers(0, 256, (7, 10, 10), dtype=np.uint8), np.arange(7) % 3
     path = tmp_path / "gray.npz"
-    np.savez_compressed(path, x_train=rng.integers(0, 256, (30, 10, 10), dtype=np.uint8), y_train=np.arange(30) % 3,
-                        x_test=rng.integers(0, 256, (9, 10, 10), dtype=np.uint8), y_test=np.arange(9) % 3,
-                        x_val=x_val, y_val=y_val, num_classes=np.int64(5))
+    np.savez_compressed(
+        path,
+        x_train=rng.integers(0, 256, (30, 10, 10), dtype=np.uint8),
+        y_train=np.arange(30) % 3,
+        x_test=rng.integers(0, 256, (9, 10, 10), dtype=np.uint8),
+        y_test=np.arange(9) % 3,
+        x_val=x_val,
+        y_val=y_val,
+        num_classes=np.int64(5),
+    )
     ds = load_dataset(f"npz:{path}", 10, options=options_for(tmp_path), val_fraction=0.5)
     assert ds.image_shape == (10, 10, 1) and ds.num_classes == 5 and len(ds.train[1]) == 30  # val from the file
     np.testing.assert_array_equal(ds.val[0][..., 0], x_val)
@@ -116,8 +131,13 @@ def test_npz_with_val_grayscale_and_non_square(tmp_path):
     assert len(ds.mean) == 1 and describe_dataset(f"npz:{path}", options_for(tmp_path)).split_sizes == (30, 7, 9)
 
     wide = tmp_path / "wide.npz"
-    np.savez(wide, x_train=rng.integers(0, 256, (8, 6, 9, 3), dtype=np.uint8), y_train=np.arange(8) % 2,
-             x_test=rng.integers(0, 256, (4, 6, 9, 3), dtype=np.uint8), y_test=np.arange(4) % 2)
+    np.savez(
+        wide,
+        x_train=rng.integers(0, 256, (8, 6, 9, 3), dtype=np.uint8),
+        y_train=np.arange(8) % 2,
+        x_test=rng.integers(0, 256, (4, 6, 9, 3), dtype=np.uint8),
+        y_test=np.arange(4) % 2,
+    )
     info = describe_dataset(f"npz:{wide}", options_for(tmp_path))
     assert info.image_sizes == () and info.accepts_size(6) and "any of 1..1024" in info.size_rule
     assert load_dataset(f"npz:{wide}", 6, options=options_for(tmp_path)).image_shape == (6, 6, 3)
@@ -180,8 +200,12 @@ def not_prepared(tmp_path):
 def no_test_split(tmp_path, monkeypatch):
     tfds = pytest.importorskip("tensorflow_datasets")
     real = tfds.builder("mnist", data_dir=str(tmp_path / "tfds")).info
-    info = types.SimpleNamespace(full_name="mnist/3.0.1", supervised_keys=("image", "label"), features=real.features,
-                                 splits={"train": None, "validation": None})
+    info = types.SimpleNamespace(
+        full_name="mnist/3.0.1",
+        supervised_keys=("image", "label"),
+        features=real.features,
+        splits={"train": None, "validation": None},
+    )
     monkeypatch.setattr(tfds, "builder", lambda *a, **k: types.SimpleNamespace(info=info, is_prepared=lambda: True))
     return "tfds:mnist"
 
@@ -190,56 +214,88 @@ def tfds_name(name):
     def make(tmp_path):
         pytest.importorskip("tensorflow_datasets")
         return f"tfds:{name}"
+
     return make
 
 
 x = make_splits()
 BAD = {
     "missing file": (lambda p: f"npz:{p / 'nope.npz'}", r"npz file .*nope.npz does not exist .*: give the path"),
-    "text file named .npz": (lambda p: (p / "t.npz").write_text("hello") and f"npz:{p / 't.npz'}",
-                             r"t.npz is not a .npz \(not a zip archive\): write the arrays with numpy.savez"),
+    "text file named .npz": (
+        lambda p: (p / "t.npz").write_text("hello") and f"npz:{p / 't.npz'}",
+        r"t.npz is not a .npz \(not a zip archive\): write the arrays with numpy.savez",
+    ),
     "missing y_test": (lambda p: savez(p, "m.npz", y_test=None), r"lacks y_test: it needs x_train"),
     "x_val without y_val": (lambda p: savez(p, "v.npz", x_val=x["x_test"]), r"lacks y_val"),
-    "float32 images": (lambda p: savez(p, "f.npz", x_train=x["x_train"].astype(np.float32) / 255),
-                       r"x_train is float32, not uint8: convert the images to uint8 0..255"),
+    "float32 images": (
+        lambda p: savez(p, "f.npz", x_train=x["x_train"].astype(np.float32) / 255),
+        r"x_train is float32, not uint8: convert the images to uint8 0..255",
+    ),
     "int64 images": (lambda p: savez(p, "i.npz", x_test=x["x_test"].astype(np.int64)), r"x_test is int64, not uint8"),
-    "labels 10 with 4 classes": (lambda p: savez(p, "c.npz", num_classes=np.int64(4), y_test=np.full(20, 10)),
-                                 r"y_test holds label 10 but num_classes is 4: labels must be 0..3"),
-    "negative label": (lambda p: savez(p, "n.npz", y_train=np.r_[-1, x["y_train"][1:]]),
-                       r"y_train holds label -1, out of range: .*map the classes"),
-    "float labels": (lambda p: savez(p, "fl.npz", y_train=x["y_train"].astype(np.float32)),
-                     r"y_train is float32, not integers: give integer class indices"),
-    "one-hot labels": (lambda p: savez(p, "o.npz", y_test=np.eye(4, dtype=np.int64)[x["y_test"]]),
-                       r"y_test has shape \(20, 4\): labels need \[N\]"),
-    "mismatched lengths": (lambda p: savez(p, "l.npz", y_train=x["y_train"][:59]),
-                           r"x_train has 60 images but y_train 59 labels: give one label per image"),
-    "wrong ndim": (lambda p: savez(p, "d.npz", x_train=x["x_train"].reshape(60, -1)),
-                   r"x_train has shape \(60, 432\): images need \[N, H, W\]"),
-    "4 channels": (lambda p: savez(p, "rgba.npz", x_train=np.zeros((60, 12, 12, 4), np.uint8)),
-                   r"with C 1 or 3"),
-    "empty split": (lambda p: savez(p, "e.npz", x_test=x["x_test"][:0], y_test=x["y_test"][:0]),
-                    r"the test split is empty .*: give every split at least one example"),
-    "shapes differ": (lambda p: savez(p, "s.npz", x_test=x["x_test"][:, :10, :10]),
-                      r"x_test images are 10x10x3, x_train's 12x12x3: give every split the same image shape"),
-    "constant channel": (lambda p: savez(p, "k.npz", x_train=np.full((60, 12, 12, 3), 7, np.uint8)),
-                         r"channel 0 of x_train is constant \(7\), its std is 0 .*: check the images"),
-    "callable returns a list": (lambda p: f"py:{__name__}:returns_list",
-                                r"returned a list, not a dict of splits: return \{'x_train'"),
+    "labels 10 with 4 classes": (
+        lambda p: savez(p, "c.npz", num_classes=np.int64(4), y_test=np.full(20, 10)),
+        r"y_test holds label 10 but num_classes is 4: labels must be 0..3",
+    ),
+    "negative label": (
+        lambda p: savez(p, "n.npz", y_train=np.r_[-1, x["y_train"][1:]]),
+        r"y_train holds label -1, out of range: .*map the classes",
+    ),
+    "float labels": (
+        lambda p: savez(p, "fl.npz", y_train=x["y_train"].astype(np.float32)),
+        r"y_train is float32, not integers: give integer class indices",
+    ),
+    "one-hot labels": (
+        lambda p: savez(p, "o.npz", y_test=np.eye(4, dtype=np.int64)[x["y_test"]]),
+        r"y_test has shape \(20, 4\): labels need \[N\]",
+    ),
+    "mismatched lengths": (
+        lambda p: savez(p, "l.npz", y_train=x["y_train"][:59]),
+        r"x_train has 60 images but y_train 59 labels: give one label per image",
+    ),
+    "wrong ndim": (
+        lambda p: savez(p, "d.npz", x_train=x["x_train"].reshape(60, -1)),
+        r"x_train has shape \(60, 432\): images need \[N, H, W\]",
+    ),
+    "4 channels": (lambda p: savez(p, "rgba.npz", x_train=np.zeros((60, 12, 12, 4), np.uint8)), r"with C 1 or 3"),
+    "empty split": (
+        lambda p: savez(p, "e.npz", x_test=x["x_test"][:0], y_test=x["y_test"][:0]),
+        r"the test split is empty .*: give every split at least one example",
+    ),
+    "shapes differ": (
+        lambda p: savez(p, "s.npz", x_test=x["x_test"][:, :10, :10]),
+        r"x_test images are 10x10x3, x_train's 12x12x3: give every split the same image shape",
+    ),
+    "constant channel": (
+        lambda p: savez(p, "k.npz", x_train=np.full((60, 12, 12, 3), 7, np.uint8)),
+        r"channel 0 of x_train is constant \(7\), its std is 0 .*: check the images",
+    ),
+    "callable returns a list": (
+        lambda p: f"py:{__name__}:returns_list",
+        r"returned a list, not a dict of splits: return \{'x_train'",
+    ),
     "callable raises": (lambda p: f"py:{__name__}:raises", r"raised RuntimeError: no data here: fix the function"),
     "bad import path": (lambda p: "py:no_such_module_xyz:make", r"cannot import module 'no_such_module_xyz' .*: check"),
     "no such function": (lambda p: f"py:{__name__}:nothing", r"has no 'nothing' .*: name a function defined there"),
-    "not a function": (lambda p: f"py:{__name__}:NOT_A_FUNCTION",
-                       r"NOT_A_FUNCTION is not a function \(type int\) .*: name a function"),
+    "not a function": (
+        lambda p: f"py:{__name__}:NOT_A_FUNCTION",
+        r"NOT_A_FUNCTION is not a function \(type int\) .*: name a function",
+    ),
     "py without function": (lambda p: "py:just_a_module", r"is not py:MODULE:FUNCTION: write it like"),
     "unknown prefix": (lambda p: "foo:bar", r"unknown dataset form 'foo:' in 'foo:bar': use a registry name or tfds:"),
     "unknown name": (lambda p: "imagenet", r"unknown dataset 'imagenet'; choose one of .* or tfds:NAME"),
-    "tfds not prepared": (not_prepared, r"TFDS mnist/\S+ is not prepared in .*tfds.*: run `python -m jaxzoo.data "
-                                        r"prepare tfds:mnist`"),
+    "tfds not prepared": (
+        not_prepared,
+        r"TFDS mnist/\S+ is not prepared in .*tfds.*: run `python -m jaxzoo.data "
+        r"prepare tfds:mnist`",
+    ),
     "tfds unknown": (tfds_name("no_such_tfds_xyz"), r"TFDS has no dataset 'no_such_tfds_xyz' .*: check the name"),
     "tfds not images": (tfds_name("imdb_reviews"), r"is not an image classification dataset .*: use one with an Image"),
     "tfds varying sizes": (tfds_name("tf_flowers"), r"has images of shape \(None, None, 3\) .*: resize them"),
-    "tfds no test split": (no_test_split, r"TFDS mnist/3.0.1 has no 'test' split, only \['train', 'validation'\]: "
-                                          r"jaxzoo takes"),
+    "tfds no test split": (
+        no_test_split,
+        r"TFDS mnist/3.0.1 has no 'test' split, only \['train', 'validation'\]: "
+        r"jaxzoo takes",
+    ),
 }
 
 
@@ -262,9 +318,15 @@ def test_bad_options_and_sizes(tmp_path):
     options = options_for(tmp_path)
     with pytest.raises(DataUnavailableError, match=r"val_fraction=1.0 is out of range: use a number in \[0, 1\)"):
         load_dataset(name, 12, options=options, val_fraction=1.0)
-    with pytest.raises(DataUnavailableError, match=r"is used at image sizes 12 \(native\) or any of 1..1024 "
-                                                   r"\(resized\), not 2000: set data.image_size"):
+    with pytest.raises(
+        DataUnavailableError,
+        match=r"is used at image sizes 12 \(native\) or any of 1..1024 "
+        r"\(resized\), not 2000: set data.image_size",
+    ):
         load_dataset(name, 2000, options=options)
-    with pytest.raises(DataUnavailableError, match=r"data source 'raw' is for registry datasets; .*set "
-                                                   r"--config.data.source to 'auto'"):
+    with pytest.raises(
+        DataUnavailableError,
+        match=r"data source 'raw' is for registry datasets; .*set "
+        r"--config.data.source to 'auto'",
+    ):
         load_dataset(name, 12, options=DataOptions(source="raw", cache_dir=str(tmp_path / "cache")))

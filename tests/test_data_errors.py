@@ -7,12 +7,11 @@ import gzip
 import logging
 import os
 
+import conftest
 import numpy as np
 import pytest
 
-import conftest
-
-from jaxzoo.data import DataOptions, load_dataset, raw, tfds_source
+from jaxzoo.data import DataOptions, load_dataset, raw
 from jaxzoo.data import synthetic as rawfiles
 from jaxzoo.data.__main__ import main as data_main
 from jaxzoo.errors import UserError
@@ -136,20 +135,34 @@ def tiny_imagenet_wnids_not_text(root, rng):
     return "tiny_imagenet", path
 
 
-@pytest.mark.parametrize("damage", [
-    mnist_gz_random_body, mnist_gz_truncated, mnist_idx_of_4_bytes, cifar10_truncated_pickle,
-    cifar100_truncated_archive, svhn_truncated_mat, usps_random_bz2_body, usps_ragged_rows,
-    stl10_truncated_labels, tiny_imagenet_zip_damaged_member, tiny_imagenet_truncated_jpeg,
-    tiny_imagenet_annotations_without_tabs, tiny_imagenet_wnids_not_text,
-], ids=lambda f: f.__name__)
+@pytest.mark.parametrize(
+    "damage",
+    [
+        mnist_gz_random_body,
+        mnist_gz_truncated,
+        mnist_idx_of_4_bytes,
+        cifar10_truncated_pickle,
+        cifar100_truncated_archive,
+        svhn_truncated_mat,
+        usps_random_bz2_body,
+        usps_ragged_rows,
+        stl10_truncated_labels,
+        tiny_imagenet_zip_damaged_member,
+        tiny_imagenet_truncated_jpeg,
+        tiny_imagenet_annotations_without_tabs,
+        tiny_imagenet_wnids_not_text,
+    ],
+    ids=lambda f: f.__name__,
+)
 def test_damaged_raw_file_is_one_line_naming_it(tmp_path, rng, damage):
     root = tmp_path / "raw"
     dataset, path = damage(root, rng)
     before = snapshot(root)
     message = one_line_error(lambda: raw.READERS[dataset](root))
     assert message.startswith(f"file {path} is damaged ("), message
-    assert message.endswith(("download it again", "extract cifar-10-python.tar.gz again",
-                             "extract tiny-imagenet-200.zip again")), message
+    assert message.endswith(
+        ("download it again", "extract cifar-10-python.tar.gz again", "extract tiny-imagenet-200.zip again")
+    ), message
     assert snapshot(root) == before
 
 
@@ -200,6 +213,7 @@ def test_embedded_csv_damaged_is_one_line(tmp_path):
 
 # --- the preprocessed cache -------------------------------------------------------------------
 
+
 def cached_usps(tmp_path, rng):
     rawfiles.write_usps(tmp_path / "raw", rng, 30, 10)
     options = DataOptions("raw", str(tmp_path / "raw"), "", str(tmp_path / "cache"))
@@ -208,23 +222,30 @@ def cached_usps(tmp_path, rng):
     return options, folder
 
 
-@pytest.mark.parametrize("name, content", [
-    ("manifest.json", b'{"files": {"train_images.npy": {"dtype": "uint8"}}}'),  # KeyError 'shape'
-    ("manifest.json", b"\xff\xfe{"),  # UnicodeDecodeError
-    ("manifest.json", b'{"format_version": 1, "files": {}}'),  # no splits: KeyError 'train' later
-    ("train_images.npy", None),  # truncated
-], ids=["manifest-schema", "manifest-binary", "manifest-no-splits", "npy-truncated"])
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("manifest.json", b'{"files": {"train_images.npy": {"dtype": "uint8"}}}'),  # KeyError 'shape'
+        ("manifest.json", b"\xff\xfe{"),  # UnicodeDecodeError
+        ("manifest.json", b'{"format_version": 1, "files": {}}'),  # no splits: KeyError 'train' later
+        ("train_images.npy", None),  # truncated
+    ],
+    ids=["manifest-schema", "manifest-binary", "manifest-no-splits", "npy-truncated"],
+)
 def test_damaged_cache_is_one_line_and_keeps_the_raw_files(tmp_path, rng, name, content):
     options, folder = cached_usps(tmp_path, rng)
     path = folder / name
     path.write_bytes(content if content is not None else path.read_bytes()[:100])
     before = snapshot(tmp_path / "raw")
     message = one_line_error(lambda: load_dataset("usps", 28, options=options, strict_sizes=False))
-    assert message.startswith(f"file {path} is damaged (") and message.endswith(f"delete {folder} and run again to rebuild it")
+    assert message.startswith(f"file {path} is damaged (") and message.endswith(
+        f"delete {folder} and run again to rebuild it"
+    )
     assert snapshot(tmp_path / "raw") == before and path.exists()
 
 
 # --- the cache destination --------------------------------------------------------------------
+
 
 @pytest.fixture
 def read_only():
@@ -266,8 +287,9 @@ def test_read_only_cache_serves_what_it_holds_and_refuses_new_entries_first(tmp_
     svhn = DataOptions("raw", str(tmp_path / "raw"), "", str(tmp_path / "cache"))
     message = one_line_error(lambda: load_dataset("svhn", 28, options=svhn, strict_sizes=False))
     assert message.startswith(f"data.cache_dir {tmp_path / 'cache'} is not writable (")
-    assert message.endswith("set --config.data.cache_dir (--cache_dir for `python -m jaxzoo.data`) or $JAXZOO_DATA_DIR "
-                            "to a writable folder")
+    assert message.endswith(
+        "set --config.data.cache_dir (--cache_dir for `python -m jaxzoo.data`) or $JAXZOO_DATA_DIR to a writable folder"
+    )
     assert svhn_calls == []
 
 
@@ -290,13 +312,17 @@ def test_data_cli_prepare_checks_the_cache_dir_first(tmp_path, capsys, read_only
 
 # --- sources a dataset does not have ------------------------------------------------------------
 
-@pytest.mark.parametrize("name, size, source, has", [
-    ("mnist_5k", 28, "tfds", "only 'embedded'"),
-    ("mnist_5k", 8, "raw", "only 'embedded'"),
-    ("usps", 28, "tfds", "only 'raw'"),
-    ("tiny_imagenet", 64, "tfds", "only 'raw'"),
-    ("cifar10", 32, "embedded", "only 'raw' or 'tfds'"),
-])
+
+@pytest.mark.parametrize(
+    "name, size, source, has",
+    [
+        ("mnist_5k", 28, "tfds", "only 'embedded'"),
+        ("mnist_5k", 8, "raw", "only 'embedded'"),
+        ("usps", 28, "tfds", "only 'raw'"),
+        ("tiny_imagenet", 64, "tfds", "only 'raw'"),
+        ("cifar10", 32, "embedded", "only 'raw' or 'tfds'"),
+    ],
+)
 def test_source_a_dataset_lacks_lists_its_sources(tmp_path, name, size, source, has):
     options = DataOptions(source, str(tmp_path / "raw"), str(tmp_path / "tfds"), str(tmp_path / "cache"))
     message = one_line_error(lambda: load_dataset(name, size, options=options))
@@ -315,13 +341,16 @@ def test_data_cli_source_a_dataset_lacks_and_raw_without_files(tmp_path, capsys)
     assert line.startswith("jaxzoo: error: dataset usps has no 'tfds' source, only 'raw'")
     assert data_main(["prepare", "mnist", "--source", "raw", "--raw_dir", str(tmp_path / "empty"), *cache_dir]) == 2
     (line,) = capsys.readouterr().err.splitlines()
-    assert line.startswith("jaxzoo: error: mnist: none of ['train-images-idx3-ubyte', 'train-images-idx3-ubyte.gz'] found")
+    assert line.startswith(
+        "jaxzoo: error: mnist: none of ['train-images-idx3-ubyte', 'train-images-idx3-ubyte.gz'] found"
+    )
     assert data_main(["prepare", "svhn", "--source", "embedded", *cache_dir]) == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("jaxzoo: error: dataset svhn has no 'embedded' source, only 'raw' or 'tfds'")
 
 
 # --- TFDS chatter ------------------------------------------------------------------------------
+
 
 def test_tfds_chatter_is_silenced_unless_verbose(tmp_path, caplog, monkeypatch, request):
     tfds = pytest.importorskip("tensorflow_datasets")

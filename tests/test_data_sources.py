@@ -6,10 +6,9 @@ import sys
 import numpy as np
 import pytest
 
-from jaxzoo.data import synthetic as rawfiles
-from jaxzoo.data import DATASETS, DataOptions, DataUnavailableError, load_dataset
-from jaxzoo.data import raw, splits, tfds_source
+from jaxzoo.data import DATASETS, DataOptions, DataUnavailableError, load_dataset, raw, splits, tfds_source
 from jaxzoo.data import cache as data_cache
+from jaxzoo.data import synthetic as rawfiles
 from jaxzoo.data.preprocess import Transform, apply_transform, center_crop_box
 
 
@@ -162,7 +161,9 @@ def test_raw_source_end_to_end_with_cache(tmp_path, rng, monkeypatch):
     np.testing.assert_array_equal(second.train[0], first.train[0])
 
     # A changed transform is another cache entry: the source is read again.
-    changed = DATASETS["usps"].__class__(**{**DATASETS["usps"].__dict__, "transforms": {28: Transform(resize=28, center_crop=14)}})
+    changed = DATASETS["usps"].__class__(
+        **{**DATASETS["usps"].__dict__, "transforms": {28: Transform(resize=28, center_crop=14)}}
+    )
     monkeypatch.setitem(DATASETS, "usps", changed)
     third = load_dataset("usps", 28, options=options, strict_sizes=False)
     assert len(calls) == 1 and third.fingerprint != first.fingerprint
@@ -212,7 +213,9 @@ def test_tfds_source_under_mock_data(tmp_path):
 
 def test_data_cli_list_info_and_errors(tmp_path):
     env_cache = ["--cache_dir", str(tmp_path / "cache")]
-    run = lambda *args: subprocess.run([sys.executable, "-m", "jaxzoo.data", *args], capture_output=True, text=True, timeout=120)
+    run = lambda *args: subprocess.run(
+        [sys.executable, "-m", "jaxzoo.data", *args], capture_output=True, text=True, timeout=120
+    )
     listing = run("list", *env_cache)
     assert listing.returncode == 0
     rows = [line for line in listing.stdout.splitlines() if line.startswith("| ") and "dataset" not in line]
@@ -224,6 +227,10 @@ def test_data_cli_list_info_and_errors(tmp_path):
     info = run("info", "svhn", *env_cache)
     assert info.returncode == 0 and "gray-crop28" in info.stdout and "svhn_cropped" in info.stdout
     missing = run("prepare", "usps", *env_cache)
-    assert missing.returncode == 2 and "usps is not in TFDS" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
+    assert (
+        missing.returncode == 2
+        and "usps is not in TFDS" in missing.stderr
+        and len(missing.stderr.strip().splitlines()) == 1
+    )
     unknown = run("info", "imagenet")
     assert unknown.returncode == 2 and "unknown dataset 'imagenet'" in unknown.stderr

@@ -14,15 +14,15 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from jaxzoo import export  # noqa: E402
+from jaxzoo.data import load_dataset, normalise  # noqa: E402
 from jaxzoo.export import writer  # noqa: E402
 from jaxzoo.export.rows import trial_name  # noqa: E402
-from jaxzoo.zoo import checkpoint
-from jaxzoo.data import load_dataset, normalise  # noqa: E402
+from jaxzoo.models.cnn import ACTIVATIONS, ARCHS, CNN, init_params  # noqa: E402
 from jaxzoo.models.registry import arch_spec  # noqa: E402
 from jaxzoo.models.torch_layout import flat_vectors, index_dict, module_indices, torch_tensors  # noqa: E402
-from jaxzoo.models.cnn import ACTIVATIONS, ARCHS, CNN, init_params  # noqa: E402
-from jaxzoo.training.optimizers import init_state, make_transform  # noqa: E402
 from jaxzoo.torch import ZooCNN, ZooVectorDataset, build_model  # noqa: E402
+from jaxzoo.training.optimizers import init_state, make_transform  # noqa: E402
+from jaxzoo.zoo import checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +57,13 @@ def test_pytorch_logits_equal_jax_for_every_activation(arch, channels, dropout, 
         assert np.abs(torch_logits - jax_logits).max() <= 1e-5, (arch, activation, dropout)
 
 
-@pytest.mark.parametrize("model", [{"arch": "mlp", "convs": [], "widths": [24, 16]},
-                                   {"arch": "cnn", "convs": [[5, 3, True], [7, 4, False]], "widths": [10]}])
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"arch": "mlp", "convs": [], "widths": [24, 16]},
+        {"arch": "cnn", "convs": [[5, 3, True], [7, 4, False]], "widths": [10]},
+    ],
+)
 @pytest.mark.parametrize("dropout", [0.0, 0.5])
 def test_registry_models_rebuild_in_pytorch_from_their_params_json(model, dropout, real_images):
     """The registry's `mlp` and `cnn` families: a trial's params.json (model::type jaxzoo:<arch>,
@@ -68,16 +73,25 @@ def test_registry_models_rebuild_in_pytorch_from_their_params_json(model, dropou
     flax_model = CNN(arch, ("gelu",), use_dropout=dropout > 0)
     template = flax_model.init(jax.random.key(0), jnp.zeros((1, *x.shape[1:])), 0, 0.0, train=False)["params"]
     params = init_params(template, jax.random.key(7), 0, ("xavier_uniform",))
-    params_json = {"model::type": f"jaxzoo:{model['arch']}", "model::convs": model["convs"],
-                   "model::widths": model["widths"], "model::image_size": 28, "model::channels_in": 1,
-                   "model::o_dim": 10, "model::nlin": "gelu", "model::dropout": dropout}
+    params_json = {
+        "model::type": f"jaxzoo:{model['arch']}",
+        "model::convs": model["convs"],
+        "model::widths": model["widths"],
+        "model::image_size": 28,
+        "model::channels_in": 1,
+        "model::o_dim": 10,
+        "model::nlin": "gelu",
+        "model::dropout": dropout,
+    }
     torch_model = build_model(params_json).eval()
-    torch_model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in torch_tensors(params, arch, dropout)},
-                                strict=True)
+    torch_model.load_state_dict(
+        {k: torch.from_numpy(np.array(v)) for k, v in torch_tensors(params, arch, dropout)}, strict=True
+    )
     with torch.no_grad():
         got = torch_model(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
-    np.testing.assert_allclose(got, np.asarray(flax_model.apply({"params": params}, x, 0, 0.0, train=False)),
-                               atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(
+        got, np.asarray(flax_model.apply({"params": params}, x, 0, 0.0, train=False)), atol=1e-5, rtol=1e-5
+    )
 
 
 def test_module_indices_match_the_original():
@@ -117,7 +131,9 @@ def test_trial_folders_follow_the_original_layout(exported, real_images):
     test_x = torch.from_numpy(normalise(ds.test[0], ds.mean, ds.std).transpose(0, 3, 1, 2).copy())
     for trial in trials[:6]:
         params = json.loads((trial / "params.json").read_text())
-        lines = [json.loads(line, parse_constant=strict_json) for line in (trial / "result.json").read_text().splitlines()]
+        lines = [
+            json.loads(line, parse_constant=strict_json) for line in (trial / "result.json").read_text().splitlines()
+        ]
         assert [line["training_iteration"] for line in lines] == [0, 1, 2]
         model = build_model(params).eval()
         for epoch, line in enumerate(lines):
@@ -129,7 +145,11 @@ def test_trial_folders_follow_the_original_layout(exported, real_images):
             assert accuracy == pytest.approx(line["test_acc"], abs=1e-6)  # line e is checkpoint e
         assert (trial / "checkpoint_000002" / "optimizer").exists()
         assert not (trial / "checkpoint_000001" / "optimizer").exists()
-        expected_keys = {f"module_list.{i}.{p}" for i in module_indices(ARCHS["cnn_s"], params["model::dropout"]) for p in ("weight", "bias")}
+        expected_keys = {
+            f"module_list.{i}.{p}"
+            for i in module_indices(ARCHS["cnn_s"], params["model::dropout"])
+            for p in ("weight", "bias")
+        }
         assert set(state) == expected_keys
 
 
@@ -145,18 +165,30 @@ def test_exported_optimizer_continues_training_like_jax(exported, real_images):
         params_json = json.loads((trial / "params.json").read_text())
         model = build_model(params_json).eval()
         model.load_state_dict(torch.load(trial / "checkpoint_000002" / "checkpoints"), strict=True)
-        opt = (torch.optim.Adam(model.parameters(), lr=row["lr"], weight_decay=row["weight_decay"]) if optimizer_name == "adam"
-               else torch.optim.SGD(model.parameters(), lr=row["lr"], momentum=0.9, weight_decay=row["weight_decay"]))
+        opt = (
+            torch.optim.Adam(model.parameters(), lr=row["lr"], weight_decay=row["weight_decay"])
+            if optimizer_name == "adam"
+            else torch.optim.SGD(model.parameters(), lr=row["lr"], momentum=0.9, weight_decay=row["weight_decay"])
+        )
         opt.load_state_dict(torch.load(trial / "checkpoint_000002" / "optimizer"))
-        loss = torch.nn.functional.nll_loss(torch.log_softmax(model(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())), 1), torch.from_numpy(y).long())
+        loss = torch.nn.functional.nll_loss(
+            torch.log_softmax(model(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())), 1), torch.from_numpy(y).long()
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()
 
         jax_model = CNN(ARCHS["cnn_s"], (row["activation"],), use_dropout=False)
         params = jax.tree.map(lambda a: jnp.asarray(a[index]), final["params"])
-        grads = jax.grad(lambda p: -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(
-            jax_model.apply({"params": p}, x, 0, 0.0, train=False)), y[:, None], 1)))(params)
+        grads = jax.grad(
+            lambda p: (
+                -jnp.mean(
+                    jnp.take_along_axis(
+                        jax.nn.log_softmax(jax_model.apply({"params": p}, x, 0, 0.0, train=False)), y[:, None], 1
+                    )
+                )
+            )
+        )(params)
         transform = make_transform(optimizer_name, ("lr", "weight_decay"), {"momentum": 0.9})
         opt_state = jax.tree.map(lambda a: jnp.asarray(a[index]), final["opt_state"][optimizer_name])
         template = init_state(transform, params, {"lr": row["lr"], "weight_decay": row["weight_decay"]})
@@ -178,15 +210,25 @@ def test_vectors_round_trip_and_filters(exported):
     model_id, epoch = int(train.properties["model_id"][row]), int(train.properties["epoch"][row])
     trial = out / "trials" / trial_name(json.loads((workdir / "models.json").read_text())[model_id])
     state = torch.load(trial / f"checkpoint_{epoch:06d}" / "checkpoints")
-    from_state = np.concatenate([state[f"module_list.{i}.{p}"].numpy().reshape(-1) for i in module_indices(ARCHS["cnn_s"], float(train.properties["dropout"][row])) for p in ("weight", "bias")])
+    from_state = np.concatenate(
+        [
+            state[f"module_list.{i}.{p}"].numpy().reshape(-1)
+            for i in module_indices(ARCHS["cnn_s"], float(train.properties["dropout"][row]))
+            for p in ("weight", "bias")
+        ]
+    )
     np.testing.assert_array_equal(train.weights[row], from_state)
     # and back: the index map cuts the vector into the state_dict's tensors
     layout = train.index_dict
     start = layout["idx_start"][1]
     n = layout["kernel_no"][1] * layout["channels_in"][1] * layout["kernel_size"][1]
     conv1 = [k for k in state if k.endswith(".weight")][1]
-    np.testing.assert_array_equal(train.weights[row][start : start + n].reshape(state[conv1].shape), state[conv1].numpy())
-    assert train.properties["ggap"][row] == pytest.approx(train.properties["train_acc"][row] - train.properties["test_acc"][row])
+    np.testing.assert_array_equal(
+        train.weights[row][start : start + n].reshape(state[conv1].shape), state[conv1].numpy()
+    )
+    assert train.properties["ggap"][row] == pytest.approx(
+        train.properties["train_acc"][row] - train.properties["test_acc"][row]
+    )
     dataset = ZooVectorDataset(out / "vectors", "val", epochs=[2])
     assert len(dataset) == 4 and dataset[0][0].shape == (2464,) and dataset[0][1]["epoch"] == 2
     assert set(dataset.properties["activation"]) <= {"tanh", "relu"}
@@ -253,14 +295,38 @@ def test_cli_exit_codes(exported, tmp_path):
     import sys
 
     workdir, out, _ = exported
-    result = subprocess.run([sys.executable, "-m", "jaxzoo.export", "--workdir", str(workdir), "--out", str(out.parent)],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "jaxzoo.export", "--workdir", str(workdir), "--out", str(out.parent)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2 and "already holds an export" in result.stderr
-    result = subprocess.run([sys.executable, "-m", "jaxzoo.export", "--workdir", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "jaxzoo.export", "--workdir", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2 and "is not a jaxzoo workdir" in result.stderr
-    result = subprocess.run([sys.executable, "-m", "jaxzoo.export", "--workdir", str(workdir), "--out", str(tmp_path / "v"),
-                             "--format", "vectors", "--epochs", "0,2"], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jaxzoo.export",
+            "--workdir",
+            str(workdir),
+            "--out",
+            str(tmp_path / "v"),
+            "--format",
+            "vectors",
+            "--epochs",
+            "0,2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-1500:]
     assert len(export.load_vectors(tmp_path / "v" / "test_zoo")["train"].weights) == 22 * 2
 
@@ -299,8 +365,11 @@ def test_original_loader_sees_only_models_and_splits_them_as_the_vectors(exporte
     random.seed(42)
     random.shuffle(folders)
     n = len(folders)
-    cut = {"train": folders[: int(0.7 * n)], "val": folders[int(0.7 * n): int(0.7 * n) + int(0.15 * n)],
-           "test": folders[int(0.7 * n) + int(0.15 * n):]}
+    cut = {
+        "train": folders[: int(0.7 * n)],
+        "val": folders[int(0.7 * n) : int(0.7 * n) + int(0.15 * n)],
+        "test": folders[int(0.7 * n) + int(0.15 * n) :],
+    }
     splits = export.load_vectors(out)
     for split, members in cut.items():
         ids = {json.loads((f / "params.json").read_text())["jaxzoo::model_id"] for f in members}
@@ -314,8 +383,18 @@ def test_vector_dataset_is_a_drop_in_for_the_original_notebooks(exported):
     assert isinstance(weights, torch.Tensor) and weights.shape == (len(dataset), 2464)
     assert torch.equal(weights[3], dataset[3][0])
     props = dataset.properties
-    for key in ("test_acc", "train_acc", "training_iteration", "ggap", "model::nlin", "model::init_type",
-                "optim::optimizer", "model::dropout", "optim::lr", "optim::wd"):
+    for key in (
+        "test_acc",
+        "train_acc",
+        "training_iteration",
+        "ggap",
+        "model::nlin",
+        "model::init_type",
+        "optim::optimizer",
+        "model::dropout",
+        "optim::lr",
+        "optim::wd",
+    ):
         assert len(props[key]) == len(dataset), key
     assert props["training_iteration"] == props["epoch"] and props["model::nlin"] == props["activation"]
     assert props["optim::wd"] == props["weight_decay"] and props["model::dropout"] == props["dropout"]
@@ -342,8 +421,15 @@ def test_optimizer_state_of_every_epoch_on_request(tiny_zoo, tmp_path):
 
 def test_result_lines_are_json_and_omit_a_missing_val_split(tiny_zoo):
     zoo = export.read_zoo(tiny_zoo)
-    metrics = {e: {**m, "val_loss": m["val_loss"] * np.nan, "val_acc": m["val_acc"] * np.nan,
-                   "test_loss": np.where(np.arange(4) == 1, np.inf, m["test_loss"])} for e, m in zoo.metrics.items()}
+    metrics = {
+        e: {
+            **m,
+            "val_loss": m["val_loss"] * np.nan,
+            "val_acc": m["val_acc"] * np.nan,
+            "test_loss": np.where(np.arange(4) == 1, np.inf, m["test_loss"]),
+        }
+        for e, m in zoo.metrics.items()
+    }
     no_val = dataclasses.replace(zoo, metrics=metrics)
     params = writer.original_params(no_val, no_val.table[1])
     lines = [json.loads(line, parse_constant=strict_json) for line in writer.result_lines(no_val, 1, params)]

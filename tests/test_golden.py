@@ -14,9 +14,9 @@ import pathlib
 
 import pytest
 
-from jaxzoo.zoo import checkpoint
 from jaxzoo.config import identity, identity_hash
 from jaxzoo.training.population import expand_grid
+from jaxzoo.zoo import checkpoint
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 
@@ -96,7 +96,11 @@ def test_identity_written_with_notes_still_matches(tmp_path):
     config = load_config("quickstart")
     current = identity(config)
     old = {**current, "notes": "prose of an earlier release"}
-    document = {"identity_hash": identity_hash(old), "identity": old, "config": json.loads(json.dumps(config.to_dict()))}
+    document = {
+        "identity_hash": identity_hash(old),
+        "identity": old,
+        "config": json.loads(json.dumps(config.to_dict())),
+    }
     (tmp_path / "config.json").write_text(json.dumps(document))
     assert checkpoint.read_config(tmp_path)["identity"] == old
     checkpoint.prepare_workdir(tmp_path, current, document["config"], [], write=False)  # no "another zoo"

@@ -24,17 +24,30 @@ from jaxzoo.ingest.__main__ import main  # noqa: E402
 
 EPOCHS = 2  # trial fixtures: epochs 0..2
 # CNN-s in the original ModuleList numbering: (index without dropout, with dropout, PyTorch shape)
-CNN_S = [("weight", 0, 0, (8, 1, 5, 5)), ("bias", 0, 0, (8,)), ("weight", 3, 4, (6, 8, 5, 5)), ("bias", 3, 4, (6,)),
-         ("weight", 6, 8, (4, 6, 2, 2)), ("bias", 6, 8, (4,)), ("weight", 9, 11, (20, 36)), ("bias", 9, 11, (20,)),
-         ("weight", 11, 14, (10, 20)), ("bias", 11, 14, (10,))]
+CNN_S = [
+    ("weight", 0, 0, (8, 1, 5, 5)),
+    ("bias", 0, 0, (8,)),
+    ("weight", 3, 4, (6, 8, 5, 5)),
+    ("bias", 3, 4, (6,)),
+    ("weight", 6, 8, (4, 6, 2, 2)),
+    ("bias", 6, 8, (4,)),
+    ("weight", 9, 11, (20, 36)),
+    ("bias", 9, 11, (20,)),
+    ("weight", 11, 14, (10, 20)),
+    ("bias", 11, 14, (10,)),
+]
 FLAX_LAYERS = ["conv0", "conv0", "conv1", "conv1", "conv2", "conv2", "fc0", "fc0", "fc1", "fc1"]
 DROPOUTS = (0.0, 0.5, 0.0)
 
 
 def cnn_s_state_dict(rng, dropout: float) -> dict:
     """A CNN-s state_dict with the original keys (module indices depend on dropout)."""
-    return {f"module_list.{with_dropout if dropout > 0 else plain}.{kind}": torch.from_numpy(
-        rng.normal(0, 0.3, shape).astype(np.float32)) for kind, plain, with_dropout, shape in CNN_S}
+    return {
+        f"module_list.{with_dropout if dropout > 0 else plain}.{kind}": torch.from_numpy(
+            rng.normal(0, 0.3, shape).astype(np.float32)
+        )
+        for kind, plain, with_dropout, shape in CNN_S
+    }
 
 
 def write_trials(root: pathlib.Path) -> dict:
@@ -45,14 +58,34 @@ def write_trials(root: pathlib.Path) -> dict:
     for i, dropout in enumerate(DROPOUTS):
         trial = root / f"NN_tune_trainable_{i:05d}_seed={i + 1}"
         trial.mkdir(parents=True)
-        params = {"model::type": "CNN", "model::channels_in": 1, "model::o_dim": 10, "model::nlin": "tanh",
-                  "model::init_type": "kaiming_uniform", "model::dropout": dropout, "model::use_bias": True,
-                  "optim::optimizer": "adam", "optim::lr": 1e-3 * (i + 1), "optim::wd": 1e-4, "seed": i + 1,
-                  "training::batchsize": 10, "training::epochs_train": EPOCHS,
-                  "dataset::dump": "zoos/data/MNIST/dataset.pt"}
+        params = {
+            "model::type": "CNN",
+            "model::channels_in": 1,
+            "model::o_dim": 10,
+            "model::nlin": "tanh",
+            "model::init_type": "kaiming_uniform",
+            "model::dropout": dropout,
+            "model::use_bias": True,
+            "optim::optimizer": "adam",
+            "optim::lr": 1e-3 * (i + 1),
+            "optim::wd": 1e-4,
+            "seed": i + 1,
+            "training::batchsize": 10,
+            "training::epochs_train": EPOCHS,
+            "dataset::dump": "zoos/data/MNIST/dataset.pt",
+        }
         (trial / "params.json").write_text(json.dumps(params))
-        lines = [{"train_loss": 2.0 - e / 10 - i, "train_acc": 0.1 * e + i / 100, "test_loss": 2.1 - e / 10,
-                  "test_acc": 0.09 * e + i / 100, "training_iteration": e, "config": params} for e in range(EPOCHS + 1)]
+        lines = [
+            {
+                "train_loss": 2.0 - e / 10 - i,
+                "train_acc": 0.1 * e + i / 100,
+                "test_loss": 2.1 - e / 10,
+                "test_acc": 0.09 * e + i / 100,
+                "training_iteration": e,
+                "config": params,
+            }
+            for e in range(EPOCHS + 1)
+        ]
         (trial / "result.json").write_text("".join(json.dumps(line) + "\n" for line in lines))
         written[trial.name] = {}
         for epoch in range(EPOCHS + 1):
@@ -125,8 +158,9 @@ def test_round_trip_through_export_keeps_table2(tiny_copy, tmp_path):
     locations = {k: "" for k in ("raw_dir", "tfds_dir", "cache_dir")}
     assert ingested.config["data"] == {**original.config["data"], **locations}
     for epoch in original.epochs:
-        np.testing.assert_array_equal(ingested.flat_vectors(ingested.state(epoch)),
-                                      original.flat_vectors(original.state(epoch)))
+        np.testing.assert_array_equal(
+            ingested.flat_vectors(ingested.state(epoch)), original.flat_vectors(original.state(epoch))
+        )
     first = analyze(tiny_copy, log=None)["table2"]
     second = analyze(tmp_path / "ingested", log=None)["table2"]
 
@@ -141,13 +175,23 @@ def test_round_trip_through_export_keeps_table2(tiny_copy, tmp_path):
 
 
 # The Small CNN Zoo: layout.csv as published (bias before kernel per layer, TensorFlow shapes).
-UZ_LAYOUT = [("sequential/conv2d/bias:0", (16,)), ("sequential/conv2d/kernel:0", (3, 3, 1, 16)),
-             ("sequential/conv2d_1/bias:0", (16,)), ("sequential/conv2d_1/kernel:0", (3, 3, 16, 16)),
-             ("sequential/conv2d_2/bias:0", (16,)), ("sequential/conv2d_2/kernel:0", (3, 3, 16, 16)),
-             ("sequential/dense/bias:0", (10,)), ("sequential/dense/kernel:0", (16, 10))]
+UZ_LAYOUT = [
+    ("sequential/conv2d/bias:0", (16,)),
+    ("sequential/conv2d/kernel:0", (3, 3, 1, 16)),
+    ("sequential/conv2d_1/bias:0", (16,)),
+    ("sequential/conv2d_1/kernel:0", (3, 3, 16, 16)),
+    ("sequential/conv2d_2/bias:0", (16,)),
+    ("sequential/conv2d_2/kernel:0", (3, 3, 16, 16)),
+    ("sequential/dense/bias:0", (10,)),
+    ("sequential/dense/kernel:0", (16, 10)),
+]
 UZ_STEPS = (0, 1, 2, 3, 20, 40, 60, 80, 86)
-UZ_CONFIGS = [("relu", "he_normal", "adam", 0.001, 1e-5, 0.0), ("tanh", "glorot_normal", "sgd", 0.03, 1e-3, 0.2),
-              ("relu", "RandomNormal", "rmsprop", 0.0005, 1e-6, 0.5), ("tanh", "orthogonal", "adam", 0.002, 0.0, 0.0)]
+UZ_CONFIGS = [
+    ("relu", "he_normal", "adam", 0.001, 1e-5, 0.0),
+    ("tanh", "glorot_normal", "sgd", 0.03, 1e-3, 0.2),
+    ("relu", "RandomNormal", "rmsprop", 0.0005, 1e-6, 0.5),
+    ("tanh", "orthogonal", "adam", 0.002, 0.0, 0.0),
+]
 
 
 def write_small_cnn_zoo(folder: pathlib.Path) -> tuple[np.ndarray, list]:
@@ -166,15 +210,32 @@ def write_small_cnn_zoo(folder: pathlib.Path) -> tuple[np.ndarray, list]:
     for m, (activation, w_init, optimizer, lr, l2reg, dropout) in enumerate(UZ_CONFIGS + [UZ_CONFIGS[0]]):
         for step in UZ_STEPS[:-1] if m == 4 else UZ_STEPS:
             modeldir = f"zoo/mnist/unit_{m:05d}"
-            rows.append({"": f"{modeldir}/permanent_ckpt-{step}", "config.activation": activation,
-                         "config.b_init": "zeros", "config.dataset": "mnist", "config.dnn_architecture": "cnn",
-                         "config.dropout": dropout, "config.epochs": 86, "config.init_std": 0.05,
-                         "config.l2reg": l2reg, "config.learning_rate": lr, "config.num_layers": 3,
-                         "config.num_units": 16, "config.optimizer": optimizer, "config.random_seed": 42,
-                         "config.train_fraction": (1.0, 0.5, 0.25, 0.1, 1.0)[m], "config.w_init": w_init,
-                         "modeldir": modeldir, "step": step, "test_accuracy": 0.1 + step / 100 + m / 1000,
-                         "test_loss": 2.3 - step / 50, "train_accuracy": 0.11 + step / 100,
-                         "train_loss": 2.2 - step / 50})
+            rows.append(
+                {
+                    "": f"{modeldir}/permanent_ckpt-{step}",
+                    "config.activation": activation,
+                    "config.b_init": "zeros",
+                    "config.dataset": "mnist",
+                    "config.dnn_architecture": "cnn",
+                    "config.dropout": dropout,
+                    "config.epochs": 86,
+                    "config.init_std": 0.05,
+                    "config.l2reg": l2reg,
+                    "config.learning_rate": lr,
+                    "config.num_layers": 3,
+                    "config.num_units": 16,
+                    "config.optimizer": optimizer,
+                    "config.random_seed": 42,
+                    "config.train_fraction": (1.0, 0.5, 0.25, 0.1, 1.0)[m],
+                    "config.w_init": w_init,
+                    "modeldir": modeldir,
+                    "step": step,
+                    "test_accuracy": 0.1 + step / 100 + m / 1000,
+                    "test_loss": 2.3 - step / 50,
+                    "train_accuracy": 0.11 + step / 100,
+                    "train_loss": 2.2 - step / 50,
+                }
+            )
     with gzip.open(folder / "metrics.csv.gz", "wt", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -195,7 +256,7 @@ def numpy_forward(x: np.ndarray, weights_row: np.ndarray, offsets, activation: s
         out = np.zeros((x.shape[0], size, size, kernel.shape[-1]))
         for i in range(size):
             for j in range(size):
-                patch = x[:, 2 * i:2 * i + 3, 2 * j:2 * j + 3, :]  # [B, 3, 3, C]
+                patch = x[:, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3, :]  # [B, 3, 3, C]
                 out[:, i, j, :] = np.tensordot(patch, kernel, axes=([1, 2, 3], [0, 1, 2])) + bias
         x = act(out, 0.0) if act else np.tanh(out)
     return x.mean(axis=(1, 2)) @ part["dense/kernel"] + part["dense/bias"]
@@ -228,16 +289,28 @@ def test_small_cnn_zoo(tmp_path):
         model = zoo.model(row["activation"])
         params = {layer: {k: v[m] for k, v in leaves.items()} for layer, leaves in state["params"].items()}
         logits = np.asarray(model.apply({"params": params}, x, 0, 0.0, train=False))
-        expected = numpy_forward(x.astype(np.float64), weights[m * len(UZ_STEPS) + 8].astype(np.float64), offsets,
-                                 row["activation"])
+        expected = numpy_forward(
+            x.astype(np.float64), weights[m * len(UZ_STEPS) + 8].astype(np.float64), offsets, row["activation"]
+        )
         np.testing.assert_allclose(logits, expected, atol=1e-5, rtol=1e-5)
     # Exported like a trained zoo: the default custom-module keys, no optimizer state.
     out = pathlib.Path(export(tmp_path / "w", tmp_path / "out", formats="trials", log=None)["out"])
-    trial = next((out / "trials").iterdir()) if (out / "trials").is_dir() else next(
-        p for p in out.iterdir() if (p / "params.json").exists())
+    trial = (
+        next((out / "trials").iterdir())
+        if (out / "trials").is_dir()
+        else next(p for p in out.iterdir() if (p / "params.json").exists())
+    )
     last = torch.load(trial / "checkpoint_000008" / "checkpoints")
-    assert list(last) == ["conv0.weight", "conv0.bias", "conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias",
-                          "dense.weight", "dense.bias"]
+    assert list(last) == [
+        "conv0.weight",
+        "conv0.bias",
+        "conv1.weight",
+        "conv1.bias",
+        "conv2.weight",
+        "conv2.bias",
+        "dense.weight",
+        "dense.bias",
+    ]
     assert tuple(last["conv0.weight"].shape) == (16, 1, 3, 3)
     assert not (trial / "checkpoint_000008" / "optimizer").exists()
 
@@ -284,27 +357,53 @@ def test_bad_archives_name_the_file(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "holds another zoo" in err and "--overwrite" in err
     assert read_zoo(tmp_path / "w").config["model"]["arch"] == "cnn_s"  # untouched
-    assert main(["--source", str(tmp_path / "uz"), "--workdir", str(tmp_path / "w"), "--dataset", "mnist_5k",
-                 "--overwrite"]) == 0
+    assert (
+        main(
+            ["--source", str(tmp_path / "uz"), "--workdir", str(tmp_path / "w"), "--dataset", "mnist_5k", "--overwrite"]
+        )
+        == 0
+    )
     assert read_zoo(tmp_path / "w").config["model"]["module"] == "small_cnn_zoo"
 
 
 def test_resnet18_trial_folders_keep_every_tensor(tmp_path):
     """A ResNet-18 trial (torchvision keys, BatchNorm statistics) comes back exactly: the
     workdir's state, mapped forward again, is the source state_dict."""
-    from jaxzoo.models.resnet import torch_state_dict
     from jaxzoo.export.torch_models import ResNet18Cifar
+    from jaxzoo.models.resnet import torch_state_dict
 
     torch.manual_seed(0)
     trial = tmp_path / "tune_zoo_cifar10_resnet18_kaiming_uniform" / "NN_tune_trainable_00000_seed=1"
     trial.mkdir(parents=True)
-    params = {"model::type": "Resnet18", "model::channels_in": 3, "model::o_dim": 10, "model::nlin": "relu",
-              "model::init_type": "kaiming_uniform", "model::dropout": 0.0, "optim::optimizer": "sgd",
-              "optim::lr": 0.05, "optim::wd": 5e-4, "optim::momentum": 0.9, "seed": 1, "training::batchsize": 256,
-              "training::epochs_train": 1, "dataset::dump": "zoos/data/CIFAR10/dataset.pt"}
+    params = {
+        "model::type": "Resnet18",
+        "model::channels_in": 3,
+        "model::o_dim": 10,
+        "model::nlin": "relu",
+        "model::init_type": "kaiming_uniform",
+        "model::dropout": 0.0,
+        "optim::optimizer": "sgd",
+        "optim::lr": 0.05,
+        "optim::wd": 5e-4,
+        "optim::momentum": 0.9,
+        "seed": 1,
+        "training::batchsize": 256,
+        "training::epochs_train": 1,
+        "dataset::dump": "zoos/data/CIFAR10/dataset.pt",
+    }
     (trial / "params.json").write_text(json.dumps(params))
-    lines = [{"train_loss": 2.3 - e, "train_acc": 0.1 + e / 2, "test_loss": 2.3 - e, "test_acc": 0.1 + e / 3,
-              "val_loss": 2.3 - e, "val_acc": 0.1 + e / 4, "training_iteration": e} for e in range(2)]
+    lines = [
+        {
+            "train_loss": 2.3 - e,
+            "train_acc": 0.1 + e / 2,
+            "test_loss": 2.3 - e,
+            "test_acc": 0.1 + e / 3,
+            "val_loss": 2.3 - e,
+            "val_acc": 0.1 + e / 4,
+            "training_iteration": e,
+        }
+        for e in range(2)
+    ]
     (trial / "result.json").write_text("".join(json.dumps(line) + "\n" for line in lines))
     written = {}
     for epoch in range(2):

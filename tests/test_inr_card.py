@@ -76,12 +76,18 @@ def test_statistics_count_models_that_never_reach_the_target(fixture, request):
     psnr, quantiles = numpy_psnr(metrics)
     assert stats["quantiles"]["50"] == pytest.approx(quantiles[2], rel=1e-12)
     assert stats["at_target"] == int(metrics["reached"].sum()) == 48 - never
-    assert inr_card.steps_statistics(metrics, 0.0) is None and inr_card.psnr_statistics(metrics, 0.0)["at_target"] is None
+    assert (
+        inr_card.steps_statistics(metrics, 0.0) is None and inr_card.psnr_statistics(metrics, 0.0)["at_target"] is None
+    )
 
 
 def test_diverged_models_are_counted_not_averaged():
-    metrics = {"psnr": np.array([20.0, 30.0, np.nan, 25.0]), "diverged": np.array([False, False, True, False]),
-               "reached": np.array([0.0, 1.0, 0.0, 1.0]), "steps_to_target": np.array([np.nan, 10.0, np.nan, 30.0])}
+    metrics = {
+        "psnr": np.array([20.0, 30.0, np.nan, 25.0]),
+        "diverged": np.array([False, False, True, False]),
+        "reached": np.array([0.0, 1.0, 0.0, 1.0]),
+        "steps_to_target": np.array([np.nan, 10.0, np.nan, 30.0]),
+    }
     stats = inr_card.psnr_statistics(metrics, 24.0)
     assert (stats["models"], stats["diverged"], stats["at_target"]) == (3, 1, 2)
     assert stats["mean"] == pytest.approx(25.0) and stats["quantiles"]["50"] == pytest.approx(25.0)
@@ -109,8 +115,10 @@ def test_reconstructions_are_the_zoos_and_labelled_with_their_psnr(carded):
     np.testing.assert_allclose(grid["psnr"], zoo.metrics()["psnr"][ids], atol=0.01)
     np.testing.assert_allclose(card["reconstructions"]["psnr"], grid["psnr"])
     readme = (workdir / "card" / "README.md").read_text()
-    assert all(f"model {m} (image {zoo.table[m]['image']}, label {labels[m]}, {v:.2f} dB)" in readme
-               for m, v in zip(ids, grid["psnr"]))
+    assert all(
+        f"model {m} (image {zoo.table[m]['image']}, label {labels[m]}, {v:.2f} dB)" in readme
+        for m, v in zip(ids, grid["psnr"])
+    )
     for name in FIGURES:
         for folder in (workdir / "card", export / "card"):
             image = matplotlib.image.imread(folder / f"{name}.png")
@@ -152,7 +160,12 @@ def test_class_prediction_trains_and_tests_on_disjoint_images(inr_zoo, monkeypat
         assert train_shape == (36, width) and test_shape == (12, width) and classes == 10
         np.testing.assert_array_equal(y_train, labels[~test])
         np.testing.assert_array_equal(y_test, labels[test])
-    assert (result["train_models"], result["test_models"], result["train_images"], result["test_images"]) == (36, 12, 18, 6)
+    assert (result["train_models"], result["test_models"], result["train_images"], result["test_images"]) == (
+        36,
+        12,
+        18,
+        6,
+    )
     assert result["accuracy"] == {"w": 0.25, "s(w)": 0.25} and result["chance"] == 0.1
     # a zoo of both splits' images: the source split decides
     table = [{"image": i, "split": "train" if i < 3 else "test", "label": 0} for i in (0, 1, 2, 3, 4, 0, 1, 2, 3, 4)]

@@ -23,13 +23,19 @@ torch = pytest.importorskip("torch")
 
 from jaxzoo.export import ExportError  # noqa: E402
 from jaxzoo.export.__main__ import main  # noqa: E402
-from jaxzoo.kinds import export  # noqa: E402
 from jaxzoo.inr.zoo import read_inr_zoo  # noqa: E402
+from jaxzoo.kinds import export  # noqa: E402
 
 SPLIT_FOLDER = {"training": "train", "testing": "test"}
 DWS_KEYS = ["seq.0.weight", "seq.0.bias", "seq.1.weight", "seq.1.bias", "seq.2.weight", "seq.2.bias"]
-NFN_KEYS = ["net.0.linear.weight", "net.0.linear.bias", "net.1.linear.weight", "net.1.linear.bias",
-            "net.2.weight", "net.2.bias"]
+NFN_KEYS = [
+    "net.0.linear.weight",
+    "net.0.linear.bias",
+    "net.1.linear.weight",
+    "net.1.linear.bias",
+    "net.2.weight",
+    "net.2.bias",
+]
 SHAPES = [(32, 2), (32,), (32, 32), (32,), (1, 32), (1,)]
 TEST_IMAGES = 4  # the DWSNets fixture fits train images only: its copy marks the last 4 as test images
 
@@ -108,7 +114,9 @@ def check_state_dict(state_dict, keys):
 
 # ---- readers written from the layouts' descriptions ----------------------------------------------
 
-DWS_MNIST = re.compile(r"^mnist-inrs(?:-seed(\d+))?/mnist_png_(training|testing)_(\d+)_(\d+)/checkpoints/model_final\.pth$")
+DWS_MNIST = re.compile(
+    r"^mnist-inrs(?:-seed(\d+))?/mnist_png_(training|testing)_(\d+)_(\d+)/checkpoints/model_final\.pth$"
+)
 DWS_FMNIST = re.compile(r"^fmnist_inrs(?:_seed(\d+))?/(train|test)/model_(\d+)\.pth$")
 NFN_FILE = re.compile(r"^randinit_smaller(?:_aug(\d+))?_(\d)s/net(\d+)\.pth$")
 
@@ -237,8 +245,16 @@ def test_dwsnets_mnist_folders_hold_one_state_dict_per_model(dws_export, dws_wor
     config = json.loads((root / "config.json").read_text())
     assert config == json.loads((dws_workdir / "config.json").read_text())["config"]
     readme = (root / "readme.md").read_text()
-    for phrase in ("'xy'", "offset of 0.5", "[0, 1]", "10 log10(1^2 / MSE)", "mnist-inrs-seed", "unseeded",
-                   "absolute", "10,000"):
+    for phrase in (
+        "'xy'",
+        "offset of 0.5",
+        "[0, 1]",
+        "10 log10(1^2 / MSE)",
+        "mnist-inrs-seed",
+        "unseeded",
+        "absolute",
+        "10,000",
+    ):
         assert phrase in readme, phrase
 
 
@@ -261,18 +277,24 @@ def test_dwsnets_mnist_splits_and_statistics(dws_export, dws_workdir):
     # val: the documented draw of round(n_train * 5000 / 60000) train images
     n_train = len({row["image"] for row in table if row["split"] == "train"})
     assert len(splits["val"]["path"]) == round(n_train * 5000 / 60000) > 0
-    primary = {(row["split_index"], row["label"]): row["image"] for row in table
-               if row["seed"] == first_seed(dws_workdir) and row["split"] == "train"}
-    val = {primary[(int(p.split("/")[1].split("_")[-1]), int(label))]
-           for p, label in zip(splits["val"]["path"], splits["val"]["label"])}
+    primary = {
+        (row["split_index"], row["label"]): row["image"]
+        for row in table
+        if row["seed"] == first_seed(dws_workdir) and row["split"] == "train"
+    }
+    val = {
+        primary[(int(p.split("/")[1].split("_")[-1]), int(label))]
+        for p, label in zip(splits["val"]["path"], splits["val"]["label"])
+    }
     assert val == expected_val_images(table)
     assert len(splits["test"]["path"]) == TEST_IMAGES
 
     # statistics.pth: per layer over the train split's INRs, weights (in, out, 1), biases (out, 1)
     stats = load(root / "statistics.pth")
     loaded = [load(root / p) for p in splits["train"]["path"]]
-    weights = [torch.stack([v.permute(1, 0) for sd in loaded for k, v in sd.items() if k == key])
-               for key in DWS_KEYS[0::2]]
+    weights = [
+        torch.stack([v.permute(1, 0) for sd in loaded for k, v in sd.items() if k == key]) for key in DWS_KEYS[0::2]
+    ]
     biases = [torch.stack([sd[key] for sd in loaded]) for key in DWS_KEYS[1::2]]
     assert [tuple(t.shape) for t in stats["weights"]["mean"]] == [(2, 32, 1), (32, 32, 1), (32, 1, 1)]
     assert [tuple(t.shape) for t in stats["biases"]["std"]] == [(32, 1), (32, 1), (1, 1)]
@@ -400,8 +422,11 @@ def test_vectors_rows_are_the_state_dicts_flattened(style, request):
         ids += list(tensors["model_id"])
     assert sorted(ids) == list(range(len(table)))
     if style == "nfn":  # the NFN fixture has models that never reached the target
-        assert np.isnan(np.concatenate([v[0]["steps_to_target"] for v in vectors.values()])).sum() \
-            == np.isnan(metrics["steps_to_target"]).sum() > 0
+        assert (
+            np.isnan(np.concatenate([v[0]["steps_to_target"] for v in vectors.values()])).sum()
+            == np.isnan(metrics["steps_to_target"]).sum()
+            > 0
+        )
     else:
         assert len(vectors["test"][0]["weights"]) == TEST_IMAGES * len({row["seed"] for row in table})
     dataset = torch.load(root / "vectors" / "dataset.pt", weights_only=False)
@@ -425,19 +450,27 @@ def changed(zoo, **fields):
     return dataclasses.replace(zoo, config=config, spec=spec, table=table)
 
 
-@pytest.mark.parametrize("fmt, fields, message", [
-    ("dwsnets_mnist", {"output_offset": 0.0}, "needs model.output_offset=0.5"),
-    ("dwsnets_mnist", {"target_range": "symmetric"}, "needs model.target_range='unit'"),
-    ("dwsnets_fmnist", {"w0_first": 20.0}, "needs model.w0_first=30.0"),
-    ("dwsnets_mnist", {"w0_hidden": 20.0}, "needs model.w0_hidden=30.0"),
-    ("dwsnets_mnist", {"widths": (32, 16)}, "needs model.widths of one even width"),
-    ("dwsnets_mnist", {"channels": 3}, "needs images of 1 channel"),
-    ("nfn", {"coordinates": "ij", "output_offset": 0.0}, "needs model.target_range='symmetric'"),
-    ("nfn", {"coordinates": "ij", "target_range": "symmetric"}, "needs model.output_offset=0.0"),
-    ("nfn", {"coordinates": "ij", "target_range": "symmetric", "output_offset": 0.0, "label": 12}, "needs labels 0..9"),
-])
-def test_each_layout_check_refuses_in_one_line_and_writes_nothing(dws_workdir, tmp_path, monkeypatch, fmt, fields,
-                                                                   message):
+@pytest.mark.parametrize(
+    "fmt, fields, message",
+    [
+        ("dwsnets_mnist", {"output_offset": 0.0}, "needs model.output_offset=0.5"),
+        ("dwsnets_mnist", {"target_range": "symmetric"}, "needs model.target_range='unit'"),
+        ("dwsnets_fmnist", {"w0_first": 20.0}, "needs model.w0_first=30.0"),
+        ("dwsnets_mnist", {"w0_hidden": 20.0}, "needs model.w0_hidden=30.0"),
+        ("dwsnets_mnist", {"widths": (32, 16)}, "needs model.widths of one even width"),
+        ("dwsnets_mnist", {"channels": 3}, "needs images of 1 channel"),
+        ("nfn", {"coordinates": "ij", "output_offset": 0.0}, "needs model.target_range='symmetric'"),
+        ("nfn", {"coordinates": "ij", "target_range": "symmetric"}, "needs model.output_offset=0.0"),
+        (
+            "nfn",
+            {"coordinates": "ij", "target_range": "symmetric", "output_offset": 0.0, "label": 12},
+            "needs labels 0..9",
+        ),
+    ],
+)
+def test_each_layout_check_refuses_in_one_line_and_writes_nothing(
+    dws_workdir, tmp_path, monkeypatch, fmt, fields, message
+):
     import jaxzoo.inr.export as inr_export
 
     zoo = changed(read_inr_zoo(dws_workdir), **fields)
@@ -477,8 +510,9 @@ def test_cli_refuses_mismatched_formats_in_one_line(dws_workdir, inr_zoo_nfn, ti
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
         assert not out.exists()
-    assert main(["--workdir", str(dws_workdir), "--out", str(tmp_path / "e"), "--format", "vectors",
-                 "--epochs", "1"]) == 2
+    assert (
+        main(["--workdir", str(dws_workdir), "--out", str(tmp_path / "e"), "--format", "vectors", "--epochs", "1"]) == 2
+    )
     assert "--epochs applies to classification zoos only" in capsys.readouterr().err
 
 

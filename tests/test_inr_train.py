@@ -12,8 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from conftest import inr_zoo_config, tiny_zoo_config
+
 from jaxzoo.config import ConfigError
 from jaxzoo.inr import siren
 from jaxzoo.inr.config import base_inr_config, validate_inr
@@ -36,23 +36,33 @@ def test_presets_validate_and_follow_their_sources():
     for config in (dws, load_preset("inr_dwsnets_fmnist"), *nfn.values(), load_preset("inr_quickstart")):
         validate_inr(config)
         assert config.notes
-    assert (dws.model.coordinates, dws.model.output_offset, dws.model.first_init, dws.model.bias_init) == \
-        ("xy", 0.5, "sine", "zero")
+    assert (dws.model.coordinates, dws.model.output_offset, dws.model.first_init, dws.model.bias_init) == (
+        "xy",
+        0.5,
+        "sine",
+        "zero",
+    )
     assert (dws.training.lr, dws.training.num_steps, dws.training.target_psnr) == (5e-4, 1000, 40.0)
     for config in nfn.values():
-        assert (config.model.coordinates, config.model.target_range, config.model.output_offset) == \
-            ("ij", "symmetric", 0.0)
+        assert (config.model.coordinates, config.model.target_range, config.model.output_offset) == (
+            "ij",
+            "symmetric",
+            0.0,
+        )
     assert nfn["cifar10"].data.image_size == 32 and nfn["mnist"].images.count == 60000
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("model.arch", "mlp", "unknown model.arch"),
-    ("training.steps_per_epoch", 7, "does not divide training.num_steps"),
-    ("model.coordinates", "yx", "unknown model.coordinates"),
-    ("images.splits", ("val",), "images.splits"),
-    ("training.optimizer", "nosuch", "training.optimizer"),
-    ("runtime.steps_per_call", 3, "does not divide training.steps_per_epoch"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("model.arch", "mlp", "unknown model.arch"),
+        ("training.steps_per_epoch", 7, "does not divide training.num_steps"),
+        ("model.coordinates", "yx", "unknown model.coordinates"),
+        ("images.splits", ("val",), "images.splits"),
+        ("training.optimizer", "nosuch", "training.optimizer"),
+        ("runtime.steps_per_call", 3, "does not divide training.steps_per_epoch"),
+    ],
+)
 def test_bad_values_name_the_field(field, value, message):
     config = base_inr_config()
     section, name = field.split(".")
@@ -100,8 +110,9 @@ def test_asymmetric_digits_are_drawn_unflipped_and_untransposed(fixture, request
     peak = 1.0 if zoo.config.model.target_range == "unit" else 2.0
     for index in range(0, len(zoo.table), 7):
         image = zoo.target_images(np.array([index]))[0]
-        drawn = numpy_reconstruction(params, index, 28, 28, zoo.config.model.coordinates,
-                                     zoo.config.model.output_offset)
+        drawn = numpy_reconstruction(
+            params, index, 28, 28, zoo.config.model.coordinates, zoo.config.model.output_offset
+        )
         psnr = lambda target: 10 * math.log10(peak**2 / np.mean((drawn - target) ** 2))
         assert psnr(image) == pytest.approx(metrics["psnr"][index], abs=0.01)
         for wrong in (image.transpose(1, 0, 2), image[::-1], image[:, ::-1]):
@@ -128,8 +139,12 @@ def test_early_stop_freezes_weights_and_optimizer_state_exactly(inr_zoo):
         if first >= 1 and stopped_at[model] > per_epoch * (first - 1):  # it stopped after that epoch's start
             assert zoo.metrics(first - 1)["psnr"][model] < target
     running = np.flatnonzero(stopped_at < 0)
-    assert all(not np.array_equal(states[epochs[-2]]["params"]["layer0"]["kernel"][m],
-                                  states[epochs[-1]]["params"]["layer0"]["kernel"][m]) for m in running)
+    assert all(
+        not np.array_equal(
+            states[epochs[-2]]["params"]["layer0"]["kernel"][m], states[epochs[-1]]["params"]["layer0"]["kernel"][m]
+        )
+        for m in running
+    )
 
 
 def test_a_model_does_not_depend_on_its_population(inr_zoo, tmp_path):
@@ -197,10 +212,24 @@ def test_quickstart_recipe_reaches_its_target_on_most_images(tmp_path):
 
 def test_cli_refuses_bad_input_in_one_line_and_writes_nothing(tmp_path, inr_zoo):
     workdir = tmp_path / "never"
-    for override, message in (("--config.training.steps_per_epoch=7", "does not divide"),
-                              ("--config.images.first=99999", "images.first=99999")):
-        run = subprocess.run([sys.executable, "-m", "jaxzoo.train", "--config", str(CONFIGS / "inr_quickstart.py"),
-                              "--workdir", str(workdir), override], capture_output=True, text=True)
+    for override, message in (
+        ("--config.training.steps_per_epoch=7", "does not divide"),
+        ("--config.images.first=99999", "images.first=99999"),
+    ):
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "jaxzoo.train",
+                "--config",
+                str(CONFIGS / "inr_quickstart.py"),
+                "--workdir",
+                str(workdir),
+                override,
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert run.returncode == 2, run.stderr
         assert len(run.stderr.strip().splitlines()) == 1 and message in run.stderr
         assert not workdir.exists()

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from jaxzoo import export
-from jaxzoo.weights import loaders
 from jaxzoo.errors import UserError
+from jaxzoo.weights import loaders
 
 
 @pytest.fixture(scope="module")
@@ -34,14 +34,17 @@ def test_plain_loader_gives_every_row_once_per_pass(vectors):
     for number in range(2):
         batches = list(loader)
         rows = np.concatenate([b["weights"] for b in batches])
-        keys = np.stack([np.concatenate([b["model_id"] for b in batches]),
-                         np.concatenate([b["epoch"] for b in batches])], 1)
+        keys = np.stack(
+            [np.concatenate([b["model_id"] for b in batches]), np.concatenate([b["epoch"] for b in batches])], 1
+        )
         assert rows.shape == train.weights.shape and rows.dtype == np.float32
         order = np.lexsort(keys.T[::-1])
         expected = np.lexsort(np.stack([train.properties["epoch"], train.properties["model_id"]]))
         np.testing.assert_array_equal(rows[order], train.weights[expected])  # same rows, each once
-        np.testing.assert_array_equal(np.concatenate([b["activation"] for b in batches])[order],
-                                      np.asarray(train.properties["activation"])[expected])
+        np.testing.assert_array_equal(
+            np.concatenate([b["activation"] for b in batches])[order],
+            np.asarray(train.properties["activation"])[expected],
+        )
         first.append(keys)
     assert not np.array_equal(first[0], first[1])  # each pass a new order
     # unshuffled: file order; drop_last; epoch selection
@@ -66,8 +69,9 @@ def test_standardisation_uses_train_statistics_and_the_file(vectors, tmp_path):
         if train.weights[:, b].std() > 0:
             part = batch["weights"][:, b]
             assert abs(part.mean()) < 1e-4 and part.std() == pytest.approx(1, abs=1e-3)
-    np.testing.assert_allclose(loaders.unstandardise(batch["weights"], train.index_dict, loader.stats),
-                               train.weights, atol=1e-5)
+    np.testing.assert_allclose(
+        loaders.unstandardise(batch["weights"], train.index_dict, loader.stats), train.weights, atol=1e-5
+    )
     # the file, when present, is what the loader uses (also for val)
     path = loaders.write_standardisation(folder)
     stats = json.loads(path.read_text())
@@ -97,8 +101,9 @@ def test_noise_has_the_set_std(vectors, mode):
         assert delta[:, w].std() == pytest.approx(0.1 * scale, rel=0.05) and abs(delta[:, w].mean()) < 0.01 * scale
     (again,) = list(loader)
     assert not np.array_equal(again["weights"], batch["weights"])  # fresh noise each pass
-    (repeat,) = list(loaders.VectorLoader(folder, "train", batch_size=1000, shuffle=False, noise_std=0.1,
-                                          noise_mode=mode))
+    (repeat,) = list(
+        loaders.VectorLoader(folder, "train", batch_size=1000, shuffle=False, noise_std=0.1, noise_mode=mode)
+    )
     np.testing.assert_array_equal(repeat["weights"], batch["weights"])  # the same seed repeats
 
 
@@ -118,8 +123,9 @@ def test_tokens_reassemble_to_the_vectors(vectors):
     t = index["kernel_no"][0] + 2
     assert batch["layer_id"][0, t] == 1 and batch["position"][0, t] == 2
     row = train.weights[5]
-    np.testing.assert_array_equal(tokens[5, t, :layer.fan_in],
-                                  row[layer.start + 2 * layer.fan_in:layer.start + 3 * layer.fan_in])
+    np.testing.assert_array_equal(
+        tokens[5, t, : layer.fan_in], row[layer.start + 2 * layer.fan_in : layer.start + 3 * layer.fan_in]
+    )
     assert tokens[5, t, layer.fan_in] == row[layer.bias_start + 2]
     assert np.bincount(batch["layer_id"][0]).tolist() == list(index["kernel_no"])
 
@@ -134,8 +140,11 @@ def test_torch_dataset_gives_the_numpy_rows(vectors):
     np.testing.assert_array_equal(plain.__get_weights__().numpy(), batch["weights"])
     assert plain[3][1]["model_id"] == batch["model_id"][3] and isinstance(plain[3][0], torch.Tensor)
     std = ZooVectorDataset(folder, "val", epochs=[1, 2], standardise=True, tokens=True)
-    (numpy_std,) = list(loaders.VectorLoader(folder, "val", epochs=[1, 2], batch_size=1000, shuffle=False,
-                                             standardise=True, tokens=True))
+    (numpy_std,) = list(
+        loaders.VectorLoader(
+            folder, "val", epochs=[1, 2], batch_size=1000, shuffle=False, standardise=True, tokens=True
+        )
+    )
     item, properties = std[4]
     np.testing.assert_allclose(item["weights"].numpy(), numpy_std["weights"][4], rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(item["tokens"].numpy(), numpy_std["tokens"][4], rtol=1e-6, atol=1e-6)
@@ -177,7 +186,9 @@ def test_bad_input_fails_in_one_line(vectors, tmp_path):
         assert "\n" not in str(error.value)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("jaxzoo.weights.symmetry") is None, reason="jaxzoo.weights.symmetry is not there yet")
+@pytest.mark.skipif(
+    importlib.util.find_spec("jaxzoo.weights.symmetry") is None, reason="jaxzoo.weights.symmetry is not there yet"
+)
 def test_permutation_shuffles_hidden_units_only(vectors):
     folder, splits = vectors
     train = splits["train"]
@@ -191,7 +202,8 @@ def test_permutation_shuffles_hidden_units_only(vectors):
         np.testing.assert_array_equal(np.sort(rows[:, w], 1), np.sort(original[:, w], 1))
     np.testing.assert_array_equal(rows[:, parts[-1][1]], original[:, parts[-1][1]])  # output units stay
     # standardised + permuted = permuted + standardised (per-layer statistics are permutation invariant)
-    (both,) = list(loaders.VectorLoader(folder, "train", batch_size=1000, shuffle=False, permute=True,
-                                        standardise=True))
+    (both,) = list(
+        loaders.VectorLoader(folder, "train", batch_size=1000, shuffle=False, permute=True, standardise=True)
+    )
     stats = loaders.layer_statistics(train)
     np.testing.assert_allclose(both["weights"], loaders.standardise(rows, index, stats), rtol=1e-5, atol=1e-5)

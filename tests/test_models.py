@@ -9,7 +9,6 @@ import pytest
 
 from jaxzoo.models.cnn import ACTIVATIONS, ARCHS, CNN, INITS, init_kernel, init_params, param_count
 
-
 erf = np.vectorize(math.erf)
 
 
@@ -21,9 +20,7 @@ def make_params(arch_name, channels, init="kaiming_uniform", seed=0):
     return model, params
 
 
-@pytest.mark.parametrize(
-    "arch,channels,expected", [("cnn_s", 1, 2464), ("cnn_s", 3, 2864), ("cnn_m", 3, 10853)]
-)
+@pytest.mark.parametrize("arch,channels,expected", [("cnn_s", 1, 2464), ("cnn_s", 3, 2864), ("cnn_m", 3, 10853)])
 def test_parameter_counts_and_output_shape(arch, channels, expected):
     model, params = make_params(arch, channels)
     assert param_count(params) == expected
@@ -38,7 +35,10 @@ def torch_layout(params):
     out = {}
     for name, layer in params.items():
         kernel = np.asarray(layer["kernel"], np.float64)
-        out[name] = (kernel.transpose(3, 2, 0, 1) if kernel.ndim == 4 else kernel.T, np.asarray(layer["bias"], np.float64))
+        out[name] = (
+            kernel.transpose(3, 2, 0, 1) if kernel.ndim == 4 else kernel.T,
+            np.asarray(layer["bias"], np.float64),
+        )
     return out
 
 
@@ -109,7 +109,9 @@ def test_pool_comes_before_activation():
 
 def test_activations_follow_pytorch():
     x = jnp.linspace(-4, 4, 101)
-    np.testing.assert_allclose(ACTIVATIONS["gelu"](x), 0.5 * x * (1 + erf(np.asarray(x) / math.sqrt(2))), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        ACTIVATIONS["gelu"](x), 0.5 * x * (1 + erf(np.asarray(x) / math.sqrt(2))), rtol=1e-5, atol=1e-6
+    )
     np.testing.assert_allclose(ACTIVATIONS["leakyrelu"](jnp.array([-2.0, 3.0])), [-0.02, 3.0], rtol=1e-6)
     np.testing.assert_allclose(ACTIVATIONS["sigmoid"](jnp.array([0.0])), [0.5])
 
@@ -124,7 +126,12 @@ def test_init_statistics(method):
         "normal": (0.0, 1.0, None, None),
         "kaiming_uniform": (0.0, math.sqrt(2 / fan_in), -math.sqrt(6 / fan_in), math.sqrt(6 / fan_in)),
         "kaiming_normal": (0.0, math.sqrt(2 / fan_in), None, None),
-        "xavier_uniform": (0.0, math.sqrt(2 / (fan_in + fan_out)), -math.sqrt(6 / (fan_in + fan_out)), math.sqrt(6 / (fan_in + fan_out))),
+        "xavier_uniform": (
+            0.0,
+            math.sqrt(2 / (fan_in + fan_out)),
+            -math.sqrt(6 / (fan_in + fan_out)),
+            math.sqrt(6 / (fan_in + fan_out)),
+        ),
         "xavier_normal": (0.0, math.sqrt(2 / (fan_in + fan_out)), None, None),
     }[method]
     mean, std, low, high = expected
@@ -169,5 +176,7 @@ def test_single_channel_conv_matches_patches_with_gradients():
     im2col = lambda x, k: extract_patches(x, 3) @ k.reshape(-1, 4)
     loss = lambda conv: lambda x, k: jnp.sum(jnp.tanh(conv(x, k)) * weights)
     np.testing.assert_allclose(single_channel_conv(x, kernel), im2col(x, kernel), rtol=1e-5, atol=1e-5)
-    for got, want in zip(jax.grad(loss(single_channel_conv), (0, 1))(x, kernel), jax.grad(loss(im2col), (0, 1))(x, kernel)):
+    for got, want in zip(
+        jax.grad(loss(single_channel_conv), (0, 1))(x, kernel), jax.grad(loss(im2col), (0, 1))(x, kernel)
+    ):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

@@ -88,7 +88,11 @@ def test_against_torch_optim(name):
     torch = pytest.importorskip("torch")
     lr, wd = 2e-2, 1e-2
     w = torch.nn.Parameter(torch.full((4,), 0.3, dtype=torch.float64))
-    opt = torch.optim.Adam([w], lr=lr, weight_decay=wd) if name == "adam" else torch.optim.SGD([w], lr=lr, momentum=0.9, weight_decay=wd)
+    opt = (
+        torch.optim.Adam([w], lr=lr, weight_decay=wd)
+        if name == "adam"
+        else torch.optim.SGD([w], lr=lr, momentum=0.9, weight_decay=wd)
+    )
     for _ in range(20):
         opt.zero_grad()
         loss = ((w - torch.tensor(TARGET)) ** 2).sum() - torch.cos(w).sum()

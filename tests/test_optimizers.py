@@ -212,8 +212,10 @@ def test_vmap_gives_each_model_its_own_values(name):
     params = stack([PARAMS0, PARAMS0])
     state = jax.vmap(lambda p, v: init_state(transform, p, v))(params, pair)
     batched = jax.jit(jax.vmap(update))
-    alone = [(p, init_state(transform, p, v)) for p, v in
-             ((jax.tree.map(jnp.asarray, PARAMS0), values) for values in (first, second))]
+    alone = [
+        (p, init_state(transform, p, v))
+        for p, v in ((jax.tree.map(jnp.asarray, PARAMS0), values) for values in (first, second))
+    ]
     for i in range(5):
         grads = [grad_fn(p, X[i], Y[i]) for p, _ in alone]
         params, state = batched(params, state, stack(grads))
@@ -258,7 +260,6 @@ def test_old_adam_sgd_state_and_updates_unchanged(name, momentum):
     assert sorted(new_state.hyperparams) == ["learning_rate", "weight_decay"]
     spec = lambda s: [(a.shape, a.dtype) for a in jax.tree.leaves(s)]
     assert spec(new_state) == spec(old_state)
-    new_params, restored_params = params, params
     for i in range(3):
         grads = grad_fn(params, X[i], Y[i])
         updates, old_state_next = old.update(grads, old_state, params)
@@ -289,8 +290,14 @@ def my_factory(learning_rate, weight_decay, momentum=0.5):
     return optax.chain(optax.add_decayed_weights(weight_decay), optax.sgd(learning_rate, momentum=momentum))
 
 
-MY_ENTRY = OptimizerEntry("my_sgd", my_factory, ("lr", "weight_decay", "momentum"), {"momentum": 0.5}, None,
-                          no_torch_reason="A test optimizer.")
+MY_ENTRY = OptimizerEntry(
+    "my_sgd",
+    my_factory,
+    ("lr", "weight_decay", "momentum"),
+    {"momentum": 0.5},
+    None,
+    no_torch_reason="A test optimizer.",
+)
 NOT_AN_OPTIMIZER = 3
 
 
@@ -310,7 +317,10 @@ def test_builtin_entries_are_consistent():
             assert hasattr(torch.optim, entry.torch.class_name)
     assert OPTIMIZERS["sgd"].defaults["momentum"] == 0.9
     assert OPTIMIZERS["sgd"].resolve({"lr": 0.1, "weight_decay": 0, "b1": 0.5}) == {
-        "lr": 0.1, "weight_decay": 0.0, "momentum": 0.9}
+        "lr": 0.1,
+        "weight_decay": 0.0,
+        "momentum": 0.9,
+    }
     assert {n for n, e in OPTIMIZERS.items() if e.weight_decay == "decoupled"} == {"adamw", "lion"}
     lion = OPTIMIZERS["lion"]
     assert lion.torch is None and not hasattr(torch.optim, "Lion")
@@ -346,15 +356,18 @@ def test_register_optimizer():
         OptimizerEntry("x", my_factory, ("lr", "weight_decay"), {}, None)
 
 
-@pytest.mark.parametrize("spec,words", [
-    ("adamx", ["unknown optimizer 'adamx'", "package.module:factory", "adam"]),
-    ("no_such_module_xyz:factory", ["cannot import", "no_such_module_xyz", "PYTHONPATH"]),
-    (f"{__name__}:missing", ["no attribute 'missing'"]),
-    (f"{__name__}:NOT_AN_OPTIMIZER", ["is a int", "point it at one"]),
-    ("a:b:c", ["form"]),
-    (f"{__name__}:needs_mask_factory", ["requires ['mask']", "give them defaults"]),
-    (f"{__name__}:no_decay_factory", ["does not take ['weight_decay']", "keyword parameters"]),
-])
+@pytest.mark.parametrize(
+    "spec,words",
+    [
+        ("adamx", ["unknown optimizer 'adamx'", "package.module:factory", "adam"]),
+        ("no_such_module_xyz:factory", ["cannot import", "no_such_module_xyz", "PYTHONPATH"]),
+        (f"{__name__}:missing", ["no attribute 'missing'"]),
+        (f"{__name__}:NOT_AN_OPTIMIZER", ["is a int", "point it at one"]),
+        ("a:b:c", ["form"]),
+        (f"{__name__}:needs_mask_factory", ["requires ['mask']", "give them defaults"]),
+        (f"{__name__}:no_decay_factory", ["does not take ['weight_decay']", "keyword parameters"]),
+    ],
+)
 def test_bad_names_raise_one_line(spec, words):
     with pytest.raises(ValueError) as info:
         optimizer_entry(spec)
@@ -369,8 +382,10 @@ def test_bad_hyperparameters_raise_one_line():
         (lambda: make_transform("adam", ("lr", "weight_decay", "momentum")), "does not read ['momentum']"),
         (lambda: make_transform("adam", ("lr",)), "needs a value for 'weight_decay'"),
         (lambda: make_transform("adam", ("lr", "weight_decay"), {"lrr": 1.0}), "unknown hyperparameter 'lrr'"),
-        (lambda: init_state(make_transform("sgd", ("lr", "weight_decay")), PARAMS0, {"lr": 0.1}),
-         "exactly the injected"),
+        (
+            lambda: init_state(make_transform("sgd", ("lr", "weight_decay")), PARAMS0, {"lr": 0.1}),
+            "exactly the injected",
+        ),
     ]
     for call, words in cases:
         with pytest.raises(ValueError) as info:

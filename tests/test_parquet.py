@@ -11,10 +11,10 @@ pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
 from jaxzoo import export  # noqa: E402
+from jaxzoo.errors import UserError  # noqa: E402
 from jaxzoo.export import __main__ as export_cli
 from jaxzoo.export import parquet  # noqa: E402
 from jaxzoo.zoo import checkpoint
-from jaxzoo.errors import UserError  # noqa: E402
 
 SPLITS = ("train", "val", "test")
 
@@ -64,8 +64,9 @@ def test_columns_rows_and_values_match_the_vectors_and_metrics(exported):
             column = table.column(name).to_pylist()
             wanted = [values[i] for i in index]
             assert column == (wanted if isinstance(values, list) else np.asarray(wanted).tolist()), name
-        for (model_id, epoch), acc, loss in zip(keys, table.column("test_acc").to_pylist(),
-                                                table.column("train_loss").to_pylist()):
+        for (model_id, epoch), acc, loss in zip(
+            keys, table.column("test_acc").to_pylist(), table.column("train_loss").to_pylist()
+        ):
             assert acc == pytest.approx(metrics[model_id, epoch]["test_acc"], rel=1e-6)
             assert loss == pytest.approx(metrics[model_id, epoch]["train_loss"], rel=1e-6)
     assert rows == report["parquet"]["rows"]
@@ -78,7 +79,7 @@ def test_datasets_pandas_and_polars_read_the_export(exported, tmp_path, monkeypa
     pl = pytest.importorskip("polars")
     _, target, report, vectors = exported
     card = (target / "README.md").read_text()
-    assert card.startswith("---\n") and "license: \"cc-by-4.0\"" in card and "weight-space-learning" in card
+    assert card.startswith("---\n") and 'license: "cc-by-4.0"' in card and "weight-space-learning" in card
     assert (target / "readme.md").read_text() in card  # the original readme stays, and is in the card
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -121,16 +122,29 @@ def test_row_groups_are_bounded_and_size_categories(tmp_path, monkeypatch):
     writer = parquet.SplitWriter(pa, tmp_path, "train", table_schema, 10)
     for start in range(0, 60, 7):
         block = slice(start, start + 7)
-        writer.append(np.ones((len(properties["model_id"][block]), 10), np.float32),
-                      {"model_id": properties["model_id"][block], "activation": properties["activation"][block]})
+        writer.append(
+            np.ones((len(properties["model_id"][block]), 10), np.float32),
+            {"model_id": properties["model_id"][block], "activation": properties["activation"][block]},
+        )
     writer.close()
     metadata = pq.ParquetFile(tmp_path / "train.parquet").metadata
-    assert metadata.num_rows == 60 and [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)] == [28, 28, 4]
+    assert metadata.num_rows == 60 and [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)] == [
+        28,
+        28,
+        4,
+    ]
     assert not (tmp_path / ".train.parquet.partial").exists()
     assert parquet.size_category(96) == "n<1K" and parquet.size_category(51_000) == "10K<n<100K"
     card = parquet.dataset_card(96, "# zoo\n")
     front = pytest.importorskip("yaml").safe_load(card.split("---\n")[1])
-    assert front["configs"] == [{"config_name": "default", "data_files": [
-        {"split": "train", "path": "parquet/train.parquet"}, {"split": "validation", "path": "parquet/val.parquet"},
-        {"split": "test", "path": "parquet/test.parquet"}]}]
+    assert front["configs"] == [
+        {
+            "config_name": "default",
+            "data_files": [
+                {"split": "train", "path": "parquet/train.parquet"},
+                {"split": "validation", "path": "parquet/val.parquet"},
+                {"split": "test", "path": "parquet/test.parquet"},
+            ],
+        }
+    ]
     assert front["license"] == "cc-by-4.0" and front["size_categories"] == ["n<1K"] and "jaxzoo" in front["tags"]

@@ -21,8 +21,9 @@ def load_config(path):
     return module.get_config()
 
 
-@pytest.mark.parametrize("path", sorted(p for p in CONFIG_DIR.glob("*.py") if not p.stem.startswith("inr_")),
-                         ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "path", sorted(p for p in CONFIG_DIR.glob("*.py") if not p.stem.startswith("inr_")), ids=lambda p: p.stem
+)
 def test_every_config_expands_and_validates(path):
     config = load_config(path)
     validate(config)
@@ -45,10 +46,16 @@ def test_paper_zoo_sizes_total_the_papers_cnn_count():
 
 
 def test_resnet_zoos_follow_the_original_code():
-    c10, c100, tiny = (load_config(CONFIG_DIR / f"{n}_resnet18_seed.py") for n in ("cifar10", "cifar100", "tinyimagenet"))
+    c10, c100, tiny = (
+        load_config(CONFIG_DIR / f"{n}_resnet18_seed.py") for n in ("cifar10", "cifar100", "tinyimagenet")
+    )
     assert (c10.population.lr, c10.training.batch_size, c10.training.num_epochs) == ((0.05,), 256, 50)
     assert (c100.population.lr, c100.training.batch_size, c100.training.num_epochs) == ((0.1,), 128, 60)
-    assert (tiny.data.image_size, tiny.training.augmentation, c10.training.augmentation) == (64, "flip_rotate", "crop_flip")
+    assert (tiny.data.image_size, tiny.training.augmentation, c10.training.augmentation) == (
+        64,
+        "flip_rotate",
+        "crop_flip",
+    )
     assert all(c.training.scheduler == "one_cycle" and c.population.weight_decay == (5e-4,) for c in (c10, c100, tiny))
     assert "max lr is followed" in c10.notes and "no val split" in tiny.notes
 

@@ -11,11 +11,11 @@ import sys
 import jax
 import numpy as np
 import pytest
-
 from conftest import tiny_zoo_config as tiny_config
-from jaxzoo.zoo import checkpoint
+
 from jaxzoo.export import ExportError, export, read_zoo
 from jaxzoo.train import train_and_evaluate
+from jaxzoo.zoo import checkpoint
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -50,8 +50,11 @@ def test_damaged_newest_checkpoint_is_set_aside_and_retrained(tiny_zoo, tmp_path
                 path.write_bytes(b"\0" * 16)
     damaged_bytes = {p.relative_to(epoch_dir): p.read_bytes() for p in epoch_dir.rglob("*") if p.is_file()}
 
-    with pytest.raises(ExportError, match="damaged checkpoints .*epoch 2") if damage != "zeroed_state_arrays" \
-            else pytest.raises(checkpoint.WorkdirError, match="checkpoint of epoch 2 .* is unreadable"):
+    with (
+        pytest.raises(ExportError, match="damaged checkpoints .*epoch 2")
+        if damage != "zeroed_state_arrays"
+        else pytest.raises(checkpoint.WorkdirError, match="checkpoint of epoch 2 .* is unreadable")
+    ):
         export(workdir, tmp_path / "export", log=None)
     assert not (tmp_path / "export" / "test_zoo" / "vectors").exists()
 
@@ -80,9 +83,14 @@ def test_edited_config_json_is_refused_where_a_workdir_is_read(tiny_zoo, tmp_pat
     document = json.loads(path.read_text())
     document["config"]["data"]["name"] = "mnist"
     path.write_text(json.dumps(document))
-    for read in (read_zoo, lambda w: export(w, tmp_path / "out", log=None),
-                 lambda w: train_and_evaluate(tiny_config(), w)):
-        with pytest.raises(checkpoint.WorkdirError, match=r"was edited after training \(data.name: 'mnist_5k' -> 'mnist'\)"):
+    for read in (
+        read_zoo,
+        lambda w: export(w, tmp_path / "out", log=None),
+        lambda w: train_and_evaluate(tiny_config(), w),
+    ):
+        with pytest.raises(
+            checkpoint.WorkdirError, match=r"was edited after training \(data.name: 'mnist_5k' -> 'mnist'\)"
+        ):
             read(workdir)
     document["identity"]["data"]["name"] = "mnist"  # identity edited too: its hash no longer matches
     path.write_text(json.dumps(document))
@@ -92,8 +100,9 @@ def test_edited_config_json_is_refused_where_a_workdir_is_read(tiny_zoo, tmp_pat
 
 
 def run_train(*args, env=None, cwd=REPO):
-    return subprocess.run([sys.executable, "-m", "jaxzoo.train", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=600, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "jaxzoo.train", *args], cwd=cwd, capture_output=True, text=True, timeout=600, env=env
+    )
 
 
 def test_failed_save_stops_at_that_epoch_and_metrics_match_the_checkpoints(tmp_path, monkeypatch):
@@ -121,41 +130,61 @@ def test_failed_save_stops_at_that_epoch_and_metrics_match_the_checkpoints(tmp_p
     # Space freed: the same command resumes after epoch 0 (a new process, as a user reruns it;
     # in this one Orbax's writer threads of the failed save may still be winding down).
     config_file = tmp_path / "tiny.py"
-    config_file.write_text(f"import sys\nsys.path.insert(0, {str(REPO / 'tests')!r})\n"
-                           "from conftest import tiny_zoo_config as get_config\n")
+    config_file.write_text(
+        f"import sys\nsys.path.insert(0, {str(REPO / 'tests')!r})\nfrom conftest import tiny_zoo_config as get_config\n"
+    )
     rerun = run_train(f"--config={config_file}", "--config.runtime.progress=False", "--workdir", str(workdir))
     assert rerun.returncode == 0 and "resuming after epoch 0" in rerun.stderr, rerun.stderr[-2000:]
     assert [row["epoch"] for row in checkpoint.read_metrics(workdir)] == [0] * 4 + [1] * 4 + [2] * 4
 
 
 TINY_CLI = [
-    f"--config={REPO / 'configs' / 'quickstart.py'}", "--config.data.max_examples_per_split=60",
-    "--config.training.num_epochs=1", "--config.runtime.progress=False",
+    f"--config={REPO / 'configs' / 'quickstart.py'}",
+    "--config.data.max_examples_per_split=60",
+    "--config.training.num_epochs=1",
+    "--config.runtime.progress=False",
 ]
 
 
 @pytest.mark.slow
 def test_model_counts_that_do_not_divide_the_devices(tmp_path):
     """5 models on 3 devices, and a job-array shard of 1 model on 3 devices, equal 1 device."""
-    five = run_train(*TINY_CLI, "--config.population.max_models=5", "--cpu_devices=3", "--workdir",
-                     str(tmp_path / "five"))
+    five = run_train(
+        *TINY_CLI, "--config.population.max_models=5", "--cpu_devices=3", "--workdir", str(tmp_path / "five")
+    )
     assert five.returncode == 0, five.stderr[-2000:]
     assert "5 models" in five.stderr and "on 3 device(s)" in five.stderr
-    shard = run_train(*TINY_CLI, "--config.num_shards=64", "--config.shard_index=3", "--cpu_devices=3",
-                      "--workdir", str(tmp_path / "shards"))
+    shard = run_train(
+        *TINY_CLI,
+        "--config.num_shards=64",
+        "--config.shard_index=3",
+        "--cpu_devices=3",
+        "--workdir",
+        str(tmp_path / "shards"),
+    )
     assert shard.returncode == 0, shard.stderr[-2000:]
     assert "python -m jaxzoo.merge --workdir" in shard.stderr
 
     config = tiny_config(num_epochs=1)  # the same 5 models in the test process (1 device)
     for field in ("activation", "init", "optimizer", "lr", "weight_decay", "dropout", "num_seeds"):
-        config.population[field] = {"activation": ("tanh", "relu", "sigmoid", "gelu"),
-                                    "init": ("kaiming_uniform", "kaiming_normal"), "optimizer": ("adam", "sgd"),
-                                    "lr": (1e-3,), "weight_decay": (1e-4,), "dropout": (0.0,), "num_seeds": 4}[field]
+        config.population[field] = {
+            "activation": ("tanh", "relu", "sigmoid", "gelu"),
+            "init": ("kaiming_uniform", "kaiming_normal"),
+            "optimizer": ("adam", "sgd"),
+            "lr": (1e-3,),
+            "weight_decay": (1e-4,),
+            "dropout": (0.0,),
+            "num_seeds": 4,
+        }[field]
     config.name = "quickstart"
     config.population.max_models = 5
     train_and_evaluate(config, tmp_path / "one")
-    flat = lambda params: np.stack([np.concatenate([np.ravel(a[i]) for a in jax.tree.leaves(params)])
-                                    for i in range(len(jax.tree.leaves(params)[0]))])
+    flat = lambda params: np.stack(
+        [
+            np.concatenate([np.ravel(a[i]) for a in jax.tree.leaves(params)])
+            for i in range(len(jax.tree.leaves(params)[0]))
+        ]
+    )
     want = flat(final_params(tmp_path / "one"))
     got = flat(final_params(tmp_path / "five"))
     relative = np.linalg.norm(got - want, axis=1) / np.linalg.norm(want, axis=1)
@@ -186,9 +215,16 @@ def test_a_process_waiting_for_missing_peers_says_so_and_gives_up(tmp_path):
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
     start = time.time()
-    result = run_train(*TINY_CLI, "--workdir", str(tmp_path / "zoo"), "--distributed",
-                       f"--coordinator_address=localhost:{port}", "--num_processes=2", "--process_id=0",
-                       "--distributed_timeout=3")
+    result = run_train(
+        *TINY_CLI,
+        "--workdir",
+        str(tmp_path / "zoo"),
+        "--distributed",
+        f"--coordinator_address=localhost:{port}",
+        "--num_processes=2",
+        "--process_id=0",
+        "--distributed_timeout=3",
+    )
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 2, result.stderr[-2000:]
     assert f"waiting up to 3 s for 2 processes at localhost:{port} (this is process 0" in lines[0]

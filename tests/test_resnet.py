@@ -65,7 +65,9 @@ def trained_variables(init_fn, forward):
 
 @pytest.mark.parametrize("classes", sorted(EXPECTED_COUNTS))
 def test_parameter_counts(classes):
-    shapes = jax.eval_shape(functools.partial(resnet.init_resnet, num_classes=classes, image_shape=(32, 32, 3)), jax.random.key(0))
+    shapes = jax.eval_shape(
+        functools.partial(resnet.init_resnet, num_classes=classes, image_shape=(32, 32, 3)), jax.random.key(0)
+    )
     assert sum(x.size for x in jax.tree.leaves(shapes["params"])) == EXPECTED_COUNTS[classes]
     assert resnet.param_count(classes) == EXPECTED_COUNTS[classes]
     layout = resnet.index_map(classes, 3)
@@ -90,7 +92,9 @@ def test_state_dict_keys_shapes_and_flat_vectors(population):
     assert [entry["key"] for entry in layout] == [name for name, _ in ResNet18Cifar(CLASSES).named_parameters()]
     for m in range(2):
         model = load_resnet18({key: value[m] for key, value in exported.items()}, CLASSES)  # strict=True
-        np.testing.assert_array_equal(vectors[m], torch.nn.utils.parameters_to_vector(model.parameters()).detach().numpy())
+        np.testing.assert_array_equal(
+            vectors[m], torch.nn.utils.parameters_to_vector(model.parameters()).detach().numpy()
+        )
         for entry in layout:  # index_map addresses each tensor
             start, shape = entry["offset"], tuple(entry["shape"])
             piece = vectors[m, start : start + int(np.prod(shape))].reshape(shape)

@@ -17,16 +17,21 @@ import jax
 import numpy as np
 import pytest
 
-from jaxzoo.zoo import checkpoint
 from jaxzoo.config import ConfigError, validate
-from jaxzoo.merge import MergeError, merge
 from jaxzoo.config.paper_zoos import resnet_zoo
+from jaxzoo.merge import MergeError, merge
 from jaxzoo.train import train_and_evaluate
+from jaxzoo.zoo import checkpoint
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "resnet18_smoke.py"
-OVERRIDES = {"data.max_examples_per_split": 70, "training.batch_size": 16, "training.num_epochs": 1,
-             "training.augmentation": "crop_flip", "runtime.progress": False}
+OVERRIDES = {
+    "data.max_examples_per_split": 70,
+    "training.batch_size": 16,
+    "training.num_epochs": 1,
+    "training.augmentation": "crop_flip",
+    "runtime.progress": False,
+}
 
 
 def small_config(num_seeds: int, **extra):
@@ -99,13 +104,21 @@ def test_three_models_on_four_devices_equal_one(reference, tmp_path):
     another's data, key or weights fails.
     """
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
-    result = subprocess.run([sys.executable, "-m", "jaxzoo.train", *cli_flags(3), "--workdir", str(tmp_path / "z")],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "jaxzoo.train", *cli_flags(3), "--workdir", str(tmp_path / "z")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "chunk(s) of up to 4 on 4 device(s)" in result.stderr
     state = params_of(tmp_path / "z")
     flat = lambda s, n: np.concatenate(
-        [leaf[:n].reshape(n, -1).astype(np.float64) for leaf in jax.tree.leaves((s["params"], s["batch_stats"]))], axis=1)
+        [leaf[:n].reshape(n, -1).astype(np.float64) for leaf in jax.tree.leaves((s["params"], s["batch_stats"]))],
+        axis=1,
+    )
     got, want = flat(state, 3), flat(reference[1], 3)
     relative = np.linalg.norm(got - want, axis=1) / np.linalg.norm(want, axis=1)
     between_seeds = np.linalg.norm(want[0] - want[1]) / np.linalg.norm(want[0])
@@ -123,9 +136,22 @@ def run_two_processes(workdir) -> list[str]:
     port = free_port()
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "jaxzoo.train", *cli_flags(4), "--workdir", str(workdir), "--distributed",
-             f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}"],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "jaxzoo.train",
+                *cli_flags(4),
+                "--workdir",
+                str(workdir),
+                "--distributed",
+                f"--coordinator_address=localhost:{port}",
+                "--num_processes=2",
+                f"--process_id={i}",
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for i in range(2)
     ]
@@ -265,7 +291,9 @@ def test_a_dataset_without_val_split_logs_null_val_metrics(reference):
     config = small_config(1)
     dataset = load_dataset("mnist_5k", 8, 70)
     empty = (dataset.val[0][:0], dataset.val[1][:0])
-    run = ZooRun(config, build_population(expand_grid(config.population, config.seed)), dataclasses.replace(dataset, val=empty))
+    run = ZooRun(
+        config, build_population(expand_grid(config.population, config.seed)), dataclasses.replace(dataset, val=empty)
+    )
     state = jax.tree.map(lambda a: a[:1], reference[1])
     metrics = run.initial_epoch(state)
     assert np.isnan(metrics["val_acc"]).all() and np.isfinite(metrics["test_acc"]).all()
@@ -276,9 +304,9 @@ def test_a_dataset_without_val_split_logs_null_val_metrics(reference):
 def test_accelerator_path_with_map_and_scan_equals_the_cpu_loops():
     """lax.map over a device's models and lax.scan over steps (GPU/TPU) give the CPU loops' numbers."""
     from jaxzoo.data import load_dataset
+    from jaxzoo.training.loop import population_mesh
     from jaxzoo.training.population import build_population, expand_grid
     from jaxzoo.training.resnet_steps import make_resnet_step_functions
-    from jaxzoo.training.loop import population_mesh
 
     config = small_config(2)
     dataset = load_dataset("mnist_5k", 8, 70)
@@ -286,13 +314,28 @@ def test_accelerator_path_with_map_and_scan_equals_the_cpu_loops():
     images, labels = jax.numpy.asarray(dataset.train[0]), jax.numpy.asarray(dataset.train[1])
     states = []
     for unroll in (True, False):
-        fns = make_resnet_step_functions(10, (8, 8, 1), 70, 16, dataset.mean, dataset.std, population_mesh(),
-                                         "crop_flip", "one_cycle", 0.9, 5, 5, unroll=unroll)
+        fns = make_resnet_step_functions(
+            10,
+            (8, 8, 1),
+            70,
+            16,
+            dataset.mean,
+            dataset.std,
+            population_mesh(),
+            "crop_flip",
+            "one_cycle",
+            0.9,
+            5,
+            5,
+            unroll=unroll,
+        )
         state = fns.init(factors)
         order, mask = fns.order(factors, 1)
         x, y, m = fns.gather(images, labels, order[:, :2], mask[:, :2], factors)
         state, loss, correct = fns.train(state, factors, x, y, m, 1, 0)
-        test = tuple(jax.numpy.asarray(a)[None] for a in (dataset.test[0][:16], dataset.test[1][:16], np.ones(16, np.float32)))
+        test = tuple(
+            jax.numpy.asarray(a)[None] for a in (dataset.test[0][:16], dataset.test[1][:16], np.ones(16, np.float32))
+        )
         states.append((state, loss, fns.evaluate(state, factors, *test)))
     (a, loss_a, eval_a), (b, loss_b, eval_b) = states
     np.testing.assert_allclose(loss_a, loss_b, rtol=1e-5)
@@ -312,8 +355,9 @@ def resnet_tables(reference):
     statistics = benchmark.resnet_epoch_statistics
     card = analyze(reference[0], log=None)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(benchmark, "resnet_epoch_statistics",
-                      lambda zoo, epoch: seen.setdefault(epoch, statistics(zoo, epoch)))
+        patch.setattr(
+            benchmark, "resnet_epoch_statistics", lambda zoo, epoch: seen.setdefault(epoch, statistics(zoo, epoch))
+        )
         result = benchmark.benchmark_workdir(reference[0])
     return card, result, seen
 
@@ -341,8 +385,9 @@ def test_resnet_table2_equals_direct_computation(reference, resnet_tables):
     agree = [(predictions[i] == predictions[j]).mean() for i, j in pairs]
     assert t["agreement"]["mean"] == pytest.approx(np.mean(agree), abs=2 / 70)
     zoo = read_zoo(workdir)
-    w = [zoo.flat_vectors({"params": jax.tree.map(lambda a, m=m: a[m:m + 1], state["params"])})[0]
-         for m in range(8)]  # [11,172,810] float32 each, in torchvision order
+    w = [
+        zoo.flat_vectors({"params": jax.tree.map(lambda a, m=m: a[m : m + 1], state["params"])})[0] for m in range(8)
+    ]  # [11,172,810] float32 each, in torchvision order
     scratch = np.empty_like(w[0])  # float32 products and differences in one buffer, summed in float64
     dot = lambda a, b: np.multiply(a, b, out=scratch).sum(dtype=np.float64)
     squares = np.array([dot(row, row) for row in w])
@@ -383,6 +428,12 @@ def test_resnet_table3_has_s_w_from_per_tensor_statistics(reference, resnet_tabl
     assert features.shape == (8, 7 * len(tensors)) and not facts.non_finite.any()
     k = tensors.index("layer3.0.downsample.0.weight")
     values = state["params"]["layer3_0"]["downsample_0"]["kernel"].reshape(8, -1).astype(np.float64)
-    expected = np.concatenate([values.mean(axis=1, keepdims=True), values.var(axis=1, keepdims=True),
-                               np.percentile(values, PERCENTILES, axis=1).T], axis=1)
-    np.testing.assert_allclose(features[:, 7 * k:7 * k + 7], expected, rtol=1e-9)
+    expected = np.concatenate(
+        [
+            values.mean(axis=1, keepdims=True),
+            values.var(axis=1, keepdims=True),
+            np.percentile(values, PERCENTILES, axis=1).T,
+        ],
+        axis=1,
+    )
+    np.testing.assert_allclose(features[:, 7 * k : 7 * k + 7], expected, rtol=1e-9)

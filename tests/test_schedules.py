@@ -15,9 +15,7 @@ def torch_one_cycle(total_steps, max_lr, **kwargs):
     """(lr, momentum) read from the optimizer before each of the run's optimizer steps."""
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([param], lr=max_lr, momentum=0.9)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=max_lr, total_steps=total_steps, **kwargs
-    )
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=total_steps, **kwargs)
     lrs, momenta = [], []
     for _ in range(total_steps):
         lrs.append(optimizer.param_groups[0]["lr"])
@@ -33,21 +31,16 @@ def torch_one_cycle(total_steps, max_lr, **kwargs):
         (157 * 3, 0.05, {}),
         (37, 0.1, {}),
         (10, 0.2, {}),  # 0.3 * 10 is 3.0000000000000004: the boundary step stays in phase 1
-        (50, 0.01, dict(pct_start=0.25, div_factor=10.0, final_div_factor=100.0,
-                        base_momentum=0.8, max_momentum=0.9)),
+        (50, 0.01, dict(pct_start=0.25, div_factor=10.0, final_div_factor=100.0, base_momentum=0.8, max_momentum=0.9)),
     ],
 )
 def test_one_cycle_matches_torch_every_step(total_steps, max_lr, kwargs):
     want_lr, want_momentum = torch_one_cycle(total_steps, max_lr, **kwargs)
     steps = jnp.arange(total_steps)
-    got_lr, got_momentum = jax.jit(
-        jax.vmap(lambda s: one_cycle(s, total_steps, max_lr, **kwargs))
-    )(steps)
+    got_lr, got_momentum = jax.jit(jax.vmap(lambda s: one_cycle(s, total_steps, max_lr, **kwargs)))(steps)
     assert got_lr.dtype == jnp.float32 and got_momentum.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(got_lr, np.float64), want_lr, rtol=1e-6, atol=0)
-    np.testing.assert_allclose(
-        np.asarray(got_momentum, np.float64), want_momentum, rtol=1e-6, atol=0
-    )
+    np.testing.assert_allclose(np.asarray(got_momentum, np.float64), want_momentum, rtol=1e-6, atol=0)
     # The schedule's landmarks, independently of torch.
     assert got_lr[0] == pytest.approx(max_lr / kwargs.get("div_factor", 25.0), rel=1e-6)
     assert max_lr * 0.99 < float(jnp.max(got_lr)) <= max_lr * (1 + 1e-6)

@@ -9,18 +9,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from conftest import small_zoo_config
+
 from jaxzoo import export
-from jaxzoo.models import ard
-from jaxzoo.zoo import checkpoint
 from jaxzoo.data import load_dataset, normalise
+from jaxzoo.models import ard
 from jaxzoo.models.cnn import ARCHS, CNN, init_params
 from jaxzoo.sparsify import SparsifyError, TwinRun, sparsify
 from jaxzoo.train import train_and_evaluate
 from jaxzoo.training.population import build_population, expand_grid
 from jaxzoo.training.run import ZooRun, train_chunk_epoch
 from jaxzoo.training.schedules import schedule_options, scheduled_lr
+from jaxzoo.zoo import checkpoint
 
 
 def cnn_params(seed=0):
@@ -39,14 +39,18 @@ def test_log_alpha_and_kl_against_hand_computed_values():
     k1, k2, k3 = 0.63576, 1.8732, 1.48695
     hand = -sum(k1 / (1 + math.exp(-(k2 + k3 * a))) - 0.5 * math.log1p(math.exp(-a)) - k1 for a in (0.0, 2.0))
     assert float(kl) == pytest.approx(hand, rel=1e-6)
-    assert float(ard.kl_weight(-1, 25)) == pytest.approx(-0.0004) and float(ard.kl_weight(24, 25)) == pytest.approx(0.0096)
+    assert float(ard.kl_weight(-1, 25)) == pytest.approx(-0.0004) and float(ard.kl_weight(24, 25)) == pytest.approx(
+        0.0096
+    )
     assert float(ard.kl_weight(2, 3)) == pytest.approx(0.02 / 3) and float(ard.kl_weight(500, 3)) == 1.0
 
 
 def test_stochastic_forward_at_init_matches_deterministic():
     params = ard.from_source(cnn_params())
     x = np.random.default_rng(0).normal(size=(8, 28, 28, 1)).astype(np.float32)
-    deterministic = CNN(ARCHS["cnn_s"], ("tanh",), use_dropout=False).apply({"params": ard.masked_params(params)}, x, 0, 0.0, train=False)
+    deterministic = CNN(ARCHS["cnn_s"], ("tanh",), use_dropout=False).apply(
+        {"params": ard.masked_params(params)}, x, 0, 0.0, train=False
+    )
     model = ard.StochasticCNN(ARCHS["cnn_s"], ("tanh",))
     draws = jnp.stack([model.apply({}, params, x, 0, rngs={"noise": jax.random.key(k)}) for k in range(32)])
     rms = lambda a: float(jnp.sqrt(jnp.mean(a**2)))
@@ -70,7 +74,9 @@ def test_mask_removes_exactly_the_weights_over_threshold():
     for name, layer in params.items():
         kind = "conv" if name.startswith("conv") else "fc"
         over = np.asarray(ard.log_alpha(layer["log_sigma2"], layer["kernel"], kind)) >= 3
-        np.testing.assert_array_equal(np.asarray(masked[name]["kernel"]) == 0, over | (np.asarray(layer["kernel"]) == 0))
+        np.testing.assert_array_equal(
+            np.asarray(masked[name]["kernel"]) == 0, over | (np.asarray(layer["kernel"]) == 0)
+        )
         np.testing.assert_array_equal(np.asarray(masked[name]["kernel"])[~over], np.asarray(layer["kernel"])[~over])
         total, dropped = total + over.size, dropped + over.sum()
     np.testing.assert_array_equal(masked["fc1"]["bias"], params["fc1"]["bias"])  # linear bias never masked
@@ -121,8 +127,20 @@ def test_twin_resumes_and_refuses_bad_sources(twin):
     assert "source_check" in json.loads((twin_dir / "models.json").read_text())[0]
     with pytest.raises(SparsifyError, match="already a sparsified twin"):
         sparsify(twin_dir, twin_dir.parent / "twin_of_twin", epochs=1)
-    result = subprocess.run([sys.executable, "-m", "jaxzoo.sparsify", "--workdir", str(twin_dir.parent / "nope"), "--out", str(twin_dir.parent / "x")],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jaxzoo.sparsify",
+            "--workdir",
+            str(twin_dir.parent / "nope"),
+            "--out",
+            str(twin_dir.parent / "x"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and "is not a jaxzoo workdir" in result.stderr
 
 
@@ -148,7 +166,8 @@ def test_twin_export_loads_into_pytorch_ard(twin, tmp_path):
     index = params_json["jaxzoo::model_id"]
     params = jax.tree.map(lambda a: jnp.asarray(a[index]), jax_state["params"])
     expected = CNN(ARCHS["cnn_s"], (params_json["model::nlin"],), use_dropout=False).apply(
-        {"params": ard.masked_params(params)}, x, 0, 0.0, train=False)
+        {"params": ard.masked_params(params)}, x, 0, 0.0, train=False
+    )
     with torch.no_grad():
         got = model(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
     assert np.abs(got - np.asarray(expected)).max() <= 1e-5
@@ -165,16 +184,28 @@ def test_twin_export_loads_into_pytorch_ard(twin, tmp_path):
     np.testing.assert_allclose(raw.properties["sparsity_ratio"], masked.properties["sparsity_ratio"])
     assert (masked.weights == 0).mean() > 0.01 and (raw.weights == 0).mean() < 1e-4
     model_id, epoch = int(raw.properties["model_id"][0]), int(raw.properties["epoch"][0])
-    source = next(t for t in (target / "trials").iterdir() if json.loads((t / "params.json").read_text())["jaxzoo::model_id"] == model_id)
+    source = next(
+        t
+        for t in (target / "trials").iterdir()
+        if json.loads((t / "params.json").read_text())["jaxzoo::model_id"] == model_id
+    )
     state = torch.load(source / f"checkpoint_{epoch:06d}" / "checkpoints")
-    weights = np.concatenate([state[f"module_list.{i}.{p}"].numpy().reshape(-1) for i in (0, 3, 6, 9, 11) for p in ("weight", "bias")])
+    weights = np.concatenate(
+        [state[f"module_list.{i}.{p}"].numpy().reshape(-1) for i in (0, 3, 6, 9, 11) for p in ("weight", "bias")]
+    )
     np.testing.assert_array_equal(raw.weights[0], weights)
 
 
 def twin_run(dataset, schedule: str, compute_dtype: str = "float32"):
     """A TwinRun of 2 fresh SGD models (tanh) on `dataset`, 2 epochs, with `schedule`."""
-    config = small_zoo_config(num_seeds=2, activation=("tanh",), dropout=(0.0,), init=("kaiming_uniform",),
-                              optimizer=("sgd",), schedule=(schedule,))
+    config = small_zoo_config(
+        num_seeds=2,
+        activation=("tanh",),
+        dropout=(0.0,),
+        init=("kaiming_uniform",),
+        optimizer=("sgd",),
+        schedule=(schedule,),
+    )
     config.training.compute_dtype = compute_dtype
     population = build_population(expand_grid(config.population, config.seed), config.population)
     source = ZooRun(config, population, dataset).init_state()["params"]
@@ -188,8 +219,15 @@ def test_twin_follows_the_zoos_learning_rate_schedule(mnist_small):
     group = run.groups[0]
     indices, _ = group.chunks[0]
     factors = run.chunk_factors(indices)
-    state, totals = train_chunk_epoch(group.fns, run.init_chunk(group, indices), factors, run.train_images,
-                                      run.train_labels, 1, run.plan.steps_per_call)
+    state, totals = train_chunk_epoch(
+        group.fns,
+        run.init_chunk(group, indices),
+        factors,
+        run.train_images,
+        run.train_labels,
+        1,
+        run.plan.steps_per_call,
+    )
     steps = group.fns.steps_per_epoch
     expected = scheduled_lr("cosine", steps - 1, 2 * steps, steps, 1e-3, schedule_options("cosine", None))
     learning_rate = np.asarray(state["opt_state"].hyperparams["learning_rate"])

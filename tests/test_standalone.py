@@ -20,15 +20,17 @@ torch = pytest.importorskip("torch")
 from ml_collections import ConfigDict  # noqa: E402
 
 from jaxzoo import export  # noqa: E402
-from jaxzoo.export import torch_models  # noqa: E402
-from jaxzoo.models import ard
-from jaxzoo.export import bundle
-from jaxzoo.models import resnet
-from jaxzoo.models.registry import arch_spec, build_model as flax_model, params_shapes  # noqa: E402
 from jaxzoo.config import load_config_dataset  # noqa: E402
 from jaxzoo.data import normalise  # noqa: E402
-from jaxzoo.models.torch_layout import module_sequence, torch_tensors  # noqa: E402
+from jaxzoo.export import (
+    bundle,
+    torch_models,  # noqa: E402
+)
+from jaxzoo.models import ard, resnet
 from jaxzoo.models.cnn import ARCHS  # noqa: E402
+from jaxzoo.models.registry import arch_spec, params_shapes  # noqa: E402
+from jaxzoo.models.registry import build_model as flax_model
+from jaxzoo.models.torch_layout import module_sequence, torch_tensors  # noqa: E402
 
 BLOCKED = ("jaxzoo", "jax", "jaxlib", "flax", "optax")
 # Run with `python -E` (no PYTHONPATH) in the export folder; the blocked names cannot be imported.
@@ -62,8 +64,9 @@ print(json.dumps(out))
 def run_isolated(code: str, cwd: pathlib.Path) -> dict:
     """Runs `code` in `python -E` (clean PYTHONPATH) in `cwd`; returns its last stdout line as JSON."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    result = subprocess.run([sys.executable, "-E", "-c", code], cwd=cwd, env=env, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-E", "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -91,7 +94,9 @@ def test_exported_zoo_evaluates_with_torch_alone(tiny_zoo, tmp_path):
         images, labels = getattr(dataset, split)
         got_images, got_labels = saved[key].tensors
         assert got_images.dtype == torch.float32 and got_labels.dtype == torch.int64
-        np.testing.assert_array_equal(got_images.numpy(), normalise(images, dataset.mean, dataset.std).transpose(0, 3, 1, 2))
+        np.testing.assert_array_equal(
+            got_images.numpy(), normalise(images, dataset.mean, dataset.std).transpose(0, 3, 1, 2)
+        )
         np.testing.assert_array_equal(got_labels.numpy(), labels)
 
     out = run_isolated(PRELUDE + f"BLOCKED_NAMES = {BLOCKED!r}\n" + EVALUATE, target)
@@ -104,8 +109,9 @@ def test_exported_zoo_evaluates_with_torch_alone(tiny_zoo, tmp_path):
         assert abs(trial["correct"] / n - trial["test_acc"]) < 0.5 / n, (name, trial)
 
 
-def flax_keys_and_shapes(model_config: dict, image_shape: tuple, classes: int, dropout: float,
-                         twin: bool = False) -> list[tuple[str, tuple]]:
+def flax_keys_and_shapes(
+    model_config: dict, image_shape: tuple, classes: int, dropout: float, twin: bool = False
+) -> list[tuple[str, tuple]]:
     """(state_dict key, shape) that jaxzoo's export writes for one model of this configuration."""
     if model_config["arch"] == "resnet18":
         init = functools.partial(resnet.init_resnet, num_classes=classes, image_shape=image_shape)
@@ -119,24 +125,77 @@ def flax_keys_and_shapes(model_config: dict, image_shape: tuple, classes: int, d
     return [(key, a.shape) for key, a in torch_tensors(params, arch, 0.0 if twin else dropout)]
 
 
-REGISTRY = {"model::image_size": 28, "model::channels_in": 1, "model::o_dim": 10, "model::nlin": "gelu",
-            "jaxzoo::num_classes": 10}
+REGISTRY = {
+    "model::image_size": 28,
+    "model::channels_in": 1,
+    "model::o_dim": 10,
+    "model::nlin": "gelu",
+    "jaxzoo::num_classes": 10,
+}
 
 
-@pytest.mark.parametrize("params,model_config,image_shape,twin", [
-    ({"model::type": "CNN", "model::dropout": 0.0, "model::channels_in": 1}, {"arch": "cnn_s"}, (28, 28, 1), False),
-    ({"model::type": "CNN", "model::dropout": 0.5, "model::channels_in": 3}, {"arch": "cnn_s"}, (28, 28, 3), False),
-    ({"model::type": "CNN3", "model::dropout": 0.0, "model::channels_in": 3}, {"arch": "cnn_m"}, (32, 32, 3), False),
-    ({"model::type": "CNN3", "model::dropout": 0.2, "model::channels_in": 3, "model::o_dim": 4, "jaxzoo::num_classes": 100},
-     {"arch": "cnn_m"}, (32, 32, 3), False),
-    ({"model::type": "CNN_ARD", "model::dropout": 0.5, "model::channels_in": 1}, {"arch": "cnn_s"}, (28, 28, 1), True),
-    ({"model::type": "Resnet18", "model::channels_in": 1, "model::o_dim": 100, "jaxzoo::num_classes": 100},
-     {"arch": "resnet18"}, (8, 8, 1), False),
-    ({**REGISTRY, "model::type": "jaxzoo:cnn", "model::convs": [[5, 3, True], [7, 4, False]], "model::widths": [12],
-      "model::dropout": 0.5}, {"arch": "cnn", "convs": ((5, 3, True), (7, 4, False)), "widths": (12,)}, (28, 28, 1), False),
-    ({**REGISTRY, "model::type": "jaxzoo:mlp", "model::convs": [], "model::widths": [24, 16], "model::dropout": 0.0},
-     {"arch": "mlp", "widths": (24, 16)}, (28, 28, 1), False),
-], ids=["cnn_s", "cnn_s_dropout", "cnn_m", "cnn_m_100", "twin", "resnet18", "registry_cnn", "registry_mlp"])
+@pytest.mark.parametrize(
+    "params,model_config,image_shape,twin",
+    [
+        ({"model::type": "CNN", "model::dropout": 0.0, "model::channels_in": 1}, {"arch": "cnn_s"}, (28, 28, 1), False),
+        ({"model::type": "CNN", "model::dropout": 0.5, "model::channels_in": 3}, {"arch": "cnn_s"}, (28, 28, 3), False),
+        (
+            {"model::type": "CNN3", "model::dropout": 0.0, "model::channels_in": 3},
+            {"arch": "cnn_m"},
+            (32, 32, 3),
+            False,
+        ),
+        (
+            {
+                "model::type": "CNN3",
+                "model::dropout": 0.2,
+                "model::channels_in": 3,
+                "model::o_dim": 4,
+                "jaxzoo::num_classes": 100,
+            },
+            {"arch": "cnn_m"},
+            (32, 32, 3),
+            False,
+        ),
+        (
+            {"model::type": "CNN_ARD", "model::dropout": 0.5, "model::channels_in": 1},
+            {"arch": "cnn_s"},
+            (28, 28, 1),
+            True,
+        ),
+        (
+            {"model::type": "Resnet18", "model::channels_in": 1, "model::o_dim": 100, "jaxzoo::num_classes": 100},
+            {"arch": "resnet18"},
+            (8, 8, 1),
+            False,
+        ),
+        (
+            {
+                **REGISTRY,
+                "model::type": "jaxzoo:cnn",
+                "model::convs": [[5, 3, True], [7, 4, False]],
+                "model::widths": [12],
+                "model::dropout": 0.5,
+            },
+            {"arch": "cnn", "convs": ((5, 3, True), (7, 4, False)), "widths": (12,)},
+            (28, 28, 1),
+            False,
+        ),
+        (
+            {
+                **REGISTRY,
+                "model::type": "jaxzoo:mlp",
+                "model::convs": [],
+                "model::widths": [24, 16],
+                "model::dropout": 0.0,
+            },
+            {"arch": "mlp", "widths": (24, 16)},
+            (28, 28, 1),
+            False,
+        ),
+    ],
+    ids=["cnn_s", "cnn_s_dropout", "cnn_m", "cnn_m_100", "twin", "resnet18", "registry_cnn", "registry_mlp"],
+)
 def test_build_model_gives_the_exported_keys_and_shapes(params, model_config, image_shape, twin):
     params = {"model::o_dim": 10, "model::nlin": "relu", **params}
     classes = params.get("jaxzoo::num_classes", 10)
@@ -151,7 +210,11 @@ def test_original_cnn_tables_agree_with_jaxzoo():
         spec = ARCHS[name]
         assert layout.convs == tuple(dataclasses.astuple(c) for c in spec.convs)
         assert (layout.image_size, layout.hidden, layout.num_classes, layout.flat_features) == (
-            spec.image_size, spec.hidden, spec.num_classes, spec.flat_features)
+            spec.image_size,
+            spec.hidden,
+            spec.num_classes,
+            spec.flat_features,
+        )
         for dropout in (0.0, 0.5):
             assert layout.module_kinds(dropout) == module_sequence(spec, dropout), (name, dropout)
 
@@ -168,14 +231,26 @@ def test_models_that_cannot_be_rebuilt_are_refused():
 
 def test_torch_models_imports_only_torch_numpy_and_the_standard_library():
     tree = ast.parse(pathlib.Path(torch_models.__file__).read_text())
-    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-    imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    imported = {
+        alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    }
+    imported |= {
+        node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+    }
     assert imported - sys.stdlib_module_names <= {"torch", "numpy"}, imported
-    code = ("import json, sys\nimport jaxzoo.export.torch_models\n"
-            f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {BLOCKED!r} and m != 'jaxzoo' "
-            "and m != 'jaxzoo.export.torch_models')))")
+    code = (
+        "import json, sys\nimport jaxzoo.export.torch_models\n"
+        f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {BLOCKED!r} and m != 'jaxzoo' "
+        "and m != 'jaxzoo.export.torch_models')))"
+    )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    result = subprocess.run([sys.executable, "-c", code], cwd=pathlib.Path(torch_models.__file__).parents[1], env=env,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=pathlib.Path(torch_models.__file__).parents[1],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []

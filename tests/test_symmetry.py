@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxzoo.weights import symmetry
 from jaxzoo.models.registry import arch_spec, build_model, params_shapes
 from jaxzoo.models.torch_layout import flat_vectors, index_dict
+from jaxzoo.weights import symmetry
 
 # name -> (model config, image shape): every registered CNN/MLP family, small images where free.
 ARCHS = {
@@ -24,6 +24,7 @@ CLASSES = 10
 
 def np_map(f, tree):
     return jax.tree.map(lambda a: f(np.asarray(a)), tree)
+
 
 FORWARD = {}
 
@@ -41,13 +42,16 @@ class Zoo:
         for layer, leaves in params_shapes(self.model, self.shape).items():
             kernel = leaves["kernel"].shape
             bound = np.sqrt(6.0 / np.prod(kernel[:-1]))
-            self.params[layer] = {"kernel": rng.uniform(-bound, bound, (count, *kernel)).astype(np.float32),
-                                  "bias": (0.1 * rng.standard_normal((count, kernel[-1]))).astype(np.float32)}
+            self.params[layer] = {
+                "kernel": rng.uniform(-bound, bound, (count, *kernel)).astype(np.float32),
+                "bias": (0.1 * rng.standard_normal((count, kernel[-1]))).astype(np.float32),
+            }
         self.x = jnp.asarray(np.random.default_rng(7).standard_normal((4, *self.shape)), jnp.float32)
         key = (name, activation)
         if key not in FORWARD:  # one compilation per architecture and activation
-            FORWARD[key] = jax.jit(jax.vmap(lambda p, x: self.model.apply({"params": p}, x, 0, 0.0, train=False),
-                                            (0, None)))
+            FORWARD[key] = jax.jit(
+                jax.vmap(lambda p, x: self.model.apply({"params": p}, x, 0, 0.0, train=False), (0, None))
+            )
         self.forward = FORWARD[key]
 
     def logits(self, params):
@@ -124,13 +128,17 @@ def test_alignment_reduces_the_distance_of_two_models_and_preserves_function():
     before = np.linalg.norm(zoo.vectors()[1] - zoo.vectors()[0])
     after_vector = flat_vectors(np_map(lambda a: a[None], aligned), zoo.arch)[0]
     after = np.linalg.norm(after_vector - zoo.vectors()[0])
-    print(f"weight matching, two independent cnn models: l2 {before:.3f} -> {after:.3f} "
-          f"({100 * (1 - after / before):.1f}% less)")
+    print(
+        f"weight matching, two independent cnn models: l2 {before:.3f} -> {after:.3f} "
+        f"({100 * (1 - after / before):.1f}% less)"
+    )
     assert after < 0.97 * before
-    np.testing.assert_allclose(after_vector, symmetry.align_vectors(zoo.vectors()[1], zoo.vectors()[0], zoo.index),
-                               atol=0)
-    np.testing.assert_allclose(zoo.logits(np_map(lambda a: a[None], aligned)), zoo.logits(zoo.params)[1:],
-                               atol=1e-5, rtol=0)
+    np.testing.assert_allclose(
+        after_vector, symmetry.align_vectors(zoo.vectors()[1], zoo.vectors()[0], zoo.index), atol=0
+    )
+    np.testing.assert_allclose(
+        zoo.logits(np_map(lambda a: a[None], aligned)), zoo.logits(zoo.params)[1:], atol=1e-5, rtol=0
+    )
 
 
 def test_aligned_distance_statistics_of_a_small_zoo():
@@ -163,8 +171,9 @@ def test_sign_flips_preserve_tanh_where_valid_and_are_refused_elsewhere():
     flipped, mu_f = symmetry.flip_signs(zoo.params, signs, zoo.arch, "tanh", moments=mu)
     assert not np.allclose(zoo.vectors(flipped), zoo.vectors())
     np.testing.assert_allclose(zoo.logits(flipped), zoo.logits(zoo.params), atol=1e-5, rtol=0)
-    np.testing.assert_array_equal(zoo.vectors(flipped),
-                                  symmetry.flip_signs_vectors(zoo.vectors(), zoo.index, signs, zoo.arch, "tanh"))
+    np.testing.assert_array_equal(
+        zoo.vectors(flipped), symmetry.flip_signs_vectors(zoo.vectors(), zoo.index, signs, zoo.arch, "tanh")
+    )
     np.testing.assert_array_equal(zoo.vectors(mu_f), zoo.vectors(np_map(lambda a: 3.0 * a, flipped)))
 
     pooled = [-np.ones(6), None, None, None]  # conv0 is followed by a max-pool

@@ -10,11 +10,11 @@ import sys
 import jax
 import numpy as np
 import pytest
-
 from conftest import small_zoo_config
-from jaxzoo.zoo import checkpoint
+
 from jaxzoo.config import ConfigError
 from jaxzoo.train import train_and_evaluate
+from jaxzoo.zoo import checkpoint
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # The model followed alone and inside populations (model 27 of small_zoo_config's table).
@@ -98,7 +98,8 @@ def run_cli(*args, **kwargs):
 
 
 CLI_ZOO = [
-    "--config", "configs/quickstart.py",
+    "--config",
+    "configs/quickstart.py",
     "--config.data.max_examples_per_split=200",
     "--config.training.num_epochs=3",
     "--config.population.num_seeds=2",
@@ -147,8 +148,13 @@ app.run(train.main, flags_parser=train.parse_flags)
 @pytest.mark.parametrize("point", ["after_commit", "mid_epoch"])
 def test_sigkill_then_resume_equals_uninterrupted(cli_full_run, tmp_path, point):
     killed = tmp_path / "killed"
-    proc = subprocess.run([sys.executable, "-c", KILLED_RUN, point, *CLI_ZOO, "--workdir", str(killed)],
-                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED_RUN, point, *CLI_ZOO, "--workdir", str(killed)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     saved = checkpoint.saved_epochs(killed / "checkpoints")
     # An epoch's checkpoint is written while the next one trains, and recorded once committed:
@@ -181,8 +187,14 @@ def test_two_devices_give_the_same_models(cli_full_run, tmp_path):
     one Adam step (measured: 1.7e-4 absolute in one relu model of 16 after an epoch).
     """
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-    result = run_cli(*CLI_ZOO, "--config.training.num_epochs=1", "--config.runtime.chunk_size=6",
-                     "--workdir", str(tmp_path / "two"), env=env)
+    result = run_cli(
+        *CLI_ZOO,
+        "--config.training.num_epochs=1",
+        "--config.runtime.chunk_size=6",
+        "--workdir",
+        str(tmp_path / "two"),
+        env=env,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "on 2 device(s)" in result.stderr and "4 group(s) compiled apart, 4 chunk(s) of up to 6" in result.stderr
     flat = lambda params: np.concatenate([np.ravel(a) for a in jax.tree.leaves(params)])
@@ -246,7 +258,8 @@ def test_other_data_in_workdir_is_refused(population_run, monkeypatch):
     workdir, _ = population_run
     real_load = train_module.load_config_dataset
     monkeypatch.setattr(
-        train_module, "load_config_dataset",
+        train_module,
+        "load_config_dataset",
         lambda *a, **k: dataclasses.replace(real_load(*a, **k), source="raw", fingerprint="0123"),
     )
     with pytest.raises(checkpoint.WorkdirError, match=r"holds another zoo \(dataset.fingerprint: .* -> '0123'\)"):

@@ -22,25 +22,27 @@ import pathlib
 import shutil
 import time
 
-from flax import traverse_util
 import jax
 import numpy as np
+from flax import traverse_util
 from ml_collections import ConfigDict
 
-from jaxzoo.analysis import table2 as analysis
 from jaxzoo.analysis import plots
-from jaxzoo.weights import symmetry
+from jaxzoo.analysis import table2 as analysis
+from jaxzoo.analysis.forward import forward_passes, param_leaf, param_name, resnet_forward_passes, restore_params
 from jaxzoo.config import load_config_dataset
 from jaxzoo.data import normalise
 from jaxzoo.errors import UserError
 from jaxzoo.export.writer import EXPORTS_FILE
-from jaxzoo.zoo.reader import Zoo, read_zoo
-from jaxzoo.analysis.forward import forward_passes, param_leaf, param_name, resnet_forward_passes, restore_params
 from jaxzoo.models.registry import arch_name, object_name
 from jaxzoo.training.factors import FACTOR_TABLE, values_of
+from jaxzoo.weights import symmetry
+from jaxzoo.zoo.reader import Zoo, read_zoo
 
-RESNET_EMBEDDING_LEFT_OUT = ("The weight embedding (Figure 3) is left out for ResNet-18 zoos: it would restore the "
-                             "11M-number flat vectors of every epoch of every model.")
+RESNET_EMBEDDING_LEFT_OUT = (
+    "The weight embedding (Figure 3) is left out for ResNet-18 zoos: it would restore the "
+    "11M-number flat vectors of every epoch of every model."
+)
 EMBEDDING_POINTS = 5000  # (model, epoch) rows in the weight embedding (Figure 3)
 DEFAULT_THRESHOLD = analysis.DEFAULT_THRESHOLD
 LICENSE = "CC-BY 4.0, as the original model zoos (https://creativecommons.org/licenses/by/4.0/)"
@@ -91,8 +93,9 @@ def last_epoch_table2(zoo: Zoo, test_images: np.ndarray, num_classes: int, thres
             layers = forward_passes(zoo, rows, paths, test_images, analysis.CKA_IMAGES)
         for path in paths:
             rows.drop(param_name(path))
-        table2, v = analysis.table2_of_rows(zoo.metrics[last]["test_acc"], rows, layers, num_classes, threshold,
-                                            facts=facts)
+        table2, v = analysis.table2_of_rows(
+            zoo.metrics[last]["test_acc"], rows, layers, num_classes, threshold, facts=facts
+        )
     return table2, v.keep
 
 
@@ -108,8 +111,12 @@ def aligned_distances(zoo: Zoo, keep: np.ndarray, max_models: int = ALIGNED_MODE
     rows = viable[np.unique(np.linspace(0, len(viable) - 1, min(max_models, len(viable))).round().astype(int))]
     params = jax.tree.map(lambda a: a[rows], zoo.checkpoints.params(zoo.epochs[-1]))
     stats = symmetry.aligned_distance_statistics(zoo.params_vectors(params), zoo.vector_layout())
-    return {"models": len(rows), "epoch": zoo.epochs[-1], "pairs": stats["pairs"],
-            **{kind: {name: list(value) for name, value in stats[kind].items()} for kind in ("raw", "aligned")}}
+    return {
+        "models": len(rows),
+        "epoch": zoo.epochs[-1],
+        "pairs": stats["pairs"],
+        **{kind: {name: list(value) for name, value in stats[kind].items()} for kind in ("raw", "aligned")},
+    }
 
 
 def symmetry_section(symmetry: dict | None) -> str:
@@ -137,8 +144,14 @@ def generating_factors(zoo: Zoo) -> dict:
     return {**factors, "seeds": {"mode": pop["seed_mode"], "count": len(seeds), "min": seeds[0], "max": seeds[-1]}}
 
 
-PAPER_COLUMNS = {"accuracy": "Acc", "agreement": "Agreement κ_aggr", "cka": "CKA κ_cka", "weights": "w",
-                 "l2_distance": "‖w_k − w_l‖₂", "cosine_distance": "cos(w_k, w_l)"}  # table2.json "paper" keys
+PAPER_COLUMNS = {
+    "accuracy": "Acc",
+    "agreement": "Agreement κ_aggr",
+    "cka": "CKA κ_cka",
+    "weights": "w",
+    "l2_distance": "‖w_k − w_l‖₂",
+    "cosine_distance": "cos(w_k, w_l)",
+}  # table2.json "paper" keys
 
 
 def paper_cell(value: dict | None) -> str:
@@ -149,15 +162,18 @@ def paper_cell(value: dict | None) -> str:
 def table2_section(name: str, t: dict) -> str:
     """The card's Table 2: the zoo's row in the paper's units and format (`analysis.paper_units`),
     then a line defining each column as the paper does."""
-    heading = (f"## Table 2 (last epoch, {t['viable']} of {t['models']} models viable; removed: "
-               f"{t['removed_non_finite']} NaN/inf, {t['removed_over_threshold']} with |w| > {t['threshold']})")
+    heading = (
+        f"## Table 2 (last epoch, {t['viable']} of {t['models']} models viable; removed: "
+        f"{t['removed_non_finite']} NaN/inf, {t['removed_over_threshold']} with |w| > {t['threshold']})"
+    )
     definitions = (
         "All columns in percent, mean (std), as the paper's Table 2: Acc, the test accuracy of the viable models; "
         "κ_aggr, the share of test images on which two models predict the same class, and κ_cka, the linear CKA of "
         "their layer outputs (mean over layers), over all pairs of viable models; w, all weight values; "
         "‖w_k − w_l‖₂, the l2 distance between two models' flat vectors divided by the zoo's mean l2 norm "
         f"‖w_n‖₂ = {t['mean_l2_norm']:.4g}; cos(w_k, w_l), their cosine distance 1 − cos. table2.json keeps "
-        "the raw values (fractions, weight units) beside these (\"paper\").")
+        'the raw values (fractions, weight units) beside these ("paper").'
+    )
     header = f"| Zoo | {' | '.join(PAPER_COLUMNS.values())} |"
     row = f"| {name} | {' | '.join(paper_cell(t['paper'][key]) for key in PAPER_COLUMNS)} |"
     return "\n".join([heading, "", header, "|---|" + "---|" * len(PAPER_COLUMNS), row, "", definitions])
@@ -166,18 +182,24 @@ def table2_section(name: str, t: dict) -> str:
 def card_markdown(card: dict) -> str:
     t = card["table2"]
     factors = "\n".join(f"| {k} | {v} |" for k, v in card["generating_factors"].items())
-    sparsity_section = "" if not card.get("sparsity") else (
-        f"## Sparsification (Variational Dropout)\n\nFinal sparsity {card['sparsity']['final_mean']:.3f} "
-        f"({card['sparsity']['final_std']:.3f}) of conv and linear weights with log alpha >= 3; final masked test "
-        f"accuracy {100 * card['sparsity']['final_test_acc_mean']:.2f}%. {card['sparsity']['notes']}.\n\n"
+    sparsity_section = (
+        ""
+        if not card.get("sparsity")
+        else (
+            f"## Sparsification (Variational Dropout)\n\nFinal sparsity {card['sparsity']['final_mean']:.3f} "
+            f"({card['sparsity']['final_std']:.3f}) of conv and linear weights with log alpha >= 3; final masked test "
+            f"accuracy {100 * card['sparsity']['final_test_acc_mean']:.2f}%. {card['sparsity']['notes']}.\n\n"
+        )
     )
     symmetry_text = symmetry_section(card.get("symmetry"))
-    figures = "\n".join(f"![{pathlib.Path(p).stem}]({pathlib.Path(p).name})" for p in card["figures"] if p.endswith(".png"))
+    figures = "\n".join(
+        f"![{pathlib.Path(p).stem}]({pathlib.Path(p).name})" for p in card["figures"] if p.endswith(".png")
+    )
     figures += "".join(f"\n\n{note}" for note in card.get("left_out", []))
-    return f"""# Zoo card: {card['name']}
+    return f"""# Zoo card: {card["name"]}
 
-{card['models']} {card['architecture']} models on {card['dataset']['name']} ({card['dataset']['source']}),
-{card['epochs'] + 1} states each (epochs 0..{card['epochs']}): {card['model_states']} model states.
+{card["models"]} {card["architecture"]} models on {card["dataset"]["name"]} ({card["dataset"]["source"]}),
+{card["epochs"] + 1} states each (epochs 0..{card["epochs"]}): {card["model_states"]} model states.
 
 ## Generating factors
 
@@ -187,13 +209,13 @@ def card_markdown(card: dict) -> str:
 
 ## Training protocol
 
-{card['protocol']}
+{card["protocol"]}
 
-Splits: dataset train/val/test {card['dataset']['splits']}; exported flat vectors split 70/15/15 by model.
+Splits: dataset train/val/test {card["dataset"]["splits"]}; exported flat vectors split 70/15/15 by model.
 
-{table2_section(card['name'], t)}
+{table2_section(card["name"], t)}
 
-{card['metric_definitions']}
+{card["metric_definitions"]}
 
 {symmetry_text}{sparsity_section}## Figures
 
@@ -201,21 +223,26 @@ Splits: dataset train/val/test {card['dataset']['splits']}; exported flat vector
 
 ## Loading
 
-JAX: `from jaxzoo import checkpoint; epoch, state = checkpoint.load_state("<workdir>", {card['epochs']})`.
+JAX: `from jaxzoo import checkpoint; epoch, state = checkpoint.load_state("<workdir>", {card["epochs"]})`.
 PyTorch: `python -m jaxzoo.export --workdir <workdir> --out exports`, then
-`jaxzoo.torch.build_model(params_json).load_state_dict(torch.load(".../checkpoint_{card['epochs']:06d}/checkpoints"))`
+`jaxzoo.torch.build_model(params_json).load_state_dict(torch.load(".../checkpoint_{card["epochs"]:06d}/checkpoints"))`
 or `jaxzoo.torch.ZooVectorDataset("exports/<zoo>/vectors", "train")`.
 
 ## License
 
-{card['license']}
+{card["license"]}
 
-{card['notes']}
+{card["notes"]}
 """
 
 
-def analyze(workdir, threshold: float = analysis.DEFAULT_THRESHOLD, agreement_images: int = 0,
-            embedding_points: int = EMBEDDING_POINTS, log=print) -> dict:
+def analyze(
+    workdir,
+    threshold: float = analysis.DEFAULT_THRESHOLD,
+    agreement_images: int = 0,
+    embedding_points: int = EMBEDDING_POINTS,
+    log=print,
+) -> dict:
     """Writes the card into `workdir/card` (and each export of the zoo); returns the card."""
     log = log or (lambda message: None)
     start = time.time()
@@ -226,16 +253,20 @@ def analyze(workdir, threshold: float = analysis.DEFAULT_THRESHOLD, agreement_im
     dataset = load_config_dataset(ConfigDict(config))
     test_images = normalise(dataset.test[0], dataset.mean, dataset.std)
     if agreement_images > len(test_images):
-        raise UserError(f"--agreement_images {agreement_images} is more than the {len(test_images)} test images: "
-                        f"use 0 (all) or at most {len(test_images)}")
+        raise UserError(
+            f"--agreement_images {agreement_images} is more than the {len(test_images)} test images: "
+            f"use 0 (all) or at most {len(test_images)}"
+        )
     if agreement_images:
         test_images = test_images[:agreement_images]
     log(f"forward passes of {len(zoo.table)} models on {len(test_images)} test images ...")
     table2, keep = last_epoch_table2(zoo, test_images, dataset.num_classes, threshold)
     if not keep.any():
-        raise UserError(f"no viable model in {zoo.workdir} at --threshold {threshold} "
-                        f"({table2['removed_non_finite']} non-finite, {table2['removed_over_threshold']} with "
-                        "|w| above it): raise --threshold to analyse the zoo")
+        raise UserError(
+            f"no viable model in {zoo.workdir} at --threshold {threshold} "
+            f"({table2['removed_non_finite']} non-finite, {table2['removed_over_threshold']} with "
+            "|w| above it): raise --threshold to analyse the zoo"
+        )
     folder = zoo.workdir / "card"
     folder.mkdir(exist_ok=True)
     train_acc = np.stack([zoo.metrics[e]["train_acc"][keep] for e in zoo.epochs])
@@ -256,22 +287,32 @@ def analyze(workdir, threshold: float = analysis.DEFAULT_THRESHOLD, agreement_im
         figures += plots.sparsity(sparsity, test_acc, folder)
     card = {
         "name": config["name"],
-        "dataset": {"name": data["name"], "source": dataset.source, "image_size": data["image_size"],
-                    "splits": [len(dataset.train[1]), len(dataset.val[1]), len(dataset.test[1])]},
+        "dataset": {
+            "name": data["name"],
+            "source": dataset.source,
+            "image_size": data["image_size"],
+            "splits": [len(dataset.train[1]), len(dataset.val[1]), len(dataset.test[1])],
+        },
         "architecture": arch_name(config["model"]) if not zoo.is_custom else object_name(config["model"]["module"]),
         "models": len(zoo.table),
         "epochs": last,
         "model_states": len(zoo.table) * (last + 1),
         "generating_factors": generating_factors(zoo),
-        "protocol": (f"batch {config['training']['batch_size']}, {last} epochs, NLL of log_softmax, "
-                     f"weight decay as each optimizer's PyTorch counterpart (jaxzoo.training.optimizers), momentum "
-                     f"{config['population']['momentum']} where read; per-model data order from "
-                     "the model seed; epoch 0 = evaluation before training."),
+        "protocol": (
+            f"batch {config['training']['batch_size']}, {last} epochs, NLL of log_softmax, "
+            f"weight decay as each optimizer's PyTorch counterpart (jaxzoo.training.optimizers), momentum "
+            f"{config['population']['momentum']} where read; per-model data order from "
+            "the model seed; epoch 0 = evaluation before training."
+        ),
         "table2": table2,
         "symmetry": symmetry,
-        "sparsity": None if sparsity is None else {
-            "final_mean": float(np.nanmean(sparsity[-1])), "final_std": float(np.nanstd(sparsity[-1])),
-            "final_test_acc_mean": float(np.nanmean(test_acc[-1])), "by_epoch_mean": np.nanmean(sparsity, axis=1).tolist(),
+        "sparsity": None
+        if sparsity is None
+        else {
+            "final_mean": float(np.nanmean(sparsity[-1])),
+            "final_std": float(np.nanstd(sparsity[-1])),
+            "final_test_acc_mean": float(np.nanmean(test_acc[-1])),
+            "by_epoch_mean": np.nanmean(sparsity, axis=1).tolist(),
             "notes": zoo.config["sparsify"]["notes"],
         },
         "metric_definitions": __doc__.split("\n\n", 2)[2].strip(),

@@ -5,21 +5,20 @@ Every function takes a `Zoo` (`jaxzoo.zoo.reader`) and the viable models' rows
 (`jaxzoo.analysis.table2.ModelRows`); models come `MODEL_CHUNK` at a time, never all at once.
 """
 
-
 from __future__ import annotations
 
 import functools
-from typing import Iterator
+from collections.abc import Iterator
 
 import flax.linen as nn
-from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from jaxzoo.analysis import table2 as analysis
-from jaxzoo.models import resnet
 from jaxzoo.export import Zoo
+from jaxzoo.models import resnet
 from jaxzoo.models.cnn import PatchConv
 from jaxzoo.training.population import build_population
 from jaxzoo.training.precision import compute_dtype_of, with_precision
@@ -39,10 +38,12 @@ def forward_functions(zoo: Zoo, activations: tuple[str, ...]):
     is_layer = lambda module, _: isinstance(module, (PatchConv, nn.Dense, nn.Conv))
 
     def one(params, activation_index, x):
-        outputs = [model.apply({"params": params}, x, 0, 0.0, train=False, capture_intermediates=is_layer)
-                   for model in models]
+        outputs = [
+            model.apply({"params": params}, x, 0, 0.0, train=False, capture_intermediates=is_layer) for model in models
+        ]
         pick = lambda *options: functools.reduce(
-            lambda chosen, i: jnp.where(activation_index == i, options[i], chosen), range(1, len(options)), options[0])
+            lambda chosen, i: jnp.where(activation_index == i, options[i], chosen), range(1, len(options)), options[0]
+        )
         logits = pick(*(out[0] for out in outputs))
         layers = []
         for path, value in sorted(traverse_util.flatten_dict(outputs[0][1]["intermediates"]).items()):
@@ -83,8 +84,9 @@ def params_block(zoo: Zoo, rows: analysis.ModelRows, paths: list[tuple[str, ...]
     return zoo.vector_params(traverse_util.unflatten_dict({path: rows.read(param_name(path), index) for path in paths}))
 
 
-def model_chunks(zoo: Zoo, rows: analysis.ModelRows, paths: list[tuple[str, ...]],
-                 chunk: int) -> Iterator[tuple[slice, dict]]:
+def model_chunks(
+    zoo: Zoo, rows: analysis.ModelRows, paths: list[tuple[str, ...]], chunk: int
+) -> Iterator[tuple[slice, dict]]:
     """(models, their params [b, ...]) for every `chunk` consecutive models, from rows (`restore_params`)."""
     for start in range(0, rows.count, chunk):
         index = slice(start, min(start + chunk, rows.count))
@@ -112,8 +114,9 @@ def write_grams(rows: analysis.ModelRows, start: int, features: list) -> int:
     return len(features)
 
 
-def forward_passes(zoo: Zoo, rows: analysis.ModelRows, paths: list[tuple[str, ...]], test_images: np.ndarray,
-                   cka_images: int) -> int:
+def forward_passes(
+    zoo: Zoo, rows: analysis.ModelRows, paths: list[tuple[str, ...]], test_images: np.ndarray, cka_images: int
+) -> int:
     """Forward passes of all models, `MODEL_CHUNK` at a time, on params from rows (`restore_params`);
     writes into rows "weights" [M, P] (flat vectors), "predictions" [M, N] (class ids, the smallest
     integer type) and per layer "gram0".. the packed centred Gram matrices of the first cka_images
@@ -152,8 +155,14 @@ def resnet_functions(num_classes: int, compute_dtype: str = "float32"):
     return jax.jit(with_precision(predict, compute_dtype)), jax.jit(with_precision(features, compute_dtype))
 
 
-def resnet_forward_passes(zoo: Zoo, rows: analysis.ModelRows, paths: list[tuple[str, ...]], stats: dict,
-                          test_images: np.ndarray, cka_images: int) -> tuple[int, analysis.WeightFacts]:
+def resnet_forward_passes(
+    zoo: Zoo,
+    rows: analysis.ModelRows,
+    paths: list[tuple[str, ...]],
+    stats: dict,
+    test_images: np.ndarray,
+    cka_images: int,
+) -> tuple[int, analysis.WeightFacts]:
     """`forward_passes` of a ResNet-18 zoo: one model at a time in eval mode (running statistics
     `stats` [M, ...]), params from rows by chunks of models (`vector_chunk`). Writes "predictions"
     and "gram0".., not the 11M-number flat vectors -> (the number of layers, the `WeightFacts` of
@@ -166,10 +175,15 @@ def resnet_forward_passes(zoo: Zoo, rows: analysis.ModelRows, paths: list[tuple[
     for chunk, params in model_chunks(zoo, rows, paths, vector_chunk(rows, paths)):
         facts.append(analysis.WeightFacts.of_tensors(jax.tree.leaves(params)))
         for model in range(chunk.start, chunk.stop):
-            variables = jax.device_put({"params": jax.tree.map(lambda a: a[model - chunk.start], params),
-                                        "batch_stats": jax.tree.map(lambda a: a[model], stats)})  # once per model
+            variables = jax.device_put(
+                {
+                    "params": jax.tree.map(lambda a: a[model - chunk.start], params),
+                    "batch_stats": jax.tree.map(lambda a: a[model], stats),
+                }
+            )  # once per model
             predictions = np.concatenate([np.asarray(predict(variables, batch)) for batch in batches])[:n]
             rows.write("predictions", model, predictions[None].astype(class_ids))
-            layers = write_grams(rows, model, [np.asarray(layer)[None]
-                                               for layer in features(variables, test_images[:cka_images])])
+            layers = write_grams(
+                rows, model, [np.asarray(layer)[None] for layer in features(variables, test_images[:cka_images])]
+            )
     return layers, analysis.WeightFacts.concat(facts)

@@ -31,9 +31,18 @@ def accuracy_over_epochs(train_acc: np.ndarray, test_acc: np.ndarray, folder: pa
     epochs = np.arange(train_acc.shape[0])
     fig, ax = plt.subplots(figsize=(max(6, 0.3 * len(epochs) + 3), 4))
     clean = lambda a: [row[np.isfinite(row)] for row in a]
-    for values, offset, color, label in ((train_acc, -0.18, "tab:blue", "train"), (test_acc, 0.18, "tab:orange", "test")):
-        parts = ax.boxplot(clean(values), positions=epochs + offset, widths=0.3, patch_artist=True,
-                           showfliers=False, manage_ticks=False)
+    for values, offset, color, label in (
+        (train_acc, -0.18, "tab:blue", "train"),
+        (test_acc, 0.18, "tab:orange", "test"),
+    ):
+        parts = ax.boxplot(
+            clean(values),
+            positions=epochs + offset,
+            widths=0.3,
+            patch_artist=True,
+            showfliers=False,
+            manage_ticks=False,
+        )
         for box in parts["boxes"]:
             box.set_facecolor(color)
             box.set_alpha(0.6)
@@ -113,8 +122,13 @@ def sparsity(sparsity_by_epoch: np.ndarray, test_acc: np.ndarray, folder: pathli
     """Twin zoos: sparsity [epochs, M] over epochs, and final test accuracy against sparsity."""
     epochs = np.arange(sparsity_by_epoch.shape[0])
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    left.boxplot([row[np.isfinite(row)] for row in sparsity_by_epoch], positions=epochs, widths=0.5,
-                 showfliers=False, manage_ticks=False)
+    left.boxplot(
+        [row[np.isfinite(row)] for row in sparsity_by_epoch],
+        positions=epochs,
+        widths=0.5,
+        showfliers=False,
+        manage_ticks=False,
+    )
     left.plot(epochs, np.nanmean(sparsity_by_epoch, axis=1), color="tab:red", label="mean")
     left.set_xticks(epochs[:: max(1, len(epochs) // 12)])
     left.set_xlabel("epoch")

@@ -18,7 +18,7 @@ import dataclasses
 import math
 import pathlib
 import tempfile
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -99,12 +99,12 @@ class ModelRows:
         """Stores a whole array [M, ...], a budget's worth of models per write."""
         step = max(1, self.budget // max(1, values[:1].nbytes))
         for start in range(0, len(values), step):
-            self.write(name, start, values[start:start + step])
+            self.write(name, start, values[start : start + step])
 
     def write(self, name: str, start: int, values: np.ndarray) -> None:
         """Writes models [start, start + len(values)) of an array, allocated at its first write."""
         self._allocate(name, values)
-        self._open(name, writable=True)[start:start + len(values)] = values
+        self._open(name, writable=True)[start : start + len(values)] = values
 
     def read(self, name: str, index: slice | np.ndarray) -> np.ndarray:
         """A copy of the models `index` (a slice, or ascending model indices) of an array."""
@@ -172,8 +172,11 @@ class Moments:
             return self if self.count else other
         count = self.count + other.count
         delta = other.mean - self.mean
-        return Moments(count, self.mean + delta * other.count / count,
-                       self.m2 + other.m2 + delta * delta * self.count * other.count / count)
+        return Moments(
+            count,
+            self.mean + delta * other.count / count,
+            self.m2 + other.m2 + delta * delta * self.count * other.count / count,
+        )
 
     def scaled(self, factor: float) -> Moments:
         """The moments of the values times `factor` (100: in percent)."""
@@ -212,14 +215,20 @@ class WeightFacts:
         """The facts of the vectors made of tensors [b, ...] (in any order: the facts do not depend
         on it), one tensor at a time, so the vectors themselves are never built."""
         parts = [cls.of(tensor.reshape(len(tensor), -1)) for tensor in tensors]
-        return cls(np.logical_or.reduce([p.non_finite for p in parts]), np.maximum.reduce([p.max_abs for p in parts]),
-                   tuple(sum(moments, Moments()) for moments in zip(*(p.moments for p in parts))))
+        return cls(
+            np.logical_or.reduce([p.non_finite for p in parts]),
+            np.maximum.reduce([p.max_abs for p in parts]),
+            tuple(sum(moments, Moments()) for moments in zip(*(p.moments for p in parts))),
+        )
 
     @classmethod
     def concat(cls, parts: Sequence[WeightFacts]) -> WeightFacts:
         """The facts of consecutive blocks of models, in order."""
-        return cls(np.concatenate([p.non_finite for p in parts]), np.concatenate([p.max_abs for p in parts]),
-                   sum((p.moments for p in parts), ()))
+        return cls(
+            np.concatenate([p.non_finite for p in parts]),
+            np.concatenate([p.max_abs for p in parts]),
+            sum((p.moments for p in parts), ()),
+        )
 
     def viability(self, threshold: float) -> Viability:
         """Non-viable: any NaN/inf, or any |w| > threshold."""
@@ -248,11 +257,12 @@ def pair_values(matrix: np.ndarray) -> np.ndarray:
 
 def blocks(models: np.ndarray, block: int) -> list[np.ndarray]:
     """models [K] -> consecutive pieces of at most `block` entries."""
-    return [models[start:start + block] for start in range(0, len(models), block)]
+    return [models[start : start + block] for start in range(0, len(models), block)]
 
 
-def pair_moments(models: np.ndarray, prepare: Callable, tile: Callable[..., dict[str, np.ndarray]],
-                 block: int) -> dict[str, Moments]:
+def pair_moments(
+    models: np.ndarray, prepare: Callable, tile: Callable[..., dict[str, np.ndarray]], block: int
+) -> dict[str, Moments]:
     """Moments of pair matrices over the pairs i < j of `models` (ascending indices [K]).
 
     prepare(index [b]) -> the data of a block of models; tile(rows, cols) -> {name: [b_r, b_c]}
@@ -403,8 +413,9 @@ GRAM = "gram{}"  # `ModelRows` names: "predictions" [N] class ids, "weights" [P]
 PAPER_PERCENT = 100.0  # the paper's Table 2 prints every column x100
 
 
-def pair_statistics(models: np.ndarray, rows: ModelRows, layers: int, num_classes: int,
-                    block: int) -> dict[str, Moments]:
+def pair_statistics(
+    models: np.ndarray, rows: ModelRows, layers: int, num_classes: int, block: int
+) -> dict[str, Moments]:
     """Moments over the pairs i < j of `models` (ascending indices) of the pair metrics.
 
     rows: "predictions" [M, N] class ids, "gram0".. per layer [M, n(n+1)/2] (`packed_grams`),
@@ -413,17 +424,26 @@ def pair_statistics(models: np.ndarray, rows: ModelRows, layers: int, num_classe
     [block, n(n+1)/2] (per layer) and [block, P or M] float64 arrays and a few [block, block]
     tiles at a time (`pair_block`).
     """
+
     def prepare(index: np.ndarray):
-        return (rows.read("predictions", index), [unit_grams(rows.read(GRAM.format(k), index)) for k in range(layers)],
-                WeightBlock.read(rows, index))
+        return (
+            rows.read("predictions", index),
+            [unit_grams(rows.read(GRAM.format(k), index)) for k in range(layers)],
+            WeightBlock.read(rows, index),
+        )
 
     def tile(block_r, block_c) -> dict[str, np.ndarray]:
         (pred_r, unit_r, w_r), (pred_c, unit_c, w_c) = block_r, block_c
         per_layer = [u @ v.T for u, v in zip(unit_r, unit_c)]
         l2, cosine = w_r.distances(w_c)
         cka = {"cka": np.mean(per_layer, axis=0)} if per_layer else {}
-        return {"agreement": agreement(pred_r, pred_c, num_classes), **cka,
-                **{f"cka{k}": m for k, m in enumerate(per_layer)}, "l2": l2, "cosine": cosine}
+        return {
+            "agreement": agreement(pred_r, pred_c, num_classes),
+            **cka,
+            **{f"cka{k}": m for k, m in enumerate(per_layer)},
+            "l2": l2,
+            "cosine": cosine,
+        }
 
     return pair_moments(models, prepare, tile, block)
 
@@ -437,13 +457,15 @@ def table2_block(rows: ModelRows, layers: int) -> int:
 
 def rows_facts(rows: ModelRows, block: int) -> WeightFacts:
     """`WeightFacts` of rows' "weights" [M, P], `block` models at a time."""
-    return WeightFacts.concat([WeightFacts.of(rows.read("weights", index))
-                               for index in blocks(np.arange(rows.count), block)])
+    return WeightFacts.concat(
+        [WeightFacts.of(rows.read("weights", index)) for index in blocks(np.arange(rows.count), block)]
+    )
 
 
 def paper_units(moments: dict[str, Moments | None], mean_norm: float) -> dict[str, dict[str, float] | None]:
     """The paper's Table 2 units: {column: {"mean", "std"}} in percent (x100); the l2 distance
     divided by the zoo's mean l2 norm ||w_n||_2 first. None stays None (a column left out)."""
+
     def scale(name: str) -> float:
         if name != "l2_distance":
             return PAPER_PERCENT
@@ -452,9 +474,15 @@ def paper_units(moments: dict[str, Moments | None], mean_norm: float) -> dict[st
     return {name: None if m is None else m.scaled(scale(name)).summary() for name, m in moments.items()}
 
 
-def table2_of_rows(test_acc: np.ndarray, rows: ModelRows, layers: int, num_classes: int,
-                   threshold: float = DEFAULT_THRESHOLD, block: int | None = None,
-                   facts: WeightFacts | None = None) -> tuple[dict, Viability]:
+def table2_of_rows(
+    test_acc: np.ndarray,
+    rows: ModelRows,
+    layers: int,
+    num_classes: int,
+    threshold: float = DEFAULT_THRESHOLD,
+    block: int | None = None,
+    facts: WeightFacts | None = None,
+) -> tuple[dict, Viability]:
     """(The Table 2 metrics of a zoo at its last epoch, non-viable models removed; the viability).
 
     test_acc [M]; rows: "predictions" [M, N] on the test split, "gram0".. per layer [M, n(n+1)/2]
@@ -473,9 +501,14 @@ def table2_of_rows(test_acc: np.ndarray, rows: ModelRows, layers: int, num_class
     models = np.flatnonzero(v.keep)
     pairs = pair_statistics(models, rows, layers, num_classes, block)
     pair = lambda name: pairs.get(name, Moments())  # no pairs: NaN
-    moments = {"accuracy": Moments.of(test_acc[models]), "agreement": pair("agreement"),
-               "cka": pair("cka") if layers else None, "weights": facts.total(models),
-               "l2_distance": pair("l2"), "cosine_distance": pair("cosine")}
+    moments = {
+        "accuracy": Moments.of(test_acc[models]),
+        "agreement": pair("agreement"),
+        "cka": pair("cka") if layers else None,
+        "weights": facts.total(models),
+        "l2_distance": pair("l2"),
+        "cosine_distance": pair("cosine"),
+    }
     mean_norm = float(np.mean(facts.norms(models))) if len(models) else math.nan
     return {
         "models": int(len(v.keep)),
@@ -517,5 +550,6 @@ def table2_row(
     block: int | None = None,
 ) -> dict:
     """`table2` from the features: layer_features, per layer [M, n, d] on the first n test images."""
-    return table2(test_acc, predictions, [packed_grams(f) for f in layer_features], weights,
-                  num_classes, threshold, block)
+    return table2(
+        test_acc, predictions, [packed_grams(f) for f in layer_features], weights, num_classes, threshold, block
+    )

@@ -30,18 +30,22 @@ import numpy as np
 import optax
 
 from jaxzoo.analysis import table2 as analysis
-from jaxzoo.models import resnet
 from jaxzoo.analysis.forward import model_chunks, restore_params, vector_chunk
 from jaxzoo.export.rows import model_splits, vector_splits
+from jaxzoo.models import resnet
+from jaxzoo.training.factors import CORE_FACTORS, FACTOR_TABLE
 from jaxzoo.weights.vectors import DEFAULT_THRESHOLD, VectorSplit, layout_size
 from jaxzoo.zoo.reader import Zoo, read_zoo
-from jaxzoo.training.factors import CORE_FACTORS, FACTOR_TABLE
 
 LAMBDAS = (1e3, 3e2, 1e2, 3e1, 1e1, 3.0, 1.0, 0.3, 0.1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5)
 # Table 3's targets: the metrics, then every factor of the table (a zoo that does not vary one
 # shows n/a). The original's column order: Acc GGap Epoch LR WD Dropout ... Opt Init Act.
-NUMERIC_TARGETS = {"test_acc": "Acc", "ggap": "GGap", "epoch": "Epoch",
-                   **{f.name: f.table3 for f in FACTOR_TABLE if f.kind == "numeric"}}
+NUMERIC_TARGETS = {
+    "test_acc": "Acc",
+    "ggap": "GGap",
+    "epoch": "Epoch",
+    **{f.name: f.table3 for f in FACTOR_TABLE if f.kind == "numeric"},
+}
 CATEGORICAL_TARGETS = {f.name: f.table3 for f in reversed(FACTOR_TABLE) if f.kind == "categorical"}
 CORE_TARGETS = ("test_acc", "ggap", "epoch", *CORE_FACTORS)  # always a column, n/a where not varied
 NOTEBOOK_EPOCHS = (5, 15, 50)
@@ -64,9 +68,11 @@ def layout_blocks(index_dict: dict) -> list[tuple[int, int]]:
 def resnet_note(zoo: Zoo) -> str:
     """Why a ResNet-18 zoo's Table 3 has no w column."""
     layout = zoo.vector_layout()
-    return (f"w is n/a for ResNet-18 zoos: a flat vector is {layout_size(layout):,} numbers per model, too many "
-            f"to hold for every row (the paper reports s(w) only for them); s(w) is computed per tensor "
-            f"({len(layout['tensors'])} tensors), a chunk of models at a time.")
+    return (
+        f"w is n/a for ResNet-18 zoos: a flat vector is {layout_size(layout):,} numbers per model, too many "
+        f"to hold for every row (the paper reports s(w) only for them); s(w) is computed per tensor "
+        f"({len(layout['tensors'])} tensors), a chunk of models at a time."
+    )
 
 
 def tensor_statistics(values: np.ndarray) -> list[np.ndarray]:
@@ -79,16 +85,24 @@ def tensor_statistics(values: np.ndarray) -> list[np.ndarray]:
 def layer_statistics(weights: np.ndarray, index_dict: dict) -> np.ndarray:
     """s(w): [rows, P] -> [rows, 7 * tensors]; per tensor (a layer's weight, then its bias) the
     mean, variance and the percentiles 1, 25, 50, 75, 99 (`tensor_statistics`)."""
-    return np.stack([s for start, size in layout_blocks(index_dict)
-                     for s in tensor_statistics(weights[:, start : start + size])], axis=1)
+    return np.stack(
+        [s for start, size in layout_blocks(index_dict) for s in tensor_statistics(weights[:, start : start + size])],
+        axis=1,
+    )
 
 
 def resnet_statistics(params: dict) -> np.ndarray:
     """s(w) of ResNet-18 params [b, ...] -> [b, 7 * tensors]: `layer_statistics` of their flat
     vectors (`Zoo.flat_vectors`, the tensors of `resnet.torch_parameters` in order), computed one
     tensor at a time without building the vectors."""
-    return np.stack([s for _, tensor in resnet.torch_parameters(params)
-                     for s in tensor_statistics(tensor.reshape(len(tensor), -1))], axis=1)
+    return np.stack(
+        [
+            s
+            for _, tensor in resnet.torch_parameters(params)
+            for s in tensor_statistics(tensor.reshape(len(tensor), -1))
+        ],
+        axis=1,
+    )
 
 
 def ridge_fit(x: np.ndarray, y: np.ndarray, penalty: float) -> np.ndarray:
@@ -123,8 +137,13 @@ def ridge_select(train, val, test) -> dict:
         if best is None or score > best[0]:
             best = (score, penalty, coefficients)
     _, penalty, coefficients = best
-    return {"penalty": penalty, **{name: r2(y, ridge_predict(x, coefficients)) for name, (x, y) in
-                                   (("train", train), ("val", val), ("test", test))}}
+    return {
+        "penalty": penalty,
+        **{
+            name: r2(y, ridge_predict(x, coefficients))
+            for name, (x, y) in (("train", train), ("val", val), ("test", test))
+        },
+    }
 
 
 def linear_classifier(train, test, num_classes: int, epochs: int = 50, batch: int = 10, seed: int = 42) -> float:
@@ -201,8 +220,10 @@ def statistics_splits(zoo: Zoo, epochs: list[int], threshold: float) -> tuple[di
 
 def feature_sets(splits: dict[str, VectorSplit]) -> dict[str, dict[str, np.ndarray]]:
     """Table 3's features of each split: w, the flat vectors [rows, P], and s(w) (`layer_statistics`)."""
-    return {"w": {k: v.weights for k, v in splits.items()},
-            "s(w)": {k: layer_statistics(v.weights, v.index_dict) for k, v in splits.items()}}
+    return {
+        "w": {k: v.weights for k, v in splits.items()},
+        "s(w)": {k: layer_statistics(v.weights, v.index_dict) for k, v in splits.items()},
+    }
 
 
 def table3(splits: dict[str, VectorSplit], features: dict[str, dict[str, np.ndarray]] | None = None) -> dict:
@@ -275,5 +296,7 @@ def benchmark_workdir(workdir, epochs: list[int] | None = None, threshold: float
     readme = folder / "README.md"
     if readme.exists():
         text = readme.read_text().split("\n## Table 3")[0].rstrip() + "\n"
-        readme.write_text(text + f"\n## Table 3 (property prediction, test R^2 / accuracy x100, epochs {epochs})\n\n{table_md}")
+        readme.write_text(
+            text + f"\n## Table 3 (property prediction, test R^2 / accuracy x100, epochs {epochs})\n\n{table_md}"
+        )
     return result

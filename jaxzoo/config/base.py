@@ -15,25 +15,32 @@ import math
 import ml_collections
 from ml_collections import config_dict
 
-from jaxzoo.config.checks import (MAX_MODELS, MAX_SEED, ConfigError, check, check_choices, check_int,
-                                  check_numbers)
-
-from jaxzoo.data import (DATASETS, DEFAULT_VAL_FRACTION, SOURCES, DataOptions, Dataset, describe_dataset,
-                         is_registry_name, load_dataset)
-from jaxzoo.training.augment import AUGMENTATIONS
+from jaxzoo.config.checks import MAX_MODELS, MAX_SEED, ConfigError, check, check_choices, check_int, check_numbers
+from jaxzoo.data import (
+    DATASETS,
+    DEFAULT_VAL_FRACTION,
+    SOURCES,
+    DataOptions,
+    Dataset,
+    describe_dataset,
+    is_registry_name,
+    load_dataset,
+)
+from jaxzoo.models.cnn import ACTIVATIONS, INITS
 from jaxzoo.models.cpu_conv import CONV_IMPLEMENTATIONS
 from jaxzoo.models.registry import MODEL_ARCHS, RESNET_ARCHS, ModelError, check_arch, import_object, is_custom
-from jaxzoo.models.cnn import ACTIVATIONS, INITS
+from jaxzoo.training.augment import AUGMENTATIONS
 from jaxzoo.training.factors import FACTOR_TABLE, OPTIMIZER_FACTORS, grid_factors, values_of
 from jaxzoo.training.optimizers import optimizer_entry
 from jaxzoo.training.population import SEED_MODES
 from jaxzoo.training.precision import COMPUTE_DTYPES
 from jaxzoo.training.schedules import SCHEDULES, schedule_options
 
-
 CLASSIFICATION = "classification"  # the task of every zoo but INR zoos (config.task)
 SCHEDULERS = ("none", "one_cycle")
 STATE_PLACEMENTS = ("auto", "device", "host")
+
+
 def config_kind(config) -> str:
     """The kind of zoo a config (ConfigDict or its JSON dict) describes: its `task`."""
     return config.get("task", CLASSIFICATION)
@@ -124,13 +131,16 @@ def base_config() -> ml_collections.ConfigDict:
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError naming the first impossible value and its fix."""
-    check_numbers("data.val_fraction", (config.data.get("val_fraction", DEFAULT_VAL_FRACTION),), 0.0, 1.0,
-                   low_open=True)
+    check_numbers(
+        "data.val_fraction", (config.data.get("val_fraction", DEFAULT_VAL_FRACTION),), 0.0, 1.0, low_open=True
+    )
     if isinstance(config.data.name, str) and ":" not in config.data.name:
         check_choices("data.name", config.data.name, DATASETS)
     check_choices("data.source", config.data.source, SOURCES)
     check_choices("model.arch", config.model.arch, MODEL_ARCHS)
-    info = describe_dataset(config.data.name, data_options(config), config.data.get("val_fraction", DEFAULT_VAL_FRACTION))
+    info = describe_dataset(
+        config.data.name, data_options(config), config.data.get("val_fraction", DEFAULT_VAL_FRACTION)
+    )
     check(
         info.accepts_size(config.data.image_size),
         f"data.image_size={config.data.image_size} is not a size of {info.name}: use {info.size_rule}",
@@ -149,10 +159,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
                 check_arch(config.model, config.data.image_size)
             except ModelError as error:
                 raise ConfigError(str(error)) from None
-        for field, value, default in (("scheduler", training.scheduler, "none"),
-                                      ("augmentation", training.augmentation, "none")):
-            check(value == default, f"training.{field}={value!r} is for ResNet zoos: set it to {default!r} "
-                                     f"for model.arch={config.model.arch}")
+        for field, value, default in (
+            ("scheduler", training.scheduler, "none"),
+            ("augmentation", training.augmentation, "none"),
+        ):
+            check(
+                value == default,
+                f"training.{field}={value!r} is for ResNet zoos: set it to {default!r} "
+                f"for model.arch={config.model.arch}",
+            )
     check_int("seed", config.seed, 0, MAX_SEED, " (the zoo seed)")
     check_int("num_shards", config.num_shards, 1, MAX_MODELS, " (1: no job array)")
     check_int("shard_index", config.shard_index, 0, config.num_shards - 1)
@@ -168,20 +183,35 @@ def validate(config: ml_collections.ConfigDict) -> None:
     )
     if training.scheduler == "one_cycle":
         total_steps = config.training.num_epochs * math.ceil(train_size / config.training.batch_size)
-        check(0.3 * total_steps - 1 > 0, f"OneCycle needs at least 4 optimizer steps, this run has {total_steps}: "
-                                          "train more epochs or use a smaller training.batch_size")
+        check(
+            0.3 * total_steps - 1 > 0,
+            f"OneCycle needs at least 4 optimizer steps, this run has {total_steps}: "
+            "train more epochs or use a smaller training.batch_size",
+        )
     pop = config.population
     check_choices("population.seed_mode", pop.seed_mode, SEED_MODES)
     check_int("population.num_seeds", pop.num_seeds, 1, MAX_MODELS)
-    check_int("population.first_seed", pop.first_seed, 0, MAX_SEED + 1 - pop.num_seeds,
-               f" (seeds are 32-bit: first_seed + num_seeds - 1 <= {MAX_SEED})")
+    check_int(
+        "population.first_seed",
+        pop.first_seed,
+        0,
+        MAX_SEED + 1 - pop.num_seeds,
+        f" (seeds are 32-bit: first_seed + num_seeds - 1 <= {MAX_SEED})",
+    )
     _validate_factors(config)
     grid_models = pop.num_seeds * math.prod(len(values_of(pop, name)) for name in grid_factors(pop))
-    check_int("population.max_models", pop.max_models, 0, min(grid_models, MAX_MODELS),
-               f" (0: all; the grid has {grid_models} models)")
-    check(pop.max_models or grid_models <= MAX_MODELS,
-           f"the grid has {grid_models} models, more than jaxzoo trains in one zoo ({MAX_MODELS}): use fewer "
-           "population.num_seeds or factor values, or set population.max_models")
+    check_int(
+        "population.max_models",
+        pop.max_models,
+        0,
+        min(grid_models, MAX_MODELS),
+        f" (0: all; the grid has {grid_models} models)",
+    )
+    check(
+        pop.max_models or grid_models <= MAX_MODELS,
+        f"the grid has {grid_models} models, more than jaxzoo trains in one zoo ({MAX_MODELS}): use fewer "
+        "population.num_seeds or factor values, or set population.max_models",
+    )
     rt = config.runtime
     check_int("runtime.chunk_size", rt.chunk_size, 0, MAX_MODELS, " (0: automatic)")
     check_int("runtime.steps_per_call", rt.steps_per_call, 0, 2**31 - 1, " (0: automatic)")
@@ -190,9 +220,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
         check(isinstance(rt[flag], bool), f"runtime.{flag}={rt[flag]!r} must be True or False")
     check(rt.conv in CONV_IMPLEMENTATIONS, f"runtime.conv={rt.conv!r} is unknown; choose one of {CONV_IMPLEMENTATIONS}")
     check_choices("runtime.state_placement", rt.get("state_placement", "auto"), STATE_PLACEMENTS)
-    check(rt.conv != "cpu_kernel" or config.training.compute_dtype != "bfloat16",
-           "training.compute_dtype='bfloat16' cannot run on runtime.conv='cpu_kernel' (float32 only): "
-           "use runtime.conv='auto' or 'xla'")
+    check(
+        rt.conv != "cpu_kernel" or config.training.compute_dtype != "bfloat16",
+        "training.compute_dtype='bfloat16' cannot run on runtime.conv='cpu_kernel' (float32 only): "
+        "use runtime.conv='auto' or 'xla'",
+    )
 
 
 def _factor_choices(name: str) -> dict | tuple | None:
@@ -203,8 +235,11 @@ def _validate_factors(config: ml_collections.ConfigDict) -> None:
     """Every factor of the table: a tuple of known names or of numbers in range."""
     pop = config.population
     unknown = sorted(set(pop) - {f.name for f in FACTOR_TABLE} - set(_POPULATION_SETTINGS))
-    check(not unknown, f"population.{unknown[0] if unknown else ''} is not a factor: choose from "
-                        f"{[f.name for f in FACTOR_TABLE]} (jaxzoo.training.factors), or remove it")
+    check(
+        not unknown,
+        f"population.{unknown[0] if unknown else ''} is not a factor: choose from "
+        f"{[f.name for f in FACTOR_TABLE]} (jaxzoo.training.factors), or remove it",
+    )
     for factor in FACTOR_TABLE:
         field = f"population.{factor.name}"
         value = pop.get(factor.name, ())
@@ -212,8 +247,7 @@ def _validate_factors(config: ml_collections.ConfigDict) -> None:
         if scalar_ok and not isinstance(value, (tuple, list)):
             check_numbers(field, (value,), factor.low, factor.high, factor.low_open)
             continue
-        check(isinstance(value, (tuple, list)),
-               f"{field}={value!r} must be a tuple of values, e.g. ({value!r},)")
+        check(isinstance(value, (tuple, list)), f"{field}={value!r} must be a tuple of values, e.g. ({value!r},)")
         if factor.optional and not value:
             continue
         if factor.name == "optimizer":
@@ -231,9 +265,11 @@ def _validate_factors(config: ml_collections.ConfigDict) -> None:
             check_numbers(field, value, factor.low, factor.high + 1e-12, factor.low_open)
     readers = {name for opt in pop.optimizer for name in optimizer_entry(opt).hyperparams}
     for name in OPTIMIZER_FACTORS:
-        check(not values_of(pop, name) or name in readers,
-               f"population.{name} is varied but no optimizer of the zoo reads it ({list(pop.optimizer)}): "
-               f"remove it or add an optimizer that does")
+        check(
+            not values_of(pop, name) or name in readers,
+            f"population.{name} is varied but no optimizer of the zoo reads it ({list(pop.optimizer)}): "
+            f"remove it or add an optimizer that does",
+        )
     for name, options in to_plain(config.training.get("schedule_options")).items():
         check(name in SCHEDULES, f"training.schedule_options has unknown schedule {name!r}: choose from {SCHEDULES}")
         try:
@@ -241,9 +277,11 @@ def _validate_factors(config: ml_collections.ConfigDict) -> None:
         except ValueError as error:
             raise ConfigError(f"training.schedule_options: {error}") from None
     fractions = values_of(pop, "train_fraction")
-    check(not ("one_cycle" in values_of(pop, "schedule") and any(f < 1 for f in fractions)),
-           "schedule one_cycle needs the same number of updates for every model: drop it, or the "
-           "population.train_fraction values below 1")
+    check(
+        not ("one_cycle" in values_of(pop, "schedule") and any(f < 1 for f in fractions)),
+        "schedule one_cycle needs the same number of updates for every model: drop it, or the "
+        "population.train_fraction values below 1",
+    )
 
 
 _POPULATION_SETTINGS = ("seed_mode", "num_seeds", "first_seed", "max_models")
@@ -258,23 +296,34 @@ def _validate_custom(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(str(error)) from None
     fields = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
     pop = config.population
-    check(len(pop.activation) == 1 or "activation" in fields,
-           "population.activation varies but model.module has no `activation` field: give it one "
-           "(a name, e.g. 'relu') or use a single activation")
-    check(all(rate == 0 for rate in pop.dropout),
-           "population.dropout is applied by the built-in models only: set it to (0.0,) and use nn.Dropout in "
-           "model.module")
+    check(
+        len(pop.activation) == 1 or "activation" in fields,
+        "population.activation varies but model.module has no `activation` field: give it one "
+        "(a name, e.g. 'relu') or use a single activation",
+    )
+    check(
+        all(rate == 0 for rate in pop.dropout),
+        "population.dropout is applied by the built-in models only: set it to (0.0,) and use nn.Dropout in "
+        "model.module",
+    )
 
 
 def _validate_resnet(config: ml_collections.ConfigDict) -> None:
     """ResNet zoos follow the original's ResNet protocol: SGD, kaiming_uniform, no dropout."""
     pop = config.population
-    for field, value, allowed in (("optimizer", pop.optimizer, ("sgd",)), ("init", pop.init, ("kaiming_uniform",)),
-                                  ("dropout", pop.dropout, (0.0,))):
-        check(tuple(value) == allowed, f"population.{field}={tuple(value)!r} is not supported by model.arch="
-                                        f"{config.model.arch}: use {allowed!r}")
-    check(tuple(pop.activation) == ("relu",), f"population.activation={tuple(pop.activation)!r}: ResNet-18 uses "
-                                              "ReLU, set population.activation=('relu',)")
+    for field, value, allowed in (
+        ("optimizer", pop.optimizer, ("sgd",)),
+        ("init", pop.init, ("kaiming_uniform",)),
+        ("dropout", pop.dropout, (0.0,)),
+    ):
+        check(
+            tuple(value) == allowed,
+            f"population.{field}={tuple(value)!r} is not supported by model.arch={config.model.arch}: use {allowed!r}",
+        )
+    check(
+        tuple(pop.activation) == ("relu",),
+        f"population.activation={tuple(pop.activation)!r}: ResNet-18 uses ReLU, set population.activation=('relu',)",
+    )
 
 
 def to_json_dict(config: ml_collections.ConfigDict) -> dict:
@@ -301,8 +350,7 @@ class _ConfigEncoder(config_dict.CustomJSONEncoder):
 # Fields added after zoos were first trained: at these values they are left out of the
 # identity, so a zoo trained before they existed keeps its identity and resumes.
 NEUTRAL_FIELDS = {
-    "population": {"b1": [], "b2": [], "eps": [], "alpha": [], "schedule": [], "train_fraction": [],
-                   "label_noise": []},
+    "population": {"b1": [], "b2": [], "eps": [], "alpha": [], "schedule": [], "train_fraction": [], "label_noise": []},
     "training": {"schedule_options": {}},
     "model": {"convs": [], "widths": [], "module": "", "kwargs": {}},
     "data": {"val_fraction": DEFAULT_VAL_FRACTION},
@@ -352,8 +400,13 @@ def dataset_identity(config: ml_collections.ConfigDict, dataset: Dataset) -> dic
 def load_config_dataset(config: ml_collections.ConfigDict) -> Dataset:
     """The dataset a zoo config (or a workdir's stored config) trains on."""
     data = config.data
-    return load_dataset(data.name, data.image_size, data.max_examples_per_split, data_options(config),
-                        val_fraction=data.get("val_fraction", DEFAULT_VAL_FRACTION))
+    return load_dataset(
+        data.name,
+        data.image_size,
+        data.max_examples_per_split,
+        data_options(config),
+        val_fraction=data.get("val_fraction", DEFAULT_VAL_FRACTION),
+    )
 
 
 def comparable(stored_identity: dict) -> dict:

@@ -28,8 +28,22 @@ FAMILIES = {
     "fmnist": ("fashion_mnist", 28, "cnn_s", "tune_zoo_f_mnist_uniform", "tune_zoo_f_mnist_", "zoos/F_MNIST"),
     "svhn": ("svhn", 28, "cnn_s", "tune_zoo_svhn_uniform", "tune_zoo_svhn_", "zoos/SVHN"),
     "usps": ("usps", 28, "cnn_s", "tune_zoo_usps_uniform", "tune_zoo_usps_", "zoos/USPS"),
-    "cifar10_small": ("cifar10", 28, "cnn_s", "tune_zoo_cifar10_uniform_small", "tune_zoo_cifar10_small_", "zoos/CIFAR10/small"),
-    "cifar10_medium": ("cifar10", 32, "cnn_m", "tune_zoo_cifar10_uniform_large", "tune_zoo_cifar10_large_", "zoos/CIFAR10/large"),
+    "cifar10_small": (
+        "cifar10",
+        28,
+        "cnn_s",
+        "tune_zoo_cifar10_uniform_small",
+        "tune_zoo_cifar10_small_",
+        "zoos/CIFAR10/small",
+    ),
+    "cifar10_medium": (
+        "cifar10",
+        32,
+        "cnn_m",
+        "tune_zoo_cifar10_uniform_large",
+        "tune_zoo_cifar10_large_",
+        "zoos/CIFAR10/large",
+    ),
     "stl10_small": ("stl10", 28, "cnn_s", "tune_zoo_stl_small_uniform", "tune_zoo_stl_small_", "zoos/STL-10/small"),
     "stl10_medium": ("stl10", 32, "cnn_m", "tune_zoo_stl_uniform_large", "tune_zoo_stl_large_", "zoos/STL-10/large"),
 }
@@ -69,19 +83,47 @@ FAMILY_NOTES = {
 }
 
 KINDS = ("seed", "hyp10_fix", "hyp10_rand")
-ORIGINAL_KIND = {"seed": "uniform", "hyp10_fix": "hyperparameter_10_fixed_seeds", "hyp10_rand": "hyperparameter_10_random_seeds"}
+ORIGINAL_KIND = {
+    "seed": "uniform",
+    "hyp10_fix": "hyperparameter_10_fixed_seeds",
+    "hyp10_rand": "hyperparameter_10_random_seeds",
+}
 
 CNN_PAPER_ZOOS = tuple(f"{family}_{kind}" for family in FAMILIES for kind in KINDS)
 
 # ResNet-18 Seed zoos (rows 25-27): dataset, image size, OneCycle max lr, batch, epochs,
 # original experiment, net_dir, augmentation.
 RESNET_ZOOS = {
-    "cifar10_resnet18_seed": ("cifar10_resnet", 32, 0.05, 256, 50, "tune_zoo_cifar10_resnet18_kaiming_uniform",
-                              "zoos/CIFAR10/resnet19/kaiming_uniform", "crop_flip"),
-    "cifar100_resnet18_seed": ("cifar100", 32, 0.1, 128, 60, "tune_zoo_cifar100_resnet18_kaiming_uniform",
-                               "zoos/CIFAR100/resnet18/kaiming_uniform", "crop_flip"),
-    "tinyimagenet_resnet18_seed": ("tiny_imagenet", 64, 0.1, 128, 60, "tune_zoo_tinyimagenet_resnet18_kaiming_uniform",
-                                   "zoos/TinyImageNet/resnet18/kaiming_uniform", "flip_rotate"),
+    "cifar10_resnet18_seed": (
+        "cifar10_resnet",
+        32,
+        0.05,
+        256,
+        50,
+        "tune_zoo_cifar10_resnet18_kaiming_uniform",
+        "zoos/CIFAR10/resnet19/kaiming_uniform",
+        "crop_flip",
+    ),
+    "cifar100_resnet18_seed": (
+        "cifar100",
+        32,
+        0.1,
+        128,
+        60,
+        "tune_zoo_cifar100_resnet18_kaiming_uniform",
+        "zoos/CIFAR100/resnet18/kaiming_uniform",
+        "crop_flip",
+    ),
+    "tinyimagenet_resnet18_seed": (
+        "tiny_imagenet",
+        64,
+        0.1,
+        128,
+        60,
+        "tune_zoo_tinyimagenet_resnet18_kaiming_uniform",
+        "zoos/TinyImageNet/resnet18/kaiming_uniform",
+        "flip_rotate",
+    ),
 }
 
 RESNET_NOTES = (
@@ -100,12 +142,23 @@ PAPER_ZOOS = CNN_PAPER_ZOOS + tuple(RESNET_ZOOS)
 
 # What the original scripts wrote into params.json beyond the factors (per experiment; the
 # values are the scripts' own, unused ones included: the CNNs ignore o_dim and use_bias).
-SCRIPT_RECORDS = {"training::start_epoch": 1, "training::output_epoch": 1, "training::val_epochs": 1,
-                  "training::idx_out": 500, "training::checkpoint_dir": None}
+SCRIPT_RECORDS = {
+    "training::start_epoch": 1,
+    "training::output_epoch": 1,
+    "training::val_epochs": 1,
+    "training::idx_out": 500,
+    "training::checkpoint_dir": None,
+}
 O_DIM_4 = ("tune_zoo_mnist_uniform", "tune_zoo_f_mnist_uniform", "tune_zoo_svhn_uniform")
 NO_USE_BIAS = ("tune_zoo_mnist_", "tune_zoo_f_mnist_", "tune_zoo_svhn_")  # Hyp scripts without the key
-INTEGER_DROPOUT_ZERO = ("tune_zoo_cifar10_uniform_", "tune_zoo_cifar10_small_h", "tune_zoo_cifar10_large_h",
-                        "tune_zoo_stl_small_h", "tune_zoo_stl_large_h", "tune_zoo_usps_h")
+INTEGER_DROPOUT_ZERO = (
+    "tune_zoo_cifar10_uniform_",
+    "tune_zoo_cifar10_small_h",
+    "tune_zoo_cifar10_large_h",
+    "tune_zoo_stl_small_h",
+    "tune_zoo_stl_large_h",
+    "tune_zoo_usps_h",
+)
 
 
 def recorded_params(experiment: str, params: dict) -> dict:
@@ -201,7 +254,9 @@ def resnet_zoo(name: str) -> ml_collections.ConfigDict:
     pop.lr, pop.weight_decay, pop.dropout, pop.momentum = (max_lr,), (5e-4,), (0.0,), 0.9
     notes = [RESNET_NOTES]
     if dataset == "tiny_imagenet":
-        notes.append("Tiny-ImageNet: the official val set is the test split and there is no val split "
-                     "(val metrics are null), as the original.")
+        notes.append(
+            "Tiny-ImageNet: the official val set is the test split and there is no val split "
+            "(val metrics are null), as the original."
+        )
     config.notes = " ".join(notes)
     return config

@@ -11,7 +11,18 @@ from jaxzoo.data.names import DatasetName, is_registry_name, parse_name
 from jaxzoo.data.registry import DATASETS, MAX_IMAGE_SIZE, Dataset, DatasetInfo, DataUnavailableError, normalise
 
 __all__ = [
-    "DATASETS", "DEFAULT_VAL_FRACTION", "MAX_IMAGE_SIZE", "SOURCES", "DataOptions", "Dataset", "DatasetInfo",
-    "DatasetName", "DataUnavailableError", "describe_dataset", "is_registry_name", "load_dataset", "normalise",
+    "DATASETS",
+    "DEFAULT_VAL_FRACTION",
+    "MAX_IMAGE_SIZE",
+    "SOURCES",
+    "DataOptions",
+    "Dataset",
+    "DatasetInfo",
+    "DatasetName",
+    "DataUnavailableError",
+    "describe_dataset",
+    "is_registry_name",
+    "load_dataset",
+    "normalise",
     "parse_name",
 ]

@@ -15,12 +15,20 @@ from __future__ import annotations
 import sys
 import time
 
+from jaxzoo.cli import ArgumentParser, run
 from jaxzoo.data import cache, raw, tfds_source
-from jaxzoo.data.load import (DataOptions, cache_folder, can_serve, check_source, describe_dataset, how_to_obtain,
-                              load_dataset, sources_of)
+from jaxzoo.data.load import (
+    DataOptions,
+    cache_folder,
+    can_serve,
+    check_source,
+    describe_dataset,
+    how_to_obtain,
+    load_dataset,
+    sources_of,
+)
 from jaxzoo.data.names import parse_name
 from jaxzoo.data.registry import DATASETS, DatasetInfo
-from jaxzoo.cli import ArgumentParser, run
 from jaxzoo.errors import UserError
 
 
@@ -58,9 +66,13 @@ def show_info(info: DatasetInfo, options: DataOptions) -> None:
     for size, transform in sorted(info.transforms.items()):
         print(f"  {size}px: transform {transform.tag}, cache {cache_folder(info, 'raw', size, options).parent}")
     print(f"  normalise: (x/255 - {info.mean}) / {info.std}")
-    print(f"  raw files: {raw.MARKERS.get(info.source_name, ('embedded',))} under {raw.FOLDERS.get(info.source_name, ())}")
+    print(
+        f"  raw files: {raw.MARKERS.get(info.source_name, ('embedded',))} under {raw.FOLDERS.get(info.source_name, ())}"
+    )
     print(f"  TFDS: {tfds_source.TFDS_NAMES.get(info.source_name, 'not in the TFDS catalog')}")
-    print(f"  sources here: {', '.join(sources_here(info, options)) or 'none'}; cached: {', '.join(cached_sizes(info, options)) or 'no'}")
+    print(
+        f"  sources here: {', '.join(sources_here(info, options)) or 'none'}; cached: {', '.join(cached_sizes(info, options)) or 'no'}"
+    )
     if not sources_here(info, options):
         print(f"  to obtain it: {how_to_obtain(info)}")
 
@@ -84,7 +96,9 @@ def prepare(info: DatasetInfo, options: DataOptions) -> None:
         tfds_source.prepare(info.source_name, options.tfds_dir)
     for size in info.image_sizes:
         start = time.time()
-        dataset = load_dataset(info.name, size, options=DataOptions(source, options.raw_dir, options.tfds_dir, options.cache_dir))
+        dataset = load_dataset(
+            info.name, size, options=DataOptions(source, options.raw_dir, options.tfds_dir, options.cache_dir)
+        )
         print(
             f"{info.name} {size}px from {source}: train/val/test {len(dataset.train[1])}/{len(dataset.val[1])}/"
             f"{len(dataset.test[1])} in {time.time() - start:.1f} s -> {cache_folder(info, source, size, options)}"
@@ -95,8 +109,10 @@ def show_other(name: str, options: DataOptions) -> None:
     """`info` for a tfds:/npz:/py: name: what `describe_dataset` finds in its data."""
     info = describe_dataset(name, options)
     print(f"{info.name}: {info.notes}")
-    print(f"  {info.channels} channels, {info.num_classes} classes, train/val/test {info.split_sizes}, "
-          f"image sizes {info.size_rule}")
+    print(
+        f"  {info.channels} channels, {info.num_classes} classes, train/val/test {info.split_sizes}, "
+        f"image sizes {info.size_rule}"
+    )
     print(f"  normalise: (x/255 - {info.mean}) / {info.std}")
 
 
@@ -116,9 +132,11 @@ def prepare_other(name: str, options: DataOptions) -> None:
             print(f"downloading and preparing TFDS {parsed.target} ...", flush=True)
             tfds_source.prepare_named(parsed.target, options.tfds_dir, f"`python -m jaxzoo.data prepare {name}`")
     info = describe_dataset(name, options)
-    print(f"{info.name}: train/val/test {'/'.join(map(str, info.split_sizes))}, {info.num_classes} classes, "
-          f"image sizes {info.size_rule}, cached in {time.time() - start:.1f} s under "
-          f"{cache.cache_root(options.cache_dir)}")
+    print(
+        f"{info.name}: train/val/test {'/'.join(map(str, info.split_sizes))}, {info.num_classes} classes, "
+        f"image sizes {info.size_rule}, cached in {time.time() - start:.1f} s under "
+        f"{cache.cache_root(options.cache_dir)}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,12 +35,19 @@ def cache_root(cache_dir: str = "") -> pathlib.Path:
 
 def root_name(cache_dir: str = "") -> str:
     """How the user set the cache root, for messages: 'data.cache_dir /x', '$JAXZOO_DATA_DIR /x'."""
-    setting = "data.cache_dir" if cache_dir else "$JAXZOO_DATA_DIR" if os.environ.get("JAXZOO_DATA_DIR") else "the default data cache"
+    setting = (
+        "data.cache_dir"
+        if cache_dir
+        else "$JAXZOO_DATA_DIR"
+        if os.environ.get("JAXZOO_DATA_DIR")
+        else "the default data cache"
+    )
     return f"{setting} {cache_root(cache_dir)}"
 
 
-SET_ANOTHER = ("set --config.data.cache_dir (--cache_dir for `python -m jaxzoo.data`) or $JAXZOO_DATA_DIR "
-               "to a writable folder")
+SET_ANOTHER = (
+    "set --config.data.cache_dir (--cache_dir for `python -m jaxzoo.data`) or $JAXZOO_DATA_DIR to a writable folder"
+)
 
 
 def check_writable(cache_dir: str = "") -> pathlib.Path:
@@ -81,7 +88,9 @@ def write(folder: pathlib.Path, splits: dict[str, tuple[np.ndarray, np.ndarray]]
                 name = f"{split}_{kind}.npy"
                 np.save(tmp / name, array)
                 manifest["files"][name] = {
-                    "shape": list(array.shape), "dtype": str(array.dtype), "sha256": sha256(tmp / name)
+                    "shape": list(array.shape),
+                    "dtype": str(array.dtype),
+                    "sha256": sha256(tmp / name),
                 }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         if folder.exists():

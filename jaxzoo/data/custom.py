@@ -52,6 +52,7 @@ import os
 import pathlib
 import re
 import zipfile
+
 import numpy as np
 
 from jaxzoo.data import cache, splits, tfds_source
@@ -89,8 +90,10 @@ class Native:
 def check_fraction(val_fraction) -> float:
     ok = isinstance(val_fraction, (int, float)) and not isinstance(val_fraction, bool) and 0 <= val_fraction < 1
     if not ok:
-        raise DataUnavailableError(f"val_fraction={val_fraction!r} is out of range: use a number in [0, 1) "
-                                   "(the part of the train split cut off for val; 0.15 by default)")
+        raise DataUnavailableError(
+            f"val_fraction={val_fraction!r} is out of range: use a number in [0, 1) "
+            "(the part of the train split cut off for val; 0.15 by default)"
+        )
     return float(val_fraction)
 
 
@@ -164,8 +167,9 @@ def check_splits(arrays, where: str) -> tuple[dict, int]:
                 f"{where}: x_{split} has {len(x)} images but y_{split} {len(y)} labels: give one label per image"
             )
         if not len(x):
-            raise DataUnavailableError(f"{where}: the {split} split is empty (x_{split} has 0 images): "
-                                       "give every split at least one example")
+            raise DataUnavailableError(
+                f"{where}: the {split} split is empty (x_{split} has 0 images): give every split at least one example"
+            )
         out[split] = (x, y)
     shapes = {split: x.shape[1:] for split, (x, _) in out.items()}
     for split, shape in shapes.items():
@@ -187,8 +191,10 @@ def check_splits(arrays, where: str) -> tuple[dict, int]:
     if "num_classes" in keys:
         declared = np.asarray(arrays["num_classes"])
         if declared.shape != () or not np.issubdtype(declared.dtype, np.integer) or not 1 <= declared <= MAX_CLASSES:
-            raise DataUnavailableError(f"{where}: num_classes is {one_line(repr(declared))}, not a positive "
-                                       "integer: store the class count as an int (or leave it out)")
+            raise DataUnavailableError(
+                f"{where}: num_classes is {one_line(repr(declared))}, not a positive "
+                "integer: store the class count as an int (or leave it out)"
+            )
         num_classes = int(declared)
         if top > num_classes:
             split = next(s for s, (_, y) in out.items() if y.max() + 1 == top)
@@ -258,8 +264,9 @@ def resolve_function(target, name: str):
         return target
     module_name, _, attribute = str(target).partition(":")
     if not module_name or not attribute or not all(part.isidentifier() for part in attribute.split(".")):
-        raise DataUnavailableError(f"dataset name {name!r} is not py:MODULE:FUNCTION: write it like "
-                                   "py:mypackage.data:make_splits")
+        raise DataUnavailableError(
+            f"dataset name {name!r} is not py:MODULE:FUNCTION: write it like py:mypackage.data:make_splits"
+        )
     try:
         module = importlib.import_module(module_name)
     except Exception as error:  # the module's own code may raise anything
@@ -270,12 +277,15 @@ def resolve_function(target, name: str):
     function = module
     for part in attribute.split("."):
         if not hasattr(function, part):
-            raise DataUnavailableError(f"module {module_name} has no {attribute!r} (dataset {name!r}): name a "
-                                       "function defined there")
+            raise DataUnavailableError(
+                f"module {module_name} has no {attribute!r} (dataset {name!r}): name a function defined there"
+            )
         function = getattr(function, part)
     if not callable(function):
-        raise DataUnavailableError(f"{module_name}:{attribute} is not a function (type {type(function).__name__}) "
-                                   f"(dataset {name!r}): name a function that returns the splits")
+        raise DataUnavailableError(
+            f"{module_name}:{attribute} is not a function (type {type(function).__name__}) "
+            f"(dataset {name!r}): name a function that returns the splits"
+        )
     return function
 
 
@@ -283,8 +293,11 @@ def as_mapping(result, name: str):
     """A function's result as a mapping: a dict, or Keras's ((x_train, y_train), (x_test, y_test))."""
     if isinstance(result, collections.abc.Mapping):
         return result
-    pairs = isinstance(result, (tuple, list)) and len(result) == 2 and all(
-        isinstance(pair, (tuple, list)) and len(pair) == 2 for pair in result)
+    pairs = (
+        isinstance(result, (tuple, list))
+        and len(result) == 2
+        and all(isinstance(pair, (tuple, list)) and len(pair) == 2 for pair in result)
+    )
     if pairs:
         (x_train, y_train), (x_test, y_test) = result
         return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
@@ -301,8 +314,9 @@ def callable_native(target, name: str, options) -> Native:
     except UserError:
         raise
     except Exception as error:  # the user's code may raise anything
-        raise DataUnavailableError(f"{name} raised {describe(error)}: fix the function (it is called with no "
-                                   "arguments and returns the splits)") from None
+        raise DataUnavailableError(
+            f"{name} raised {describe(error)}: fix the function (it is called with no arguments and returns the splits)"
+        ) from None
     where = f"the splits {name} returned"
     checked, num_classes = check_splits(as_mapping(result, name), where)
     key = f"py.{content_digest(checked, num_classes)[:20]}"
@@ -329,10 +343,14 @@ def tfds_native(target: str, name: str, options) -> Native:
             info = builder.info
     except Exception as error:  # unknown name, config or version
         if type(error).__name__ == "DatasetNotFoundError":
-            raise DataUnavailableError(f"TFDS has no dataset {target.split('/')[0].split(':')[0]!r} ({name}): check "
-                                       "the name against the TFDS catalog (tfds.list_builders())") from None
-        raise DataUnavailableError(f"TFDS cannot open {target} ({describe(error)}): check the config and version "
-                                   "(tfds:NAME, tfds:NAME/CONFIG, tfds:NAME:VERSION)") from None
+            raise DataUnavailableError(
+                f"TFDS has no dataset {target.split('/')[0].split(':')[0]!r} ({name}): check "
+                "the name against the TFDS catalog (tfds.list_builders())"
+            ) from None
+        raise DataUnavailableError(
+            f"TFDS cannot open {target} ({describe(error)}): check the config and version "
+            "(tfds:NAME, tfds:NAME/CONFIG, tfds:NAME:VERSION)"
+        ) from None
     full = info.full_name
     keys = tfds_keys(info)
     features = getattr(info, "features", None) or {}
@@ -378,15 +396,13 @@ def tfds_native(target: str, name: str, options) -> Native:
                         prepared = builder.is_prepared()
                     except Exception:
                         prepared = False
-                state = ("is prepared without random access (tfrecord)" if prepared
-                         else f"is not prepared in {place}")
+                state = "is prepared without random access (tfrecord)" if prepared else f"is not prepared in {place}"
                 raise DataUnavailableError(
                     f"TFDS {full} {state}: run `python -m jaxzoo.data prepare {name}` "
                     "(add --tfds_dir DIR; needs TensorFlow and the network once) and pass --config.data.tfds_dir=DIR"
                 ) from None
             source_where = getattr(getattr(source, "dataset_info", None), "data_dir", None) or where
-            arrays[f"x_{split}"], arrays[f"y_{split}"] = tfds_source.read_examples(
-                source, source_where, again, *keys)
+            arrays[f"x_{split}"], arrays[f"y_{split}"] = tfds_source.read_examples(source, source_where, again, *keys)
         checked, top = check_splits(arrays, where)
         num_classes = num_classes or top
         for split, (_, y) in checked.items():
@@ -430,8 +446,10 @@ def val_cut(stored: dict, val_fraction: float, where: str):
     n = len(labels)
     n_val = round(n * val_fraction)
     if n - n_val < 1:
-        raise DataUnavailableError(f"{where}: val_fraction={val_fraction} leaves none of the {n} train examples "
-                                   "for training: lower val_fraction")
+        raise DataUnavailableError(
+            f"{where}: val_fraction={val_fraction} leaves none of the {n} train examples "
+            "for training: lower val_fraction"
+        )
     train_idx, val_idx, method = splits.train_val_split(n, n - n_val, n_val)
     return (images[train_idx], labels[train_idx]), (images[val_idx], labels[val_idx]), method
 
@@ -454,8 +472,10 @@ def channel_stats(images: np.ndarray, where: str) -> tuple[tuple[float, ...], tu
         means.append(s / (count * 255))
         variance = (count * q - s * s) / (count * count * 255 * 255)  # exact integers, one rounding
         if variance <= 0:
-            raise DataUnavailableError(f"{where}: channel {c} of the train images is constant ({s // count}), its "
-                                       "std is 0 and normalising would divide by zero: check the images")
+            raise DataUnavailableError(
+                f"{where}: channel {c} of the train images is constant ({s // count}), its "
+                "std is 0 and normalising would divide by zero: check the images"
+            )
         stds.append(math.sqrt(variance))
     return tuple(means), tuple(stds)
 
@@ -470,14 +490,22 @@ def describe_native(native: Native, val_fraction: float) -> DatasetInfo:
         images = train[0]
         mean, std = channel_stats(images, native.where)
         height, width, channels = images.shape[1:]
-        val_note = ("val given by the source" if "val" in native.splits
-                    else f"val = round({val_fraction} x train) cut by the seed-42 rule")
+        val_note = (
+            "val given by the source"
+            if "val" in native.splits
+            else f"val = round({val_fraction} x train) cut by the seed-42 rule"
+        )
         cached = DatasetInfo(
-            name=native.name, source_name=native.key, channels=channels,
-            transforms={height: Transform()} if height == width else {}, num_classes=native.num_classes,
-            split_sizes=(len(train[1]), len(val[1]), len(native.splits["test"][1])), mean=mean, std=std,
+            name=native.name,
+            source_name=native.key,
+            channels=channels,
+            transforms={height: Transform()} if height == width else {},
+            num_classes=native.num_classes,
+            split_sizes=(len(train[1]), len(val[1]), len(native.splits["test"][1])),
+            mean=mean,
+            std=std,
             notes=f"{native.where}; {height}x{width}x{channels} native, any size 1..{MAX_IMAGE_SIZE} by resize; "
-                  f"{val_note}; mean/std of the train split",
+            f"{val_note}; mean/std of the train split",
             resizable=True,
         )
         if len(_STATS) >= 64:  # a bounded memo: the oldest entry goes
@@ -516,8 +544,14 @@ def describe_name(parsed: DatasetName, options, val_fraction: float) -> DatasetI
         return describe_native(read_native(parsed, options), val_fraction)
 
 
-def load(parsed: DatasetName, image_size: int, max_examples_per_split: int, options, val_fraction: float,
-         source_order: bool = False) -> Dataset:
+def load(
+    parsed: DatasetName,
+    image_size: int,
+    max_examples_per_split: int,
+    options,
+    val_fraction: float,
+    source_order: bool = False,
+) -> Dataset:
     """`load_dataset` for the non-registry forms."""
     val_fraction = check_fraction(val_fraction)
     native = read_native(parsed, options)
@@ -538,6 +572,7 @@ def load(parsed: DatasetName, image_size: int, max_examples_per_split: int, opti
     else:
         train, val, method = val_cut(stored, val_fraction, native.where)
     fingerprint = hashlib.sha256(f"{cache.fingerprint(folder)}-{method}-{len(val[1])}".encode()).hexdigest()[:16]
-    dataset = Dataset(native.name, native.num_classes, train, val, stored["test"], info.mean, info.std,
-                      native.form, fingerprint)
+    dataset = Dataset(
+        native.name, native.num_classes, train, val, stored["test"], info.mean, info.std, native.form, fingerprint
+    )
     return dataset.limited(max_examples_per_split)

@@ -13,18 +13,18 @@ split rule; `describe_dataset` gives the DatasetInfo of any name.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import pathlib
 
 import numpy as np
 
 from jaxzoo.data import cache, custom, embedded, raw, splits, tfds_source
-from jaxzoo.data.names import is_registry_name, parse_name  # noqa: F401  (re-exported)
-from jaxzoo.data.preprocess import apply_transform
 from jaxzoo.data.errors import DataUnavailableError
+from jaxzoo.data.names import is_registry_name, parse_name  # noqa: F401  (re-exported)
 from jaxzoo.data.options import SOURCES, DataOptions  # noqa: F401  (re-exported)
+from jaxzoo.data.preprocess import apply_transform
 from jaxzoo.data.registry import DATASETS, Dataset, DatasetInfo
+
 
 def sources_of(info: DatasetInfo) -> tuple[str, ...]:
     """The sources that exist for `info` at all (whether or not they are prepared here)."""
@@ -68,8 +68,10 @@ def cache_folder(info: DatasetInfo, source: str, image_size: int, options: DataO
 def how_to_obtain(info: DatasetInfo) -> str:
     ways = []
     if info.source_name in raw.READERS:
-        ways.append("put the published files in a folder and pass it as raw_dir (--config.data.raw_dir=DIR to "
-                    "train, --raw_dir DIR to `python -m jaxzoo.data prepare`; the files: `python -m jaxzoo.data info`)")
+        ways.append(
+            "put the published files in a folder and pass it as raw_dir (--config.data.raw_dir=DIR to "
+            "train, --raw_dir DIR to `python -m jaxzoo.data prepare`; the files: `python -m jaxzoo.data info`)"
+        )
     if info.source_name in tfds_source.TFDS_NAMES:
         ways.append(f"run `python -m jaxzoo.data prepare {info.name}` (TFDS; needs TensorFlow and the network once)")
     return "; or ".join(ways)
@@ -94,7 +96,9 @@ def read_source(info: DatasetInfo, source: str, options: DataOptions):
         return embedded.load_raw()
     if source == "raw":
         if not options.raw_dir:
-            raise DataUnavailableError(f"source 'raw' needs --config.data.raw_dir=DIR holding the {info.source_name} files")
+            raise DataUnavailableError(
+                f"source 'raw' needs --config.data.raw_dir=DIR holding the {info.source_name} files"
+            )
         return raw.READERS[info.source_name](pathlib.Path(options.raw_dir).expanduser())
     return tfds_source.read(info.source_name, options.tfds_dir)
 
@@ -116,8 +120,9 @@ def empty_split(like: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.nda
     return like[0][:0], like[1][:0]
 
 
-def describe_dataset(name, options: DataOptions = DataOptions(),
-                     val_fraction: float = custom.DEFAULT_VAL_FRACTION) -> DatasetInfo:
+def describe_dataset(
+    name, options: DataOptions = DataOptions(), val_fraction: float = custom.DEFAULT_VAL_FRACTION
+) -> DatasetInfo:
     """The DatasetInfo of any dataset name (see `names`): a registry name's entry (no data read);
     for tfds:/npz:/py: names, read from the data (checked, cached like a load; memoised per
     process): split sizes after the val cut, channels, classes, mean/std, the native size, and

@@ -71,6 +71,4 @@ def parse_name(name) -> DatasetName:
         raise DataUnavailableError(
             f"unknown dataset form {prefix + ':'!r} in {name!r}: use a registry name or {FORMS_TEXT}"
         )
-    raise DataUnavailableError(
-        f"unknown dataset {name!r}; choose one of {sorted(DATASETS)} or {FORMS_TEXT}"
-    )
+    raise DataUnavailableError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)} or {FORMS_TEXT}")

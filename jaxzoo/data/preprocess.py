@@ -24,9 +24,11 @@ class Transform:
 
     @property
     def tag(self) -> str:
-        parts = (["gray"] if self.grayscale else []) + (
-            [f"crop{self.center_crop}"] if self.center_crop else []
-        ) + ([f"resize{self.resize}"] if self.resize else [])
+        parts = (
+            (["gray"] if self.grayscale else [])
+            + ([f"crop{self.center_crop}"] if self.center_crop else [])
+            + ([f"resize{self.resize}"] if self.resize else [])
+        )
         return "-".join(parts) or "native"
 
 

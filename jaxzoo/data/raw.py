@@ -27,7 +27,7 @@ import pathlib
 import pickle
 import tarfile
 import zipfile
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
@@ -69,7 +69,9 @@ def require(raw_dir: pathlib.Path, dataset: str, *names: str) -> pathlib.Path:
     return path
 
 
-def check_labels(path, labels: np.ndarray, num_classes: int, count: int, fix: str = DOWNLOAD_AGAIN, what: str = "") -> np.ndarray:
+def check_labels(
+    path, labels: np.ndarray, num_classes: int, count: int, fix: str = DOWNLOAD_AGAIN, what: str = ""
+) -> np.ndarray:
     if labels.shape != (count,):
         raise damaged(path, f"{labels.shape[0] if labels.ndim else 0} labels for {count} images", fix, what)
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
@@ -78,6 +80,7 @@ def check_labels(path, labels: np.ndarray, num_classes: int, count: int, fix: st
 
 
 # --- MNIST / Fashion-MNIST: IDX -------------------------------------------------------------
+
 
 def read_idx(path: pathlib.Path) -> np.ndarray:
     """An IDX file of unsigned bytes (.gz or not) as an array of its declared shape."""
@@ -160,10 +163,14 @@ def read_cifar10(raw_dir: pathlib.Path) -> Splits:
 
 def read_cifar100(raw_dir: pathlib.Path) -> Splits:
     batches = cifar_batches(raw_dir, "cifar100", "cifar-100-python", "cifar-100-python.tar.gz", ["train", "test"])
-    return {"train": cifar_arrays(batches[:1], "fine_labels", 100), "test": cifar_arrays(batches[1:], "fine_labels", 100)}
+    return {
+        "train": cifar_arrays(batches[:1], "fine_labels", 100),
+        "test": cifar_arrays(batches[1:], "fine_labels", 100),
+    }
 
 
 # --- SVHN: .mat ------------------------------------------------------------------------------
+
 
 def read_svhn(raw_dir: pathlib.Path) -> Splits:
     from scipy import io as scipy_io
@@ -183,6 +190,7 @@ def read_svhn(raw_dir: pathlib.Path) -> Splits:
 
 # --- USPS: bz2 libsvm ----------------------------------------------------------------------
 
+
 def read_usps(raw_dir: pathlib.Path) -> Splits:
     splits = {}
     for split, name in (("train", "usps.bz2"), ("test", "usps.t.bz2")):
@@ -199,6 +207,7 @@ def read_usps(raw_dir: pathlib.Path) -> Splits:
 
 
 # --- STL-10: binary --------------------------------------------------------------------------
+
 
 def read_stl10(raw_dir: pathlib.Path) -> Splits:
     splits = {}
@@ -218,6 +227,7 @@ def read_stl10(raw_dir: pathlib.Path) -> Splits:
 
 
 # --- Tiny-ImageNet: folder or zip ------------------------------------------------------------
+
 
 class _Tree:
     """Read access to tiny-imagenet-200 as a folder or inside its zip; errors name the file
@@ -267,7 +277,7 @@ class _Tree:
         if self.zip is None:
             return sorted(str(p.relative_to(self.root)) for p in (self.root / prefix).glob("*") if p.is_file())
         start = f"tiny-imagenet-200/{prefix}/"
-        return sorted(n[len("tiny-imagenet-200/"):] for n in self.names if n.startswith(start) and not n.endswith("/"))
+        return sorted(n[len("tiny-imagenet-200/") :] for n in self.names if n.startswith(start) and not n.endswith("/"))
 
     def image(self, relative: str) -> np.ndarray:
         """A 64x64 RGB image as uint8 [64, 64, 3]."""

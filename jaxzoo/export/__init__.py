@@ -6,14 +6,42 @@ Face dataset card, and the standalone PyTorch models an export ships.
 """
 
 from jaxzoo.export.rows import ExportError, model_splits, vector_splits
-from jaxzoo.export.writer import (CLASSIFICATION_FORMATS, EXPORTS_FILE, FORMATS, INR_LAYOUTS, MANIFEST, export,
-                                  write_claimed)
-from jaxzoo.weights.vectors import (DEFAULT_THRESHOLD, VectorSplit, layout_size, load_vectors, load_vectors_split,
-                                    save_vector_split)
+from jaxzoo.export.writer import (
+    CLASSIFICATION_FORMATS,
+    EXPORTS_FILE,
+    FORMATS,
+    INR_LAYOUTS,
+    MANIFEST,
+    export,
+    write_claimed,
+)
+from jaxzoo.weights.vectors import (
+    DEFAULT_THRESHOLD,
+    VectorSplit,
+    layout_size,
+    load_vectors,
+    load_vectors_split,
+    save_vector_split,
+)
 from jaxzoo.zoo.reader import Zoo, read_zoo
 
 __all__ = [
-    "CLASSIFICATION_FORMATS", "DEFAULT_THRESHOLD", "EXPORTS_FILE", "FORMATS", "INR_LAYOUTS", "MANIFEST", "ExportError",
-    "VectorSplit", "Zoo", "export", "layout_size", "load_vectors", "load_vectors_split", "model_splits", "read_zoo",
-    "save_vector_split", "vector_splits", "write_claimed",
+    "CLASSIFICATION_FORMATS",
+    "DEFAULT_THRESHOLD",
+    "EXPORTS_FILE",
+    "FORMATS",
+    "INR_LAYOUTS",
+    "MANIFEST",
+    "ExportError",
+    "VectorSplit",
+    "Zoo",
+    "export",
+    "layout_size",
+    "load_vectors",
+    "load_vectors_split",
+    "model_splits",
+    "read_zoo",
+    "save_vector_split",
+    "vector_splits",
+    "write_claimed",
 ]

@@ -7,30 +7,54 @@ import sys
 
 from jaxzoo import kinds
 from jaxzoo.cli import ArgumentParser, epoch_list, number_in, run
-from jaxzoo.export.writer import DEFAULT_THRESHOLD, FORMATS, OPTIMIZER_STATES, TWIN_WEIGHTS
 from jaxzoo.export import writer
+from jaxzoo.export.writer import DEFAULT_THRESHOLD, FORMATS, OPTIMIZER_STATES, TWIN_WEIGHTS
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m jaxzoo.export", description=writer.__doc__.splitlines()[0])
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--format", default="all", choices=FORMATS,
-                        help="classification zoos: trials|vectors|parquet|all; INR zoos: dwsnets_mnist|dwsnets_fmnist|nfn|vectors|all")
-    parser.add_argument("--epochs", type=epoch_list, default="", help="comma-separated epochs for the vectors (default: all)")
-    parser.add_argument("--threshold", type=number_in(0, low_open=True), default=DEFAULT_THRESHOLD,
-                        help="drop rows with |w| above it")
-    parser.add_argument("--optimizer_state", default="last", choices=OPTIMIZER_STATES,
-                        help="last: the final epoch's optimizer state (the paper); all: every epoch's (the original code)")
-    parser.add_argument("--twin_weights", default="raw", choices=TWIN_WEIGHTS,
-                        help="flat vectors of a twin zoo: raw ARD weights (the original) or masked")
+    parser.add_argument(
+        "--format",
+        default="all",
+        choices=FORMATS,
+        help="classification zoos: trials|vectors|parquet|all; INR zoos: dwsnets_mnist|dwsnets_fmnist|nfn|vectors|all",
+    )
+    parser.add_argument(
+        "--epochs", type=epoch_list, default="", help="comma-separated epochs for the vectors (default: all)"
+    )
+    parser.add_argument(
+        "--threshold", type=number_in(0, low_open=True), default=DEFAULT_THRESHOLD, help="drop rows with |w| above it"
+    )
+    parser.add_argument(
+        "--optimizer_state",
+        default="last",
+        choices=OPTIMIZER_STATES,
+        help="last: the final epoch's optimizer state (the paper); all: every epoch's (the original code)",
+    )
+    parser.add_argument(
+        "--twin_weights",
+        default="raw",
+        choices=TWIN_WEIGHTS,
+        help="flat vectors of a twin zoo: raw ARD weights (the original) or masked",
+    )
     parser.add_argument("--with_data", action="store_true", help="also write the preprocessed splits (dataset.pt)")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
 
     def action():
-        report = kinds.export(args.workdir, args.out, args.format, args.epochs, args.threshold, args.overwrite,
-                        optimizer_state=args.optimizer_state, twin_weights=args.twin_weights, with_data=args.with_data)
+        report = kinds.export(
+            args.workdir,
+            args.out,
+            args.format,
+            args.epochs,
+            args.threshold,
+            args.overwrite,
+            optimizer_state=args.optimizer_state,
+            twin_weights=args.twin_weights,
+            with_data=args.with_data,
+        )
         print(f"exported to {report['out']} in {report['seconds']:.1f} s")
 
     return run(action, args.verbose)

@@ -46,8 +46,9 @@ def write_training_data(zoo, target: pathlib.Path, log) -> None:
         import torch
         from torch.utils.data import TensorDataset
     except ImportError:
-        raise UserError("dataset.pt is a PyTorch file and needs torch: pip install 'jaxzoo[torch]' "
-                        "(or export without --with_data)") from None
+        raise UserError(
+            "dataset.pt is a PyTorch file and needs torch: pip install 'jaxzoo[torch]' (or export without --with_data)"
+        ) from None
     log = log or (lambda message: None)
     dataset = load_config_dataset(ConfigDict(zoo.config))
     payload: dict = {"dataset_seed": DATASET_SEED}
@@ -61,5 +62,7 @@ def write_training_data(zoo, target: pathlib.Path, log) -> None:
     os.replace(tmp, target / DATA_FILE)
     sizes = "/".join(str(len(payload[key])) for key in SPLIT_KEYS.values())
     height, width, channels = dataset.image_shape
-    log(f"  {DATA_FILE}: train/val/test {sizes} images [{channels}, {height}, {width}] of {dataset.name}, "
-        "normalised as in training")
+    log(
+        f"  {DATA_FILE}: train/val/test {sizes} images [{channels}, {height}, {width}] of {dataset.name}, "
+        "normalised as in training"
+    )

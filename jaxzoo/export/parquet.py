@@ -31,8 +31,15 @@ HF_SPLITS = {"train": "train", "val": "validation", "test": "test"}  # the names
 ROW_GROUP_BYTES = 32 * 2**20  # weights per row group (~3,400 rows of CNN-s): streamable, few groups per file
 MAX_ROW_GROUP_ROWS = 8192
 INSTALL = "pip install pyarrow (a dependency of jaxzoo: reinstall it)"
-SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
-                   (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"))
+SIZE_CATEGORIES = (
+    (1_000, "n<1K"),
+    (10_000, "1K<n<10K"),
+    (100_000, "10K<n<100K"),
+    (1_000_000, "100K<n<1M"),
+    (10_000_000, "1M<n<10M"),
+    (100_000_000, "10M<n<100M"),
+    (1_000_000_000, "100M<n<1B"),
+)
 
 
 def require_pyarrow():
@@ -41,8 +48,9 @@ def require_pyarrow():
         import pyarrow
         import pyarrow.parquet  # noqa: F401
     except ImportError:
-
-        raise ExportError(f"the parquet format needs pyarrow: {INSTALL} (or export --format trials or vectors)") from None
+        raise ExportError(
+            f"the parquet format needs pyarrow: {INSTALL} (or export --format trials or vectors)"
+        ) from None
     return pyarrow
 
 
@@ -55,8 +63,12 @@ def arrow_type(pa, values):
 
 def schema(pa, size: int, properties: dict):
     """weights (fixed-size list of `size` float32) and one typed column per property."""
-    return pa.schema([pa.field("weights", pa.list_(pa.float32(), size), nullable=False),
-                      *(pa.field(name, arrow_type(pa, values)) for name, values in properties.items())])
+    return pa.schema(
+        [
+            pa.field("weights", pa.list_(pa.float32(), size), nullable=False),
+            *(pa.field(name, arrow_type(pa, values)) for name, values in properties.items()),
+        ]
+    )
 
 
 class SplitWriter:
@@ -70,8 +82,13 @@ class SplitWriter:
         self.path = folder / f"{split}.parquet"
         self.tmp = folder / f".{split}.parquet.partial"
         strings = [f.name for f in table_schema if f.type == pa.string()]
-        self.writer = pq.ParquetWriter(self.tmp, table_schema, compression="snappy", use_dictionary=strings or False,
-                                       write_statistics=[f.name for f in table_schema if f.name != "weights"])
+        self.writer = pq.ParquetWriter(
+            self.tmp,
+            table_schema,
+            compression="snappy",
+            use_dictionary=strings or False,
+            write_statistics=[f.name for f in table_schema if f.name != "weights"],
+        )
         self.group_rows = int(np.clip(ROW_GROUP_BYTES // (4 * max(size, 1)), 1, MAX_ROW_GROUP_ROWS))
         self.blocks: list[tuple[np.ndarray, dict]] = []
         self.buffered = 0
@@ -90,9 +107,17 @@ class SplitWriter:
             return
         pa = self.pa
         # One chunk per block (no copy of the weights): the writer encodes them as one row group.
-        columns = [pa.chunked_array([pa.FixedSizeListArray.from_arrays(
-            pa.array(np.ascontiguousarray(w, np.float32).reshape(-1)), self.size) for w, _ in self.blocks],
-            self.schema.field("weights").type)]
+        columns = [
+            pa.chunked_array(
+                [
+                    pa.FixedSizeListArray.from_arrays(
+                        pa.array(np.ascontiguousarray(w, np.float32).reshape(-1)), self.size
+                    )
+                    for w, _ in self.blocks
+                ],
+                self.schema.field("weights").type,
+            )
+        ]
         for field in self.schema:
             if field.name == "weights":
                 continue
@@ -117,8 +142,9 @@ class SplitWriter:
             self.tmp.unlink(missing_ok=True)
 
 
-def write_parquet(zoo, folder: pathlib.Path, epochs: list[int], threshold: float, log,
-                  twin_weights: str = "raw") -> dict:
+def write_parquet(
+    zoo, folder: pathlib.Path, epochs: list[int], threshold: float, log, twin_weights: str = "raw"
+) -> dict:
     """Writes `folder/{train,val,test}.parquet` from `zoo` (an `export.Zoo`), one epoch at a time;
     returns {'splits': {split: {rows, dropped_nan, dropped_threshold}}, 'rows', 'weights_size', ...}."""
 
@@ -133,8 +159,9 @@ def write_parquet(zoo, folder: pathlib.Path, epochs: list[int], threshold: float
         for epoch in epochs:
             # Params only (no optimizer state); the split, filter and properties of `vector_splits`.
             vectors = zoo.flat_vectors({"params": zoo.checkpoints.params(epoch)}, masked)
-            splits, epoch_counts = vector_splits(zoo, [epoch], threshold, twin_weights, vectors={epoch: vectors},
-                                                 layout=layout)
+            splits, epoch_counts = vector_splits(
+                zoo, [epoch], threshold, twin_weights, vectors={epoch: vectors}, layout=layout
+            )
             del vectors
             if not writers:
                 size = splits["train"].weights.shape[1]
@@ -151,11 +178,18 @@ def write_parquet(zoo, folder: pathlib.Path, epochs: list[int], threshold: float
             writer.abort()
         raise
     for split in SPLITS:
-        log(f"  parquet/{split}: {counts[split]['rows']} rows kept, {counts[split]['dropped_nan']} NaN, "
-            f"{counts[split]['dropped_threshold']} over |w| > {threshold}")
-    return {"threshold": threshold, "epochs": epochs, "weights_size": size, "splits": counts,
-            "rows": sum(c["rows"] for c in counts.values()),
-            **({"twin_weights": twin_weights} if zoo.is_twin else {})}
+        log(
+            f"  parquet/{split}: {counts[split]['rows']} rows kept, {counts[split]['dropped_nan']} NaN, "
+            f"{counts[split]['dropped_threshold']} over |w| > {threshold}"
+        )
+    return {
+        "threshold": threshold,
+        "epochs": epochs,
+        "weights_size": size,
+        "splits": counts,
+        "rows": sum(c["rows"] for c in counts.values()),
+        **({"twin_weights": twin_weights} if zoo.is_twin else {}),
+    }
 
 
 def size_category(rows: int) -> str:
@@ -170,8 +204,12 @@ def dataset_card(rows: int, readme: str, pretty_name: str = "") -> str:
         "task_categories": ["tabular-regression", "tabular-classification"],
         "tags": ["model-zoo", "weight-space-learning", "jaxzoo"],
         "size_categories": [size_category(rows)],
-        "configs": [{"config_name": "default", "data_files": [
-            {"split": HF_SPLITS[split], "path": f"{PARQUET}/{split}.parquet"} for split in SPLITS]}],
+        "configs": [
+            {
+                "config_name": "default",
+                "data_files": [{"split": HF_SPLITS[split], "path": f"{PARQUET}/{split}.parquet"} for split in SPLITS],
+            }
+        ],
     }
     return (
         "---\n" + yaml_lines(front) + "---\n\n" + readme.rstrip() + "\n\n"
@@ -179,7 +217,7 @@ def dataset_card(rows: int, readme: str, pretty_name: str = "") -> str:
         f"`parquet/` holds one row per (model, epoch), {rows} rows in all: `weights` (the flat weight vector, "
         "float32) and one column per property (model_id, epoch, the metrics, the generating factors under "
         "jaxzoo's names and the original's keys); the splits are those of `vectors/` (70/15/15 by model).\n\n"
-        "```python\nimport datasets\nzoo = datasets.load_dataset(\"<this folder or its Hub repo>\")  "
+        '```python\nimport datasets\nzoo = datasets.load_dataset("<this folder or its Hub repo>")  '
         "# train / validation / test\n```\n\n"
         "pandas (`pd.read_parquet`) and polars (`pl.read_parquet`) read the files directly. "
         "The zoo card (figures, Table 2) is in `card/` once `python -m jaxzoo.analyze` has run on the zoo; "
@@ -202,7 +240,7 @@ def yaml_lines(value, indent: int = 0) -> str:
     for item in value:
         if isinstance(item, dict):
             body = yaml_lines(item, indent + 2)
-            out += f"{pad}- " + body[indent + 2:]
+            out += f"{pad}- " + body[indent + 2 :]
         else:
             out += f"{pad}- {json.dumps(item)}\n"
     return out

@@ -40,9 +40,14 @@ def model_splits(zoo: Zoo) -> dict[str, list[int]]:
     return {"train": indices[:n_train], "val": indices[n_train : n_train + n_val], "test": indices[n_train + n_val :]}
 
 
-def vector_splits(zoo: Zoo, epochs: list[int], threshold: float, twin_weights: str = "raw",
-                  vectors: dict[int, np.ndarray] | None = None,
-                  layout: dict | None = None) -> tuple[dict[str, "VectorSplit"], dict]:
+def vector_splits(
+    zoo: Zoo,
+    epochs: list[int],
+    threshold: float,
+    twin_weights: str = "raw",
+    vectors: dict[int, np.ndarray] | None = None,
+    layout: dict | None = None,
+) -> tuple[dict[str, VectorSplit], dict]:
     """The flat-vector dataset in memory: {split: VectorSplit} and the filter counts per split.
 
     Rows are (model, epoch) of the split's models; rows with NaN/inf or |w| > threshold are
@@ -56,7 +61,11 @@ def vector_splits(zoo: Zoo, epochs: list[int], threshold: float, twin_weights: s
     splits, counts = {}, {}
     for split, models in model_splits(zoo).items():
         rows = [(m, e) for m in models for e in epochs]
-        weights = np.stack([weights_by_epoch[e][m] for m, e in rows]) if rows else np.zeros((0, layout_size(layout)), np.float32)
+        weights = (
+            np.stack([weights_by_epoch[e][m] for m, e in rows])
+            if rows
+            else np.zeros((0, layout_size(layout)), np.float32)
+        )
         nan = ~np.isfinite(weights).all(axis=1)
         large = ~nan & (np.abs(np.nan_to_num(weights)) > threshold).any(axis=1)
         keep = ~(nan | large)
@@ -64,7 +73,9 @@ def vector_splits(zoo: Zoo, epochs: list[int], threshold: float, twin_weights: s
         properties: dict = {
             "model_id": np.array([zoo.table[m]["model_id"] for m, _ in kept], np.int64),
             "epoch": np.array([e for _, e in kept], np.int64),
-            "ggap": np.array([zoo.metrics[e]["train_acc"][m] - zoo.metrics[e]["test_acc"][m] for m, e in kept], np.float32),
+            "ggap": np.array(
+                [zoo.metrics[e]["train_acc"][m] - zoo.metrics[e]["test_acc"][m] for m, e in kept], np.float32
+            ),
         }
         for name in METRICS:
             properties[name] = np.array([zoo.metrics[e][name][m] for m, e in kept], np.float32)

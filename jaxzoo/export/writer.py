@@ -34,27 +34,26 @@ import os
 import pathlib
 import shutil
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import jax
-
 import numpy as np
 
-from jaxzoo.zoo import checkpoint
 from jaxzoo.cli import check_destination
 from jaxzoo.config import CLASSIFICATION
+from jaxzoo.config.paper_zoos import recorded_params
 from jaxzoo.data.splits import SPLIT_SEED as DATASET_SPLIT_SEED
 from jaxzoo.errors import UserError
 from jaxzoo.export import bundle, parquet
-from jaxzoo.export.rows import ExportError, METRICS, trial_name, vector_splits
-from jaxzoo.weights.loaders import write_standardisation
-from jaxzoo.weights.vectors import DEFAULT_THRESHOLD, load_vectors_split, save_vector_split
-from jaxzoo.zoo.reader import Zoo, ZooReadError, read_zoo
+from jaxzoo.export.rows import METRICS, ExportError, trial_name, vector_splits
 from jaxzoo.models import resnet
-from jaxzoo.models.registry import (arch_name, object_name)
+from jaxzoo.models.registry import arch_name, object_name
 from jaxzoo.training.factors import FACTOR_TABLE, model_value, values_of
 from jaxzoo.training.optimizers import optimizer_entry, torch_state
-from jaxzoo.config.paper_zoos import recorded_params
+from jaxzoo.weights.loaders import write_standardisation
+from jaxzoo.weights.vectors import DEFAULT_THRESHOLD, load_vectors_split, save_vector_split
+from jaxzoo.zoo import checkpoint
+from jaxzoo.zoo.reader import Zoo, ZooReadError, read_zoo
 
 CLASSIFICATION_FORMATS = ("trials", "vectors", "parquet", "all")
 INR_LAYOUTS = ("dwsnets_mnist", "dwsnets_fmnist", "nfn")  # INR zoos only (jaxzoo.inr.export)
@@ -86,8 +85,11 @@ def model_description(zoo: Zoo) -> dict:
         return {"model::module": object_name(model["module"]), "model::kwargs": model.get("kwargs") or {}}
     if arch_name(model) in ORIGINAL_TYPE:
         return {}
-    return {"model::convs": [list(c) for c in model.get("convs", ())], "model::widths": list(model.get("widths", ())),
-            "model::image_size": zoo.config["data"]["image_size"]}
+    return {
+        "model::convs": [list(c) for c in model.get("convs", ())],
+        "model::widths": list(model.get("widths", ())),
+        "model::image_size": zoo.config["data"]["image_size"],
+    }
 
 
 def model_factors(zoo: Zoo, row: dict) -> dict:
@@ -167,8 +169,13 @@ def result_lines(zoo: Zoo, index: int, params: dict) -> list[str]:
         if zoo.is_twin:
             values["sparsity_ratio"] = float(zoo.metrics[epoch]["sparsity"][index])
         values = {name: value if np.isfinite(value) else None for name, value in values.items()}
-        line = {**values, "training_iteration": epoch, "done": epoch == zoo.epochs[-1],
-                "trial_id": f"{params['jaxzoo::model_id']:05d}", "config": params}
+        line = {
+            **values,
+            "training_iteration": epoch,
+            "done": epoch == zoo.epochs[-1],
+            "trial_id": f"{params['jaxzoo::model_id']:05d}",
+            "config": params,
+        }
         lines.append(json.dumps(line))
     return lines
 
@@ -180,8 +187,12 @@ def torch_optimizer_state(zoo: Zoo, row: dict, index: int, final_state: dict, to
         from jaxzoo.torch import build_model
 
         model = build_model(original_params(zoo, row))
-        optimizer = torch.optim.SGD(model.parameters(), lr=row["lr"], momentum=zoo.config["population"]["momentum"],
-                                    weight_decay=row["weight_decay"])
+        optimizer = torch.optim.SGD(
+            model.parameters(),
+            lr=row["lr"],
+            momentum=zoo.config["population"]["momentum"],
+            weight_decay=row["weight_decay"],
+        )
         trace = final_state["opt_state"]["inner_state"][1][0]["trace"]
         state_dict = optimizer.state_dict()
         state_dict["state"] = {
@@ -195,10 +206,13 @@ def torch_optimizer_state(zoo: Zoo, row: dict, index: int, final_state: dict, to
     values = entry.resolve({name: model_value(row, name, zoo.config["population"]) for name in entry.hyperparams})
     dropout = zoo.layout_dropout(row)
     # param_groups only list parameter positions: placeholders of the right shapes serve any model.
-    shapes = [array.shape[1:] for _, array in zoo.params_torch(jax.tree.map(lambda a: np.asarray(a)[:1],
-                                                                              final_state["params"]), dropout)]
+    shapes = [
+        array.shape[1:]
+        for _, array in zoo.params_torch(jax.tree.map(lambda a: np.asarray(a)[:1], final_state["params"]), dropout)
+    ]
     optimizer = getattr(torch.optim, entry.torch.class_name)(
-        [torch.nn.Parameter(torch.zeros(shape)) for shape in shapes], **entry.torch.kwargs(values))
+        [torch.nn.Parameter(torch.zeros(shape)) for shape in shapes], **entry.torch.kwargs(values)
+    )
     state = jax.tree.map(lambda a: np.asarray(a)[index], final_state["opt_state"][row["optimizer"]])
     to_torch = lambda tree: [np.ascontiguousarray(a) for _, a in zoo.params_torch(tree, dropout, lead=0)]
     state_dict = optimizer.state_dict()
@@ -218,8 +232,10 @@ def write_trials(zoo: Zoo, folder: pathlib.Path, log, optimizer_state: str = "la
     try:
         import torch
     except ImportError:
-        raise ExportError("the trials format writes PyTorch checkpoints and needs torch: "
-                          "pip install 'jaxzoo[torch]' (or export --format vectors)") from None
+        raise ExportError(
+            "the trials format writes PyTorch checkpoints and needs torch: "
+            "pip install 'jaxzoo[torch]' (or export --format vectors)"
+        ) from None
     todo = [(i, row) for i, row in enumerate(zoo.table) if not (folder / trial_name(row)).is_dir()]
     if not todo:
         return 0
@@ -258,19 +274,26 @@ def write_trials(zoo: Zoo, folder: pathlib.Path, log, optimizer_state: str = "la
     return len(todo)
 
 
-def write_vectors(zoo: Zoo, folder: pathlib.Path, epochs: list[int], threshold: float, log,
-                  twin_weights: str = "raw") -> dict:
+def write_vectors(
+    zoo: Zoo, folder: pathlib.Path, epochs: list[int], threshold: float, log, twin_weights: str = "raw"
+) -> dict:
     """Writes the flat-vector dataset (safetensors + json, dataset.pt); returns the filter report."""
     folder.mkdir(parents=True, exist_ok=True)
     splits, counts = vector_splits(zoo, epochs, threshold, twin_weights)
     for split, data in splits.items():
         meta = save_vector_split(folder, split, data, counts[split], {"epochs": epochs})
-        log(f"  vectors/{split}: {meta['rows']} rows kept, {meta['dropped_nan']} NaN, {meta['dropped_threshold']} over |w| > {threshold}")
+        log(
+            f"  vectors/{split}: {meta['rows']} rows kept, {meta['dropped_nan']} NaN, {meta['dropped_threshold']} over |w| > {threshold}"
+        )
     if "layer" in zoo.vector_layout() and counts["train"]["rows"]:  # per-layer train statistics (loaders)
         write_standardisation(folder)
     write_torch_dataset(folder, log)
-    return {"threshold": threshold, "epochs": epochs, "splits": counts,
-            **({"twin_weights": twin_weights} if zoo.is_twin else {})}
+    return {
+        "threshold": threshold,
+        "epochs": epochs,
+        "splits": counts,
+        **({"twin_weights": twin_weights} if zoo.is_twin else {}),
+    }
 
 
 def write_torch_dataset(folder: pathlib.Path, log) -> None:
@@ -278,12 +301,19 @@ def write_torch_dataset(folder: pathlib.Path, log) -> None:
     try:
         import torch
     except ImportError:
-        log("  vectors/dataset.pt skipped: torch is not installed (pip install 'jaxzoo[torch]'); "
-            "the safetensors + json files need no torch")
+        log(
+            "  vectors/dataset.pt skipped: torch is not installed (pip install 'jaxzoo[torch]'); "
+            "the safetensors + json files need no torch"
+        )
         return
     data = {split: load_vectors_split(folder, split) for split in ("train", "val", "test")}
     payload = {
-        split: {"weights": torch.from_numpy(d.weights), "properties": {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v) for k, v in d.properties.items()}}
+        split: {
+            "weights": torch.from_numpy(d.weights),
+            "properties": {
+                k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v) for k, v in d.properties.items()
+            },
+        }
         for split, d in data.items()
     }
     torch.save(payload, folder / ".dataset.pt.partial")
@@ -294,25 +324,34 @@ def zoo_readme(zoo: Zoo, settings: dict) -> str:
     """readme.md of an export: what each folder holds and what was kept where."""
     n = len(zoo.table)
     last = zoo.epochs[-1]
-    kept = ("the last epoch's optimizer state (checkpoint_{:06d}/optimizer), as the paper".format(last)
-            if settings["optimizer_state"] == "last" else
-            "every epoch's optimizer state (checkpoint_*/optimizer), as the original code")
-    twin = ("" if not zoo.is_twin else
-            f"Flat vectors of this sparsified twin zoo hold the {settings['twin_weights']} weights "
-            f"({'as the original' if settings['twin_weights'] == 'raw' else 'weights with log alpha >= 3 set to 0'}); "
-            "result.json and the vector properties carry sparsity_ratio.\n")
+    kept = (
+        f"the last epoch's optimizer state (checkpoint_{last:06d}/optimizer), as the paper"
+        if settings["optimizer_state"] == "last"
+        else "every epoch's optimizer state (checkpoint_*/optimizer), as the original code"
+    )
+    twin = (
+        ""
+        if not zoo.is_twin
+        else f"Flat vectors of this sparsified twin zoo hold the {settings['twin_weights']} weights "
+        f"({'as the original' if settings['twin_weights'] == 'raw' else 'weights with log alpha >= 3 set to 0'}); "
+        "result.json and the vector properties carry sparsity_ratio.\n"
+    )
     formats = settings["formats"]
     parts = []
     if formats in ("trials", "all"):
-        parts.append("trials/ holds one folder per model and nothing else (point the original ModelDatasetBase "
-                     "there): params.json, result.json (line e = epoch e) and checkpoint_{e:06d}/checkpoints "
-                     f"(PyTorch state_dict, original keys), with {kept}.")
+        parts.append(
+            "trials/ holds one folder per model and nothing else (point the original ModelDatasetBase "
+            "there): params.json, result.json (line e = epoch e) and checkpoint_{e:06d}/checkpoints "
+            f"(PyTorch state_dict, original keys), with {kept}."
+        )
     parts.append("model.py rebuilds any trial with torch alone: `build_model(json.load(open('params.json')))`.")
     if formats in ("vectors", "all"):
         parts.append("vectors/ holds the flat-vector dataset (safetensors + json), split 70/15/15 by model.")
     if formats in ("parquet", "all"):
-        parts.append("parquet/ holds the same rows as Parquet files (one row per model and epoch), which README.md "
-                     "describes as a Hugging Face dataset.")
+        parts.append(
+            "parquet/ holds the same rows as Parquet files (one row per model and epoch), which README.md "
+            "describes as a Hugging Face dataset."
+        )
     return (
         f"# {zoo.config['name']}\n\nExported by jaxzoo from zoo {zoo.identity_hash}: {n} models "
         f"({zoo.config['model']['arch']}) on {zoo.config['data']['name']}, epochs 0..{last}.\n"
@@ -323,15 +362,27 @@ def zoo_readme(zoo: Zoo, settings: dict) -> str:
 
 def check_options(formats: str, optimizer_state: str, twin_weights: str) -> None:
     """ExportError for an unknown format, optimizer state or twin-weights choice."""
-    for name, value, choices in (("format", formats, FORMATS), ("optimizer_state", optimizer_state, OPTIMIZER_STATES),
-                                 ("twin_weights", twin_weights, TWIN_WEIGHTS)):
+    for name, value, choices in (
+        ("format", formats, FORMATS),
+        ("optimizer_state", optimizer_state, OPTIMIZER_STATES),
+        ("twin_weights", twin_weights, TWIN_WEIGHTS),
+    ):
         if value not in choices:
             raise ExportError(f"unknown {name} {value!r}: choose from {choices}")
 
 
-def export(workdir, out, formats: str = "all", epochs: list[int] | None = None,
-           threshold: float = DEFAULT_THRESHOLD, overwrite: bool = False, log=print,
-           optimizer_state: str = "last", twin_weights: str = "raw", with_data: bool = False) -> dict:
+def export(
+    workdir,
+    out,
+    formats: str = "all",
+    epochs: list[int] | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    overwrite: bool = False,
+    log=print,
+    optimizer_state: str = "last",
+    twin_weights: str = "raw",
+    with_data: bool = False,
+) -> dict:
     """Exports the zoo in `workdir` to `out/<experiment>`; returns a report (filters, time).
 
     optimizer_state: 'last' (the paper) or 'all' (the original code) epochs' optimizer states in
@@ -342,11 +393,15 @@ def export(workdir, out, formats: str = "all", epochs: list[int] | None = None,
     log = log or (lambda message: None)
     check_options(formats, optimizer_state, twin_weights)
     if checkpoint.workdir_kind(workdir) not in (None, CLASSIFICATION):
-        raise ExportError(f"{pathlib.Path(workdir).absolute()} holds an INR zoo: export it with python -m jaxzoo.export "
-                          "(or jaxzoo.kinds.export)")
+        raise ExportError(
+            f"{pathlib.Path(workdir).absolute()} holds an INR zoo: export it with python -m jaxzoo.export "
+            "(or jaxzoo.kinds.export)"
+        )
     if formats not in CLASSIFICATION_FORMATS:
-        raise ExportError(f"format {formats} is for INR zoos and {pathlib.Path(workdir).absolute()} holds a "
-                          f"classification zoo: choose from {CLASSIFICATION_FORMATS}")
+        raise ExportError(
+            f"format {formats} is for INR zoos and {pathlib.Path(workdir).absolute()} holds a "
+            f"classification zoo: choose from {CLASSIFICATION_FORMATS}"
+        )
     if formats in ("parquet", "all"):  # before anything is written
         parquet.require_pyarrow()
     check_destination(pathlib.Path(out), "--out")
@@ -361,14 +416,28 @@ def export(workdir, out, formats: str = "all", epochs: list[int] | None = None,
     if bad:
         raise ExportError(f"epochs {bad} are not in the zoo (0..{zoo.epochs[-1]}): choose from those")
     target = pathlib.Path(out).absolute() / zoo.experiment
-    settings = {"zoo": zoo.identity_hash, "formats": formats, "epochs": epochs, "threshold": threshold,
-                "optimizer_state": optimizer_state, "twin_weights": twin_weights, "with_data": with_data}
-    return write_claimed(target, settings, overwrite, zoo.workdir, lambda: write_export(zoo, target, settings, log),
-                         start)
+    settings = {
+        "zoo": zoo.identity_hash,
+        "formats": formats,
+        "epochs": epochs,
+        "threshold": threshold,
+        "optimizer_state": optimizer_state,
+        "twin_weights": twin_weights,
+        "with_data": with_data,
+    }
+    return write_claimed(
+        target, settings, overwrite, zoo.workdir, lambda: write_export(zoo, target, settings, log), start
+    )
 
 
-def write_claimed(target: pathlib.Path, settings: dict, overwrite: bool, workdir: pathlib.Path,
-                  write: Callable[[], dict], start: float) -> dict:
+def write_claimed(
+    target: pathlib.Path,
+    settings: dict,
+    overwrite: bool,
+    workdir: pathlib.Path,
+    write: Callable[[], dict],
+    start: float,
+) -> dict:
     """Claims `target` (`claim_target`), runs `write` (-> its report), removes what it created if
     that fails on a user error (a damaged checkpoint found while writing), records the export in
     the workdir; returns the report with the seconds since `start`."""
@@ -399,8 +468,10 @@ def claim_target(target: pathlib.Path, settings: dict, overwrite: bool) -> pathl
         if overwrite:
             shutil.rmtree(target)
         elif existing.get("complete") or not same:
-            raise ExportError(f"{target} already holds an export{' of another zoo or with other settings' if not same else ''}: "
-                              "pass --overwrite to replace it, or choose another --out")
+            raise ExportError(
+                f"{target} already holds an export{' of another zoo or with other settings' if not same else ''}: "
+                "pass --overwrite to replace it, or choose another --out"
+            )
     elif target.exists() and any(target.iterdir()):
         raise ExportError(f"{target} exists and is not a jaxzoo export: choose another --out")
     return next((p for p in reversed((target, *target.parents)) if not p.exists()), None)
@@ -414,7 +485,9 @@ def write_export(zoo: Zoo, target: pathlib.Path, settings: dict, log) -> dict:
     manifest_path.write_text(json.dumps({**settings, "complete": False}))
     (target / "config.json").write_text(json.dumps(search_pattern(zoo), indent=1, default=str))
     (target / "index_dict.json").write_text(json.dumps(zoo.vector_layout(), indent=1))
-    (target / "dataset.json").write_text(json.dumps({**zoo.config["data"], "dataset_seed": DATASET_SPLIT_SEED}, indent=1))
+    (target / "dataset.json").write_text(
+        json.dumps({**zoo.config["data"], "dataset_seed": DATASET_SPLIT_SEED}, indent=1)
+    )
     (target / "readme.md").write_text(zoo_readme(zoo, settings))
     bundle.write_model_file(target)
     if settings["with_data"]:
@@ -426,12 +499,14 @@ def write_export(zoo: Zoo, target: pathlib.Path, settings: dict, log) -> dict:
         report["trials_written"] = write_trials(zoo, target / TRIALS, log, settings["optimizer_state"])
     if formats in ("vectors", "all"):
         log("writing the flat-vector dataset ...")
-        report["vectors"] = write_vectors(zoo, target / "vectors", settings["epochs"], settings["threshold"], log,
-                                          settings["twin_weights"])
+        report["vectors"] = write_vectors(
+            zoo, target / "vectors", settings["epochs"], settings["threshold"], log, settings["twin_weights"]
+        )
     if formats in ("parquet", "all"):
         log("writing the Parquet dataset and its Hugging Face card (README.md) ...")
-        report["parquet"] = parquet.write_parquet(zoo, target / parquet.PARQUET, settings["epochs"],
-                                                  settings["threshold"], log, settings["twin_weights"])
+        report["parquet"] = parquet.write_parquet(
+            zoo, target / parquet.PARQUET, settings["epochs"], settings["threshold"], log, settings["twin_weights"]
+        )
         parquet.write_dataset_card(target, report["parquet"]["rows"], zoo_readme(zoo, settings), zoo.config["name"])
     manifest_path.write_text(json.dumps({**settings, "complete": True, "report": report}, indent=1))
     return report

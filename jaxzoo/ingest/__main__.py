@@ -18,15 +18,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m jaxzoo.ingest", description=__doc__.splitlines()[0])
     parser.add_argument("--source", required=True, help="trial folders (or their .zip), or a Small CNN Zoo folder")
     parser.add_argument("--workdir", required=True, help="the jaxzoo workdir to write")
-    parser.add_argument("--dataset", default=None, help="the data.name the models were trained on (default: "
-                                                        "from the source)")
+    parser.add_argument(
+        "--dataset", default=None, help="the data.name the models were trained on (default: from the source)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace a workdir that holds another zoo")
     args = parser.parse_args(argv)
 
     def action():
         report = ingest(args.source, args.workdir, args.dataset, args.overwrite)
-        print(f"ingested {report['models']} models x {report['epochs']} epochs ({report['format']}) into "
-              f"{report['workdir']} in {report['seconds']:.1f} s")
+        print(
+            f"ingested {report['models']} models x {report['epochs']} epochs ({report['format']}) into "
+            f"{report['workdir']} in {report['seconds']:.1f} s"
+        )
 
     return run(action, args.verbose)
 

@@ -9,7 +9,7 @@ import json
 import math
 import pathlib
 import zipfile
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from ml_collections import ConfigDict
@@ -67,8 +67,10 @@ class FolderSource(Source):
         try:
             return (self.path / rel).read_bytes()
         except OSError as error:
-            raise IngestError(f"{self.where(rel)} is unreadable ({error.strerror or type(error).__name__}): "
-                              "restore the file or remove its trial from the source") from None
+            raise IngestError(
+                f"{self.where(rel)} is unreadable ({error.strerror or type(error).__name__}): "
+                "restore the file or remove its trial from the source"
+            ) from None
 
 
 class ZipSource(Source):
@@ -78,14 +80,16 @@ class ZipSource(Source):
             self.zip = zipfile.ZipFile(path)
             names = self.zip.namelist()
         except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
-            raise IngestError(f"{path} is not a readable zip archive ({type(error).__name__}): download it again, "
-                              "or pass the unpacked folder") from None
+            raise IngestError(
+                f"{path} is not a readable zip archive ({type(error).__name__}): download it again, "
+                "or pass the unpacked folder"
+            ) from None
         self.files = {name.rstrip("/") for name in names if not name.endswith("/")}
         self.folders: dict[str, set[str]] = {}
         for name in self.files:
             parts = name.split("/")
             for depth in range(len(parts) - 1):
-                self.folders.setdefault("/".join(parts[:depth]), set()).add("/".join(parts[:depth + 1]))
+                self.folders.setdefault("/".join(parts[:depth]), set()).add("/".join(parts[: depth + 1]))
 
     def where(self, rel: str) -> str:
         return f"{self.path}:{rel}" if rel else str(self.path)
@@ -100,8 +104,9 @@ class ZipSource(Source):
         try:
             return self.zip.read(rel)
         except Exception as error:  # BadZipFile (CRC), zlib.error, EOFError, OSError: a damaged member
-            raise IngestError(f"{self.where(rel)} is damaged in the archive ({type(error).__name__}): download the "
-                              "archive again") from None
+            raise IngestError(
+                f"{self.where(rel)} is damaged in the archive ({type(error).__name__}): download the archive again"
+            ) from None
 
     def close(self) -> None:
         self.zip.close()
@@ -117,8 +122,9 @@ def parent(rel: str) -> str:
 
 def open_source(path: pathlib.Path) -> Source:
     if not path.exists():
-        raise IngestError(f"--source {path} does not exist: pass a trial folder (or its .zip) or a Small CNN Zoo "
-                          "folder")
+        raise IngestError(
+            f"--source {path} does not exist: pass a trial folder (or its .zip) or a Small CNN Zoo folder"
+        )
     if path.is_dir():
         return FolderSource(path)
     return ZipSource(path)
@@ -174,8 +180,12 @@ def optional_factor(rows: list[dict], name: str, values: list) -> None:
     """Adds an optional factor to the rows when some model's value is not the default."""
     if all(v is None for v in values):
         return
-    defaults = [fixed_value(None, name, row["optimizer"]) if name in ("b1", "b2", "eps", "alpha")
-                else FACTORS_BY_NAME[name].default for row in rows]
+    defaults = [
+        fixed_value(None, name, row["optimizer"])
+        if name in ("b1", "b2", "eps", "alpha")
+        else FACTORS_BY_NAME[name].default
+        for row in rows
+    ]
     if all(v is None or v == d for v, d in zip(values, defaults)):
         return
     for row, value, default in zip(rows, values, defaults):
@@ -192,12 +202,16 @@ def check_dataset(name: str, image_size: int, channels: int, num_classes: int, w
         return
     info = DATASETS[name]
     if not info.accepts_size(image_size):
-        raise IngestError(f"dataset {name} is not served at {image_size} px, the size of the models in {where}: "
-                          "pass --dataset with a dataset of that size")
+        raise IngestError(
+            f"dataset {name} is not served at {image_size} px, the size of the models in {where}: "
+            "pass --dataset with a dataset of that size"
+        )
     if info.channels != channels or info.num_classes != num_classes:
-        raise IngestError(f"the models in {where} take {channels}-channel images and give {num_classes} classes, "
-                          f"dataset {name} has {info.channels} channels and {info.num_classes} classes: pass "
-                          "--dataset with the dataset they were trained on")
+        raise IngestError(
+            f"the models in {where} take {channels}-channel images and give {num_classes} classes, "
+            f"dataset {name} has {info.channels} channels and {info.num_classes} classes: pass "
+            "--dataset with the dataset they were trained on"
+        )
 
 
 def dataset_record(name: str, channels: int, num_classes: int, fmt: str) -> dict:
@@ -220,13 +234,17 @@ def check_known(row: dict, activations, where: str, keys: tuple[str, str]) -> No
     """IngestError unless the row's activation is in `activations` and its optimizer in the
     registry; `keys` name the two fields as the source calls them."""
     if row["activation"] not in activations:
-        raise IngestError(f"{where} has {keys[0]} {row['activation']!r}, which jaxzoo's model does not have "
-                          f"({sorted(activations)}): ingest another zoo")
+        raise IngestError(
+            f"{where} has {keys[0]} {row['activation']!r}, which jaxzoo's model does not have "
+            f"({sorted(activations)}): ingest another zoo"
+        )
     try:
         optimizer_entry(row["optimizer"])
     except ValueError:
-        raise IngestError(f"{where} has {keys[1]} {row['optimizer']!r}, which is not in jaxzoo's optimizer registry "
-                          "(jaxzoo.training.optimizers): ingest another zoo") from None
+        raise IngestError(
+            f"{where} has {keys[1]} {row['optimizer']!r}, which is not in jaxzoo's optimizer registry "
+            "(jaxzoo.training.optimizers): ingest another zoo"
+        ) from None
 
 
 def as_float(value) -> float:

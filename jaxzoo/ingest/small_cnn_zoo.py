@@ -27,20 +27,37 @@ from ml_collections import ConfigDict
 
 from jaxzoo.config import base_config
 from jaxzoo.data import DATASETS, is_registry_name
-from jaxzoo.ingest.common import (IngestError, Plan, as_float, check_dataset, check_known, dataset_record,
-                                  population_config, with_divergence)
+from jaxzoo.ingest.common import (
+    IngestError,
+    Plan,
+    as_float,
+    check_dataset,
+    check_known,
+    dataset_record,
+    population_config,
+    with_divergence,
+)
 from jaxzoo.models.cnn import SMALL_CNN_ZOO_ACTIVATIONS
 from jaxzoo.models.registry import build_model, params_shapes
 from jaxzoo.training.factors import FACTORS_BY_NAME
 
-
 SMALL_CNN_ZOO_FORMAT = "small_cnn_zoo"
 UZ_DATASETS = {"mnist": "mnist", "fashion_mnist": "fashion_mnist", "svhn_cropped": "svhn", "svhn": "svhn"}
 UZ_IMAGE_SIZES = {"mnist": 28, "fashion_mnist": 28, "cifar10": 32, "svhn_cropped": 32, "svhn": 32}
-UZ_METRICS = {"train_loss": "train_loss", "train_accuracy": "train_acc", "test_loss": "test_loss",
-              "test_accuracy": "test_acc"}
-UZ_FACTORS = {"activation": "config.activation", "init": "config.w_init", "optimizer": "config.optimizer",
-              "lr": "config.learning_rate", "weight_decay": "config.l2reg", "dropout": "config.dropout"}
+UZ_METRICS = {
+    "train_loss": "train_loss",
+    "train_accuracy": "train_acc",
+    "test_loss": "test_loss",
+    "test_accuracy": "test_acc",
+}
+UZ_FACTORS = {
+    "activation": "config.activation",
+    "init": "config.w_init",
+    "optimizer": "config.optimizer",
+    "lr": "config.learning_rate",
+    "weight_decay": "config.l2reg",
+    "dropout": "config.dropout",
+}
 UZ_EXTRA = {"train_fraction": "config.train_fraction", "init_std": "config.init_std", "b_init": "config.b_init"}
 UZ_BATCH_SIZE = 512  # the original training script's default (metrics.csv has no batch size column)
 # weights rows read through a fresh memory map at a time: a model's checkpoints are 9 rows
@@ -55,8 +72,11 @@ def small_cnn_zoo_files(path: pathlib.Path) -> dict[str, pathlib.Path] | None:
     weights = pick("weights.npy", "all_weights.npy")
     if weights is None:
         return None
-    files = {"weights": weights, "metrics": pick("metrics.csv.gz", "metrics.csv", "all_metrics.csv.gz",
-                                                  "all_metrics.csv"), "layout": pick("layout.csv")}
+    files = {
+        "weights": weights,
+        "metrics": pick("metrics.csv.gz", "metrics.csv", "all_metrics.csv.gz", "all_metrics.csv"),
+        "layout": pick("layout.csv"),
+    }
     for key, name in (("metrics", "metrics.csv or metrics.csv.gz"), ("layout", "layout.csv")):
         if files[key] is None:
             raise IngestError(f"{path} has {weights.name} but no {name}: restore the Small CNN Zoo's files")
@@ -86,20 +106,28 @@ def read_layout(path: pathlib.Path, width: int, num_rows: int) -> list[dict]:
     for n, row in enumerate(rows, start=2):
         try:
             shape = tuple(int(s) for s in re.findall(r"\d+", row[columns["shape"]]))
-            entry = {"varname": row[columns["varname"]], "start": int(row[columns["start_idx"]]),
-                     "end": int(row[columns["end_idx"]]), "shape": shape}
+            entry = {
+                "varname": row[columns["varname"]],
+                "start": int(row[columns["start_idx"]]),
+                "end": int(row[columns["end_idx"]]),
+                "shape": shape,
+            }
         except (ValueError, IndexError):
             raise IngestError(f"{path} line {n} is not 'varname, start_idx, end_idx, shape': restore it") from None
         if entry["end"] - entry["start"] != math.prod(shape) or entry["start"] < 0:
-            raise IngestError(f"{path} line {n}: {entry['varname']} spans {entry['end'] - entry['start']} columns, its "
-                              f"shape {list(shape)} holds {math.prod(shape)}: restore it")
+            raise IngestError(
+                f"{path} line {n}: {entry['varname']} spans {entry['end'] - entry['start']} columns, its "
+                f"shape {list(shape)} holds {math.prod(shape)}: restore it"
+            )
         layout.append(entry)
     covered = np.zeros(width, np.int64)
     for entry in layout:
-        covered[entry["start"]:entry["end"]] += 1
+        covered[entry["start"] : entry["end"]] += 1
     if sum(e["end"] - e["start"] for e in layout) != width or not (covered == 1).all():
-        raise IngestError(f"{path} does not cover the {width} columns of the weights ({num_rows} rows) once each: "
-                          "use the layout.csv published with these weights")
+        raise IngestError(
+            f"{path} does not cover the {width} columns of the weights ({num_rows} rows) once each: "
+            "use the layout.csv published with these weights"
+        )
     return layout
 
 
@@ -113,8 +141,10 @@ def small_cnn_zoo_leaves(layout: list[dict], where: str) -> tuple[dict[tuple[str
     biases = {scope(e["varname"]): e for e in layout if "bias" in e["varname"].rsplit("/", 1)[-1]}
     ranks = [len(e["shape"]) for e in kernels]
     if ranks != [4, 4, 4, 2] or len(biases) != 4 or len(layout) != 8:
-        raise IngestError(f"{where} does not describe the Small CNN Zoo's CNN (3 conv kernels, 1 dense kernel, "
-                          f"4 biases; found kernels of ranks {ranks}): only the 'cnn' architecture of that zoo is read")
+        raise IngestError(
+            f"{where} does not describe the Small CNN Zoo's CNN (3 conv kernels, 1 dense kernel, "
+            f"4 biases; found kernels of ranks {ranks}): only the 'cnn' architecture of that zoo is read"
+        )
     leaves = {}
     for i, kernel in enumerate(kernels):
         layer = f"conv{i}" if i < 3 else "dense"
@@ -129,11 +159,13 @@ def small_cnn_zoo_plan(path: pathlib.Path, files: dict[str, pathlib.Path], datas
     try:
         weights = np.load(files["weights"], mmap_mode="r")
     except (OSError, ValueError, EOFError) as error:
-        raise IngestError(f"{files['weights']} is not a readable .npy file ({type(error).__name__}): "
-                          "restore it") from None
+        raise IngestError(
+            f"{files['weights']} is not a readable .npy file ({type(error).__name__}): restore it"
+        ) from None
     if weights.ndim != 2 or weights.dtype.kind != "f":
-        raise IngestError(f"{files['weights']} holds {weights.dtype} {list(weights.shape)}, not float [rows, P]: "
-                          "restore it")
+        raise IngestError(
+            f"{files['weights']} holds {weights.dtype} {list(weights.shape)}, not float [rows, P]: restore it"
+        )
     layout = read_layout(files["layout"], weights.shape[1], weights.shape[0])
     leaves, channels, num_classes = small_cnn_zoo_leaves(layout, str(files["layout"]))
 
@@ -177,9 +209,11 @@ def small_cnn_zoo_plan(path: pathlib.Path, files: dict[str, pathlib.Path], datas
     source_dataset = metrics.configs[complete[0]].get("config.dataset", "")
     name = dataset or UZ_DATASETS.get(source_dataset)
     if name is None:
-        raise IngestError(f"{where} says config.dataset {source_dataset!r}, which has no jaxzoo counterpart "
-                          f"(known: {sorted(UZ_DATASETS)}; the zoo's CIFAR-10 is grayscale): pass --dataset NAME, "
-                          "e.g. npz:PATH with 1-channel images")
+        raise IngestError(
+            f"{where} says config.dataset {source_dataset!r}, which has no jaxzoo counterpart "
+            f"(known: {sorted(UZ_DATASETS)}; the zoo's CIFAR-10 is grayscale): pass --dataset NAME, "
+            "e.g. npz:PATH with 1-channel images"
+        )
     native = UZ_IMAGE_SIZES.get(source_dataset, 28)
     image_size = native
     if is_registry_name(name) and not DATASETS[name].accepts_size(native):
@@ -198,9 +232,11 @@ def small_cnn_zoo_plan(path: pathlib.Path, files: dict[str, pathlib.Path], datas
     expected = traverse_util.flatten_dict(params_shapes(module, image_shape))
     for path, entry in leaves.items():
         if tuple(expected[path].shape) != entry["shape"]:
-            raise IngestError(f"{files['layout']}: {entry['varname']} has shape {list(entry['shape'])}, "
-                              f"small_cnn_zoo's {'/'.join(path)} {list(expected[path].shape)}: only the 'cnn' "
-                              "architecture of the Small CNN Zoo is read")
+            raise IngestError(
+                f"{files['layout']}: {entry['varname']} has shape {list(entry['shape'])}, "
+                f"small_cnn_zoo's {'/'.join(path)} {list(expected[path].shape)}: only the 'cnn' "
+                "architecture of the Small CNN Zoo is read"
+            )
     num_epochs = len(model_steps) - 1
     config.training.num_epochs = num_epochs
     batch = metrics.configs[complete[0]].get("config.batchsize", "")
@@ -212,15 +248,23 @@ def small_cnn_zoo_plan(path: pathlib.Path, files: dict[str, pathlib.Path], datas
         f"at steps {model_steps} (the metric `step`); the models were trained with TensorFlow/Keras (optimizers "
         "with Keras defaults, L2 penalty `l2reg` in the loss as weight_decay, images scaled to [-1, 1], grayscale by "
         "the channel mean), so jaxzoo's evaluation of them uses jaxzoo's normalisation of the dataset; recorded "
-        "losses include the L2 penalty; no val split (val metrics NaN).")
-    config.ingest = ConfigDict({"format": SMALL_CNN_ZOO_FORMAT, "dataset": source_dataset, "steps": model_steps,
-                                "models": len(table), "left_out": left_out})
+        "losses include the L2 penalty; no val split (val metrics NaN)."
+    )
+    config.ingest = ConfigDict(
+        {
+            "format": SMALL_CNN_ZOO_FORMAT,
+            "dataset": source_dataset,
+            "steps": model_steps,
+            "models": len(table),
+            "left_out": left_out,
+        }
+    )
 
     def read_epoch(epoch: int):
         chosen = row_index[:, epoch]
         params = {path: np.empty((len(chosen), *entry["shape"]), np.float32) for path, entry in leaves.items()}
         for start in range(0, len(chosen), UZ_CHUNK_ROWS):
-            part = chosen[start:start + UZ_CHUNK_ROWS]
+            part = chosen[start : start + UZ_CHUNK_ROWS]
             order = np.argsort(part)  # ascending rows read the memory map in file order
             block = np.empty((len(part), weights.shape[1]), np.float32)
             # Mapped for this chunk only: the pages a mapping has read count in the process's
@@ -229,8 +273,9 @@ def small_cnn_zoo_plan(path: pathlib.Path, files: dict[str, pathlib.Path], datas
             block[order] = mapped[part[order]]
             del mapped
             for path, entry in leaves.items():
-                params[path][start:start + len(part)] = block[:, entry["start"]:entry["end"]].reshape(
-                    len(part), *entry["shape"])
+                params[path][start : start + len(part)] = block[:, entry["start"] : entry["end"]].reshape(
+                    len(part), *entry["shape"]
+                )
         state = {"params": traverse_util.unflatten_dict(params)}
         values = {name: column[chosen] for name, column in metrics.values.items()}
         values.update(val_loss=np.full(len(chosen), np.nan), val_acc=np.full(len(chosen), np.nan))
@@ -238,8 +283,13 @@ def small_cnn_zoo_plan(path: pathlib.Path, files: dict[str, pathlib.Path], datas
         return state, with_divergence(state, values)
 
     record = dataset_record(name, channels, num_classes, SMALL_CNN_ZOO_FORMAT)
-    provenance = {"format": SMALL_CNN_ZOO_FORMAT, "source": str(path), "steps": model_steps, "models": len(table),
-                  "left_out": left_out}
+    provenance = {
+        "format": SMALL_CNN_ZOO_FORMAT,
+        "source": str(path),
+        "steps": model_steps,
+        "models": len(table),
+        "left_out": left_out,
+    }
     return Plan(SMALL_CNN_ZOO_FORMAT, config, record, table, num_epochs, read_epoch, provenance)
 
 
@@ -276,11 +326,14 @@ def read_small_zoo_metrics(path: pathlib.Path, num_rows: int) -> SmallZooMetrics
             step_column, mode = columns["step"], "modeldir" if "modeldir" in columns else None
             for row in reader:
                 if count >= num_rows:
-                    raise IngestError(f"{where} has more rows than the weights ({num_rows}): they must match row "
-                                      "for row; restore the files published together")
+                    raise IngestError(
+                        f"{where} has more rows than the weights ({num_rows}): they must match row "
+                        "for row; restore the files published together"
+                    )
                 if len(row) != len(header):
-                    raise IngestError(f"{where} row {count + 2} has {len(row)} fields, the header {len(header)}: "
-                                      "restore it")
+                    raise IngestError(
+                        f"{where} row {count + 2} has {len(row)} fields, the header {len(header)}: restore it"
+                    )
                 try:
                     step = int(float(row[step_column]))
                 except ValueError:
@@ -306,6 +359,8 @@ def read_small_zoo_metrics(path: pathlib.Path, num_rows: int) -> SmallZooMetrics
     except (OSError, EOFError, UnicodeDecodeError, csv.Error, StopIteration) as error:
         raise IngestError(f"{where} is unreadable ({type(error).__name__}): restore it") from None
     if count != num_rows:
-        raise IngestError(f"{where} has {count} rows, the weights {num_rows}: they must match row for row; restore "
-                          "the files published together")
+        raise IngestError(
+            f"{where} has {count} rows, the weights {num_rows}: they must match row for row; restore "
+            "the files published together"
+        )
     return SmallZooMetrics(steps, model, keys, values, configs)

@@ -28,9 +28,22 @@ from ml_collections import ConfigDict
 from jaxzoo.config import LOCATION_FIELDS, base_config
 from jaxzoo.data import DATASETS, is_registry_name, parse_name
 from jaxzoo.errors import UserError
-from jaxzoo.ingest.common import (FolderSource, IngestError, Plan, Source, as_float, check_dataset, check_known,
-                                  dataset_record, join, optional_factor, parent, population_config, read_json,
-                                  with_divergence)
+from jaxzoo.ingest.common import (
+    FolderSource,
+    IngestError,
+    Plan,
+    Source,
+    as_float,
+    check_dataset,
+    check_known,
+    dataset_record,
+    join,
+    optional_factor,
+    parent,
+    population_config,
+    read_json,
+    with_divergence,
+)
 from jaxzoo.models import resnet
 from jaxzoo.models.cnn import ACTIVATIONS, ARCHS
 from jaxzoo.models.registry import arch_spec, build_model, params_shapes
@@ -38,15 +51,23 @@ from jaxzoo.models.torch_layout import torch_inverse
 from jaxzoo.training.factors import FACTOR_TABLE, FACTORS_BY_NAME
 from jaxzoo.zoo import checkpoint
 
-
 TRIALS_FORMAT = "modelzoo_trials"
 METRICS = checkpoint.METRIC_NAMES
 REQUIRED_RESULTS = ("train_loss", "train_acc", "test_loss", "test_acc")
 MODEL_TYPES = {"CNN": "cnn_s", "CNN3": "cnn_m", "Resnet18": "resnet18", "jaxzoo:cnn": "cnn", "jaxzoo:mlp": "mlp"}
 # Dataset folder names of the original dumps (normalised: lower case, letters and digits), longest first.
-DUMP_NAMES = (("tinyimagenet", "tiny_imagenet"), ("fashionmnist", "fashion_mnist"), ("cifar100", "cifar100"),
-              ("cifar10", "cifar10"), ("fmnist", "fashion_mnist"), ("mnist", "mnist"), ("svhn", "svhn"),
-              ("usps", "usps"), ("stl10", "stl10"), ("stl", "stl10"))
+DUMP_NAMES = (
+    ("tinyimagenet", "tiny_imagenet"),
+    ("fashionmnist", "fashion_mnist"),
+    ("cifar100", "cifar100"),
+    ("cifar10", "cifar10"),
+    ("fmnist", "fashion_mnist"),
+    ("mnist", "mnist"),
+    ("svhn", "svhn"),
+    ("usps", "usps"),
+    ("stl10", "stl10"),
+    ("stl", "stl10"),
+)
 RESNET_DATASETS = {"cifar10": "cifar10_resnet"}
 
 
@@ -71,9 +92,11 @@ def locate_trials(source: Source) -> tuple[str, list[str], list[str]]:
         trials = [d for d in folders if source.is_file(join(d, "params.json"))]
         if trials:
             return base, trials, [d for d in folders if d not in trials]
-    raise IngestError(f"{source.where('')} holds no trial folders (subfolders with params.json) and no Small CNN Zoo "
-                      "files (weights.npy, metrics.csv, layout.csv): pass an experiment folder, its trials/ "
-                      "folder or its .zip")
+    raise IngestError(
+        f"{source.where('')} holds no trial folders (subfolders with params.json) and no Small CNN Zoo "
+        "files (weights.npy, metrics.csv, layout.csv): pass an experiment folder, its trials/ "
+        "folder or its .zip"
+    )
 
 
 def experiment_name(source: Source, base: str) -> str:
@@ -116,8 +139,10 @@ def result_lines(source: Source, rel: str) -> list[dict]:
         text = source.read(rel).decode("utf-8")
         lines = [json.loads(line) for line in text.splitlines() if line.strip()]
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise IngestError(f"{source.where(rel)} is not JSON lines ({type(error).__name__}): restore it or remove "
-                          "its trial from the source") from None
+        raise IngestError(
+            f"{source.where(rel)} is not JSON lines ({type(error).__name__}): restore it or remove "
+            "its trial from the source"
+        ) from None
     if not all(isinstance(line, dict) for line in lines):
         raise IngestError(f"{source.where(rel)} is not one JSON object per line: restore it")
     return lines
@@ -151,20 +176,32 @@ def read_trial(source: Source, folder: str, num_epochs: int | None) -> Trial:
             raise IngestError(f"{source.where(params_rel)} has training::epochs_train={num_epochs!r}: restore it")
     missing = [e for e in range(1, num_epochs + 1) if e not in results]
     if missing:
-        raise IngestError(f"{source.where(results_rel)} has no line for epochs {missing[:5]} of 0..{num_epochs}: "
-                          "restore it or remove its trial from the source")
+        raise IngestError(
+            f"{source.where(results_rel)} has no line for epochs {missing[:5]} of 0..{num_epochs}: "
+            "restore it or remove its trial from the source"
+        )
     for epoch in range(num_epochs + 1):  # epoch 0 may have no line (lines from training_iteration 1)
         absent = [key for key in REQUIRED_RESULTS if epoch in results and key not in results[epoch]]
         if absent:
-            raise IngestError(f"{source.where(results_rel)} lacks {absent[0]!r} at epoch {epoch}: restore it or "
-                              "remove its trial from the source")
+            raise IngestError(
+                f"{source.where(results_rel)} lacks {absent[0]!r} at epoch {epoch}: restore it or "
+                "remove its trial from the source"
+            )
     checkpoints = []
     for epoch in range(num_epochs + 1):
-        found = [rel for rel in (join(folder, f"checkpoint_{epoch:06d}", "checkpoints"),
-                                 join(folder, f"checkpoint_{epoch}", "checkpoints")) if source.is_file(rel)]
+        found = [
+            rel
+            for rel in (
+                join(folder, f"checkpoint_{epoch:06d}", "checkpoints"),
+                join(folder, f"checkpoint_{epoch}", "checkpoints"),
+            )
+            if source.is_file(rel)
+        ]
         if not found:
-            raise IngestError(f"{source.where(join(folder, f'checkpoint_{epoch:06d}', 'checkpoints'))} is missing "
-                              f"(the zoo has epochs 0..{num_epochs}): restore it or remove its trial from the source")
+            raise IngestError(
+                f"{source.where(join(folder, f'checkpoint_{epoch:06d}', 'checkpoints'))} is missing "
+                f"(the zoo has epochs 0..{num_epochs}): restore it or remove its trial from the source"
+            )
         checkpoints.append(found[0])
     return Trial(folder, params, results, checkpoints)
 
@@ -179,13 +216,16 @@ def load_state_dict(source: Source, rel: str) -> dict[str, np.ndarray]:
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for damaged files
-        raise IngestError(f"{source.where(rel)} is not a readable PyTorch checkpoint ({type(error).__name__}): "
-                          "restore it or remove its trial from the source") from None
+        raise IngestError(
+            f"{source.where(rel)} is not a readable PyTorch checkpoint ({type(error).__name__}): "
+            "restore it or remove its trial from the source"
+        ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(hasattr(v, "detach") for v in state.values()):
-        raise IngestError(f"{source.where(rel)} is not a state_dict of tensors: restore it or remove its trial "
-                          "from the source")
+        raise IngestError(
+            f"{source.where(rel)} is not a state_dict of tensors: restore it or remove its trial from the source"
+        )
     return {key: value.detach().cpu().numpy() for key, value in state.items()}
 
 
@@ -194,8 +234,10 @@ def architecture(trial: Trial, source: Source) -> tuple[str, dict]:
     rel = join(trial.folder, "params.json")
     kind = trial.params["model::type"]
     if kind not in MODEL_TYPES:
-        raise IngestError(f"{source.where(rel)} has model::type {kind!r}, which jaxzoo does not read: the types are "
-                          f"{sorted(MODEL_TYPES)}")
+        raise IngestError(
+            f"{source.where(rel)} has model::type {kind!r}, which jaxzoo does not read: the types are "
+            f"{sorted(MODEL_TYPES)}"
+        )
     arch = MODEL_TYPES[kind]
     model = {"arch": arch}
     if arch in ("cnn", "mlp"):
@@ -220,8 +262,10 @@ def model_shape(arch: str, model: dict, params: dict, tensors: dict[str, np.ndar
             return int(weights[0].shape[1]) // int(params["model::image_size"]) ** 2, classes
         return int(weights[0].shape[1]), classes
     except (KeyError, IndexError, AttributeError):
-        raise IngestError(f"{where} does not hold the tensors of a {params['model::type']} model: restore it or "
-                          "remove its trial from the source") from None
+        raise IngestError(
+            f"{where} does not hold the tensors of a {params['model::type']} model: restore it or "
+            "remove its trial from the source"
+        ) from None
 
 
 def image_size_of(arch: str, dataset: str, params: dict, data: dict) -> int:
@@ -278,8 +322,10 @@ def trial_row(trial: Trial, source: Source, arch: str, model_id: int) -> tuple[d
 def trials_plan(source: Source, dataset: str | None, log) -> Plan:
     base, folders, ignored = locate_trials(source)
     if ignored:
-        log(f"skipped {len(ignored)} subfolder(s) without params.json: "
-            f"{', '.join(p.rsplit('/', 1)[-1] for p in ignored[:5])}{' ...' if len(ignored) > 5 else ''}")
+        log(
+            f"skipped {len(ignored)} subfolder(s) without params.json: "
+            f"{', '.join(p.rsplit('/', 1)[-1] for p in ignored[:5])}{' ...' if len(ignored) > 5 else ''}"
+        )
     first = read_trial(source, folders[0], None)
     num_epochs = len(first.checkpoints) - 1
     trials = [first] + [read_trial(source, folder, num_epochs) for folder in folders[1:]]
@@ -287,9 +333,11 @@ def trials_plan(source: Source, dataset: str | None, log) -> Plan:
     for trial in trials[1:]:
         other = architecture(trial, source)
         if other != (arch, model):
-            raise IngestError(f"{source.where(join(trial.folder, 'params.json'))} has model::type "
-                              f"{trial.params['model::type']}, {source.where(join(first.folder, 'params.json'))} "
-                              f"{first.params['model::type']}: a zoo has one architecture; ingest them apart")
+            raise IngestError(
+                f"{source.where(join(trial.folder, 'params.json'))} has model::type "
+                f"{trial.params['model::type']}, {source.where(join(first.folder, 'params.json'))} "
+                f"{first.params['model::type']}: a zoo has one architecture; ingest them apart"
+            )
     ids = [t.params.get("jaxzoo::model_id") for t in trials]
     if all(isinstance(i, int) for i in ids) and len(set(ids)) == len(ids):
         trials = [t for _, t in sorted(zip(ids, trials), key=lambda pair: pair[0])]
@@ -301,8 +349,9 @@ def trials_plan(source: Source, dataset: str | None, log) -> Plan:
     for factor in FACTOR_TABLE:
         if factor.optional and factor.name != "momentum" and not (arch == "resnet18" and factor.name == "schedule"):
             values = [t.params.get(factor.original_key) for t in trials]
-            optional_factor(rows, factor.name, [v if v is None or factor.kind == "categorical" else float(v)
-                                                for v in values])
+            optional_factor(
+                rows, factor.name, [v if v is None or factor.kind == "categorical" else float(v) for v in values]
+            )
 
     # Data and the model's size, from the first trial's first checkpoint.
     tensors = load_state_dict(source, first.checkpoints[0])
@@ -311,8 +360,10 @@ def trials_plan(source: Source, dataset: str | None, log) -> Plan:
     data_config = dict(data) if data and dataset is None else {}
     name = dataset or (data or {}).get("name") or dataset_of_trials(first, source, arch)
     if name is None:
-        raise IngestError(f"{source.where(join(first.folder, 'params.json'))} names no dataset (dataset::dump or "
-                          "dataset::name) that jaxzoo knows: pass --dataset NAME")
+        raise IngestError(
+            f"{source.where(join(first.folder, 'params.json'))} names no dataset (dataset::dump or "
+            "dataset::name) that jaxzoo knows: pass --dataset NAME"
+        )
     image_size = image_size_of(arch, name, first.params, data_config)
     check_dataset(name, image_size, channels, num_classes, source.where(first.checkpoints[0]))
 
@@ -333,8 +384,10 @@ def trials_plan(source: Source, dataset: str | None, log) -> Plan:
     if arch == "resnet18" and first.params.get("optim::scheduler") == "OneCycleLR":
         config.training.scheduler = "one_cycle"
     population_config(config.population, rows, momentum)
-    config.notes = (f"Ingested from the trial folders of {experiment} (ModelZooDataset format): params and "
-                    "metrics as the trials recorded them; no optimizer state.")
+    config.notes = (
+        f"Ingested from the trial folders of {experiment} (ModelZooDataset format): params and "
+        "metrics as the trials recorded them; no optimizer state."
+    )
     config.ingest = ConfigDict({"format": TRIALS_FORMAT, "experiment": experiment, "models": len(trials)})
 
     # Inverse layouts: the keys of the original CNNs depend on the dropout setting.
@@ -351,8 +404,9 @@ def trials_plan(source: Source, dataset: str | None, log) -> Plan:
                 inverses[key] = resnet.torch_inverse(num_classes, channels)
             else:
                 spec = arch_spec(config.model, image_size, channels, num_classes)
-                shapes = params_shapes(build_model(config.model, "relu", False, "xla", image_shape, num_classes),
-                                       image_shape)
+                shapes = params_shapes(
+                    build_model(config.model, "relu", False, "xla", image_shape, num_classes), image_shape
+                )
                 leaves = {path: (leaf.shape, leaf.dtype) for path, leaf in traverse_util.flatten_dict(shapes).items()}
                 inverses[key] = torch_inverse(spec, 1.0 if key else 0.0, leaves)
         return inverses[key]
@@ -365,18 +419,27 @@ def trials_plan(source: Source, dataset: str | None, log) -> Plan:
             inverse = inverse_for(trial)
             problem = inverse.problem({key: value.shape for key, value in tensors.items()})
             if problem:
-                raise IngestError(f"{source.where(rel)} does not fit model::type {trial.params['model::type']} "
-                                  f"({problem}): restore it or remove its trial from the source")
+                raise IngestError(
+                    f"{source.where(rel)} does not fit model::type {trial.params['model::type']} "
+                    f"({problem}): restore it or remove its trial from the source"
+                )
             if arrays is None:
                 arrays = inverse.allocate(len(trials))
             inverse.put(arrays, i, tensors)
         tree = inverse_for(trials[0]).tree(arrays)
         state = tree if arch == "resnet18" else {"params": tree}
-        metrics = {metric: np.array([as_float(t.results.get(epoch, {}).get(metric)) for t in trials], np.float64)
-                   for metric in METRICS}
+        metrics = {
+            metric: np.array([as_float(t.results.get(epoch, {}).get(metric)) for t in trials], np.float64)
+            for metric in METRICS
+        }
         return state, with_divergence(state, metrics, np.array([epoch in t.results for t in trials]))
 
     record = dataset_record(name, channels, num_classes, TRIALS_FORMAT)
-    provenance = {"format": TRIALS_FORMAT, "source": str(source.path), "trials_folder": base,
-                  "skipped_folders": [p.rsplit("/", 1)[-1] for p in ignored], "models": len(trials)}
+    provenance = {
+        "format": TRIALS_FORMAT,
+        "source": str(source.path),
+        "trials_folder": base,
+        "skipped_folders": [p.rsplit("/", 1)[-1] for p in ignored],
+        "models": len(trials),
+    }
     return Plan(TRIALS_FORMAT, config, record, rows, num_epochs, read_epoch, provenance)

@@ -43,7 +43,6 @@ from jaxzoo.ingest.trials import trials_plan
 from jaxzoo.zoo import checkpoint
 from jaxzoo.zoo.reader import read_zoo
 
-
 PROVENANCE = "ingest.json"
 
 
@@ -67,8 +66,10 @@ def workdir_status(target: pathlib.Path, zoo_identity: dict, overwrite: bool) ->
             pass
     if not overwrite:
         what = describe_difference(existing, zoo_identity) if existing else "unreadable config.json"
-        raise IngestError(f"--workdir {target} holds another zoo ({what or 'unfinished'}): pass --overwrite to "
-                          "replace it, or choose another --workdir")
+        raise IngestError(
+            f"--workdir {target} holds another zoo ({what or 'unfinished'}): pass --overwrite to "
+            "replace it, or choose another --workdir"
+        )
     return "replace"
 
 

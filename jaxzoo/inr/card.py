@@ -29,9 +29,8 @@ import time
 
 import numpy as np
 
-from jaxzoo.analysis import table3
+from jaxzoo.analysis import plots, table3
 from jaxzoo.analysis.card import publish_card
-from jaxzoo.analysis import plots
 from jaxzoo.inr import siren
 from jaxzoo.inr.zoo import InrZoo, read_inr_zoo
 
@@ -57,11 +56,23 @@ def psnr_statistics(metrics: dict[str, np.ndarray], target_psnr: float) -> dict:
     diverged = np.asarray(metrics["diverged"], bool)
     psnr = np.asarray(metrics["psnr"], np.float64)[~diverged]
     psnr = psnr[np.isfinite(psnr)]
-    out = {"models": int(psnr.size), "diverged": int(diverged.sum()), "mean": None, "std": None, "min": None,
-           "max": None, "quantiles": {str(q): None for q in QUANTILES}}
+    out = {
+        "models": int(psnr.size),
+        "diverged": int(diverged.sum()),
+        "mean": None,
+        "std": None,
+        "min": None,
+        "max": None,
+        "quantiles": {str(q): None for q in QUANTILES},
+    }
     if psnr.size:
-        out.update(mean=float(psnr.mean()), std=float(psnr.std()), min=float(psnr.min()), max=float(psnr.max()),
-                   quantiles={str(q): float(v) for q, v in zip(QUANTILES, np.percentile(psnr, QUANTILES))})
+        out.update(
+            mean=float(psnr.mean()),
+            std=float(psnr.std()),
+            min=float(psnr.min()),
+            max=float(psnr.max()),
+            quantiles={str(q): float(v) for q, v in zip(QUANTILES, np.percentile(psnr, QUANTILES))},
+        )
     reached = np.asarray(metrics["reached"], np.float64) > 0
     out["at_target"] = int(reached.sum()) if target_psnr > 0 else None
     out["share_at_target"] = float(reached.mean()) if target_psnr > 0 else None
@@ -75,9 +86,16 @@ def steps_statistics(metrics: dict[str, np.ndarray], target_psnr: float) -> dict
         return None
     steps = np.asarray(metrics["steps_to_target"], np.float64)
     hit = steps[np.isfinite(steps)]
-    summary = (lambda f: float(f(hit)) if hit.size else None)
-    return {"target_psnr": float(target_psnr), "reached": int(hit.size), "never": int(steps.size - hit.size),
-            "median": summary(np.median), "mean": summary(np.mean), "min": summary(np.min), "max": summary(np.max)}
+    summary = lambda f: float(f(hit)) if hit.size else None
+    return {
+        "target_psnr": float(target_psnr),
+        "reached": int(hit.size),
+        "never": int(steps.size - hit.size),
+        "median": summary(np.median),
+        "mean": summary(np.mean),
+        "min": summary(np.min),
+        "max": summary(np.max),
+    }
 
 
 def psnr_over_epochs(zoo: InrZoo) -> list[dict]:
@@ -90,10 +108,17 @@ def psnr_over_epochs(zoo: InrZoo) -> list[dict]:
         psnr = np.asarray(metrics["psnr"], np.float64)[~np.asarray(metrics["diverged"], bool)]
         psnr = psnr[np.isfinite(psnr)]
         low, median, high = np.percentile(psnr, (5, 50, 95)) if psnr.size else (np.nan,) * 3
-        rows.append({"epoch": epoch, "step": epoch * int(zoo.config.training.steps_per_epoch),
-                     "median": _number(median), "p5": _number(low), "p95": _number(high),
-                     "at_target": int((np.asarray(metrics["reached"]) > 0).sum()) if target > 0 else None,
-                     "diverged": int(np.asarray(metrics["diverged"], bool).sum())})
+        rows.append(
+            {
+                "epoch": epoch,
+                "step": epoch * int(zoo.config.training.steps_per_epoch),
+                "median": _number(median),
+                "p5": _number(low),
+                "p95": _number(high),
+                "at_target": int((np.asarray(metrics["reached"]) > 0).sum()) if target > 0 else None,
+                "diverged": int(np.asarray(metrics["diverged"], bool).sum()),
+            }
+        )
     return rows
 
 
@@ -145,8 +170,9 @@ def take_models(params: dict, rows: np.ndarray) -> dict:
     return {layer: {name: value[rows] for name, value in leaves.items()} for layer, leaves in params.items()}
 
 
-def reconstruction_grid(zoo: InrZoo, epoch: int | None = None, count: int = RECONSTRUCTIONS,
-                        params: dict | None = None) -> ReconstructionGrid:
+def reconstruction_grid(
+    zoo: InrZoo, epoch: int | None = None, count: int = RECONSTRUCTIONS, params: dict | None = None
+) -> ReconstructionGrid:
     """The reconstructions of `grid_rows` (models that did not diverge) at `epoch` (default the
     last; `params` that epoch's params if already read), each with the PSNR of its output against
     its image (`siren.psnr`)."""
@@ -185,10 +211,12 @@ def class_split(table: list[dict]) -> tuple[np.ndarray, str]:
     if {"train", "test"} <= set(splits.tolist()):
         return splits == "test", "source split: INRs of train-split images -> INRs of test-split images"
     images = np.array([row["image"] for row in table])
-    held = np.unique(images)[HOLDOUT_EVERY - 1::HOLDOUT_EVERY]
+    held = np.unique(images)[HOLDOUT_EVERY - 1 :: HOLDOUT_EVERY]
     only = splits[0] if len(splits) else "no"
-    return np.isin(images, held), (f"the zoo holds {only}-split images only: every {HOLDOUT_EVERY}th of its images "
-                                   "(image-index order) held out with all its INRs as the test INRs")
+    return np.isin(images, held), (
+        f"the zoo holds {only}-split images only: every {HOLDOUT_EVERY}th of its images "
+        "(image-index order) held out with all its INRs as the test INRs"
+    )
 
 
 def subsample(index: np.ndarray, limit: int) -> np.ndarray:
@@ -212,8 +240,9 @@ def classifier_epochs(train_rows: int) -> int:
     return max(CLASSIFIER_EPOCHS, math.ceil(MIN_CLASSIFIER_STEPS / steps_per_epoch))
 
 
-def class_accuracies(features: dict[str, np.ndarray], labels: np.ndarray, test: np.ndarray,
-                     num_classes: int) -> dict[str, float]:
+def class_accuracies(
+    features: dict[str, np.ndarray], labels: np.ndarray, test: np.ndarray, num_classes: int
+) -> dict[str, float]:
     """Test accuracy of `table3.linear_classifier` per feature set {name: [M, F]}, trained on the
     rows not in `test` [M] bool (`classifier_epochs` epochs) and tested on the rows in it, features
     standardised by the train rows."""
@@ -224,14 +253,19 @@ def class_accuracies(features: dict[str, np.ndarray], labels: np.ndarray, test: 
     for name, x in features.items():
         x = np.asarray(x, np.float64)
         x_train, x_test = standardise(x[~test], x[test])
-        out[name] = table3.linear_classifier((x_train.astype(np.float32), labels[~test]),
-                                                (x_test.astype(np.float32), labels[test]), num_classes,
-                                                epochs=epochs, batch=CLASSIFIER_BATCH)
+        out[name] = table3.linear_classifier(
+            (x_train.astype(np.float32), labels[~test]),
+            (x_test.astype(np.float32), labels[test]),
+            num_classes,
+            epochs=epochs,
+            batch=CLASSIFIER_BATCH,
+        )
     return out
 
 
-def class_prediction(zoo: InrZoo, epoch: int | None = None, limit: int = MAX_CLASSIFIER_MODELS,
-                     params: dict | None = None) -> dict:
+def class_prediction(
+    zoo: InrZoo, epoch: int | None = None, limit: int = MAX_CLASSIFIER_MODELS, params: dict | None = None
+) -> dict:
     """The image's class from w and s(w) (`class_accuracies`) of the models that did not diverge at
     `epoch` (default the last; `params` its params if already read), split by `class_split`, at
     most `limit` INRs per side; with the chance level 1 / classes and the accuracy of always
@@ -245,14 +279,23 @@ def class_prediction(zoo: InrZoo, epoch: int | None = None, limit: int = MAX_CLA
     capped = max(int((usable & ~test).sum()), int((usable & test).sum())) > limit
     train_rows = subsample(np.flatnonzero(usable & ~test), limit)
     test_rows = subsample(np.flatnonzero(usable & test), limit)
-    out = {"split": how, "epoch": epoch, "num_classes": num_classes, "chance": 1.0 / num_classes,
-           "train_models": int(len(train_rows)), "test_models": int(len(test_rows)),
-           "train_images": int(len(np.unique(images[train_rows]))),
-           "test_images": int(len(np.unique(images[test_rows]))),
-           "dropped_diverged": int((~usable).sum()), "epochs": classifier_epochs(len(train_rows)),
-           "subsampled_to": limit if capped else None, "majority": None, "accuracy": {"w": None, "s(w)": None},
-           "features": "w: the flat vector (per layer weight then bias, PyTorch order); s(w): per tensor mean, "
-                       "variance and the 1/25/50/75/99 percentiles; both standardised by the train INRs"}
+    out = {
+        "split": how,
+        "epoch": epoch,
+        "num_classes": num_classes,
+        "chance": 1.0 / num_classes,
+        "train_models": int(len(train_rows)),
+        "test_models": int(len(test_rows)),
+        "train_images": int(len(np.unique(images[train_rows]))),
+        "test_images": int(len(np.unique(images[test_rows]))),
+        "dropped_diverged": int((~usable).sum()),
+        "epochs": classifier_epochs(len(train_rows)),
+        "subsampled_to": limit if capped else None,
+        "majority": None,
+        "accuracy": {"w": None, "s(w)": None},
+        "features": "w: the flat vector (per layer weight then bias, PyTorch order); s(w): per tensor mean, "
+        "variance and the 1/25/50/75/99 percentiles; both standardised by the train INRs",
+    }
     if not len(train_rows) or not len(test_rows):
         out["note"] = "n/a: no INR on one side of the split"
         return out
@@ -340,22 +383,31 @@ def card_markdown(card: dict) -> str:
     shape = " → ".join(str(f) for f in s["features"])
     quantiles = " | ".join(_cell(p["quantiles"][str(q)]) for q in QUANTILES)
     target = recipe["target_psnr"]
-    at_target = (f"{p['at_target']} of {card['models']} models ({100 * p['share_at_target']:.1f}%) at the target "
-                 f"{target:g} dB; " if p["share_at_target"] is not None else "no target PSNR (no early stop); ")
+    at_target = (
+        f"{p['at_target']} of {card['models']} models ({100 * p['share_at_target']:.1f}%) at the target {target:g} dB; "
+        if p["share_at_target"] is not None
+        else "no target PSNR (no early stop); "
+    )
     steps = card["steps_to_target"]
     if steps is None:
         steps_text = "No target PSNR (training.target_psnr = 0): every model took every step."
     else:
-        steps_text = (f"{steps['reached']} models reached {target:g} dB, {steps['never']} never did. Steps to the "
-                      f"target of those that did: median {_cell(steps['median'], '.1f')}, mean "
-                      f"{_cell(steps['mean'], '.1f')}, min {_cell(steps['min'], '.0f')}, max {_cell(steps['max'], '.0f')} "
-                      f"(of {recipe['num_steps']}).")
-    epochs = "\n".join(f"| {r['epoch']} | {r['step']} | {_cell(r['median'])} | {_cell(r['p5'])} | {_cell(r['p95'])} | "
-                       f"{'n/a' if r['at_target'] is None else r['at_target']} | {r['diverged']} |"
-                       for r in card["psnr_over_epochs"])
+        steps_text = (
+            f"{steps['reached']} models reached {target:g} dB, {steps['never']} never did. Steps to the "
+            f"target of those that did: median {_cell(steps['median'], '.1f')}, mean "
+            f"{_cell(steps['mean'], '.1f')}, min {_cell(steps['min'], '.0f')}, max {_cell(steps['max'], '.0f')} "
+            f"(of {recipe['num_steps']})."
+        )
+    epochs = "\n".join(
+        f"| {r['epoch']} | {r['step']} | {_cell(r['median'])} | {_cell(r['p5'])} | {_cell(r['p95'])} | "
+        f"{'n/a' if r['at_target'] is None else r['at_target']} | {r['diverged']} |"
+        for r in card["psnr_over_epochs"]
+    )
     g = card["reconstructions"]
-    shown = ", ".join(f"model {m} (image {i}, label {l}, {v:.2f} dB)"
-                      for m, i, l, v in zip(g["model_ids"], g["images"], g["labels"], g["psnr"]))
+    shown = ", ".join(
+        f"model {m} (image {i}, label {l}, {v:.2f} dB)"
+        for m, i, l, v in zip(g["model_ids"], g["images"], g["labels"], g["psnr"])
+    )
     c = card["class_prediction"]
     pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}"
     dropped = f", {c['dropped_diverged']} diverged left out" if c["dropped_diverged"] else ""
@@ -368,45 +420,50 @@ def card_markdown(card: dict) -> str:
         f"| most frequent train class | {pct(c['majority'])} |\n\n"
         f"The linear classifier of jaxzoo.benchmark (Table 3: one linear layer, Adam lr 1e-4, wd 1e-6, batch "
         f"{CLASSIFIER_BATCH}, seed 42), {c['epochs']} epochs (Table 3's {CLASSIFIER_EPOCHS}, or more for a small zoo: "
-        f"at least {MIN_CLASSIFIER_STEPS:,} steps). Features: {c['features']}.{(' ' + c['note']) if c.get('note') else ''}")
-    figures = "\n".join(f"![{pathlib.Path(f).stem}]({pathlib.Path(f).name})" for f in card["figures"] if f.endswith(".png"))
-    unfinished = "" if card["epoch"] == card["num_epochs"] else f" (training unfinished: {card['num_epochs']} epochs planned)"
+        f"at least {MIN_CLASSIFIER_STEPS:,} steps). Features: {c['features']}.{(' ' + c['note']) if c.get('note') else ''}"
+    )
+    figures = "\n".join(
+        f"![{pathlib.Path(f).stem}]({pathlib.Path(f).name})" for f in card["figures"] if f.endswith(".png")
+    )
+    unfinished = (
+        "" if card["epoch"] == card["num_epochs"] else f" (training unfinished: {card['num_epochs']} epochs planned)"
+    )
     d = card["dataset"]
     size = f"{d['image_size']}×{d['image_size']}×{d['channels']}"
     per_split = card["models_per_split"]
     notes = f"Notes: {card['notes']}\n\n" if card["notes"] else ""
     mapped = ", (x + 1) / 2 of [-1, 1]" if recipe["target_range"] == "symmetric" else ""
     interval = "[0, 1]" if recipe["target_range"] == "unit" else "[-1, 1]"
-    return f"""# INR zoo card: {card['name']}
+    return f"""# INR zoo card: {card["name"]}
 
-{card['models']} SIRENs, one per (image, seed): {card['images']} images × {card['seeds']} seeds of {d['name']} ({d['source']},
-{size}, {d['num_classes']} classes), {per_split['train']} INRs of train-split and {per_split['test']} of test-split images.
-Card at epoch {card['epoch']} (step {card['step']}){unfinished}.
+{card["models"]} SIRENs, one per (image, seed): {card["images"]} images × {card["seeds"]} seeds of {d["name"]} ({d["source"]},
+{size}, {d["num_classes"]} classes), {per_split["train"]} INRs of train-split and {per_split["test"]} of test-split images.
+Card at epoch {card["epoch"]} (step {card["step"]}){unfinished}.
 
 ## SIREN and recipe
 
 | | |
 |---|---|
 | layers | {shape} (sine hidden layers, linear output) |
-| parameters | {s['params']:,} |
-| w0 first / hidden | {s['w0_first']:g} / {s['w0_hidden']:g} |
-| init first / sine biases / last | {s['first_init']} / {s['bias_init']} / {s['last_init']} |
-| output offset | {s['output_offset']:g} |
-| coordinates | {recipe['coordinates']} (linspace(-1, 1) per axis) |
-| targets | {recipe['target_range']} ({interval}), PSNR peak {recipe['peak']:g} |
-| optimizer | {recipe['optimizer']}, lr {recipe['lr']:g}, full-image MSE steps |
-| steps | {recipe['num_steps']} at most, {recipe['steps_per_epoch']} per epoch |
-| target PSNR (early stop) | {'none' if not target else f'{target:g} dB'} |
-| seeds | {card['seeds']} from {recipe['first_seed']}{', shared init per seed' if recipe['shared_init'] else ''} |
+| parameters | {s["params"]:,} |
+| w0 first / hidden | {s["w0_first"]:g} / {s["w0_hidden"]:g} |
+| init first / sine biases / last | {s["first_init"]} / {s["bias_init"]} / {s["last_init"]} |
+| output offset | {s["output_offset"]:g} |
+| coordinates | {recipe["coordinates"]} (linspace(-1, 1) per axis) |
+| targets | {recipe["target_range"]} ({interval}), PSNR peak {recipe["peak"]:g} |
+| optimizer | {recipe["optimizer"]}, lr {recipe["lr"]:g}, full-image MSE steps |
+| steps | {recipe["num_steps"]} at most, {recipe["steps_per_epoch"]} per epoch |
+| target PSNR (early stop) | {"none" if not target else f"{target:g} dB"} |
+| seeds | {card["seeds"]} from {recipe["first_seed"]}{", shared init per seed" if recipe["shared_init"] else ""} |
 
-{notes}## PSNR (epoch {card['epoch']})
+{notes}## PSNR (epoch {card["epoch"]})
 
-{p['models']} models that did not diverge; {at_target}{p['diverged']} diverged. PSNR = 10 log10(peak² / MSE), peak the
-targets' peak-to-peak range ({recipe['peak']:g}).
+{p["models"]} models that did not diverge; {at_target}{p["diverged"]} diverged. PSNR = 10 log10(peak² / MSE), peak the
+targets' peak-to-peak range ({recipe["peak"]:g}).
 
 | mean | std | 5% | 25% | 50% | 75% | 95% |
 |---:|---:|---:|---:|---:|---:|---:|
-| {_cell(p['mean'])} | {_cell(p['std'])} | {quantiles} |
+| {_cell(p["mean"])} | {_cell(p["std"])} | {quantiles} |
 
 ## Steps to the target
 
@@ -420,7 +477,7 @@ targets' peak-to-peak range ({recipe['peak']:g}).
 
 ## Reconstructions
 
-Top: the image; bottom: its SIREN's output (epoch {card['epoch']}, shown in [0, 1]{mapped}, clipped).
+Top: the image; bottom: its SIREN's output (epoch {card["epoch"]}, shown in [0, 1]{mapped}, clipped).
 Shown: {shown}. The arrays are in {GRID_FILE}.
 
 ## Class prediction from weights (Table 3 style)
@@ -433,7 +490,7 @@ Shown: {shown}. The arrays are in {GRID_FILE}.
 
 ## Loading
 
-`from jaxzoo.inr.zoo import read_inr_zoo; zoo = read_inr_zoo("<workdir>"); params = zoo.params({card['epoch']})`
+`from jaxzoo.inr.zoo import read_inr_zoo; zoo = read_inr_zoo("<workdir>"); params = zoo.params({card["epoch"]})`
 (numpy [M, ...] per layer 'kernel' [in, out] and 'bias'; `zoo.table` says each model's image, split and label;
 `zoo.reconstruct(params)` draws the images).
 """
@@ -456,16 +513,23 @@ def inr_card(workdir, log=print) -> dict:
     log(f"reconstructions and class prediction of {len(zoo.table)} INRs (epoch {last}) ...")
     params = zoo.params(last)  # read once: the grid and the class prediction take their models
     grid = reconstruction_grid(zoo, last, params=params)
-    np.savez_compressed(folder / GRID_FILE, model_ids=grid.rows, labels=grid.labels, originals=grid.originals,
-                        reconstructions=grid.reconstructions, psnr=grid.psnr)
+    np.savez_compressed(
+        folder / GRID_FILE,
+        model_ids=grid.rows,
+        labels=grid.labels,
+        originals=grid.originals,
+        reconstructions=grid.reconstructions,
+        psnr=grid.psnr,
+    )
     prediction = class_prediction(zoo, last, params=params)
     del params
     over_epochs = psnr_over_epochs(zoo)
     psnr = np.asarray(metrics["psnr"], np.float64)[~np.asarray(metrics["diverged"], bool)]
     figures = psnr_histogram(psnr, target, peak, folder)
     if target > 0:
-        figures += steps_histogram(np.asarray(metrics["steps_to_target"], np.float64), int(config.training.num_steps),
-                                   target, folder)
+        figures += steps_histogram(
+            np.asarray(metrics["steps_to_target"], np.float64), int(config.training.num_steps), target, folder
+        )
     figures += psnr_epochs_figure(over_epochs, target, folder)
     figures += reconstruction_figure(grid, folder)
     images = zoo.images
@@ -474,9 +538,14 @@ def inr_card(workdir, log=print) -> dict:
     card = {
         "task": "inr",
         "name": config.name,
-        "dataset": {"name": config.data.name, "source": images.dataset.source, "image_size": zoo.image_shape[0],
-                    "channels": zoo.image_shape[2], "num_classes": int(images.num_classes),
-                    "images_per_split": {s: int(np.sum(images.split == s)) for s in ("train", "test")}},
+        "dataset": {
+            "name": config.data.name,
+            "source": images.dataset.source,
+            "image_size": zoo.image_shape[0],
+            "channels": zoo.image_shape[2],
+            "num_classes": int(images.num_classes),
+            "images_per_split": {s: int(np.sum(images.split == s)) for s in ("train", "test")},
+        },
         "models": len(zoo.table),
         "images": len({row["image"] for row in zoo.table}),
         "seeds": len(seeds),
@@ -484,19 +553,38 @@ def inr_card(workdir, log=print) -> dict:
         "epoch": last,
         "num_epochs": int(config.training.num_steps) // int(config.training.steps_per_epoch),
         "step": last * int(config.training.steps_per_epoch),
-        "siren": {"features": list(zoo.spec.features), "params": zoo.spec.num_params, "w0_first": zoo.spec.w0_first,
-                  "w0_hidden": zoo.spec.w0_hidden, "first_init": zoo.spec.first_init, "bias_init": zoo.spec.bias_init,
-                  "last_init": zoo.spec.last_init, "output_offset": zoo.spec.output_offset},
-        "recipe": {"optimizer": config.training.optimizer, "lr": float(config.training.lr),
-                   "num_steps": int(config.training.num_steps), "steps_per_epoch": int(config.training.steps_per_epoch),
-                   "target_psnr": target, "coordinates": config.model.coordinates,
-                   "target_range": config.model.target_range, "peak": peak,
-                   "first_seed": int(config.population.first_seed), "shared_init": bool(config.population.shared_init)},
+        "siren": {
+            "features": list(zoo.spec.features),
+            "params": zoo.spec.num_params,
+            "w0_first": zoo.spec.w0_first,
+            "w0_hidden": zoo.spec.w0_hidden,
+            "first_init": zoo.spec.first_init,
+            "bias_init": zoo.spec.bias_init,
+            "last_init": zoo.spec.last_init,
+            "output_offset": zoo.spec.output_offset,
+        },
+        "recipe": {
+            "optimizer": config.training.optimizer,
+            "lr": float(config.training.lr),
+            "num_steps": int(config.training.num_steps),
+            "steps_per_epoch": int(config.training.steps_per_epoch),
+            "target_psnr": target,
+            "coordinates": config.model.coordinates,
+            "target_range": config.model.target_range,
+            "peak": peak,
+            "first_seed": int(config.population.first_seed),
+            "shared_init": bool(config.population.shared_init),
+        },
         "psnr": psnr_statistics(metrics, target),
         "steps_to_target": steps_statistics(metrics, target),
         "psnr_over_epochs": over_epochs,
-        "reconstructions": {"model_ids": grid.rows.tolist(), "images": [zoo.table[r]["image"] for r in grid.rows],
-                            "labels": grid.labels.tolist(), "psnr": grid.psnr.tolist(), "file": GRID_FILE},
+        "reconstructions": {
+            "model_ids": grid.rows.tolist(),
+            "images": [zoo.table[r]["image"] for r in grid.rows],
+            "labels": grid.labels.tolist(),
+            "psnr": grid.psnr.tolist(),
+            "file": GRID_FILE,
+        },
         "class_prediction": prediction,
         "figures": figures,
         "notes": config.get("notes", ""),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ml_collections
 
 from jaxzoo.config.checks import MAX_MODELS, MAX_SEED, ConfigError, check, check_choices, check_int, is_number
-from jaxzoo.data import DATASETS, SOURCES, DEFAULT_VAL_FRACTION, describe_dataset
+from jaxzoo.data import DATASETS, DEFAULT_VAL_FRACTION, SOURCES, describe_dataset
 from jaxzoo.inr.siren import BIAS_INITS, COORDINATES, FIRST_INITS, LAST_INITS, SINES, TARGET_RANGES
 from jaxzoo.training.optimizers import optimizer_entry
 
@@ -83,33 +83,42 @@ def base_inr_config() -> ml_collections.ConfigDict:
 
 
 def _check_float(field: str, value, low: float, high: float, meaning: str = "") -> None:
-    check(is_number(value) and low <= float(value) <= high,
-           f"{field}={value!r} is out of range: use a number in [{low}, {high}]{meaning}")
+    check(
+        is_number(value) and low <= float(value) <= high,
+        f"{field}={value!r} is out of range: use a number in [{low}, {high}]{meaning}",
+    )
 
 
 def validate_inr(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError naming the first impossible value and its fix."""
     known = set(base_inr_config().keys())
     unknown = sorted(set(config.keys()) - known)
-    check(not unknown, f"{unknown[0] if unknown else ''}: not a field of an INR config; the sections are "
-                        f"{sorted(known)}")
+    check(
+        not unknown, f"{unknown[0] if unknown else ''}: not a field of an INR config; the sections are {sorted(known)}"
+    )
     data, model, training, pop, rt = config.data, config.model, config.training, config.population, config.runtime
     if isinstance(data.name, str) and ":" not in data.name:
         check_choices("data.name", data.name, DATASETS)
     check_choices("data.source", data.source, SOURCES)
     info = describe_dataset(data.name, val_fraction=DEFAULT_VAL_FRACTION) if ":" not in str(data.name) else None
     if info is not None:
-        check(info.accepts_size(data.image_size),
-               f"data.image_size={data.image_size} is not a size of {info.name}: use {info.size_rule}")
+        check(
+            info.accepts_size(data.image_size),
+            f"data.image_size={data.image_size} is not a size of {info.name}: use {info.size_rule}",
+        )
     splits = tuple(config.images.splits)
-    check(len(splits) > 0 and len(set(splits)) == len(splits) and set(splits) <= set(IMAGE_SPLITS),
-           f"images.splits={splits!r}: name each of {IMAGE_SPLITS} at most once, at least one")
+    check(
+        len(splits) > 0 and len(set(splits)) == len(splits) and set(splits) <= set(IMAGE_SPLITS),
+        f"images.splits={splits!r}: name each of {IMAGE_SPLITS} at most once, at least one",
+    )
     check_int("images.first", config.images.first, 0, 2**31 - 1)
     check_int("images.count", config.images.count, 0, MAX_MODELS, " (0: all from images.first)")
     check_choices("model.arch", model.arch, INR_ARCHS)
     widths = tuple(model.widths)
-    check(len(widths) >= 1 and all(isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= 4096 for w in widths),
-           f"model.widths={widths!r}: give one or more hidden widths, each an int in 1..4096")
+    check(
+        len(widths) >= 1 and all(isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= 4096 for w in widths),
+        f"model.widths={widths!r}: give one or more hidden widths, each an int in 1..4096",
+    )
     _check_float("model.w0_first", model.w0_first, 1e-3, 1e4)
     _check_float("model.w0_hidden", model.w0_hidden, 1e-3, 1e4)
     check_choices("model.first_init", model.first_init, FIRST_INITS)
@@ -119,11 +128,14 @@ def validate_inr(config: ml_collections.ConfigDict) -> None:
     check_choices("model.coordinates", model.coordinates, COORDINATES)
     check_choices("model.target_range", model.target_range, tuple(TARGET_RANGES))
     check_int("training.num_steps", training.num_steps, 1, 10**7)
-    check_int("training.steps_per_epoch", training.steps_per_epoch, 1, training.num_steps,
-               " (at most training.num_steps)")
-    check(training.num_steps % training.steps_per_epoch == 0,
-           f"training.steps_per_epoch={training.steps_per_epoch} does not divide training.num_steps="
-           f"{training.num_steps}: choose a divisor, so every epoch has the same steps")
+    check_int(
+        "training.steps_per_epoch", training.steps_per_epoch, 1, training.num_steps, " (at most training.num_steps)"
+    )
+    check(
+        training.num_steps % training.steps_per_epoch == 0,
+        f"training.steps_per_epoch={training.steps_per_epoch} does not divide training.num_steps="
+        f"{training.num_steps}: choose a divisor, so every epoch has the same steps",
+    )
     try:
         entry = optimizer_entry(training.optimizer)
     except ValueError as error:
@@ -132,16 +144,28 @@ def validate_inr(config: ml_collections.ConfigDict) -> None:
     _check_float("training.lr", training.lr, 1e-12, 10.0)
     _check_float("training.target_psnr", training.target_psnr, 0.0, 200.0, " (dB; 0: no early stop)")
     check_int("population.num_seeds", pop.num_seeds, 1, MAX_MODELS)
-    check_int("population.first_seed", pop.first_seed, 0, MAX_SEED + 1 - pop.num_seeds,
-               f" (seeds are 32-bit: first_seed + num_seeds - 1 <= {MAX_SEED})")
+    check_int(
+        "population.first_seed",
+        pop.first_seed,
+        0,
+        MAX_SEED + 1 - pop.num_seeds,
+        f" (seeds are 32-bit: first_seed + num_seeds - 1 <= {MAX_SEED})",
+    )
     check(isinstance(pop.shared_init, bool), f"population.shared_init={pop.shared_init!r} must be True or False")
     check_int("seed", config.seed, 0, MAX_SEED, " (the zoo seed)")
     check_int("runtime.chunk_size", rt.chunk_size, 0, MAX_MODELS, " (0: automatic)")
-    check_int("runtime.steps_per_call", rt.steps_per_call, 0, training.steps_per_epoch,
-               " (0: the whole epoch; at most training.steps_per_epoch)")
-    check(rt.steps_per_call == 0 or training.steps_per_epoch % rt.steps_per_call == 0,
-           f"runtime.steps_per_call={rt.steps_per_call} does not divide training.steps_per_epoch="
-           f"{training.steps_per_epoch}: choose a divisor")
+    check_int(
+        "runtime.steps_per_call",
+        rt.steps_per_call,
+        0,
+        training.steps_per_epoch,
+        " (0: the whole epoch; at most training.steps_per_epoch)",
+    )
+    check(
+        rt.steps_per_call == 0 or training.steps_per_epoch % rt.steps_per_call == 0,
+        f"runtime.steps_per_call={rt.steps_per_call} does not divide training.steps_per_epoch="
+        f"{training.steps_per_epoch}: choose a divisor",
+    )
     for flag in ("progress", "async_checkpointing"):
         check(isinstance(rt[flag], bool), f"runtime.{flag}={rt[flag]!r} must be True or False")
     check_choices("runtime.sine", rt.sine, SINES)

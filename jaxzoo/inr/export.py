@@ -28,13 +28,13 @@ import time
 
 import numpy as np
 
-from jaxzoo.zoo import checkpoint
 from jaxzoo.cli import check_destination
 from jaxzoo.export.rows import ExportError
 from jaxzoo.export.writer import INR_LAYOUTS, MANIFEST, write_claimed, write_torch_dataset
-from jaxzoo.weights.vectors import DEFAULT_THRESHOLD, VectorSplit, save_vector_split
 from jaxzoo.inr import siren
 from jaxzoo.inr.zoo import InrZoo, read_inr_zoo
+from jaxzoo.weights.vectors import DEFAULT_THRESHOLD, VectorSplit, save_vector_split
+from jaxzoo.zoo import checkpoint
 
 INR_FORMATS = (*INR_LAYOUTS, "vectors", "all")
 VAL_SIZE, FULL_TRAIN_SIZE, VAL_SEED = 5000, 60000, 42  # DWSNets: 5,000 of MNIST's 60,000 train INRs
@@ -47,13 +47,22 @@ VECTOR_SPLITS = ("train", "val", "test")
 
 def refuse_classification_options(epochs, threshold, optimizer_state, twin_weights, with_data) -> None:
     """ExportError for a classification export option given for an INR zoo."""
-    given = [flag for flag, used in (("--epochs", epochs is not None), ("--threshold", threshold != DEFAULT_THRESHOLD),
-                                     ("--optimizer_state", optimizer_state != "last"),
-                                     ("--twin_weights", twin_weights != "raw"), ("--with_data", bool(with_data)))
-             if used]
+    given = [
+        flag
+        for flag, used in (
+            ("--epochs", epochs is not None),
+            ("--threshold", threshold != DEFAULT_THRESHOLD),
+            ("--optimizer_state", optimizer_state != "last"),
+            ("--twin_weights", twin_weights != "raw"),
+            ("--with_data", bool(with_data)),
+        )
+        if used
+    ]
     if given:
-        raise ExportError(f"{given[0]} applies to classification zoos only; an INR zoo exports its last epoch's "
-                          f"SIRENs: drop {given[0]}")
+        raise ExportError(
+            f"{given[0]} applies to classification zoos only; an INR zoo exports its last epoch's "
+            f"SIRENs: drop {given[0]}"
+        )
 
 
 # ---- which layouts a zoo fits ------------------------------------------------------------------
@@ -79,14 +88,24 @@ def layout_mismatch(zoo: InrZoo, fmt: str) -> tuple[str, str, object, str, str] 
             ("model.output_offset", float(model.output_offset), 0.5, "DWSNets' INR adds 0.5 to its output"),
             ("model.target_range", model.target_range, "unit", "DWSNets' INRs fit pixels in [0, 1]"),
             ("model.w0_first", float(model.w0_first), DWSNETS_W0, "DWSNets' INR applies sin(30 x) in every sine layer"),
-            ("model.w0_hidden", float(model.w0_hidden), DWSNETS_W0, "DWSNets' INR applies sin(30 x) in every sine layer"),
+            (
+                "model.w0_hidden",
+                float(model.w0_hidden),
+                DWSNETS_W0,
+                "DWSNets' INR applies sin(30 x) in every sine layer",
+            ),
         )
         mismatch = first_mismatch(fmt, checks)
         if mismatch:
             return mismatch
         if len(set(widths)) != 1 or widths[0] % 2:
-            return (fmt, "model.widths", widths, "model.widths of one even width, e.g. (32, 32)",
-                    "DWSNets' INR has n_layers - 1 hidden layers of in_dim * up_scale = 2 * up_scale units")
+            return (
+                fmt,
+                "model.widths",
+                widths,
+                "model.widths of one even width, e.g. (32, 32)",
+                "DWSNets' INR has n_layers - 1 hidden layers of in_dim * up_scale = 2 * up_scale units",
+            )
         if zoo.spec.out_features != 1:
             return (fmt, "channels", zoo.spec.out_features, "images of 1 channel", "DWSNets' INR outputs one channel")
         return None
@@ -94,8 +113,12 @@ def layout_mismatch(zoo: InrZoo, fmt: str) -> tuple[str, str, object, str, str] 
         checks = (
             ("model.coordinates", model.coordinates, "ij", "NFN's Siren reads (row, column): torch.meshgrid's 'ij'"),
             ("model.output_offset", float(model.output_offset), 0.0, "NFN's Siren adds no offset"),
-            ("model.target_range", model.target_range, "symmetric",
-             "NFN's SIRENs fit pixels in [-1, 1] (ToTensor + Normalize(0.5, 0.5))"),
+            (
+                "model.target_range",
+                model.target_range,
+                "symmetric",
+                "NFN's SIRENs fit pixels in [-1, 1] (ToTensor + Normalize(0.5, 0.5))",
+            ),
             ("model.w0_first", float(model.w0_first), NFN_W0, "NFN's Siren has first_omega_0 30"),
             ("model.w0_hidden", float(model.w0_hidden), NFN_W0, "NFN's Siren has hidden_omega_0 30"),
         )
@@ -103,8 +126,13 @@ def layout_mismatch(zoo: InrZoo, fmt: str) -> tuple[str, str, object, str, str] 
         if mismatch:
             return mismatch
         if len(set(widths)) != 1:
-            return (fmt, "model.widths", widths, "model.widths of one width, e.g. (32, 32)",
-                    "NFN's Siren has one hidden_features for every hidden layer")
+            return (
+                fmt,
+                "model.widths",
+                widths,
+                "model.widths of one width, e.g. (32, 32)",
+                "NFN's Siren has one hidden_features for every hidden layer",
+            )
         top = max(row["label"] for row in zoo.table)
         if top > 9:
             return (fmt, "labels", f"0..{top}", "labels 0..9", "NFN's loader reads the class from one digit, _(\\d)s")
@@ -116,7 +144,8 @@ def mismatch_message(zoo: InrZoo, mismatch) -> str:
     fmt, field, value, requirement, why = mismatch
     others = [f for f in INR_LAYOUTS if f != fmt and layout_mismatch(zoo, f) is None] + ["vectors"]
     fix = {"channels": "train on grayscale images", "labels": "train on a dataset of at most 10 classes"}.get(
-        field, f"train with {requirement}")
+        field, f"train with {requirement}"
+    )
     choices = ", ".join(others[:-1]) + (" or " if len(others) > 1 else "") + others[-1]
     value = value if field == "labels" else repr(value)
     return f"format {fmt} needs {requirement} ({why}); this zoo has {field}={value}: export it as {choices}, or {fix}"
@@ -157,8 +186,10 @@ def seed_slot(zoo: InrZoo, row: dict) -> int:
 
 def torch_arrays(zoo: InrZoo, params: dict) -> list[tuple[int, str, np.ndarray]]:
     """(layer, 'weight'|'bias', float32 [M, ...] in PyTorch's orientation) in state_dict order."""
-    return [(layer, kind, np.ascontiguousarray(array, dtype=np.float32))
-            for layer, kind, array in siren.torch_state_dict_order(zoo.spec, params)]
+    return [
+        (layer, kind, np.ascontiguousarray(array, dtype=np.float32))
+        for layer, kind, array in siren.torch_state_dict_order(zoo.spec, params)
+    ]
 
 
 def dwsnets_key(layer: int, kind: str, num_layers: int) -> str:
@@ -170,13 +201,16 @@ def nfn_key(layer: int, kind: str, num_layers: int) -> str:
     return f"net.{layer}.{kind}" if layer == num_layers - 1 else f"net.{layer}.linear.{kind}"
 
 
-def save_state_dict(torch, path: pathlib.Path, arrays, key, index: int, num_layers: int, extra: dict | None = None) -> bool:
+def save_state_dict(
+    torch, path: pathlib.Path, arrays, key, index: int, num_layers: int, extra: dict | None = None
+) -> bool:
     """Writes model `index`'s state_dict to `path` (under a temporary name first); False when a
     previous run wrote it already."""
     if path.exists():
         return False
     state_dict = collections.OrderedDict(
-        (key(layer, kind, num_layers), torch.from_numpy(np.array(array[index]))) for layer, kind, array in arrays)
+        (key(layer, kind, num_layers), torch.from_numpy(np.array(array[index]))) for layer, kind, array in arrays
+    )
     state_dict.update(extra or {})
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial")
@@ -239,8 +273,9 @@ def write_dwsnets_fmnist(zoo: InrZoo, target: pathlib.Path, arrays, val: set[int
         slot = seed_slot(zoo, row)
         folder = "fmnist_inrs" if slot == 0 else f"fmnist_inrs_seed{row['seed']}"
         relative = f"{folder}/{row['split']}/model_{row['split_index']}.pth"
-        written += save_state_dict(torch, target / relative, arrays, dwsnets_key, index, zoo.spec.num_layers,
-                                   {"label": int(row["label"])})
+        written += save_state_dict(
+            torch, target / relative, arrays, dwsnets_key, index, zoo.spec.num_layers, {"label": int(row["label"])}
+        )
         if slot == 0:
             split = image_split(row, val)
             splits[split].append(relative)
@@ -262,8 +297,9 @@ def write_nfn(zoo: InrZoo, target: pathlib.Path, arrays, val: set[int], torch, l
         slot = seed_slot(zoo, row)
         prefix = "randinit_smaller" if slot == 0 else f"randinit_smaller_aug{slot - 1}"
         folder = f"{prefix}_{row['label']}s"
-        written += save_state_dict(torch, target / root / folder / f"net{row['image']}.pth", arrays, nfn_key, index,
-                                   zoo.spec.num_layers)
+        written += save_state_dict(
+            torch, target / root / folder / f"net{row['image']}.pth", arrays, nfn_key, index, zoo.spec.num_layers
+        )
         folders[prefix] += 1
     log(f"  nfn: {written} state_dicts written in {root}/ ({dict(folders)})")
     return {"files_written": written, "folder": root, "models_per_prefix": dict(folders)}
@@ -292,7 +328,9 @@ def inr_vector_splits(zoo: InrZoo, arrays, metrics: dict, val: set[int]) -> dict
     for split in VECTOR_SPLITS:
         rows = [i for i, row in enumerate(zoo.table) if image_split(row, val) == split]
         take = lambda name, dtype: np.array([zoo.table[i][name] for i in rows], dtype)
-        properties: dict = {name: take(name, np.int64) for name in ("model_id", "seed", "image", "split_index", "label")}
+        properties: dict = {
+            name: take(name, np.int64) for name in ("model_id", "seed", "image", "split_index", "label")
+        }
         properties["split"] = [zoo.table[i]["split"] for i in rows]
         for name in ("psnr", "mse", "steps", "steps_to_target"):
             properties[name] = np.asarray(metrics[name], np.float64)[rows]
@@ -308,7 +346,9 @@ def write_inr_vectors(zoo: InrZoo, folder: pathlib.Path, arrays, metrics: dict, 
     counts = {}
     for split, data in inr_vector_splits(zoo, arrays, metrics, val).items():
         diverged = int(data.properties["diverged"].sum())
-        meta = save_vector_split(folder, split, data, {"rows": len(data.weights), "diverged": diverged}, {"epoch": epoch})
+        meta = save_vector_split(
+            folder, split, data, {"rows": len(data.weights), "diverged": diverged}, {"epoch": epoch}
+        )
         counts[split] = {"rows": meta["rows"], "diverged": diverged}
         log(f"  vectors/{split}: {meta['rows']} rows ({diverged} diverged)")
     write_torch_dataset(folder, log)
@@ -323,33 +363,44 @@ def inr_readme(zoo: InrZoo, written: list[str], skipped: dict[str, str], epoch: 
     seeds = sorted({row["seed"] for row in zoo.table})
     first_seed = int(zoo.config.population.first_seed)
     n_train = len({row["image"] for row in zoo.table if row["split"] == "train"})
-    coords = ("'xy': pixel (row i, column j) gets input (x_j, y_i), as np.meshgrid's default indexing (DWSNets)"
-              if model.coordinates == "xy" else
-              "'ij': pixel (row i, column j) gets input (y_i, x_j), as torch.meshgrid(indexing='ij') (NFN)")
+    coords = (
+        "'xy': pixel (row i, column j) gets input (x_j, y_i), as np.meshgrid's default indexing (DWSNets)"
+        if model.coordinates == "xy"
+        else "'ij': pixel (row i, column j) gets input (y_i, x_j), as torch.meshgrid(indexing='ij') (NFN)"
+    )
     peak = siren.TARGET_RANGES[model.target_range]
     lines = [
-        f"# {zoo.name}", "",
+        f"# {zoo.name}",
+        "",
         f"Exported by jaxzoo: {len(zoo.table)} SIRENs ({'-'.join(str(f) for f in zoo.spec.features)}, w0 "
         f"{model.w0_first:g} first / {model.w0_hidden:g} hidden) fitted to {len({r['image'] for r in zoo.table})} "
         f"images of {data.name} ({data.image_size}x{data.image_size}), seeds {seeds[0]}..{seeds[-1]}; the weights of "
-        f"epoch {epoch} (the last). config.json is the zoo's config; export.json the manifest.", "",
-        "## The SIREN", "",
+        f"epoch {epoch} (the last). config.json is the zoo's config; export.json the manifest.",
+        "",
+        "## The SIREN",
+        "",
         f"- inputs: linspace(-1, 1) on each axis, pixels in row-major order; coordinates {coords}.",
         "- layers: sin(w0 * (W x + b)) for each hidden layer, then a linear layer to the channels, "
         f"plus an output offset of {float(model.output_offset):g}.",
         f"- targets: pixels in {'[0, 1] (x / 255)' if model.target_range == 'unit' else '[-1, 1] (2 x / 255 - 1)'}.",
         f"- PSNR (the `psnr` property and the training target): 10 log10({peak:g}^2 / MSE), the MSE over every "
         "pixel and channel of the image on the targets' scale.",
-        "- state_dict tensors are PyTorch's (weight [out, in], bias [out]), float32, weight then bias per layer.", "",
-        "## Folders", "",
+        "- state_dict tensors are PyTorch's (weight [out, in], bias [out]), float32, weight then bias per layer.",
+        "",
+        "## Folders",
+        "",
     ]
     if "dwsnets_mnist" in written:
         lines += [
             "- `mnist-inrs/mnist_png_{training|testing}_{label}_{idx}/checkpoints/model_final.pth`: DWSNets' MNIST "
             f"layout, the SIRENs of seed {first_seed} (one per image); keys seq.{{i}}.weight / seq.{{i}}.bias; idx = the "
             f"image's index in its split of {data.name}. "
-            + ("The other seeds' SIRENs (NFN-style copies) are in the sibling folders mnist-inrs-seed{seed}/, outside "
-               "the splits. " if len(seeds) > 1 else "")
+            + (
+                "The other seeds' SIRENs (NFN-style copies) are in the sibling folders mnist-inrs-seed{seed}/, outside "
+                "the splits. "
+                if len(seeds) > 1
+                else ""
+            )
             + "`mnist_splits.json`: {train, val, test: {path, label}}, labels as strings; paths are relative to this "
             "folder (the original's are absolute, and DWSNets' loader opens them as they are: run it from here, or "
             "prefix them). `statistics.pth`: per-layer mean and std (torch's unbiased) over the train split's INRs, "
@@ -377,10 +428,14 @@ def inr_readme(zoo: InrZoo, written: list[str], skipped: dict[str, str], epoch: 
             f"- `siren_{nfn_dataset_name(zoo)}_wts/randinit_smaller_{{label}}s/net{{idx}}.pth`: NFN's layout, seed "
             f"{first_seed}; idx = the image's position in train-then-test order of {data.name}; keys "
             "net.{i}.linear.weight/bias for the sine layers, net.{L}.weight/bias for the last. "
-            + ("Seed slot k >= 1 (NFN's augmentation copies) is in randinit_smaller_aug{k-1}_{label}s/ (NFN reads "
-               "prefix + '_aug{i}' for i in range(extra_aug)). NFN's SirenDataset globs '{prefix}_*', so the prefix "
-               "randinit_smaller also picks up the aug folders (its own TODO): move them aside to read one copy "
-               "per image. " if len(seeds) > 1 else "")
+            + (
+                "Seed slot k >= 1 (NFN's augmentation copies) is in randinit_smaller_aug{k-1}_{label}s/ (NFN reads "
+                "prefix + '_aug{i}' for i in range(extra_aug)). NFN's SirenDataset globs '{prefix}_*', so the prefix "
+                "randinit_smaller also picks up the aug folders (its own TODO): move them aside to read one copy "
+                "per image. "
+                if len(seeds) > 1
+                else ""
+            )
             + "NFN splits by idx (split_points); no statistics file (NFN computes them while training).",
         ]
     if "vectors" in written:
@@ -408,8 +463,9 @@ def export_inr(workdir, out, formats: str = "all", overwrite: bool = False, log=
     log = log or (lambda message: None)
     path = pathlib.Path(workdir).absolute()
     if formats not in INR_FORMATS:
-        raise ExportError(f"format {formats} is for classification zoos and {path} holds an INR zoo: choose from "
-                          f"{INR_FORMATS}")
+        raise ExportError(
+            f"format {formats} is for classification zoos and {path} holds an INR zoo: choose from {INR_FORMATS}"
+        )
     check_destination(pathlib.Path(out), "--out")
     start = time.time()
     zoo = read_inr_zoo(path)
@@ -417,8 +473,10 @@ def export_inr(workdir, out, formats: str = "all", overwrite: bool = False, log=
     num_epochs = zoo.config.training.num_steps // zoo.config.training.steps_per_epoch
     epoch = zoo.last_epoch()
     if epoch < num_epochs:
-        raise ExportError(f"{path} lacks epoch {num_epochs} (the last whole one is {epoch}): finish training first "
-                          "(rerun the same train command to resume)")
+        raise ExportError(
+            f"{path} lacks epoch {num_epochs} (the last whole one is {epoch}): finish training first "
+            "(rerun the same train command to resume)"
+        )
     skipped = {}
     if formats == "all":
         layouts = []
@@ -440,18 +498,26 @@ def export_inr(workdir, out, formats: str = "all", overwrite: bool = False, log=
         try:
             import torch
         except ImportError:
-            raise ExportError(f"format {formats} writes PyTorch state_dicts and needs torch: pip install "
-                              "'jaxzoo[torch]' (or export --format vectors)") from None
+            raise ExportError(
+                f"format {formats} writes PyTorch state_dicts and needs torch: pip install "
+                "'jaxzoo[torch]' (or export --format vectors)"
+            ) from None
     target = pathlib.Path(out).absolute() / zoo.name
     check_destination(target, "--out")
     settings = {"zoo": document["identity_hash"], "task": "inr", "formats": formats, "epoch": epoch}
-    return write_claimed(target, settings, overwrite, zoo.path,
-                         lambda: write_inr_export(zoo, target, settings, document["config"], layouts, skipped, torch, log),
-                         start)
+    return write_claimed(
+        target,
+        settings,
+        overwrite,
+        zoo.path,
+        lambda: write_inr_export(zoo, target, settings, document["config"], layouts, skipped, torch, log),
+        start,
+    )
 
 
-def write_inr_export(zoo: InrZoo, target: pathlib.Path, settings: dict, config: dict, layouts: list[str],
-                     skipped: dict, torch, log) -> dict:
+def write_inr_export(
+    zoo: InrZoo, target: pathlib.Path, settings: dict, config: dict, layouts: list[str], skipped: dict, torch, log
+) -> dict:
     """Writes the export's files into `target` (the manifest last marked complete); `config` is
     the zoo's config as training stored it."""
     epoch = settings["epoch"]
@@ -468,8 +534,15 @@ def write_inr_export(zoo: InrZoo, target: pathlib.Path, settings: dict, config: 
     for fmt, reason in skipped.items():
         log(f"  {fmt} not written: {reason}")
     diverged = [int(zoo.table[i]["model_id"]) for i in np.flatnonzero(np.asarray(metrics["diverged"]) > 0)]
-    report = {"out": str(target), "models": len(zoo.table), "epoch": epoch, "written": written, "skipped": skipped,
-              "val_images": len(val), "diverged_models": diverged}
+    report = {
+        "out": str(target),
+        "models": len(zoo.table),
+        "epoch": epoch,
+        "written": written,
+        "skipped": skipped,
+        "val_images": len(val),
+        "diverged_models": diverged,
+    }
     for fmt in layouts:
         log(f"writing {fmt} ...")
         report[fmt] = LAYOUT_WRITERS[fmt](zoo, target, arrays, val, torch, log)

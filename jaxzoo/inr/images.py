@@ -54,15 +54,25 @@ def select_images(dataset: Dataset, splits, first: int, count: int) -> InrImages
         split_index.append(np.arange(len(y)))
     total = sum(len(y) for y in labels)
     if first >= total:
-        raise ConfigError(f"images.first={first} is past the {total} images of splits {list(splits)}: "
-                          f"use 0..{total - 1}")
+        raise ConfigError(
+            f"images.first={first} is past the {total} images of splits {list(splits)}: use 0..{total - 1}"
+        )
     end = total if not count else first + count
     if end > total:
-        raise ConfigError(f"images.count={count} from images.first={first} needs {end} images, splits "
-                          f"{list(splits)} hold {total}: lower images.count (0: all the rest)")
+        raise ConfigError(
+            f"images.count={count} from images.first={first} needs {end} images, splits "
+            f"{list(splits)} hold {total}: lower images.count (0: all the rest)"
+        )
     cut = lambda arrays: np.concatenate(arrays)[first:end]
-    return InrImages(cut(pixels), cut(labels).astype(np.int32), cut(index), cut(split), cut(split_index),
-                     dataset.num_classes, dataset)
+    return InrImages(
+        cut(pixels),
+        cut(labels).astype(np.int32),
+        cut(index),
+        cut(split),
+        cut(split_index),
+        dataset.num_classes,
+        dataset,
+    )
 
 
 def load_images(config: ml_collections.ConfigDict) -> InrImages:

@@ -11,23 +11,40 @@ import ml_collections
 
 from jaxzoo.inr.config import base_inr_config
 
-DWSNETS_NOTES = ("DWSNets' INR class as its code has it (first layer U(+-sqrt(6/2)/30) since is_first is never "
-                 "set; zero sine biases; last layer PyTorch default; +0.5; 'xy' inputs) and its authors' recipe "
-                 "(Adam 5e-4, 1,000 steps, stop at 40 dB). Inferred: pixels in [0, 1], full-image steps.")
-NFN_NOTES = ("NFN's SIREN and layout as its code has them (SIREN-paper init, 'ij' inputs, targets in [-1, 1], no "
-             "offset). The optimizer and steps were not published: Adam 5e-4 for 1,000 steps is this project's "
-             "choice.")
+DWSNETS_NOTES = (
+    "DWSNets' INR class as its code has it (first layer U(+-sqrt(6/2)/30) since is_first is never "
+    "set; zero sine biases; last layer PyTorch default; +0.5; 'xy' inputs) and its authors' recipe "
+    "(Adam 5e-4, 1,000 steps, stop at 40 dB). Inferred: pixels in [0, 1], full-image steps."
+)
+NFN_NOTES = (
+    "NFN's SIREN and layout as its code has them (SIREN-paper init, 'ij' inputs, targets in [-1, 1], no "
+    "offset). The optimizer and steps were not published: Adam 5e-4 for 1,000 steps is this project's "
+    "choice."
+)
 
 
 # The SIREN each family fits: 2 -> 32 -> 32 -> C with w0 30 on both sine layers, then these.
-DWSNETS_MODEL = dict(first_init="sine", bias_init="zero", last_init="torch_default", output_offset=0.5,
-                     coordinates="xy", target_range="unit")
-NFN_MODEL = dict(first_init="siren", bias_init="torch_default", last_init="sine", output_offset=0.0,
-                 coordinates="ij", target_range="symmetric")
+DWSNETS_MODEL = dict(
+    first_init="sine",
+    bias_init="zero",
+    last_init="torch_default",
+    output_offset=0.5,
+    coordinates="xy",
+    target_range="unit",
+)
+NFN_MODEL = dict(
+    first_init="siren",
+    bias_init="torch_default",
+    last_init="sine",
+    output_offset=0.0,
+    coordinates="ij",
+    target_range="symmetric",
+)
 
 
-def published_zoo(name: str, dataset: str, image_size: int, count: int, model: dict, lr: float, target_psnr: float,
-                  notes: str) -> ml_collections.ConfigDict:
+def published_zoo(
+    name: str, dataset: str, image_size: int, count: int, model: dict, lr: float, target_psnr: float, notes: str
+) -> ml_collections.ConfigDict:
     """An INR zoo of the first `count` images of `dataset` (0: all, train then test), fitted for
     at most 1,000 Adam steps (a checkpoint every 100) by the SIREN `model` describes."""
     config = base_inr_config()

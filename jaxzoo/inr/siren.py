@@ -119,9 +119,17 @@ class SirenSpec:
 
 def spec_from_config(model_config, channels: int) -> SirenSpec:
     """The SirenSpec of a config's `model` section for images of `channels` channels."""
-    return SirenSpec(2, tuple(int(w) for w in model_config.widths), channels, float(model_config.w0_first),
-                     float(model_config.w0_hidden), model_config.first_init, model_config.bias_init,
-                     model_config.last_init, float(model_config.output_offset))
+    return SirenSpec(
+        2,
+        tuple(int(w) for w in model_config.widths),
+        channels,
+        float(model_config.w0_first),
+        float(model_config.w0_hidden),
+        model_config.first_init,
+        model_config.bias_init,
+        model_config.last_init,
+        float(model_config.output_offset),
+    )
 
 
 def layer_names(spec: SirenSpec) -> list[str]:
@@ -159,7 +167,7 @@ def dense(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
     XLA:CPU ran a SIREN step 3x slower (measured in docs/benchmarks.md)."""
     fan_in, fan_out = kernel.shape
     if fan_in <= NARROW:
-        out = sum(x[..., k:k + 1] * kernel[k] for k in range(fan_in))
+        out = sum(x[..., k : k + 1] * kernel[k] for k in range(fan_in))
     elif fan_out <= NARROW:
         out = jnp.stack([jnp.sum(x * kernel[:, c], axis=-1) for c in range(fan_out)], axis=-1)
     else:

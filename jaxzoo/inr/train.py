@@ -28,18 +28,17 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
-from jaxzoo.zoo import checkpoint
-from jaxzoo.training import distributed
 from jaxzoo.cli import check_destination
 from jaxzoo.config import dataset_identity, to_json_dict
 from jaxzoo.inr import siren
 from jaxzoo.inr.config import inr_identity, validate_inr
 from jaxzoo.inr.images import InrImages, load_images
+from jaxzoo.training import distributed
 from jaxzoo.training.loop import CallProgress, population_mesh, train_in_workdir
-from jaxzoo.training.plan import padded_chunks
-from jaxzoo.zoo.trees import tree_put, tree_take
 from jaxzoo.training.optimizers import init_state, make_transform
+from jaxzoo.training.plan import padded_chunks
 from jaxzoo.training.steps import INIT_STREAM, model_key, per_device
+from jaxzoo.zoo.trees import tree_put, tree_take
 
 log = logging.getLogger("jaxzoo")
 SIRENS_PER_DEVICE = {"cpu": 16, "gpu": 8192, "tpu": 8192}  # CPU: 8..32 ran fastest (docs/benchmarks.md)
@@ -52,9 +51,16 @@ def model_table(config: ml_collections.ConfigDict, images: InrImages) -> list[di
     table = []
     for slot in range(pop.num_seeds):
         for row in range(len(images)):
-            table.append({"model_id": len(table), "seed": pop.first_seed + slot,
-                          "image": int(images.image_index[row]), "split": str(images.split[row]),
-                          "split_index": int(images.split_index[row]), "label": int(images.labels[row])})
+            table.append(
+                {
+                    "model_id": len(table),
+                    "seed": pop.first_seed + slot,
+                    "image": int(images.image_index[row]),
+                    "split": str(images.split[row]),
+                    "split_index": int(images.split_index[row]),
+                    "label": int(images.labels[row]),
+                }
+            )
     return table
 
 
@@ -84,8 +90,7 @@ def make_functions(config: ml_collections.ConfigDict, spec: siren.SirenSpec, coo
     def init_one(seed, image):
         key = model_key(seed, INIT_STREAM)
         params = siren.init_params(spec, key if shared_init else jax.random.fold_in(key, image))
-        return {"params": params, "opt_state": init_state(transform, params, {"lr": lr}),
-                "stopped_at": jnp.int32(-1)}
+        return {"params": params, "opt_state": init_state(transform, params, {"lr": lr}), "stopped_at": jnp.int32(-1)}
 
     def step_one(state, target, step):
         loss, grads = jax.value_and_grad(mse_one)(state["params"], target)
@@ -96,8 +101,9 @@ def make_functions(config: ml_collections.ConfigDict, spec: siren.SirenSpec, coo
         updates, opt_state = transform.update(grads, state["opt_state"], state["params"])
         new = {"params": optax.apply_updates(state["params"], updates), "opt_state": opt_state}
         running = stopped_at < 0
-        kept = jax.tree.map(lambda a, b: jnp.where(running, a, b), new,
-                            {"params": state["params"], "opt_state": state["opt_state"]})
+        kept = jax.tree.map(
+            lambda a, b: jnp.where(running, a, b), new, {"params": state["params"], "opt_state": state["opt_state"]}
+        )
         return {**kept, "stopped_at": stopped_at}
 
     def train(state, targets, first_step, num_steps):
@@ -212,8 +218,14 @@ class InrRun:
             finite &= np.isfinite(leaf.reshape(len(leaf), -1)).all(axis=1)
         # A model that reaches the target with its last update stops there too.
         to_target = np.where(stopped_at >= 0, stopped_at, np.where(reached, steps, np.nan)).astype(np.float64)
-        return {"mse": mse.astype(np.float64), "psnr": psnr, "steps": steps.astype(np.float64),
-                "steps_to_target": to_target, "reached": reached.astype(np.float64), "diverged": ~finite}
+        return {
+            "mse": mse.astype(np.float64),
+            "psnr": psnr,
+            "steps": steps.astype(np.float64),
+            "steps_to_target": to_target,
+            "reached": reached.astype(np.float64),
+            "diverged": ~finite,
+        }
 
     def initial_epoch(self, state) -> dict[str, np.ndarray]:
         return self.metrics(state, 0)
@@ -241,14 +253,19 @@ class InrRun:
 
 def describe_epoch(num_epochs: int, target_psnr: float):
     """The log line of an epoch: PSNR spread, models at the target, diverged models."""
+
     def describe(epoch: int, metrics: dict[str, np.ndarray], seconds: float) -> str:
         ok = ~metrics["diverged"]
         psnr = metrics["psnr"][ok]
-        text = (f"psnr median {np.median(psnr):.1f} dB min {psnr.min():.1f} max {psnr.max():.1f}"
-                if psnr.size else "no finite model")
+        text = (
+            f"psnr median {np.median(psnr):.1f} dB min {psnr.min():.1f} max {psnr.max():.1f}"
+            if psnr.size
+            else "no finite model"
+        )
         if target_psnr > 0:
             text += f"; at {target_psnr:g} dB {int(metrics['reached'].sum())}/{ok.size}"
         return f"epoch {epoch}/{num_epochs}: {text}; diverged {int((~ok).sum())}/{ok.size}; {seconds:.1f} s"
+
     return describe
 
 
@@ -266,16 +283,36 @@ def train_inr_zoo(config: ml_collections.ConfigDict, workdir: str | os.PathLike)
 
     def make_run(path) -> InrRun:
         log.info("INR zoo %s: writing to %s", config.name, path)
-        log.info("data %s from %s: %d images (%s), %d fits each", images.dataset.name, images.dataset.source,
-                 len(images), "+".join(config.images.splits), config.population.num_seeds)
+        log.info(
+            "data %s from %s: %d images (%s), %d fits each",
+            images.dataset.name,
+            images.dataset.source,
+            len(images),
+            "+".join(config.images.splits),
+            config.population.num_seeds,
+        )
         run = InrRun(config, table, images)
-        log.info("INR zoo %s: %d SIRENs of %d parameters, %d steps (%d epochs), chunks of %d on %d device(s)",
-                 config.name, len(table), run.spec.num_params, config.training.num_steps, num_epochs, run.chunk_size,
-                 jax.local_device_count())
+        log.info(
+            "INR zoo %s: %d SIRENs of %d parameters, %d steps (%d epochs), chunks of %d on %d device(s)",
+            config.name,
+            len(table),
+            run.spec.num_params,
+            config.training.num_steps,
+            num_epochs,
+            run.chunk_size,
+            jax.local_device_count(),
+        )
         return run
 
-    path, metrics = train_in_workdir(workdir, zoo_identity, to_json_dict(config), table, make_run, num_epochs,
-                                     async_save=config.runtime.async_checkpointing,
-                                     show_progress=config.runtime.progress,
-                                     describe=describe_epoch(num_epochs, float(config.training.target_psnr)))
+    path, metrics = train_in_workdir(
+        workdir,
+        zoo_identity,
+        to_json_dict(config),
+        table,
+        make_run,
+        num_epochs,
+        async_save=config.runtime.async_checkpointing,
+        show_progress=config.runtime.progress,
+        describe=describe_epoch(num_epochs, float(config.training.target_psnr)),
+    )
     return {"epoch": num_epochs, "metrics": metrics, "workdir": str(path)}

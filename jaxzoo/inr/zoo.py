@@ -15,10 +15,10 @@ import ml_collections
 import numpy as np
 
 from jaxzoo.data import describe_dataset
-from jaxzoo.zoo import checkpoint
 from jaxzoo.inr import siren
 from jaxzoo.inr.config import is_inr
 from jaxzoo.inr.images import InrImages, load_images
+from jaxzoo.zoo import checkpoint
 
 RECONSTRUCT_CHUNK = 256
 
@@ -81,7 +81,7 @@ class InrZoo:
         n = len(jax.tree.leaves(params)[0])
         out = []
         for start in range(0, n, RECONSTRUCT_CHUNK):
-            block = jax.tree.map(lambda a: a[start:start + RECONSTRUCT_CHUNK], params)
+            block = jax.tree.map(lambda a: a[start : start + RECONSTRUCT_CHUNK], params)
             out.append(np.asarray(forward(block, coords)))
         return np.concatenate(out).reshape(n, *self.image_shape)
 
@@ -118,8 +118,10 @@ def read_table(path: pathlib.Path) -> list[dict]:
     try:
         return json.loads((path / "models.json").read_text())
     except (OSError, ValueError):
-        raise checkpoint.WorkdirError(f"{path / 'models.json'} is missing or unreadable: the workdir is damaged, "
-                                      "train the zoo again in a new --workdir") from None
+        raise checkpoint.WorkdirError(
+            f"{path / 'models.json'} is missing or unreadable: the workdir is damaged, "
+            "train the zoo again in a new --workdir"
+        ) from None
 
 
 def _channels(config: ml_collections.ConfigDict) -> int:

@@ -66,8 +66,10 @@ def masked_params(params):
     """Plain CNN params (kernel, bias) with the evaluation mask applied."""
     keep = masks(params)
     return {
-        name: {"kernel": jnp.where(keep[name]["kernel"], layer["kernel"], 0.0),
-               "bias": jnp.where(keep[name]["bias"], layer["bias"], 0.0)}
+        name: {
+            "kernel": jnp.where(keep[name]["kernel"], layer["kernel"], 0.0),
+            "bias": jnp.where(keep[name]["bias"], layer["bias"], 0.0),
+        }
         for name, layer in params.items()
     }
 

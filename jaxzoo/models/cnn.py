@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
-from flax import traverse_util
 import jax
 import jax.numpy as jnp
+from flax import traverse_util
 
 from jaxzoo.models.cpu_conv import layer_conv, population_conv, population_conv_pool
 
@@ -94,18 +94,14 @@ ARCHS = {
 
 def layer_names(arch: ArchSpec) -> list[str]:
     """Parameter-holding layers in forward order: conv0.., then fc0.. ."""
-    return [f"conv{i}" for i in range(len(arch.convs))] + [
-        f"fc{i}" for i in range(len(arch.hidden) + 1)
-    ]
+    return [f"conv{i}" for i in range(len(arch.convs))] + [f"fc{i}" for i in range(len(arch.hidden) + 1)]
 
 
 def extract_patches(x: jax.Array, kernel: int) -> jax.Array:
     """[B, H, W, C] -> [B, H-k+1, W-k+1, k*k*C], feature order (kh, kw, C) as an HWIO kernel."""
     h_out = x.shape[1] - kernel + 1
     w_out = x.shape[2] - kernel + 1
-    slices = [
-        x[:, i : i + h_out, j : j + w_out, :] for i in range(kernel) for j in range(kernel)
-    ]
+    slices = [x[:, i : i + h_out, j : j + w_out, :] for i in range(kernel) for j in range(kernel)]
     return jnp.concatenate(slices, axis=-1)
 
 
@@ -173,9 +169,7 @@ class PatchConv(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         in_features = x.shape[-1]
-        kernel = self.param(
-            "kernel", nn.initializers.zeros, (self.kernel, self.kernel, in_features, self.features)
-        )
+        kernel = self.param("kernel", nn.initializers.zeros, (self.kernel, self.kernel, in_features, self.features))
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
         if self.implementation == "cpu_kernel":
             return (population_conv_pool if self.pool else population_conv)(x, kernel, bias)
@@ -332,8 +326,13 @@ class SmallCNNZoo(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         act = SMALL_CNN_ZOO_ACTIVATIONS[self.activation]
         for i in range(self.num_layers):
-            x = nn.Conv(self.features, (self.kernel, self.kernel), strides=(self.stride, self.stride),
-                        padding="VALID", name=f"conv{i}")(x)
+            x = nn.Conv(
+                self.features,
+                (self.kernel, self.kernel),
+                strides=(self.stride, self.stride),
+                padding="VALID",
+                name=f"conv{i}",
+            )(x)
             x = act(x)
             if self.dropout > 0:
                 x = nn.Dropout(self.dropout, deterministic=not train)(x)

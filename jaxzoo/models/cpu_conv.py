@@ -35,15 +35,26 @@ log = logging.getLogger("jaxzoo")
 SOURCE = Path(__file__).parent / "kernels" / "population_conv.cc"
 FORWARD, INPUT_GRAD, KERNEL_GRAD = "JaxzooConvForward", "JaxzooConvInputGrad", "JaxzooConvKernelGrad"
 POOL_FORWARD, POOL_INPUT_GRAD, POOL_KERNEL_GRAD = (
-    "JaxzooConvPoolForward", "JaxzooConvPoolInputGrad", "JaxzooConvPoolKernelGrad")
+    "JaxzooConvPoolForward",
+    "JaxzooConvPoolInputGrad",
+    "JaxzooConvPoolKernelGrad",
+)
 TARGETS = (FORWARD, INPUT_GRAD, KERNEL_GRAD, POOL_FORWARD, POOL_INPUT_GRAD, POOL_KERNEL_GRAD)
 CONV_IMPLEMENTATIONS = ("auto", "xla", "cpu_kernel")
 FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC")  # + the native-CPU flag where the CPU is identified
 MAX_CHANNELS = 64  # input and output channels of a layer: kMaxVectors * kLanes in the kernel
 CPUINFO = Path("/proc/cpuinfo")
 # /proc/cpuinfo's lines that tell CPUs apart (x86: model and flags; arm64: implementer, part, features).
-CPUINFO_KEYS = ("model name", "flags", "CPU implementer", "CPU architecture", "CPU variant", "CPU part",
-                "CPU revision", "Features")
+CPUINFO_KEYS = (
+    "model name",
+    "flags",
+    "CPU implementer",
+    "CPU architecture",
+    "CPU variant",
+    "CPU part",
+    "CPU revision",
+    "Features",
+)
 BUILD_TIMEOUT_VARIABLE, DEFAULT_BUILD_TIMEOUT = "JAXZOO_KERNEL_BUILD_TIMEOUT", 120.0
 
 
@@ -59,8 +70,10 @@ def build_timeout() -> float:
     except ValueError:
         seconds = 0.0
     if not seconds > 0:
-        raise UserError(f"{BUILD_TIMEOUT_VARIABLE}={text!r} is not a positive number of seconds; "
-                        f"set it to e.g. {DEFAULT_BUILD_TIMEOUT:g} or unset it")
+        raise UserError(
+            f"{BUILD_TIMEOUT_VARIABLE}={text!r} is not a positive number of seconds; "
+            f"set it to e.g. {DEFAULT_BUILD_TIMEOUT:g} or unset it"
+        )
     return seconds
 
 
@@ -70,8 +83,9 @@ def _run_compiler(command: list[str]) -> subprocess.CompletedProcess:
     The compiler runs in its own process group, so a timeout also ends the programs it started.
     """
     timeout = build_timeout()
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
-                          start_new_session=True) as process:
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace", start_new_session=True
+    ) as process:
         try:
             stdout, stderr = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -80,8 +94,10 @@ def _run_compiler(command: list[str]) -> subprocess.CompletedProcess:
                     os.killpg(process.pid, signal.SIGKILL)
             else:  # Windows
                 process.kill()
-            raise RuntimeError(f"{command[0]} did not finish within {timeout:g} s; "
-                               f"set {BUILD_TIMEOUT_VARIABLE} (seconds) to wait longer") from None
+            raise RuntimeError(
+                f"{command[0]} did not finish within {timeout:g} s; "
+                f"set {BUILD_TIMEOUT_VARIABLE} (seconds) to wait longer"
+            ) from None
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
@@ -190,8 +206,10 @@ def resolve(implementation: str) -> str:
         return "xla"
     if jax.default_backend() != "cpu":
         if implementation == "cpu_kernel":
-            raise UserError(f"runtime.conv='cpu_kernel' runs on the CPU backend, not {jax.default_backend()}; "
-                            "use runtime.conv='auto'")
+            raise UserError(
+                f"runtime.conv='cpu_kernel' runs on the CPU backend, not {jax.default_backend()}; "
+                "use runtime.conv='auto'"
+            )
         return "xla"
     reason = _register()
     if not reason:
@@ -221,8 +239,7 @@ def layer_conv(implementation: str, layer: str, in_channels: int, out_channels: 
         return "cpu_kernel"
     problem = f"layer {layer} has {channels} channels, over the CPU convolution kernel's limit of {MAX_CHANNELS}"
     if implementation == "cpu_kernel":
-        raise UserError(f"runtime.conv='cpu_kernel': {problem}; use runtime.conv='auto' (XLA for that layer) "
-                        "or 'xla'")
+        raise UserError(f"runtime.conv='cpu_kernel': {problem}; use runtime.conv='auto' (XLA for that layer) or 'xla'")
     _log_fallback(problem)
     return "xla"
 

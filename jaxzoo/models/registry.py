@@ -30,7 +30,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -63,8 +64,10 @@ def import_object(spec: Any, field: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except Exception as error:  # any import failure is the user's module's
-        raise ModelError(f"{field}={spec!r}: module {module_name!r} does not import ({type(error).__name__}: "
-                         f"{str(error).splitlines()[0] if str(error) else ''}): fix it or put it on PYTHONPATH") from None
+        raise ModelError(
+            f"{field}={spec!r}: module {module_name!r} does not import ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}): fix it or put it on PYTHONPATH"
+        ) from None
     try:
         obj = module
         for part in attribute.split("."):
@@ -94,9 +97,16 @@ def arch_spec(model_config, image_size: int, channels: int, num_classes: int) ->
     if arch in ARCHS:
         return dataclasses.replace(ARCHS[arch], num_classes=num_classes, channels_in=channels)
     convs = tuple(ConvSpec(*map(_plain, conv)) for conv in model_config.get("convs", ())) if arch == "cnn" else ()
-    return ArchSpec(name=arch, image_size=image_size, convs=convs, hidden=tuple(model_config.get("widths", ())),
-                    num_classes=num_classes, dropout_after_last_conv=True, dropout_always_present=False,
-                    channels_in=channels)
+    return ArchSpec(
+        name=arch,
+        image_size=image_size,
+        convs=convs,
+        hidden=tuple(model_config.get("widths", ())),
+        num_classes=num_classes,
+        dropout_after_last_conv=True,
+        dropout_always_present=False,
+        channels_in=channels,
+    )
 
 
 def _plain(value):
@@ -109,8 +119,10 @@ def check_arch(model_config, image_size: int) -> None:
     if arch in ARCHS:
         need = ARCHS[arch].image_size
         if image_size != need:
-            raise ModelError(f"model.arch={arch} needs {need}px images, data.image_size is {image_size}: set "
-                             f"data.image_size={need} or use model.arch='cnn' with model.convs")
+            raise ModelError(
+                f"model.arch={arch} needs {need}px images, data.image_size is {image_size}: set "
+                f"data.image_size={need} or use model.arch='cnn' with model.convs"
+            )
         return
     widths = model_config.get("widths", ())
     if not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths):
@@ -119,19 +131,26 @@ def check_arch(model_config, image_size: int) -> None:
         return
     convs = model_config.get("convs", ())
     if not convs:
-        raise ModelError("model.arch='cnn' needs model.convs, e.g. ((8, 5, True), (6, 5, True)) as "
-                         "(features, kernel, pool)")
+        raise ModelError(
+            "model.arch='cnn' needs model.convs, e.g. ((8, 5, True), (6, 5, True)) as (features, kernel, pool)"
+        )
     size = image_size
     for i, conv in enumerate(convs):
-        ok = isinstance(conv, (tuple, list)) and len(conv) == 3 and all(
-            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in conv[:2]) and isinstance(conv[2], bool)
+        ok = (
+            isinstance(conv, (tuple, list))
+            and len(conv) == 3
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in conv[:2])
+            and isinstance(conv[2], bool)
+        )
         if not ok:
             raise ModelError(f"model.convs[{i}]={conv!r} is not (features, kernel, pool): e.g. (8, 5, True)")
         size = size - conv[1] + 1
         size = size // 2 if conv[2] else size
         if size < 1:
-            raise ModelError(f"model.convs[{i}] leaves no pixels of a {image_size}px image: use smaller kernels, "
-                             "fewer pools or larger images")
+            raise ModelError(
+                f"model.convs[{i}] leaves no pixels of a {image_size}px image: use smaller kernels, "
+                "fewer pools or larger images"
+            )
 
 
 class CustomModel:
@@ -148,8 +167,9 @@ class CustomModel:
         try:
             self.module = module_cls(**kwargs)
         except TypeError as error:
-            raise ModelError(f"model.module {object_name(module_cls)}(**model.kwargs) fails ({error}): fix "
-                             "model.kwargs") from None
+            raise ModelError(
+                f"model.module {object_name(module_cls)}(**model.kwargs) fails ({error}): fix model.kwargs"
+            ) from None
         self.takes_train = "train" in inspect.signature(type(self.module).__call__).parameters
 
     def _call_kwargs(self, train: bool) -> dict:
@@ -183,8 +203,9 @@ def _kwargs(model_config) -> dict:
 
 def params_shapes(model, image_shape) -> dict:
     """One model's params as shapes (jax.ShapeDtypeStruct leaves)."""
-    return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *image_shape)), 0, 0.0,
-                                             train=False))["params"]
+    return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *image_shape)), 0, 0.0, train=False))[
+        "params"
+    ]
 
 
 def param_order(model, image_shape) -> list[tuple[str, ...]]:
@@ -208,17 +229,23 @@ def check_custom_model(model_config, image_shape, num_classes: int) -> None:
         variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x, 0, 0.0, train=False))
         out = jax.eval_shape(lambda v: model.apply(v, x, 0, 0.0, train=False), variables)
     except Exception as error:  # the user's module failed to trace
-        raise ModelError(f"model.module={name} fails on images [B, {', '.join(map(str, image_shape))}] "
-                         f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}): fix the "
-                         "module") from None
+        raise ModelError(
+            f"model.module={name} fails on images [B, {', '.join(map(str, image_shape))}] "
+            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}): fix the "
+            "module"
+        ) from None
     extra = sorted(set(variables) - {"params"})
     if extra:
-        raise ModelError(f"model.module={name} has variable collections {extra} besides params (e.g. BatchNorm "
-                         "statistics): jaxzoo trains params only; use LayerNorm or none")
+        raise ModelError(
+            f"model.module={name} has variable collections {extra} besides params (e.g. BatchNorm "
+            "statistics): jaxzoo trains params only; use LayerNorm or none"
+        )
     shape = getattr(out, "shape", None)
     if shape != (2, num_classes):
-        raise ModelError(f"model.module={name} returns shape {shape} for 2 images, not [B, {num_classes}] "
-                         f"(the dataset's classes): make its last layer nn.Dense({num_classes})")
+        raise ModelError(
+            f"model.module={name} returns shape {shape} for 2 images, not [B, {num_classes}] "
+            f"(the dataset's classes): make its last layer nn.Dense({num_classes})"
+        )
 
 
 def default_torch_tensors(params: dict, lead: int) -> Iterator[tuple[str, np.ndarray]]:
@@ -238,8 +265,9 @@ def default_torch_tensors(params: dict, lead: int) -> Iterator[tuple[str, np.nda
         yield ".".join((*path[:-1], name)), array
 
 
-def custom_torch_tensors(model: CustomModel, params: dict, order: list[tuple[str, ...]],
-                         lead: int) -> list[tuple[str, np.ndarray]]:
+def custom_torch_tensors(
+    model: CustomModel, params: dict, order: list[tuple[str, ...]], lead: int
+) -> list[tuple[str, np.ndarray]]:
     """(state_dict key, array) of a custom module's params in creation `order` (`param_order`;
     restored checkpoints hold dicts with sorted keys)."""
     flat = traverse_util.flatten_dict(params)

@@ -136,19 +136,29 @@ class ResNet18(nn.Module):
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         x = x.astype(self.dtype)
         x = nn.Conv(
-            64, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, dtype=self.dtype,
-            param_dtype=jnp.float32, kernel_init=kaiming_uniform, name="conv1",
+            64,
+            (3, 3),
+            padding=((1, 1), (1, 1)),
+            use_bias=False,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            kernel_init=kaiming_uniform,
+            name="conv1",
         )(x)
         x = nn.relu(BatchNorm(dtype=self.dtype, name="bn1")(x, train))
         for stage, (width, stride) in enumerate(STAGES, start=1):
             for block in range(BLOCKS_PER_STAGE):
-                x = BasicBlock(
-                    width, stride if block == 0 else 1, dtype=self.dtype, name=f"layer{stage}_{block}"
-                )(x, train)
+                x = BasicBlock(width, stride if block == 0 else 1, dtype=self.dtype, name=f"layer{stage}_{block}")(
+                    x, train
+                )
         x = jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(self.dtype)
         x = nn.Dense(
-            self.num_classes, dtype=self.dtype, param_dtype=jnp.float32, kernel_init=kaiming_uniform,
-            bias_init=nn.initializers.constant(FC_BIAS_INIT), name="fc",
+            self.num_classes,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            kernel_init=kaiming_uniform,
+            bias_init=nn.initializers.constant(FC_BIAS_INIT),
+            name="fc",
         )(x)
         return x.astype(jnp.float32)
 

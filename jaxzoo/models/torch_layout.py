@@ -10,7 +10,7 @@ PyTorch layout flattened row-major, then the bias.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -73,13 +73,13 @@ def index_dict(arch: ArchSpec, channels_in: int) -> dict[str, list[int]]:
     """
     out: dict[str, list[int]] = {"layer": [], "idx_start": [], "kernel_no": [], "kernel_size": [], "channels_in": []}
     offset, cin = 0, channels_in
-    for (index, conv) in zip(module_indices(arch, 0.0), arch.convs):
+    for index, conv in zip(module_indices(arch, 0.0), arch.convs):
         for key, value in zip(out, (index, offset, conv.features, conv.kernel**2, cin)):
             out[key].append(value)
         offset += conv.features * cin * conv.kernel**2 + conv.features
         cin = conv.features
     widths = (*arch.hidden, arch.num_classes)
-    fc_indices = module_indices(arch, 0.0)[len(arch.convs):]
+    fc_indices = module_indices(arch, 0.0)[len(arch.convs) :]
     fan_in = arch.flat_features
     for index, width in zip(fc_indices, widths):
         for key, value in zip(out, (index, offset, width, 1, fan_in)):
@@ -154,7 +154,7 @@ class TorchInverse:
         """Writes one model's tensors {key: array in PyTorch layout} into row `index` of `arrays`."""
         for key in self.keys:
             path, positions = self.targets[key]
-            row = arrays[path][index:index + 1].reshape(-1)  # a view of the model's leaf
+            row = arrays[path][index : index + 1].reshape(-1)  # a view of the model's leaf
             row[positions] = np.asarray(tensors[key]).reshape(-1)
 
     @staticmethod

@@ -21,7 +21,7 @@ counter-clockwise as displayed (row 0 on top) about its centre, which for pixel 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -36,9 +36,7 @@ def _gather(images: jax.Array, rows: jax.Array, cols: jax.Array) -> jax.Array:
     return jnp.where(inside[..., None], pixels, jnp.zeros((), images.dtype))
 
 
-def crop_flip(
-    images: jax.Array, offsets: jax.Array, flips: jax.Array, padding: int = 4
-) -> jax.Array:
+def crop_flip(images: jax.Array, offsets: jax.Array, flips: jax.Array, padding: int = 4) -> jax.Array:
     """Zero-pad by `padding`, crop back to [H, W] at offsets [B, 2] (top, left in the padded
     image, in [0, 2 * padding]), then mirror left-right where flips [B] (bool) is set."""
     b, h, w, _ = images.shape

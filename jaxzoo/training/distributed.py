@@ -14,8 +14,8 @@ import logging
 import os
 import threading
 
-import numpy as np
 import jax
+import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -87,8 +87,10 @@ def gather_metrics(metrics: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Every process's metrics [m] -> the whole population's [m * processes], on every process."""
     if not is_multiprocess():
         return metrics
-    return {name: np.asarray(multihost_utils.process_allgather(np.asarray(values), tiled=True))
-            for name, values in metrics.items()}
+    return {
+        name: np.asarray(multihost_utils.process_allgather(np.asarray(values), tiled=True))
+        for name, values in metrics.items()
+    }
 
 
 def barrier(name: str) -> None:
@@ -106,29 +108,47 @@ def initialize(coordinator_address: str, num_processes: int, process_id: int, ti
         raise PartitionError(f"--distributed_timeout={timeout_seconds} must be at least 1 second")
     if coordinator_address:
         if num_processes < 1 or not 0 <= process_id < num_processes:
-            raise PartitionError(f"--process_id={process_id} with --num_processes={num_processes}: use "
-                                 f"num_processes >= 1 and process_id in 0..{max(num_processes - 1, 0)}")
+            raise PartitionError(
+                f"--process_id={process_id} with --num_processes={num_processes}: use "
+                f"num_processes >= 1 and process_id in 0..{max(num_processes - 1, 0)}"
+            )
         kwargs = {"coordinator_address": coordinator_address, "num_processes": num_processes, "process_id": process_id}
-        log.info("waiting up to %d s for %d processes at %s (this is process %d; --distributed_timeout sets the wait)",
-                 timeout_seconds, num_processes, coordinator_address, process_id)
+        log.info(
+            "waiting up to %d s for %d processes at %s (this is process %d; --distributed_timeout sets the wait)",
+            timeout_seconds,
+            num_processes,
+            coordinator_address,
+            process_id,
+        )
     else:
         kwargs = {}  # the cluster's environment names the processes (SLURM, TPU pods, ...)
-    fix = ("pass --coordinator_address=host:port --num_processes=N --process_id=i" if not coordinator_address
-           else "start every process with the same --coordinator_address and --num_processes, or raise "
-                "--distributed_timeout")
+    fix = (
+        "pass --coordinator_address=host:port --num_processes=N --process_id=i"
+        if not coordinator_address
+        else "start every process with the same --coordinator_address and --num_processes, or raise "
+        "--distributed_timeout"
+    )
     # JAX aborts the whole process (a C++ check failure, dozens of lines) when its own deadline
     # passes, so a watchdog ends the wait first, with one line and exit code 2.
     joined = threading.Event()
-    threading.Thread(target=_exit_unless_joined, daemon=True, args=(
-        joined, timeout_seconds, f"--distributed: not every process joined within {timeout_seconds} s: {fix}",
-    )).start()
+    threading.Thread(
+        target=_exit_unless_joined,
+        daemon=True,
+        args=(
+            joined,
+            timeout_seconds,
+            f"--distributed: not every process joined within {timeout_seconds} s: {fix}",
+        ),
+    ).start()
     # CPU processes need a collectives library (no effect on GPU/TPU); set before any backend starts.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:
         jax.distributed.initialize(initialization_timeout=timeout_seconds + JAX_DEADLINE_MARGIN_S, **kwargs)
     except Exception as error:  # jax raises ValueError (no cluster) or runtime errors (refused)
         reason = " ".join(str(error).split())[:200]
-        raise PartitionError(f"--distributed could not join the job ({type(error).__name__}: {reason}): {fix}") from None
+        raise PartitionError(
+            f"--distributed could not join the job ({type(error).__name__}: {reason}): {fix}"
+        ) from None
     finally:
         joined.set()
     log.info("joined: process %d of %d", jax.process_index(), jax.process_count())

@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import pathlib
 import sys
 import time
-import os
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import jax
 import numpy as np
 from tqdm import tqdm
 
-from jaxzoo.zoo import checkpoint
 from jaxzoo.training import distributed
+from jaxzoo.zoo import checkpoint
 
 log = logging.getLogger("jaxzoo")
 POPULATION_AXIS = "pop"
@@ -32,7 +33,9 @@ def population_mesh() -> jax.sharding.Mesh:
     """This process's devices on one 'pop' axis (each process trains its own models)."""
     # Auto axes: XLA propagates the population sharding through the (model-local) program.
     return jax.make_mesh(
-        (jax.local_device_count(),), (POPULATION_AXIS,), axis_types=(jax.sharding.AxisType.Auto,),
+        (jax.local_device_count(),),
+        (POPULATION_AXIS,),
+        axis_types=(jax.sharding.AxisType.Auto,),
         devices=jax.local_devices(),
     )
 
@@ -40,10 +43,10 @@ def population_mesh() -> jax.sharding.Mesh:
 def summarize(epoch: int, num_epochs: int, metrics: dict[str, np.ndarray], seconds: float) -> str:
     ok = ~metrics["diverged"]
     acc = metrics["test_acc"][ok]
-    acc_text = f"test_acc mean {acc.mean():.4f} min {acc.min():.4f} max {acc.max():.4f}" if acc.size else "no finite model"
-    return (
-        f"epoch {epoch}/{num_epochs}: {acc_text}; diverged {int((~ok).sum())}/{ok.size}; {seconds:.1f} s"
+    acc_text = (
+        f"test_acc mean {acc.mean():.4f} min {acc.min():.4f} max {acc.max():.4f}" if acc.size else "no finite model"
     )
+    return f"epoch {epoch}/{num_epochs}: {acc_text}; diverged {int((~ok).sum())}/{ok.size}; {seconds:.1f} s"
 
 
 class CallProgress:
@@ -103,10 +106,19 @@ class EpochRun(Protocol):
         """One epoch -> (new state, metrics [M] per name)."""
 
 
-def train_in_workdir(workdir: str | os.PathLike, identity: dict, resolved: dict, table: list[dict],
-                     make_run: Callable[[pathlib.Path], EpochRun], num_epochs: int, *, async_save: bool,
-                     show_progress: bool = False, on_fresh: Callable[[dict], None] | None = None,
-                     describe: Callable[[int, dict, float], str] | None = None) -> tuple[pathlib.Path, dict]:
+def train_in_workdir(
+    workdir: str | os.PathLike,
+    identity: dict,
+    resolved: dict,
+    table: list[dict],
+    make_run: Callable[[pathlib.Path], EpochRun],
+    num_epochs: int,
+    *,
+    async_save: bool,
+    show_progress: bool = False,
+    on_fresh: Callable[[dict], None] | None = None,
+    describe: Callable[[int, dict, float], str] | None = None,
+) -> tuple[pathlib.Path, dict]:
     """Opens (or creates) the workdir of the zoo `identity` and trains it to `num_epochs`.
 
     Every process checks the workdir before the first one writes (so all fail alike), the
@@ -132,9 +144,16 @@ def train_in_workdir(workdir: str | os.PathLike, identity: dict, resolved: dict,
     return path, metrics
 
 
-def run_epochs(run: EpochRun, manager, path: pathlib.Path, model_ids: np.ndarray, num_epochs: int,
-               show_progress: bool = False, on_fresh: Callable[[dict], None] | None = None,
-               describe: Callable[[int, dict, float], str] | None = None) -> dict[str, np.ndarray]:
+def run_epochs(
+    run: EpochRun,
+    manager,
+    path: pathlib.Path,
+    model_ids: np.ndarray,
+    num_epochs: int,
+    show_progress: bool = False,
+    on_fresh: Callable[[dict], None] | None = None,
+    describe: Callable[[int, dict, float], str] | None = None,
+) -> dict[str, np.ndarray]:
     """Resumes a zoo after its newest complete epoch, or starts it (fresh state, epoch 0 =
     evaluation before training), then trains up to `num_epochs`: each epoch is checkpointed,
     then recorded in metrics.jsonl. `on_fresh(metrics)` runs after epoch 0's evaluation,
@@ -182,8 +201,12 @@ def run_epochs(run: EpochRun, manager, path: pathlib.Path, model_ids: np.ndarray
         progress = None
         if show_progress:
             progress = tqdm(
-                total=run.population_size * run.num_train, desc=f"epoch {epoch}/{num_epochs}",
-                unit=run.unit, unit_scale=True, file=sys.stderr, leave=False,
+                total=run.population_size * run.num_train,
+                desc=f"epoch {epoch}/{num_epochs}",
+                unit=run.unit,
+                unit_scale=True,
+                file=sys.stderr,
+                leave=False,
             )
         state, metrics = run.train_epoch(state, epoch, progress)
         metrics = distributed.gather_metrics(metrics)
@@ -194,7 +217,9 @@ def run_epochs(run: EpochRun, manager, path: pathlib.Path, model_ids: np.ndarray
         checkpoint.save_epoch(manager, epoch, state, metrics, wait=False)  # written while the next epoch trains
         unrecorded = (epoch, metrics)
         seconds = time.time() - start
-        log.info("%s; %.0f %ss/s", describe(epoch, metrics, seconds), len(model_ids) * run.num_train / seconds, run.unit)
+        log.info(
+            "%s; %.0f %ss/s", describe(epoch, metrics, seconds), len(model_ids) * run.num_train / seconds, run.unit
+        )
     if unrecorded is not None:
         record(*unrecorded)
     return metrics

@@ -26,7 +26,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -87,21 +88,25 @@ class OptimizerEntry:
 
     def __post_init__(self):
         if tuple(self.hyperparams[:2]) != REQUIRED_FACTORS:
-            raise ValueError(f"optimizer {self.name!r}: hyperparams {self.hyperparams} "
-                             f"must start with {REQUIRED_FACTORS}")
+            raise ValueError(
+                f"optimizer {self.name!r}: hyperparams {self.hyperparams} must start with {REQUIRED_FACTORS}"
+            )
         unknown = [f for f in self.hyperparams if f not in FACTOR_TO_OPTAX]
         if unknown:
-            raise ValueError(f"optimizer {self.name!r}: unknown hyperparameters {unknown}: "
-                             f"choose from {sorted(FACTOR_TO_OPTAX)}")
+            raise ValueError(
+                f"optimizer {self.name!r}: unknown hyperparameters {unknown}: choose from {sorted(FACTOR_TO_OPTAX)}"
+            )
         extra = [f for f in self.defaults if f not in self.hyperparams[2:]]
         if extra:
-            raise ValueError(f"optimizer {self.name!r}: defaults {extra} are not among "
-                             f"its hyperparams {self.hyperparams[2:]}")
+            raise ValueError(
+                f"optimizer {self.name!r}: defaults {extra} are not among its hyperparams {self.hyperparams[2:]}"
+            )
         if self.torch is None and not self.no_torch_reason.strip():
             raise ValueError(f"optimizer {self.name!r} has no torch counterpart: give no_torch_reason (a sentence)")
         if self.weight_decay not in WEIGHT_DECAY_KINDS:
-            raise ValueError(f"optimizer {self.name!r}: weight_decay {self.weight_decay!r} "
-                             f"must be one of {WEIGHT_DECAY_KINDS}")
+            raise ValueError(
+                f"optimizer {self.name!r}: weight_decay {self.weight_decay!r} must be one of {WEIGHT_DECAY_KINDS}"
+            )
 
     def resolve(self, values: Values) -> dict[str, float]:
         """Every hyperparameter it reads as a float: `values` over `defaults` (others ignored)."""
@@ -146,7 +151,9 @@ class ScaleByTorchNadamState(NamedTuple):
 
 
 def scale_by_torch_nadam(
-    b1: float | jax.Array = 0.9, b2: float | jax.Array = 0.999, eps: float | jax.Array = 1e-8,
+    b1: float | jax.Array = 0.9,
+    b2: float | jax.Array = 0.999,
+    eps: float | jax.Array = 1e-8,
     momentum_decay: float = NADAM_MOMENTUM_DECAY,
 ) -> optax.GradientTransformation:
     """torch.optim.NAdam's direction (Dozat's schedule mu_t = b1 (1 - 0.96^(t psi) / 2)).
@@ -256,8 +263,9 @@ def _find(state, field: str):
             stack[:0] = list(node.values())
         elif isinstance(node, (tuple, list)):
             stack[:0] = list(node)
-    raise ValueError(f"optimizer state has no {field!r}: "
-                     "pass the state of make_transform's transform for this optimizer")
+    raise ValueError(
+        f"optimizer state has no {field!r}: pass the state of make_transform's transform for this optimizer"
+    )
 
 
 def _step(state) -> int:
@@ -286,8 +294,13 @@ def _sgd_torch(defaults: Values) -> TorchCounterpart:
 
     def kwargs(values):
         v = full(values)
-        return {"lr": v["lr"], "momentum": v["momentum"], "weight_decay": v["weight_decay"], "dampening": 0.0,
-                "nesterov": False}
+        return {
+            "lr": v["lr"],
+            "momentum": v["momentum"],
+            "weight_decay": v["weight_decay"],
+            "dampening": 0.0,
+            "nesterov": False,
+        }
 
     def buffers(state, values):
         return ({} if full(values)["momentum"] == 0 else {"momentum_buffer": _find(state, "trace")}), None
@@ -300,8 +313,14 @@ def _rmsprop_torch(defaults: Values) -> TorchCounterpart:
 
     def kwargs(values):
         v = full(values)
-        return {"lr": v["lr"], "alpha": v["alpha"], "eps": v["eps"], "weight_decay": v["weight_decay"],
-                "momentum": v["momentum"], "centered": False}
+        return {
+            "lr": v["lr"],
+            "alpha": v["alpha"],
+            "eps": v["eps"],
+            "weight_decay": v["weight_decay"],
+            "momentum": v["momentum"],
+            "centered": False,
+        }
 
     def buffers(state, values):
         tensors = {"square_avg": _find(state, "nu")}
@@ -317,8 +336,13 @@ def _adagrad_torch(defaults: Values) -> TorchCounterpart:
 
     def kwargs(values):
         v = full(values)
-        return {"lr": v["lr"], "weight_decay": v["weight_decay"], "eps": v["eps"], "lr_decay": 0.0,
-                "initial_accumulator_value": 0.0}
+        return {
+            "lr": v["lr"],
+            "weight_decay": v["weight_decay"],
+            "eps": v["eps"],
+            "lr_decay": 0.0,
+            "initial_accumulator_value": 0.0,
+        }
 
     def buffers(state, values):
         return {"sum": _find(state, "sum_of_squares")}, _step(state)
@@ -331,12 +355,20 @@ def _nadam_torch(defaults: Values) -> TorchCounterpart:
 
     def kwargs(values):
         v = full(values)
-        return {"lr": v["lr"], "betas": (v["b1"], v["b2"]), "eps": v["eps"], "weight_decay": v["weight_decay"],
-                "momentum_decay": NADAM_MOMENTUM_DECAY}
+        return {
+            "lr": v["lr"],
+            "betas": (v["b1"], v["b2"]),
+            "eps": v["eps"],
+            "weight_decay": v["weight_decay"],
+            "momentum_decay": NADAM_MOMENTUM_DECAY,
+        }
 
     def buffers(state, values):
-        tensors = {"exp_avg": _find(state, "mu"), "exp_avg_sq": _find(state, "nu"),
-                   "mu_product": float(np.asarray(_find(state, "mu_product")))}
+        tensors = {
+            "exp_avg": _find(state, "mu"),
+            "exp_avg_sq": _find(state, "nu"),
+            "mu_product": float(np.asarray(_find(state, "mu_product"))),
+        }
         return tensors, _step(state)
 
     return TorchCounterpart("NAdam", kwargs, buffers)
@@ -384,17 +416,39 @@ def _builtin_entries() -> dict[str, OptimizerEntry]:
     entries = [
         OptimizerEntry("adam", adam_factory, adam_factors, adam_defaults, _adam_like("Adam", adam_defaults)),
         OptimizerEntry("sgd", sgd_factory, ("lr", "weight_decay", "momentum"), sgd_defaults, _sgd_torch(sgd_defaults)),
-        OptimizerEntry("adamw", adamw_factory, adam_factors, adam_defaults, _adam_like("AdamW", adam_defaults),
-                       weight_decay="decoupled"),
-        OptimizerEntry("rmsprop", rmsprop_factory, ("lr", "weight_decay", "momentum", "alpha", "eps"), rmsprop_defaults,
-                       _rmsprop_torch(rmsprop_defaults)),
-        OptimizerEntry("adagrad", adagrad_factory, ("lr", "weight_decay", "eps"), adagrad_defaults,
-                       _adagrad_torch(adagrad_defaults)),
+        OptimizerEntry(
+            "adamw",
+            adamw_factory,
+            adam_factors,
+            adam_defaults,
+            _adam_like("AdamW", adam_defaults),
+            weight_decay="decoupled",
+        ),
+        OptimizerEntry(
+            "rmsprop",
+            rmsprop_factory,
+            ("lr", "weight_decay", "momentum", "alpha", "eps"),
+            rmsprop_defaults,
+            _rmsprop_torch(rmsprop_defaults),
+        ),
+        OptimizerEntry(
+            "adagrad",
+            adagrad_factory,
+            ("lr", "weight_decay", "eps"),
+            adagrad_defaults,
+            _adagrad_torch(adagrad_defaults),
+        ),
         OptimizerEntry("nadam", nadam_factory, adam_factors, adam_defaults, _nadam_torch(adam_defaults)),
-        OptimizerEntry("lion", lion_factory, ("lr", "weight_decay", "b1", "b2"), lion_defaults, None,
-                       no_torch_reason="torch.optim has no Lion optimizer, so this model's optimizer state "
-                                       "has no PyTorch counterpart and is not exported.",
-                       weight_decay="decoupled"),
+        OptimizerEntry(
+            "lion",
+            lion_factory,
+            ("lr", "weight_decay", "b1", "b2"),
+            lion_defaults,
+            None,
+            no_torch_reason="torch.optim has no Lion optimizer, so this model's optimizer state "
+            "has no PyTorch counterpart and is not exported.",
+            weight_decay="decoupled",
+        ),
     ]
     return {entry.name: entry for entry in entries}
 
@@ -427,19 +481,33 @@ def _entry_from_factory(spec: str, factory: Callable) -> OptimizerEntry:
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
     missing = [FACTOR_TO_OPTAX[f] for f in REQUIRED_FACTORS if FACTOR_TO_OPTAX[f] not in parameters]
     if missing and not takes_any:
-        raise ValueError(f"optimizer factory {spec!r} does not take {missing}: "
-                         "give it keyword parameters learning_rate and weight_decay")
-    unfilled = [n for n, p in parameters.items() if n not in OPTAX_TO_FACTOR and p.default is inspect.Parameter.empty
-                and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)]
+        raise ValueError(
+            f"optimizer factory {spec!r} does not take {missing}: "
+            "give it keyword parameters learning_rate and weight_decay"
+        )
+    unfilled = [
+        n
+        for n, p in parameters.items()
+        if n not in OPTAX_TO_FACTOR
+        and p.default is inspect.Parameter.empty
+        and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    ]
     if unfilled:
-        raise ValueError(f"optimizer factory {spec!r} requires {unfilled}, which are no hyperparameters "
-                         f"({sorted(OPTAX_TO_FACTOR)}): give them defaults")
-    extra = tuple(OPTAX_TO_FACTOR[n] for n in parameters
-                  if n in OPTAX_TO_FACTOR and OPTAX_TO_FACTOR[n] not in REQUIRED_FACTORS)
-    defaults = {OPTAX_TO_FACTOR[n]: float(p.default) for n, p in parameters.items()
-                if n in OPTAX_TO_FACTOR and OPTAX_TO_FACTOR[n] in extra and isinstance(p.default, (int, float))}
-    reason = (f"The optimizer {spec!r} is a custom optax factory with no PyTorch counterpart, "
-              "so its state is not exported.")
+        raise ValueError(
+            f"optimizer factory {spec!r} requires {unfilled}, which are no hyperparameters "
+            f"({sorted(OPTAX_TO_FACTOR)}): give them defaults"
+        )
+    extra = tuple(
+        OPTAX_TO_FACTOR[n] for n in parameters if n in OPTAX_TO_FACTOR and OPTAX_TO_FACTOR[n] not in REQUIRED_FACTORS
+    )
+    defaults = {
+        OPTAX_TO_FACTOR[n]: float(p.default)
+        for n, p in parameters.items()
+        if n in OPTAX_TO_FACTOR and OPTAX_TO_FACTOR[n] in extra and isinstance(p.default, (int, float))
+    }
+    reason = (
+        f"The optimizer {spec!r} is a custom optax factory with no PyTorch counterpart, so its state is not exported."
+    )
     return OptimizerEntry(spec, factory, REQUIRED_FACTORS + extra, defaults, None, reason, weight_decay="custom")
 
 
@@ -451,27 +519,34 @@ def optimizer_entry(name: str) -> OptimizerEntry:
     if name in OPTIMIZERS:
         return OPTIMIZERS[name]
     if ":" not in name:
-        raise ValueError(f"unknown optimizer {name!r}: choose from {sorted(OPTIMIZERS)} "
-                         "or give 'package.module:factory'")
+        raise ValueError(
+            f"unknown optimizer {name!r}: choose from {sorted(OPTIMIZERS)} or give 'package.module:factory'"
+        )
     module_name, _, attribute = name.partition(":")
     if not module_name or not attribute or ":" in attribute:
         raise ValueError(f"optimizer {name!r} is not of the form 'package.module:attribute': write it so")
     try:
         module = importlib.import_module(module_name)
     except Exception as error:  # any failure of the user's module, reported in one line
-        raise ValueError(f"optimizer {name!r}: cannot import {module_name!r} ({_one_line(error)}): "
-                         "make the module importable (installed or on PYTHONPATH)") from None
+        raise ValueError(
+            f"optimizer {name!r}: cannot import {module_name!r} ({_one_line(error)}): "
+            "make the module importable (installed or on PYTHONPATH)"
+        ) from None
     try:
         target = getattr(module, attribute)
     except AttributeError:
-        raise ValueError(f"optimizer {name!r}: module {module_name!r} has no attribute {attribute!r}: "
-                         "name an OptimizerEntry or a factory defined there") from None
+        raise ValueError(
+            f"optimizer {name!r}: module {module_name!r} has no attribute {attribute!r}: "
+            "name an OptimizerEntry or a factory defined there"
+        ) from None
     if isinstance(target, OptimizerEntry):
         return target
     if callable(target) and not isinstance(target, type):
         return _entry_from_factory(name, target)
-    raise ValueError(f"optimizer {name!r} is a {type(target).__name__}, not an OptimizerEntry or a factory "
-                     "(keyword hyperparameters -> optax transform): point it at one")
+    raise ValueError(
+        f"optimizer {name!r} is a {type(target).__name__}, not an OptimizerEntry or a factory "
+        "(keyword hyperparameters -> optax transform): point it at one"
+    )
 
 
 # ---------------------------------------------------------------- transforms and states
@@ -486,12 +561,14 @@ def make_transform(name: str, injected: Sequence[str], static: Values | None = N
     injected, static = tuple(injected), dict(static or {})
     for factor in (*injected, *static):
         if factor not in FACTOR_TO_OPTAX:
-            raise ValueError(f"unknown hyperparameter {factor!r} for optimizer {name!r}: "
-                             f"choose from {sorted(FACTOR_TO_OPTAX)}")
+            raise ValueError(
+                f"unknown hyperparameter {factor!r} for optimizer {name!r}: choose from {sorted(FACTOR_TO_OPTAX)}"
+            )
     unread = [f for f in injected if f not in entry.hyperparams]
     if unread:
-        raise ValueError(f"optimizer {name!r} does not read {unread}: "
-                         f"inject only its hyperparameters {entry.hyperparams}")
+        raise ValueError(
+            f"optimizer {name!r} does not read {unread}: inject only its hyperparameters {entry.hyperparams}"
+        )
     if len(set(injected)) != len(injected):
         raise ValueError(f"injected factors {injected} repeat a name: list each once")
     fixed = {}
@@ -509,9 +586,7 @@ def make_transform(name: str, injected: Sequence[str], static: Values | None = N
 
     # inject_hyperparams injects every numeric argument of the signature it sees: show only
     # the injected ones, so the fixed values stay Python floats outside the state.
-    inner.__signature__ = inspect.Signature(
-        [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in names]
-    )
+    inner.__signature__ = inspect.Signature([inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in names])
     inner.__name__ = f"{entry.name}_factory"
     return optax.inject_hyperparams(inner)(**{n: 0.0 for n in names})
 
@@ -524,8 +599,9 @@ def init_state(transform: optax.GradientTransformation, params, values: Mapping[
     given = {FACTOR_TO_OPTAX.get(f, f): f for f in values}
     if set(given) != set(hyperparams):
         injected = sorted(OPTAX_TO_FACTOR.get(n, n) for n in hyperparams)
-        raise ValueError(f"values give {sorted(values)} but the transform injects {injected}: "
-                         "give exactly the injected factors")
+        raise ValueError(
+            f"values give {sorted(values)} but the transform injects {injected}: give exactly the injected factors"
+        )
     for optax_name, factor in given.items():
         hyperparams[optax_name] = jnp.asarray(values[factor], jnp.float32)
     return state._replace(hyperparams=hyperparams)

@@ -23,6 +23,8 @@ EVAL_MODEL_IMAGES_PER_STEP = {"cpu": 256, "gpu": 1 << 20, "tpu": 1 << 20}
 MAX_EVAL_BATCH = {"cpu": 32, "gpu": 1024, "tpu": 1024}
 # Bytes of gathered training images per compiled call (what sets the steps per call).
 GATHER_BYTES_PER_CALL = {"cpu": 64 << 20, "gpu": 1 << 30, "tpu": 1 << 30}
+
+
 @dataclasses.dataclass(frozen=True)
 class RunPlan:
     chunk_size: int  # models per compiled call (a multiple of the device count)
@@ -50,8 +52,15 @@ def available_memory_bytes() -> int:
     return host.available_memory_bytes()
 
 
-def plan_run(config, population_size: int, arch: ArchSpec, image_shape, num_train: int,
-             platform: str | None = None, memory_bytes: int | None = None) -> RunPlan:
+def plan_run(
+    config,
+    population_size: int,
+    arch: ArchSpec,
+    image_shape,
+    num_train: int,
+    platform: str | None = None,
+    memory_bytes: int | None = None,
+) -> RunPlan:
     """Chunk size, steps per call and eval batch from the config, or when 0 from the devices:
     their `platform` (cpu, gpu, tpu) and free `memory_bytes` (default: the local ones')."""
     n_devices = jax.local_device_count()
@@ -79,8 +88,10 @@ def plan_run(config, population_size: int, arch: ArchSpec, image_shape, num_trai
     steps = min(steps, steps_per_epoch)
     # Small evaluation batches run fastest on CPU (measured): aim at ~256 model-images per step,
     # and at most 32 images per model (1 model: 35k images/s at 32 against 21k at 256).
-    eval_batch = config.runtime.eval_batch_size or max(1, min(
-        MAX_EVAL_BATCH[platform], EVAL_MODEL_IMAGES_PER_STEP[platform] // chunk, budget // (4 * chunk * per_image)))
+    eval_batch = config.runtime.eval_batch_size or max(
+        1,
+        min(MAX_EVAL_BATCH[platform], EVAL_MODEL_IMAGES_PER_STEP[platform] // chunk, budget // (4 * chunk * per_image)),
+    )
     return RunPlan(chunk, steps, eval_batch)
 
 
@@ -103,7 +114,7 @@ def padded_chunks(members: np.ndarray, chunk_size: int, quantum: int = 0) -> lis
     instead of a whole chunk's work."""
     chunks = []
     for start in range(0, len(members), chunk_size):
-        real = members[start:start + chunk_size]
+        real = members[start : start + chunk_size]
         size = chunk_size
         if quantum:
             size = min(chunk_size, quantum * 2 ** math.ceil(math.log2(math.ceil(len(real) / quantum))))
@@ -117,7 +128,9 @@ def group_chunks(members: np.ndarray, chunk_size: int) -> list[tuple[np.ndarray,
     return padded_chunks(members, n_devices * math.ceil(min(chunk_size, len(members)) / n_devices))
 
 
-def epoch_calls(steps_per_epoch: int, steps_per_call: int, last_batch_size: int = 0) -> list[tuple[int, int, int | None]]:
+def epoch_calls(
+    steps_per_epoch: int, steps_per_call: int, last_batch_size: int = 0
+) -> list[tuple[int, int, int | None]]:
     """An epoch's compiled calls as (first step, end step, batch size or None: the full batch)."""
     full = steps_per_epoch - (1 if last_batch_size else 0)
     calls = [(first, min(first + steps_per_call, full), None) for first in range(0, full, steps_per_call)]

@@ -110,9 +110,7 @@ def build_population(table: list[dict[str, Any]], population_config=None) -> Pop
     """Arrays of the table: seed (uint32), *_index (int32), numeric factors (float32).
 
     `population_config` supplies the values of factors the rows omit (scalars, defaults)."""
-    value_sets = {
-        name: tuple(sorted({row[name] for row in table})) for name in CATEGORICAL
-    }
+    value_sets = {name: tuple(sorted({row[name] for row in table})) for name in CATEGORICAL}
     arrays = {
         "seed": np.array([row["seed"] for row in table], dtype=np.uint32),
         "model_id": np.array([row["model_id"] for row in table], dtype=np.int64),

@@ -21,12 +21,21 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, PartitionSpec
 
+from jaxzoo.models.resnet import ResNet18, init_resnet
 from jaxzoo.training.augment import AUGMENTATIONS
 from jaxzoo.training.precision import compute_dtype_of, with_precision
-from jaxzoo.models.resnet import ResNet18, init_resnet
 from jaxzoo.training.schedules import make_one_cycle_sgd, one_cycle, set_hyperparams
-from jaxzoo.training.steps import (DROPOUT_STREAM, INIT_STREAM, StepFunctions, StepSetup, epoch_order, lookup_normaliser, model_key,
-                          nll_and_correct, per_device)
+from jaxzoo.training.steps import (
+    DROPOUT_STREAM,
+    INIT_STREAM,
+    StepFunctions,
+    StepSetup,
+    epoch_order,
+    lookup_normaliser,
+    model_key,
+    nll_and_correct,
+    per_device,
+)
 
 AUGMENT_STREAM = DROPOUT_STREAM  # ResNets have no dropout: the per-step stream drives augmentation
 
@@ -129,8 +138,13 @@ def make_resnet_step_functions(
     def train_local(state, factors, x, y, mask, epoch, first_step):
         return each_model(lambda a: train_one_model(a, epoch, first_step), (state, factors, x, y, mask))
 
-    train_run = per_device(with_precision(train_local, compute_dtype), mesh, (pop, pop, pop, pop, pop, rep, rep),
-                           (pop, pop), donate_argnums=(0,) if donate_state else ())
+    train_run = per_device(
+        with_precision(train_local, compute_dtype),
+        mesh,
+        (pop, pop, pop, pop, pop, rep, rep),
+        (pop, pop),
+        donate_argnums=(0,) if donate_state else (),
+    )
 
     def train(state, factors, x, y, mask, epoch, first_step):
         """S steps for M models -> (state, {"loss_sum", "correct"} [M] over these steps)."""
@@ -143,8 +157,9 @@ def make_resnet_step_functions(
 
         return each_model(one_model, {"params": params, "batch_stats": batch_stats})
 
-    evaluate_batch = per_device(with_precision(evaluate_local, compute_dtype), mesh, (pop, pop, rep, rep, rep),
-                                (pop, pop))
+    evaluate_batch = per_device(
+        with_precision(evaluate_local, compute_dtype), mesh, (pop, pop, rep, rep, rep), (pop, pop)
+    )
 
     def evaluate(state, factors, x, y, mask):
         """Eval mode (running statistics) on shared batches x [nb, eb, ...] -> (loss sum, correct) [M].

@@ -16,7 +16,8 @@ import concurrent.futures
 import dataclasses
 import functools
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -32,8 +33,7 @@ from jaxzoo.models.registry import arch_spec, build_model, is_custom
 from jaxzoo.training.factors import fixed_value, model_value, values_of
 from jaxzoo.training.loop import POPULATION_AXIS, CallProgress, population_mesh
 from jaxzoo.training.optimizers import optimizer_entry
-from jaxzoo.training.plan import (available_memory_bytes, epoch_calls, group_chunks, plan_run,
-                                  resnet_plan)
+from jaxzoo.training.plan import available_memory_bytes, epoch_calls, group_chunks, plan_run, resnet_plan
 from jaxzoo.training.population import Population
 from jaxzoo.training.resnet_steps import make_resnet_step_functions
 from jaxzoo.training.schedules import schedule_options
@@ -78,8 +78,18 @@ class DeviceInts:
         return self.values[value]
 
 
-def train_chunk_epoch(fns: StepFunctions, state, factors, images, labels, epoch: int, steps_per_call: int,
-                      after_call=None, last_batch_size: int = 0, device_int: Callable[[int], jax.Array] = jnp.int32):
+def train_chunk_epoch(
+    fns: StepFunctions,
+    state,
+    factors,
+    images,
+    labels,
+    epoch: int,
+    steps_per_call: int,
+    after_call=None,
+    last_batch_size: int = 0,
+    device_int: Callable[[int], jax.Array] = jnp.int32,
+):
     """One epoch of a chunk in its per-model data order, `steps_per_call` steps per compiled call.
 
     `fns.train(state, factors, x, y, mask, epoch, first_step) -> (state, metrics)` may donate
@@ -139,8 +149,10 @@ class CnnGroup:
         """Device path: the zoo's state with `rows` set from the chunk (`put_rows` donates it)."""
         opt_states = dict(state["opt_state"])
         params, opt_states[self.spec.optimizer] = put_rows(
-            (state["params"], state["opt_state"][self.spec.optimizer]), rows,
-            (chunk_state["params"], chunk_state["opt_state"]))
+            (state["params"], state["opt_state"][self.spec.optimizer]),
+            rows,
+            (chunk_state["params"], chunk_state["opt_state"]),
+        )
         return {"params": params, "opt_state": opt_states}
 
     def eval_state(self, chunk_state):
@@ -191,13 +203,22 @@ def group_spec(config: ml_collections.ConfigDict, static: dict[str, Any]) -> Gro
     pop = config.population
     entry = optimizer_entry(static["optimizer"])
     injected = tuple(name for name in entry.hyperparams if name in ("lr", "weight_decay") or values_of(pop, name))
-    fixed = tuple((name, float(fixed_value(pop, name, static["optimizer"])))
-                  for name in entry.hyperparams if name not in injected)
+    fixed = tuple(
+        (name, float(fixed_value(pop, name, static["optimizer"]))) for name in entry.hyperparams if name not in injected
+    )
     schedule = static["schedule"]
     options = schedule_options(schedule, to_plain(config.training.get("schedule_options")).get(schedule))
-    return GroupSpec(static["activation"], static["optimizer"], injected, fixed, schedule,
-                     tuple(sorted(options.items())), static["dropout"], static["train_fraction"],
-                     static["label_noise"])
+    return GroupSpec(
+        static["activation"],
+        static["optimizer"],
+        injected,
+        fixed,
+        schedule,
+        tuple(sorted(options.items())),
+        static["dropout"],
+        static["train_fraction"],
+        static["label_noise"],
+    )
 
 
 class ZooRun:
@@ -228,15 +249,28 @@ class ZooRun:
         self.ints = DeviceInts(replicated)
         self._device_inputs: dict[tuple, Any] = {}  # per chunk: factors and rows, placed once
         self.is_resnet = config.model.arch in RESNET_ARCHS
-        self.setup = StepSetup(dataset.image_shape, self.num_train, batch, config.training.num_epochs,
-                               dataset.num_classes, dataset.mean, dataset.std,
-                               compute_dtype=config.training.compute_dtype, donate_state=self.donate_state)
+        self.setup = StepSetup(
+            dataset.image_shape,
+            self.num_train,
+            batch,
+            config.training.num_epochs,
+            dataset.num_classes,
+            dataset.mean,
+            dataset.std,
+            compute_dtype=config.training.compute_dtype,
+            donate_state=self.donate_state,
+        )
         fractions = np.array([model_value(row, "train_fraction", config.population) for row in population.table])
         self.train_examples = np.maximum(1, np.round(fractions * self.num_train)).astype(np.int32)
         if self.is_resnet:
             self.plan = resnet_plan(config, population.size, self.num_train)
-            fns = make_resnet_step_functions(self.setup, self.mesh, config.training.augmentation,
-                                             config.training.scheduler, config.population.momentum)
+            fns = make_resnet_step_functions(
+                self.setup,
+                self.mesh,
+                config.training.augmentation,
+                config.training.scheduler,
+                config.population.momentum,
+            )
             members = np.arange(population.size)
             self.groups: list[Group] = [ResNetGroup(members, fns, group_chunks(members, self.plan.chunk_size))]
             self.last_batch_size = self.num_train % batch
@@ -258,7 +292,8 @@ class ZooRun:
         eb = self.plan.eval_batch_size
         self.eval_splits = {  # Tiny-ImageNet has no val split: its val metrics are NaN
             split: jax.device_put(eval_batches(*getattr(dataset, split), eb), replicated)
-            for split in ("train", "val", "test") if len(getattr(dataset, split)[1])
+            for split in ("train", "val", "test")
+            if len(getattr(dataset, split)[1])
         }
         # The state is split over the devices when the population divides over them.
         self.state_sharding = self.models if population.size % jax.local_device_count() == 0 else replicated
@@ -266,7 +301,9 @@ class ZooRun:
         self.take_rows = jax.jit(lambda tree, rows: jax.tree.map(lambda a: a[rows], tree), out_shardings=self.models)
         self.put_rows = jax.jit(
             lambda tree, rows, values: jax.tree.map(lambda a, v: a.at[rows].set(v, mode="drop"), tree, values),
-            out_shardings=self.state_sharding, donate_argnums=(0,))
+            out_shardings=self.state_sharding,
+            donate_argnums=(0,),
+        )
         for group in self.groups:  # every call's step number, placed before the first epoch
             for first, _, _ in epoch_calls(group.fns.steps_per_epoch, self.plan.steps_per_call, self.last_batch_size):
                 self.ints(first)
@@ -285,8 +322,9 @@ class ZooRun:
     def group_functions(self, spec: GroupSpec, members: np.ndarray, conv: str, shared: dict) -> StepFunctions:
         """The compiled functions of one group (a subclass may train another objective)."""
         config, dataset = self.config, self.dataset
-        model = build_model(config.model, spec.activation, spec.use_dropout, conv, dataset.image_shape,
-                            dataset.num_classes)
+        model = build_model(
+            config.model, spec.activation, spec.use_dropout, conv, dataset.image_shape, dataset.num_classes
+        )
         setup = dataclasses.replace(self.setup, max_train_examples=int(self.train_examples[members].max()))
         return make_step_functions(model, spec, setup, self.population.inits, self.mesh, shared)
 
@@ -335,13 +373,16 @@ class ZooRun:
 
     def group_state(self, group: Group, state, indices: np.ndarray | None):
         """The rows `indices` (None: all) of the zoo's state as the group's program takes them."""
-        return group.own_state(state, (lambda tree: tree) if indices is None else (lambda tree: tree_take(tree, indices)))
+        return group.own_state(
+            state, (lambda tree: tree) if indices is None else (lambda tree: tree_take(tree, indices))
+        )
 
     def abstract_state(self):
         """Shapes of the whole population's state [M, ...] (traced on one chunk per group: the
         population axis of a compiled call must divide over the devices, M need not)."""
         whole = lambda tree: jax.tree.map(
-            lambda a: jax.ShapeDtypeStruct((self.population.size, *a.shape[1:]), a.dtype), tree)
+            lambda a: jax.ShapeDtypeStruct((self.population.size, *a.shape[1:]), a.dtype), tree
+        )
         shapes: dict = {}
         for group in self.groups:
             self.chunk_factors(group.chunks[0][0])  # placed outside the trace (they are cached)
@@ -356,7 +397,9 @@ class ZooRun:
         pop_axis = NamedSharding(self.mesh, PartitionSpec(POPULATION_AXIS))
         steps_axis = NamedSharding(self.mesh, PartitionSpec(None, POPULATION_AXIS))
         step_number = jax.ShapeDtypeStruct((), jnp.int32, sharding=NamedSharding(self.mesh, PartitionSpec()))
-        on = lambda tree, sharding: jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), tree)
+        on = lambda tree, sharding: jax.tree.map(
+            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), tree
+        )
         for group in self.groups:
             if not group.compiled_ahead:
                 continue
@@ -368,15 +411,18 @@ class ZooRun:
                 params = {"params": state["params"]}
                 for x, y, mask in {a[0].shape: a for a in self.eval_splits.values()}.values():
                     tasks[(id(fns.evaluate), len(indices), x.shape)] = functools.partial(
-                        fns.evaluate.lower, params, factors, x, y, mask)
+                        fns.evaluate.lower, params, factors, x, y, mask
+                    )
                 for first, last, _ in epoch_calls(fns.steps_per_epoch, steps_per_call):
                     b = self.config.training.batch_size
-                    x = jax.ShapeDtypeStruct((last - first, len(indices), b, *self.dataset.image_shape), jnp.float32,
-                                             sharding=steps_axis)
+                    x = jax.ShapeDtypeStruct(
+                        (last - first, len(indices), b, *self.dataset.image_shape), jnp.float32, sharding=steps_axis
+                    )
                     y = jax.ShapeDtypeStruct((last - first, len(indices), b), jnp.int32, sharding=steps_axis)
                     mask = jax.ShapeDtypeStruct((last - first, len(indices), b), jnp.float32, sharding=steps_axis)
                     tasks[(id(fns.train), len(indices), last - first)] = functools.partial(
-                        fns.train.lower, state, factors, x, y, mask, step_number, step_number)
+                        fns.train.lower, state, factors, x, y, mask, step_number, step_number
+                    )
 
         def run(task):
             out = task()
@@ -401,8 +447,9 @@ class ZooRun:
         """Fresh state of the models `indices` (padded chunk), on device."""
         return group.fns.init(self.chunk_factors(indices))
 
-    def evaluate(self, group: Group, state, factors, splits: tuple[str, ...], real: int,
-                 epoch: int) -> dict[str, np.ndarray]:
+    def evaluate(
+        self, group: Group, state, factors, splits: tuple[str, ...], real: int, epoch: int
+    ) -> dict[str, np.ndarray]:
         """Eval-mode loss and accuracy per split of the first `real` models of a chunk, after `epoch`."""
         metrics = {}
         for split in splits:
@@ -448,18 +495,30 @@ class ZooRun:
 
                 def show(first, last, call_metrics, real=real):
                     batch = self.config.training.batch_size
-                    calls.add(call_metrics["loss_sum"],
-                              real * (min(last * batch, self.num_train) - min(first * batch, self.num_train)))
+                    calls.add(
+                        call_metrics["loss_sum"],
+                        real * (min(last * batch, self.num_train) - min(first * batch, self.num_train)),
+                    )
 
                 chunk_state, totals = train_chunk_epoch(
-                    group.fns, chunk_state, factors, self.train_images, self.train_labels, epoch, steps_per_call,
-                    show if calls is not None else None, self.last_batch_size, self.ints,
+                    group.fns,
+                    chunk_state,
+                    factors,
+                    self.train_images,
+                    self.train_labels,
+                    epoch,
+                    steps_per_call,
+                    show if calls is not None else None,
+                    self.last_batch_size,
+                    self.ints,
                 )
                 evaluation = self.evaluate(group, chunk_state, factors, ("val", "test"), real, epoch)
                 state = self.store_chunk(group, state, indices, real, chunk_state)
                 seen = np.minimum(self.train_examples[indices[:real]], self.num_train)
-                part = {"train_loss": np.asarray(totals["loss_sum"])[:real] / seen,
-                        "train_acc": np.asarray(totals["correct"])[:real] / seen}
+                part = {
+                    "train_loss": np.asarray(totals["loss_sum"])[:real] / seen,
+                    "train_acc": np.asarray(totals["correct"])[:real] / seen,
+                }
                 put_metrics(metrics, indices[:real], {**part, **evaluation}, self.population.size)
         if calls is not None:
             calls.finish()
@@ -471,5 +530,3 @@ def put_metrics(metrics: dict[str, np.ndarray], indices: np.ndarray, part: dict[
     for name, values in part.items():
         values = np.asarray(values)
         metrics.setdefault(name, np.full(size, np.nan, values.dtype))[indices] = values
-
-

@@ -111,9 +111,7 @@ def make_one_cycle_sgd(
             optax.sgd(learning_rate, momentum=momentum),
         )
 
-    return optax.inject_hyperparams(factory)(
-        learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay
-    )
+    return optax.inject_hyperparams(factory)(learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay)
 
 
 def set_hyperparams(state: optax.InjectStatefulHyperparamsState, **values) -> optax.InjectStatefulHyperparamsState:
@@ -174,7 +172,9 @@ def scheduled_lr(name: str, t: jax.Array, total_steps, steps_per_epoch, lr: jax.
     if name == "constant":
         return lr
     if name == "one_cycle":
-        return one_cycle(t, total_steps, lr, options["pct_start"], options["div_factor"], options["final_div_factor"])[0]
+        return one_cycle(t, total_steps, lr, options["pct_start"], options["div_factor"], options["final_div_factor"])[
+            0
+        ]
     tf = t.astype(jnp.float32)
     total = jnp.asarray(total_steps, jnp.float32)
     if name == "cosine":

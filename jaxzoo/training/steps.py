@@ -14,7 +14,8 @@ the last partial batch, so the loss is the mean over the real samples, as PyTorc
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import chex
 import jax
@@ -81,8 +82,11 @@ def per_device(fn: Callable, mesh: Mesh, in_specs, out_specs, donate_argnums: tu
     named = lambda spec: NamedSharding(mesh, spec)
     out_shardings = tuple(map(named, out_specs)) if isinstance(out_specs, tuple) else named(out_specs)
     # check_vma off: every value is per model (varying over 'pop') or replicated data.
-    return jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False),
-                   out_shardings=out_shardings, donate_argnums=donate_argnums)
+    return jax.jit(
+        jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False),
+        out_shardings=out_shardings,
+        donate_argnums=donate_argnums,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,8 +152,9 @@ def cross_entropy(model) -> Objective:
     mean), the model in train mode with the model's own dropout rate."""
 
     def loss(params, x, y, mask, key, factors_one, epoch):
-        logits = model.apply({"params": params}, x, 0, factors_one["dropout"], train=True,
-                             rngs={"dropout": key}).astype(jnp.float32)
+        logits = model.apply(
+            {"params": params}, x, 0, factors_one["dropout"], train=True, rngs={"dropout": key}
+        ).astype(jnp.float32)
         loss_sum, correct = nll_and_correct(logits, y, mask)
         return loss_sum / jnp.maximum(jnp.sum(mask), 1.0), {"loss_sum": loss_sum, "correct": correct}
 
@@ -262,7 +267,8 @@ def make_step_functions(
         y = labels[indices]
         if group.label_noise:
             y = jax.vmap(lambda yy, ii, s, r: noisy_labels(yy, ii, s, r, num_classes))(
-                y, indices, factors["seed"], factors["label_noise"])
+                y, indices, factors["seed"], factors["label_noise"]
+            )
         indices = jnp.swapaxes(indices, 0, 1)
         return normalise(images[indices]), jnp.swapaxes(y, 0, 1), jnp.swapaxes(mask, 0, 1)
 
@@ -274,8 +280,9 @@ def make_step_functions(
 
     def train_one_step(params, opt_state, factors_one, x, y, mask, key, epoch, step):
         def loss_fn(p):
-            return objective.loss(cast_for_compute(p, compute_dtype), cast_for_compute(x, compute_dtype), y, mask, key,
-                                  factors_one, epoch)
+            return objective.loss(
+                cast_for_compute(p, compute_dtype), cast_for_compute(x, compute_dtype), y, mask, key, factors_one, epoch
+            )
 
         grads, metrics = jax.grad(loss_fn, has_aux=True)(params)
         if group.schedule != "constant":
@@ -285,7 +292,8 @@ def make_step_functions(
         if group.subset:  # a step past the model's subset is no step at all
             active = jnp.sum(mask) > 0
             new_params, new_state = jax.tree.map(
-                lambda new, old: jnp.where(active, new, old), (new_params, new_state), (params, opt_state))
+                lambda new, old: jnp.where(active, new, old), (new_params, new_state), (params, opt_state)
+            )
         return new_params, new_state, metrics
 
     def train(state, factors, x, y, mask, epoch, first_step):
@@ -298,9 +306,7 @@ def make_step_functions(
             params, opt_state, step = carry
             xb, yb, mb = batch
             keys = jax.vmap(
-                lambda s: jax.random.fold_in(
-                    jax.random.fold_in(model_key(s, objective.stream), epoch), step
-                )
+                lambda s: jax.random.fold_in(jax.random.fold_in(model_key(s, objective.stream), epoch), step)
             )(factors["seed"])
             one = lambda p, o, f, xx, yy, mm, k: train_one_step(p, o, f, xx, yy, mm, k, epoch, step)
             params, opt_state, metrics = jax.vmap(one)(params, opt_state, factors, xb, yb, mb, keys)
@@ -311,8 +317,9 @@ def make_step_functions(
         return {"params": params, "opt_state": opt_state}, jax.tree.map(lambda m: m.sum(0), metrics)
 
     def forward_eval(params, x):
-        logits = model.apply({"params": cast_for_compute(params, compute_dtype)}, cast_for_compute(x, compute_dtype),
-                             0, 0.0, train=False)
+        logits = model.apply(
+            {"params": cast_for_compute(params, compute_dtype)}, cast_for_compute(x, compute_dtype), 0, 0.0, train=False
+        )
         return logits.astype(jnp.float32)
 
     def evaluate(state, factors, x, y, mask):
@@ -346,15 +353,25 @@ def make_step_functions(
     shapes = tuple((path, leaf.shape) for path, leaf in paths.items())
     data_key = (group.subset, group.label_noise, steps_per_epoch)
     # Objectives that ignore dropout share training across groups that differ only there.
-    train_key = None if objective.uses_dropout else ("train", objective, dataclasses.replace(group, use_dropout=False),
-                                                     steps_per_epoch)
+    train_key = (
+        None
+        if objective.uses_dropout
+        else ("train", objective, dataclasses.replace(group, use_dropout=False), steps_per_epoch)
+    )
     return StepFunctions(
         init=compiled(("init", group.optimizer, group.injected, group.fixed, shapes), init, (pop,), pop),
         order=compiled(("order", *data_key), order, (pop, rep), (pop, pop)),
         gather=compiled(("gather", *data_key), gather, (rep, rep, pop, pop, pop), (steps_pop,) * 3),
-        train=compiled(train_key, train, (pop, pop, steps_pop, steps_pop, steps_pop, rep, rep), (pop, pop),
-                       donate_argnums=(0,) if setup.donate_state else ()),
-        evaluate=compiled(("evaluate", group.activation, compute_dtype), evaluate, (pop, pop, rep, rep, rep), (pop, pop)),
+        train=compiled(
+            train_key,
+            train,
+            (pop, pop, steps_pop, steps_pop, steps_pop, rep, rep),
+            (pop, pop),
+            donate_argnums=(0,) if setup.donate_state else (),
+        ),
+        evaluate=compiled(
+            ("evaluate", group.activation, compute_dtype), evaluate, (pop, pop, rep, rep, rep), (pop, pop)
+        ),
         model=model,
         transform=transform,
         steps_per_epoch=steps_per_epoch,

@@ -16,13 +16,13 @@ from typing import Any
 import jax
 import ml_collections
 
+from jaxzoo.cli import check_destination
 from jaxzoo.config import ConfigError, dataset_identity, identity, load_config_dataset, to_json_dict, validate
 from jaxzoo.models.registry import ModelError, check_custom_model
 from jaxzoo.training import distributed
 from jaxzoo.training.loop import train_in_workdir
 from jaxzoo.training.population import build_population, expand_grid
 from jaxzoo.training.run import ZooRun
-from jaxzoo.cli import check_destination
 from jaxzoo.zoo.shards import shard_workdir
 
 log = logging.getLogger("jaxzoo")
@@ -52,28 +52,50 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             )
         table = table[distributed.block(len(table), config.shard_index, config.num_shards)]
         if not table:
-            raise distributed.PartitionError(f"shard {config.shard_index} of {config.num_shards} has no models: "
-                                             "use fewer shards than models")
+            raise distributed.PartitionError(
+                f"shard {config.shard_index} of {config.num_shards} has no models: use fewer shards than models"
+            )
         workdir = shard_workdir(workdir, config.shard_index, config.num_shards)
         zoo_identity["shard"] = [config.shard_index, config.num_shards]
     population = build_population(table[distributed.process_block(len(table))], config.population)
 
     def make_run(path: pathlib.Path) -> ZooRun:
         log.info("zoo %s: writing to %s", config.name, path)
-        log.info("data %s from %s: train/val/test %d/%d/%d", dataset.name, dataset.source,
-                 len(dataset.train[1]), len(dataset.val[1]), len(dataset.test[1]))
+        log.info(
+            "data %s from %s: train/val/test %d/%d/%d",
+            dataset.name,
+            dataset.source,
+            len(dataset.train[1]),
+            len(dataset.val[1]),
+            len(dataset.test[1]),
+        )
         run = ZooRun(config, population, dataset)
         log.info(
             "zoo %s: %d models (process %d of %d: %d) in %d group(s) compiled apart, %d chunk(s) of up to %d on %d "
             "device(s), %d steps/epoch, %d per call",
-            config.name, len(table), jax.process_index(), jax.process_count(), population.size, len(run.groups),
-            len(run.chunks), run.plan.chunk_size, jax.local_device_count(), run.steps_per_epoch,
+            config.name,
+            len(table),
+            jax.process_index(),
+            jax.process_count(),
+            population.size,
+            len(run.groups),
+            len(run.chunks),
+            run.plan.chunk_size,
+            jax.local_device_count(),
+            run.steps_per_epoch,
             run.plan.steps_per_call,
         )
         return run
 
     num_epochs = config.training.num_epochs
-    path, metrics = train_in_workdir(workdir, zoo_identity, to_json_dict(config), table, make_run, num_epochs,
-                                     async_save=config.runtime.async_checkpointing,
-                                     show_progress=config.runtime.progress)
+    path, metrics = train_in_workdir(
+        workdir,
+        zoo_identity,
+        to_json_dict(config),
+        table,
+        make_run,
+        num_epochs,
+        async_save=config.runtime.async_checkpointing,
+        show_progress=config.runtime.progress,
+    )
     return {"epoch": num_epochs, "metrics": metrics, "workdir": str(path)}

@@ -31,8 +31,14 @@ from jaxzoo.training.loop import train_in_workdir
 from jaxzoo.training.optimizers import init_state
 from jaxzoo.training.population import build_population
 from jaxzoo.training.run import Group, ZooRun
-from jaxzoo.training.steps import (ARD_NOISE_STREAM, GroupSpec, Objective, StepFunctions, make_step_functions,
-                                   nll_and_correct)
+from jaxzoo.training.steps import (
+    ARD_NOISE_STREAM,
+    GroupSpec,
+    Objective,
+    StepFunctions,
+    make_step_functions,
+    nll_and_correct,
+)
 from jaxzoo.zoo import checkpoint
 from jaxzoo.zoo.reader import read_zoo
 from jaxzoo.zoo.trees import tree_take
@@ -54,8 +60,11 @@ def twin_config(source_config: dict, source_hash: str, source_epoch: int, epochs
     if config.get("original", {}).get("experiment"):  # the original named them cnn_small_<data>_ard
         config["original"]["experiment"] = f"cnn_small_{config['data']['name']}_ard"
     config["sparsify"] = {
-        "method": "variational_dropout", "source_zoo": source_hash, "source_epoch": source_epoch,
-        "log_sigma2_init": ard.LOG_SIGMA2_INIT, "threshold": ard.THRESHOLD,
+        "method": "variational_dropout",
+        "source_zoo": source_hash,
+        "source_epoch": source_epoch,
+        "log_sigma2_init": ard.LOG_SIGMA2_INIT,
+        "threshold": ard.THRESHOLD,
         "notes": "each twin draws its noise from its own seed; the original used one seed for all twins",
     }
     return config
@@ -81,8 +90,9 @@ class TwinRun(ZooRun):
             def loss(params, x, y, mask, key, factors_one, epoch):
                 logits = stochastic.apply({}, params, x, 0, rngs={"noise": key}).astype(jnp.float32)
                 loss_sum, correct = nll_and_correct(logits, y, mask)
-                value = loss_sum / jnp.maximum(jnp.sum(mask), 1.0) + ard.kl_weight(epoch - 1, num_epochs) * ard.kl_total(
-                    params)
+                value = loss_sum / jnp.maximum(jnp.sum(mask), 1.0) + ard.kl_weight(
+                    epoch - 1, num_epochs
+                ) * ard.kl_total(params)
                 return value, {"loss_sum": value * jnp.sum(mask), "correct": correct}
 
             self.objectives[activation] = Objective(loss, ARD_NOISE_STREAM, uses_dropout=False)
@@ -90,11 +100,13 @@ class TwinRun(ZooRun):
 
     def group_functions(self, spec: GroupSpec, members: np.ndarray, conv: str, shared: dict) -> StepFunctions:
         config, dataset = self.config, self.dataset
-        model = build_model(config.model, spec.activation, spec.use_dropout, "xla", dataset.image_shape,
-                            dataset.num_classes)
+        model = build_model(
+            config.model, spec.activation, spec.use_dropout, "xla", dataset.image_shape, dataset.num_classes
+        )
         setup = dataclasses.replace(self.setup, max_train_examples=int(self.train_examples[members].max()))
-        base = make_step_functions(model, spec, setup, self.population.inits, self.mesh, shared,
-                                   self.objective(model.arch, spec.activation))
+        base = make_step_functions(
+            model, spec, setup, self.population.inits, self.mesh, shared, self.objective(model.arch, spec.activation)
+        )
         transform = base.transform
 
         def init_one(source_params, values):
@@ -112,8 +124,9 @@ class TwinRun(ZooRun):
         source = jax.device_put(tree_take(self.source_params, indices), self.models)
         return group.fns.init(source, self.chunk_factors(indices))
 
-    def evaluate(self, group: Group, state, factors, splits: tuple[str, ...], real: int,
-                 epoch: int) -> dict[str, np.ndarray]:
+    def evaluate(
+        self, group: Group, state, factors, splits: tuple[str, ...], real: int, epoch: int
+    ) -> dict[str, np.ndarray]:
         """Masked-weight metrics; logged losses include kl_weight * KL, as the original."""
         sparsity, kl, masked = self.model_stats(state["params"])
         kl_w = float(ard.kl_weight(epoch - 1, self.config.training.num_epochs))
@@ -134,7 +147,9 @@ def sparsify(source_workdir, twin_workdir, epochs: int = DEFAULT_EPOCHS) -> dict
     check_destination(pathlib.Path(twin_workdir), "--out")
     source = read_zoo(source_workdir)
     if arch_name(source.config["model"]) != "cnn_s":
-        raise SparsifyError(f"sparsify supports CNN-s zoos (the original's CNN_ARD), not {arch_name(source.config['model'])}")
+        raise SparsifyError(
+            f"sparsify supports CNN-s zoos (the original's CNN_ARD), not {arch_name(source.config['model'])}"
+        )
     if "sparsify" in source.config:
         raise SparsifyError(f"{source_workdir} is already a sparsified twin: pass the trained source zoo")
     if not 1 <= epochs <= 1000:
@@ -164,16 +179,30 @@ def sparsify(source_workdir, twin_workdir, epochs: int = DEFAULT_EPOCHS) -> dict
             row["source_check"] = {"test_acc_gap": float(gap), "test_loss_rel_gap": float(rel), "ok": bool(ok)}
         checkpoint.prepare_workdir(path, zoo_identity, config, table)
         failed = int(sum(not r["source_check"]["ok"] for r in table))
-        log.info("twin epoch 0: %d of %d twins reproduce their source's test accuracy (within %.2f) and "
-                 "loss (within %.0f%%)", len(table) - failed, len(table), ACCURACY_TOLERANCE, 100 * LOSS_RTOL)
+        log.info(
+            "twin epoch 0: %d of %d twins reproduce their source's test accuracy (within %.2f) and "
+            "loss (within %.0f%%)",
+            len(table) - failed,
+            len(table),
+            ACCURACY_TOLERANCE,
+            100 * LOSS_RTOL,
+        )
 
     def describe(epoch: int, metrics: dict, seconds: float) -> str:
-        return (f"twin epoch {epoch}/{epochs}: sparsity mean {np.nanmean(metrics['sparsity']):.3f}, test_acc mean "
-                f"{np.nanmean(metrics['test_acc']):.4f}; {seconds:.1f} s")
+        return (
+            f"twin epoch {epoch}/{epochs}: sparsity mean {np.nanmean(metrics['sparsity']):.3f}, test_acc mean "
+            f"{np.nanmean(metrics['test_acc']):.4f}; {seconds:.1f} s"
+        )
 
-    path, _ = train_in_workdir(path, zoo_identity, config, table,
-                               lambda _: TwinRun(ConfigDict(config), population, dataset, source_params), epochs,
-                               async_save=True, on_fresh=record_source_checks, describe=describe)
+    path, _ = train_in_workdir(
+        path,
+        zoo_identity,
+        config,
+        table,
+        lambda _: TwinRun(ConfigDict(config), population, dataset, source_params),
+        epochs,
+        async_save=True,
+        on_fresh=record_source_checks,
+        describe=describe,
+    )
     return {"workdir": str(path), "epochs": epochs}
-
-

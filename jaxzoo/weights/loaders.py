@@ -28,7 +28,7 @@ import dataclasses
 import json
 import os
 import pathlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -52,16 +52,20 @@ def vectors_folder(path: str | os.PathLike) -> pathlib.Path:
         return folder
     if (folder / "vectors").is_dir():
         return folder / "vectors"
-    raise LoaderError(f"{folder} holds no flat vectors (vectors/train.safetensors): pass an export written "
-                      "by python -m jaxzoo.export with the vectors format, or its vectors/ folder")
+    raise LoaderError(
+        f"{folder} holds no flat vectors (vectors/train.safetensors): pass an export written "
+        "by python -m jaxzoo.export with the vectors format, or its vectors/ folder"
+    )
 
 
 def check_layout(index_dict: dict) -> None:
     """Refuses layouts other than the CNN / MLP index_dict in one line."""
     keys = ("idx_start", "kernel_no", "kernel_size", "channels_in")
     if "tensors" in index_dict or not all(k in index_dict for k in keys):
-        raise LoaderError("these vectors have a per-tensor layout (ResNet or custom modules): the loaders "
-                          "support only the CNN / MLP layouts (index_dict with idx_start, kernel_no, ...)")
+        raise LoaderError(
+            "these vectors have a per-tensor layout (ResNet or custom modules): the loaders "
+            "support only the CNN / MLP layouts (index_dict with idx_start, kernel_no, ...)"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,8 +87,12 @@ class Layer:
 
 def layers(index_dict: dict) -> list[Layer]:
     check_layout(index_dict)
-    return [Layer(int(s), int(n), int(c) * int(k)) for s, n, k, c in
-            zip(index_dict["idx_start"], index_dict["kernel_no"], index_dict["kernel_size"], index_dict["channels_in"])]
+    return [
+        Layer(int(s), int(n), int(c) * int(k))
+        for s, n, k, c in zip(
+            index_dict["idx_start"], index_dict["kernel_no"], index_dict["kernel_size"], index_dict["channels_in"]
+        )
+    ]
 
 
 def vector_size(index_dict: dict) -> int:
@@ -103,9 +111,16 @@ def layer_statistics(train_split) -> dict:
     out = []
     module_index = train_split.index_dict.get("layer", list(range(len(train_split.index_dict["idx_start"]))))
     for index, layer in zip(module_index, layers(train_split.index_dict)):
-        w, b = weights[:, layer.start:layer.bias_start], weights[:, layer.bias_start:layer.end]
-        out.append({"layer": int(index), "weight_mean": float(w.mean()), "weight_std": float(w.std()),
-                    "bias_mean": float(b.mean()), "bias_std": float(b.std())})
+        w, b = weights[:, layer.start : layer.bias_start], weights[:, layer.bias_start : layer.end]
+        out.append(
+            {
+                "layer": int(index),
+                "weight_mean": float(w.mean()),
+                "weight_std": float(w.std()),
+                "bias_mean": float(b.mean()),
+                "bias_std": float(b.std()),
+            }
+        )
     return {"split": "train", "rows": int(len(weights)), "layers": out}
 
 
@@ -128,13 +143,16 @@ def read_standardisation(folder: str | os.PathLike, index_dict: dict | None = No
         try:
             stats = json.loads(path.read_text())
         except json.JSONDecodeError:
-            raise LoaderError(f"{path} is damaged: delete it or rewrite it with "
-                              "jaxzoo.weights.loaders.write_standardisation") from None
+            raise LoaderError(
+                f"{path} is damaged: delete it or rewrite it with jaxzoo.weights.loaders.write_standardisation"
+            ) from None
     else:
         stats = layer_statistics(load_vectors_split(folder, "train"))
     if index_dict is not None and len(stats.get("layers", [])) != len(layers(index_dict)):
-        raise LoaderError(f"{path} describes {len(stats.get('layers', []))} layers and the vectors have "
-                          f"{len(layers(index_dict))}: rewrite it with jaxzoo.weights.loaders.write_standardisation")
+        raise LoaderError(
+            f"{path} describes {len(stats.get('layers', []))} layers and the vectors have "
+            f"{len(layers(index_dict))}: rewrite it with jaxzoo.weights.loaders.write_standardisation"
+        )
     return stats
 
 
@@ -189,9 +207,9 @@ def token_layout(index_dict: dict) -> TokenLayout:
     for number, layer in enumerate(all_layers):
         units = np.arange(layer.units)
         rows = slice(t, t + layer.units)
-        index[rows, :layer.fan_in] = layer.start + units[:, None] * layer.fan_in + np.arange(layer.fan_in)
+        index[rows, : layer.fan_in] = layer.start + units[:, None] * layer.fan_in + np.arange(layer.fan_in)
         index[rows, layer.fan_in] = layer.bias_start + units
-        mask[rows, :layer.fan_in + 1] = True
+        mask[rows, : layer.fan_in + 1] = True
         layer_id[rows], position[rows] = number, units
         t += layer.units
     return TokenLayout(index, mask, layer_id, position)
@@ -220,9 +238,16 @@ class VectorTransform:
     """The augmentation and views shared by `VectorLoader` and `jaxzoo.torch.ZooVectorDataset`:
     permute -> standardise -> noise on [N, P] rows, then optionally the token view."""
 
-    def __init__(self, index_dict: dict, stats: dict | None = None, standardise: bool = False,
-                 noise_std: float = 0.0, noise_mode: str = "relative", permute: bool = False,
-                 tokens: bool = False):
+    def __init__(
+        self,
+        index_dict: dict,
+        stats: dict | None = None,
+        standardise: bool = False,
+        noise_std: float = 0.0,
+        noise_mode: str = "relative",
+        permute: bool = False,
+        tokens: bool = False,
+    ):
         check_layout(index_dict)
         if noise_mode not in NOISE_MODES:
             raise LoaderError(f"unknown noise_mode {noise_mode!r}: choose from {NOISE_MODES}")
@@ -291,8 +316,10 @@ def check_split(split: str) -> None:
 
 def check_epochs(folder: pathlib.Path, split: str, epochs: list[int], row_epochs: np.ndarray) -> None:
     """Refuses epochs the export does not hold (its json's 'epochs', else those of its rows)."""
-    exported = sorted(json.loads((folder / f"{split}.json").read_text()).get("epochs", [])
-                      or set(np.unique(np.asarray(row_epochs)).tolist()))
+    exported = sorted(
+        json.loads((folder / f"{split}.json").read_text()).get("epochs", [])
+        or set(np.unique(np.asarray(row_epochs)).tolist())
+    )
     missing = [e for e in epochs if e not in exported]
     if missing:
         raise LoaderError(f"epochs {missing} are not in {folder} (exported: {exported}): choose from those")
@@ -309,8 +336,9 @@ def load_split(folder: str | os.PathLike, split: str, epochs: list[int] | None =
     check_epochs(folder, split, epochs, data.properties["epoch"])
     keep = np.isin(data.properties["epoch"], np.asarray(list(epochs)))
     index = np.flatnonzero(keep)
-    properties = {k: (v[keep] if isinstance(v, np.ndarray) else [v[i] for i in index])
-                  for k, v in data.properties.items()}
+    properties = {
+        k: (v[keep] if isinstance(v, np.ndarray) else [v[i] for i in index]) for k, v in data.properties.items()
+    }
     return VectorSplit(np.ascontiguousarray(data.weights[keep]), properties, data.index_dict), folder
 
 
@@ -323,10 +351,22 @@ class VectorLoader:
     (None unless standardise or relative noise need them).
     """
 
-    def __init__(self, export: str | os.PathLike, split: str = "train", *, epochs: list[int] | None = None,
-                 batch_size: int = 64, shuffle: bool = True, seed: int = 0, drop_last: bool = False,
-                 standardise: bool = False, noise_std: float = 0.0, noise_mode: str = "relative",
-                 permute: bool = False, tokens: bool = False):
+    def __init__(
+        self,
+        export: str | os.PathLike,
+        split: str = "train",
+        *,
+        epochs: list[int] | None = None,
+        batch_size: int = 64,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+        standardise: bool = False,
+        noise_std: float = 0.0,
+        noise_mode: str = "relative",
+        permute: bool = False,
+        tokens: bool = False,
+    ):
         if not (isinstance(batch_size, (int, np.integer)) and batch_size >= 1):
             raise LoaderError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         self.data, self.folder = load_split(export, split, epochs)
@@ -334,10 +374,12 @@ class VectorLoader:
         self.seed, self.drop_last, self.passes = seed, drop_last, 0
         needs_stats = standardise or (noise_std > 0 and noise_mode == "relative")
         self.stats = read_standardisation(self.folder, self.data.index_dict) if needs_stats else None
-        self.transform = VectorTransform(self.data.index_dict, self.stats, standardise, noise_std, noise_mode,
-                                         permute, tokens)
-        self.properties = {k: (v if isinstance(v, np.ndarray) else np.asarray(v))
-                           for k, v in self.data.properties.items()}
+        self.transform = VectorTransform(
+            self.data.index_dict, self.stats, standardise, noise_std, noise_mode, permute, tokens
+        )
+        self.properties = {
+            k: (v if isinstance(v, np.ndarray) else np.asarray(v)) for k, v in self.data.properties.items()
+        }
 
     @property
     def index_dict(self) -> dict:
@@ -356,7 +398,7 @@ class VectorLoader:
         rng = np.random.default_rng([self.seed, pass_number])
         order = rng.permutation(self.rows) if self.shuffle else np.arange(self.rows)
         for b in range(len(self)):
-            index = order[b * self.batch_size:(b + 1) * self.batch_size]
+            index = order[b * self.batch_size : (b + 1) * self.batch_size]
             batch = self.transform(self.data.weights[index], rng)
             batch.update({k: v[index] for k, v in self.properties.items()})
             yield batch

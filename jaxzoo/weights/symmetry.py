@@ -40,7 +40,8 @@ zoo to one reference); `sign_flippable_layers` / `flip_signs` / `flip_signs_vect
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -86,7 +87,7 @@ class _ParamsCodec:
                 raise ValueError(f"{name}: leading axes {lead} differ from {self.lead}")
             self.lead = lead
             self.kinds.append("conv" if core == 4 else "fc")
-            self.kernel_shapes.append(kernel[len(lead):])
+            self.kernel_shapes.append(kernel[len(lead) :])
             fan = kernel[-2]  # in-channels or in-features
             units_in = fan if previous is None else previous
             if fan % units_in:
@@ -102,7 +103,7 @@ class _ParamsCodec:
             layer = {}
             for leaf, value in params[name].items():
                 array = np.asarray(value)
-                core = array.shape[len(self.lead):]
+                core = array.shape[len(self.lead) :]
                 if core == shape:
                     a = array.reshape(self.batch, *shape)
                     if kind == "conv":  # [N, kh, kw, in, out] -> [N, out, in, kh*kw]
@@ -146,8 +147,10 @@ class _VectorCodec:
         for i, fan in enumerate(self.fans):
             units_in = index_dict["channels_in"][0] if i == 0 else self.sizes[i - 1]
             if index_dict["channels_in"][i] % units_in:
-                raise ValueError(f"index_dict layer {i}: {index_dict['channels_in'][i]} inputs are not a multiple "
-                                 f"of the previous layer's {units_in} units")
+                raise ValueError(
+                    f"index_dict layer {i}: {index_dict['channels_in'][i]} inputs are not a multiple "
+                    f"of the previous layer's {units_in} units"
+                )
             self.units_in.append(units_in)
         self.total = self.starts[-1] + self.sizes[-1] * self.fans[-1] + self.sizes[-1]
 
@@ -158,16 +161,17 @@ class _VectorCodec:
         rep = []
         for start, out, fan, units_in in zip(self.starts, self.sizes, self.fans, self.units_in):
             end = start + out * fan
-            rep.append({"kernel": vectors[:, start:end].reshape(n, out, units_in, -1),
-                        "bias": vectors[:, end:end + out]})
+            rep.append(
+                {"kernel": vectors[:, start:end].reshape(n, out, units_in, -1), "bias": vectors[:, end : end + out]}
+            )
         return rep
 
     def decode(self, rep, vectors: np.ndarray) -> np.ndarray:
         result = np.array(vectors, copy=True)
         n = vectors.shape[0]
         for start, out, fan, layer in zip(self.starts, self.sizes, self.fans, rep):
-            result[:, start:start + out * fan] = layer["kernel"].reshape(n, -1)
-            result[:, start + out * fan:start + out * fan + out] = layer["bias"]
+            result[:, start : start + out * fan] = layer["kernel"].reshape(n, -1)
+            result[:, start + out * fan : start + out * fan + out] = layer["bias"]
         return result
 
 
@@ -235,6 +239,7 @@ def permute_params(params: dict, perms: Sequence[Any], moments=None):
 def _transform_trees(params, moments, transform, codec):
     """`transform(rep, batch)` applied to params and to each moments tree in the codec's
     representation -> params, or (params, moments) when moments are given."""
+
     def apply(tree):
         inner, rewrap = _unwrap(tree)
         return rewrap(codec.decode(transform(codec.encode(inner), codec.batch), inner))
@@ -361,8 +366,9 @@ def align_params(params_b: dict, params_a: dict, max_sweeps: int = 20, moments=N
     return permute_params(params_b, weight_matching(params_b, params_a, max_sweeps), moments)
 
 
-def align_vectors(vector_b: np.ndarray, vector_a: np.ndarray, index_dict: dict, max_sweeps: int = 20,
-                  return_perms: bool = False):
+def align_vectors(
+    vector_b: np.ndarray, vector_a: np.ndarray, index_dict: dict, max_sweeps: int = 20, return_perms: bool = False
+):
     """Flat vector B [P] permuted to match A [P] (weight matching) -> [P] (and the perms)."""
     codec = _VectorCodec(index_dict)
     b = np.asarray(vector_b)[None]
@@ -393,8 +399,10 @@ def aligned_distance_statistics(vectors: np.ndarray, index_dict: dict, max_sweep
             for kind, b in (("raw", x[j]), ("aligned", align_vectors(x[j], x[i], index_dict, max_sweeps))):
                 distances[kind]["l2"].append(np.linalg.norm(x[i] - b))
                 distances[kind]["cosine"].append(1.0 - x[i] @ b / (norms[i] * norms[j]))
-    summary = {kind: {name: (float(np.mean(v)), float(np.std(v))) for name, v in values.items()}
-               for kind, values in distances.items()}
+    summary = {
+        kind: {name: (float(np.mean(v)), float(np.std(v))) for name, v in values.items()}
+        for kind, values in distances.items()
+    }
     return {"pairs": len(distances["raw"]["l2"]), **summary}
 
 
@@ -456,14 +464,17 @@ def flip_signs(params: dict, signs: Sequence[Any], arch: ArchSpec, activation: s
     return _transform_trees(params, moments, lambda rep, batch: _flip_rep(rep, signs, batch), codec)
 
 
-def random_signs(arch: ArchSpec, activation: str, index_dict: dict, rng=None,
-                 count: int | None = None) -> list[np.ndarray | None]:
+def random_signs(
+    arch: ArchSpec, activation: str, index_dict: dict, rng=None, count: int | None = None
+) -> list[np.ndarray | None]:
     """Random +-1 per unit of every sign-flippable hidden layer ([n] or [count, n]), None elsewhere."""
     rng = np.random.default_rng(rng)
     allowed = sign_flippable_layers(arch, activation)
     shape = () if count is None else (count,)
-    return [rng.choice(np.array([-1, 1]), size=(*shape, n)) if l in allowed else None
-            for l, n in enumerate(hidden_layer_sizes(index_dict))]
+    return [
+        rng.choice(np.array([-1, 1]), size=(*shape, n)) if l in allowed else None
+        for l, n in enumerate(hidden_layer_sizes(index_dict))
+    ]
 
 
 def flip_signs_vectors(vectors: np.ndarray, index_dict: dict, signs, arch: ArchSpec, activation: str) -> np.ndarray:

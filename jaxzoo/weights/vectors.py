@@ -37,11 +37,15 @@ def load_vectors_split(folder: pathlib.Path, split: str) -> VectorSplit:
         tensors = load_file(str(folder / f"{split}.safetensors"))
         meta = json.loads((folder / f"{split}.json").read_text())
     except FileNotFoundError as error:
-        raise VectorFileError(f"{error.filename} is missing: pass a flat-vector folder written by "
-                          "python -m jaxzoo.export (its vectors/ folder)") from None
+        raise VectorFileError(
+            f"{error.filename} is missing: pass a flat-vector folder written by "
+            "python -m jaxzoo.export (its vectors/ folder)"
+        ) from None
     except Exception as error:  # safetensors and json raise their own types for damaged files
-        raise VectorFileError(f"the {split} split in {folder} is damaged ({type(error).__name__}): export the zoo "
-                          "again (python -m jaxzoo.export --overwrite)") from None
+        raise VectorFileError(
+            f"the {split} split in {folder} is damaged ({type(error).__name__}): export the zoo "
+            "again (python -m jaxzoo.export --overwrite)"
+        ) from None
     properties: dict = {name: tensors[name] for name in meta["numeric_properties"]}
     properties.update(meta["categorical_properties"])
     return VectorSplit(tensors["weights"], properties, meta["index_dict"])
@@ -54,8 +58,7 @@ def load_vectors(export_dir: str | os.PathLike) -> dict[str, VectorSplit]:
     return {split: load_vectors_split(folder, split) for split in SPLITS}
 
 
-
-def save_vector_split(folder: pathlib.Path, split: str, data: "VectorSplit", counts: dict, extra: dict) -> dict:
+def save_vector_split(folder: pathlib.Path, split: str, data: VectorSplit, counts: dict, extra: dict) -> dict:
     """Writes one split of a flat-vector dataset: `<split>.safetensors` (weights and numeric
     properties) and `<split>.json` (counts, categorical properties, index_dict, `extra`), each
     under a temporary name first; returns the JSON metadata."""
@@ -64,9 +67,12 @@ def save_vector_split(folder: pathlib.Path, split: str, data: "VectorSplit", cou
     tmp = folder / f".{split}.safetensors.partial"
     save_file({"weights": data.weights, **numeric}, str(tmp))
     meta = {
-        "split": split, **counts, "numeric_properties": sorted(numeric),
+        "split": split,
+        **counts,
+        "numeric_properties": sorted(numeric),
         "categorical_properties": {k: data.properties[k] for k in categorical},
-        "index_dict": data.index_dict, **extra,
+        "index_dict": data.index_dict,
+        **extra,
     }
     (folder / f".{split}.json.partial").write_text(json.dumps(meta))
     os.replace(tmp, folder / f"{split}.safetensors")
@@ -79,4 +85,6 @@ def layout_size(layout: dict) -> int:
         last = layout["tensors"][-1]
         return last["offset"] + int(np.prod(last["shape"]))
     last = len(layout["layer"]) - 1
-    return layout["idx_start"][last] + layout["kernel_no"][last] * (layout["channels_in"][last] * layout["kernel_size"][last] + 1)
+    return layout["idx_start"][last] + layout["kernel_no"][last] * (
+        layout["channels_in"][last] * layout["kernel_size"][last] + 1
+    )

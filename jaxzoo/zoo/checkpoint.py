@@ -15,7 +15,8 @@ import json
 import logging
 import os
 import pathlib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import ml_collections
@@ -23,10 +24,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy
 
-from jaxzoo.training import distributed
 from jaxzoo.config import comparable, config_kind, describe_difference, identity_hash
 from jaxzoo.config import identity as identity_of
 from jaxzoo.errors import UserError
+from jaxzoo.training import distributed
 
 log = logging.getLogger("jaxzoo")
 
@@ -37,8 +38,9 @@ class WorkdirError(UserError):
     """The workdir cannot hold this zoo (unwritable, another zoo, corrupted checkpoint)."""
 
 
-def prepare_workdir(workdir: str | os.PathLike, identity: dict, resolved: dict, table: list,
-                    write: bool = True) -> pathlib.Path:
+def prepare_workdir(
+    workdir: str | os.PathLike, identity: dict, resolved: dict, table: list, write: bool = True
+) -> pathlib.Path:
     """Creates the workdir or checks that it holds this zoo; writes config.json and models.json.
 
     Raises WorkdirError before anything is written when the workdir holds another zoo. With
@@ -51,8 +53,10 @@ def prepare_workdir(workdir: str | os.PathLike, identity: dict, resolved: dict, 
         kinds = [kind.get("task", "classification") for kind in (existing_identity, identity)]
         if kinds[0] != kinds[1]:
             names = {"inr": "an INR zoo", "classification": "a classification zoo"}
-            raise WorkdirError(f"workdir {path} holds {names.get(kinds[0], kinds[0])} and the config describes "
-                               f"{names.get(kinds[1], kinds[1])}: choose another --workdir")
+            raise WorkdirError(
+                f"workdir {path} holds {names.get(kinds[0], kinds[0])} and the config describes "
+                f"{names.get(kinds[1], kinds[1])}: choose another --workdir"
+            )
         if existing_identity != identity:
             raise WorkdirError(
                 f"workdir {path} holds another zoo ({describe_difference(existing_identity, identity)}): "
@@ -98,10 +102,13 @@ def read_config(workdir: str | os.PathLike) -> dict:
         stored, config = document["identity"], document["config"]
         recomputed = identity_of(ml_collections.ConfigDict(config))
     except (FileNotFoundError, NotADirectoryError):
-        raise WorkdirError(f"{path.parent} is not a jaxzoo workdir (no config.json): pass the --workdir of a "
-                           "trained zoo") from None
+        raise WorkdirError(
+            f"{path.parent} is not a jaxzoo workdir (no config.json): pass the --workdir of a trained zoo"
+        ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError):
-        raise WorkdirError(f"{path} is not a jaxzoo config (unreadable or incomplete): choose another --workdir") from None
+        raise WorkdirError(
+            f"{path} is not a jaxzoo config (unreadable or incomplete): choose another --workdir"
+        ) from None
     recomputed.update({key: stored[key] for key in ("dataset", "shard") if key in stored})
     if identity_hash(stored) != document.get("identity_hash") or recomputed != comparable(stored):
         difference = describe_difference(comparable(stored), recomputed) or "identity_hash"
@@ -129,8 +136,9 @@ def open_manager(workdir: pathlib.Path, async_save: bool) -> ocp.CheckpointManag
     return ocp.CheckpointManager(workdir / "checkpoints", options=options, item_names=("state", "metrics"))
 
 
-def save_epoch(manager: ocp.CheckpointManager, epoch: int, state, metrics: dict[str, np.ndarray],
-               wait: bool = True) -> None:
+def save_epoch(
+    manager: ocp.CheckpointManager, epoch: int, state, metrics: dict[str, np.ndarray], wait: bool = True
+) -> None:
     """Saves the population's state and metrics for `epoch`; with `wait`, waits for the commit.
 
     Without `wait` it returns once the state is copied off the devices (Orbax writes the files
@@ -218,9 +226,14 @@ def set_aside(workdir: pathlib.Path, epochs: list[int], reason: str) -> None:
         while target.exists():
             target, n = damaged / f"{epoch}.{n}", n + 1
         os.replace(workdir / "checkpoints" / str(epoch), target)
-    log.info("checkpoint of epoch %d is damaged (%s): moved %s to %s; resuming from epoch %d",
-             epochs[0], reason, "it" if len(epochs) == 1 else f"epochs {epochs[0]}..{epochs[-1]}", damaged,
-             epochs[0] - 1)
+    log.info(
+        "checkpoint of epoch %d is damaged (%s): moved %s to %s; resuming from epoch %d",
+        epochs[0],
+        reason,
+        "it" if len(epochs) == 1 else f"epochs {epochs[0]}..{epochs[-1]}",
+        damaged,
+        epochs[0] - 1,
+    )
 
 
 def set_aside_damaged(workdir: pathlib.Path) -> None:
@@ -243,9 +256,7 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state) -> tuple[int,
         abstract_state = distributed.global_abstract(abstract_state)
     while (epoch := manager.latest_step()) is not None:
         try:
-            restored = manager.restore(
-                epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
-            )
+            restored = manager.restore(epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
         except Exception as error:  # Orbax raises many types for damaged files
             if distributed.is_multiprocess():  # the processes must agree: no unilateral moves
                 raise WorkdirError(
@@ -345,11 +356,12 @@ class ZooCheckpoints:
         _, path = self._state_path(epoch)
         with ocp.PyTreeCheckpointer() as reader:
             params = _saved_tree(reader, path)[collection]
-        return [tuple(str(key.key) for key in keys) for keys, _ in jax.tree_util.tree_flatten_with_path(
-            params, is_leaf=lambda leaf: hasattr(leaf, "shape"))[0]]
+        return [
+            tuple(str(key.key) for key in keys)
+            for keys, _ in jax.tree_util.tree_flatten_with_path(params, is_leaf=lambda leaf: hasattr(leaf, "shape"))[0]
+        ]
 
-    def params(self, epoch: int, leaves: Sequence[tuple[str, ...]] | None = None,
-               collection: str = "params") -> dict:
+    def params(self, epoch: int, leaves: Sequence[tuple[str, ...]] | None = None, collection: str = "params") -> dict:
         """An epoch's `params` (or another collection of the state, e.g. 'batch_stats') as numpy
         arrays [M, ...] and nothing else (no optimizer state): all its leaves, or only those at
         the given key paths (`param_paths`).
@@ -369,8 +381,12 @@ class ZooCheckpoints:
             node[keys[-1]] = ocp.RestoreArgs(restore_type=np.ndarray)
         try:
             with ocp.PyTreeCheckpointer() as reader:
-                restored = reader.restore(path, args=ocp.args.PyTreeRestore(
-                    item={collection: item}, restore_args={collection: item}, partial_restore=True))
+                restored = reader.restore(
+                    path,
+                    args=ocp.args.PyTreeRestore(
+                        item={collection: item}, restore_args={collection: item}, partial_restore=True
+                    ),
+                )
         except Exception as error:  # Orbax raises many types for damaged files
             raise WorkdirError(
                 f"{collection} of epoch {epoch} in {self.directory} are unreadable ({type(error).__name__}): "
@@ -391,8 +407,11 @@ class ZooCheckpoints:
         """The saved tree's shapes on this process's first device (whatever topology saved it)."""
         tree = _saved_tree(reader, path)
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-        return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device), tree,
-                            is_leaf=lambda leaf: hasattr(leaf, "shape") and hasattr(leaf, "dtype"))
+        return jax.tree.map(
+            lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
+            tree,
+            is_leaf=lambda leaf: hasattr(leaf, "shape") and hasattr(leaf, "dtype"),
+        )
 
     def metrics(self, epoch: int) -> dict[str, np.ndarray]:
         """The metrics arrays [M] saved with an epoch's checkpoint."""

@@ -19,8 +19,15 @@ from jaxzoo.config import CLASSIFICATION, config_kind
 from jaxzoo.data import DATASETS
 from jaxzoo.errors import UserError
 from jaxzoo.models import ard, resnet
-from jaxzoo.models.registry import (RESNET_ARCHS, arch_spec, build_model, custom_torch_tensors, is_custom,
-                                    param_order, params_shapes)
+from jaxzoo.models.registry import (
+    RESNET_ARCHS,
+    arch_spec,
+    build_model,
+    custom_torch_tensors,
+    is_custom,
+    param_order,
+    params_shapes,
+)
 from jaxzoo.models.torch_layout import flat_vectors, index_dict, torch_tensors
 from jaxzoo.zoo import checkpoint
 
@@ -108,8 +115,10 @@ class Zoo:
         if self.is_resnet:
             return {"tensors": resnet.index_map(self.num_classes, self.channels_in)}
         if self.is_custom:
-            template = jax.tree.map(lambda a: np.zeros((1, *a.shape), np.float32),
-                                    params_shapes(self.model(self.table[0]["activation"]), self.image_shape))
+            template = jax.tree.map(
+                lambda a: np.zeros((1, *a.shape), np.float32),
+                params_shapes(self.model(self.table[0]["activation"]), self.image_shape),
+            )
             tensors, offset = [], 0
             for key, array in self.params_torch(template):
                 tensors.append({"key": key, "offset": offset, "shape": list(array.shape[1:])})
@@ -163,13 +172,17 @@ def read_zoo(workdir: str | os.PathLike) -> Zoo:
     path = pathlib.Path(workdir).absolute()
     document = checkpoint.read_config(path)
     if config_kind(document["config"]) != CLASSIFICATION:  # Table 3, twins and merges are for classification zoos
-        raise ZooReadError(f"{path} holds an INR zoo: analyse it with `python -m jaxzoo.analyze` (its card predicts "
-                          "the class from weights) and export it with `python -m jaxzoo.export`")
+        raise ZooReadError(
+            f"{path} holds an INR zoo: analyse it with `python -m jaxzoo.analyze` (its card predicts "
+            "the class from weights) and export it with `python -m jaxzoo.export`"
+        )
     try:
         table = json.loads((path / "models.json").read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ZooReadError(f"{path / 'models.json'} is unreadable ({type(error).__name__}): pass the --workdir "
-                          "of a trained zoo, or rerun its train command to rewrite it") from None
+        raise ZooReadError(
+            f"{path / 'models.json'} is unreadable ({type(error).__name__}): pass the --workdir "
+            "of a trained zoo, or rerun its train command to rewrite it"
+        ) from None
     num_epochs = document["config"]["training"]["num_epochs"]
     checkpoints = checkpoint.ZooCheckpoints(path)
     damaged = checkpoints.damaged()
@@ -187,5 +200,13 @@ def read_zoo(workdir: str | os.PathLike) -> Zoo:
             "finish training first (rerun the same train command to resume)"
         )
     metrics = {epoch: checkpoints.metrics(epoch) for epoch in range(num_epochs + 1)}
-    return Zoo(path, document["config"], document["identity_hash"], table, list(range(num_epochs + 1)), metrics,
-               checkpoints, dataset_facts(document))
+    return Zoo(
+        path,
+        document["config"],
+        document["identity_hash"],
+        table,
+        list(range(num_epochs + 1)),
+        metrics,
+        checkpoints,
+        dataset_facts(document),
+    )

@@ -41,16 +41,20 @@ def find_shards(workdir: pathlib.Path) -> list[pathlib.Path]:
         if match:
             found[(int(match[1]), int(match[2]))] = path
     if not found:
-        raise MergeError(f"{folder} holds no shards: train them with --config.shard_index=K --config.num_shards=N "
-                         f"--workdir {workdir}")
+        raise MergeError(
+            f"{folder} holds no shards: train them with --config.shard_index=K --config.num_shards=N "
+            f"--workdir {workdir}"
+        )
     counts = {n for _, n in found}
     if len(counts) > 1:
         raise MergeError(f"{folder} mixes shard counts {sorted(counts)}: keep the shards of one job array")
     count = counts.pop()
     missing = [k for k in range(count) if (k, count) not in found]
     if missing:
-        raise MergeError(f"shards {missing} of {count} are missing in {folder}: train them "
-                         f"(--config.shard_index={missing[0]} --config.num_shards={count})")
+        raise MergeError(
+            f"shards {missing} of {count} are missing in {folder}: train them "
+            f"(--config.shard_index={missing[0]} --config.num_shards={count})"
+        )
     return [found[(k, count)] for k in range(count)]
 
 
@@ -72,8 +76,10 @@ def merge(workdir: str, log=print) -> dict:
         for shard, reader in zip(shards, readers):
             missing = sorted(set(range(num_epochs + 1)) - set(reader.epochs()))
             if missing:
-                raise MergeError(f"{shard} lacks epochs {missing[:5]} of 0..{num_epochs}: rerun that shard's train "
-                                 "command to finish it")
+                raise MergeError(
+                    f"{shard} lacks epochs {missing[:5]} of 0..{num_epochs}: rerun that shard's train "
+                    "command to finish it"
+                )
         table = [row for shard in shards for row in json.loads((shard / "models.json").read_text())]
         target = checkpoint.prepare_workdir(path, identities[0], config, table)
         checkpoint.set_aside_damaged(target)
