@@ -13,9 +13,10 @@ import sys
 
 from jaxzoo.analysis import table3
 from jaxzoo.analysis.table3 import benchmark_workdir, linear_classifier, markdown
-from jaxzoo.cli import ArgumentParser, check_destination, epoch_list, number_in, run
+from jaxzoo.cli import ArgumentParser, epoch_list, number_in, run
 from jaxzoo.errors import UserError
 from jaxzoo.export.writer import DEFAULT_THRESHOLD
+from jaxzoo.host import check_destination
 from jaxzoo.weights.vectors import load_vectors
 
 __all__ = ["benchmark_workdir", "linear_classifier", "main", "markdown"]

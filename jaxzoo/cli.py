@@ -6,9 +6,7 @@ import argparse
 import logging
 import math
 import os
-import pathlib
 import sys
-import tempfile
 import warnings
 from collections.abc import Callable
 
@@ -16,7 +14,7 @@ from absl import logging as absl_logging
 
 from jaxzoo import host
 from jaxzoo.data import tfds_source
-from jaxzoo.errors import UserError
+from jaxzoo.errors import DestinationError, UserError
 
 log = logging.getLogger("jaxzoo")
 
@@ -37,13 +35,21 @@ class ArgumentParser(argparse.ArgumentParser):
         sys.exit(error_exit(f"{message.splitlines()[0]} (see {self.prog} --help)"))
 
 
-def run(action: Callable[[], object], verbose: bool = False) -> int:
-    """Runs a command's action: 0, or 2 with the UserError's one-line message."""
+def user_message(error: UserError, flags: dict[str, str] | None = None) -> str:
+    """A UserError's one line, a destination named by the command's flag for its role (`flags`:
+    role -> flag, e.g. {"export folder": "--out"})."""
+    if isinstance(error, DestinationError) and error.role in (flags or {}):
+        return error.named(flags[error.role])
+    return str(error).splitlines()[0]
+
+
+def run(action: Callable[[], object], verbose: bool = False, flags: dict[str, str] | None = None) -> int:
+    """Runs a command's action: 0, or 2 with the UserError's one-line message (`user_message`)."""
     quiet_libraries(verbose)
     try:
         action()
     except UserError as error:
-        return error_exit(str(error).splitlines()[0])
+        return error_exit(user_message(error, flags))
     return 0
 
 
@@ -74,38 +80,6 @@ def _drop_closed_loop_callbacks(unraisable) -> None:
     error = unraisable.exc_value
     if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
         sys.__unraisablehook__(unraisable)
-
-
-def destination_problem(path: pathlib.Path, is_file: bool = False) -> str | None:
-    """Why `path` (a folder, or a file with `is_file`) cannot be created or written, or None.
-
-    Tries a temporary file in the nearest existing folder, so a read-only file system or
-    immutable folder is caught for root too; missing folders are left for the command to create.
-    """
-    path = pathlib.Path(path).absolute()
-    if is_file and path.is_dir():
-        return "is a folder, not a file"
-    if not is_file and path.exists() and not path.is_dir():
-        return "is a file, not a folder"
-    folder = path.parent if is_file else path
-    existing = next(p for p in (folder, *folder.parents) if p.exists())
-    if not existing.is_dir():
-        return f"is not writable: {existing} is a file, not a folder"
-    if is_file and existing != folder:
-        return f"cannot be written: its folder {folder} does not exist"
-    try:
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as error:
-        return f"is not writable ({error.strerror} in {existing})"
-    return None
-
-
-def check_destination(path: pathlib.Path, flag: str, is_file: bool = False) -> None:
-    """Before any work: raises UserError naming `flag` unless `path` can be created or written."""
-    problem = destination_problem(path, is_file)
-    if problem:
-        raise UserError(f"{flag} {pathlib.Path(path).absolute()} {problem}: choose another {flag}")
 
 
 def epoch_list(text: str) -> list[int] | None:

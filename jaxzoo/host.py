@@ -1,10 +1,15 @@
-"""What the host offers this process (CPU cores, free memory) on Linux, macOS and Windows."""
+"""What the host offers this process (CPU cores, free memory, writable destinations) on Linux,
+macOS and Windows."""
 
 from __future__ import annotations
 
 import ctypes
 import os
+import pathlib
 import sys
+import tempfile
+
+from jaxzoo.errors import DestinationError
 
 FALLBACK_MEMORY_BYTES = 4 << 30  # where the platform reports no memory figure
 
@@ -53,3 +58,36 @@ def available_memory_bytes() -> int:
         if size > 0:
             return size
     return FALLBACK_MEMORY_BYTES
+
+
+def destination_problem(path: pathlib.Path, is_file: bool = False) -> str | None:
+    """Why `path` (a folder, or a file with `is_file`) cannot be created or written, or None.
+
+    Tries a temporary file in the nearest existing folder, so a read-only file system or
+    immutable folder is caught for root too; missing folders are left for the command to create.
+    """
+    path = pathlib.Path(path).absolute()
+    if is_file and path.is_dir():
+        return "is a folder, not a file"
+    if not is_file and path.exists() and not path.is_dir():
+        return "is a file, not a folder"
+    folder = path.parent if is_file else path
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        return f"is not writable: {existing} is a file, not a folder"
+    if is_file and existing != folder:
+        return f"cannot be written: its folder {folder} does not exist"
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        return f"is not writable ({error.strerror} in {existing})"
+    return None
+
+
+def check_destination(path: str | os.PathLike, role: str, is_file: bool = False) -> None:
+    """Before any work: raises DestinationError naming `role` (a workdir, an export folder, a
+    file) unless `path` can be created or written."""
+    problem = destination_problem(pathlib.Path(path), is_file)
+    if problem:
+        raise DestinationError(role, pathlib.Path(path).absolute(), problem)

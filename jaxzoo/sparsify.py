@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=number_in(1, 1000, integer=True), default=DEFAULT_EPOCHS)
     args = parser.parse_args(argv)
     setup_logging()
-    return run(lambda: sparsify(args.workdir, args.out, args.epochs), args.verbose)
+    return run(lambda: sparsify(args.workdir, args.out, args.epochs), args.verbose, {"twin workdir": "--out"})
 
 
 if __name__ == "__main__":

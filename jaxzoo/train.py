@@ -16,7 +16,7 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from jaxzoo.cli import error_exit, quiet_libraries, setup_logging, use_cpu_cores
+from jaxzoo.cli import error_exit, quiet_libraries, setup_logging, use_cpu_cores, user_message
 from jaxzoo.errors import UserError
 from jaxzoo.kinds import train_and_evaluate
 from jaxzoo.training import distributed
@@ -116,7 +116,7 @@ def main(argv: list[str]) -> None:
             )
         result = train_and_evaluate(config, workdir)
     except UserError as error:
-        fail(str(error).splitlines()[0])
+        fail(user_message(error, {"workdir": "--workdir"}))
     if distributed.is_primary():
         for line in next_steps(result["workdir"], config, workdir):
             log.info(line)

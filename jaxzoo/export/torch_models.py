@@ -26,7 +26,7 @@ ignores model::o_dim, and model::o_dim otherwise). params.json's "model::type" p
   "jaxzoo:custom"  a Flax module of the zoo's author (model::module): not rebuildable here
 
 Scope of a duplication: jaxzoo keeps the CNN-s / CNN-m tables and the module-order rule in
-jaxzoo.models.cnn.ARCHS and jaxzoo.models.torch_layout.module_sequence, which must work without torch; this file
+jaxzoo.models.ARCHS and jaxzoo.layout.module_sequence, which must work without torch; this file
 restates them (ORIGINAL_CNNS, CNNLayout.module_kinds) because it may not import jaxzoo.
 jaxzoo's tests (tests/test_standalone.py) check that both give the exported keys and shapes.
 """
@@ -87,20 +87,10 @@ class CNNLayout(NamedTuple):
 
 
 ORIGINAL_CNNS = {
-    "cnn_s": CNNLayout(
-        image_size=28,
-        convs=((8, 5, True), (6, 5, True), (4, 2, False)),
-        hidden=(20,),
-        dropout_after_last_conv=False,
-        dropout_always_present=False,
-    ),
-    "cnn_m": CNNLayout(
-        image_size=32,
-        convs=((16, 3, True), (32, 3, True), (15, 3, True)),
-        hidden=(20,),
-        dropout_after_last_conv=True,
-        dropout_always_present=True,
-    ),
+    "cnn_s": CNNLayout(image_size=28, convs=((8, 5, True), (6, 5, True), (4, 2, False)), hidden=(20,),
+                       dropout_after_last_conv=False, dropout_always_present=False),
+    "cnn_m": CNNLayout(image_size=32, convs=((16, 3, True), (32, 3, True), (15, 3, True)), hidden=(20,),
+                       dropout_after_last_conv=True, dropout_always_present=True),
 }
 ORIGINAL_TYPES = {"CNN": "cnn_s", "CNN3": "cnn_m"}  # params.json model::type -> ORIGINAL_CNNS
 REGISTRY_TYPES = ("jaxzoo:cnn", "jaxzoo:mlp")
@@ -115,9 +105,8 @@ class ZooCNN(nn.Module):
     layout's) override the layout's. x [B, C, H, W] -> logits [B, num_classes].
     """
 
-    def __init__(
-        self, arch: str | CNNLayout, activation: str, dropout: float, channels_in: int, num_classes: int | None = None
-    ):
+    def __init__(self, arch: str | CNNLayout, activation: str, dropout: float, channels_in: int,
+                 num_classes: int | None = None):
         super().__init__()
         if isinstance(arch, str) and arch not in ORIGINAL_CNNS:
             raise ValueError(f"unknown CNN {arch!r}: use one of {sorted(ORIGINAL_CNNS)} or a CNNLayout")
@@ -172,8 +161,7 @@ class Conv2dARD(nn.Conv2d):
         if self.training:  # local reparameterisation
             mean = super().forward(x)
             var = torch.nn.functional.conv2d(
-                x * x,
-                torch.exp(self.log_alpha(self.log_sigma2, self.weight)) * self.weight**2,
+                x * x, torch.exp(self.log_alpha(self.log_sigma2, self.weight)) * self.weight**2,
                 torch.exp(self.log_alpha(self.log_sigma2_bias, self.bias)) * self.bias**2,
             )
             return mean + torch.sqrt(1e-15 + var) * torch.randn_like(mean)
@@ -278,7 +266,7 @@ class ResNet18Cifar(nn.Module):
 
 def load_resnet18(state_dict: dict, num_classes: int) -> ResNet18Cifar:
     """ResNet18Cifar loaded (strict=True) from a state_dict of tensors or numpy arrays (e.g. one
-    model of jaxzoo.models.resnet.torch_state_dict); channels_in is read from conv1.weight [64, C, 3, 3].
+    model of jaxzoo.resnet.torch_state_dict); channels_in is read from conv1.weight [64, C, 3, 3].
     Returned in eval mode.
     """
     tensors = {key: torch.as_tensor(np.array(value)) for key, value in state_dict.items()}
@@ -289,32 +277,20 @@ def load_resnet18(state_dict: dict, num_classes: int) -> ResNet18Cifar:
 
 def _field(params: dict, key: str):
     if key not in params:
-        raise ValueError(
-            f"params.json has no {key!r} (model::type {params.get('model::type')!r}): pass the "
-            "params.json of an exported trial"
-        )
+        raise ValueError(f"params.json has no {key!r} (model::type {params.get('model::type')!r}): pass the "
+                         "params.json of an exported trial")
     return params[key]
 
 
 def registry_layout(params: dict) -> CNNLayout:
     """The CNNLayout of a "jaxzoo:cnn" / "jaxzoo:mlp" trial: model::convs, model::widths,
     model::image_size, model::channels_in, model::o_dim."""
-    convs = (
-        ()
-        if params["model::type"] == "jaxzoo:mlp"
-        else tuple(
-            (int(features), int(kernel), bool(pool)) for features, kernel, pool in _field(params, "model::convs")
-        )
-    )
-    return CNNLayout(
-        image_size=int(_field(params, "model::image_size")),
-        convs=convs,
-        hidden=tuple(int(w) for w in _field(params, "model::widths")),
-        num_classes=output_classes(params),
-        channels_in=int(_field(params, "model::channels_in")),
-        dropout_after_last_conv=True,
-        dropout_always_present=False,
-    )
+    convs = () if params["model::type"] == "jaxzoo:mlp" else tuple(
+        (int(features), int(kernel), bool(pool)) for features, kernel, pool in _field(params, "model::convs"))
+    return CNNLayout(image_size=int(_field(params, "model::image_size")), convs=convs,
+                     hidden=tuple(int(w) for w in _field(params, "model::widths")),
+                     num_classes=output_classes(params), channels_in=int(_field(params, "model::channels_in")),
+                     dropout_after_last_conv=True, dropout_always_present=False)
 
 
 def output_classes(params: dict) -> int:
@@ -332,16 +308,12 @@ def build_model(params: dict) -> nn.Module:
     load the trial's checkpoint into it). ValueError for models it cannot rebuild."""
     kind = params.get("model::type")
     if kind == "jaxzoo:custom" or "model::module" in params:
-        raise ValueError(
-            f"the zoo's models are {params.get('model::module')} (a Flax module of the zoo's author), "
-            "which model.py cannot rebuild: load the checkpoints into its PyTorch twin, whose keys "
-            "are in index_dict.json"
-        )
+        raise ValueError(f"the zoo's models are {params.get('model::module')} (a Flax module of the zoo's author), "
+                         "which model.py cannot rebuild: load the checkpoints into its PyTorch twin, whose keys "
+                         "are in index_dict.json")
     if kind not in MODEL_TYPES:
-        raise ValueError(
-            f"params.json model::type {kind!r} is not one of {list(MODEL_TYPES)}: pass the "
-            "params.json of an exported trial"
-        )
+        raise ValueError(f"params.json model::type {kind!r} is not one of {list(MODEL_TYPES)}: pass the "
+                         "params.json of an exported trial")
     channels, classes = int(_field(params, "model::channels_in")), output_classes(params)
     if kind == "Resnet18":
         return ResNet18Cifar(classes, channels)

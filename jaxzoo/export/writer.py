@@ -39,13 +39,13 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from jaxzoo.cli import check_destination
 from jaxzoo.config import CLASSIFICATION
 from jaxzoo.config.paper_zoos import recorded_params
 from jaxzoo.data.splits import SPLIT_SEED as DATASET_SPLIT_SEED
 from jaxzoo.errors import UserError
 from jaxzoo.export import bundle, parquet
 from jaxzoo.export.rows import METRICS, ExportError, trial_name, vector_splits
+from jaxzoo.host import check_destination
 from jaxzoo.models import resnet
 from jaxzoo.models.registry import arch_name, object_name
 from jaxzoo.training.factors import FACTOR_TABLE, model_value, values_of
@@ -404,13 +404,13 @@ def export(
         )
     if formats in ("parquet", "all"):  # before anything is written
         parquet.require_pyarrow()
-    check_destination(pathlib.Path(out), "--out")
+    check_destination(pathlib.Path(out), "export folder")
     start = time.time()
     try:
         zoo = read_zoo(workdir)
     except ZooReadError as error:
         raise ExportError(str(error)) from None
-    check_destination(pathlib.Path(out).absolute() / zoo.experiment, "--out")
+    check_destination(pathlib.Path(out).absolute() / zoo.experiment, "export folder")
     epochs = zoo.epochs if epochs is None else epochs
     bad = [e for e in epochs if e not in zoo.epochs]
     if bad:

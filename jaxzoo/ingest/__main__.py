@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{report['workdir']} in {report['seconds']:.1f} s"
         )
 
-    return run(action, args.verbose)
+    return run(action, args.verbose, {"workdir": "--workdir"})
 
 
 if __name__ == "__main__":

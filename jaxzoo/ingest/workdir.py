@@ -33,10 +33,10 @@ import time
 import numpy as np
 from ml_collections import ConfigDict
 
-from jaxzoo.cli import check_destination
 from jaxzoo.config import describe_difference, identity, to_json_dict
 from jaxzoo.data import parse_name
 from jaxzoo.errors import UserError
+from jaxzoo.host import check_destination
 from jaxzoo.ingest.common import IngestError, Plan, open_source
 from jaxzoo.ingest.small_cnn_zoo import small_cnn_zoo_files, small_cnn_zoo_plan
 from jaxzoo.ingest.trials import trials_plan
@@ -135,7 +135,7 @@ def ingest(source, workdir, dataset: str | None = None, overwrite: bool = False,
     log = log or (lambda message: None)
     start = time.time()
     target = pathlib.Path(workdir).absolute()
-    check_destination(target, "--workdir")
+    check_destination(target, "workdir")
     if dataset is not None:
         try:
             parse_name(dataset)

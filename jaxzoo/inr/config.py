@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import ml_collections
 
+from jaxzoo.config.base import INR, inr_identity  # noqa: F401  (inr_identity: re-exported)
 from jaxzoo.config.checks import MAX_MODELS, MAX_SEED, ConfigError, check, check_choices, check_int, is_number
 from jaxzoo.data import DATASETS, DEFAULT_VAL_FRACTION, SOURCES, describe_dataset
 from jaxzoo.inr.siren import BIAS_INITS, COORDINATES, FIRST_INITS, LAST_INITS, SINES, TARGET_RANGES
 from jaxzoo.training.optimizers import optimizer_entry
 
-TASK = "inr"
+TASK = INR
 IMAGE_SPLITS = ("train", "test")
 INR_ARCHS = ("siren",)
 
@@ -169,13 +170,3 @@ def validate_inr(config: ml_collections.ConfigDict) -> None:
     for flag in ("progress", "async_checkpointing"):
         check(isinstance(rt[flag], bool), f"runtime.{flag}={rt[flag]!r} must be True or False")
     check_choices("runtime.sine", rt.sine, SINES)
-
-
-LOCATION_FIELDS = ("raw_dir", "tfds_dir", "cache_dir")
-
-
-def inr_identity(data: dict) -> dict:
-    """What defines an INR zoo (a JSON config): all but `runtime`, `notes` and data paths."""
-    data = {key: value for key, value in data.items() if key not in ("runtime", "notes")}
-    data["data"] = {key: value for key, value in data["data"].items() if key not in LOCATION_FIELDS}
-    return data

@@ -28,9 +28,9 @@ import time
 
 import numpy as np
 
-from jaxzoo.cli import check_destination
 from jaxzoo.export.rows import ExportError
 from jaxzoo.export.writer import INR_LAYOUTS, MANIFEST, write_claimed, write_torch_dataset
+from jaxzoo.host import check_destination
 from jaxzoo.inr import siren
 from jaxzoo.inr.zoo import InrZoo, read_inr_zoo
 from jaxzoo.weights.vectors import DEFAULT_THRESHOLD, VectorSplit, save_vector_split
@@ -466,7 +466,7 @@ def export_inr(workdir, out, formats: str = "all", overwrite: bool = False, log=
         raise ExportError(
             f"format {formats} is for classification zoos and {path} holds an INR zoo: choose from {INR_FORMATS}"
         )
-    check_destination(pathlib.Path(out), "--out")
+    check_destination(pathlib.Path(out), "export folder")
     start = time.time()
     zoo = read_inr_zoo(path)
     document = checkpoint.read_config(path)
@@ -503,7 +503,7 @@ def export_inr(workdir, out, formats: str = "all", overwrite: bool = False, log=
                 "'jaxzoo[torch]' (or export --format vectors)"
             ) from None
     target = pathlib.Path(out).absolute() / zoo.name
-    check_destination(target, "--out")
+    check_destination(target, "export folder")
     settings = {"zoo": document["identity_hash"], "task": "inr", "formats": formats, "epoch": epoch}
     return write_claimed(
         target,

@@ -28,8 +28,8 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
-from jaxzoo.cli import check_destination
 from jaxzoo.config import dataset_identity, to_json_dict
+from jaxzoo.host import check_destination
 from jaxzoo.inr import siren
 from jaxzoo.inr.config import inr_identity, validate_inr
 from jaxzoo.inr.images import InrImages, load_images
@@ -272,7 +272,7 @@ def describe_epoch(num_epochs: int, target_psnr: float):
 def train_inr_zoo(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
     """Fits (or resumes) the INR zoo of `config` in `workdir`; returns the last epoch's metrics."""
     validate_inr(config)
-    check_destination(pathlib.Path(workdir), "--workdir")
+    check_destination(pathlib.Path(workdir), "workdir")
     if distributed.is_multiprocess():
         raise distributed.PartitionError("INR zoos train in one process: run without --distributed")
     images = load_images(config)

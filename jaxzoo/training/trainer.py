@@ -16,8 +16,8 @@ from typing import Any
 import jax
 import ml_collections
 
-from jaxzoo.cli import check_destination
 from jaxzoo.config import ConfigError, dataset_identity, identity, load_config_dataset, to_json_dict, validate
+from jaxzoo.host import check_destination
 from jaxzoo.models.registry import ModelError, check_custom_model
 from jaxzoo.training import distributed
 from jaxzoo.training.loop import train_in_workdir
@@ -36,7 +36,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     shard (`config.num_shards` > 1) trains its block of models in `<workdir>/shards/<i>-of-<n>`.
     """
     validate(config)
-    check_destination(pathlib.Path(workdir), "--workdir")
+    check_destination(pathlib.Path(workdir), "workdir")
     table = expand_grid(config.population, config.seed)
     dataset = load_config_dataset(config)
     try:

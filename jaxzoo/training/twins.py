@@ -22,9 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 from ml_collections import ConfigDict
 
-from jaxzoo.cli import check_destination
 from jaxzoo.config import dataset_identity, identity, load_config_dataset
 from jaxzoo.errors import UserError
+from jaxzoo.host import check_destination
 from jaxzoo.models import ard
 from jaxzoo.models.registry import arch_name, build_model
 from jaxzoo.training.loop import train_in_workdir
@@ -144,7 +144,7 @@ def sparsify(source_workdir, twin_workdir, epochs: int = DEFAULT_EPOCHS) -> dict
     """Creates (or resumes) the twin zoo of `source_workdir` in `twin_workdir`."""
     if pathlib.Path(twin_workdir).absolute() == pathlib.Path(source_workdir).absolute():
         raise SparsifyError(f"--out {twin_workdir} is the source zoo's --workdir: give the twin a workdir of its own")
-    check_destination(pathlib.Path(twin_workdir), "--out")
+    check_destination(pathlib.Path(twin_workdir), "twin workdir")
     source = read_zoo(source_workdir)
     if arch_name(source.config["model"]) != "cnn_s":
         raise SparsifyError(

@@ -55,17 +55,17 @@ def prepare_workdir(
             names = {"inr": "an INR zoo", "classification": "a classification zoo"}
             raise WorkdirError(
                 f"workdir {path} holds {names.get(kinds[0], kinds[0])} and the config describes "
-                f"{names.get(kinds[1], kinds[1])}: choose another --workdir"
+                f"{names.get(kinds[1], kinds[1])}: choose another workdir"
             )
         if existing_identity != identity:
             raise WorkdirError(
                 f"workdir {path} holds another zoo ({describe_difference(existing_identity, identity)}): "
-                "choose another --workdir, or rerun with that zoo's config to resume it"
+                "choose another workdir, or rerun with that zoo's config to resume it"
             )
     elif path.exists() and not path.is_dir():
-        raise WorkdirError(f"workdir {path} is a file: choose another --workdir")
+        raise WorkdirError(f"workdir {path} is a file: choose another workdir")
     elif (path / "checkpoints").exists() or (path / "metrics.jsonl").exists():
-        raise WorkdirError(f"workdir {path} holds a zoo without config.json: choose another --workdir")
+        raise WorkdirError(f"workdir {path} holds a zoo without config.json: choose another workdir")
     if not write:
         return path
     try:
@@ -74,7 +74,7 @@ def prepare_workdir(
         probe.write_text("")
         probe.unlink()
     except OSError as error:
-        raise WorkdirError(f"workdir {path} is not writable ({error.strerror}): choose another --workdir") from None
+        raise WorkdirError(f"workdir {path} is not writable ({error.strerror}): choose another workdir") from None
     document = {"identity_hash": identity_hash(identity), "identity": identity, "config": resolved}
     _write_json_atomic(config_path, document)
     _write_json_atomic(path / "models.json", table)
@@ -107,7 +107,7 @@ def read_config(workdir: str | os.PathLike) -> dict:
         ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError):
         raise WorkdirError(
-            f"{path} is not a jaxzoo config (unreadable or incomplete): choose another --workdir"
+            f"{path} is not a jaxzoo config (unreadable or incomplete): choose another workdir"
         ) from None
     recomputed.update({key: stored[key] for key in ("dataset", "shard") if key in stored})
     if identity_hash(stored) != document.get("identity_hash") or recomputed != comparable(stored):
