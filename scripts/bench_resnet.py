@@ -61,13 +61,13 @@ def bench_jax(batch: int, steps: int, dtype: str, repeats: int) -> dict:
     order, mask = fns.order(factors, 1)
     x, y, m = fns.gather(run.train_images, run.train_labels, order[:, :steps], mask[:, :steps], factors)
     start = time.perf_counter()
-    state, loss, _ = fns.train(state, factors, x, y, m, 1, 0)
-    jax.block_until_ready(loss)
+    state, metrics = fns.train(state, factors, x, y, m, 1, 0)
+    jax.block_until_ready(metrics)
     compile_s = time.perf_counter() - start
     start = time.perf_counter()
     for _ in range(repeats):
-        state, loss, _ = fns.train(state, factors, x, y, m, 1, 0)
-    jax.block_until_ready(loss)
+        state, metrics = fns.train(state, factors, x, y, m, 1, 0)
+    jax.block_until_ready(metrics)
     seconds = time.perf_counter() - start
     per_device = repeats * steps * batch / seconds
     ex, ey, em = run.eval_splits["test"]

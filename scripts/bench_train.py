@@ -74,8 +74,8 @@ def bench_size(size: int, arch: str, min_seconds: float, conv: str = "auto") -> 
         x, y, m = fns.gather(
             run.train_images, run.train_labels, order[:, first : first + steps], mask[:, first : first + steps], factors
         )
-        state, loss, _ = fns.train(state, factors, x, y, m, 1, first)
-        jax.block_until_ready(loss)
+        state, metrics = fns.train(state, factors, x, y, m, 1, first)
+        jax.block_until_ready(metrics)
         return state
 
     start = time.perf_counter()

@@ -17,9 +17,9 @@ import any_zoo_config  # noqa: E402
 
 from jaxzoo import (  # noqa: E402
     analyze,
-    benchmark,
     export,  # noqa: E402
 )
+from jaxzoo.analysis import table3  # noqa: E402
 from jaxzoo.data import load_dataset, normalise  # noqa: E402
 from jaxzoo.export.rows import trial_name  # noqa: E402
 from jaxzoo.models.registry import build_model  # noqa: E402
@@ -166,7 +166,7 @@ def test_card_and_table3_run_on_the_zoo(any_zoo):
     assert card["models"] == 32 and card["architecture"] == "any_zoo_config:TinyMLP"
     assert card["generating_factors"]["train_fraction"] == [0.6, 1.0]
     assert 0 <= card["table2"]["accuracy"]["mean"] <= 1
-    results = benchmark.table3(export.load_vectors(out))["table"]
+    results = table3.table3(export.load_vectors(out))["table"]
     for target in ("optimizer", "activation", "train_fraction", "label_noise", "test_acc"):
         assert set(results[target]) == {"w", "s(w)"}
     assert "b1" not in results and results["init"] == "n/a"

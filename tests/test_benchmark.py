@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from jaxzoo import benchmark
+from jaxzoo.analysis import table3
 from jaxzoo.export import VectorSplit
 
 TINY_LAYOUT = {"layer": [0, 3], "idx_start": [0, 6], "kernel_no": [2, 1], "kernel_size": [1, 1], "channels_in": [2, 2]}
@@ -17,31 +17,31 @@ TINY_LAYOUT = {"layer": [0, 3], "idx_start": [0, 6], "kernel_no": [2, 1], "kerne
 def test_ridge_matches_a_direct_solve():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(40, 6)), rng.normal(size=40)
-    coefficients = benchmark.ridge_fit(x, y, 0.3)
+    coefficients = table3.ridge_fit(x, y, 0.3)
     x1 = np.hstack([x, np.ones((40, 1))])
     expected = np.linalg.inv(x1.T @ x1 + 0.3 * np.eye(7)) @ x1.T @ y
     np.testing.assert_allclose(coefficients, expected, rtol=1e-10)
-    assert benchmark.r2(y, benchmark.ridge_predict(x, coefficients)) > 0
+    assert table3.r2(y, table3.ridge_predict(x, coefficients)) > 0
 
 
 def test_penalty_selection_picks_the_known_best():
     rng = np.random.default_rng(1)
     beta = rng.normal(size=5)
     x = [rng.normal(size=(60, 5)) for _ in range(3)]
-    exact = benchmark.ridge_select(*[(xi, xi @ beta + 2.0) for xi in x])
-    assert exact["penalty"] == min(benchmark.LAMBDAS) and exact["test"] == pytest.approx(1.0, abs=1e-6)
+    exact = table3.ridge_select(*[(xi, xi @ beta + 2.0) for xi in x])
+    assert exact["penalty"] == min(table3.LAMBDAS) and exact["test"] == pytest.approx(1.0, abs=1e-6)
     # Validation targets made by the ridge model of one penalty: that penalty is the best.
     x_train, y_train = rng.normal(size=(30, 20)), rng.normal(size=30)
     for known in (3.0, 1e2):
         x_val = rng.normal(size=(30, 20))
-        y_val = benchmark.ridge_predict(x_val, benchmark.ridge_fit(x_train, y_train, known))
-        chosen = benchmark.ridge_select((x_train, y_train), (x_val, y_val), (x_val, y_val))
+        y_val = table3.ridge_predict(x_val, table3.ridge_fit(x_train, y_train, known))
+        chosen = table3.ridge_select((x_train, y_train), (x_val, y_val), (x_val, y_val))
         assert chosen["penalty"] == known and chosen["val"] == pytest.approx(1.0)
 
 
 def test_layer_statistics_hand_computed():
     w = np.array([[1.0, 2.0, 3.0, 4.0, 10.0, 20.0, 5.0, 6.0, 7.0]])  # layer 0: 4 weights, 2 biases
-    stats = benchmark.layer_statistics(w, TINY_LAYOUT)
+    stats = table3.layer_statistics(w, TINY_LAYOUT)
     assert stats.shape == (1, 28)
     np.testing.assert_allclose(stats[0, :7], [2.5, 1.25, 1.03, 1.75, 2.5, 3.25, 3.97])
     np.testing.assert_allclose(stats[0, 7:9], [15.0, 25.0])
@@ -74,10 +74,10 @@ def constructed_splits(rng, shuffle=False):
 
 def test_statistics_recover_a_linear_property_and_not_a_shuffled_one():
     rng = np.random.default_rng(2)
-    table = benchmark.table3(constructed_splits(rng))["table"]
+    table = table3.table3(constructed_splits(rng))["table"]
     assert table["test_acc"]["s(w)"] > 99.0
     assert table["ggap"] == "n/a" and table["activation"] == "n/a" and table["lr"] == "n/a"
-    shuffled = benchmark.table3(constructed_splits(rng, shuffle=True))["table"]
+    shuffled = table3.table3(constructed_splits(rng, shuffle=True))["table"]
     assert shuffled["test_acc"]["s(w)"] < 5.0
 
 
@@ -87,9 +87,9 @@ def test_linear_probe_learns_separable_classes():
     labels = rng.integers(0, 3, 3300)
     x = centres[labels] + rng.normal(0, 0.5, size=(3300, 8))
     # lr 1e-4 (the original's) needs thousands of steps: 20 epochs of 300 batches here
-    accuracy = benchmark.linear_classifier((x[:3000], labels[:3000]), (x[3000:], labels[3000:]), 3, epochs=20)
+    accuracy = table3.linear_classifier((x[:3000], labels[:3000]), (x[3000:], labels[3000:]), 3, epochs=20)
     assert accuracy > 0.95
-    shuffled = benchmark.linear_classifier(
+    shuffled = table3.linear_classifier(
         (x[:3000], rng.permutation(labels[:3000])), (x[3000:], labels[3000:]), 3, epochs=20
     )
     assert shuffled < 0.6

@@ -25,7 +25,7 @@ from jaxzoo.models import cpu_conv
 from jaxzoo.models.cnn import ARCHS, CNN, ArchSpec, ConvSpec, extract_patches, init_params, max_pool_2x2
 from jaxzoo.models.registry import arch_spec
 from jaxzoo.training.population import build_population, expand_grid
-from jaxzoo.training.steps import GroupSpec, make_step_functions
+from jaxzoo.training.steps import GroupSpec, StepSetup, make_step_functions
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 needs_compiler = pytest.mark.skipif(cpu_conv._compiler() is None, reason="no C++ compiler to build the kernel")
@@ -189,15 +189,14 @@ def test_training_steps_equal_the_xla_convolution(mnist_small):
     results = []
     for conv in ("xla", "cpu_kernel"):
         model = CNN(ARCHS["cnn_s"], ("relu",), use_dropout=True, conv=conv)
-        fns = make_step_functions(
-            model, group, population.inits, (28, 28, 1), len(labels), 10, 2, 10, mnist_small.mean, mnist_small.std
-        )
+        setup = StepSetup((28, 28, 1), len(labels), 10, 2, 10, mnist_small.mean, mnist_small.std)
+        fns = make_step_functions(model, group, setup, population.inits)
         factors = jax.tree.map(jnp.asarray, population.factors(np.arange(8)))
         state = fns.init(factors)
         order, mask = fns.order(factors, 1)
         x, y, m = fns.gather(images, labels, order[:, :3], mask[:, :3], factors)
-        state, loss, _ = fns.train(state, factors, x, y, m, 1, 0)
-        results.append((state["params"], loss))
+        state, metrics = fns.train(state, factors, x, y, m, 1, 0)
+        results.append((state["params"], metrics["loss_sum"]))
     (xla_params, xla_loss), (kernel_params, kernel_loss) = results
     np.testing.assert_allclose(kernel_loss, xla_loss, rtol=1e-5)
     for got, want in zip(jax.tree.leaves(kernel_params), jax.tree.leaves(xla_params)):

@@ -123,7 +123,7 @@ def test_trial_folders_follow_the_original_layout(exported, real_images):
     workdir, out, _ = exported
     trials = trial_dirs(out)
     assert len(trials) == 32
-    for name in ("config.json", "index_dict.json", "readme.md", "dataset.json", "json", "model.py"):
+    for name in ("config.json", "index_dict.json", "readme.md", "dataset.json", "export.json", "model.py"):
         assert (out / name).exists()
     # The original loader takes every subfolder of the experiment folder for a model.
     assert sorted(p.name for p in (out / "trials").iterdir()) == [t.name for t in trials]
@@ -259,8 +259,8 @@ def test_refusals_and_interrupted_rerun(exported, tmp_path, monkeypatch):
     copy = tmp_path / "out"
     shutil.copytree(out.parent, copy)
     target = copy / "test_zoo"
-    manifest = json.loads((target / "json").read_text())
-    (target / "json").write_text(json.dumps({**manifest, "complete": False}))
+    manifest = json.loads((target / "export.json").read_text())
+    (target / "export.json").write_text(json.dumps({**manifest, "complete": False}))
     victim = trial_dirs(target)[3]
     shutil.rmtree(victim)
     (target / "trials" / f".{victim.name}.partial").mkdir()

@@ -8,7 +8,8 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from jaxzoo import analyze, benchmark
+from jaxzoo import analyze
+from jaxzoo.analysis import table3
 from jaxzoo.export import EXPORTS_FILE
 from jaxzoo.inr import card as inr_card
 from jaxzoo.inr.zoo import read_inr_zoo
@@ -152,7 +153,7 @@ def test_class_prediction_trains_and_tests_on_disjoint_images(inr_zoo, monkeypat
         calls.append((train[0].shape, train[1], test_set[0].shape, test_set[1], num_classes))
         return 0.25
 
-    monkeypatch.setattr(benchmark, "linear_classifier", recorder)
+    monkeypatch.setattr(table3, "linear_classifier", recorder)
     result = inr_card.class_prediction(zoo)
     labels = np.array([row["label"] for row in zoo.table])
     assert len(calls) == 2  # w, then s(w)

@@ -307,6 +307,7 @@ def test_accelerator_path_with_map_and_scan_equals_the_cpu_loops():
     from jaxzoo.training.loop import population_mesh
     from jaxzoo.training.population import build_population, expand_grid
     from jaxzoo.training.resnet_steps import make_resnet_step_functions
+    from jaxzoo.training.steps import StepSetup
 
     config = small_config(2)
     dataset = load_dataset("mnist_5k", 8, 70)
@@ -314,25 +315,13 @@ def test_accelerator_path_with_map_and_scan_equals_the_cpu_loops():
     images, labels = jax.numpy.asarray(dataset.train[0]), jax.numpy.asarray(dataset.train[1])
     states = []
     for unroll in (True, False):
-        fns = make_resnet_step_functions(
-            10,
-            (8, 8, 1),
-            70,
-            16,
-            dataset.mean,
-            dataset.std,
-            population_mesh(),
-            "crop_flip",
-            "one_cycle",
-            0.9,
-            5,
-            5,
-            unroll=unroll,
-        )
+        setup = StepSetup((8, 8, 1), 70, 16, 1, 10, dataset.mean, dataset.std)  # 5 steps of 16 in the run
+        fns = make_resnet_step_functions(setup, population_mesh(), "crop_flip", "one_cycle", 0.9, unroll=unroll)
         state = fns.init(factors)
         order, mask = fns.order(factors, 1)
         x, y, m = fns.gather(images, labels, order[:, :2], mask[:, :2], factors)
-        state, loss, correct = fns.train(state, factors, x, y, m, 1, 0)
+        state, metrics = fns.train(state, factors, x, y, m, 1, 0)
+        loss = metrics["loss_sum"]
         test = tuple(
             jax.numpy.asarray(a)[None] for a in (dataset.test[0][:16], dataset.test[1][:16], np.ones(16, np.float32))
         )
@@ -348,17 +337,17 @@ def test_accelerator_path_with_map_and_scan_equals_the_cpu_loops():
 def resnet_tables(reference):
     """The reference zoo's card (Table 2) and Table 3, written into its workdir -> (card, table3
     result, {epoch: the s(w) rows [8, 7 * 62] and facts that Table 3 used})."""
-    from jaxzoo import benchmark
+    from jaxzoo.analysis import table3
     from jaxzoo.analyze import analyze
 
     seen = {}
-    statistics = benchmark.resnet_epoch_statistics
+    statistics = table3.resnet_epoch_statistics
     card = analyze(reference[0], log=None)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(
-            benchmark, "resnet_epoch_statistics", lambda zoo, epoch: seen.setdefault(epoch, statistics(zoo, epoch))
+            table3, "resnet_epoch_statistics", lambda zoo, epoch: seen.setdefault(epoch, statistics(zoo, epoch))
         )
-        result = benchmark.benchmark_workdir(reference[0])
+        result = table3.benchmark_workdir(reference[0])
     return card, result, seen
 
 

@@ -123,10 +123,11 @@ KILLED_RUN = """
 import os, signal, sys
 from absl import app
 from jaxzoo import train
+from jaxzoo.training import run
 from jaxzoo.zoo import checkpoint
 
 point = sys.argv.pop(1)
-wait_for_save, train_chunk_epoch = checkpoint.wait_for_save, train.train_chunk_epoch
+wait_for_save, train_chunk_epoch = checkpoint.wait_for_save, run.train_chunk_epoch
 
 def commit_then_die(manager, epoch):
     wait_for_save(manager, epoch)
@@ -139,7 +140,7 @@ def train_then_die(fns, state, factors, images, labels, epoch, *args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
     return result
 
-checkpoint.wait_for_save, train.train_chunk_epoch = commit_then_die, train_then_die
+checkpoint.wait_for_save, run.train_chunk_epoch = commit_then_die, train_then_die
 app.run(train.main, flags_parser=train.parse_flags)
 """
 
