@@ -254,12 +254,12 @@ def test_other_data_in_workdir_is_refused(population_run, monkeypatch):
     """Same config, but the data differs (another source or other files): refused."""
     import dataclasses
 
-    import jaxzoo.train as train_module
+    from jaxzoo.training import trainer
 
     workdir, _ = population_run
-    real_load = train_module.load_config_dataset
+    real_load = trainer.load_config_dataset
     monkeypatch.setattr(
-        train_module,
+        trainer,
         "load_config_dataset",
         lambda *a, **k: dataclasses.replace(real_load(*a, **k), source="raw", fingerprint="0123"),
     )

@@ -15,7 +15,16 @@ import math
 import ml_collections
 from ml_collections import config_dict
 
-from jaxzoo.config.checks import MAX_MODELS, MAX_SEED, ConfigError, check, check_choices, check_int, check_numbers
+from jaxzoo.config.checks import (
+    MAX_MODELS,
+    MAX_SEED,
+    ConfigError,
+    check,
+    check_choices,
+    check_int,
+    check_numbers,
+    check_seeds,
+)
 from jaxzoo.data import (
     DATASETS,
     DEFAULT_VAL_FRACTION,
@@ -191,14 +200,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         )
     pop = config.population
     check_choices("population.seed_mode", pop.seed_mode, SEED_MODES)
-    check_int("population.num_seeds", pop.num_seeds, 1, MAX_MODELS)
-    check_int(
-        "population.first_seed",
-        pop.first_seed,
-        0,
-        MAX_SEED + 1 - pop.num_seeds,
-        f" (seeds are 32-bit: first_seed + num_seeds - 1 <= {MAX_SEED})",
-    )
+    check_seeds(pop.num_seeds, pop.first_seed)
     _validate_factors(config)
     grid_models = pop.num_seeds * math.prod(len(values_of(pop, name)) for name in grid_factors(pop))
     check_int(

@@ -45,3 +45,16 @@ def check_numbers(field: str, values, low: float, high: float, low_open: bool) -
         ok = ok and (low < value if low_open else low <= value) and value < high
         bracket = "(" if low_open else "["
         check(ok, f"{field} value {value!r} is out of range: use a number in {bracket}{low}, {high})")
+
+
+def check_seeds(num_seeds, first_seed) -> None:
+    """population.num_seeds and first_seed: the seeds first_seed..first_seed + num_seeds - 1 are
+    32-bit model seeds."""
+    check_int("population.num_seeds", num_seeds, 1, MAX_MODELS)
+    check_int(
+        "population.first_seed",
+        first_seed,
+        0,
+        MAX_SEED + 1 - num_seeds,
+        f" (seeds are 32-bit: first_seed + num_seeds - 1 <= {MAX_SEED})",
+    )

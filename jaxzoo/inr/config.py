@@ -12,7 +12,16 @@ from __future__ import annotations
 import ml_collections
 
 from jaxzoo.config.base import INR, inr_identity  # noqa: F401  (inr_identity: re-exported)
-from jaxzoo.config.checks import MAX_MODELS, MAX_SEED, ConfigError, check, check_choices, check_int, is_number
+from jaxzoo.config.checks import (
+    MAX_MODELS,
+    MAX_SEED,
+    ConfigError,
+    check,
+    check_choices,
+    check_int,
+    check_seeds,
+    is_number,
+)
 from jaxzoo.data import DATASETS, DEFAULT_VAL_FRACTION, SOURCES, describe_dataset
 from jaxzoo.inr.siren import BIAS_INITS, COORDINATES, FIRST_INITS, LAST_INITS, SINES, TARGET_RANGES
 from jaxzoo.training.optimizers import optimizer_entry
@@ -144,14 +153,7 @@ def validate_inr(config: ml_collections.ConfigDict) -> None:
     check("lr" in entry.hyperparams, f"training.optimizer={training.optimizer!r} reads no learning rate")
     _check_float("training.lr", training.lr, 1e-12, 10.0)
     _check_float("training.target_psnr", training.target_psnr, 0.0, 200.0, " (dB; 0: no early stop)")
-    check_int("population.num_seeds", pop.num_seeds, 1, MAX_MODELS)
-    check_int(
-        "population.first_seed",
-        pop.first_seed,
-        0,
-        MAX_SEED + 1 - pop.num_seeds,
-        f" (seeds are 32-bit: first_seed + num_seeds - 1 <= {MAX_SEED})",
-    )
+    check_seeds(pop.num_seeds, pop.first_seed)
     check(isinstance(pop.shared_init, bool), f"population.shared_init={pop.shared_init!r} must be True or False")
     check_int("seed", config.seed, 0, MAX_SEED, " (the zoo seed)")
     check_int("runtime.chunk_size", rt.chunk_size, 0, MAX_MODELS, " (0: automatic)")
