@@ -13,7 +13,7 @@ ingest, data. The library lives in folders, each listing its public names in `__
   weights/   flat-vector files, loaders for training on weights, weight-space symmetries
   analysis/  Table 2 metrics, forward passes, the zoo card, Table 3, figures
   inr/       INR (SIREN) zoos, built on the above
-  kinds.py   the zoo kinds (classification, INR) and what each command runs for them
+  kinds/     the zoo kinds (classification, INR) and what each command runs for them
 
 The public API below is imported on first use, so `import jaxzoo` stays light; no name is also
 a submodule (`jaxzoo.export` is the export package, `jaxzoo.export_zoo` its function):
@@ -38,9 +38,9 @@ import warnings
 
 _API = {
     "base_config": ("jaxzoo.config", "base_config"),
-    "train_and_evaluate": ("jaxzoo.kinds", "train_and_evaluate"),
-    "export_zoo": ("jaxzoo.kinds", "export"),
-    "analyze_zoo": ("jaxzoo.kinds", "analyze"),
+    "train_and_evaluate": ("jaxzoo.kinds.train", "train_and_evaluate"),
+    "export_zoo": ("jaxzoo.kinds.export", "export"),
+    "analyze_zoo": ("jaxzoo.kinds.analyze", "analyze"),
     "read_zoo": ("jaxzoo.zoo.reader", "read_zoo"),
     "load_dataset": ("jaxzoo.data", "load_dataset"),
     "describe_dataset": ("jaxzoo.data", "describe_dataset"),

@@ -11,7 +11,7 @@ import sys
 
 from jaxzoo.analysis.card import DEFAULT_THRESHOLD, EMBEDDING_POINTS
 from jaxzoo.cli import ArgumentParser, number_in, run
-from jaxzoo.kinds import analyze
+from jaxzoo.kinds.analyze import analyze
 
 __all__ = ["analyze", "main"]
 

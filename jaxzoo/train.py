@@ -1,7 +1,7 @@
 """Trains a zoo: `python -m jaxzoo.train --config configs/<zoo>.py --workdir DIR`.
 
 This file is intentionally kept short (as the flax examples' main.py): flags, then
-`train_and_evaluate(config, workdir)` (`jaxzoo.kinds`: a classification zoo's
+`train_and_evaluate(config, workdir)` (`jaxzoo.kinds.train`: a classification zoo's
 `jaxzoo.training.trainer`, an INR zoo's `jaxzoo.inr.train`). Rerunning the same command
 resumes from the last complete epoch. Importing this module defines no flags; running it does.
 """
@@ -18,7 +18,7 @@ from ml_collections import config_flags
 
 from jaxzoo.cli import error_exit, quiet_libraries, setup_logging, use_cpu_cores, user_message
 from jaxzoo.errors import UserError
-from jaxzoo.kinds import train_and_evaluate
+from jaxzoo.kinds.train import train_and_evaluate
 from jaxzoo.training import distributed
 
 __all__ = ["main", "train_and_evaluate"]

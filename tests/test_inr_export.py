@@ -24,7 +24,7 @@ torch = pytest.importorskip("torch")
 from jaxzoo.export import ExportError  # noqa: E402
 from jaxzoo.export.__main__ import main  # noqa: E402
 from jaxzoo.inr.zoo import read_inr_zoo  # noqa: E402
-from jaxzoo.kinds import export  # noqa: E402
+from jaxzoo.kinds.export import export  # noqa: E402
 
 SPLIT_FOLDER = {"training": "train", "testing": "test"}
 DWS_KEYS = ["seq.0.weight", "seq.0.bias", "seq.1.weight", "seq.1.bias", "seq.2.weight", "seq.2.bias"]

@@ -2,7 +2,7 @@
 trial folders (PyTorch state_dicts), flat-vector datasets (safetensors), Parquet with a Hugging
 Face dataset card, and the standalone PyTorch models an export ships.
 
-`python -m jaxzoo.export` is the command (`jaxzoo.kinds.export` takes INR zoos as well).
+`python -m jaxzoo.export` is the command (`jaxzoo.kinds.export.export` takes INR zoos as well).
 """
 
 from jaxzoo.export.rows import ExportError, model_splits, vector_splits

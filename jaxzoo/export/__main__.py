@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import sys
 
-from jaxzoo import kinds
 from jaxzoo.cli import ArgumentParser, epoch_list, number_in, run
 from jaxzoo.export import writer
 from jaxzoo.export.writer import DEFAULT_THRESHOLD, FORMATS, OPTIMIZER_STATES, TWIN_WEIGHTS
+from jaxzoo.kinds.export import export
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def action():
-        report = kinds.export(
+        report = export(
             args.workdir,
             args.out,
             args.format,

@@ -388,14 +388,14 @@ def export(
     optimizer_state: 'last' (the paper) or 'all' (the original code) epochs' optimizer states in
     the trial folders; twin_weights: 'raw' (the original) or 'masked' flat vectors of a twin zoo;
     with_data: also write the preprocessed splits (dataset.pt). `log` receives progress lines
-    (None: silent). A classification zoo's export (`jaxzoo.kinds.export` also takes INR zoos).
+    (None: silent). A classification zoo's export (`jaxzoo.kinds.export.export` also takes INR zoos).
     """
     log = log or (lambda message: None)
     check_options(formats, optimizer_state, twin_weights)
     if checkpoint.workdir_kind(workdir) not in (None, CLASSIFICATION):
         raise ExportError(
             f"{pathlib.Path(workdir).absolute()} holds an INR zoo: export it with python -m jaxzoo.export "
-            "(or jaxzoo.kinds.export)"
+            "(or jaxzoo.export_zoo)"
         )
     if formats not in CLASSIFICATION_FORMATS:
         raise ExportError(

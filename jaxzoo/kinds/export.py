@@ -1,0 +1,38 @@
+"""`export(workdir, out, ...)` for either zoo kind (`python -m jaxzoo.export`)."""
+
+from __future__ import annotations
+
+from jaxzoo.config import INR
+from jaxzoo.export import writer
+from jaxzoo.inr.export import export_inr, refuse_classification_options
+from jaxzoo.zoo.checkpoint import workdir_kind
+
+
+def export(
+    workdir,
+    out,
+    formats: str = "all",
+    epochs: list[int] | None = None,
+    threshold: float = writer.DEFAULT_THRESHOLD,
+    overwrite: bool = False,
+    log=print,
+    optimizer_state: str = "last",
+    twin_weights: str = "raw",
+    with_data: bool = False,
+) -> dict:
+    """Exports the zoo in `workdir` to `out/<experiment>`: a classification zoo's formats
+    (`jaxzoo.export.export`) or an INR zoo's layouts (`jaxzoo.inr.export.export_inr`: formats
+    dwsnets_mnist, dwsnets_fmnist, nfn, vectors, all; the other options keep their defaults)."""
+    writer.check_options(formats, optimizer_state, twin_weights)
+    if workdir_kind(workdir) == INR:
+        refuse_classification_options(
+            epochs=epochs,
+            threshold=threshold,
+            optimizer_state=optimizer_state,
+            twin_weights=twin_weights,
+            with_data=with_data,
+        )
+        return export_inr(workdir, out, formats, overwrite, log or (lambda message: None))
+    return writer.export(
+        workdir, out, formats, epochs, threshold, overwrite, log, optimizer_state, twin_weights, with_data
+    )
