@@ -33,6 +33,7 @@ from jaxzoo.analysis import plots, table3
 from jaxzoo.analysis.card import publish_card
 from jaxzoo.inr import siren
 from jaxzoo.inr.zoo import InrZoo, read_inr_zoo
+from jaxzoo.zoo.trees import tree_take
 
 plt = plots.plt  # matplotlib.pyplot on the Agg backend (set by jaxzoo.analysis.plots)
 
@@ -165,11 +166,6 @@ def grid_rows(table: list[dict], usable: np.ndarray, count: int = RECONSTRUCTION
     return np.array(rows, np.int64)
 
 
-def take_models(params: dict, rows: np.ndarray) -> dict:
-    """The params [M, ...] of the models `rows` only."""
-    return {layer: {name: value[rows] for name, value in leaves.items()} for layer, leaves in params.items()}
-
-
 def reconstruction_grid(
     zoo: InrZoo, epoch: int | None = None, count: int = RECONSTRUCTIONS, params: dict | None = None
 ) -> ReconstructionGrid:
@@ -179,7 +175,7 @@ def reconstruction_grid(
     epoch = zoo.last_epoch() if epoch is None else epoch
     usable = ~np.asarray(zoo.metrics(epoch)["diverged"], bool)
     rows = grid_rows(zoo.table, usable, count)
-    params = take_models(zoo.params(epoch) if params is None else params, rows)
+    params = tree_take(zoo.params(epoch) if params is None else params, rows)
     originals = zoo.target_images(rows)
     reconstructions = zoo.reconstruct(params) if len(rows) else np.zeros_like(originals)
     mse = np.mean(np.square(reconstructions.astype(np.float64) - originals), axis=(1, 2, 3))
@@ -300,7 +296,7 @@ def class_prediction(
         out["note"] = "n/a: no INR on one side of the split"
         return out
     rows = np.concatenate([train_rows, test_rows])
-    weights, layout = flat_weights(zoo.spec, take_models(zoo.params(epoch) if params is None else params, rows))
+    weights, layout = flat_weights(zoo.spec, tree_take(zoo.params(epoch) if params is None else params, rows))
     is_test = np.arange(len(rows)) >= len(train_rows)
     features = {"w": weights, "s(w)": table3.layer_statistics(weights, layout)}
     out["accuracy"] = class_accuracies(features, labels[rows], is_test, num_classes)
