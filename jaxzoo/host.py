@@ -3,11 +3,14 @@ macOS and Windows."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import pathlib
+import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 
 from jaxzoo.errors import DestinationError
 
@@ -91,3 +94,56 @@ def check_destination(path: str | os.PathLike, role: str, is_file: bool = False)
     problem = destination_problem(pathlib.Path(path), is_file)
     if problem:
         raise DestinationError(role, pathlib.Path(path).absolute(), problem)
+
+
+def remove(path: pathlib.Path) -> None:
+    """Removes a file or a folder tree if it exists."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.lexists(path):
+        path.unlink()
+
+
+def move_into_place(partial: pathlib.Path, target: pathlib.Path) -> None:
+    """Puts the finished folder `partial` at `target`; an existing `target` is replaced (it goes
+    only once the new one is complete: moved aside, then removed)."""
+    if target.is_dir() and not any(target.iterdir()):
+        target.rmdir()
+    if target.exists():
+        old = target.parent / f".{target.name}.old"
+        remove(old)
+        os.replace(target, old)
+        os.replace(partial, target)
+        remove(old)
+    else:
+        os.replace(partial, target)
+
+
+@contextlib.contextmanager
+def folder_in_place(target: pathlib.Path) -> Iterator[pathlib.Path]:
+    """Yields a new folder beside `target` to write into; when the block ends it replaces `target`
+    (`move_into_place`). If the block fails, for any reason, the new folder is removed and `target`
+    is as it was: a reader never sees half of it."""
+    target = pathlib.Path(target)
+    partial = target.parent / f".{target.name}.partial"
+    remove(partial)
+    partial.mkdir(parents=True)
+    try:
+        yield partial
+        move_into_place(partial, target)
+    except BaseException:
+        remove(partial)
+        raise
+
+
+@contextlib.contextmanager
+def removed_on_failure(*paths: pathlib.Path) -> Iterator[None]:
+    """Removes those of `paths` that do not exist yet if the block fails for any reason (what a
+    command created is gone; what was there stays)."""
+    new = [pathlib.Path(path) for path in paths if not os.path.lexists(path)]
+    try:
+        yield
+    except BaseException:
+        for path in new:
+            remove(path)
+        raise

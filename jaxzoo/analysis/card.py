@@ -25,15 +25,14 @@ import time
 import jax
 import numpy as np
 from flax import traverse_util
-from ml_collections import ConfigDict
 
 from jaxzoo.analysis import plots
 from jaxzoo.analysis import table2 as analysis
 from jaxzoo.analysis.forward import forward_passes, param_leaf, param_name, resnet_forward_passes, restore_params
-from jaxzoo.config import load_config_dataset
 from jaxzoo.data import normalise
 from jaxzoo.errors import UserError
 from jaxzoo.export.writer import EXPORTS_FILE
+from jaxzoo.host import folder_in_place
 from jaxzoo.models.registry import arch_name, object_name
 from jaxzoo.training.factors import FACTOR_TABLE, values_of
 from jaxzoo.weights import symmetry
@@ -250,7 +249,7 @@ def analyze(
     config = zoo.config
     last = zoo.epochs[-1]
     data = config["data"]
-    dataset = load_config_dataset(ConfigDict(config))
+    dataset = zoo.dataset()
     test_images = normalise(dataset.test[0], dataset.mean, dataset.std)
     if agreement_images > len(test_images):
         raise UserError(
@@ -267,71 +266,79 @@ def analyze(
             f"({table2['removed_non_finite']} non-finite, {table2['removed_over_threshold']} with "
             "|w| above it): raise --threshold to analyse the zoo"
         )
-    folder = zoo.workdir / "card"
-    folder.mkdir(exist_ok=True)
-    train_acc = np.stack([zoo.metrics[e]["train_acc"][keep] for e in zoo.epochs])
-    test_acc = np.stack([zoo.metrics[e]["test_acc"][keep] for e in zoo.epochs])
-    figures = plots.accuracy_over_epochs(train_acc, test_acc, folder)
-    figures += plots.final_accuracy(train_acc[-1], test_acc[-1], folder)
-    left_out = [RESNET_EMBEDDING_LEFT_OUT] if zoo.is_resnet else []
-    if not zoo.is_resnet:
-        log("embedding the weights of all epochs ...")
-        figures += embedding_figure(zoo, keep, embedding_points, folder)
-    symmetry = None
-    if not (zoo.is_resnet or zoo.is_custom or zoo.is_twin) and keep.sum() >= 2:
-        log("aligning models by weight matching ...")
-        symmetry = aligned_distances(zoo, keep)
-    sparsity = None
-    if zoo.is_twin:
-        sparsity = np.stack([zoo.metrics[e]["sparsity"][keep] for e in zoo.epochs])
-        figures += plots.sparsity(sparsity, test_acc, folder)
-    card = {
-        "name": config["name"],
-        "dataset": {
-            "name": data["name"],
-            "source": dataset.source,
-            "image_size": data["image_size"],
-            "splits": [len(dataset.train[1]), len(dataset.val[1]), len(dataset.test[1])],
-        },
-        "architecture": arch_name(config["model"]) if not zoo.is_custom else object_name(config["model"]["module"]),
-        "models": len(zoo.table),
-        "epochs": last,
-        "model_states": len(zoo.table) * (last + 1),
-        "generating_factors": generating_factors(zoo),
-        "protocol": (
-            f"batch {config['training']['batch_size']}, {last} epochs, NLL of log_softmax, "
-            f"weight decay as each optimizer's PyTorch counterpart (jaxzoo.training.optimizers), momentum "
-            f"{config['population']['momentum']} where read; per-model data order from "
-            "the model seed; epoch 0 = evaluation before training."
-        ),
-        "table2": table2,
-        "symmetry": symmetry,
-        "sparsity": None
-        if sparsity is None
-        else {
-            "final_mean": float(np.nanmean(sparsity[-1])),
-            "final_std": float(np.nanstd(sparsity[-1])),
-            "final_test_acc_mean": float(np.nanmean(test_acc[-1])),
-            "by_epoch_mean": np.nanmean(sparsity, axis=1).tolist(),
-            "notes": zoo.config["sparsify"]["notes"],
-        },
-        "metric_definitions": __doc__.split("\n\n", 2)[2].strip(),
-        "figures": figures,
-        "left_out": left_out,
-        "license": LICENSE,
-        "notes": config.get("notes", ""),
-        "seconds": time.time() - start,
-    }
-    (folder / "table2.json").write_text(json.dumps(table2, indent=1))
-    publish_card(folder, card, card_markdown(card), zoo.workdir, log, start)
+    with folder_in_place(zoo.workdir / "card") as folder:  # a failed analysis leaves the old card
+        train_acc = np.stack([zoo.metrics[e]["train_acc"][keep] for e in zoo.epochs])
+        test_acc = np.stack([zoo.metrics[e]["test_acc"][keep] for e in zoo.epochs])
+        figures = plots.accuracy_over_epochs(train_acc, test_acc, folder)
+        figures += plots.final_accuracy(train_acc[-1], test_acc[-1], folder)
+        left_out = [RESNET_EMBEDDING_LEFT_OUT] if zoo.is_resnet else []
+        if not zoo.is_resnet:
+            log("embedding the weights of all epochs ...")
+            figures += embedding_figure(zoo, keep, embedding_points, folder)
+        symmetry = None
+        if not (zoo.is_resnet or zoo.is_custom or zoo.is_twin) and keep.sum() >= 2:
+            log("aligning models by weight matching ...")
+            symmetry = aligned_distances(zoo, keep)
+        sparsity = None
+        if zoo.is_twin:
+            sparsity = np.stack([zoo.metrics[e]["sparsity"][keep] for e in zoo.epochs])
+            figures += plots.sparsity(sparsity, test_acc, folder)
+        card = {
+            "name": config["name"],
+            "dataset": {
+                "name": data["name"],
+                "source": dataset.source,
+                "image_size": data["image_size"],
+                "splits": [len(dataset.train[1]), len(dataset.val[1]), len(dataset.test[1])],
+            },
+            "architecture": arch_name(config["model"]) if not zoo.is_custom else object_name(config["model"]["module"]),
+            "models": len(zoo.table),
+            "epochs": last,
+            "model_states": len(zoo.table) * (last + 1),
+            "generating_factors": generating_factors(zoo),
+            "protocol": (
+                f"batch {config['training']['batch_size']}, {last} epochs, NLL of log_softmax, "
+                f"weight decay as each optimizer's PyTorch counterpart (jaxzoo.training.optimizers), momentum "
+                f"{config['population']['momentum']} where read; per-model data order from "
+                "the model seed; epoch 0 = evaluation before training."
+            ),
+            "table2": table2,
+            "symmetry": symmetry,
+            "sparsity": None
+            if sparsity is None
+            else {
+                "final_mean": float(np.nanmean(sparsity[-1])),
+                "final_std": float(np.nanstd(sparsity[-1])),
+                "final_test_acc_mean": float(np.nanmean(test_acc[-1])),
+                "by_epoch_mean": np.nanmean(sparsity, axis=1).tolist(),
+                "notes": zoo.config["sparsify"]["notes"],
+            },
+            "metric_definitions": __doc__.split("\n\n", 2)[2].strip(),
+            "figures": in_card_folder(figures, zoo.workdir),
+            "left_out": left_out,
+            "license": LICENSE,
+            "notes": config.get("notes", ""),
+            "seconds": time.time() - start,
+        }
+        (folder / "table2.json").write_text(json.dumps(table2, indent=1))
+        write_card(folder, card, card_markdown(card))
+    publish_card(zoo.workdir / "card", zoo.workdir, log, start)
     return card
 
 
-def publish_card(folder: pathlib.Path, card: dict, markdown: str, workdir: pathlib.Path, log, start: float) -> None:
-    """Writes a card's zoo_card.json and README.md into `folder` (its figures are there already)
-    and copies the folder into every export of the workdir."""
+def in_card_folder(figures: list[str], workdir: pathlib.Path) -> list[str]:
+    """The figures' paths once the card is in place (they are written into its new folder)."""
+    return [str(workdir / "card" / pathlib.Path(figure).name) for figure in figures]
+
+
+def write_card(folder: pathlib.Path, card: dict, markdown: str) -> None:
+    """Writes a card's zoo_card.json and README.md into `folder` (its figures are there already)."""
     (folder / "zoo_card.json").write_text(json.dumps(card, indent=1))
     (folder / "README.md").write_text(markdown)
+
+
+def publish_card(folder: pathlib.Path, workdir: pathlib.Path, log, start: float) -> None:
+    """Copies a finished card folder into every export of the workdir."""
     for export_dir in exports_of(workdir):
         shutil.copytree(folder, export_dir / "card", dirs_exist_ok=True)
         log(f"card copied into {export_dir / 'card'}")

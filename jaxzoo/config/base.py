@@ -11,6 +11,8 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
+import pathlib
 
 import ml_collections
 from ml_collections import config_dict
@@ -31,6 +33,7 @@ from jaxzoo.data import (
     SOURCES,
     DataOptions,
     Dataset,
+    DataUnavailableError,
     describe_dataset,
     is_registry_name,
     load_dataset,
@@ -40,7 +43,7 @@ from jaxzoo.models.cpu_conv import CONV_IMPLEMENTATIONS
 from jaxzoo.models.registry import MODEL_ARCHS, RESNET_ARCHS, ModelError, check_arch, import_object, is_custom
 from jaxzoo.training.augment import AUGMENTATIONS
 from jaxzoo.training.factors import FACTOR_TABLE, OPTIMIZER_FACTORS, grid_factors, values_of
-from jaxzoo.training.optimizers import optimizer_entry
+from jaxzoo.training.optimizers import check_optimizer, optimizer_entry
 from jaxzoo.training.population import SEED_MODES
 from jaxzoo.training.precision import COMPUTE_DTYPES
 from jaxzoo.training.schedules import SCHEDULES, schedule_options
@@ -257,7 +260,7 @@ def _validate_factors(config: ml_collections.ConfigDict) -> None:
             check(len(value) > 0, f"{field} is empty: give at least one value")
             for name in value:
                 try:
-                    optimizer_entry(name)
+                    check_optimizer(name)
                 except ValueError as error:
                     raise ConfigError(f"{field}: {error}") from None
         elif factor.kind == "categorical":
@@ -406,6 +409,20 @@ def dataset_identity(config: ml_collections.ConfigDict, dataset: Dataset) -> dic
     if not is_registry_name(config.data.name):
         record.update(channels=dataset.image_shape[-1], num_classes=dataset.num_classes)
     return record
+
+
+def check_recorded_dataset(dataset: Dataset, record: dict, workdir: str | os.PathLike) -> Dataset:
+    """`dataset` if it is the data the zoo in `workdir` was trained on (`record`: the identity's
+    `dataset`, see `dataset_identity`), else DataUnavailableError: a reader of a workdir never
+    evaluates on, or exports, data that changed after training. Ingested zoos record none."""
+    recorded = record.get("fingerprint") or ""
+    if recorded and dataset.fingerprint != recorded:
+        raise DataUnavailableError(
+            f"the data of the zoo in {pathlib.Path(workdir).absolute()} changed after training "
+            f"({dataset.name}: fingerprint {dataset.fingerprint}, {recorded} when trained): restore the "
+            "data it was trained on, or train a zoo on the new data in a new --workdir"
+        )
+    return dataset
 
 
 def load_config_dataset(config: ml_collections.ConfigDict) -> Dataset:

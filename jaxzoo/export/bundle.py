@@ -19,9 +19,7 @@ import pathlib
 import shutil
 
 import numpy as np
-from ml_collections import ConfigDict
 
-from jaxzoo.config import load_config_dataset
 from jaxzoo.data import normalise
 from jaxzoo.data.splits import SPLIT_SEED
 from jaxzoo.errors import UserError
@@ -50,7 +48,7 @@ def write_training_data(zoo, target: pathlib.Path, log) -> None:
             "dataset.pt is a PyTorch file and needs torch: pip install 'jaxzoo[torch]' (or export without --with_data)"
         ) from None
     log = log or (lambda message: None)
-    dataset = load_config_dataset(ConfigDict(zoo.config))
+    dataset = zoo.dataset()
     payload: dict = {"dataset_seed": SPLIT_SEED}  # the original's dataset.pt key (its split seed)
     for split, key in SPLIT_KEYS.items():
         images, labels = getattr(dataset, split)

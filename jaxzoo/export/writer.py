@@ -42,7 +42,6 @@ import numpy as np
 from jaxzoo.config import CLASSIFICATION
 from jaxzoo.config.paper_zoos import recorded_params
 from jaxzoo.data.splits import SPLIT_SEED as DATASET_SPLIT_SEED
-from jaxzoo.errors import UserError
 from jaxzoo.export import bundle, parquet
 from jaxzoo.export.rows import METRICS, ExportError, trial_name, vector_splits
 from jaxzoo.host import check_destination
@@ -439,14 +438,18 @@ def write_claimed(
     start: float,
 ) -> dict:
     """Claims `target` (`claim_target`), runs `write` (-> its report), removes what it created if
-    that fails on a user error (a damaged checkpoint found while writing), records the export in
-    the workdir; returns the report with the seconds since `start`."""
+    that fails for any reason (a damaged checkpoint found while writing, the user's layout hook,
+    an interrupt), records the export in the workdir; returns the report with the seconds since
+    `start`. An export into a folder that existed keeps its finished parts (it resumes)."""
     created = claim_target(target, settings, overwrite)
     try:
         report = write()
-    except UserError:
+    except BaseException:
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
+        else:
+            for partial in target.rglob(".*.partial"):
+                shutil.rmtree(partial) if partial.is_dir() else partial.unlink()
         raise
     record_export(workdir, target)
     report["seconds"] = time.time() - start

@@ -25,7 +25,6 @@ workdir and moved into place when complete, so nothing is left in the workdir on
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import shutil
 import time
@@ -36,7 +35,7 @@ from ml_collections import ConfigDict
 from jaxzoo.config import describe_difference, identity, to_json_dict
 from jaxzoo.data import parse_name
 from jaxzoo.errors import UserError
-from jaxzoo.host import check_destination
+from jaxzoo.host import check_destination, move_into_place
 from jaxzoo.ingest.common import IngestError, Plan, open_source
 from jaxzoo.ingest.small_cnn_zoo import small_cnn_zoo_files, small_cnn_zoo_plan
 from jaxzoo.ingest.trials import trials_plan
@@ -112,19 +111,6 @@ def write_workdir(plan: Plan, target: pathlib.Path, overwrite: bool, log) -> dic
             shutil.rmtree(created, ignore_errors=True)
         raise
     return {**report, "written": plan.num_epochs + 1}
-
-
-def move_into_place(partial: pathlib.Path, target: pathlib.Path) -> None:
-    if target.is_dir() and not any(target.iterdir()):
-        target.rmdir()
-    if target.exists():  # --overwrite: the old zoo goes only once the new one is complete
-        old = target.parent / f".{target.name}.ingest-old"
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-        os.replace(partial, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(partial, target)
 
 
 def ingest(source, workdir, dataset: str | None = None, overwrite: bool = False, log=print) -> dict:

@@ -30,7 +30,8 @@ import time
 import numpy as np
 
 from jaxzoo.analysis import plots, table3
-from jaxzoo.analysis.card import publish_card
+from jaxzoo.analysis.card import in_card_folder, publish_card, write_card
+from jaxzoo.host import folder_in_place
 from jaxzoo.inr import siren
 from jaxzoo.inr.zoo import InrZoo, read_inr_zoo
 from jaxzoo.zoo.trees import tree_take
@@ -504,88 +505,88 @@ def inr_card(workdir, log=print) -> dict:
     metrics = zoo.metrics(last)
     target = float(config.training.target_psnr)
     peak = siren.TARGET_RANGES[config.model.target_range]
-    folder = zoo.path / "card"
-    folder.mkdir(exist_ok=True)
-    log(f"reconstructions and class prediction of {len(zoo.table)} INRs (epoch {last}) ...")
-    params = zoo.params(last)  # read once: the grid and the class prediction take their models
-    grid = reconstruction_grid(zoo, last, params=params)
-    np.savez_compressed(
-        folder / GRID_FILE,
-        model_ids=grid.rows,
-        labels=grid.labels,
-        originals=grid.originals,
-        reconstructions=grid.reconstructions,
-        psnr=grid.psnr,
-    )
-    prediction = class_prediction(zoo, last, params=params)
-    del params
-    over_epochs = psnr_over_epochs(zoo)
-    psnr = np.asarray(metrics["psnr"], np.float64)[~np.asarray(metrics["diverged"], bool)]
-    figures = psnr_histogram(psnr, target, peak, folder)
-    if target > 0:
-        figures += steps_histogram(
-            np.asarray(metrics["steps_to_target"], np.float64), int(config.training.num_steps), target, folder
+    with folder_in_place(zoo.path / "card") as folder:  # a failed card leaves the old one
+        log(f"reconstructions and class prediction of {len(zoo.table)} INRs (epoch {last}) ...")
+        params = zoo.params(last)  # read once: the grid and the class prediction take their models
+        grid = reconstruction_grid(zoo, last, params=params)
+        np.savez_compressed(
+            folder / GRID_FILE,
+            model_ids=grid.rows,
+            labels=grid.labels,
+            originals=grid.originals,
+            reconstructions=grid.reconstructions,
+            psnr=grid.psnr,
         )
-    figures += psnr_epochs_figure(over_epochs, target, folder)
-    figures += reconstruction_figure(grid, folder)
-    images = zoo.images
-    seeds = sorted({row["seed"] for row in zoo.table})
-    splits = [row["split"] for row in zoo.table]
-    card = {
-        "task": "inr",
-        "name": config.name,
-        "dataset": {
-            "name": config.data.name,
-            "source": images.dataset.source,
-            "image_size": zoo.image_shape[0],
-            "channels": zoo.image_shape[2],
-            "num_classes": int(images.num_classes),
-            "images_per_split": {s: int(np.sum(images.split == s)) for s in ("train", "test")},
-        },
-        "models": len(zoo.table),
-        "images": len({row["image"] for row in zoo.table}),
-        "seeds": len(seeds),
-        "models_per_split": {s: splits.count(s) for s in ("train", "test")},
-        "epoch": last,
-        "num_epochs": int(config.training.num_steps) // int(config.training.steps_per_epoch),
-        "step": last * int(config.training.steps_per_epoch),
-        "siren": {
-            "features": list(zoo.spec.features),
-            "params": zoo.spec.num_params,
-            "w0_first": zoo.spec.w0_first,
-            "w0_hidden": zoo.spec.w0_hidden,
-            "first_init": zoo.spec.first_init,
-            "bias_init": zoo.spec.bias_init,
-            "last_init": zoo.spec.last_init,
-            "output_offset": zoo.spec.output_offset,
-        },
-        "recipe": {
-            "optimizer": config.training.optimizer,
-            "lr": float(config.training.lr),
-            "num_steps": int(config.training.num_steps),
-            "steps_per_epoch": int(config.training.steps_per_epoch),
-            "target_psnr": target,
-            "coordinates": config.model.coordinates,
-            "target_range": config.model.target_range,
-            "peak": peak,
-            "first_seed": int(config.population.first_seed),
-            "shared_init": bool(config.population.shared_init),
-        },
-        "psnr": psnr_statistics(metrics, target),
-        "steps_to_target": steps_statistics(metrics, target),
-        "psnr_over_epochs": over_epochs,
-        "reconstructions": {
-            "model_ids": grid.rows.tolist(),
-            "images": [zoo.table[r]["image"] for r in grid.rows],
-            "labels": grid.labels.tolist(),
-            "psnr": grid.psnr.tolist(),
-            "file": GRID_FILE,
-        },
-        "class_prediction": prediction,
-        "figures": figures,
-        "notes": config.get("notes", ""),
-        "seconds": 0.0,
-    }
-    card["seconds"] = time.time() - start
-    publish_card(folder, card, card_markdown(card), zoo.path, log, start)
+        prediction = class_prediction(zoo, last, params=params)
+        del params
+        over_epochs = psnr_over_epochs(zoo)
+        psnr = np.asarray(metrics["psnr"], np.float64)[~np.asarray(metrics["diverged"], bool)]
+        figures = psnr_histogram(psnr, target, peak, folder)
+        if target > 0:
+            figures += steps_histogram(
+                np.asarray(metrics["steps_to_target"], np.float64), int(config.training.num_steps), target, folder
+            )
+        figures += psnr_epochs_figure(over_epochs, target, folder)
+        figures += reconstruction_figure(grid, folder)
+        images = zoo.images
+        seeds = sorted({row["seed"] for row in zoo.table})
+        splits = [row["split"] for row in zoo.table]
+        card = {
+            "task": "inr",
+            "name": config.name,
+            "dataset": {
+                "name": config.data.name,
+                "source": images.dataset.source,
+                "image_size": zoo.image_shape[0],
+                "channels": zoo.image_shape[2],
+                "num_classes": int(images.num_classes),
+                "images_per_split": {s: int(np.sum(images.split == s)) for s in ("train", "test")},
+            },
+            "models": len(zoo.table),
+            "images": len({row["image"] for row in zoo.table}),
+            "seeds": len(seeds),
+            "models_per_split": {s: splits.count(s) for s in ("train", "test")},
+            "epoch": last,
+            "num_epochs": int(config.training.num_steps) // int(config.training.steps_per_epoch),
+            "step": last * int(config.training.steps_per_epoch),
+            "siren": {
+                "features": list(zoo.spec.features),
+                "params": zoo.spec.num_params,
+                "w0_first": zoo.spec.w0_first,
+                "w0_hidden": zoo.spec.w0_hidden,
+                "first_init": zoo.spec.first_init,
+                "bias_init": zoo.spec.bias_init,
+                "last_init": zoo.spec.last_init,
+                "output_offset": zoo.spec.output_offset,
+            },
+            "recipe": {
+                "optimizer": config.training.optimizer,
+                "lr": float(config.training.lr),
+                "num_steps": int(config.training.num_steps),
+                "steps_per_epoch": int(config.training.steps_per_epoch),
+                "target_psnr": target,
+                "coordinates": config.model.coordinates,
+                "target_range": config.model.target_range,
+                "peak": peak,
+                "first_seed": int(config.population.first_seed),
+                "shared_init": bool(config.population.shared_init),
+            },
+            "psnr": psnr_statistics(metrics, target),
+            "steps_to_target": steps_statistics(metrics, target),
+            "psnr_over_epochs": over_epochs,
+            "reconstructions": {
+                "model_ids": grid.rows.tolist(),
+                "images": [zoo.table[r]["image"] for r in grid.rows],
+                "labels": grid.labels.tolist(),
+                "psnr": grid.psnr.tolist(),
+                "file": GRID_FILE,
+            },
+            "class_prediction": prediction,
+            "figures": in_card_folder(figures, zoo.path),
+            "notes": config.get("notes", ""),
+            "seconds": 0.0,
+        }
+        card["seconds"] = time.time() - start
+        write_card(folder, card, card_markdown(card))
+    publish_card(zoo.path / "card", zoo.path, log, start)
     return card

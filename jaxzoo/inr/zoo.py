@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxzoo.config import check_recorded_dataset
 from jaxzoo.data import describe_dataset
 from jaxzoo.inr import siren
 from jaxzoo.inr.config import is_inr
@@ -34,6 +35,7 @@ class InrZoo:
     spec: siren.SirenSpec
     image_shape: tuple[int, int, int]
     checkpoints: checkpoint.ZooCheckpoints
+    dataset_record: dict  # the identity's record of the data (source, fingerprint)
 
     @property
     def name(self) -> str:
@@ -61,7 +63,9 @@ class InrZoo:
     @functools.cached_property
     def images(self) -> InrImages:
         """The fitted images (read from the dataset the zoo was trained on)."""
-        return load_images(self.config)
+        images = load_images(self.config)
+        check_recorded_dataset(images.dataset, self.dataset_record, self.path)
+        return images
 
     def target_images(self, rows: np.ndarray) -> np.ndarray:
         """float32 [n, H, W, C]: the images models `rows` fit, on the targets' scale."""
@@ -111,7 +115,7 @@ def read_inr_zoo(workdir: str | os.PathLike) -> InrZoo:
     dataset_record = document["identity"].get("dataset", {})
     channels = dataset_record.get("channels") or _channels(config)
     spec = siren.spec_from_config(config.model, channels)
-    return InrZoo(path, config, table, spec, (size, size, channels), checkpoint.ZooCheckpoints(path))
+    return InrZoo(path, config, table, spec, (size, size, channels), checkpoint.ZooCheckpoints(path), dataset_record)
 
 
 def read_table(path: pathlib.Path) -> list[dict]:

@@ -234,6 +234,8 @@ def check_custom_model(model_config, image_shape, num_classes: int) -> None:
             f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}): fix the "
             "module"
         ) from None
+    if not jax.tree.leaves(variables.get("params", {})):
+        raise ModelError(f"model.module={name} has no parameters: a zoo of it has nothing to train; give it a layer")
     extra = sorted(set(variables) - {"params"})
     if extra:
         raise ModelError(
@@ -246,6 +248,10 @@ def check_custom_model(model_config, image_shape, num_classes: int) -> None:
             f"model.module={name} returns shape {shape} for 2 images, not [B, {num_classes}] "
             f"(the dataset's classes): make its last layer nn.Dense({num_classes})"
         )
+    hook = model.torch_layout()
+    if hook is not None:  # the export's mapping, tried on one model's (zero) params
+        params = jax.tree.map(lambda leaf: np.zeros(leaf.shape, leaf.dtype), variables["params"])
+        checked_layout(hook, params, 0)
 
 
 def default_torch_tensors(params: dict, lead: int) -> Iterator[tuple[str, np.ndarray]]:
@@ -273,9 +279,39 @@ def custom_torch_tensors(
     flat = traverse_util.flatten_dict(params)
     ordered = traverse_util.unflatten_dict({path: flat[path] for path in order})
     hook = model.torch_layout()
-    if hook is not None:
-        return [(key, np.asarray(array)) for key, array in hook(ordered)]
-    return list(default_torch_tensors(ordered, lead))
+    if hook is None:
+        return list(default_torch_tensors(ordered, lead))
+    return checked_layout(hook, ordered, lead)
+
+
+def checked_layout(hook, params: dict, lead: int) -> list[tuple[str, np.ndarray]]:
+    """A module's `torch_layout(params)` as [(key, numpy array)], or ModelError naming the hook
+    and what it returned: distinct string keys, numeric arrays that keep the `lead` leading
+    axes of `params` and hold as many numbers as the params (a layout reorders, never drops)."""
+    name = f"{getattr(hook, '__qualname__', hook)}"
+    leaves = jax.tree.leaves(params)
+    front = tuple(np.shape(leaves[0])[:lead]) if leaves else ()
+    try:
+        pairs = [(key, np.asarray(array)) for key, array in hook(params)]
+    except Exception as error:  # the user's hook, reported in one line
+        raise ModelError(
+            f"torch_layout {name} raised {type(error).__name__}: {' '.join(str(error).split())[:200]}: fix the hook"
+        ) from None
+    keys = [key for key, _ in pairs]
+    if not all(isinstance(key, str) for key in keys) or len(set(keys)) != len(keys):
+        raise ModelError(f"torch_layout {name} returned keys {keys[:8]}: return distinct state_dict keys (strings)")
+    for key, array in pairs:
+        if array.dtype.kind not in "fiub" or array.shape[:lead] != front:
+            raise ModelError(
+                f"torch_layout {name} returned {key!r} as {array.dtype} {array.shape}: return numeric arrays "
+                f"with the params' leading axes {front}"
+            )
+    given, expected = sum(a.size for _, a in pairs), sum(np.size(leaf) for leaf in leaves)
+    if given != expected:
+        raise ModelError(
+            f"torch_layout {name} returned {given} numbers for params of {expected}: return every parameter once"
+        )
+    return pairs
 
 
 # Registered Flax modules, usable by their short name: `model.module = "small_cnn_zoo"`.

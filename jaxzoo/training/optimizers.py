@@ -549,6 +549,45 @@ def optimizer_entry(name: str) -> OptimizerEntry:
     )
 
 
+# Values the boundary check (`check_optimizer`) calls a factory with: small and valid for every
+# hyperparameter (betas, decays and momenta in [0, 1), positive rates and epsilons).
+PROBE_VALUE = 0.01
+
+
+def check_optimizer(name: str) -> None:
+    """ValueError in one line unless optimizer `name` (a registry name or the user's
+    'module:factory') builds an optax transformation whose init and update run on a small
+    params tree and return updates of the params' shapes. Traced abstractly (no compute), once
+    per optimizer at config validation, so a broken factory fails before anything is written."""
+    entry = optimizer_entry(name)
+    kwargs = {FACTOR_TO_OPTAX[factor]: PROBE_VALUE for factor in entry.hyperparams}
+    what = f"optimizer {name!r}" if name in OPTIMIZERS else f"optimizer factory {name!r}"
+    try:
+        built = entry.factory(**kwargs)
+    except Exception as error:  # the user's factory, reported in one line
+        raise ValueError(f"{what} raised {_one_line(error)} when called with {kwargs}: fix it") from None
+    if not isinstance(built, optax.GradientTransformation):
+        raise ValueError(
+            f"{what} returned {built!r:.60} ({type(built).__name__}), not an optax.GradientTransformation: "
+            "return one (e.g. optax.sgd(learning_rate))"
+        )
+    params = {"kernel": jnp.zeros((3, 2)), "bias": jnp.zeros((2,))}
+    transform = make_transform(name, entry.hyperparams)
+    values = {factor: jnp.float32(PROBE_VALUE) for factor in entry.hyperparams}
+
+    def one_update(params):
+        updates, _ = transform.update(params, init_state(transform, params, values), params)
+        return updates
+
+    try:
+        updates = jax.eval_shape(one_update, params)
+    except Exception as error:  # the user's transformation, reported in one line
+        raise ValueError(f"{what}: its transformation's init or update fails ({_one_line(error)}): fix it") from None
+    shapes = jax.tree.map(lambda leaf: (leaf.shape, jnp.dtype(leaf.dtype)), updates)
+    if shapes != jax.tree.map(lambda leaf: (leaf.shape, leaf.dtype), params):
+        raise ValueError(f"{what}: its update returns {shapes} for params {jax.tree.map(jnp.shape, params)}: fix it")
+
+
 # ---------------------------------------------------------------- transforms and states
 
 

@@ -147,14 +147,35 @@ SCHEDULE_OPTIONS = {
     "one_cycle": {"pct_start": 0.3, "div_factor": 25.0, "final_div_factor": 1e4},
 }
 SCHEDULES = tuple(SCHEDULE_OPTIONS)
+# Each option's type and range: (integer, low, high, low_open, high_open).
+OPTION_RANGES = {
+    "every_epochs": (True, 0, 1_000_000, False, False),
+    "gamma": (False, 0.0, 1.0, True, False),
+    "warmup_fraction": (False, 0.0, 1.0, False, True),
+    "pct_start": (False, 0.0, 1.0, True, True),
+    "div_factor": (False, 0.0, 1e12, True, False),
+    "final_div_factor": (False, 0.0, 1e12, True, False),
+}
 
 
 def schedule_options(name: str, given: dict | None = None) -> dict:
-    """The schedule's options: its defaults updated with `given` (unknown keys -> ValueError)."""
+    """The schedule's options: its defaults updated with `given`; ValueError for an unknown key
+    or a value of the wrong type or out of its range (`OPTION_RANGES`)."""
     options = dict(SCHEDULE_OPTIONS[name])
+    if given is not None and not isinstance(given, dict):
+        raise ValueError(f"options of schedule {name!r} must be a dict of option -> number, not {given!r}")
     unknown = sorted(set(given or {}) - set(options))
     if unknown:
         raise ValueError(f"schedule {name!r} has no option {unknown[0]!r}: its options are {sorted(options) or 'none'}")
+    for option, value in (given or {}).items():
+        integer, low, high, low_open, high_open = OPTION_RANGES[option]
+        kind = "an integer" if integer else "a number"
+        numeric = isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
+        inside = numeric and math.isfinite(value) and (low < value if low_open else low <= value)
+        inside = inside and (value < high if high_open else value <= high)
+        if not inside:
+            bounds = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+            raise ValueError(f"{name}.{option}={value!r} is not {kind} in {bounds}: give one")
     options.update(given or {})
     return options
 

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from ml_collections import ConfigDict
 
-from jaxzoo.config import dataset_identity, identity, load_config_dataset
+from jaxzoo.config import check_recorded_dataset, dataset_identity, identity, load_config_dataset
 from jaxzoo.errors import UserError
 from jaxzoo.host import check_destination
 from jaxzoo.models import ard
@@ -156,7 +156,7 @@ def sparsify(source_workdir, twin_workdir, epochs: int = DEFAULT_EPOCHS) -> dict
         raise SparsifyError(f"--epochs {epochs} is out of range: use 1..1000 (the original: 25)")
     source_epoch = source.epochs[-1]
     config = twin_config(source.config, source.identity_hash, source_epoch, epochs)
-    dataset = load_config_dataset(ConfigDict(config))
+    dataset = check_recorded_dataset(load_config_dataset(ConfigDict(config)), source.dataset_record, source.workdir)
     zoo_identity = identity(ConfigDict(config))
     zoo_identity["dataset"] = dataset_identity(ConfigDict(config), dataset)
     table = [dict(row) for row in source.table]

@@ -5,7 +5,9 @@ Layout of a workdir:
   models.json      the model table: model_id -> seed and generating factors
   metrics.jsonl    one line per (epoch, model): train/val/test loss and accuracy, diverged
   checkpoints/E/   Orbax, one per epoch 0..E: `state` (params and optimizer state of the
-                   whole population, leading axis = model_id) and `metrics` (JSON)
+                   whole population, leading axis = model_id) and `metrics` (JSON), and
+                   `jaxzoo_files.json`, the epoch's seal: every file's size and CRC-32, written
+                   once Orbax has committed the epoch and checked wherever the epoch is read
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import logging
 import os
 import pathlib
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -159,9 +162,12 @@ def save_epoch(
 
 
 def wait_for_save(manager: ocp.CheckpointManager, epoch: int) -> None:
-    """Waits until the checkpoint of `epoch` (the latest save) is committed; WorkdirError if not."""
+    """Waits until the checkpoint of `epoch` (the latest save) is committed, then the primary
+    process seals it (`seal_epoch`); WorkdirError if either fails."""
     with _save_errors(manager, epoch):
         manager.wait_until_finished()
+        if distributed.is_primary():
+            seal_epoch(pathlib.Path(manager.directory) / str(epoch))
 
 
 @contextlib.contextmanager
@@ -193,17 +199,64 @@ def saved_epochs(directory: pathlib.Path) -> list[int]:
     return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and p.is_dir())
 
 
-def epoch_damage(epoch_dir: pathlib.Path) -> str | None:
-    """Why an epoch's checkpoint folder cannot be trusted, or None when its files look whole.
+SEAL_FILE = "jaxzoo_files.json"
+_READ_BLOCK = 1 << 24  # bytes per read while checksumming (16 MiB)
 
-    Checks the metrics JSON and the state's metadata; a damaged array file shows only when
-    the state is restored.
+
+def _file_checksum(path: pathlib.Path) -> int:
+    """CRC-32 of a file, read in blocks (zlib's runs at ~1 GB/s: a fraction of the restore's cost)."""
+    crc = 0
+    with open(path, "rb") as f:
+        while block := f.read(_READ_BLOCK):
+            crc = zlib.crc32(block, crc)
+    return crc
+
+
+def seal_epoch(epoch_dir: pathlib.Path) -> None:
+    """Writes the seal of a committed epoch: {relative path: [bytes, CRC-32]} of every file in it.
+
+    Call after Orbax's commit (`wait_for_save`) and before the epoch is recorded in
+    metrics.jsonl. An epoch without a seal (saved by older jaxzoo, or the process died between
+    the commit and the seal) is verified by restoring it (`verify_unsealed`).
+    """
+    files = {
+        str(path.relative_to(epoch_dir)): [path.stat().st_size, _file_checksum(path)]
+        for path in sorted(epoch_dir.rglob("*"))
+        if path.is_file() and path.name != SEAL_FILE
+    }
+    _write_json_atomic(epoch_dir / SEAL_FILE, {"version": 1, "files": files})
+
+
+def is_sealed(epoch_dir: pathlib.Path) -> bool:
+    return (epoch_dir / SEAL_FILE).is_file()
+
+
+def epoch_damage(epoch_dir: pathlib.Path) -> str | None:
+    """Why an epoch's checkpoint folder cannot be trusted, or None when its files are whole.
+
+    A sealed epoch (`seal_epoch`) is checked file by file: present, same size, same CRC-32. An
+    unsealed one only by its metrics JSON and state metadata; a damaged array file of an
+    unsealed epoch shows when the state is restored.
     """
     metrics = epoch_dir / "metrics" / "metrics"
     state_metadata = epoch_dir / "state" / "_METADATA"
     for part in (metrics, state_metadata):
         if not part.is_file():
             return f"{part.relative_to(epoch_dir)} is missing"
+    if is_sealed(epoch_dir):
+        try:
+            files = json.loads((epoch_dir / SEAL_FILE).read_text())["files"]
+            expected = {name: (int(size), int(crc)) for name, (size, crc) in files.items()}
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
+            return f"{SEAL_FILE} is unreadable"
+        for name, (size, crc) in expected.items():
+            part = epoch_dir / name
+            if not part.is_file():
+                return f"{name} is missing"
+            if part.stat().st_size != size:
+                return f"{name} has {part.stat().st_size} bytes, {size} when saved"
+            if _file_checksum(part) != crc:
+                return f"{name} changed since it was saved (CRC-32)"
     try:
         values = json.loads(metrics.read_text())
         if not isinstance(values, dict) or not all(isinstance(v, list) for v in values.values()):
@@ -237,13 +290,32 @@ def set_aside(workdir: pathlib.Path, epochs: list[int], reason: str) -> None:
 
 
 def set_aside_damaged(workdir: pathlib.Path) -> None:
-    """Before training resumes: the first damaged epoch and every later one go to damaged/."""
+    """Before training resumes: the first damaged epoch and every later one go to damaged/.
+
+    Every epoch is checked: sealed ones against their seal, unsealed ones (older jaxzoo, or a
+    crash between commit and seal) by restoring their state, and sealed when whole, so a
+    damaged middle epoch is retrained with the epochs after it instead of trusted.
+    """
     epochs = saved_epochs(workdir / "checkpoints")
     for i, epoch in enumerate(epochs):
-        reason = epoch_damage(workdir / "checkpoints" / str(epoch))
+        epoch_dir = workdir / "checkpoints" / str(epoch)
+        reason = epoch_damage(epoch_dir)
+        if reason is None and not is_sealed(epoch_dir):
+            reason = verify_unsealed(epoch_dir)
         if reason:
             set_aside(workdir, epochs[i:], reason)
             return
+
+
+def verify_unsealed(epoch_dir: pathlib.Path) -> str | None:
+    """Restores an unsealed epoch's state (every array read and decoded); seals it when whole,
+    else says why not."""
+    try:
+        _restore_numpy(epoch_dir / "state")
+    except Exception as error:  # Orbax raises many types for damaged files
+        return f"state unreadable, {type(error).__name__}"
+    seal_epoch(epoch_dir)
+    return None
 
 
 def restore_latest(manager: ocp.CheckpointManager, abstract_state) -> tuple[int, Any] | None:
@@ -336,12 +408,7 @@ class ZooCheckpoints:
         """-> (epoch, state as numpy arrays [M, ...]); the newest epoch by default."""
         epoch, path = self._state_path(epoch)
         try:
-            with ocp.StandardCheckpointer() as reader:
-                try:
-                    state = reader.restore(path)
-                except (ValueError, TypeError):  # saved by several processes: restore onto this process's device
-                    state = reader.restore(path, self._local_target(reader, path))
-            state = jax.tree.map(np.asarray, state)
+            state = _restore_numpy(path)
         except Exception as error:  # Orbax raises many types for damaged files
             raise WorkdirError(
                 f"checkpoint of epoch {epoch} in {self.directory} is unreadable ({type(error).__name__}): "
@@ -402,23 +469,29 @@ class ZooCheckpoints:
             raise WorkdirError(f"{self.directory} has no checkpoint for epoch {epoch}: epochs {epochs}")
         return epoch, self.directory / str(epoch) / "state"
 
-    @staticmethod
-    def _local_target(reader: ocp.StandardCheckpointer, path: pathlib.Path):
-        """The saved tree's shapes on this process's first device (whatever topology saved it)."""
-        tree = _saved_tree(reader, path)
-        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-        return jax.tree.map(
-            lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
-            tree,
-            is_leaf=lambda leaf: hasattr(leaf, "shape") and hasattr(leaf, "dtype"),
-        )
-
     def metrics(self, epoch: int) -> dict[str, np.ndarray]:
         """The metrics arrays [M] saved with an epoch's checkpoint."""
         return restore_metrics(self.directory, epoch)
 
     def close(self) -> None:
         """Nothing to release (kept so readers can be used in try/finally)."""
+
+
+def _restore_numpy(path: pathlib.Path) -> dict:
+    """A saved state folder restored as numpy arrays, whatever process layout saved it."""
+    with ocp.StandardCheckpointer() as reader:
+        try:
+            state = reader.restore(path)
+        except (ValueError, TypeError):  # saved by several processes: restore onto this process's device
+            tree = _saved_tree(reader, path)
+            device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            target = jax.tree.map(
+                lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
+                tree,
+                is_leaf=lambda leaf: hasattr(leaf, "shape") and hasattr(leaf, "dtype"),
+            )
+            state = reader.restore(path, target)
+    return jax.tree.map(np.asarray, state)
 
 
 def _saved_tree(reader: ocp.AbstractCheckpointer, path: pathlib.Path):

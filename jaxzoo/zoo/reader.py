@@ -14,9 +14,10 @@ import pathlib
 
 import jax
 import numpy as np
+from ml_collections import ConfigDict
 
-from jaxzoo.config import CLASSIFICATION, config_kind
-from jaxzoo.data import DATASETS
+from jaxzoo.config import CLASSIFICATION, check_recorded_dataset, config_kind, load_config_dataset
+from jaxzoo.data import DATASETS, Dataset
 from jaxzoo.errors import UserError
 from jaxzoo.models import ard, resnet
 from jaxzoo.models.registry import (
@@ -48,6 +49,12 @@ class Zoo:
     metrics: dict[int, dict[str, np.ndarray]]
     checkpoints: checkpoint.ZooCheckpoints
     dataset_facts: dict  # channels, num_classes, image_size of the images the zoo trained on
+    dataset_record: dict  # the identity's record of the data (source, fingerprint)
+
+    def dataset(self) -> Dataset:
+        """The data the zoo was trained on, loaded from its config; DataUnavailableError if it
+        changed since (another fingerprint)."""
+        return check_recorded_dataset(load_config_dataset(ConfigDict(self.config)), self.dataset_record, self.workdir)
 
     @property
     def is_resnet(self) -> bool:
@@ -190,7 +197,7 @@ def read_zoo(workdir: str | os.PathLike) -> Zoo:
         epoch, reason = next(iter(damaged.items()))
         raise ZooReadError(
             f"{path} has damaged checkpoints (epochs {sorted(damaged)}; epoch {epoch}: {reason}): rerun the "
-            "train command, which sets them aside and retrains them"
+            "train command, which sets them aside with every later epoch and retrains them"
         )
     steps = checkpoints.epochs()
     missing = sorted(set(range(num_epochs + 1)) - set(steps))
@@ -209,4 +216,5 @@ def read_zoo(workdir: str | os.PathLike) -> Zoo:
         metrics,
         checkpoints,
         dataset_facts(document),
+        document["identity"].get("dataset", {}),
     )
