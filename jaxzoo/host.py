@@ -138,12 +138,13 @@ def folder_in_place(target: pathlib.Path) -> Iterator[pathlib.Path]:
 
 @contextlib.contextmanager
 def removed_on_failure(*paths: pathlib.Path) -> Iterator[None]:
-    """Removes those of `paths` that do not exist yet if the block fails for any reason (what a
-    command created is gone; what was there stays)."""
+    """Removes those of `paths` that do not exist yet if the block raises an error of any kind
+    (what a command created is gone; what was there stays). An interrupt (Ctrl-C, SystemExit)
+    keeps them, for a command that continues where it stopped."""
     new = [pathlib.Path(path) for path in paths if not os.path.lexists(path)]
     try:
         yield
-    except BaseException:
+    except Exception:
         for path in new:
             remove(path)
         raise

@@ -8,6 +8,8 @@ resumes from the last complete epoch. Importing this module defines no flags; ru
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import logging
 import os
 import sys
@@ -25,6 +27,9 @@ __all__ = ["main", "train_and_evaluate"]
 
 log = logging.getLogger("jaxzoo")
 FLAGS = flags.FLAGS
+# XLA CPU devices a process may ask for: past a few per core they only cost memory and start-up
+# (100,000 devices take minutes and gigabytes before the first step).
+MAX_CPU_DEVICES = 1024
 
 
 def define_flags() -> None:
@@ -56,20 +61,30 @@ def fail(message: str) -> None:
 
 def parse_flags(argv: list[str]) -> list[str]:
     define_flags()
+    quiet_libraries("--verbose" in argv)  # config_flags logs through absl while it loads the file
+    overrides = [arg.split("=", 1)[0] for arg in argv[1:] if arg.startswith("--config.")]
+    twice = sorted({flag for flag in overrides if overrides.count(flag) > 1})
+    if twice:  # the flags library would join two tuples into one
+        fail(f"{twice[0]} is given twice: give each config field once")
     try:
         return flags.FLAGS(argv)
     except flags.Error as error:
         fail(f"{error}".splitlines()[0])
     except Exception as error:  # a config file that fails to load, or an override of no field
-        missing = str(error).strip("'\"")
-        overrides = [arg.split("=", 1)[0] for arg in argv if arg.startswith("--config.")]
+        text = error.args[0] if error.args and isinstance(error.args[0], str) else str(error)
+        with contextlib.suppress(ValueError, SyntaxError):  # ml_collections nests the message as a repr
+            unquoted = ast.literal_eval(text)
+            text = unquoted if isinstance(unquoted, str) else text
+        missing, *hint = [line.strip() for line in text.splitlines() if line.strip()] or [""]
+        missing = missing.strip("'\"")
         named = [flag for flag in overrides if missing and missing in flag.split(".")]
         if isinstance(error, (AttributeError, KeyError)) and named:
+            suggestion = f" ({hint[0][0].lower()}{hint[0][1:]})" if hint else ""
             fail(
-                f"{named[0]}: the config has no field {missing!r} there: check the name, or set it in the config "
-                "file (new keys cannot be added from the command line)"
+                f"{named[0]}: the config has no field {missing!r} there{suggestion}: check the name, or set it in "
+                "the config file (new keys cannot be added from the command line)"
             )
-        fail(f"cannot load the config ({type(error).__name__}: {error})".splitlines()[0])
+        fail(f"cannot load the config ({type(error).__name__}: {' '.join(text.split())})")
 
 
 def default_workdir(config: ml_collections.ConfigDict) -> str:
@@ -95,6 +110,9 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         fail(f"unexpected arguments {argv[1:]}: use --config FILE [--workdir DIR] [--config.FIELD=VALUE]")
     config = FLAGS.config
+    config_file = config_flags.get_config_filename(FLAGS["config"]) if FLAGS["config"].present else ""
+    if config is None and config_file:
+        fail(f"--config {config_file}: its get_config() returned None: return the zoo's ml_collections.ConfigDict")
     if config is None:
         fail("no config: pass --config configs/<zoo>.py (configs/quickstart.py to try it)")
     if not isinstance(config, ml_collections.ConfigDict):  # config_flags defers load errors
@@ -103,8 +121,8 @@ def main(argv: list[str]) -> None:
         except Exception as error:
             reason = [line.strip() for line in str(error).splitlines() if line.strip()][-1]
             fail(f"cannot load --config {config_flags.get_config_filename(FLAGS['config'])}: {reason}")
-    if FLAGS.cpu_devices < 0:
-        fail(f"--cpu_devices={FLAGS.cpu_devices} must be >= 0 (0: one device per core)")
+    if not 0 <= FLAGS.cpu_devices <= MAX_CPU_DEVICES:
+        fail(f"--cpu_devices={FLAGS.cpu_devices} is out of range: use 0 (one device per core) to {MAX_CPU_DEVICES}")
     setup_logging()
     quiet_libraries(FLAGS.verbose)
     workdir = FLAGS.workdir or default_workdir(config)

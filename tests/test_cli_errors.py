@@ -217,8 +217,8 @@ CASES = [
     ("export", ["--workdir={ZOO}", "--out={READONLY}"], "not writable"),
     ("export", ["--workdir={EDITED}", "--out={ROOT}/e"], "was edited after training"),
     ("export", ["--workdir={TRUNCATED}", "--out={ROOT}/e"], "damaged checkpoints (epochs [2]"),
-    ("export", ["--workdir={ZEROED}", "--out={ROOT}/e2"], "checkpoint of epoch 2"),
-    ("export", ["--workdir={ZEROED}", "--out={ROOT}/e3", "--format", "vectors"], "checkpoint of epoch 2"),
+    ("export", ["--workdir={ZEROED}", "--out={ROOT}/e2"], "damaged checkpoints (epochs [2]; epoch 2: "),
+    ("export", ["--workdir={ZEROED}", "--out={ROOT}/e3", "--format", "vectors"], "epoch 2: "),
     # analyze
     ("analyze", ["--workdir={ZOO}", "--threshold", "-1"], "--threshold"),
     ("analyze", ["--workdir={ZOO}", "--threshold", "nan"], "--threshold"),

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from jaxzoo.models.cnn import ACTIVATIONS, ARCHS, CNN, INITS, init_kernel, init_params, param_count
+from jaxzoo.models.registry import ModelError, check_custom_model, checked_layout
 
 erf = np.vectorize(math.erf)
 
@@ -180,3 +181,33 @@ def test_single_channel_conv_matches_patches_with_gradients():
         jax.grad(loss(single_channel_conv), (0, 1))(x, kernel), jax.grad(loss(im2col), (0, 1))(x, kernel)
     ):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "module,words",
+    [
+        ("zoo_modules:NoParams", "has no parameters"),
+        ("zoo_modules:JunkLayout", "returned 7840 numbers for params of 7850"),
+    ],
+)
+def test_custom_modules_and_their_layout_hooks_are_tried_at_the_boundary(module, words):
+    with pytest.raises(ModelError) as info:
+        check_custom_model({"module": module}, (28, 28, 1), 10)
+    assert words in str(info.value) and "\n" not in str(info.value)
+
+
+def test_layout_hook_output_is_checked():
+    params = {"fc": {"kernel": np.zeros((3, 4, 2)), "bias": np.zeros((3, 2))}}  # 3 models
+    good = lambda p: [("fc.weight", p["fc"]["kernel"]), ("fc.bias", p["fc"]["bias"])]
+    assert [key for key, _ in checked_layout(good, params, 1)] == ["fc.weight", "fc.bias"]
+    cases = [
+        (lambda p: 5, "raised TypeError"),
+        (lambda p: [(1, p["fc"]["kernel"]), ("b", p["fc"]["bias"])], "distinct state_dict keys"),
+        (lambda p: [("w", p["fc"]["kernel"]), ("w", p["fc"]["bias"])], "distinct state_dict keys"),
+        (lambda p: [("w", np.array(["a"] * 24).reshape(3, 8)), ("b", p["fc"]["bias"])], "numeric arrays"),
+        (lambda p: [("w", p["fc"]["kernel"][0]), ("b", p["fc"]["bias"])], "leading axes (3,)"),
+    ]
+    for hook, words in cases:
+        with pytest.raises(ModelError) as info:
+            checked_layout(hook, params, 1)
+        assert words in str(info.value) and "\n" not in str(info.value)

@@ -12,6 +12,7 @@ import pytest
 from jaxzoo.training.optimizers import (
     OPTIMIZERS,
     OptimizerEntry,
+    check_optimizer,
     init_state,
     make_transform,
     optimizer_entry,
@@ -391,3 +392,35 @@ def test_bad_hyperparameters_raise_one_line():
         with pytest.raises(ValueError) as info:
             call()
         assert words in str(info.value) and "\n" not in str(info.value)
+
+
+def raising_factory(learning_rate, weight_decay):
+    raise RuntimeError("the user's factory failed")
+
+
+def int_factory(learning_rate, weight_decay):
+    return 42
+
+
+def wrong_update_factory(learning_rate, weight_decay):
+    return optax.GradientTransformation(lambda params: (), lambda updates, state, params=None: ({"x": 1}, state))
+
+
+@pytest.mark.parametrize(
+    "factory,words",
+    [
+        ("raising_factory", ["raised RuntimeError: the user's factory failed", "learning_rate"]),
+        ("int_factory", ["returned 42 (int)", "not an optax.GradientTransformation"]),
+        ("wrong_update_factory", ["its update returns", "for params"]),
+    ],
+)
+def test_user_factories_are_tried_once_and_fail_in_one_line(factory, words):
+    """check_optimizer (config validation) builds the user's factory and traces one update."""
+    with pytest.raises(ValueError) as info:
+        check_optimizer(f"{__name__}:{factory}")
+    assert "\n" not in str(info.value) and f"optimizer factory '{__name__}:{factory}'" in str(info.value)
+    for word in words:
+        assert word in str(info.value)
+    check_optimizer(f"{__name__}:my_factory")  # a working one passes
+    for name in OPTIMIZERS:
+        check_optimizer(name)

@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from jaxzoo.training.schedules import make_one_cycle_sgd, one_cycle, set_one_cycle
+from jaxzoo.training.schedules import make_one_cycle_sgd, one_cycle, schedule_options, set_one_cycle
 
 
 def torch_one_cycle(total_steps, max_lr, **kwargs):
@@ -134,3 +134,21 @@ def test_one_cycle_sgd_momentum_is_read_every_step():
     u2, _ = transform.update({"w": g2}, hp(state, 0.2, 0.5), params2)
     d2 = g2 + wd * params2["w"]
     np.testing.assert_allclose(u2["w"], -0.2 * (0.5 * d1 + d2), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "name,given,words",
+    [
+        ("step", {"gamma": "big"}, "step.gamma='big' is not a number in (0.0, 1.0]"),
+        ("step", {"every_epochs": 2.5}, "step.every_epochs=2.5 is not an integer"),
+        ("step", {"gamma": True}, "is not a number"),
+        ("one_cycle", {"pct_start": 1.0}, "one_cycle.pct_start=1.0"),
+        ("warmup_cosine", {"warmup_fraction": float("nan")}, "warmup_fraction=nan"),
+        ("cosine", 1, "must be a dict"),
+    ],
+)
+def test_schedule_options_of_the_wrong_type_or_range_are_refused(name, given, words):
+    with pytest.raises(ValueError) as info:
+        schedule_options(name, given)
+    assert words in str(info.value) and "\n" not in str(info.value)
+    assert schedule_options("step", {"gamma": 0.5, "every_epochs": 3}) == {"gamma": 0.5, "every_epochs": 3}

@@ -409,6 +409,11 @@ def export(
         zoo = read_zoo(workdir)
     except ZooReadError as error:
         raise ExportError(str(error)) from None
+    if twin_weights != "raw" and not zoo.is_twin:
+        raise ExportError(
+            f"--twin_weights {twin_weights} applies to sparsified twin zoos only and {zoo.workdir} is not one: "
+            "drop --twin_weights"
+        )
     check_destination(pathlib.Path(out).absolute() / zoo.experiment, "export folder")
     epochs = zoo.epochs if epochs is None else epochs
     bad = [e for e in epochs if e not in zoo.epochs]

@@ -247,10 +247,31 @@ def check_known(row: dict, activations, where: str, keys: tuple[str, str]) -> No
         ) from None
 
 
-def as_float(value) -> float:
-    if value is None:
+def as_float(
+    value, where: str, what: str, low: float = -math.inf, high: float = math.inf, finite: bool = True
+) -> float:
+    """A number read from a published file: NaN where it is missing (None or ''), else a number
+    in [low, high], finite unless `finite` is False (a diverged model's loss is NaN or inf);
+    IngestError naming the file and field for anything else (text, a value out of range)."""
+    if value is None or value == "":
         return math.nan
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
-        return math.nan
+        raise IngestError(f"{where}: {what} is {value!r}, not a number: restore the file") from None
+    if not finite and not math.isfinite(number):
+        return number
+    if not (math.isfinite(number) and low <= number <= high):
+        bounds = f" in [{low:g}, {high:g}]" if math.isfinite(low) or math.isfinite(high) else ""
+        raise IngestError(f"{where}: {what} is {value!r}, not a finite number{bounds}: restore the file")
+    return number
+
+
+def as_int(value, where: str, what: str, low: int, high: int) -> int | None:
+    """An integer read from a published file (None where it is missing); IngestError otherwise."""
+    number = as_float(value, where, what, low, high)
+    if math.isnan(number):
+        return None
+    if not number.is_integer():
+        raise IngestError(f"{where}: {what} is {value!r}, not an integer: restore the file")
+    return int(number)

@@ -25,12 +25,13 @@ import numpy as np
 from flax import traverse_util
 from ml_collections import ConfigDict
 
-from jaxzoo.config import base_config
+from jaxzoo.config import MAX_SEED, base_config
 from jaxzoo.data import DATASETS, is_registry_name
 from jaxzoo.ingest.common import (
     IngestError,
     Plan,
     as_float,
+    as_int,
     check_dataset,
     check_known,
     dataset_record,
@@ -60,10 +61,21 @@ UZ_FACTORS = {
 }
 UZ_EXTRA = {"train_fraction": "config.train_fraction", "init_std": "config.init_std", "b_init": "config.b_init"}
 UZ_BATCH_SIZE = 512  # the original training script's default (metrics.csv has no batch size column)
+MAX_BATCH_SIZE = 1 << 20  # a config.batchsize above it is a damaged file, not a zoo
 # weights rows read through a fresh memory map at a time: a model's checkpoints are 9 rows
 # apart, so a chunk's rows span 9x as much of the file, whose pages (read ahead) count in the
 # resident memory while mapped: 256 rows keep that span near 45 MB.
 UZ_CHUNK_ROWS = 256
+
+
+def factor_value(name: str, value, where: str) -> float:
+    """A numeric generating factor of a metrics.csv row, parsed and in the factor's range."""
+    factor = FACTORS_BY_NAME.get(name)
+    low, high = (factor.low, factor.high) if factor is not None else (-math.inf, math.inf)
+    number = as_float(value, where, UZ_FACTORS.get(name, UZ_EXTRA.get(name, name)), low, high)
+    if math.isnan(number):
+        raise IngestError(f"{where}: {UZ_FACTORS.get(name, name)} is empty for a model: restore the file")
+    return number
 
 
 def small_cnn_zoo_files(path: pathlib.Path) -> dict[str, pathlib.Path] | None:
@@ -192,15 +204,15 @@ def small_cnn_zoo_plan(path: pathlib.Path, files: dict[str, pathlib.Path], datas
     table = []
     for model_id, m in enumerate(complete):
         config_row = metrics.configs[m]
-        seed = as_float(config_row.get("config.random_seed"))
-        row = {"model_id": model_id, "seed": int(seed) if math.isfinite(seed) else 42}
+        seed = as_int(config_row.get("config.random_seed"), where, "config.random_seed", 0, MAX_SEED)
+        row = {"model_id": model_id, "seed": 42 if seed is None else seed}
         for name, column in UZ_FACTORS.items():
             value = config_row[column]
-            row[name] = value if FACTORS_BY_NAME[name].kind == "categorical" else as_float(value)
+            row[name] = value if FACTORS_BY_NAME[name].kind == "categorical" else factor_value(name, value, where)
         row["optimizer"] = row["optimizer"].lower()
         for name, column in UZ_EXTRA.items():
             if config_row.get(column, "") != "":
-                row[name] = config_row[column] if name == "b_init" else as_float(config_row[column])
+                row[name] = config_row[column] if name == "b_init" else factor_value(name, config_row[column], where)
         row["modeldir"] = metrics.keys[m]
         table.append(row)
     for row in table:
@@ -240,7 +252,7 @@ def small_cnn_zoo_plan(path: pathlib.Path, files: dict[str, pathlib.Path], datas
     num_epochs = len(model_steps) - 1
     config.training.num_epochs = num_epochs
     batch = metrics.configs[complete[0]].get("config.batchsize", "")
-    config.training.batch_size = int(as_float(batch)) if batch else UZ_BATCH_SIZE
+    config.training.batch_size = as_int(batch, where, "config.batchsize", 1, MAX_BATCH_SIZE) or UZ_BATCH_SIZE
     population_config(config.population, table, [])
     config.population.momentum = 0.0  # Keras's SGD and RMSprop defaults
     config.notes = (
@@ -354,7 +366,7 @@ def read_small_zoo_metrics(path: pathlib.Path, num_rows: int) -> SmallZooMetrics
                     configs.append({name: row[i] for name, i in config_columns})
                 steps[count], model[count] = step, index[key]
                 for column, target in metric_columns:
-                    target[count] = as_float(row[column]) if row[column] != "" else math.nan
+                    target[count] = as_float(row[column], f"{where} row {count + 2}", header[column], finite=False)
                 count += 1
     except (OSError, EOFError, UnicodeDecodeError, csv.Error, StopIteration) as error:
         raise IngestError(f"{where} is unreadable ({type(error).__name__}): restore it") from None

@@ -429,7 +429,18 @@ def trials_plan(source: Source, dataset: str | None, log) -> Plan:
         tree = inverse_for(trials[0]).tree(arrays)
         state = tree if arch == "resnet18" else {"params": tree}
         metrics = {
-            metric: np.array([as_float(t.results.get(epoch, {}).get(metric)) for t in trials], np.float64)
+            metric: np.array(
+                [
+                    as_float(
+                        t.results.get(epoch, {}).get(metric),
+                        source.where(f"{t.folder}/result.json"),
+                        metric,
+                        finite=False,
+                    )
+                    for t in trials
+                ],
+                np.float64,
+            )
             for metric in METRICS
         }
         return state, with_divergence(state, metrics, np.array([epoch in t.results for t in trials]))

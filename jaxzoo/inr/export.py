@@ -33,7 +33,7 @@ from jaxzoo.export.writer import INR_LAYOUTS, MANIFEST, write_claimed, write_tor
 from jaxzoo.host import check_destination
 from jaxzoo.inr import siren
 from jaxzoo.inr.zoo import InrZoo, read_inr_zoo
-from jaxzoo.weights.vectors import DEFAULT_THRESHOLD, VectorSplit, save_vector_split
+from jaxzoo.weights.vectors import VectorSplit, save_vector_split
 from jaxzoo.zoo import checkpoint
 
 INR_FORMATS = (*INR_LAYOUTS, "vectors", "all")
@@ -43,26 +43,6 @@ NFN_W0 = 30.0
 NFN_DATASET_NAMES = {"mnist": "mnist", "mnist_5k": "mnist", "fashion_mnist": "fashion", "cifar10": "cifar"}
 MNIST_SPLIT_NAMES = {"train": "training", "test": "testing"}
 VECTOR_SPLITS = ("train", "val", "test")
-
-
-def refuse_classification_options(epochs, threshold, optimizer_state, twin_weights, with_data) -> None:
-    """ExportError for a classification export option given for an INR zoo."""
-    given = [
-        flag
-        for flag, used in (
-            ("--epochs", epochs is not None),
-            ("--threshold", threshold != DEFAULT_THRESHOLD),
-            ("--optimizer_state", optimizer_state != "last"),
-            ("--twin_weights", twin_weights != "raw"),
-            ("--with_data", bool(with_data)),
-        )
-        if used
-    ]
-    if given:
-        raise ExportError(
-            f"{given[0]} applies to classification zoos only; an INR zoo exports its last epoch's "
-            f"SIRENs: drop {given[0]}"
-        )
 
 
 # ---- which layouts a zoo fits ------------------------------------------------------------------

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from jaxzoo.config import INR
 from jaxzoo.export import writer
-from jaxzoo.inr.export import export_inr, refuse_classification_options
+from jaxzoo.inr.export import export_inr
+from jaxzoo.kinds import refuse_for_inr
 from jaxzoo.zoo.checkpoint import workdir_kind
 
 
@@ -25,13 +26,14 @@ def export(
     dwsnets_mnist, dwsnets_fmnist, nfn, vectors, all; the other options keep their defaults)."""
     writer.check_options(formats, optimizer_state, twin_weights)
     if workdir_kind(workdir) == INR:
-        refuse_classification_options(
-            epochs=epochs,
-            threshold=threshold,
-            optimizer_state=optimizer_state,
-            twin_weights=twin_weights,
-            with_data=with_data,
-        )
+        given = {
+            "--epochs": epochs is not None,
+            "--threshold": threshold != writer.DEFAULT_THRESHOLD,
+            "--optimizer_state": optimizer_state != "last",
+            "--twin_weights": twin_weights != "raw",
+            "--with_data": bool(with_data),
+        }
+        refuse_for_inr(given, "an INR zoo exports its last epoch's SIRENs")
         return export_inr(workdir, out, formats, overwrite, log or (lambda message: None))
     return writer.export(
         workdir, out, formats, epochs, threshold, overwrite, log, optimizer_state, twin_weights, with_data

@@ -107,6 +107,12 @@ def initialize(coordinator_address: str, num_processes: int, process_id: int, ti
     if timeout_seconds < 1:
         raise PartitionError(f"--distributed_timeout={timeout_seconds} must be at least 1 second")
     if coordinator_address:
+        host, _, port = coordinator_address.rpartition(":")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise PartitionError(
+                f"--coordinator_address={coordinator_address} is not host:port: give process 0's host and a "
+                "free port, e.g. --coordinator_address=10.0.0.1:1234"
+            )
         if num_processes < 1 or not 0 <= process_id < num_processes:
             raise PartitionError(
                 f"--process_id={process_id} with --num_processes={num_processes}: use "

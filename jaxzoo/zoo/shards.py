@@ -16,6 +16,7 @@ import numpy as np
 
 from jaxzoo.config import comparable
 from jaxzoo.errors import UserError
+from jaxzoo.host import removed_on_failure
 from jaxzoo.zoo import checkpoint
 from jaxzoo.zoo.trees import tree_concat
 
@@ -80,29 +81,59 @@ def merge(workdir: str, log=print) -> dict:
                     f"{shard} lacks epochs {missing[:5]} of 0..{num_epochs}: rerun that shard's train "
                     "command to finish it"
                 )
-        table = [row for shard in shards for row in json.loads((shard / "models.json").read_text())]
-        target = checkpoint.prepare_workdir(path, identities[0], config, table)
-        checkpoint.set_aside_damaged(target)
-        manager = checkpoint.open_manager(target, async_save=False)
-        written, lines = 0, []
-        try:
-            done = set(manager.all_steps())
-            for epoch in range(num_epochs + 1):
-                parts = [reader.metrics(epoch) for reader in readers]
-                metrics = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
-                lines += checkpoint.metrics_lines(epoch, np.array([row["model_id"] for row in table]), metrics)
-                if epoch in done:
-                    continue
-                states = [reader.state(epoch)[1] for reader in readers]
-                state = tree_concat(states)
-                checkpoint.save_epoch(manager, epoch, state, metrics)
-                written += 1
-                log(f"epoch {epoch}: {len(table)} models")
-            manager.wait_until_finished()
-        finally:
-            manager.close()
-        checkpoint.rewrite_metrics_file(target, lines)
+            damaged = reader.damaged()
+            if damaged:
+                epoch, reason = next(iter(damaged.items()))
+                raise MergeError(
+                    f"{shard} has damaged checkpoints (epochs {sorted(damaged)}; epoch {epoch}: {reason}): rerun "
+                    "that shard's train command, which sets them aside with every later epoch and retrains them"
+                )
+        table = [row for shard in shards for row in shard_table(shard)]
+        lines: list[str] = []
+        parts = [path / name for name in ("config.json", "models.json", "metrics.jsonl", "checkpoints", "damaged")]
+        with removed_on_failure(*parts):  # every shard is checked above; a failure past here undoes the merge
+            target = checkpoint.prepare_workdir(path, identities[0], config, table)
+            checkpoint.set_aside_damaged(target)
+            manager = checkpoint.open_manager(target, async_save=False)
+            written = merge_epochs(manager, readers, table, num_epochs, lines, log)
+            checkpoint.rewrite_metrics_file(target, lines)
     finally:
         for reader in readers:
             reader.close()
     return {"models": len(table), "epochs": num_epochs + 1, "written": written, "workdir": str(target)}
+
+
+def shard_table(shard: pathlib.Path) -> list[dict]:
+    """A shard's models.json; MergeError if it is unreadable."""
+    try:
+        table = json.loads((shard / "models.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise MergeError(
+            f"{shard / 'models.json'} is unreadable ({type(error).__name__}): rerun that shard's train command"
+        ) from None
+    if not (isinstance(table, list) and all(isinstance(row, dict) and "model_id" in row for row in table)):
+        raise MergeError(f"{shard / 'models.json'} is not a model table: rerun that shard's train command")
+    return table
+
+
+def merge_epochs(manager, readers, table: list[dict], num_epochs: int, lines: list[str], log) -> int:
+    """Writes every epoch the target lacks (the shards' states joined in model_id order) and adds
+    every epoch's metrics lines to `lines`; returns the number of epochs written."""
+    written = 0
+    try:
+        done = set(manager.all_steps())
+        for epoch in range(num_epochs + 1):
+            parts = [reader.metrics(epoch) for reader in readers]
+            metrics = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+            lines += checkpoint.metrics_lines(epoch, np.array([row["model_id"] for row in table]), metrics)
+            if epoch in done:
+                continue
+            states = [reader.state(epoch)[1] for reader in readers]
+            state = tree_concat(states)
+            checkpoint.save_epoch(manager, epoch, state, metrics)
+            written += 1
+            log(f"epoch {epoch}: {len(table)} models")
+        manager.wait_until_finished()
+    finally:
+        manager.close()
+    return written
