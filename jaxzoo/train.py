@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import functools
 import logging
 import os
 import sys
@@ -63,11 +64,13 @@ def parse_flags(argv: list[str]) -> list[str]:
     define_flags()
     quiet_libraries("--verbose" in argv)  # config_flags logs through absl while it loads the file
     overrides = [arg.split("=", 1)[0] for arg in argv[1:] if arg.startswith("--config.")]
-    twice = sorted({flag for flag in overrides if overrides.count(flag) > 1})
-    if twice:  # the flags library would join two tuples into one
-        fail(f"{twice[0]} is given twice: give each config field once")
     try:
-        return flags.FLAGS(argv)
+        rest = flags.FLAGS(argv)
+        for flag in sorted({flag for flag in overrides if overrides.count(flag) > 1}):
+            value = functools.reduce(lambda node, key: node[key], flag.split(".")[1:], FLAGS.config)
+            if isinstance(value, (tuple, list)):  # the flags library joined the two tuples into one
+                fail(f"{flag} is given twice: give a tuple field once (the later value does not replace the first)")
+        return rest
     except flags.Error as error:
         fail(f"{error}".splitlines()[0])
     except Exception as error:  # a config file that fails to load, or an override of no field
