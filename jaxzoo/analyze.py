@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from jaxzoo.analysis.card import DEFAULT_THRESHOLD, EMBEDDING_POINTS
+from jaxzoo.analysis.card import DEFAULT_THRESHOLD, EMBEDDING_POINTS, MAX_EMBEDDING_POINTS
 from jaxzoo.cli import ArgumentParser, number_in, run
 from jaxzoo.kinds.analyze import analyze
 
@@ -30,9 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--embedding_points",
-        type=number_in(2, integer=True),
+        type=number_in(2, MAX_EMBEDDING_POINTS, integer=True),
         default=EMBEDDING_POINTS,
-        help="(model, epoch) rows in the embedding",
+        help="(model, epoch) rows in the embedding (at most all of them)",
     )
     args = parser.parse_args(argv)
     return run(

@@ -43,6 +43,7 @@ RESNET_EMBEDDING_LEFT_OUT = (
     "11M-number flat vectors of every epoch of every model."
 )
 EMBEDDING_POINTS = 5000  # (model, epoch) rows in the weight embedding (Figure 3)
+MAX_EMBEDDING_POINTS = 1_000_000  # UMAP/PCA rows held in memory for one figure
 DEFAULT_THRESHOLD = analysis.DEFAULT_THRESHOLD
 LICENSE = "CC-BY 4.0, as the original model zoos (https://creativecommons.org/licenses/by/4.0/)"
 

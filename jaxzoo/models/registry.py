@@ -228,6 +228,8 @@ def check_custom_model(model_config, image_shape, num_classes: int) -> None:
     try:
         variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x, 0, 0.0, train=False))
         out = jax.eval_shape(lambda v: model.apply(v, x, 0, 0.0, train=False), variables)
+        rngs = {"dropout": jax.random.key(0)}
+        jax.eval_shape(lambda v: model.apply(v, x, 0, 0.0, train=True, rngs=rngs), variables)  # as trained
     except Exception as error:  # the user's module failed to trace
         raise ModelError(
             f"model.module={name} fails on images [B, {', '.join(map(str, image_shape))}] "

@@ -34,6 +34,8 @@ from jaxzoo.training import distributed
 
 log = logging.getLogger("jaxzoo")
 
+# What a new zoo's workdir may already hold: the job-array shards a merge joins into it.
+WORKDIR_NEIGHBOURS = ("shards",)
 METRIC_NAMES = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
 
 
@@ -69,6 +71,11 @@ def prepare_workdir(
         raise WorkdirError(f"workdir {path} is a file: choose another workdir")
     elif (path / "checkpoints").exists() or (path / "metrics.jsonl").exists():
         raise WorkdirError(f"workdir {path} holds a zoo without config.json: choose another workdir")
+    elif path.is_dir() and (others := sorted(p.name for p in path.iterdir() if p.name not in WORKDIR_NEIGHBOURS)):
+        raise WorkdirError(
+            f"workdir {path} holds other files ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}) "
+            "and no zoo: choose a new or empty folder"
+        )
     if not write:
         return path
     try:
