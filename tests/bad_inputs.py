@@ -55,6 +55,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
+from small_cnn_zoo_format import UZ_LAYOUT, UZ_STEPS
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TESTS = REPO / "tests"
@@ -641,18 +642,6 @@ TRIAL_PARAMS = {
     "dataset::dump": "zoos/data/MNIST/dataset.pt",
 }
 
-# The Small CNN Zoo's layout.csv (TensorFlow shapes) and checkpoint steps (tests/test_ingest.py's).
-UZ_LAYOUT = [
-    ("sequential/conv2d/bias:0", (16,)),
-    ("sequential/conv2d/kernel:0", (3, 3, 1, 16)),
-    ("sequential/conv2d_1/bias:0", (16,)),
-    ("sequential/conv2d_1/kernel:0", (3, 3, 16, 16)),
-    ("sequential/conv2d_2/bias:0", (16,)),
-    ("sequential/conv2d_2/kernel:0", (3, 3, 16, 16)),
-    ("sequential/dense/bias:0", (10,)),
-    ("sequential/dense/kernel:0", (16, 10)),
-]
-UZ_STEPS = (0, 1, 2, 3, 20, 40, 60, 80, 86)
 # Small CNN Zoo folders with one bad column: place -> {column: value} (None: weights.npy is a PNG).
 UZ_VARIANTS: dict[str, dict[str, str] | None] = {
     "UZ_TEXT_BATCH": {"config.batchsize": "large"},
@@ -905,10 +894,16 @@ def run_command(
     return Completed(code, stdout, stderr, time.monotonic() - start)
 
 
-def build_fixtures(root: str | os.PathLike, jobs: int = 2, log: Callable[[str], None] | None = print) -> dict[str, str]:
-    """Writes every fixture file under `root` and trains the fixture zoos (those `root/places.json`
-    lists are reused) -> {place: absolute path}. A zoo whose training fails is left out (logged);
-    `generate_cases(places)` then leaves out the cases that need it."""
+def build_fixtures(
+    root: str | os.PathLike,
+    jobs: int = 2,
+    log: Callable[[str], None] | None = print,
+    zoos: Iterable[str] | None = None,
+) -> dict[str, str]:
+    """Writes every fixture file under `root` and trains the fixture zoos (all, or the places in
+    `zoos`; those `root/places.json` lists are reused) -> {place: absolute path}. A zoo whose
+    training fails is left out (logged); `generate_cases(places)` then leaves out the cases that
+    need it."""
     root = pathlib.Path(root).absolute()
     log = log or (lambda message: None)
     record = root / "places.json"
@@ -929,6 +924,7 @@ def build_fixtures(root: str | os.PathLike, jobs: int = 2, log: Callable[[str], 
 
     start = time.monotonic()
     fixtures = trained_fixtures(root, places)
+    fixtures = {place: runs for place, runs in fixtures.items() if zoos is None or place in set(zoos)}
     places.update({p: trained[p] for p in fixtures if p in trained and pathlib.Path(trained[p]).exists()})
     missing = {p: runs for p, runs in fixtures.items() if p not in places}
     with concurrent.futures.ThreadPoolExecutor(jobs) as pool:

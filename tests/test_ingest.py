@@ -17,6 +17,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from small_cnn_zoo_format import UZ_LAYOUT, UZ_STEPS  # noqa: E402
+
 from jaxzoo.errors import UserError  # noqa: E402
 from jaxzoo.export import export, read_zoo  # noqa: E402
 from jaxzoo.ingest import ingest  # noqa: E402
@@ -174,18 +176,6 @@ def test_round_trip_through_export_keeps_table2(tiny_copy, tmp_path):
         assert second[key] == pytest.approx(value, abs=1e-6, nan_ok=True), key
 
 
-# The Small CNN Zoo: layout.csv as published (bias before kernel per layer, TensorFlow shapes).
-UZ_LAYOUT = [
-    ("sequential/conv2d/bias:0", (16,)),
-    ("sequential/conv2d/kernel:0", (3, 3, 1, 16)),
-    ("sequential/conv2d_1/bias:0", (16,)),
-    ("sequential/conv2d_1/kernel:0", (3, 3, 16, 16)),
-    ("sequential/conv2d_2/bias:0", (16,)),
-    ("sequential/conv2d_2/kernel:0", (3, 3, 16, 16)),
-    ("sequential/dense/bias:0", (10,)),
-    ("sequential/dense/kernel:0", (16, 10)),
-]
-UZ_STEPS = (0, 1, 2, 3, 20, 40, 60, 80, 86)
 UZ_CONFIGS = [
     ("relu", "he_normal", "adam", 0.001, 1e-5, 0.0),
     ("tanh", "glorot_normal", "sgd", 0.03, 1e-3, 0.2),

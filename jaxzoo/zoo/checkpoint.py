@@ -277,6 +277,16 @@ def epoch_damage(epoch_dir: pathlib.Path) -> str | None:
     return None
 
 
+def damage_summary(damaged: dict[int, str]) -> str:
+    """'damaged checkpoints (epochs [1, 2]; epoch 1: why)' for `ZooCheckpoints.damaged()`."""
+    epoch, reason = next(iter(damaged.items()))
+    return f"damaged checkpoints (epochs {sorted(damaged)}; epoch {epoch}: {reason})"
+
+
+# What rerunning train does with damaged epochs (`set_aside_damaged`), as messages say it.
+RETRAINS_DAMAGED = "which sets them aside with every later epoch and retrains them"
+
+
 def set_aside(workdir: pathlib.Path, epochs: list[int], reason: str) -> None:
     """Moves epoch folders out of checkpoints/ into <workdir>/damaged/ (kept, never deleted)."""
     damaged = workdir / "damaged"

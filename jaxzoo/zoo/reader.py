@@ -194,11 +194,8 @@ def read_zoo(workdir: str | os.PathLike) -> Zoo:
     checkpoints = checkpoint.ZooCheckpoints(path)
     damaged = checkpoints.damaged()
     if damaged:
-        epoch, reason = next(iter(damaged.items()))
-        raise ZooReadError(
-            f"{path} has damaged checkpoints (epochs {sorted(damaged)}; epoch {epoch}: {reason}): rerun the "
-            "train command, which sets them aside with every later epoch and retrains them"
-        )
+        summary = checkpoint.damage_summary(damaged)
+        raise ZooReadError(f"{path} has {summary}: rerun the train command, {checkpoint.RETRAINS_DAMAGED}")
     steps = checkpoints.epochs()
     missing = sorted(set(range(num_epochs + 1)) - set(steps))
     if missing:

@@ -83,10 +83,9 @@ def merge(workdir: str, log=print) -> dict:
                 )
             damaged = reader.damaged()
             if damaged:
-                epoch, reason = next(iter(damaged.items()))
+                summary = checkpoint.damage_summary(damaged)
                 raise MergeError(
-                    f"{shard} has damaged checkpoints (epochs {sorted(damaged)}; epoch {epoch}: {reason}): rerun "
-                    "that shard's train command, which sets them aside with every later epoch and retrains them"
+                    f"{shard} has {summary}: rerun that shard's train command, {checkpoint.RETRAINS_DAMAGED}"
                 )
         table = [row for shard in shards for row in shard_table(shard)]
         lines: list[str] = []
