@@ -72,7 +72,10 @@ def parse_flags(argv: list[str]) -> list[str]:
                 fail(f"{flag} is given twice: give a tuple field once (the later value does not replace the first)")
         return rest
     except flags.Error as error:
-        fail(f"{error}".splitlines()[0])
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        if "Traceback" in str(error):  # the config file raised: its exception is the last line
+            fail(f"{lines[0].rstrip(':')}: {lines[-1]}: fix the config file")
+        fail(lines[0])
     except Exception as error:  # a config file that fails to load, or an override of no field
         text = error.args[0] if error.args and isinstance(error.args[0], str) else str(error)
         with contextlib.suppress(ValueError, SyntaxError):  # ml_collections nests the message as a repr

@@ -33,14 +33,14 @@ class VectorSplit:
 
 
 def load_vectors_split(folder: pathlib.Path, split: str) -> VectorSplit:
+    for part in (folder / f"{split}.safetensors", folder / f"{split}.json"):
+        if not part.is_file():
+            raise VectorFileError(
+                f"{part} is missing: pass a flat-vector folder written by python -m jaxzoo.export (its vectors/ folder)"
+            )
     try:
         tensors = load_file(str(folder / f"{split}.safetensors"))
         meta = json.loads((folder / f"{split}.json").read_text())
-    except FileNotFoundError as error:
-        raise VectorFileError(
-            f"{error.filename} is missing: pass a flat-vector folder written by "
-            "python -m jaxzoo.export (its vectors/ folder)"
-        ) from None
     except Exception as error:  # safetensors and json raise their own types for damaged files
         raise VectorFileError(
             f"the {split} split in {folder} is damaged ({type(error).__name__}): export the zoo "
