@@ -1,7 +1,8 @@
 """Bad input by class over every command (`tests/bad_inputs.py`): each case ends in one stderr
 line with exit code 2 and the file system as it was, and a damaged epoch anywhere is set aside and
-retrained by `train`. The suite runs one or a few cases of every (class, command) pair of the
-generated table; `python tests/bad_inputs.py --survey` runs all of them (the closing-note figures)."""
+retrained by `train`. The suite runs a few cases of every class of the generated table (the
+hooks and factories themselves: test_models, test_optimizers, test_schedules);
+`python tests/bad_inputs.py --survey` runs all of them."""
 
 import concurrent.futures
 import dataclasses
@@ -14,26 +15,18 @@ SUITE = {
     "user_code": [
         "user.train.optimizer_not_optax",
         "user.train.module_fails_in_training",
-        "user.export.torch_layout_strings.trials",
         "user.train.schedule_options_text",
-        "user.train.dataset_function_bad_shapes",
         "user.train.get_config_none",
     ],
-    "damaged_epoch": [
-        "damaged.train.truncated_array.e1",
-        "damaged.export_vectors.deleted_array.e0",
-        "damaged.merge.truncated_array.e1",
-    ],
-    "changed_data": ["changed.export_with_data.other_images", "changed.analyze.other_images"],
+    "damaged_epoch": ["damaged.train.truncated_array.e1", "damaged.merge.truncated_array.e1"],
+    "changed_data": ["changed.export_with_data.other_images"],
     "foreign_files": [
         "foreign.train.npz_png",
         "foreign.merge.workdir_junk_zoo",
-        "foreign.ingest.source_truncated_zip",
         "foreign.ingest.small_cnn_zoo_text_batch_size",
     ],
     "odd_values": [
         "odd.train.cpu_devices_huge",
-        "odd.train.coordinator_nocolon",
         "odd.train.widths_given_twice",
         "odd.export.twin_weights_masked_no_twin",
     ],
@@ -41,8 +34,8 @@ SUITE = {
 # A torn checkpoint that Orbax itself reads (no seal): the one line must be the only line every
 # time (TensorStore's leftover callbacks came in some runs and not in others).
 REPEATED = "damaged.export_vectors.unsealed_truncated_array.e2"
-REPEATS = 3
-ZOOS = ("ZOO", "LAYOUT_ZOO", "SHARDS", "NPZ_ZOO")  # the fixture zoos these cases read
+REPEATS = 2
+ZOOS = ("ZOO", "SHARDS", "NPZ_ZOO")  # the fixture zoos these cases read
 
 
 @pytest.fixture(scope="module")
