@@ -35,19 +35,15 @@ def assert_same_tree(a, b, atol=0.0):
         np.testing.assert_allclose(x, y, rtol=0, atol=atol)
 
 
-@pytest.mark.parametrize("damage", ["zeroed_state_arrays"])  # every kind: tests/bad_inputs.py --survey
-def test_damaged_newest_checkpoint_is_set_aside_and_retrained(tiny_zoo, tmp_path, damage, caplog):
+def test_damaged_newest_checkpoint_is_set_aside_and_retrained(tiny_zoo, tmp_path, caplog):
+    """Zeroed array files of the newest epoch (every kind of damage at every epoch, by every
+    command: tests/bad_inputs.py --survey): refused by export, set aside and retrained by train,
+    bitwise as before."""
     workdir = copy_of(tiny_zoo, tmp_path)
     epoch_dir = workdir / "checkpoints" / "2"
-    if damage == "truncated_metrics":
-        path = epoch_dir / "metrics" / "metrics"
-        path.write_bytes(path.read_bytes()[:10])
-    elif damage == "missing_state_metadata":
-        (epoch_dir / "state" / "_METADATA").unlink()
-    else:
-        for path in (epoch_dir / "state").rglob("*"):
-            if path.is_file() and path.stat().st_size > 100 and path.name != "_METADATA":
-                path.write_bytes(b"\0" * 16)
+    for path in (epoch_dir / "state").rglob("*"):
+        if path.is_file() and path.stat().st_size > 100 and path.name != "_METADATA":
+            path.write_bytes(b"\0" * 16)
     damaged_bytes = {p.relative_to(epoch_dir): p.read_bytes() for p in epoch_dir.rglob("*") if p.is_file()}
 
     with pytest.raises(ExportError, match="damaged checkpoints .*epoch 2"):  # the seal shows zeroed arrays too
