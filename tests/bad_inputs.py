@@ -845,17 +845,16 @@ def trained_fixtures(root: pathlib.Path, places: Mapping[str, str]) -> dict[str,
 
 def environment(root: pathlib.Path, user_path: bool = True, extra: Iterable[tuple[str, str]] = ()) -> dict[str, str]:
     """The subprocesses' environment: this repository (and tests/, and the root with the user's
-    modules) first on PYTHONPATH; one compilation cache, data cache and kernel build in the root."""
+    modules) first on PYTHONPATH; the compilation cache, data cache and kernel build of the test
+    session (tests/conftest.py sets them), or the root's own for a survey."""
     env = {k: v for k, v in os.environ.items() if k not in ("JAXZOO_VERBOSE", "PYTHONPATH")}
     paths = [str(REPO), str(TESTS), *([str(root)] if user_path else [])]
-    env.update(
-        PYTHONPATH=os.pathsep.join(paths),
-        PYTHONDONTWRITEBYTECODE="1",
-        JAX_COMPILATION_CACHE_DIR=str(root / "jax-cache"),
-        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5",
-        JAXZOO_DATA_DIR=str(root / "data-cache"),
-        JAXZOO_KERNEL_DIR=str(root / "kernels"),
-    )
+    env.update(PYTHONPATH=os.pathsep.join(paths), PYTHONDONTWRITEBYTECODE="1")
+    # The caches of the test session when it has them (conftest), else the root's own.
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", str(root / "jax-cache"))
+    env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+    env.setdefault("JAXZOO_DATA_DIR", str(root / "data-cache"))
+    env.setdefault("JAXZOO_KERNEL_DIR", str(root / "kernels"))
     env.update(dict(extra))
     return env
 
