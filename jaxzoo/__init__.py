@@ -1,13 +1,13 @@
 """jaxzoo: populations of small networks trained at once with JAX, every epoch kept.
 
 Commands (`python -m jaxzoo.<command>`): train, analyze, export, benchmark, sparsify, merge,
-ingest, data. The library lives in folders, each listing its public names in `__init__`:
+ingest, data, upgrade. The library lives in folders, each listing its public names in `__init__`:
 
   config/    base config, validation, identity, the paper's zoos
   data/      datasets: registry, sources (embedded, raw files, TFDS), transforms, cache, splits
   models/    model registry, the CNN family, ResNet-18, ARD layers, CPU convolution kernel
   training/  factors, population, optimizers, schedules, precision, plan, steps, run, loop, twins
-  zoo/       workdir and Orbax checkpoints, the zoo reader, shards, pytree helpers
+  zoo/       workdir, checkpoints in blocks of models, the zoo reader, shards, upgrade
   export/    trial folders, flat vectors, Parquet, the PyTorch models an export ships
   ingest/    published zoos (ModelZooDataset trials, the Small CNN Zoo) into workdirs
   weights/   flat-vector files, loaders for training on weights, weight-space symmetries

@@ -12,7 +12,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 
-from jaxzoo.errors import DestinationError
+from jaxzoo.errors import DestinationError, UserError
 
 FALLBACK_MEMORY_BYTES = 4 << 30  # where the platform reports no memory figure
 
@@ -94,6 +94,28 @@ def check_destination(path: str | os.PathLike, role: str, is_file: bool = False)
     problem = destination_problem(pathlib.Path(path), is_file)
     if problem:
         raise DestinationError(role, pathlib.Path(path).absolute(), problem)
+
+
+class DiskSpaceError(UserError):
+    """Too little free space for what a command is about to write (nothing was written yet)."""
+
+
+def free_bytes(path: str | os.PathLike) -> int:
+    """Free bytes on the file system that holds `path` (or its nearest existing parent)."""
+    path = pathlib.Path(path).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    return shutil.disk_usage(existing).free
+
+
+def check_free_space(path: str | os.PathLike, needed: int, what: str) -> None:
+    """Raises DiskSpaceError, before anything is written, when the file system of `path` has
+    fewer than `needed` bytes free for `what` (e.g. "the checkpoint of epoch 3")."""
+    free = free_bytes(path)
+    if free < needed:
+        raise DiskSpaceError(
+            f"{what} needs {needed:,} bytes in {pathlib.Path(path).absolute()} and {free:,} are free: "
+            "free space or choose a folder on another disk"
+        )
 
 
 def remove(path: pathlib.Path) -> None:

@@ -219,14 +219,14 @@ def checkpoint_seconds(run: ZooRun, metrics: dict, models: int = ZOO_MODELS) -> 
     zoo_metrics = {name: np.zeros(models, np.asarray(v).dtype) for name, v in metrics.items()}
     times = []
     with tempfile.TemporaryDirectory(prefix="bench-accel-") as tmp:
-        manager = checkpoint.open_manager(pathlib.Path(tmp), True)
+        writer = checkpoint.open_writer(pathlib.Path(tmp), True)
         try:
             for epoch in (1, 2):
                 start = time.perf_counter()
-                checkpoint.save_epoch(manager, epoch, state, zoo_metrics, wait=True)
+                checkpoint.save_epoch(writer, epoch, state, zoo_metrics, wait=True)
                 times.append(time.perf_counter() - start)
         finally:
-            manager.close()
+            writer.close()
     state_bytes = sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(state))
     return {"first_save_s": times[0], "save_s": times[1], "state_bytes": state_bytes}
 

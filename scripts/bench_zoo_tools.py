@@ -49,7 +49,7 @@ def synthetic_workdir(path: pathlib.Path, models: int, epochs: int) -> None:
     run = ZooRun(config, population, dataset)
     state = run.init_state()
     rng = np.random.default_rng(0)
-    manager = checkpoint.open_manager(path, async_save=True)
+    writer = checkpoint.open_writer(path, async_save=True)
     lines = []
     for epoch in range(epochs + 1):
         state = jax.tree.map(
@@ -57,10 +57,9 @@ def synthetic_workdir(path: pathlib.Path, models: int, epochs: int) -> None:
         )
         metrics = {name: rng.uniform(0, 1, models).astype(np.float32) for name in checkpoint.METRIC_NAMES}
         metrics["diverged"] = np.zeros(models, bool)
-        checkpoint.save_epoch(manager, epoch, state, metrics)
+        checkpoint.save_epoch(writer, epoch, state, metrics)
         lines += checkpoint.metrics_lines(epoch, population.arrays["model_id"], metrics)
-    manager.wait_until_finished()
-    manager.close()
+    writer.close()
     checkpoint.rewrite_metrics_file(path, lines)
 
 

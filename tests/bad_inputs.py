@@ -130,13 +130,13 @@ WORKDIR_READERS: dict[str, tuple[str, tuple[str, ...], str, str, str]] = {
 
 # Damage to one epoch folder: kind -> (path inside the epoch folder, how).
 EPOCH_DAMAGES: dict[str, tuple[str, str]] = {
-    "truncated_array": ("state/@array", "truncate"),
-    "zeroed_array": ("state/@array", "zero"),
-    "deleted_array": ("state/@array", "delete"),
+    "truncated_array": ("@array", "truncate"),
+    "zeroed_array": ("@array", "zero"),
+    "deleted_array": ("@array", "delete"),
     "truncated_metrics": ("metrics/metrics", "truncate"),
-    "deleted_metadata": ("state/_METADATA", "delete"),
-    # as older jaxzoo wrote epochs (no seal): Orbax itself meets the torn file
-    "unsealed_truncated_array": ("state/@array", "truncate_unsealed"),
+    "deleted_metadata": ("@metadata", "delete"),
+    # a torn array file and no seal (the seal is what commits a layout-2 epoch)
+    "unsealed_truncated_array": ("@array", "truncate_unsealed"),
 }
 EPOCHS = (0, 1, 2)  # the tiny zoo's epochs
 
@@ -970,7 +970,10 @@ class Result:
 
 def resolve_target(folder: pathlib.Path, target: str) -> pathlib.Path:
     """`target` inside `folder`; `<dir>/@array`: the largest file in a `d/` folder under
-    `<dir>` (an OCDBT data file of the checkpoint's arrays)."""
+    `<dir>` (an OCDBT data file of the checkpoint's arrays); `@metadata`: the first
+    `_METADATA` (the tree of the state's first block)."""
+    if target == "@metadata":
+        return min(folder.rglob("_METADATA"), key=str)
     if not target.endswith("@array"):
         return folder / target
     base = folder / target[: -len("@array")]
@@ -983,7 +986,7 @@ def resolve_target(folder: pathlib.Path, target: str) -> pathlib.Path:
 def truncate_unsealed(path: pathlib.Path) -> None:
     """Truncates an array file and removes its epoch's seal (jaxzoo_files.json, if any)."""
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    epoch_dir = next(folder for folder in path.parents if (folder / "state").is_dir())
+    epoch_dir = next(folder for folder in path.parents if (folder / "metrics").is_dir())
     (epoch_dir / "jaxzoo_files.json").unlink(missing_ok=True)
 
 

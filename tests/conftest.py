@@ -124,6 +124,12 @@ def inr_zoo_nfn(tmp_path_factory):
     return workdir
 
 
+def array_files(epoch_dir: pathlib.Path) -> list[pathlib.Path]:
+    """The files that hold an epoch checkpoint's arrays (Orbax's OCDBT data files, `d/*`), in
+    either checkpoint layout."""
+    return sorted(p for p in epoch_dir.rglob("*") if p.is_file() and p.parent.name == "d")
+
+
 @contextlib.contextmanager
 def read_only(*folders: pathlib.Path):
     """Folders nobody may create files in, root included (root ignores modes: the immutable

@@ -71,23 +71,17 @@ class CompileCounter:
 
 def train_into(run: ZooRun, workdir, num_epochs: int = EPOCHS) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
-    manager = checkpoint.open_manager(workdir, async_save=True)
+    writer = checkpoint.open_writer(workdir, async_save=True)
     try:
         model_ids = np.arange(run.population.size)
-        return run_epochs(run, manager, workdir, model_ids, num_epochs)
+        return run_epochs(run, writer, workdir, model_ids, num_epochs)
     finally:
-        manager.close()
+        writer.close()
 
 
 def saved_state(run: ZooRun, workdir, epoch: int):
-    manager = checkpoint.open_manager(workdir, async_save=False)
-    try:
-        restored = manager.restore(
-            epoch, args=checkpoint.ocp.args.Composite(state=checkpoint.ocp.args.StandardRestore(run.abstract_state()))
-        )
-        return jax.tree.map(np.asarray, restored["state"])
-    finally:
-        manager.close()
+    """The saved epoch's state in the structure of the run's state (optax's named tuples)."""
+    return checkpoint.restore_state(workdir / "checkpoints" / str(epoch), run.abstract_state())
 
 
 @pytest.fixture(scope="module")

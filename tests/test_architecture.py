@@ -21,6 +21,7 @@ COMMANDS = {
     "jaxzoo.benchmark",
     "jaxzoo.sparsify",
     "jaxzoo.merge",
+    "jaxzoo.upgrade",
     "jaxzoo.export.__main__",
     "jaxzoo.ingest.__main__",
     "jaxzoo.data.__main__",

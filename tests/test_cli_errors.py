@@ -16,7 +16,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import read_only
+from conftest import array_files, read_only
 
 from jaxzoo import analyze, benchmark, merge, sparsify
 from jaxzoo.cli import user_message
@@ -157,9 +157,8 @@ def places(tiny_zoo, tmp_path_factory):
     metrics.write_bytes(metrics.read_bytes()[:10])
     zeroed = root / "zeroed"
     shutil.copytree(tiny_zoo, zeroed)
-    for path in (zeroed / "checkpoints" / "2" / "state").rglob("*"):
-        if path.is_file() and path.stat().st_size > 100 and path.name != "_METADATA":
-            path.write_bytes(b"\0" * 16)
+    for path in array_files(zeroed / "checkpoints" / "2"):
+        path.write_bytes(b"\0" * 16)
     broken_config = root / "broken.py"
     broken_config.write_text("def get_config(:\n")
     return {

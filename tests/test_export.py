@@ -282,10 +282,12 @@ def test_incomplete_or_damaged_workdir_is_refused(exported, tmp_path):
         export.export(broken, tmp_path / "o", log=None)
     damaged = tmp_path / "zoo2"
     shutil.copytree(workdir, damaged)
-    for p in (damaged / "checkpoints" / "2" / "state").rglob("*"):
+    for p in (damaged / "checkpoints" / "2" / "blocks").rglob("*"):
         if p.is_file() and p.stat().st_size > 100:
             p.write_bytes(b"\0" * 16)
-    with pytest.raises(export.ExportError, match=r"damaged checkpoints \(epochs \[2\]; epoch 2: state/_METADATA"):
+    with pytest.raises(
+        export.ExportError, match=r"damaged checkpoints \(epochs \[2\]; epoch 2: blocks/0-\d+/_CHECKPOINT"
+    ):
         export.export(damaged, tmp_path / "o2", log=None)
     assert not (tmp_path / "o2").exists()
 

@@ -11,11 +11,12 @@ import sys
 import jax
 import numpy as np
 import pytest
+from conftest import array_files
 from conftest import tiny_zoo_config as tiny_config
 
 from jaxzoo.export import ExportError, export, read_zoo
 from jaxzoo.train import train_and_evaluate
-from jaxzoo.zoo import checkpoint
+from jaxzoo.zoo import blocks, checkpoint
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -41,9 +42,8 @@ def test_damaged_newest_checkpoint_is_set_aside_and_retrained(tiny_zoo, tmp_path
     bitwise as before."""
     workdir = copy_of(tiny_zoo, tmp_path)
     epoch_dir = workdir / "checkpoints" / "2"
-    for path in (epoch_dir / "state").rglob("*"):
-        if path.is_file() and path.stat().st_size > 100 and path.name != "_METADATA":
-            path.write_bytes(b"\0" * 16)
+    for path in array_files(epoch_dir):
+        path.write_bytes(b"\0" * 16)
     damaged_bytes = {p.relative_to(epoch_dir): p.read_bytes() for p in epoch_dir.rglob("*") if p.is_file()}
 
     with pytest.raises(ExportError, match="damaged checkpoints .*epoch 2"):  # the seal shows zeroed arrays too
@@ -60,24 +60,26 @@ def test_damaged_newest_checkpoint_is_set_aside_and_retrained(tiny_zoo, tmp_path
     export(workdir, tmp_path / "export2", formats="vectors", log=None)  # whole again
 
 
-def truncate_largest_array_file(epoch_dir: pathlib.Path) -> None:
-    largest = max((p for p in (epoch_dir / "state").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+LAYOUT1_ZOO = pathlib.Path(__file__).resolve().parent / "fixtures" / "f4818c0" / "quickstart"
+LAYOUT1_FLAGS = json.loads((LAYOUT1_ZOO.parent / "manifest.json").read_text())["zoos"]["quickstart"]["train"]
+
+
+def test_damaged_middle_epoch_of_an_unsealed_zoo_sets_aside_it_and_every_later_one(tmp_path):
+    """A zoo as older jaxzoo wrote it (layout 1, no seals: the f4818c0 fixture) with epoch 1's
+    array file torn: train restores every unsealed epoch, seals epoch 0, retrains 1 and 2 (in
+    blocks) bitwise as they were. Sealed epochs damaged anywhere: tests/test_bad_inputs.py; the
+    newest epoch: above."""
+    workdir = shutil.copytree(LAYOUT1_ZOO, tmp_path / "zoo")
+    before = checkpoint.ZooCheckpoints(LAYOUT1_ZOO).params(2)
+    largest = max(array_files(workdir / "checkpoints" / "1"), key=lambda p: p.stat().st_size)
     largest.write_bytes(largest.read_bytes()[: largest.stat().st_size // 2])
-
-
-def test_damaged_middle_epoch_of_an_unsealed_zoo_sets_aside_it_and_every_later_one(tiny_zoo, tmp_path):
-    """Epoch 1's array file torn, epoch 2 whole, no seals (as older jaxzoo wrote workdirs): train
-    restores every unsealed epoch, retrains 1 and 2, and seals all. Sealed epochs damaged anywhere:
-    tests/test_bad_inputs.py; the newest epoch: above."""
-    workdir = copy_of(tiny_zoo, tmp_path)
-    truncate_largest_array_file(workdir / "checkpoints" / "1")
-    for epoch_dir in (workdir / "checkpoints").iterdir():
-        (epoch_dir / checkpoint.SEAL_FILE).unlink()
-    train_and_evaluate(tiny_config(), workdir)
+    result = run_train(*LAYOUT1_FLAGS, "--workdir", str(workdir))
+    assert result.returncode == 0, result.stderr[-2000:]
     assert all(checkpoint.is_sealed(workdir / "checkpoints" / str(epoch)) for epoch in range(3))
     assert sorted(p.name for p in (workdir / "damaged").iterdir()) == ["1", "2"]
-    assert checkpoint.saved_epochs(workdir / "checkpoints") == [0, 1, 2]
-    assert_same_tree(final_params(workdir), final_params(tiny_zoo), atol=1e-6)
+    reader = checkpoint.ZooCheckpoints(workdir)
+    assert [reader.layout(epoch) for epoch in reader.epochs()] == [1, 2, 2]
+    assert_same_tree(reader.params(2), before)
 
 
 def test_edited_config_json_is_refused_where_a_workdir_is_read(tiny_zoo, tmp_path):
@@ -109,29 +111,28 @@ def run_train(*args, env=None, cwd=REPO):
 
 
 def test_failed_save_stops_at_that_epoch_and_metrics_match_the_checkpoints(tmp_path, monkeypatch):
-    """A disk that fills up while Orbax writes epoch 1 in its background thread."""
-    from orbax.checkpoint._src.handlers import json_checkpoint_handler
+    """A disk that fills up while epoch 1's blocks are written in the writer's thread."""
+    real_write, calls = blocks.write_block, []
 
-    handler = json_checkpoint_handler.JsonCheckpointHandler
-    real_save, calls = handler._save_fn, []
-
-    async def full_disk(self, x, directory):
-        calls.append(directory)
-        if len(calls) == 2:  # epochs 0 and 1 write the metrics item
+    def full_disk(epoch_dir, block, tree):
+        calls.append(epoch_dir)
+        if len(calls) == 2:  # epochs 0 and 1 write one block each
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return await real_save(self, x, directory)
+        return real_write(epoch_dir, block, tree)
 
-    monkeypatch.setattr(handler, "_save_fn", full_disk)
+    monkeypatch.setattr(blocks, "write_block", full_disk)
     workdir = tmp_path / "zoo"
-    # The reason named is the OS error Orbax surfaces: usually ENOSPC, sometimes the clean-up of
-    # its temporary folder that the full disk broke (threads race).
-    with pytest.raises(checkpoint.WorkdirError, match=r"saving the checkpoint of epoch 1 .* failed \(.+\): free space"):
+    with pytest.raises(
+        checkpoint.WorkdirError,
+        match=r"saving the checkpoint of epoch 1 .* failed \(No space left on device\): free space",
+    ):
         train_and_evaluate(tiny_config(), workdir)
     assert {row["epoch"] for row in checkpoint.read_metrics(workdir)} == {0}
     assert checkpoint.saved_epochs(workdir / "checkpoints") == [0]
 
-    # Space freed: the same command resumes after epoch 0 (a new process, as a user reruns it;
-    # in this one Orbax's writer threads of the failed save may still be winding down).
+    # Space freed: the same command resumes after epoch 0 (a new process, as a user reruns it),
+    # and removes the half-written epoch 1.
+    assert (workdir / "checkpoints" / f"{checkpoint.PARTIAL_PREFIX}1").is_dir()
     config_file = tmp_path / "tiny.py"
     config_file.write_text(
         f"import sys\nsys.path.insert(0, {str(REPO / 'tests')!r})\nfrom conftest import tiny_zoo_config as get_config\n"

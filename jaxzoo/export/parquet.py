@@ -6,9 +6,10 @@ vector as a fixed-size float32 list column `weights` of P values and every prope
 vectors (metrics, factors, the original's aliases such as `model::nlin`) as its own typed column.
 Rows are ordered by epoch, then by model in split order (match rows by model_id and epoch).
 
-The zoo is read one epoch at a time (its params only) and written in row groups of about
-`ROW_GROUP_BYTES`, so the export never holds more than one epoch of the zoo. Each file is written
-under a temporary name and renamed when complete.
+The zoo is read one epoch at a time, and each split's rows in chunks of models that fit
+`blocks.READ_BYTES`, gathered from the checkpoint blocks that hold them (params only); rows are
+written in row groups of about `ROW_GROUP_BYTES`, so memory follows the chunk, never the zoo.
+Each file is written under a temporary name and renamed when complete.
 
 `<export>/README.md` (`write_dataset_card`) carries the YAML front matter with which
 `datasets.load_dataset("<export>")` loads the three files as the splits train / validation /
@@ -23,7 +24,9 @@ import pathlib
 
 import numpy as np
 
-from jaxzoo.export.rows import ExportError, vector_splits
+from jaxzoo.export.rows import ExportError, gathered_vectors, model_splits, split_chunks, split_rows
+from jaxzoo.weights.vectors import layout_size
+from jaxzoo.zoo import blocks
 
 PARQUET = "parquet"  # the folder in the export
 SPLITS = ("train", "val", "test")
@@ -94,12 +97,15 @@ class SplitWriter:
         self.buffered = 0
         self.rows = 0
 
-    def append(self, weights: np.ndarray, properties: dict) -> None:
-        if not len(weights):
-            return
-        self.blocks.append((weights, properties))
-        self.buffered += len(weights)
-        if self.buffered >= self.group_rows:
+    def append(self, weights: np.ndarray, properties: dict, last: bool = True) -> None:
+        """Buffers rows; a row group is written once ROW_GROUP_BYTES are buffered, at the end of
+        an epoch's rows of the split (`last`), or sooner past `blocks.READ_BYTES` (an epoch
+        bigger than memory should hold)."""
+        if len(weights):
+            self.blocks.append((weights, properties))
+            self.buffered += len(weights)
+        full = self.buffered * 4 * self.size >= blocks.READ_BYTES
+        if self.buffered >= self.group_rows and (last or full):
             self.flush()
 
     def flush(self) -> None:
@@ -151,26 +157,26 @@ def write_parquet(
     pa = require_pyarrow()
     folder.mkdir(parents=True, exist_ok=True)
     layout = zoo.vector_layout()
+    size = layout_size(layout)
     masked = twin_weights == "masked"
     writers: dict[str, SplitWriter] = {}
     counts = {split: {"rows": 0, "dropped_nan": 0, "dropped_threshold": 0} for split in SPLITS}
-    size = None
     try:
         for epoch in epochs:
-            # Params only (no optimizer state); the split, filter and properties of `vector_splits`.
-            vectors = zoo.flat_vectors({"params": zoo.checkpoints.params(epoch)}, masked)
-            splits, epoch_counts = vector_splits(
-                zoo, [epoch], threshold, twin_weights, vectors={epoch: vectors}, layout=layout
-            )
-            del vectors
-            if not writers:
-                size = splits["train"].weights.shape[1]
-                table_schema = schema(pa, size, splits["train"].properties)  # every split names every property
-                writers = {split: SplitWriter(pa, folder, split, table_schema, size) for split in SPLITS}
-            for split, data in splits.items():
-                writers[split].append(data.weights, data.properties)
-                for key, value in epoch_counts[split].items():
-                    counts[split][key] += value
+            # Each split's rows in split order, a chunk of models at a time gathered from the
+            # blocks that hold them (params only); the filter and properties of `vector_splits`.
+            for split, models in model_splits(zoo).items():
+                chunks = split_chunks(models, 1, size) or [[]]
+                for number, chunk in enumerate(chunks):
+                    vectors = gathered_vectors(zoo, epoch, np.array(chunk, np.int64), masked)
+                    data, chunk_counts = split_rows(zoo, [(m, epoch) for m in chunk], vectors, threshold, layout)
+                    del vectors
+                    if not writers:  # every split names every property
+                        table_schema = schema(pa, size, data.properties)
+                        writers = {name: SplitWriter(pa, folder, name, table_schema, size) for name in SPLITS}
+                    writers[split].append(data.weights, data.properties, last=number == len(chunks) - 1)
+                    for key, value in chunk_counts.items():
+                        counts[split][key] += value
         for split in SPLITS:
             writers[split].close()
     except BaseException:

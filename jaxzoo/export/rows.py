@@ -13,8 +13,9 @@ import numpy as np
 from jaxzoo.errors import UserError
 from jaxzoo.training.factors import FACTOR_TABLE, Factor
 from jaxzoo.weights.vectors import VectorSplit, layout_size
-from jaxzoo.zoo import checkpoint
+from jaxzoo.zoo import blocks, checkpoint
 from jaxzoo.zoo.reader import Zoo
+from jaxzoo.zoo.trees import tree_take
 
 SPLIT_FRACTIONS = (0.7, 0.15)  # train, val; test is the rest
 MODEL_SPLIT_SEED = 42  # random.seed(42) before shuffling the sorted trial names, as the original
@@ -54,6 +55,7 @@ def vector_splits(
     dropped and counted, as the original loader did. Properties carry jaxzoo's names and the
     original's (`drop_in_properties`); twins' vectors are raw weights unless twin_weights='masked'.
     vectors {epoch: [M, P]} and their layout replace the zoo's flat vectors (e.g. features of them).
+    Every epoch of the zoo is in memory: exports stream by blocks instead (`split_chunks`).
     """
     layout = layout or zoo.vector_layout()
     masked = twin_weights == "masked"
@@ -66,29 +68,73 @@ def vector_splits(
             if rows
             else np.zeros((0, layout_size(layout)), np.float32)
         )
-        nan = ~np.isfinite(weights).all(axis=1)
-        large = ~nan & (np.abs(np.nan_to_num(weights)) > threshold).any(axis=1)
-        keep = ~(nan | large)
-        kept = [row for row, k in zip(rows, keep) if k]
-        properties: dict = {
-            "model_id": np.array([zoo.table[m]["model_id"] for m, _ in kept], np.int64),
-            "epoch": np.array([e for _, e in kept], np.int64),
-            "ggap": np.array(
-                [zoo.metrics[e]["train_acc"][m] - zoo.metrics[e]["test_acc"][m] for m, e in kept], np.float32
-            ),
-        }
-        for name in METRICS:
-            properties[name] = np.array([zoo.metrics[e][name][m] for m, e in kept], np.float32)
-        properties["seed"] = np.array([zoo.table[m]["seed"] for m, _ in kept], np.int64)
-        if zoo.is_twin:
-            properties["sparsity_ratio"] = np.array([zoo.metrics[e]["sparsity"][m] for m, e in kept], np.float32)
-        for factor in property_factors(zoo):
-            values = [zoo.table[m][factor.name] for m, _ in kept]
-            properties[factor.name] = np.array(values, np.float64) if factor.kind == "numeric" else values
-        properties.update(drop_in_properties(zoo, properties))
-        splits[split] = VectorSplit(np.ascontiguousarray(weights[keep]), properties, layout)
-        counts[split] = {"rows": int(keep.sum()), "dropped_nan": int(nan.sum()), "dropped_threshold": int(large.sum())}
+        splits[split], counts[split] = split_rows(zoo, rows, weights, threshold, layout)
     return splits, counts
+
+
+def split_rows(
+    zoo: Zoo, rows: list[tuple[int, int]], weights: np.ndarray, threshold: float, layout: dict
+) -> tuple[VectorSplit, dict]:
+    """(model index, epoch) rows with their flat vectors [len(rows), P], filtered (NaN/inf and
+    |w| > threshold dropped and counted), with their properties."""
+    nan, large = dropped_rows(weights, threshold)
+    keep = ~(nan | large)
+    kept = [row for row, k in zip(rows, keep) if k]
+    counts = {"rows": int(keep.sum()), "dropped_nan": int(nan.sum()), "dropped_threshold": int(large.sum())}
+    return VectorSplit(np.ascontiguousarray(weights[keep]), row_properties(zoo, kept), layout), counts
+
+
+def dropped_rows(weights: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of [rows, P]: (has NaN/inf, finite but some |w| > threshold), as the original loader."""
+    nan = ~np.isfinite(weights).all(axis=1)
+    large = ~nan & (np.abs(np.nan_to_num(weights)) > threshold).any(axis=1)
+    return nan, large
+
+
+def row_properties(zoo: Zoo, kept: list[tuple[int, int]]) -> dict:
+    """The properties of (model index, epoch) rows: ids, epoch, metrics, seed, factors, aliases."""
+    properties: dict = {
+        "model_id": np.array([zoo.table[m]["model_id"] for m, _ in kept], np.int64),
+        "epoch": np.array([e for _, e in kept], np.int64),
+        "ggap": np.array([zoo.metrics[e]["train_acc"][m] - zoo.metrics[e]["test_acc"][m] for m, e in kept], np.float32),
+    }
+    for name in METRICS:
+        properties[name] = np.array([zoo.metrics[e][name][m] for m, e in kept], np.float32)
+    properties["seed"] = np.array([zoo.table[m]["seed"] for m, _ in kept], np.int64)
+    if zoo.is_twin:
+        properties["sparsity_ratio"] = np.array([zoo.metrics[e]["sparsity"][m] for m, e in kept], np.float32)
+    for factor in property_factors(zoo):
+        values = [zoo.table[m][factor.name] for m, _ in kept]
+        properties[factor.name] = np.array(values, np.float64) if factor.kind == "numeric" else values
+    properties.update(drop_in_properties(zoo, properties))
+    return properties
+
+
+def gathered_vectors(zoo: Zoo, epoch: int, models: np.ndarray, masked: bool) -> np.ndarray:
+    """[len(models), P] flat vectors of `models` (model indices, any order) at `epoch`, read from
+    the stored blocks that hold them (params only)."""
+    models = np.asarray(models, np.int64)
+    out = np.zeros((len(models), layout_size(zoo.vector_layout())), np.float32)
+    for start, stop in zoo.checkpoints.stored_blocks(epoch):
+        hit = np.nonzero((models >= start) & (models < stop))[0]
+        if len(hit):
+            params = zoo.checkpoints.params(epoch, models=(start, stop))
+            rows = tree_take(params, models[hit] - start)
+            out[hit] = zoo.flat_vectors({"params": rows}, masked)
+    return out
+
+
+def chunk_vectors(zoo: Zoo, models: list[int], epochs: list[int], masked: bool) -> np.ndarray:
+    """[len(models) * len(epochs), P] flat vectors of rows (m, e) for m in models, e in epochs."""
+    per_epoch = [gathered_vectors(zoo, epoch, np.array(models, np.int64), masked) for epoch in epochs]
+    return np.stack(per_epoch, axis=1).reshape(len(models) * len(epochs), -1)
+
+
+def split_chunks(models: list[int], copies: int, size: int) -> list[list[int]]:
+    """A split's models (in split order) cut into chunks whose `copies` flat vectors of `size`
+    float32 each fit `blocks.READ_BYTES`."""
+    n = blocks.models_per_read(4 * size * copies)
+    return [models[i : i + n] for i in range(0, len(models), n)]
 
 
 def drop_in_properties(zoo: Zoo, properties: dict) -> dict:

@@ -43,14 +43,23 @@ from jaxzoo.config import CLASSIFICATION
 from jaxzoo.config.paper_zoos import recorded_params
 from jaxzoo.data.splits import SPLIT_SEED as DATASET_SPLIT_SEED
 from jaxzoo.export import bundle, parquet
-from jaxzoo.export.rows import METRICS, ExportError, trial_name, vector_splits
+from jaxzoo.export.rows import (
+    METRICS,
+    ExportError,
+    chunk_vectors,
+    dropped_rows,
+    model_splits,
+    row_properties,
+    split_chunks,
+    trial_name,
+)
 from jaxzoo.host import check_destination
 from jaxzoo.models import resnet
 from jaxzoo.models.registry import arch_name, object_name
 from jaxzoo.training.factors import FACTOR_TABLE, model_value, values_of
 from jaxzoo.training.optimizers import optimizer_entry, torch_state
 from jaxzoo.weights.loaders import write_standardisation
-from jaxzoo.weights.vectors import DEFAULT_THRESHOLD, load_vectors_split, save_vector_split
+from jaxzoo.weights.vectors import DEFAULT_THRESHOLD, VectorSplit, layout_size, load_vectors_split, save_vector_split
 from jaxzoo.zoo import checkpoint
 from jaxzoo.zoo.reader import Zoo, ZooReadError, read_zoo
 
@@ -238,49 +247,96 @@ def write_trials(zoo: Zoo, folder: pathlib.Path, log, optimizer_state: str = "la
     todo = [(i, row) for i, row in enumerate(zoo.table) if not (folder / trial_name(row)).is_dir()]
     if not todo:
         return 0
-    params_by_model = {i: original_params(zoo, row) for i, row in todo}
     # State_dict keys depend on the dropout setting; the arrays (PyTorch layout) do not.
-    keys = {flag: [key for key, _ in zoo.torch_arrays(zoo.state(0), float(flag))] for flag in (0, 1)}
-    arrays_by_epoch, optimizer_epochs = {}, {}
-    for epoch in zoo.epochs:  # PyTorch layout of the whole population, once per epoch
-        state = zoo.state(epoch)
-        arrays_by_epoch[epoch] = [np.ascontiguousarray(a) for _, a in zoo.torch_arrays(state)]
-        if (optimizer_state == "all" or epoch == zoo.epochs[-1]) and "opt_state" in state:  # ingested: none
-            optimizer_epochs[epoch] = {"opt_state": state["opt_state"], "params": state["params"]}
-    for count, (index, row) in enumerate(todo):
-        target = folder / trial_name(row)
-        tmp = folder / f".{target.name}.partial"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        params = params_by_model[index]
-        (tmp / "params.json").write_text(json.dumps(params, indent=1))
-        (tmp / "result.json").write_text("".join(line + "\n" for line in result_lines(zoo, index, params)))
+    first = zoo.checkpoints.read(zoo.epochs[0], (0, 1))
+    keys = {flag: [key for key, _ in zoo.torch_arrays(first, float(flag))] for flag in (0, 1)}
+    written = 0
+    # Block by block of models, every epoch of the block (its state, and a PyTorch-layout copy).
+    for start, stop in zoo.model_blocks(epochs=2 * len(zoo.epochs)):
+        block = [(index, row) for index, row in todo if start <= index < stop]
+        if not block:
+            continue
+        arrays_by_epoch, optimizer_epochs = {}, {}
         for epoch in zoo.epochs:
-            state_dict = {
-                key: torch.from_numpy(np.array(array[index]))  # 0-d arrays too (num_batches_tracked)
-                for key, array in zip(keys[int(zoo.layout_dropout(row) > 0)], arrays_by_epoch[epoch])
-            }
-            epoch_dir = tmp / f"checkpoint_{epoch:06d}"
-            epoch_dir.mkdir()
-            torch.save(state_dict, epoch_dir / "checkpoints")
-        for epoch, state in optimizer_epochs.items():
-            optimizer = torch_optimizer_state(zoo, row, index, state, torch)
-            if optimizer is not None:
-                torch.save(optimizer, tmp / f"checkpoint_{epoch:06d}" / "optimizer")
-        os.replace(tmp, target)
-        if (count + 1) % 200 == 0:
-            log(f"  {count + 1}/{len(todo)} trial folders")
-    return len(todo)
+            state = zoo.checkpoints.read(epoch, (start, stop))
+            arrays_by_epoch[epoch] = [np.ascontiguousarray(a) for _, a in zoo.torch_arrays(state)]
+            if (optimizer_state == "all" or epoch == zoo.epochs[-1]) and "opt_state" in state:  # ingested: none
+                optimizer_epochs[epoch] = {"opt_state": state["opt_state"], "params": state["params"]}
+        for index, row in block:
+            write_trial(zoo, folder, index, row, index - start, keys, arrays_by_epoch, optimizer_epochs, torch)
+            written += 1
+            if written % 200 == 0:
+                log(f"  {written}/{len(todo)} trial folders")
+    return written
+
+
+def write_trial(
+    zoo: Zoo, folder: pathlib.Path, index: int, row: dict, local: int, keys, arrays_by_epoch, optimizer_epochs, torch
+) -> None:
+    """The trial folder of model `index` (row `local` of the block's arrays), written under a
+    temporary name and renamed when complete."""
+    target = folder / trial_name(row)
+    tmp = folder / f".{target.name}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    params = original_params(zoo, row)
+    (tmp / "params.json").write_text(json.dumps(params, indent=1))
+    (tmp / "result.json").write_text("".join(line + "\n" for line in result_lines(zoo, index, params)))
+    for epoch in zoo.epochs:
+        state_dict = {
+            key: torch.from_numpy(np.array(array[local]))  # 0-d arrays too (num_batches_tracked)
+            for key, array in zip(keys[int(zoo.layout_dropout(row) > 0)], arrays_by_epoch[epoch])
+        }
+        epoch_dir = tmp / f"checkpoint_{epoch:06d}"
+        epoch_dir.mkdir()
+        torch.save(state_dict, epoch_dir / "checkpoints")
+    for epoch, state in optimizer_epochs.items():
+        optimizer = torch_optimizer_state(zoo, row, local, state, torch)
+        if optimizer is not None:
+            torch.save(optimizer, tmp / f"checkpoint_{epoch:06d}" / "optimizer")
+    os.replace(tmp, target)
 
 
 def write_vectors(
     zoo: Zoo, folder: pathlib.Path, epochs: list[int], threshold: float, log, twin_weights: str = "raw"
 ) -> dict:
-    """Writes the flat-vector dataset (safetensors + json, dataset.pt); returns the filter report."""
+    """Writes the flat-vector dataset (safetensors + json, dataset.pt); returns the filter report.
+
+    Each split is read in chunks of models that fit `blocks.READ_BYTES` (every epoch of the
+    chunk): once to find the rows the filter drops, once more to write the kept ones (a split
+    that is one chunk is read once)."""
     folder.mkdir(parents=True, exist_ok=True)
-    splits, counts = vector_splits(zoo, epochs, threshold, twin_weights)
-    for split, data in splits.items():
-        meta = save_vector_split(folder, split, data, counts[split], {"epochs": epochs})
+    layout = zoo.vector_layout()
+    size, masked, counts = layout_size(layout), twin_weights == "masked", {}
+    for split, models in model_splits(zoo).items():
+        rows = [(m, e) for m in models for e in epochs]
+        chunks = split_chunks(models, 2 * len(epochs), size)
+        nan, large, cached = np.zeros(len(rows), bool), np.zeros(len(rows), bool), None
+        position = 0
+        for chunk in chunks:
+            weights = chunk_vectors(zoo, chunk, epochs, masked)
+            span = slice(position, position + len(weights))
+            nan[span], large[span] = dropped_rows(weights, threshold)
+            position = span.stop
+            cached = weights if len(chunks) == 1 else None
+        keep = ~(nan | large)
+
+        def kept_weights(chunks=chunks, cached=cached, keep=keep):
+            if cached is not None:
+                yield cached[keep]
+                return
+            position = 0
+            for chunk in chunks:
+                weights = chunk_vectors(zoo, chunk, epochs, masked)
+                yield weights[keep[position : position + len(weights)]]
+                position += len(weights)
+
+        kept = [row for row, k in zip(rows, keep) if k]
+        data = VectorSplit(np.zeros((0, size), np.float32), row_properties(zoo, kept), layout)
+        counts[split] = {"rows": len(kept), "dropped_nan": int(nan.sum()), "dropped_threshold": int(large.sum())}
+        meta = save_vector_split(
+            folder, split, data, counts[split], {"epochs": epochs}, weights=((len(kept), size), kept_weights())
+        )
         log(
             f"  vectors/{split}: {meta['rows']} rows kept, {meta['dropped_nan']} NaN, {meta['dropped_threshold']} over |w| > {threshold}"
         )

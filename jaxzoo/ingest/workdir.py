@@ -88,7 +88,7 @@ def write_workdir(plan: Plan, target: pathlib.Path, overwrite: bool, log) -> dic
     try:
         checkpoint.prepare_workdir(partial, zoo_identity, resolved, plan.table)
         model_ids = np.array([row["model_id"] for row in plan.table])
-        manager = checkpoint.open_manager(partial, async_save=False)
+        manager = checkpoint.open_writer(partial, async_save=False)
         try:
             for epoch in range(plan.num_epochs + 1):
                 start = time.time()

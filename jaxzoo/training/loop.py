@@ -1,7 +1,7 @@
 """The epoch loop every zoo shares: resume or start, epoch 0, train, checkpoint, record.
 
 `train_in_workdir` opens a zoo's workdir (identity checked, damaged epochs set aside, the
-checkpoint manager opened and closed) and `run_epochs` drives a run (`EpochRun`: the
+epoch writer opened and closed) and `run_epochs` drives a run (`EpochRun`: the
 classification `ZooRun`, its sparsified twins, `jaxzoo.inr.train.InrRun`) through it; the
 population axis of every zoo is the mesh axis 'pop'. Each epoch's checkpoint is written while
 the next epoch trains.
@@ -135,18 +135,18 @@ def train_in_workdir(
     if distributed.is_primary():
         checkpoint.set_aside_damaged(path)
     distributed.barrier("jaxzoo-checkpoints-checked")
-    manager = checkpoint.open_manager(path, async_save)
+    writer = checkpoint.open_writer(path, async_save)
     model_ids = np.array([row["model_id"] for row in table])
     try:
-        metrics = run_epochs(run, manager, path, model_ids, num_epochs, show_progress, on_fresh, describe)
+        metrics = run_epochs(run, writer, path, model_ids, num_epochs, show_progress, on_fresh, describe)
     finally:
-        manager.close()
+        writer.close()
     return path, metrics
 
 
 def run_epochs(
     run: EpochRun,
-    manager,
+    writer,
     path: pathlib.Path,
     model_ids: np.ndarray,
     num_epochs: int,
@@ -160,7 +160,7 @@ def run_epochs(
     before it is saved; `describe(epoch, metrics, seconds)` is the log line of an epoch.
     Returns the last epoch's metrics [M] per name (every process's models)."""
     describe = describe or (lambda epoch, metrics, seconds: summarize(epoch, num_epochs, metrics, seconds))
-    restored = checkpoint.restore_latest(manager, run.abstract_state())
+    restored = checkpoint.restore_latest(writer, run.abstract_state())
     if restored is None or restored[0] < num_epochs:
         start = time.time()
         programs = run.compile()
@@ -172,7 +172,7 @@ def run_epochs(
         metrics = distributed.gather_metrics(run.initial_epoch(state))
         if on_fresh is not None:
             on_fresh(metrics)
-        checkpoint.save_epoch(manager, 0, state, metrics)
+        checkpoint.save_epoch(writer, 0, state, metrics)
         if distributed.is_primary():
             checkpoint.rewrite_metrics_file(path, checkpoint.metrics_lines(0, model_ids, metrics))
         log.info(describe(0, metrics, time.time() - start))
@@ -182,7 +182,7 @@ def run_epochs(
         state = run.place_state(jax.tree.map(np.asarray, state))
         lines = []
         for epoch in range(last + 1):
-            metrics = checkpoint.restore_metrics(manager.directory, epoch)
+            metrics = checkpoint.restore_metrics(writer.directory, epoch)
             lines += checkpoint.metrics_lines(epoch, model_ids, metrics)
         if distributed.is_primary():
             checkpoint.rewrite_metrics_file(path, lines)
@@ -192,7 +192,7 @@ def run_epochs(
 
     def record(epoch: int, metrics: dict) -> None:
         """Waits for the epoch's checkpoint, then adds its rows to metrics.jsonl."""
-        checkpoint.wait_for_save(manager, epoch)
+        checkpoint.wait_for_save(writer, epoch)
         if distributed.is_primary():
             checkpoint.append_metrics(path, checkpoint.metrics_lines(epoch, model_ids, metrics))
 
@@ -214,7 +214,7 @@ def run_epochs(
             progress.close()
         if unrecorded is not None:
             record(*unrecorded)
-        checkpoint.save_epoch(manager, epoch, state, metrics, wait=False)  # written while the next epoch trains
+        checkpoint.save_epoch(writer, epoch, state, metrics, wait=False)  # written while the next epoch trains
         unrecorded = (epoch, metrics)
         seconds = time.time() - start
         log.info(

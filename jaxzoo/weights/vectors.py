@@ -9,9 +9,10 @@ import dataclasses
 import json
 import os
 import pathlib
+from collections.abc import Iterable
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
 
 from jaxzoo.errors import UserError
 
@@ -58,14 +59,76 @@ def load_vectors(export_dir: str | os.PathLike) -> dict[str, VectorSplit]:
     return {split: load_vectors_split(folder, split) for split in SPLITS}
 
 
-def save_vector_split(folder: pathlib.Path, split: str, data: VectorSplit, counts: dict, extra: dict) -> dict:
+# safetensors' dtype codes, in the order its writer places tensors (largest code first, then
+# by name): the order of its Dtype enum, which `write_safetensors` follows to write its bytes.
+SAFETENSORS_DTYPES = {
+    np.dtype(np.bool_): "BOOL",
+    np.dtype(np.uint8): "U8",
+    np.dtype(np.int8): "I8",
+    np.dtype(np.int16): "I16",
+    np.dtype(np.uint16): "U16",
+    np.dtype(np.float16): "F16",
+    np.dtype(np.int32): "I32",
+    np.dtype(np.uint32): "U32",
+    np.dtype(np.float32): "F32",
+    np.dtype(np.float64): "F64",
+    np.dtype(np.int64): "I64",
+    np.dtype(np.uint64): "U64",
+}
+_DTYPE_RANK = {dtype: rank for rank, dtype in enumerate(SAFETENSORS_DTYPES)}
+
+
+def write_safetensors(path: pathlib.Path, tensors: dict[str, tuple[np.dtype, tuple[int, ...], Iterable]]) -> None:
+    """Writes a safetensors file tensor by tensor, each from an iterable of arrays (row chunks),
+    so no tensor needs to be in memory whole: name -> (dtype, shape, chunks). The bytes equal
+    `safetensors.numpy.save_file` of the joined arrays (header, order, padding; tested)."""
+    order = sorted(tensors, key=lambda name: (-_DTYPE_RANK[np.dtype(tensors[name][0])], name))
+    header, offset = {}, 0
+    for name in order:
+        dtype, shape, _ = tensors[name]
+        size = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        header[name] = {
+            "dtype": SAFETENSORS_DTYPES[np.dtype(dtype)],
+            "shape": list(shape),
+            "data_offsets": [offset, offset + size],
+        }
+        offset += size
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(len(text).to_bytes(8, "little"))
+        f.write(text)
+        for name in order:
+            dtype, _, chunks = tensors[name]
+            written = 0
+            for chunk in chunks:
+                chunk = np.ascontiguousarray(chunk, np.dtype(dtype).newbyteorder("<"))
+                f.write(memoryview(chunk.reshape(-1)).cast("B") if chunk.size else b"")
+                written += chunk.nbytes
+            expected = header[name]["data_offsets"]
+            if written != expected[1] - expected[0]:
+                raise ValueError(f"{name}: {written} bytes written for a tensor of {expected[1] - expected[0]}")
+
+
+def save_vector_split(
+    folder: pathlib.Path,
+    split: str,
+    data: VectorSplit,
+    counts: dict,
+    extra: dict,
+    weights: tuple[tuple[int, int], Iterable[np.ndarray]] | None = None,
+) -> dict:
     """Writes one split of a flat-vector dataset: `<split>.safetensors` (weights and numeric
     properties) and `<split>.json` (counts, categorical properties, index_dict, `extra`), each
-    under a temporary name first; returns the JSON metadata."""
+    under a temporary name first; returns the JSON metadata. `weights` ((rows, P), chunks of
+    rows) stream the weights in place of `data.weights`."""
     categorical = [k for k, v in data.properties.items() if isinstance(v, list)]
     numeric = {k: v for k, v in data.properties.items() if k not in categorical}
     tmp = folder / f".{split}.safetensors.partial"
-    save_file({"weights": data.weights, **numeric}, str(tmp))
+    shape, chunks = weights if weights is not None else (data.weights.shape, [data.weights])
+    tensors = {"weights": (np.float32, shape, chunks)}
+    tensors.update({k: (v.dtype, v.shape, [v]) for k, v in numeric.items()})
+    write_safetensors(tmp, tensors)
     meta = {
         "split": split,
         **counts,

@@ -4,19 +4,24 @@ Layout of a workdir:
   config.json      the resolved config (`identity_hash` marks which zoo this is)
   models.json      the model table: model_id -> seed and generating factors
   metrics.jsonl    one line per (epoch, model): train/val/test loss and accuracy, diverged
-  checkpoints/E/   Orbax, one per epoch 0..E: `state` (params and optimizer state of the
-                   whole population, leading axis = model_id) and `metrics` (JSON), and
-                   `jaxzoo_files.json`, the epoch's seal: every file's size and CRC-32, written
-                   once Orbax has committed the epoch and checked wherever the epoch is read
+  layout.json      {"checkpoint_layout": 2} when every epoch is stored in blocks of models
+  checkpoints/E/   one folder per epoch 0..E: `metrics/metrics` (JSON, [M] per name), the
+                   state (params and optimizer state, leading axis = model_id) as Orbax
+                   checkpoints of blocks of models, `blocks/<start>-<stop>` (layout 2,
+                   `jaxzoo.zoo.blocks`; layout 1, before 2026-12-07: one checkpoint `state`),
+                   and `jaxzoo_files.json`, the epoch's seal: every file's size and CRC-32,
+                   written when the epoch is committed and checked wherever it is read
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import logging
 import os
 import pathlib
+import shutil
 import zlib
 from collections.abc import Sequence
 from typing import Any
@@ -25,12 +30,14 @@ import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
-from orbax.checkpoint.checkpoint_managers import preservation_policy
 
+from jaxzoo import host
 from jaxzoo.config import comparable, config_kind, describe_difference, identity_hash
 from jaxzoo.config import identity as identity_of
 from jaxzoo.errors import UserError
 from jaxzoo.training import distributed
+from jaxzoo.zoo import blocks
+from jaxzoo.zoo.trees import tree_concat, tree_take
 
 log = logging.getLogger("jaxzoo")
 
@@ -86,7 +93,10 @@ def prepare_workdir(
     except OSError as error:
         raise WorkdirError(f"workdir {path} is not writable ({error.strerror}): choose another workdir") from None
     document = {"identity_hash": identity_hash(identity), "identity": identity, "config": resolved}
+    new_zoo = not config_path.exists()
     _write_json_atomic(config_path, document)
+    if new_zoo:  # every epoch will be written in blocks
+        write_layout(path)
     _write_json_atomic(path / "models.json", table)
     return path
 
@@ -129,62 +139,175 @@ def read_config(workdir: str | os.PathLike) -> dict:
     return document
 
 
+LAYOUT_FILE = "layout.json"
+
+
+def write_layout(workdir: pathlib.Path) -> None:
+    """Records that every epoch of the workdir is stored in layout 2 (`jaxzoo.zoo.blocks`)."""
+    _write_json_atomic(workdir / LAYOUT_FILE, {"checkpoint_layout": blocks.LAYOUT_VERSION})
+
+
+def workdir_layout(workdir: str | os.PathLike) -> int:
+    """2 when the workdir records that every epoch is in blocks (`write_layout`), else 1: made
+    before 2026-12-07, whose epochs `python -m jaxzoo.upgrade` rewrites in blocks."""
+    try:
+        return int(json.loads((pathlib.Path(workdir) / LAYOUT_FILE).read_text())["checkpoint_layout"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 1
+
+
 def _write_json_atomic(path: pathlib.Path, data: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=1))
     os.replace(tmp, path)
 
 
-def open_manager(workdir: pathlib.Path, async_save: bool) -> ocp.CheckpointManager:
-    """An Orbax manager that keeps every epoch (PreserveAll); call `set_aside_damaged` first,
-    since the manager reads every epoch's metrics when it opens."""
-    options = ocp.CheckpointManagerOptions(
-        preservation_policy=preservation_policy.PreserveAll(),
-        enable_async_checkpointing=async_save,
-        cleanup_tmp_directories=True,
-    )
-    return ocp.CheckpointManager(workdir / "checkpoints", options=options, item_names=("state", "metrics"))
+class EpochWriter:
+    """Writes a workdir's epoch checkpoints in layout 2 (`jaxzoo.zoo.blocks`): every process
+    writes the blocks of its own models into checkpoints/.partial-E, then the primary seals
+    the folder and renames it to checkpoints/E, so an epoch folder is always complete and a
+    killed save leaves the epochs before it. With `async_save`, `save_epoch` returns once the
+    state is on the host and the blocks are written while the next epoch trains."""
 
-
-def save_epoch(
-    manager: ocp.CheckpointManager, epoch: int, state, metrics: dict[str, np.ndarray], wait: bool = True
-) -> None:
-    """Saves the population's state and metrics for `epoch`; with `wait`, waits for the commit.
-
-    Without `wait` it returns once the state is copied off the devices (Orbax writes the files
-    in its threads; the state's buffers may then be reused): call `wait_for_save` before the
-    epoch is recorded in metrics.jsonl. Raises WorkdirError (disk full, folder gone) at this
-    epoch, so that an epoch is recorded only once its checkpoint is on disk.
-    """
-    metrics_json = {name: np.asarray(values).tolist() for name, values in metrics.items()}
-    if distributed.is_multiprocess():  # every process writes its block of one global state
-        state = distributed.to_global(state)
-    with _save_errors(manager, epoch):
-        manager.save(
-            epoch,
-            args=ocp.args.Composite(state=ocp.args.StandardSave(state), metrics=ocp.args.JsonSave(metrics_json)),
-        )
-    if wait:
-        wait_for_save(manager, epoch)
-
-
-def wait_for_save(manager: ocp.CheckpointManager, epoch: int) -> None:
-    """Waits until the checkpoint of `epoch` (the latest save) is committed, then the primary
-    process seals it (`seal_epoch`); WorkdirError if either fails."""
-    with _save_errors(manager, epoch):
-        manager.wait_until_finished()
+    def __init__(self, workdir: pathlib.Path, async_save: bool, block_bytes: int | None = None):
+        self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
+        self.block_bytes = block_bytes
+        self._executor = concurrent.futures.ThreadPoolExecutor(1) if async_save else None
+        self._pending: tuple[int, concurrent.futures.Future | None] | None = None
         if distributed.is_primary():
-            seal_epoch(pathlib.Path(manager.directory) / str(epoch))
+            recover_interrupted(self.directory)
+        distributed.barrier("jaxzoo-partial-epochs-removed")
+
+    def partial(self, epoch: int) -> pathlib.Path:
+        return self.directory / f"{PARTIAL_PREFIX}{epoch}"
+
+    def begin(self, epoch: int, metrics: dict[str, np.ndarray], nbytes: int = 0) -> pathlib.Path:
+        """Starts epoch `epoch` in checkpoints/.partial-E: the primary writes its metrics (all
+        models [M]). DiskSpaceError first when fewer than `nbytes` (this process's arrays) are free."""
+        if self._pending is not None:
+            self.wait(self._pending[0])
+        host.check_free_space(self.directory, nbytes, f"the checkpoint of epoch {epoch}")
+        partial = self.partial(epoch)
+        with _save_errors(self.directory, epoch):
+            (partial / blocks.BLOCKS_FOLDER).mkdir(parents=True, exist_ok=True)
+            if distributed.is_primary():
+                (partial / "metrics").mkdir(exist_ok=True)
+                metrics_json = {name: np.asarray(values).tolist() for name, values in metrics.items()}
+                (partial / "metrics" / "metrics").write_text(json.dumps(metrics_json))
+        self._pending = (epoch, None)
+        return partial
+
+    def write_models(self, epoch: int, start: int, tree) -> None:
+        """Writes models [start, start + n) of a begun epoch (numpy leaves [n, ...]) in blocks."""
+        stop = start + len(jax.tree.leaves(tree)[0])
+        with _save_errors(self.directory, epoch):
+            for first, last in blocks.block_ranges(start, stop, blocks.bytes_per_model(tree), self.block_bytes):
+                rows = slice(first - start, last - start)
+                blocks.write_block(self.partial(epoch), (first, last), jax.tree.map(lambda a: a[rows], tree))
+
+    def copy_block(self, epoch: int, source: pathlib.Path, block: tuple[int, int]) -> None:
+        """Copies a stored block folder (layout 2, e.g. a job-array shard's) into a begun epoch as
+        models `block`: its files as they are, never its arrays in memory."""
+        with _save_errors(self.directory, epoch):
+            shutil.copytree(source, self.partial(epoch) / blocks.BLOCKS_FOLDER / blocks.block_name(block))
+
+    def save(self, epoch: int, state, metrics: dict[str, np.ndarray]) -> None:
+        """Starts writing `epoch` (state: this process's models [m, ...]; metrics: all [M])."""
+        state = jax.device_get(state)  # on the host: the devices' buffers may be reused at once
+        num_models = len(next(iter(metrics.values())))
+        models = distributed.process_block(num_models) if distributed.is_multiprocess() else slice(0, num_models)
+        self.begin(epoch, metrics, blocks.bytes_per_model(state) * (models.stop - models.start))
+        if self._executor is None:
+            self.write_models(epoch, models.start, state)
+        else:
+            self._pending = (epoch, self._executor.submit(self.write_models, epoch, models.start, state))
+
+    def wait(self, epoch: int) -> None:
+        """Waits for the blocks of `epoch` (the latest begun), then commits it: sealed and in place."""
+        if self._pending is None or self._pending[0] != epoch:
+            return
+        _, future = self._pending
+        self._pending = None
+        with _save_errors(self.directory, epoch):
+            if future is not None:
+                future.result()
+            distributed.barrier(f"jaxzoo-epoch-{epoch}-written")
+            if distributed.is_primary():
+                seal_epoch(self.partial(epoch))
+                target = self.directory / str(epoch)
+                if target.exists():  # an upgrade: the old folder goes once the new one is in place
+                    replaced = self.directory / f"{REPLACED_PREFIX}{epoch}"
+                    os.replace(target, replaced)
+                    os.replace(self.partial(epoch), target)
+                    host.remove(replaced)
+                else:
+                    os.replace(self.partial(epoch), target)
+            distributed.barrier(f"jaxzoo-epoch-{epoch}-committed")
+
+    def close(self) -> None:
+        """Waits for a pending save (a failed one raises WorkdirError) and stops the writer thread."""
+        try:
+            if self._pending is not None:
+                self.wait(self._pending[0])
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown()
+
+
+PARTIAL_PREFIX = ".partial-"  # checkpoints/.partial-E: epoch E being written
+REPLACED_PREFIX = ".replaced-"  # checkpoints/.replaced-E: epoch E's old folder during an upgrade
+
+
+def recover_interrupted(directory: pathlib.Path) -> None:
+    """Undoes what a killed save or upgrade left in checkpoints/: unfinished epochs are removed,
+    and an old epoch folder whose replacement never got in place is put back."""
+    for stale in directory.glob(f"{PARTIAL_PREFIX}*"):
+        host.remove(stale)
+    for replaced in directory.glob(f"{REPLACED_PREFIX}*"):
+        target = directory / replaced.name[len(REPLACED_PREFIX) :]
+        if target.exists():
+            host.remove(replaced)
+        else:
+            os.replace(replaced, target)
+
+
+def open_writer(workdir: pathlib.Path, async_save: bool) -> EpochWriter:
+    """The epoch writer of a workdir (call `set_aside_damaged` first); removes what a killed
+    save left."""
+    return EpochWriter(workdir, async_save)
+
+
+def save_epoch(writer: EpochWriter, epoch: int, state, metrics: dict[str, np.ndarray], wait: bool = True) -> None:
+    """Saves the population's state (this process's models) and metrics (all models) for
+    `epoch`; with `wait`, waits for the commit.
+
+    Without `wait` it returns once the state is on the host (the blocks are written by the
+    writer's thread; the state's device buffers may be reused): call `wait_for_save` before
+    the epoch is recorded in metrics.jsonl. Raises WorkdirError (disk full, folder gone) at
+    this epoch, so that an epoch is recorded only once its checkpoint is on disk, and
+    DiskSpaceError, before writing, when the disk has less room than the epoch's arrays.
+    """
+    writer.save(epoch, state, metrics)
+    if wait:
+        wait_for_save(writer, epoch)
+
+
+def wait_for_save(writer: EpochWriter, epoch: int) -> None:
+    """Waits until the checkpoint of `epoch` (the latest save) is written, then commits it:
+    sealed (`seal_epoch`) and renamed into place by the primary; WorkdirError if either fails."""
+    writer.wait(epoch)
 
 
 @contextlib.contextmanager
-def _save_errors(manager: ocp.CheckpointManager, epoch: int):
+def _save_errors(directory: pathlib.Path, epoch: int):
     try:
         yield
+    except UserError:
+        raise
     except Exception as error:  # Orbax wraps OSErrors of its writer threads in several types
         reason = next((e.strerror for e in _causes(error) if isinstance(e, OSError) and e.strerror), None)
         raise WorkdirError(
-            f"saving the checkpoint of epoch {epoch} in {manager.directory} failed "
+            f"saving the checkpoint of epoch {epoch} in {directory} failed "
             f"({reason or type(error).__name__}): free space or fix the folder, then rerun the same command "
             f"to resume after epoch {epoch - 1}"
         ) from None
@@ -238,38 +361,62 @@ def is_sealed(epoch_dir: pathlib.Path) -> bool:
     return (epoch_dir / SEAL_FILE).is_file()
 
 
-def epoch_damage(epoch_dir: pathlib.Path) -> str | None:
+def seal_problem(epoch_dir: pathlib.Path, prefix: str = "", checksums: bool = True) -> str | None:
+    """Why the sealed files of an epoch (those under `prefix`, e.g. 'blocks/0-550/') are not as
+    saved (missing, another size, with `checksums` another CRC-32), or None."""
+    try:
+        files = json.loads((epoch_dir / SEAL_FILE).read_text())["files"]
+        expected = {name: (int(size), int(crc)) for name, (size, crc) in files.items()}
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
+        return f"{SEAL_FILE} is unreadable"
+    for name, (size, crc) in expected.items():
+        if not name.startswith(prefix):
+            continue
+        part = epoch_dir / name
+        if not part.is_file():
+            return f"{name} is missing"
+        if part.stat().st_size != size:
+            return f"{name} has {part.stat().st_size} bytes, {size} when saved"
+        if checksums and _file_checksum(part) != crc:
+            return f"{name} changed since it was saved (CRC-32)"
+    return None
+
+
+def epoch_damage(epoch_dir: pathlib.Path, checksums: bool = True) -> str | None:
     """Why an epoch's checkpoint folder cannot be trusted, or None when its files are whole.
 
-    A sealed epoch (`seal_epoch`) is checked file by file: present, same size, same CRC-32. An
-    unsealed one only by its metrics JSON and state metadata; a damaged array file of an
-    unsealed epoch shows when the state is restored.
+    A sealed epoch (`seal_epoch`) is checked file by file: present, same size and, with
+    `checksums`, same CRC-32 (readers check a block's checksums when they read it). A layout-2
+    epoch (`jaxzoo.zoo.blocks`) is always sealed and its blocks must cover models 0..M-1. An
+    unsealed layout-1 epoch only by its metrics JSON and state metadata; a damaged array file
+    of it shows when the state is restored.
     """
     metrics = epoch_dir / "metrics" / "metrics"
-    state_metadata = epoch_dir / "state" / "_METADATA"
-    for part in (metrics, state_metadata):
+    stored = blocks.stored_blocks(epoch_dir)
+    if stored is not None and not is_sealed(epoch_dir):
+        return f"{SEAL_FILE} is missing"
+    state_metadata = epoch_dir / blocks.LAYOUT1_STATE / "_METADATA"
+    for part in (metrics,) if stored is not None else (metrics, state_metadata):
         if not part.is_file():
             return f"{part.relative_to(epoch_dir)} is missing"
-    if is_sealed(epoch_dir):
-        try:
-            files = json.loads((epoch_dir / SEAL_FILE).read_text())["files"]
-            expected = {name: (int(size), int(crc)) for name, (size, crc) in files.items()}
-        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
-            return f"{SEAL_FILE} is unreadable"
-        for name, (size, crc) in expected.items():
-            part = epoch_dir / name
-            if not part.is_file():
-                return f"{name} is missing"
-            if part.stat().st_size != size:
-                return f"{name} has {part.stat().st_size} bytes, {size} when saved"
-            if _file_checksum(part) != crc:
-                return f"{name} changed since it was saved (CRC-32)"
+    if is_sealed(epoch_dir) and (problem := seal_problem(epoch_dir, checksums=checksums)):
+        return problem
     try:
         values = json.loads(metrics.read_text())
         if not isinstance(values, dict) or not all(isinstance(v, list) for v in values.values()):
             return "metrics/metrics is not a metrics table"
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return "metrics/metrics is unreadable"
+    if stored is not None:
+        num_models = len(next(iter(values.values()), []))
+        expected = 0
+        for start, stop in stored:
+            if start != expected:
+                return f"{blocks.BLOCKS_FOLDER}/ lacks models {expected}..{start - 1}"
+            expected = stop
+        if expected != num_models:
+            return f"{blocks.BLOCKS_FOLDER}/ holds models 0..{expected - 1} of {num_models}"
+        return None
     try:
         json.loads(state_metadata.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
@@ -325,46 +472,64 @@ def set_aside_damaged(workdir: pathlib.Path) -> None:
 
 
 def verify_unsealed(epoch_dir: pathlib.Path) -> str | None:
-    """Restores an unsealed epoch's state (every array read and decoded); seals it when whole,
-    else says why not."""
+    """Restores an unsealed (layout-1) epoch's state (every array read and decoded); seals it
+    when whole, else says why not."""
     try:
-        _restore_numpy(epoch_dir / "state")
+        blocks.restore(epoch_dir / blocks.LAYOUT1_STATE)
     except Exception as error:  # Orbax raises many types for damaged files
         return f"state unreadable, {type(error).__name__}"
     seal_epoch(epoch_dir)
     return None
 
 
-def restore_latest(manager: ocp.CheckpointManager, abstract_state) -> tuple[int, Any] | None:
-    """-> (epoch, state) of the newest readable checkpoint, or None for a fresh workdir.
+def restore_latest(writer: EpochWriter, abstract_state) -> tuple[int, Any] | None:
+    """-> (epoch, this process's state, structured as `abstract_state`) of the newest readable
+    checkpoint, or None for a fresh workdir.
 
     A newest checkpoint whose state cannot be restored is set aside (see `set_aside`) and the
     one before it is tried.
     """
-    if distributed.is_multiprocess():
-        abstract_state = distributed.global_abstract(abstract_state)
-    while (epoch := manager.latest_step()) is not None:
+    while epochs := saved_epochs(writer.directory):
+        epoch = epochs[-1]
         try:
-            restored = manager.restore(epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
+            state = restore_state(writer.directory / str(epoch), abstract_state)
         except Exception as error:  # Orbax raises many types for damaged files
             if distributed.is_multiprocess():  # the processes must agree: no unilateral moves
                 raise WorkdirError(
-                    f"checkpoint of epoch {epoch} in {manager.directory} is unreadable ({type(error).__name__}): "
-                    f"move {manager.directory / str(epoch)} away to resume from epoch {epoch - 1}"
+                    f"checkpoint of epoch {epoch} in {writer.directory} is unreadable ({type(error).__name__}): "
+                    f"move {writer.directory / str(epoch)} away to resume from epoch {epoch - 1}"
                 ) from None
-            set_aside(manager.directory.parent, [epoch], f"state unreadable, {type(error).__name__}")
-            manager.reload()
+            set_aside(writer.directory.parent, [epoch], f"state unreadable, {type(error).__name__}")
             continue
-        if distributed.is_multiprocess():
-            restored = {"state": distributed.to_local(restored["state"])}
-        return epoch, restored["state"]
+        return epoch, state
     return None
+
+
+def restore_state(epoch_dir: pathlib.Path, abstract_state):
+    """This process's models of a saved epoch, as numpy arrays in `abstract_state`'s structure."""
+    stored = blocks.stored_blocks(epoch_dir)
+    if stored is None:  # layout 1: one global array per leaf
+        target = distributed.global_abstract(abstract_state) if distributed.is_multiprocess() else abstract_state
+        with ocp.StandardCheckpointer() as reader:
+            state = reader.restore(epoch_dir / blocks.LAYOUT1_STATE, target)
+        return distributed.to_local(state) if distributed.is_multiprocess() else jax.tree.map(np.asarray, state)
+    num_models = stored[-1][1]
+    models = distributed.process_block(num_models) if distributed.is_multiprocess() else slice(0, num_models)
+    parts = []
+    for block in stored:
+        rows = slice(max(models.start, block[0]) - block[0], min(models.stop, block[1]) - block[0])
+        if rows.stop > rows.start:
+            parts.append(tree_take(blocks.restore_like(blocks.block_folder(epoch_dir, block), abstract_state), rows))
+    return tree_concat(parts)
 
 
 def restore_metrics(directory: pathlib.Path, epoch: int) -> dict[str, np.ndarray]:
     """The metrics arrays [M] saved with an epoch's checkpoint under `directory` (checkpoints/)."""
     path = pathlib.Path(directory) / str(epoch) / "metrics" / "metrics"
-    reason = epoch_damage(path.parent.parent)
+    epoch_dir = path.parent.parent
+    reason = epoch_damage(epoch_dir, checksums=False)
+    if reason is None and is_sealed(epoch_dir):
+        reason = seal_problem(epoch_dir, "metrics/")
     if reason:
         raise WorkdirError(
             f"checkpoint of epoch {epoch} in {directory} is damaged ({reason}): rerun the train command, "
@@ -405,86 +570,127 @@ def read_metrics(workdir: str | os.PathLike) -> list[dict]:
 
 
 class ZooCheckpoints:
-    """Read-only access to a workdir's epoch checkpoints (no manager: nothing is written)."""
+    """Read-only access to a workdir's epoch checkpoints, by blocks of models.
+
+    `read(epoch, models)` reads only the stored blocks that hold `models` (layout 2) and checks
+    each block's seal before its first read; a layout-1 epoch is one block of all models.
+    """
 
     def __init__(self, workdir: str | os.PathLike):
         self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
         if not self.directory.is_dir():
             raise WorkdirError(f"{self.directory} does not exist: train the zoo first (python -m jaxzoo.train)")
+        self._verified: set[tuple[int, str]] = set()
 
     def epochs(self) -> list[int]:
         """The epochs with a checkpoint folder (see `damaged` for which of them are whole)."""
         return saved_epochs(self.directory)
 
-    def damaged(self) -> dict[int, str]:
-        """{epoch: why} for the checkpoint folders whose files are not whole."""
-        reasons = {epoch: epoch_damage(self.directory / str(epoch)) for epoch in self.epochs()}
+    def damaged(self, checksums: bool = False) -> dict[int, str]:
+        """{epoch: why} for the checkpoint folders whose files are not whole: missing files and
+        sizes, and with `checksums` every file's CRC-32 (else each block's when it is read)."""
+        reasons = {epoch: epoch_damage(self.directory / str(epoch), checksums) for epoch in self.epochs()}
         return {epoch: reason for epoch, reason in reasons.items() if reason}
 
+    def layout(self, epoch: int) -> int:
+        """The checkpoint layout of an epoch: 1 (one Orbax checkpoint) or 2 (blocks of models)."""
+        return 1 if blocks.stored_blocks(self._epoch_dir(epoch)) is None else 2
+
+    def num_models(self, epoch: int) -> int:
+        stored = blocks.stored_blocks(self._epoch_dir(epoch))
+        if stored is not None:
+            return stored[-1][1]
+        return int(jax.tree.leaves(self._metadata(epoch))[0].shape[0])
+
+    def model_bytes(self, epoch: int, collection: str | None = None) -> int:
+        """Bytes of one model's state (or of one collection, e.g. 'params') at an epoch, from the
+        checkpoint's metadata (no array is read)."""
+        tree = self._metadata(epoch)
+        return blocks.bytes_per_model(tree if collection is None else tree[collection])
+
+    def stored_blocks(self, epoch: int) -> list[tuple[int, int]]:
+        """The blocks of models [start, stop) as stored (layout 1: one block of all models)."""
+        stored = blocks.stored_blocks(self._epoch_dir(epoch))
+        return stored if stored is not None else [(0, self.num_models(epoch))]
+
+    def model_blocks(self, epoch: int, size: int | None = None) -> list[tuple[int, int]]:
+        """Blocks of models [start, stop) to read in turn: the stored blocks, or `size` models each."""
+        if size is None:
+            return self.stored_blocks(epoch)
+        num_models = self.num_models(epoch)
+        return [(start, min(start + size, num_models)) for start in range(0, num_models, size)]
+
+    def block_folder(self, epoch: int, block: tuple[int, int]) -> pathlib.Path:
+        """The folder of a stored layout-2 block, once its files are checked against the seal."""
+        folder = blocks.block_folder(self._epoch_dir(epoch), block)
+        self._check(epoch, folder)
+        return folder
+
+    def read(
+        self,
+        epoch: int,
+        models: tuple[int, int] | None = None,
+        leaves: Sequence[tuple[str, ...]] | None = None,
+    ) -> dict:
+        """Models [start, stop) (all by default) of an epoch's state as numpy arrays [n, ...]:
+        every leaf, or only those at the given key paths (e.g. ('params', 'conv0', 'kernel'))."""
+        epoch_dir = self._epoch_dir(epoch)
+        stored = blocks.stored_blocks(epoch_dir)
+        start, stop = (0, self.num_models(epoch)) if models is None else models
+        parts = []
+        for block in [None] if stored is None else stored:
+            first, last = (0, self.num_models(epoch)) if block is None else block
+            if last <= start or first >= stop:
+                continue
+            folder = blocks.block_folder(epoch_dir, block)
+            self._check(epoch, folder)
+            try:
+                tree = blocks.restore(folder, leaves)
+            except Exception as error:  # Orbax raises many types for damaged files
+                raise WorkdirError(
+                    f"checkpoint of epoch {epoch} in {self.directory} is unreadable ({type(error).__name__}): "
+                    "rerun the train command, which sets it aside and retrains it"
+                ) from None
+            parts.append(tree_take(tree, slice(max(start, first) - first, min(stop, last) - first)))
+        return tree_concat(parts) if len(parts) > 1 else parts[0]
+
     def state(self, epoch: int | None = None) -> tuple[int, dict]:
-        """-> (epoch, state as numpy arrays [M, ...]); the newest epoch by default."""
-        epoch, path = self._state_path(epoch)
-        try:
-            state = _restore_numpy(path)
-        except Exception as error:  # Orbax raises many types for damaged files
-            raise WorkdirError(
-                f"checkpoint of epoch {epoch} in {self.directory} is unreadable ({type(error).__name__}): "
-                "rerun the train command, which sets it aside and retrains it"
-            ) from None
-        return epoch, state
+        """-> (epoch, state of every model as numpy arrays [M, ...]); the newest epoch by default."""
+        epoch = self._epoch(epoch)
+        return epoch, self.read(epoch)
 
     def param_paths(self, epoch: int, collection: str = "params") -> list[tuple[str, ...]]:
         """Key paths of the leaves of an epoch's `params` (or another collection of the state,
         e.g. 'batch_stats'), e.g. ('conv0', 'kernel'), read from the checkpoint's metadata (no
         array is read)."""
-        _, path = self._state_path(epoch)
-        with ocp.PyTreeCheckpointer() as reader:
-            params = _saved_tree(reader, path)[collection]
-        return [
-            tuple(str(key.key) for key in keys)
-            for keys, _ in jax.tree_util.tree_flatten_with_path(params, is_leaf=lambda leaf: hasattr(leaf, "shape"))[0]
-        ]
+        return blocks.leaf_paths(self._metadata(epoch)[collection])
 
-    def params(self, epoch: int, leaves: Sequence[tuple[str, ...]] | None = None, collection: str = "params") -> dict:
+    def params(
+        self,
+        epoch: int,
+        leaves: Sequence[tuple[str, ...]] | None = None,
+        collection: str = "params",
+        models: tuple[int, int] | None = None,
+    ) -> dict:
         """An epoch's `params` (or another collection of the state, e.g. 'batch_stats') as numpy
-        arrays [M, ...] and nothing else (no optimizer state): all its leaves, or only those at
-        the given key paths (`param_paths`).
+        arrays [n, ...] and nothing else (no optimizer state): all its leaves, or only those at
+        the given key paths (`param_paths`); every model, or models [start, stop).
 
-        Orbax's partial restore reads only the requested arrays, whatever process layout saved
-        them. Each array is one compressed chunk of the whole population, so a block of models
-        cannot be read without decoding the whole leaf: restore one leaf at a time to bound memory
-        (a leaf of M models transiently takes twice its size).
+        Only the requested arrays of the blocks that hold the models are read (Orbax's partial
+        restore), whatever process layout saved them; restore one leaf or one block at a time to
+        bound memory.
         """
-        epoch, path = self._state_path(epoch)
+        epoch = self._epoch(epoch)
         leaves = self.param_paths(epoch, collection) if leaves is None else leaves
-        item: dict = {}
-        for keys in leaves:
-            node = item
-            for key in keys[:-1]:
-                node = node.setdefault(key, {})
-            node[keys[-1]] = ocp.RestoreArgs(restore_type=np.ndarray)
         try:
-            with ocp.PyTreeCheckpointer() as reader:
-                restored = reader.restore(
-                    path,
-                    args=ocp.args.PyTreeRestore(
-                        item={collection: item}, restore_args={collection: item}, partial_restore=True
-                    ),
-                )
+            return self.read(epoch, models, [(collection, *keys) for keys in leaves])[collection]
+        except WorkdirError:
+            raise
         except Exception as error:  # Orbax raises many types for damaged files
             raise WorkdirError(
                 f"{collection} of epoch {epoch} in {self.directory} are unreadable ({type(error).__name__}): "
                 "rerun the train command, which sets the checkpoint aside and retrains it"
             ) from None
-        return jax.tree.map(np.asarray, restored[collection])
-
-    def _state_path(self, epoch: int | None) -> tuple[int, pathlib.Path]:
-        """-> (epoch, its state folder); the newest epoch for None; WorkdirError if it has none."""
-        epochs = self.epochs()
-        epoch = (epochs[-1] if epochs else None) if epoch is None else epoch
-        if epoch is None or epoch not in epochs:
-            raise WorkdirError(f"{self.directory} has no checkpoint for epoch {epoch}: epochs {epochs}")
-        return epoch, self.directory / str(epoch) / "state"
 
     def metrics(self, epoch: int) -> dict[str, np.ndarray]:
         """The metrics arrays [M] saved with an epoch's checkpoint."""
@@ -493,29 +699,34 @@ class ZooCheckpoints:
     def close(self) -> None:
         """Nothing to release (kept so readers can be used in try/finally)."""
 
+    def _epoch(self, epoch: int | None) -> int:
+        """The epoch (the newest for None); WorkdirError if it has no checkpoint."""
+        epochs = self.epochs()
+        epoch = (epochs[-1] if epochs else None) if epoch is None else epoch
+        if epoch is None or epoch not in epochs:
+            raise WorkdirError(f"{self.directory} has no checkpoint for epoch {epoch}: epochs {epochs}")
+        return epoch
 
-def _restore_numpy(path: pathlib.Path) -> dict:
-    """A saved state folder restored as numpy arrays, whatever process layout saved it."""
-    with ocp.StandardCheckpointer() as reader:
-        try:
-            state = reader.restore(path)
-        except (ValueError, TypeError):  # saved by several processes: restore onto this process's device
-            tree = _saved_tree(reader, path)
-            device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-            target = jax.tree.map(
-                lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
-                tree,
-                is_leaf=lambda leaf: hasattr(leaf, "shape") and hasattr(leaf, "dtype"),
-            )
-            state = reader.restore(path, target)
-    return jax.tree.map(np.asarray, state)
+    def _epoch_dir(self, epoch: int | None) -> pathlib.Path:
+        return self.directory / str(self._epoch(epoch))
 
+    def _metadata(self, epoch: int):
+        """The saved tree (shapes, dtypes) of an epoch's first block; no array is read."""
+        epoch_dir = self._epoch_dir(epoch)
+        stored = blocks.stored_blocks(epoch_dir)
+        return blocks.saved_tree(blocks.block_folder(epoch_dir, stored[0] if stored else None))
 
-def _saved_tree(reader: ocp.AbstractCheckpointer, path: pathlib.Path):
-    """The saved state's tree of array metadata (shape, dtype), whichever metadata type Orbax returns."""
-    metadata = reader.metadata(path)
-    tree = getattr(metadata, "item_metadata", metadata)
-    return getattr(tree, "tree", tree)
+    def _check(self, epoch: int, folder: pathlib.Path) -> None:
+        """Checks a block's files against the epoch's seal (CRC-32), once per reader."""
+        key = (epoch, folder.name)
+        epoch_dir = folder.parent if folder.name == blocks.LAYOUT1_STATE else folder.parent.parent
+        if key in self._verified or not is_sealed(epoch_dir):
+            return
+        prefix = str(folder.relative_to(epoch_dir)) + "/"
+        if problem := seal_problem(epoch_dir, prefix):
+            summary = damage_summary({epoch: problem})
+            raise WorkdirError(f"{self.directory.parent} has {summary}: rerun the train command, {RETRAINS_DAMAGED}")
+        self._verified.add(key)
 
 
 def load_state(workdir: str | os.PathLike, epoch: int | None = None) -> tuple[int, dict]:

@@ -30,7 +30,7 @@ from jaxzoo.models.registry import (
     params_shapes,
 )
 from jaxzoo.models.torch_layout import flat_vectors, index_dict, torch_tensors
-from jaxzoo.zoo import checkpoint
+from jaxzoo.zoo import blocks, checkpoint
 
 
 class ZooReadError(UserError):
@@ -138,7 +138,14 @@ class Zoo:
         return self.config.get("original", {}).get("experiment") or self.config["name"]
 
     def state(self, epoch: int) -> dict:
+        """Every model's state at `epoch` (numpy [M, ...]); readers of big zoos take `model_blocks`."""
         return self.checkpoints.state(epoch)[1]
+
+    def model_blocks(self, epochs: int = 1, collection: str | None = None) -> list[tuple[int, int]]:
+        """Blocks of models [start, stop) to read in turn, sized so that `epochs` epochs of a
+        block's state (or of one collection, e.g. 'params') fit `blocks.READ_BYTES`."""
+        model_bytes = self.checkpoints.model_bytes(self.epochs[0], collection) * epochs
+        return self.checkpoints.model_blocks(self.epochs[0], blocks.models_per_read(model_bytes))
 
     @property
     def is_twin(self) -> bool:

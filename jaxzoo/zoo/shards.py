@@ -18,7 +18,6 @@ from jaxzoo.config import comparable
 from jaxzoo.errors import UserError
 from jaxzoo.host import removed_on_failure
 from jaxzoo.zoo import checkpoint
-from jaxzoo.zoo.trees import tree_concat
 
 SHARDS_FOLDER = "shards"
 SHARD_NAME = re.compile(r"^(\d+)-of-(\d+)$")  # the folder of shard k of n: "<k>-of-<n>"
@@ -93,8 +92,8 @@ def merge(workdir: str, log=print) -> dict:
         with removed_on_failure(*parts):  # every shard is checked above; a failure past here undoes the merge
             target = checkpoint.prepare_workdir(path, identities[0], config, table)
             checkpoint.set_aside_damaged(target)
-            manager = checkpoint.open_manager(target, async_save=False)
-            written = merge_epochs(manager, readers, table, num_epochs, lines, log)
+            writer = checkpoint.open_writer(target, async_save=False)
+            written = merge_epochs(writer, readers, table, num_epochs, lines, log)
             checkpoint.rewrite_metrics_file(target, lines)
     finally:
         for reader in readers:
@@ -115,24 +114,38 @@ def shard_table(shard: pathlib.Path) -> list[dict]:
     return table
 
 
-def merge_epochs(manager, readers, table: list[dict], num_epochs: int, lines: list[str], log) -> int:
-    """Writes every epoch the target lacks (the shards' states joined in model_id order) and adds
-    every epoch's metrics lines to `lines`; returns the number of epochs written."""
+def merge_epochs(writer, readers, table: list[dict], num_epochs: int, lines: list[str], log) -> int:
+    """Writes every epoch the target lacks (the shards' blocks in model_id order: layout-2 blocks
+    copied as files, a layout-1 shard read and written in blocks) and adds every epoch's metrics
+    lines to `lines`; returns the number of epochs written."""
     written = 0
     try:
-        done = set(manager.all_steps())
+        done = set(checkpoint.saved_epochs(writer.directory))
         for epoch in range(num_epochs + 1):
             parts = [reader.metrics(epoch) for reader in readers]
             metrics = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
             lines += checkpoint.metrics_lines(epoch, np.array([row["model_id"] for row in table]), metrics)
             if epoch in done:
                 continue
-            states = [reader.state(epoch)[1] for reader in readers]
-            state = tree_concat(states)
-            checkpoint.save_epoch(manager, epoch, state, metrics)
+            writer.begin(epoch, metrics, sum(shard_bytes(reader, epoch) for reader in readers))
+            offset = 0
+            for reader in readers:
+                for block in reader.stored_blocks(epoch):
+                    target = (offset + block[0], offset + block[1])
+                    if reader.layout(epoch) == 2:
+                        writer.copy_block(epoch, reader.block_folder(epoch, block), target)
+                    else:
+                        writer.write_models(epoch, target[0], reader.read(epoch, block))
+                offset += reader.num_models(epoch)
+            writer.wait(epoch)
             written += 1
             log(f"epoch {epoch}: {len(table)} models")
-        manager.wait_until_finished()
     finally:
-        manager.close()
+        writer.close()
     return written
+
+
+def shard_bytes(reader: checkpoint.ZooCheckpoints, epoch: int) -> int:
+    """Bytes a shard's epoch takes on disk (what its merged copy needs)."""
+    folder = reader.directory / str(epoch)
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())

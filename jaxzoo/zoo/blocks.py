@@ -1,0 +1,133 @@
+"""Checkpoint layout 2: an epoch's population state stored in blocks of models.
+
+Each block `blocks/<start>-<stop>/` of an epoch folder is an Orbax checkpoint of models
+[start, stop): the state's tree, every leaf [stop - start, ...]. A block is sized so that its
+state is about `BLOCK_BYTES`, so reading any models reads (and decodes) only their blocks:
+memory follows the block, never the zoo. Layout 1 (jaxzoo before 2026-12-07) stored the whole
+population as one checkpoint, `state/`, every leaf one compressed chunk of all models; it is
+read here as a single block [0, M).
+
+Functions here know folders and trees only; the workdir, seals and damage live in
+`jaxzoo.zoo.checkpoint`.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import re
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+LAYOUT_VERSION = 2  # what training, merge, ingest and upgrade write
+BLOCKS_FOLDER = "blocks"
+LAYOUT1_STATE = "state"  # layout 1: the whole population in one checkpoint
+# Bytes of state per block: 16 MiB holds ~550 CNN-s models with Adam (30 KB each) and reads
+# back in ~20 ms (one model of a 100,000-model zoo), while a 1,000-model zoo of 10 KB models
+# is still one block. A model bigger than this is a block of its own.
+BLOCK_BYTES = 16 * 2**20
+# Bytes of arrays a reader holds at once (an export's block of models, all the epochs it needs):
+# what bounds the memory of export, analysis and merge whatever the zoo's size.
+READ_BYTES = 256 * 2**20
+_BLOCK_NAME = re.compile(r"^(\d+)-(\d+)$")
+
+Block = tuple[int, int]  # models [start, stop)
+
+
+def bytes_per_model(tree) -> int:
+    """Bytes of one model's share of a population tree (every leaf [M, ...])."""
+    return sum(int(np.prod(np.shape(leaf)[1:])) * np.dtype(leaf.dtype).itemsize for leaf in jax.tree.leaves(tree))
+
+
+def block_ranges(start: int, stop: int, model_bytes: int, block_bytes: int | None = None) -> list[Block]:
+    """Models [start, stop) cut into blocks of about `block_bytes` (`BLOCK_BYTES`) of state."""
+    size = max(1, (BLOCK_BYTES if block_bytes is None else block_bytes) // max(1, model_bytes))
+    return [(a, min(a + size, stop)) for a in range(start, stop, size)]
+
+
+def models_per_read(model_bytes: int) -> int:
+    """How many models a reader takes at once when each costs `model_bytes` (`READ_BYTES`)."""
+    return max(1, READ_BYTES // max(1, model_bytes))
+
+
+def block_name(block: Block) -> str:
+    return f"{block[0]}-{block[1]}"
+
+
+def stored_blocks(epoch_dir: pathlib.Path) -> list[Block] | None:
+    """The blocks of a layout-2 epoch folder in model order; None for a layout-1 folder."""
+    folder = epoch_dir / BLOCKS_FOLDER
+    if not folder.is_dir():
+        return None
+    found = [_BLOCK_NAME.match(p.name) for p in folder.iterdir()]
+    return sorted((int(m[1]), int(m[2])) for m in found if m)
+
+
+def write_block(epoch_dir: pathlib.Path, block: Block, tree) -> None:
+    """Writes models `block` of a population tree (numpy leaves [stop - start, ...]) into
+    epoch_dir/blocks/<start>-<stop> (Orbax, committed when this returns)."""
+    with ocp.StandardCheckpointer() as writer:
+        writer.save(epoch_dir / BLOCKS_FOLDER / block_name(block), tree)
+
+
+def block_folder(epoch_dir: pathlib.Path, block: Block | None) -> pathlib.Path:
+    """The checkpoint folder of a stored block; block None is layout 1's whole-population state."""
+    return epoch_dir / LAYOUT1_STATE if block is None else epoch_dir / BLOCKS_FOLDER / block_name(block)
+
+
+def restore(path: pathlib.Path, leaves: Sequence[tuple[str, ...]] | None = None):
+    """A stored checkpoint (a block, or layout 1's state) as numpy arrays: every leaf, or only
+    those at the given key paths (Orbax's partial restore reads only their arrays)."""
+    if leaves is None:
+        return _restore_all(path)
+    item: dict = {}
+    for keys in leaves:
+        node = item
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = ocp.RestoreArgs(restore_type=np.ndarray)
+    with ocp.PyTreeCheckpointer() as reader:
+        restored = reader.restore(path, args=ocp.args.PyTreeRestore(item=item, restore_args=item, partial_restore=True))
+    return jax.tree.map(np.asarray, restored)
+
+
+def restore_like(path: pathlib.Path, like):
+    """A stored checkpoint as numpy arrays in the structure of `like` (a tree of arrays or
+    ShapeDtypeStructs whose leaves may have another leading size), e.g. optax's named tuples."""
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    size = int(jax.tree.leaves(saved_tree(path), is_leaf=lambda leaf: hasattr(leaf, "shape"))[0].shape[0])
+    target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct((size, *leaf.shape[1:]), leaf.dtype, sharding=device), like)
+    with ocp.StandardCheckpointer() as reader:
+        return jax.tree.map(np.asarray, reader.restore(path, target))
+
+
+def _restore_all(path: pathlib.Path) -> dict:
+    """Every array of a stored checkpoint, whatever process layout saved it."""
+    with ocp.StandardCheckpointer() as reader:
+        try:
+            state = reader.restore(path)
+        except (ValueError, TypeError):  # saved by several processes: restore onto this process's device
+            device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            target = jax.tree.map(
+                lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
+                saved_tree(path),
+                is_leaf=lambda leaf: hasattr(leaf, "shape") and hasattr(leaf, "dtype"),
+            )
+            state = reader.restore(path, target)
+    return jax.tree.map(np.asarray, state)
+
+
+def saved_tree(path: pathlib.Path):
+    """A stored checkpoint's tree of array metadata (shape, dtype); no array is read."""
+    with ocp.PyTreeCheckpointer() as reader:
+        metadata = reader.metadata(path)
+    tree = getattr(metadata, "item_metadata", metadata)
+    return getattr(tree, "tree", tree)
+
+
+def leaf_paths(tree) -> list[tuple[str, ...]]:
+    """Key paths of a (metadata) tree's array leaves, e.g. ('params', 'conv0', 'kernel')."""
+    flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda leaf: hasattr(leaf, "shape"))[0]
+    return [tuple(str(key.key) for key in keys) for keys, _ in flat]
