@@ -242,3 +242,63 @@ def test_cli_refuses_bad_input_in_one_line_and_writes_nothing(tmp_path, inr_zoo)
     assert (inr_zoo / "config.json").read_text() == before
     with pytest.raises(Exception, match="holds an INR zoo and the config describes a classification zoo"):
         train_and_evaluate(tiny_zoo_config(), inr_zoo)
+
+
+def test_job_array_shards_fit_the_same_zoo_and_merge_into_it(inr_zoo, tmp_path):
+    """The 48-SIREN zoo as two job-array shards of 24, merged: every epoch's params, optimizer
+    state and metrics as in the zoo fitted in one run, and the merged blocks are the shards'."""
+    from jaxzoo.merge import merge
+
+    for index in range(2):
+        config = inr_zoo_config("dwsnets")
+        config.num_shards, config.shard_index = 2, index
+        train_and_evaluate(config, tmp_path / "zoo")
+    assert merge(tmp_path / "zoo", log=None)["models"] == 48
+    merged, whole = read_inr_zoo(tmp_path / "zoo"), read_inr_zoo(inr_zoo)
+    assert merged.table == whole.table and merged.epochs() == whole.epochs()
+    for epoch in whole.epochs():
+        assert merged.checkpoints.stored_blocks(epoch) == [(0, 24), (24, 48)]
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-6),
+            merged.checkpoints.state(epoch)[1],
+            whole.checkpoints.state(epoch)[1],
+        )
+        np.testing.assert_allclose(merged.metrics(epoch)["psnr"], whole.metrics(epoch)["psnr"], rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_two_processes_fit_one_inr_zoo(inr_zoo, tmp_path):
+    """`--distributed` with two local processes, each fitting 24 of the 48 SIRENs into one workdir."""
+    import socket
+
+    config_file = tmp_path / "inr.py"
+    config_file.write_text(
+        f"import sys\nsys.path.insert(0, {str(pathlib.Path(__file__).resolve().parent)!r})\n"
+        "from conftest import inr_zoo_config\n\ndef get_config():\n    return inr_zoo_config('dwsnets')\n"
+    )
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    common = [f"--config={config_file}", "--workdir", str(tmp_path / "zoo"), "--distributed", "--num_processes=2"]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "jaxzoo.train",
+                *common,
+                f"--coordinator_address=localhost:{port}",
+                f"--process_id={i}",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    errors = [p.communicate(timeout=600)[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), errors[0][-1500:] + errors[1][-1500:]
+    assert "(process 1 of 2: 24)" in errors[1]
+    fitted, whole = read_inr_zoo(tmp_path / "zoo"), read_inr_zoo(inr_zoo)
+    assert fitted.checkpoints.stored_blocks(3) == [(0, 24), (24, 48)]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-6), fitted.params(3), whole.params(3))

@@ -59,6 +59,15 @@ def config_kind(config) -> str:
     return config.get("task", CLASSIFICATION)
 
 
+def last_epoch(config) -> int:
+    """The last epoch of a zoo (ConfigDict or its JSON dict): `training.num_epochs`, or for an
+    INR zoo `training.num_steps // training.steps_per_epoch` (an epoch is that many steps)."""
+    training = config["training"]
+    if config_kind(config) == INR:
+        return int(training["num_steps"]) // int(training["steps_per_epoch"])
+    return int(training["num_epochs"])
+
+
 def base_config() -> ml_collections.ConfigDict:
     """Defaults shared by every CNN zoo (the original's protocol)."""
     config = ml_collections.ConfigDict()
@@ -393,7 +402,7 @@ def identity(config: ml_collections.ConfigDict) -> dict:
 
 def inr_identity(data: dict) -> dict:
     """What defines an INR zoo (a JSON config): all but `runtime`, `notes` and data paths."""
-    data = {key: value for key, value in data.items() if key not in ("runtime", "notes")}
+    data = {key: value for key, value in data.items() if key not in ("runtime", "notes", "shard_index", "num_shards")}
     data["data"] = {key: value for key, value in data["data"].items() if key not in LOCATION_FIELDS}
     return data
 

@@ -43,6 +43,10 @@ def base_inr_config() -> ml_collections.ConfigDict:
     config.name = "inr"
     config.seed = 42  # zoo seed (recorded; each model's randomness comes from its seed and image)
     config.notes = ""  # the preset's source: what is known and what is chosen
+    # Job-array mode: shard k of n fits the k-th block of models into <workdir>/shards/k-of-n
+    # (join them with `python -m jaxzoo.merge`); not part of the zoo's identity.
+    config.shard_index = 0
+    config.num_shards = 1
 
     config.data = ml_collections.ConfigDict()
     config.data.name = "mnist_5k"
@@ -107,6 +111,8 @@ def validate_inr(config: ml_collections.ConfigDict) -> None:
         not unknown, f"{unknown[0] if unknown else ''}: not a field of an INR config; the sections are {sorted(known)}"
     )
     data, model, training, pop, rt = config.data, config.model, config.training, config.population, config.runtime
+    check_int("num_shards", config.num_shards, 1, MAX_MODELS, " (1: no job array)")
+    check_int("shard_index", config.shard_index, 0, config.num_shards - 1)
     if isinstance(data.name, str) and ":" not in data.name:
         check_choices("data.name", data.name, DATASETS)
     check_choices("data.source", data.source, SOURCES)

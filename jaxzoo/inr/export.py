@@ -28,6 +28,7 @@ import time
 
 import numpy as np
 
+from jaxzoo.config import last_epoch
 from jaxzoo.export.rows import ExportError
 from jaxzoo.export.writer import INR_LAYOUTS, MANIFEST, write_claimed, write_torch_dataset
 from jaxzoo.host import check_destination
@@ -450,7 +451,7 @@ def export_inr(workdir, out, formats: str = "all", overwrite: bool = False, log=
     start = time.time()
     zoo = read_inr_zoo(path)
     document = checkpoint.read_config(path)
-    num_epochs = zoo.config.training.num_steps // zoo.config.training.steps_per_epoch
+    num_epochs = last_epoch(zoo.config)
     epoch = zoo.last_epoch()
     if epoch < num_epochs:
         raise ExportError(

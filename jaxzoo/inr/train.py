@@ -28,7 +28,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
-from jaxzoo.config import dataset_identity, to_json_dict
+from jaxzoo.config import dataset_identity, last_epoch, to_json_dict
 from jaxzoo.host import check_destination
 from jaxzoo.inr import siren
 from jaxzoo.inr.config import inr_identity, validate_inr
@@ -38,6 +38,7 @@ from jaxzoo.training.loop import CallProgress, population_mesh, train_in_workdir
 from jaxzoo.training.optimizers import init_state, make_transform
 from jaxzoo.training.plan import padded_chunks
 from jaxzoo.training.steps import INIT_STREAM, model_key, per_device
+from jaxzoo.zoo.shards import shard_part
 from jaxzoo.zoo.trees import tree_put, tree_take
 
 log = logging.getLogger("jaxzoo")
@@ -273,13 +274,13 @@ def train_inr_zoo(config: ml_collections.ConfigDict, workdir: str | os.PathLike)
     """Fits (or resumes) the INR zoo of `config` in `workdir`; returns the last epoch's metrics."""
     validate_inr(config)
     check_destination(pathlib.Path(workdir), "workdir")
-    if distributed.is_multiprocess():
-        raise distributed.PartitionError("INR zoos train in one process: run without --distributed")
     images = load_images(config)
     table = model_table(config, images)
     zoo_identity = inr_identity(to_json_dict(config))
     zoo_identity["dataset"] = dataset_identity(config, images.dataset)
-    num_epochs = config.training.num_steps // config.training.steps_per_epoch
+    table, workdir = shard_part(config, table, workdir, zoo_identity)  # a job-array shard: its block
+    models = table[distributed.process_block(len(table))]  # this process's (all of them in one process)
+    num_epochs = last_epoch(config)
 
     def make_run(path) -> InrRun:
         log.info("INR zoo %s: writing to %s", config.name, path)
@@ -291,11 +292,15 @@ def train_inr_zoo(config: ml_collections.ConfigDict, workdir: str | os.PathLike)
             "+".join(config.images.splits),
             config.population.num_seeds,
         )
-        run = InrRun(config, table, images)
+        run = InrRun(config, models, images)
         log.info(
-            "INR zoo %s: %d SIRENs of %d parameters, %d steps (%d epochs), chunks of %d on %d device(s)",
+            "INR zoo %s: %d SIRENs (process %d of %d: %d) of %d parameters, %d steps (%d epochs), chunks of %d "
+            "on %d device(s)",
             config.name,
             len(table),
+            jax.process_index(),
+            jax.process_count(),
+            len(models),
             run.spec.num_params,
             config.training.num_steps,
             num_epochs,

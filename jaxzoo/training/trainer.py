@@ -23,7 +23,7 @@ from jaxzoo.training import distributed
 from jaxzoo.training.loop import train_in_workdir
 from jaxzoo.training.population import build_population, expand_grid
 from jaxzoo.training.run import ZooRun
-from jaxzoo.zoo.shards import shard_workdir
+from jaxzoo.zoo.shards import shard_part
 
 log = logging.getLogger("jaxzoo")
 
@@ -45,18 +45,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         raise ConfigError(str(error)) from None
     zoo_identity = identity(config)
     zoo_identity["dataset"] = dataset_identity(config, dataset)
-    if config.num_shards > 1:  # job-array shard: its block of models in its own workdir
-        if distributed.is_multiprocess():
-            raise distributed.PartitionError(
-                "num_shards > 1 with jax.distributed: use one of them (processes split the zoo themselves)"
-            )
-        table = table[distributed.block(len(table), config.shard_index, config.num_shards)]
-        if not table:
-            raise distributed.PartitionError(
-                f"shard {config.shard_index} of {config.num_shards} has no models: use fewer shards than models"
-            )
-        workdir = shard_workdir(workdir, config.shard_index, config.num_shards)
-        zoo_identity["shard"] = [config.shard_index, config.num_shards]
+    table, workdir = shard_part(config, table, workdir, zoo_identity)  # a job-array shard: its block
     population = build_population(table[distributed.process_block(len(table))], config.population)
 
     def make_run(path: pathlib.Path) -> ZooRun:

@@ -13,6 +13,7 @@ Functions here know folders and trees only; the workdir, seals and damage live i
 
 from __future__ import annotations
 
+import asyncio
 import pathlib
 import re
 from collections.abc import Sequence
@@ -20,6 +21,8 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from orbax.checkpoint._src.serialization import ocdbt_utils  # as Orbax's numpy handler uses them
+from orbax.checkpoint._src.serialization import tensorstore_utils as ts_utils
 
 LAYOUT_VERSION = 2  # what training, merge, ingest and upgrade write
 BLOCKS_FOLDER = "blocks"
@@ -65,10 +68,66 @@ def stored_blocks(epoch_dir: pathlib.Path) -> list[Block] | None:
     return sorted((int(m[1]), int(m[2])) for m in found if m)
 
 
+def _process_local() -> ocp.options.MultiprocessingOptions:
+    """Orbax options for a checkpoint one process reads or writes alone (each process its own
+    blocks), so Orbax's barriers wait for no other process."""
+    index = jax.process_index()
+    return ocp.options.MultiprocessingOptions(
+        primary_host=index, active_processes={index}, barrier_sync_key_prefix=f"jaxzoo-blocks-{index}"
+    )
+
+
+class _ProcessNumpyHandler(ocp.type_handlers.NumpyHandler):
+    """Orbax's numpy handler, writing from the process that saves: Orbax's own treats numpy
+    arrays as replicated and writes them from process 0 only, while here each process of a
+    distributed run writes the blocks of its own models."""
+
+    async def _background_serialize(self, values, infos, args) -> None:
+        writes = []
+        for value, info, arg in zip(values, infos, args):
+            await info.await_path_creation()
+            spec = ts_utils.build_array_write_spec(
+                info=info,
+                arg=arg,
+                global_shape=value.shape,
+                local_shape=value.shape,
+                dtype=value.dtype,
+                use_ocdbt=info.is_ocdbt_checkpoint,
+                process_index=ocdbt_utils.get_process_index_for_subdir(
+                    use_ocdbt=info.is_ocdbt_checkpoint, override_ocdbt_process_id=self._override_ocdbt_process_id
+                ),
+                metadata_key=self._metadata_key,
+            )
+            writes.append(self._open_and_write(value, spec.json, info.ts_context))
+        await asyncio.gather(*writes)
+
+
+def _standard() -> ocp.StandardCheckpointer:
+    return ocp.StandardCheckpointer(multiprocessing_options=_process_local())
+
+
+def _pytree() -> ocp.Checkpointer:
+    options = _process_local()
+    return ocp.Checkpointer(
+        ocp.PyTreeCheckpointHandler(multiprocessing_options=options), multiprocessing_options=options
+    )
+
+
+def _writer() -> ocp.AbstractCheckpointer:
+    """One process's block writer: Orbax's standard one, or in a distributed run one whose
+    numpy arrays are written by this process (`_ProcessNumpyHandler`)."""
+    if jax.process_count() == 1:
+        return _standard()
+    options = _process_local()
+    registry = ocp.type_handlers.create_type_handler_registry((np.ndarray, _ProcessNumpyHandler()))
+    handler = ocp.PyTreeCheckpointHandler(multiprocessing_options=options, type_handler_registry=registry)
+    return ocp.Checkpointer(handler, multiprocessing_options=options)
+
+
 def write_block(epoch_dir: pathlib.Path, block: Block, tree) -> None:
     """Writes models `block` of a population tree (numpy leaves [stop - start, ...]) into
     epoch_dir/blocks/<start>-<stop> (Orbax, committed when this returns)."""
-    with ocp.StandardCheckpointer() as writer:
+    with _writer() as writer:
         writer.save(epoch_dir / BLOCKS_FOLDER / block_name(block), tree)
 
 
@@ -88,7 +147,7 @@ def restore(path: pathlib.Path, leaves: Sequence[tuple[str, ...]] | None = None)
         for key in keys[:-1]:
             node = node.setdefault(key, {})
         node[keys[-1]] = ocp.RestoreArgs(restore_type=np.ndarray)
-    with ocp.PyTreeCheckpointer() as reader:
+    with _pytree() as reader:
         restored = reader.restore(path, args=ocp.args.PyTreeRestore(item=item, restore_args=item, partial_restore=True))
     return jax.tree.map(np.asarray, restored)
 
@@ -99,13 +158,13 @@ def restore_like(path: pathlib.Path, like):
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     size = int(jax.tree.leaves(saved_tree(path), is_leaf=lambda leaf: hasattr(leaf, "shape"))[0].shape[0])
     target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct((size, *leaf.shape[1:]), leaf.dtype, sharding=device), like)
-    with ocp.StandardCheckpointer() as reader:
+    with _standard() as reader:
         return jax.tree.map(np.asarray, reader.restore(path, target))
 
 
 def _restore_all(path: pathlib.Path) -> dict:
     """Every array of a stored checkpoint, whatever process layout saved it."""
-    with ocp.StandardCheckpointer() as reader:
+    with _standard() as reader:
         try:
             state = reader.restore(path)
         except (ValueError, TypeError):  # saved by several processes: restore onto this process's device
@@ -121,7 +180,7 @@ def _restore_all(path: pathlib.Path) -> dict:
 
 def saved_tree(path: pathlib.Path):
     """A stored checkpoint's tree of array metadata (shape, dtype); no array is read."""
-    with ocp.PyTreeCheckpointer() as reader:
+    with _pytree() as reader:
         metadata = reader.metadata(path)
     tree = getattr(metadata, "item_metadata", metadata)
     return getattr(tree, "tree", tree)

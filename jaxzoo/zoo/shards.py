@@ -14,9 +14,10 @@ import re
 
 import numpy as np
 
-from jaxzoo.config import comparable
+from jaxzoo.config import comparable, last_epoch
 from jaxzoo.errors import UserError
 from jaxzoo.host import removed_on_failure
+from jaxzoo.training import distributed
 from jaxzoo.zoo import checkpoint
 
 SHARDS_FOLDER = "shards"
@@ -26,6 +27,25 @@ SHARD_NAME = re.compile(r"^(\d+)-of-(\d+)$")  # the folder of shard k of n: "<k>
 def shard_workdir(workdir: str | os.PathLike, index: int, count: int) -> str:
     """Where job-array shard `index` of `count` trains: <workdir>/shards/<index>-of-<count>."""
     return os.path.join(os.fspath(workdir), SHARDS_FOLDER, f"{index}-of-{count}")
+
+
+def shard_part(config, table: list[dict], workdir: str | os.PathLike, zoo_identity: dict) -> tuple[list[dict], str]:
+    """What a job-array shard trains (`config.num_shards` > 1, any zoo kind): its contiguous
+    block of the model table, in <workdir>/shards/<k>-of-<n>, its identity marked with the shard
+    (`zoo_identity` is updated); the whole table in `workdir` otherwise."""
+    if config.num_shards <= 1:
+        return table, os.fspath(workdir)
+    if distributed.is_multiprocess():
+        raise distributed.PartitionError(
+            "num_shards > 1 with jax.distributed: use one of them (processes split the zoo themselves)"
+        )
+    table = table[distributed.block(len(table), config.shard_index, config.num_shards)]
+    if not table:
+        raise distributed.PartitionError(
+            f"shard {config.shard_index} of {config.num_shards} has no models: use fewer shards than models"
+        )
+    zoo_identity["shard"] = [config.shard_index, config.num_shards]
+    return table, shard_workdir(workdir, config.shard_index, config.num_shards)
 
 
 class MergeError(UserError):
@@ -70,7 +90,7 @@ def merge(workdir: str, log=print) -> dict:
             difference = checkpoint.describe_difference(identities[0], other)
             raise MergeError(f"{shard} belongs to another zoo than {shards[0]} ({difference}): remove it")
     config = dict(documents[0]["config"], shard_index=0, num_shards=1)
-    num_epochs = config["training"]["num_epochs"]
+    num_epochs = last_epoch(config)
     readers = [checkpoint.ZooCheckpoints(shard) for shard in shards]
     try:
         for shard, reader in zip(shards, readers):
