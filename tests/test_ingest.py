@@ -23,6 +23,7 @@ from jaxzoo.errors import UserError  # noqa: E402
 from jaxzoo.export import export, read_zoo  # noqa: E402
 from jaxzoo.ingest import ingest  # noqa: E402
 from jaxzoo.ingest.__main__ import main  # noqa: E402
+from jaxzoo.zoo import blocks  # noqa: E402
 
 EPOCHS = 2  # trial fixtures: epochs 0..2
 # CNN-s in the original ModuleList numbering: (index without dropout, with dropout, PyTorch shape)
@@ -252,8 +253,10 @@ def numpy_forward(x: np.ndarray, weights_row: np.ndarray, offsets, activation: s
     return x.mean(axis=(1, 2)) @ part["dense/kernel"] + part["dense/bias"]
 
 
-def test_small_cnn_zoo(tmp_path):
+def test_small_cnn_zoo(tmp_path, monkeypatch):
+    """Read and written 3 models at a time (4 models: a ragged last block of 1)."""
     weights, offsets = write_small_cnn_zoo(tmp_path / "mnist")
+    monkeypatch.setattr(blocks, "READ_BYTES", 3 * 4 * sum(int(np.prod(shape)) for *_, shape in offsets))
     messages = []
     report = ingest(tmp_path / "mnist", tmp_path / "w", dataset="mnist_5k", log=messages.append)
     assert report["format"] == "small_cnn_zoo" and report["models"] == 4 and report["epochs"] == 9
@@ -264,6 +267,7 @@ def test_small_cnn_zoo(tmp_path):
     assert zoo.config["ingest"]["steps"] == list(UZ_STEPS)
     names = {"conv0": "conv2d", "conv1": "conv2d_1", "conv2": "conv2d_2", "dense": "dense"}
     for epoch, step in enumerate(UZ_STEPS):
+        assert zoo.checkpoints.stored_blocks(epoch) == [(0, 3), (3, 4)]
         params = zoo.checkpoints.params(epoch)
         rows = np.arange(4) * len(UZ_STEPS) + epoch  # the models' rows at this step
         for name, begin, end, shape in offsets:

@@ -17,6 +17,7 @@ from conftest import tiny_zoo_config
 from test_compat import EXPORTS, export_problems
 
 from jaxzoo import host
+from jaxzoo.errors import UserError
 from jaxzoo.export import export
 from jaxzoo.train import train_and_evaluate
 from jaxzoo.upgrade import main as upgrade_main
@@ -198,3 +199,17 @@ def test_merge_copies_shard_blocks_as_files(tmp_path):
             assert files == sorted(p.relative_to(copy) for p in copy.rglob("*") if p.is_file())
             assert all((shard / f).read_bytes() == (copy / f).read_bytes() for f in files)
     assert json.loads((tmp_path / "zoo" / "checkpoints" / "1" / "metrics" / "metrics").read_text())["test_acc"]
+
+
+def test_an_export_that_does_not_fit_the_disk_or_the_data_limit_writes_nothing(upgraded, tmp_path, monkeypatch):
+    workdir = shutil.copytree(upgraded[0], tmp_path / "zoo")
+    out = tmp_path / "out"
+    monkeypatch.setattr(host, "free_bytes", lambda path: 1024)
+    with pytest.raises(
+        host.DiskSpaceError, match=r"the export \(vectors\) needs [\d,]+ bytes in .*out/quickstart and 1,024"
+    ):
+        export(workdir, out, formats="vectors", log=None)
+    monkeypatch.undo()
+    with pytest.raises(UserError, match=r"dataset.pt would hold 0.0 GiB .* more than --data_limit_gib 1e-06: raise it"):
+        export(workdir, out, formats="vectors", with_data=True, data_limit_gib=1e-6, log=None)
+    assert not out.exists() and not (workdir / "exports.json").exists()

@@ -7,6 +7,7 @@ import sys
 
 from jaxzoo.cli import ArgumentParser, epoch_list, number_in, run
 from jaxzoo.export import writer
+from jaxzoo.export.bundle import DATA_LIMIT_GIB
 from jaxzoo.export.writer import DEFAULT_THRESHOLD, FORMATS, OPTIMIZER_STATES, TWIN_WEIGHTS
 from jaxzoo.kinds.export import export
 
@@ -40,6 +41,12 @@ def main(argv: list[str] | None = None) -> int:
         help="flat vectors of a twin zoo: raw ARD weights (the original) or masked",
     )
     parser.add_argument("--with_data", action="store_true", help="also write the preprocessed splits (dataset.pt)")
+    parser.add_argument(
+        "--data_limit_gib",
+        type=number_in(0, low_open=True),
+        default=DATA_LIMIT_GIB,
+        help="with --with_data: the largest dataset.pt to write, in GiB (it is held in memory while written)",
+    )
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
 
@@ -54,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             optimizer_state=args.optimizer_state,
             twin_weights=args.twin_weights,
             with_data=args.with_data,
+            data_limit_gib=args.data_limit_gib,
         )
         print(f"exported to {report['out']} in {report['seconds']:.1f} s")
 

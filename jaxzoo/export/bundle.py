@@ -37,6 +37,27 @@ def write_model_file(target: pathlib.Path) -> None:
     os.replace(tmp, target / MODEL_FILE)
 
 
+DATA_LIMIT_GIB = 4.0  # the largest dataset.pt `--with_data` writes unless told more (`data_limit_gib`)
+
+
+def data_file_bytes(dataset) -> int:
+    """Bytes of the arrays dataset.pt holds: float32 images [N, C, H, W] and int64 labels per split."""
+    return sum(len(getattr(dataset, split)[1]) * (4 * int(np.prod(dataset.image_shape)) + 8) for split in SPLIT_KEYS)
+
+
+def check_data_size(dataset, limit_gib: float) -> int:
+    """dataset.pt's bytes; UserError, before anything is written, past `limit_gib` (it is written
+    whole, and held in memory while it is)."""
+    size = data_file_bytes(dataset)
+    if size > limit_gib * 2**30:
+        raise UserError(
+            f"dataset.pt would hold {size / 2**30:.1f} GiB (the float32 images of {dataset.name}'s train/val/test "
+            f"splits), more than --data_limit_gib {limit_gib:g}: raise it (the export holds the file in memory "
+            "while it writes it), or export without --with_data and load the data with jaxzoo.load_dataset"
+        )
+    return size
+
+
 def write_training_data(zoo, target: pathlib.Path, log) -> None:
     """Writes `<target>/dataset.pt` from the data config of `zoo` (a `jaxzoo.export.Zoo`); `log`
     receives one progress line (None: silent). Images are NHWC uint8 in jaxzoo, NCHW float32 here."""

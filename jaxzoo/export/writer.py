@@ -53,7 +53,7 @@ from jaxzoo.export.rows import (
     split_chunks,
     trial_name,
 )
-from jaxzoo.host import check_destination
+from jaxzoo.host import check_destination, check_free_space
 from jaxzoo.models import resnet
 from jaxzoo.models.registry import arch_name, object_name
 from jaxzoo.training.factors import FACTOR_TABLE, model_value, values_of
@@ -437,12 +437,15 @@ def export(
     optimizer_state: str = "last",
     twin_weights: str = "raw",
     with_data: bool = False,
+    data_limit_gib: float = bundle.DATA_LIMIT_GIB,
 ) -> dict:
     """Exports the zoo in `workdir` to `out/<experiment>`; returns a report (filters, time).
 
     optimizer_state: 'last' (the paper) or 'all' (the original code) epochs' optimizer states in
     the trial folders; twin_weights: 'raw' (the original) or 'masked' flat vectors of a twin zoo;
-    with_data: also write the preprocessed splits (dataset.pt). `log` receives progress lines
+    with_data: also write the preprocessed splits (dataset.pt), refused past `data_limit_gib`.
+    Too little free space for the export's estimated size is refused before anything is
+    written. `log` receives progress lines
     (None: silent). A classification zoo's export (`jaxzoo.kinds.export.export` also takes INR zoos).
     """
     log = log or (lambda message: None)
@@ -476,6 +479,9 @@ def export(
     if bad:
         raise ExportError(f"epochs {bad} are not in the zoo (0..{zoo.epochs[-1]}): choose from those")
     target = pathlib.Path(out).absolute() / zoo.experiment
+    data_bytes = bundle.check_data_size(zoo.dataset(), data_limit_gib) if with_data else 0
+    needed = export_bytes(zoo, formats, epochs, optimizer_state) + data_bytes
+    check_free_space(target, needed, f"the export ({formats}{', with data' if with_data else ''})")
     settings = {
         "zoo": zoo.identity_hash,
         "formats": formats,
@@ -488,6 +494,23 @@ def export(
     return write_claimed(
         target, settings, overwrite, zoo.workdir, lambda: write_export(zoo, target, settings, log), start
     )
+
+
+def export_bytes(zoo: Zoo, formats: str, epochs: list[int], optimizer_state: str) -> int:
+    """About how many bytes the export's weights take (uncompressed; small files left out)."""
+    models, epoch = len(zoo.table), zoo.epochs[0]
+    params = zoo.checkpoints.model_bytes(epoch, "params")
+    state = zoo.checkpoints.model_bytes(epoch)
+    vectors = models * len(epochs) * 4 * layout_size(zoo.vector_layout())
+    size = 0
+    if formats in ("trials", "all"):
+        optimizer_epochs = len(zoo.epochs) if optimizer_state == "all" else 1
+        size += models * (len(zoo.epochs) * params + optimizer_epochs * (state - params))
+    if formats in ("vectors", "all"):
+        size += 2 * vectors  # the safetensors files and dataset.pt
+    if formats in ("parquet", "all"):
+        size += vectors
+    return size
 
 
 def write_claimed(

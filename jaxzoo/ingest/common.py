@@ -150,7 +150,8 @@ class Plan:
     dataset_record: dict  # the identity's `dataset` entry
     table: list[dict]
     num_epochs: int
-    read_epoch: Callable[[int], tuple[dict, dict[str, np.ndarray]]]
+    # (epoch, models [start, stop)) -> (their state [stop - start, ...], their metrics [stop - start])
+    read_epoch: Callable[[int, tuple[int, int]], tuple[dict, dict[str, np.ndarray]]]
     provenance: dict
 
 

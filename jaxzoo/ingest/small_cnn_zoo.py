@@ -272,8 +272,8 @@ def small_cnn_zoo_plan(path: pathlib.Path, files: dict[str, pathlib.Path], datas
         }
     )
 
-    def read_epoch(epoch: int):
-        chosen = row_index[:, epoch]
+    def read_epoch(epoch: int, models: tuple[int, int]):
+        chosen = row_index[models[0] : models[1], epoch]
         params = {path: np.empty((len(chosen), *entry["shape"]), np.float32) for path, entry in leaves.items()}
         for start in range(0, len(chosen), UZ_CHUNK_ROWS):
             part = chosen[start : start + UZ_CHUNK_ROWS]

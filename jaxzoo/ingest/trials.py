@@ -411,9 +411,9 @@ def trials_plan(source: Source, dataset: str | None, log) -> Plan:
                 inverses[key] = torch_inverse(spec, 1.0 if key else 0.0, leaves)
         return inverses[key]
 
-    def read_epoch(epoch: int):
-        arrays = None
-        for i, trial in enumerate(trials):
+    def read_epoch(epoch: int, models: tuple[int, int]):
+        arrays, block = None, trials[models[0] : models[1]]
+        for i, trial in enumerate(block):
             rel = trial.checkpoints[epoch]
             tensors = load_state_dict(source, rel)
             inverse = inverse_for(trial)
@@ -424,7 +424,7 @@ def trials_plan(source: Source, dataset: str | None, log) -> Plan:
                     f"({problem}): restore it or remove its trial from the source"
                 )
             if arrays is None:
-                arrays = inverse.allocate(len(trials))
+                arrays = inverse.allocate(len(block))
             inverse.put(arrays, i, tensors)
         tree = inverse_for(trials[0]).tree(arrays)
         state = tree if arch == "resnet18" else {"params": tree}
@@ -437,13 +437,13 @@ def trials_plan(source: Source, dataset: str | None, log) -> Plan:
                         metric,
                         finite=False,
                     )
-                    for t in trials
+                    for t in block
                 ],
                 np.float64,
             )
             for metric in METRICS
         }
-        return state, with_divergence(state, metrics, np.array([epoch in t.results for t in trials]))
+        return state, with_divergence(state, metrics, np.array([epoch in t.results for t in block]))
 
     record = dataset_record(name, channels, num_classes, TRIALS_FORMAT)
     provenance = {

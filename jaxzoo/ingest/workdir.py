@@ -10,11 +10,8 @@ Datasets: `--dataset NAME` (any jaxzoo data.name), else what the source says (`t
 `small_cnn_zoo`). Nothing is loaded: the data is needed only by the commands that evaluate models
 (analyze).
 
-Memory: one epoch of the population at a time (the params [M, ...] of that epoch plus one
-source file or one chunk of weights rows), because an Orbax checkpoint is written whole per
-epoch (`checkpoint.save_epoch`, as `merge` does): ~600 MB for a 30,000-model Small CNN Zoo
-epoch, ~45 MB per ResNet-18 (45 GB per epoch for 1,000 models; ingest such a zoo on a host
-with that much memory, or split its trial folders into several zoos).
+Memory: a block of models at a time (`jaxzoo.zoo.blocks.READ_BYTES` of params, read from the
+source and written as checkpoint blocks), whatever the zoo's size.
 
 Bad input (a damaged zip, missing fields, a missing checkpoint epoch, tensors that do not fit
 the model type, mixed architectures, a workdir holding another zoo without --overwrite) ends
@@ -39,7 +36,7 @@ from jaxzoo.host import check_destination, move_into_place
 from jaxzoo.ingest.common import IngestError, Plan, open_source
 from jaxzoo.ingest.small_cnn_zoo import small_cnn_zoo_files, small_cnn_zoo_plan
 from jaxzoo.ingest.trials import trials_plan
-from jaxzoo.zoo import checkpoint
+from jaxzoo.zoo import blocks, checkpoint
 from jaxzoo.zoo.reader import read_zoo
 
 PROVENANCE = "ingest.json"
@@ -88,21 +85,30 @@ def write_workdir(plan: Plan, target: pathlib.Path, overwrite: bool, log) -> dic
     try:
         checkpoint.prepare_workdir(partial, zoo_identity, resolved, plan.table)
         model_ids = np.array([row["model_id"] for row in plan.table])
-        manager = checkpoint.open_writer(partial, async_save=False)
+        writer = checkpoint.open_writer(partial, async_save=False)
+        model_bytes = blocks.bytes_per_model(plan.read_epoch(0, (0, 1))[0])
+        size = blocks.models_per_read(model_bytes)
         try:
             for epoch in range(plan.num_epochs + 1):
                 start = time.time()
-                state, metrics = plan.read_epoch(epoch)
-                checkpoint.save_epoch(manager, epoch, state, metrics)
+                writer.begin(epoch, nbytes=model_bytes * len(model_ids))
+                parts = []
+                for first in range(0, len(model_ids), size):  # a block of models at a time
+                    state, metrics = plan.read_epoch(epoch, (first, min(first + size, len(model_ids))))
+                    writer.write_models(epoch, first, state)
+                    parts.append(metrics)
+                    del state
+                metrics = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+                writer.write_metrics(epoch, metrics)
+                writer.wait(epoch)
                 lines = checkpoint.metrics_lines(epoch, model_ids, metrics)
                 if epoch == 0:
                     checkpoint.rewrite_metrics_file(partial, lines)
                 else:
                     checkpoint.append_metrics(partial, lines)
-                del state
                 log(f"epoch {epoch}/{plan.num_epochs}: {len(model_ids)} models in {time.time() - start:.1f} s")
         finally:
-            manager.close()
+            writer.close()
         (partial / PROVENANCE).write_text(json.dumps(plan.provenance, indent=1))
         move_into_place(partial, target)
     except BaseException:

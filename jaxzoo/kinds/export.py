@@ -20,6 +20,7 @@ def export(
     optimizer_state: str = "last",
     twin_weights: str = "raw",
     with_data: bool = False,
+    data_limit_gib: float = writer.bundle.DATA_LIMIT_GIB,
 ) -> dict:
     """Exports the zoo in `workdir` to `out/<experiment>`: a classification zoo's formats
     (`jaxzoo.export.export`) or an INR zoo's layouts (`jaxzoo.inr.export.export_inr`: formats
@@ -32,9 +33,20 @@ def export(
             "--optimizer_state": optimizer_state != "last",
             "--twin_weights": twin_weights != "raw",
             "--with_data": bool(with_data),
+            "--data_limit_gib": data_limit_gib != writer.bundle.DATA_LIMIT_GIB,
         }
         refuse_for_inr(given, "an INR zoo exports its last epoch's SIRENs")
         return export_inr(workdir, out, formats, overwrite, log or (lambda message: None))
     return writer.export(
-        workdir, out, formats, epochs, threshold, overwrite, log, optimizer_state, twin_weights, with_data
+        workdir,
+        out,
+        formats,
+        epochs,
+        threshold,
+        overwrite,
+        log,
+        optimizer_state,
+        twin_weights,
+        with_data,
+        data_limit_gib,
     )

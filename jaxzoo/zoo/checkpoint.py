@@ -181,21 +181,28 @@ class EpochWriter:
     def partial(self, epoch: int) -> pathlib.Path:
         return self.directory / f"{PARTIAL_PREFIX}{epoch}"
 
-    def begin(self, epoch: int, metrics: dict[str, np.ndarray], nbytes: int = 0) -> pathlib.Path:
-        """Starts epoch `epoch` in checkpoints/.partial-E: the primary writes its metrics (all
-        models [M]). DiskSpaceError first when fewer than `nbytes` (this process's arrays) are free."""
+    def begin(self, epoch: int, metrics: dict[str, np.ndarray] | None = None, nbytes: int = 0) -> pathlib.Path:
+        """Starts epoch `epoch` in checkpoints/.partial-E, with its metrics (all models [M]) or
+        without (`write_metrics` before the commit). DiskSpaceError first when fewer than
+        `nbytes` (this process's arrays) are free."""
         if self._pending is not None:
             self.wait(self._pending[0])
         host.check_free_space(self.directory, nbytes, f"the checkpoint of epoch {epoch}")
         partial = self.partial(epoch)
         with _save_errors(self.directory, epoch):
             (partial / blocks.BLOCKS_FOLDER).mkdir(parents=True, exist_ok=True)
-            if distributed.is_primary():
-                (partial / "metrics").mkdir(exist_ok=True)
-                metrics_json = {name: np.asarray(values).tolist() for name, values in metrics.items()}
-                (partial / "metrics" / "metrics").write_text(json.dumps(metrics_json))
         self._pending = (epoch, None)
+        if metrics is not None:
+            self.write_metrics(epoch, metrics)
         return partial
+
+    def write_metrics(self, epoch: int, metrics: dict[str, np.ndarray]) -> None:
+        """The primary writes a begun epoch's metrics/metrics ([M] per name, JSON)."""
+        if distributed.is_primary():
+            with _save_errors(self.directory, epoch):
+                (self.partial(epoch) / "metrics").mkdir(exist_ok=True)
+                metrics_json = {name: np.asarray(values).tolist() for name, values in metrics.items()}
+                (self.partial(epoch) / "metrics" / "metrics").write_text(json.dumps(metrics_json))
 
     def write_models(self, epoch: int, start: int, tree) -> None:
         """Writes models [start, start + n) of a begun epoch (numpy leaves [n, ...]) in blocks."""

@@ -50,11 +50,15 @@ class Zoo:
     checkpoints: checkpoint.ZooCheckpoints
     dataset_facts: dict  # channels, num_classes, image_size of the images the zoo trained on
     dataset_record: dict  # the identity's record of the data (source, fingerprint)
+    loaded_dataset: Dataset | None = dataclasses.field(default=None, repr=False)  # `dataset()`, once read
 
     def dataset(self) -> Dataset:
-        """The data the zoo was trained on, loaded from its config; DataUnavailableError if it
-        changed since (another fingerprint)."""
-        return check_recorded_dataset(load_config_dataset(ConfigDict(self.config)), self.dataset_record, self.workdir)
+        """The data the zoo was trained on, loaded from its config once per reader;
+        DataUnavailableError if it changed since (another fingerprint)."""
+        if self.loaded_dataset is None:
+            loaded = load_config_dataset(ConfigDict(self.config))
+            self.loaded_dataset = check_recorded_dataset(loaded, self.dataset_record, self.workdir)
+        return self.loaded_dataset
 
     @property
     def is_resnet(self) -> bool:
