@@ -25,7 +25,6 @@ import argparse
 import os
 import pathlib
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +38,9 @@ from jaxzoo.training.population import build_population, expand_grid
 from jaxzoo.training.run import ZooRun
 from jaxzoo.zoo import checkpoint
 from jaxzoo.zoo.shards import shard_workdir
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from bench_zoo_tools import timed_child  # noqa: E402  (a child's wall time and peak RSS)
 
 EPOCHS = 1  # epochs 0..1
 SHARDS = 2
@@ -113,20 +115,6 @@ def write_shard(config, root: pathlib.Path, index: int, dataset, rng) -> int:
     return model_bytes
 
 
-def measured(command: list[str]) -> tuple[float, float]:
-    """Runs `python -m <command>` -> (wall seconds, peak RSS in GiB); exits if it fails."""
-    with tempfile.TemporaryFile() as stderr:
-        start = time.perf_counter()
-        child = subprocess.Popen([sys.executable, "-m", *command], stdout=subprocess.DEVNULL, stderr=stderr)
-        _, status, usage = os.wait4(child.pid, 0)
-        seconds = time.perf_counter() - start
-        child.returncode = os.waitstatus_to_exitcode(status)
-        if child.returncode:
-            stderr.seek(0)
-            sys.exit(f"{' '.join(command)} failed ({child.returncode}):\n{stderr.read().decode()[-3000:]}")
-    return seconds, usage.ru_maxrss / 2**20  # KiB on Linux
-
-
 def read_one_model(workdir: pathlib.Path, models: int) -> float:
     """Median seconds to read one model's params at epoch 1, a fresh reader each time."""
     times = []
@@ -164,7 +152,7 @@ def bench_zoo(name: str, scratch: pathlib.Path, skip: set[str], train: bool) -> 
 
     on_disk = "-"
     report("build shards (this process)", built, None)
-    merge = measured(["jaxzoo.merge", "--workdir", str(root)])
+    merge = timed_child(["jaxzoo.merge", "--workdir", str(root)])
     on_disk = f"{size_of(root / 'checkpoints' / str(EPOCHS)) / 2**30:.2f}"
     report("merge", *merge)
     shutil.rmtree(root / "shards")
@@ -175,19 +163,21 @@ def bench_zoo(name: str, scratch: pathlib.Path, skip: set[str], train: bool) -> 
             continue
         shutil.rmtree(out, ignore_errors=True)
         report(
-            f"export {fmt}", *measured(["jaxzoo.export", "--workdir", str(root), "--out", str(out), "--format", fmt])
+            f"export {fmt}", *timed_child(["jaxzoo.export", "--workdir", str(root), "--out", str(out), "--format", fmt])
         )
         if fmt == "trials" and "ingest" not in skip:
             ingested = scratch / f"{name}_ingested"
             shutil.rmtree(ingested, ignore_errors=True)
             source = out / config.name / "trials"
-            report("ingest trials", *measured(["jaxzoo.ingest", "--source", str(source), "--workdir", str(ingested)]))
+            report(
+                "ingest trials", *timed_child(["jaxzoo.ingest", "--source", str(source), "--workdir", str(ingested)])
+            )
             shutil.rmtree(ingested, ignore_errors=True)
     shutil.rmtree(out, ignore_errors=True)
     if "analyze" not in skip:
-        report("analyze", *measured(["jaxzoo.analyze", "--workdir", str(root)]))
+        report("analyze", *timed_child(["jaxzoo.analyze", "--workdir", str(root)]))
     if "benchmark" not in skip:
-        report("benchmark", *measured(["jaxzoo.benchmark", "--workdir", str(root), "--out", str(scratch / "t3.md")]))
+        report("benchmark", *timed_child(["jaxzoo.benchmark", "--workdir", str(root), "--out", str(scratch / "t3.md")]))
     if train:
         config_file = scratch / f"{name}_config.py"
         config_file.write_text(
@@ -198,7 +188,7 @@ def bench_zoo(name: str, scratch: pathlib.Path, skip: set[str], train: bool) -> 
         )
         trained = scratch / f"{name}_trained"
         shutil.rmtree(trained, ignore_errors=True)
-        report("train 1 epoch", *measured(["jaxzoo.train", f"--config={config_file}", "--workdir", str(trained)]))
+        report("train 1 epoch", *timed_child(["jaxzoo.train", f"--config={config_file}", "--workdir", str(trained)]))
         shutil.rmtree(trained, ignore_errors=True)
     shutil.rmtree(root, ignore_errors=True)
 
