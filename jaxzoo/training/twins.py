@@ -166,7 +166,7 @@ def sparsify(source_workdir, twin_workdir, epochs: int = DEFAULT_EPOCHS) -> dict
         if [r["model_id"] for r in recorded] == [r["model_id"] for r in table]:
             table = recorded
     population = build_population(table, config["population"])
-    source_params = source.state(source_epoch)["params"]
+    source_params = source.checkpoints.params(source_epoch)  # params only, no optimizer state
     path = pathlib.Path(twin_workdir).absolute()
 
     def record_source_checks(metrics: dict) -> None:
