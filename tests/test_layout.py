@@ -213,3 +213,22 @@ def test_an_export_that_does_not_fit_the_disk_or_the_data_limit_writes_nothing(u
     with pytest.raises(UserError, match=r"dataset.pt would hold 0.0 GiB .* more than --data_limit_gib 1e-06: raise it"):
         export(workdir, out, formats="vectors", with_data=True, data_limit_gib=1e-6, log=None)
     assert not out.exists() and not (workdir / "exports.json").exists()
+
+
+def test_streamed_safetensors_have_the_bytes_of_safetensors_own_writer(tmp_path):
+    """`write_safetensors` (tensors written chunk by chunk) against safetensors' `save_file`:
+    every dtype it knows, empty and 1-3 dimensional tensors, names that sort across dtypes."""
+    from safetensors.numpy import save_file
+
+    from jaxzoo.weights.vectors import SAFETENSORS_DTYPES, write_safetensors
+
+    rng = np.random.default_rng(0)
+    for trial in range(12):
+        tensors = {}
+        for i, dtype in enumerate(rng.choice(list(SAFETENSORS_DTYPES), size=int(rng.integers(1, 8)))):
+            shape = tuple(int(n) for n in rng.integers(0, 5, size=int(rng.integers(1, 4))))
+            tensors[f"t{int(rng.integers(0, 100))}_{i}:é"] = (rng.normal(size=shape) * 10).astype(dtype)
+        save_file(tensors, str(tmp_path / "theirs"))
+        chunked = {name: (a.dtype, a.shape, np.array_split(a, 3)) for name, a in tensors.items()}
+        write_safetensors(tmp_path / "ours", chunked)
+        assert (tmp_path / "ours").read_bytes() == (tmp_path / "theirs").read_bytes(), trial
