@@ -13,7 +13,7 @@ import shutil
 import jax
 import numpy as np
 import pytest
-from conftest import tiny_zoo_config
+from conftest import array_files, tiny_zoo_config
 from test_compat import EXPORTS, export_problems
 
 from jaxzoo import host
@@ -125,6 +125,18 @@ def test_upgrade_refuses_a_damaged_epoch_and_changes_nothing(tmp_path, capsys):
     assert len(err) == 1 and "epoch 1: metrics/metrics changed since it was saved" in err[0]
     assert "rerun its train command" in err[0]
     assert sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*")) == before
+
+
+def test_upgrade_refuses_a_torn_unsealed_epoch_before_writing_anything(tmp_path, capsys):
+    """f4818c0's zoo (no seals) with epoch 1's largest array file cut in half."""
+    workdir = shutil.copytree(LAYOUT1.parents[1] / "f4818c0" / "quickstart", tmp_path / "zoo")
+    torn = max(array_files(workdir / "checkpoints" / "1"), key=lambda p: p.stat().st_size)
+    torn.write_bytes(torn.read_bytes()[: torn.stat().st_size // 2])
+    before = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
+    assert upgrade_main(["--workdir", str(workdir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "damaged checkpoints (epoch 1: state unreadable" in err[0]
+    assert {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()} == before
 
 
 @pytest.fixture(scope="module")

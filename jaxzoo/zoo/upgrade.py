@@ -39,6 +39,15 @@ def upgrade(workdir: str | pathlib.Path, log: Callable[[str], None] | None = pri
             f"{checkpoint.RETRAINS_DAMAGED}, then upgrade"
         )
     old = [epoch for epoch in reader.epochs() if reader.layout(epoch) == 1]
+    for epoch in old:  # an unsealed (older) epoch shows damage only when restored: before any write
+        if not checkpoint.is_sealed(reader.directory / str(epoch)):
+            try:
+                blocks.restore(blocks.block_folder(reader.directory / str(epoch), None))
+            except Exception as error:  # Orbax raises many types for damaged files
+                raise UpgradeError(
+                    f"{path} has damaged checkpoints (epoch {epoch}: state unreadable, {type(error).__name__}): "
+                    f"rerun its train command, {checkpoint.RETRAINS_DAMAGED}, then upgrade"
+                ) from None
     writer = checkpoint.open_writer(path, async_save=False)
     written = 0
     try:
