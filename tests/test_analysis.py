@@ -249,7 +249,7 @@ def test_pair_block_fits_the_budget():
 
 
 def test_params_restore_reads_only_params_and_blocks_equal_the_full_restore(tiny_zoo):
-    from jaxzoo.analysis.forward import params_block, restore_params
+    from jaxzoo.analysis.forward import dot_products, flat_parts, model_chunks, weight_facts
     from jaxzoo.export import read_zoo
 
     zoo = read_zoo(tiny_zoo)
@@ -261,11 +261,29 @@ def test_params_restore_reads_only_params_and_blocks_equal_the_full_restore(tiny
     paths = reader.param_paths(2)
     assert ("conv0", "kernel") in paths and len(paths) == len(jax.tree.leaves(full))
     assert list(reader.params(2, [("fc1", "bias")])) == ["fc1"]
-    with analysis.ModelRows(len(zoo.table), budget=1) as rows:  # spilled: read back by blocks of models
-        restore_params(zoo, 2, rows)
-        assert len(rows.spilled) == len(paths)
-        block = params_block(zoo, rows, paths, slice(1, 3))
-    assert jax.tree.all(jax.tree.map(lambda a, b: np.array_equal(a, b[1:3]), block, full))
+    models = np.array([0, 2, 3, len(zoo.table) - 1])  # chunks of 3: a ragged last chunk
+    chunks = list(model_chunks(zoo, 2, models, 3))
+    assert [list(positions) for positions, _ in chunks] == [[0, 1, 2], [3]]
+    for positions, block in chunks:
+        assert jax.tree.all(jax.tree.map(lambda a, b: np.array_equal(a, b[models[positions]]), block, full))
+    # dot products by groups of one model (every group pair read) equal the flat vectors' own
+    vectors = zoo.flat_vectors({"params": full}).astype(np.float64)
+    np.testing.assert_allclose(
+        dot_products(zoo, 2, models, group_bytes=1), vectors[models] @ vectors[models].T, rtol=1e-12
+    )
+    assert np.allclose(flat_parts(full) @ flat_parts(full).T, vectors @ vectors.T)
+    facts = weight_facts(zoo, 2)
+    np.testing.assert_allclose(facts.norms(np.arange(len(zoo.table))), np.linalg.norm(vectors, axis=1), rtol=1e-12)
+
+
+def test_paired_models_are_a_seeded_sample_beyond_the_limit():
+    from jaxzoo.analysis.card import paired_models
+
+    viable = np.arange(0, 300, 3)
+    assert paired_models(viable, limit=100) is viable
+    sample = paired_models(viable, limit=10)
+    assert len(set(sample)) == 10 and set(sample) <= set(viable) and list(sample) == sorted(sample)
+    assert list(sample) == list(paired_models(viable, limit=10)) and list(sample) != list(viable[:10])
 
 
 @pytest.mark.parametrize("shape", [(300, 40), (30, 200), (2, 5)])
@@ -353,3 +371,23 @@ def test_analyze_cli_errors(tmp_path):
         timeout=120,
     )
     assert result.returncode == 2 and "is not a jaxzoo workdir" in result.stderr
+
+
+def test_weight_matching_and_embedding_keep_to_their_budgets(tiny_zoo, monkeypatch):
+    from jaxzoo.analysis import card
+    from jaxzoo.export import read_zoo
+
+    zoo = read_zoo(tiny_zoo)
+    keep = np.ones(len(zoo.table), bool)
+    full = card.aligned_distances(zoo, keep)
+    assert (full["models"], full["pairs"], full["budget"]) == (4, 6, None)
+    cut = card.aligned_distances(zoo, keep, seconds=0.0)  # one pair is over budget: 2 models
+    assert (cut["models"], cut["pairs"]) == (2, 1) and cut["budget"].startswith("2 of 4 models: one pair took")
+    assert "within its time budget: 2 of 4 models" in card.symmetry_section(cut)
+    assert cut["raw"] != full["raw"]
+    monkeypatch.setattr(card, "EMBEDDING_BYTES", 3 * zoo.checkpoints.model_bytes(2, "params"))
+    assert card.embedding_limit(zoo, 5000) == 3 and card.embedding_limit(zoo, 2) == 2
+    weights, epochs, models = card.embedding_rows(zoo, keep, 3)
+    assert weights.shape == (3, zoo.flat_vectors({"params": zoo.checkpoints.params(2)}).shape[1])
+    for row, epoch, model in zip(weights, epochs, models):
+        np.testing.assert_array_equal(row, zoo.flat_vectors({"params": zoo.checkpoints.params(epoch)})[model])

@@ -115,3 +115,26 @@ def test_zoo_benchmark_cli_writes_table_and_card(small_zoo, tmp_path):
     assert "## Table 3" in (workdir / "card" / "README.md").read_text()
     bad = subprocess.run([sys.executable, "-m", "jaxzoo.benchmark"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "nothing to benchmark" in bad.stderr
+
+
+def test_zoos_past_the_w_budget_get_s_w_by_blocks_equal_to_the_in_memory_rows(small_zoo, tmp_path, monkeypatch):
+    """Past `W_FEATURE_BYTES` Table 3 streams s(w) by blocks (stored blocks of 3 models here, a
+    ragged last one): the same rows and features as from the flat vectors held in memory."""
+    from jaxzoo.export import read_zoo
+    from jaxzoo.export.rows import vector_splits
+
+    workdir = shutil.copytree(small_zoo, tmp_path / "zoo")
+    zoo = read_zoo(workdir)
+    held, counts = vector_splits(zoo, [1, 2], table3.DEFAULT_THRESHOLD)
+    expected = table3.feature_sets(held)["s(w)"]
+    monkeypatch.setattr(zoo.checkpoints, "stored_blocks", lambda epoch: [(s, min(s + 3, 32)) for s in range(0, 32, 3)])
+    streamed, streamed_counts = table3.statistics_splits(zoo, [1, 2], table3.DEFAULT_THRESHOLD)
+    assert streamed_counts == counts
+    for split, features in expected.items():
+        np.testing.assert_array_equal(streamed[split].weights, features)
+        np.testing.assert_array_equal(streamed[split].properties["test_acc"], held[split].properties["test_acc"])
+    seen = []
+    monkeypatch.setattr(table3, "table3", lambda splits, features=None: seen.append(features) or {"table": {}})
+    monkeypatch.setattr(table3, "W_FEATURE_BYTES", 1)
+    result = table3.benchmark_workdir(workdir, [1, 2])
+    assert list(seen[0]) == ["s(w)"] and result["note"].startswith("w is n/a for this zoo")

@@ -341,12 +341,10 @@ def resnet_tables(reference):
     from jaxzoo.analyze import analyze
 
     seen = {}
-    statistics = table3.resnet_epoch_statistics
+    statistics = table3.epoch_statistics
     card = analyze(reference[0], log=None)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(
-            table3, "resnet_epoch_statistics", lambda zoo, epoch: seen.setdefault(epoch, statistics(zoo, epoch))
-        )
+        patch.setattr(table3, "epoch_statistics", lambda zoo, epoch: seen.setdefault(epoch, statistics(zoo, epoch)))
         result = table3.benchmark_workdir(reference[0])
     return card, result, seen
 

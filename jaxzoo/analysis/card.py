@@ -10,25 +10,33 @@ being the logits, on the first 50 test images; a pair's value is the mean over t
 weights (mean and std of all w), pairwise l2 and cosine distances of the flat vectors.
 table2.json holds the raw values (fractions, weight units) and, under "paper", the paper's
 units: every column in percent, the l2 distance divided by the mean l2 norm of the viable
-models ("mean_l2_norm") first. ResNet-18 zoos: predictions in eval mode (BatchNorm running
-statistics); the flat vectors are the trainable parameters in torchvision order, paired through
-their dot products summed one parameter array at a time, never held whole.
+models ("mean_l2_norm") first. Accuracy, weights and norms cover every viable model; the pair
+columns cover the pairs of the viable models, or of a seeded sample of them in large zoos
+(table2.json's "paired_models"). ResNet-18 zoos: predictions in eval mode (BatchNorm running statistics); the
+flat vectors are the trainable parameters in torchvision order. Flat vectors too long to hold
+together are paired through their dot products, read by groups of models, never held whole.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import pathlib
 import shutil
 import time
 
-import jax
 import numpy as np
-from flax import traverse_util
 
 from jaxzoo.analysis import plots
 from jaxzoo.analysis import table2 as analysis
-from jaxzoo.analysis.forward import forward_passes, param_leaf, param_name, resnet_forward_passes, restore_params
+from jaxzoo.analysis.forward import (
+    MODEL_CHUNK,
+    dot_products,
+    forward_passes,
+    model_chunks,
+    resnet_forward_passes,
+    weight_facts,
+)
 from jaxzoo.data import normalise
 from jaxzoo.errors import UserError
 from jaxzoo.export.writer import EXPORTS_FILE
@@ -44,24 +52,35 @@ RESNET_EMBEDDING_LEFT_OUT = (
 )
 EMBEDDING_POINTS = 5000  # (model, epoch) rows in the weight embedding (Figure 3)
 MAX_EMBEDDING_POINTS = 1_000_000  # UMAP/PCA rows held in memory for one figure
+EMBEDDING_BYTES = 512 * 2**20  # float32 flat vectors held for the weight embedding
+PAIR_MODELS = 4096  # viable models whose pairs Table 2 averages (8.4M pairs); beyond, a seeded sample
+HELD_WEIGHTS_BYTES = 256 * 2**20  # paired flat vectors held for the distances; beyond, `dot_products`
+ALIGNED_MODELS = 16  # models whose pairs the card aligns (M(M-1)/2 weight matchings)
+MATCHING_SECONDS = 60.0  # the card's weight matching budget: fewer models when one pair is slow
 DEFAULT_THRESHOLD = analysis.DEFAULT_THRESHOLD
 LICENSE = "CC-BY 4.0, as the original model zoos (https://creativecommons.org/licenses/by/4.0/)"
 
 
+def vectors_of(zoo: Zoo, epoch: int, models: np.ndarray) -> np.ndarray:
+    """Flat vectors [K, P] float32 of `models` (ascending zoo indices) at `epoch`, read by blocks."""
+    parts = [zoo.params_vectors(params) for _, params in model_chunks(zoo, epoch, models, MODEL_CHUNK)]
+    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+
+def embedding_limit(zoo: Zoo, max_points: int) -> int:
+    """Rows of the weight embedding: at most max_points, and no more flat vectors than `EMBEDDING_BYTES`."""
+    return min(max_points, max(2, EMBEDDING_BYTES // zoo.checkpoints.model_bytes(zoo.epochs[-1], "params")))
+
+
 def embedding_rows(zoo: Zoo, keep: np.ndarray, max_points: int, seed: int = 0):
     """(weights, epoch, model index) of up to max_points (model, epoch) rows of viable models,
-    drawn uniformly (epoch-major order); each epoch's params are restored one leaf at a time."""
+    drawn uniformly (epoch-major order); each epoch's chosen models are read a block at a time."""
     models = np.flatnonzero(keep)
     rows = np.arange(len(models) * len(zoo.epochs))
     if len(rows) > max_points:
         rows = np.sort(np.random.default_rng(seed).choice(len(rows), max_points, replace=False))
     epochs, index = np.asarray(zoo.epochs)[rows // len(models)], models[rows % len(models)]
-    weights = []
-    for epoch in zoo.epochs:
-        chosen = index[epochs == epoch]
-        if len(chosen):
-            params = {path: param_leaf(zoo, epoch, path)[chosen] for path in zoo.checkpoints.param_paths(epoch)}
-            weights.append(zoo.params_vectors(zoo.vector_params(traverse_util.unflatten_dict(params))))
+    weights = [vectors_of(zoo, epoch, index[epochs == epoch]) for epoch in zoo.epochs if (epochs == epoch).any()]
     return np.concatenate(weights), epochs, index
 
 
@@ -76,45 +95,75 @@ def embedding_figure(zoo: Zoo, keep: np.ndarray, max_points: int, folder: pathli
     return plots.weight_embedding(rows, colours, folder)
 
 
+def paired_models(viable: np.ndarray, limit: int = PAIR_MODELS, seed: int = 0) -> np.ndarray:
+    """The viable models (ascending indices) whose pairs Table 2 averages: all of them up to
+    `limit`, else `limit` of them drawn without replacement (seeded), so the pair work of a zoo
+    of any size is bounded and the means are unbiased estimates over all pairs."""
+    if len(viable) <= limit:
+        return viable
+    return np.sort(np.random.default_rng(seed).choice(viable, limit, replace=False))
+
+
 def last_epoch_table2(zoo: Zoo, test_images: np.ndarray, num_classes: int, threshold: float) -> tuple[dict, np.ndarray]:
-    """(Table 2 of the last epoch, viable models [M] bool). The per-model arrays it needs (params,
-    weights [M, P], predictions, packed Gram matrices) are held in `analysis.ModelRows` (memory
-    up to its budget, temporary files beyond) and freed on return, before the figures."""
+    """(Table 2 of the last epoch, viable models [M] bool).
+
+    One pass over the epoch's blocks gives every model's weight facts (viability, moments, norm);
+    the forward passes then run on the paired models (`paired_models`), a block at a time, and
+    their per-model rows (predictions, packed Gram matrices, flat vectors while they fit
+    `HELD_WEIGHTS_BYTES`, else their dot products by groups) are freed on return."""
     last = zoo.epochs[-1]
-    with analysis.ModelRows(len(zoo.table)) as rows:
-        paths = restore_params(zoo, last, rows)
-        facts = None
-        if zoo.is_resnet:  # pairs from the dot products: [M, M] float64 (8 MB for 1,000 models)
-            stats = zoo.checkpoints.params(last, collection="batch_stats")  # 38 KB per ResNet-18
-            layers, facts = resnet_forward_passes(zoo, rows, paths, stats, test_images, analysis.CKA_IMAGES)
-            names = [param_name(path) for path in paths]  # the params leaves hold the flat vector's numbers
-            rows.put("dots", analysis.dot_products(rows, names, analysis.column_block(rows.count, rows.budget)))
+    facts = weight_facts(zoo, last)
+    paired = paired_models(np.flatnonzero(facts.viability(threshold).keep))
+    model_bytes = zoo.checkpoints.model_bytes(last, "params")
+    hold = not zoo.is_resnet and len(paired) * model_bytes <= HELD_WEIGHTS_BYTES
+    with analysis.ModelRows(len(paired)) as rows:
+        if zoo.is_resnet:
+            layers = resnet_forward_passes(zoo, last, paired, rows, test_images, analysis.CKA_IMAGES)
         else:
-            layers = forward_passes(zoo, rows, paths, test_images, analysis.CKA_IMAGES)
-        for path in paths:
-            rows.drop(param_name(path))
+            layers = forward_passes(zoo, last, paired, rows, test_images, analysis.CKA_IMAGES, weights=hold)
+        if not hold:
+            rows.put("dots", dot_products(zoo, last, paired))
         table2, v = analysis.table2_of_rows(
-            zoo.metrics[last]["test_acc"], rows, layers, num_classes, threshold, facts=facts
+            zoo.metrics[last]["test_acc"],
+            rows,
+            layers,
+            num_classes,
+            threshold,
+            block=None if len(paired) else 1,
+            facts=facts,
+            paired=paired,
         )
     return table2, v.keep
 
 
-ALIGNED_MODELS = 16  # models whose pairs the card aligns (M(M-1)/2 weight matchings)
+def aligned_distances(
+    zoo: Zoo, keep: np.ndarray, max_models: int = ALIGNED_MODELS, seconds: float = MATCHING_SECONDS
+) -> dict:
+    """Pairwise l2 and cosine distances of up to `max_models` viable models (evenly spaced in model
+    order) at the last epoch, raw and with the second model of each pair permuted to match the
+    first (weight matching, `jaxzoo.weights.symmetry`): how much of the zoo's weight diversity is
+    the permutation symmetry of hidden units (`symmetry.aligned_distance_statistics`).
 
-
-def aligned_distances(zoo: Zoo, keep: np.ndarray, max_models: int = ALIGNED_MODELS) -> dict:
-    """Pairwise l2 and cosine distances of `max_models` viable models (evenly spaced in model
-    order) at the last epoch, raw and with the second model of each pair permuted to match the first (weight
-    matching, `jaxzoo.weights.symmetry`): how much of the zoo's weight diversity is the permutation
-    symmetry of hidden units (`symmetry.aligned_distance_statistics`)."""
-    viable = np.flatnonzero(keep)  # evenly spread: the first models of a zoo share one seed
-    rows = viable[np.unique(np.linspace(0, len(viable) - 1, min(max_models, len(viable))).round().astype(int))]
-    params = jax.tree.map(lambda a: a[rows], zoo.checkpoints.params(zoo.epochs[-1]))
-    stats = symmetry.aligned_distance_statistics(zoo.params_vectors(params), zoo.vector_layout())
+    The first pair is timed; when all pairs would take longer than `seconds` (wide layers: one
+    1024-wide pair takes seconds), fewer models are matched, as many as the budget allows (at
+    least 2), and the result says so."""
+    evenly = lambda values, count: values[np.unique(np.linspace(0, len(values) - 1, count).round().astype(int))]
+    rows = evenly(np.flatnonzero(keep), min(max_models, int(keep.sum())))  # the first models share one seed
+    vectors, layout = vectors_of(zoo, zoo.epochs[-1], rows), zoo.vector_layout()
+    started = time.perf_counter()
+    stats = symmetry.aligned_distance_statistics(vectors[:2], layout)
+    per_pair = time.perf_counter() - started
+    affordable = max(2, int((1 + math.sqrt(1 + 8 * seconds / max(per_pair, 1e-9))) / 2))  # k(k-1)/2 pairs
+    chosen = evenly(np.arange(len(rows)), min(len(rows), affordable))
+    if len(chosen) > 2:
+        stats = symmetry.aligned_distance_statistics(vectors[chosen], layout)
     return {
-        "models": len(rows),
+        "models": len(chosen),
         "epoch": zoo.epochs[-1],
         "pairs": stats["pairs"],
+        "budget": None
+        if len(chosen) == len(rows)
+        else f"{len(chosen)} of {len(rows)} models: one pair took {per_pair:.1f} s, the budget is {seconds:.0f} s",
         **{kind: {name: list(value) for name, value in stats[kind].items()} for kind in ("raw", "aligned")},
     }
 
@@ -124,12 +173,14 @@ def symmetry_section(symmetry: dict | None) -> str:
         return ""
     raw, aligned = symmetry["raw"], symmetry["aligned"]
     cell = lambda value: f"{value[0]:.3f} ({value[1]:.3f})"
+    budget = f"Weight matching within its time budget: {symmetry['budget']}.\n\n" if symmetry.get("budget") else ""
     return (
         "## Weight-space symmetry\n\n"
         f"Distances of the {symmetry['pairs']} pairs of {symmetry['models']} viable models (evenly spaced) at epoch {symmetry['epoch']}, "
         "as they are and after permuting the hidden units of one model of each pair to match the other (weight "
         "matching, as Git Re-Basin; `jaxzoo.weights.symmetry`). The drop is the part of the zoo's weight diversity that permutations of "
         "hidden units account for; the models compute the same functions either way.\n\n"
+        f"{budget}"
         "| | l2 distance, mean (std) | cosine distance, mean (std) |\n|---|---:|---:|\n"
         f"| raw | {cell(raw['l2'])} | {cell(raw['cosine'])} |\n"
         f"| aligned | {cell(aligned['l2'])} | {cell(aligned['cosine'])} |\n"
@@ -275,7 +326,13 @@ def analyze(
         left_out = [RESNET_EMBEDDING_LEFT_OUT] if zoo.is_resnet else []
         if not zoo.is_resnet:
             log("embedding the weights of all epochs ...")
-            figures += embedding_figure(zoo, keep, embedding_points, folder)
+            points = embedding_limit(zoo, embedding_points)
+            if points < min(embedding_points, int(keep.sum()) * len(zoo.epochs)):
+                left_out.append(
+                    f"The weight embedding (Figure 3) draws {points} (model, epoch) rows, not {embedding_points}: "
+                    f"their flat vectors are held in memory, at most {EMBEDDING_BYTES // 2**20} MiB."
+                )
+            figures += embedding_figure(zoo, keep, points, folder)
         symmetry = None
         if not (zoo.is_resnet or zoo.is_custom or zoo.is_twin) and keep.sum() >= 2:
             log("aligning models by weight matching ...")

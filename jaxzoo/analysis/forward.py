@@ -1,8 +1,9 @@
 """Forward passes and weights of a zoo's models, chunk by chunk: what the card (Table 2:
 agreement, CKA, weight statistics) and Table 3 (weight statistics) both read.
 
-Every function takes a `Zoo` (`jaxzoo.zoo.reader`) and the viable models' rows
-(`jaxzoo.analysis.table2.ModelRows`); models come `MODEL_CHUNK` at a time, never all at once.
+Every function reads an epoch of a `Zoo` (`jaxzoo.zoo.reader`) a stored block of models at a
+time (`models_params`) and computes `MODEL_CHUNK` models at a time: memory depends on the block,
+never on the zoo. Per-model results go into `jaxzoo.analysis.table2.ModelRows`.
 """
 
 from __future__ import annotations
@@ -61,43 +62,72 @@ def forward_functions(zoo: Zoo, activations: tuple[str, ...]):
     return jax.jit(predict), features
 
 
-def param_leaf(zoo: Zoo, epoch: int, path: tuple[str, ...]) -> np.ndarray:
-    """One leaf [M, ...] of an epoch's params (nothing else is read; Orbax decodes a leaf whole,
-    so restoring one at a time bounds the memory to one leaf of the population)."""
-    return traverse_util.flatten_dict(zoo.checkpoints.params(epoch, [path]))[path]
+def models_params(
+    zoo: Zoo, epoch: int, models: np.ndarray, collection: str = "params"
+) -> Iterator[tuple[np.ndarray, dict]]:
+    """(positions in `models`, their `collection` [b, ...]) for every stored block of the epoch
+    that holds some of `models` (ascending zoo indices), one block read at a time: the memory of
+    one block, whatever the zoo's size (a layout-1 epoch is one block: `python -m jaxzoo.upgrade`)."""
+    for start, stop in zoo.checkpoints.stored_blocks(epoch):
+        first, last = np.searchsorted(models, [start, stop])
+        if first < last:
+            block = zoo.checkpoints.params(epoch, collection=collection, models=(start, stop))
+            yield np.arange(first, last), jax.tree.map(lambda a: a[models[first:last] - start], block)
 
 
-def restore_params(zoo: Zoo, epoch: int, rows: analysis.ModelRows) -> list[tuple[str, ...]]:
-    """Puts an epoch's params into rows leaf by leaf (named by `param_name`) -> their key paths."""
-    paths = zoo.checkpoints.param_paths(epoch)
-    for path in paths:
-        rows.put(param_name(path), param_leaf(zoo, epoch, path))
-    return paths
+def model_chunks(zoo: Zoo, epoch: int, models: np.ndarray, chunk: int) -> Iterator[tuple[np.ndarray, dict]]:
+    """`models_params` of the vector params (`Zoo.vector_params`: twins' masked weights), in
+    chunks of at most `chunk` models."""
+    for positions, params in models_params(zoo, epoch, models):
+        for start in range(0, len(positions), chunk):
+            part = slice(start, start + chunk)
+            yield positions[part], zoo.vector_params(jax.tree.map(lambda a: a[part], params))
 
 
-def param_name(path: tuple[str, ...]) -> str:
-    return "params/" + "/".join(path)
+def flat_parts(params: dict) -> np.ndarray:
+    """Params [b, ...] -> [b, P] float32, the leaves side by side in tree order: not the flat
+    vector's order, but the same numbers, so dot products and `WeightFacts` equal the vector's."""
+    return np.concatenate([np.asarray(a, np.float32).reshape(len(a), -1) for a in jax.tree.leaves(params)], axis=1)
 
 
-def params_block(zoo: Zoo, rows: analysis.ModelRows, paths: list[tuple[str, ...]], index: slice | np.ndarray) -> dict:
-    """The params of the models `index` from rows (`restore_params`): the masked weights for twins."""
-    return zoo.vector_params(traverse_util.unflatten_dict({path: rows.read(param_name(path), index) for path in paths}))
+def weight_facts(zoo: Zoo, epoch: int) -> analysis.WeightFacts:
+    """`analysis.WeightFacts` of every model's flat vector at `epoch`, a stored block at a time."""
+    models = np.arange(zoo.checkpoints.num_models(epoch))
+    facts = []
+    for _, params in model_chunks(zoo, epoch, models, MODEL_CHUNK):
+        if zoo.is_resnet:  # the facts do not depend on the order of the numbers
+            facts.append(analysis.WeightFacts.of_tensors(jax.tree.leaves(params)))
+        else:
+            facts.append(analysis.WeightFacts.of(zoo.params_vectors(params)))
+    return analysis.WeightFacts.concat(facts)
 
 
-def model_chunks(
-    zoo: Zoo, rows: analysis.ModelRows, paths: list[tuple[str, ...]], chunk: int
-) -> Iterator[tuple[slice, dict]]:
-    """(models, their params [b, ...]) for every `chunk` consecutive models, from rows (`restore_params`)."""
-    for start in range(0, rows.count, chunk):
-        index = slice(start, min(start + chunk, rows.count))
-        yield index, params_block(zoo, rows, paths, index)
+DOT_GROUP_BYTES = 512 * 2**20  # float32 params of a group of models held by `dot_products`; two at once
+DOT_COLUMNS = 2**20  # entries per float64 product in `dot_products`
 
 
-def vector_chunk(rows: analysis.ModelRows, paths: list[tuple[str, ...]]) -> int:
-    """Models per chunk whose params and a working copy of them fit the rows' budget (ResNet-18:
-    45 MB per model, so 2 models per chunk under the default 256 MB)."""
-    model_bytes = sum(rows.row_bytes(param_name(path)) for path in paths)
-    return max(1, rows.budget // (2 * model_bytes))
+def dot_products(zoo: Zoo, epoch: int, models: np.ndarray, group_bytes: int = DOT_GROUP_BYTES) -> np.ndarray:
+    """[S, S] float64 dot products of the flat vectors of `models` (ascending zoo indices, S of
+    them) at `epoch`, for pair distances of vectors too long to hold together.
+
+    The models are read in groups of `group_bytes` of params, and each group pair's products
+    summed over `DOT_COLUMNS` entries at a time in float64: memory two groups, reads g(g+1)/2
+    groups for g groups (`Zoo.flat_vectors` order is not needed: a dot product ignores order)."""
+    size = max(1, group_bytes // zoo.checkpoints.model_bytes(epoch, "params"))
+    groups = analysis.blocks(np.arange(len(models)), size)
+    read = lambda group: np.concatenate([flat_parts(p) for _, p in model_chunks(zoo, epoch, models[group], len(group))])
+    dots = np.zeros((len(models), len(models)))
+    for i, rows in enumerate(groups):
+        x = read(rows)
+        for cols in groups[i:]:
+            y = x if cols is rows else read(cols)
+            product = sum(
+                x[:, c : c + DOT_COLUMNS].astype(np.float64) @ y[:, c : c + DOT_COLUMNS].astype(np.float64).T
+                for c in range(0, x.shape[1], DOT_COLUMNS)
+            )
+            dots[np.ix_(rows, cols)], dots[np.ix_(cols, rows)] = product, product.T
+            del y
+    return dots
 
 
 def image_batches(images: np.ndarray, size: int) -> np.ndarray:
@@ -106,22 +136,29 @@ def image_batches(images: np.ndarray, size: int) -> np.ndarray:
     return padded.reshape(-1, size, *images.shape[1:])
 
 
-def write_grams(rows: analysis.ModelRows, start: int, features: list) -> int:
-    """Writes per layer "gram0".. the packed Gram matrices of features [b, n, d] of the models
-    start.. (`analysis.packed_grams`) -> the number of layers."""
+def write_grams(rows: analysis.ModelRows, positions: np.ndarray, features: list) -> int:
+    """Writes per layer "gram0".. the packed Gram matrices of features [b, n, d] of the rows at
+    `positions` (consecutive; `analysis.packed_grams`) -> the number of layers."""
     for k, layer in enumerate(features):
-        rows.write(analysis.GRAM.format(k), start, analysis.packed_grams(np.asarray(layer)))
+        rows.write(analysis.GRAM.format(k), int(positions[0]), analysis.packed_grams(np.asarray(layer)))
     return len(features)
 
 
 def forward_passes(
-    zoo: Zoo, rows: analysis.ModelRows, paths: list[tuple[str, ...]], test_images: np.ndarray, cka_images: int
+    zoo: Zoo,
+    epoch: int,
+    models: np.ndarray,
+    rows: analysis.ModelRows,
+    test_images: np.ndarray,
+    cka_images: int,
+    weights: bool = True,
 ) -> int:
-    """Forward passes of all models, `MODEL_CHUNK` at a time, on params from rows (`restore_params`);
-    writes into rows "weights" [M, P] (flat vectors), "predictions" [M, N] (class ids, the smallest
-    integer type) and per layer "gram0".. the packed centred Gram matrices of the first cka_images
-    images, [M, n(n+1)/2] float32 (`analysis.packed_grams`) -> the number of layers. The features
-    themselves are never kept."""
+    """Forward passes of `models` (ascending zoo indices; row i of rows is models[i]) at `epoch`,
+    `MODEL_CHUNK` at a time as the checkpoint's blocks are read (`model_chunks`). Writes into
+    rows "predictions" [S, N] (class ids, the smallest integer type), per layer "gram0".. the
+    packed centred Gram matrices of the first cka_images images, [S, n(n+1)/2] float32
+    (`analysis.packed_grams`), and with `weights` the flat vectors "weights" [S, P] -> the number
+    of layers. The features themselves are never kept."""
     population = build_population(zoo.table, zoo.config["population"])
     predict, features = forward_functions(zoo, population.activations)
     activation_index = population.arrays["activation_index"]
@@ -130,11 +167,12 @@ def forward_passes(
     batches = image_batches(test_images, IMAGE_BATCH)
     class_ids = np.min_scalar_type(zoo.num_classes - 1)
     layers = 0
-    for chunk, params in model_chunks(zoo, rows, paths, MODEL_CHUNK):
-        a = activation_index[chunk]
-        rows.write("weights", chunk.start, zoo.params_vectors(params))
-        rows.write("predictions", chunk.start, np.asarray(predict(params, a, batches))[:, :n].astype(class_ids))
-        layers = write_grams(rows, chunk.start, features(params, a, test_images[:cka_images]))
+    for positions, params in model_chunks(zoo, epoch, models, MODEL_CHUNK):
+        a = activation_index[models[positions]]
+        if weights:
+            rows.write("weights", int(positions[0]), zoo.params_vectors(params))
+        rows.write("predictions", int(positions[0]), np.asarray(predict(params, a, batches))[:, :n].astype(class_ids))
+        layers = write_grams(rows, positions, features(params, a, test_images[:cka_images]))
     return layers
 
 
@@ -156,34 +194,27 @@ def resnet_functions(num_classes: int, compute_dtype: str = "float32"):
 
 
 def resnet_forward_passes(
-    zoo: Zoo,
-    rows: analysis.ModelRows,
-    paths: list[tuple[str, ...]],
-    stats: dict,
-    test_images: np.ndarray,
-    cka_images: int,
-) -> tuple[int, analysis.WeightFacts]:
-    """`forward_passes` of a ResNet-18 zoo: one model at a time in eval mode (running statistics
-    `stats` [M, ...]), params from rows by chunks of models (`vector_chunk`). Writes "predictions"
-    and "gram0".., not the 11M-number flat vectors -> (the number of layers, the `WeightFacts` of
-    the flat vectors, `Zoo.flat_vectors`, from the params leaves: the same numbers in another order)."""
+    zoo: Zoo, epoch: int, models: np.ndarray, rows: analysis.ModelRows, test_images: np.ndarray, cka_images: int
+) -> int:
+    """`forward_passes` of a ResNet-18 zoo: one model at a time in eval mode (BatchNorm running
+    statistics), a stored block at a time. Writes "predictions" and "gram0".., not the
+    11M-number flat vectors -> the number of layers."""
     predict, features = resnet_functions(zoo.num_classes, zoo.config["training"].get("compute_dtype", "float32"))
     n = len(test_images)
     batches = image_batches(test_images, min(RESNET_IMAGE_BATCH, n))
     class_ids = np.min_scalar_type(zoo.num_classes - 1)
-    facts, layers = [], 0
-    for chunk, params in model_chunks(zoo, rows, paths, vector_chunk(rows, paths)):
-        facts.append(analysis.WeightFacts.of_tensors(jax.tree.leaves(params)))
-        for model in range(chunk.start, chunk.stop):
+    layers = 0
+    blocks = zip(models_params(zoo, epoch, models), models_params(zoo, epoch, models, "batch_stats"))
+    for (positions, params), (_, stats) in blocks:
+        for i, row in enumerate(positions):
             variables = jax.device_put(
-                {
-                    "params": jax.tree.map(lambda a: a[model - chunk.start], params),
-                    "batch_stats": jax.tree.map(lambda a: a[model], stats),
-                }
+                {"params": jax.tree.map(lambda a: a[i], params), "batch_stats": jax.tree.map(lambda a: a[i], stats)}
             )  # once per model
             predictions = np.concatenate([np.asarray(predict(variables, batch)) for batch in batches])[:n]
-            rows.write("predictions", model, predictions[None].astype(class_ids))
+            rows.write("predictions", int(row), predictions[None].astype(class_ids))
             layers = write_grams(
-                rows, model, [np.asarray(layer)[None] for layer in features(variables, test_images[:cka_images])]
+                rows,
+                positions[i : i + 1],
+                [np.asarray(layer)[None] for layer in features(variables, test_images[:cka_images])],
             )
-    return layers, analysis.WeightFacts.concat(facts)
+    return layers

@@ -6,9 +6,9 @@ columns (`pair_moments`), so their memory does not grow with M^2. The per-model 
 read (`ModelRows`) stay in memory up to a budget and are spilled to temporary files beyond it,
 and the blocks are sized from the same budget, so memory does not grow with M either.
 
-Models whose flat vectors are too long to read by pairs of blocks (ResNet-18: 11M numbers) give
-their pair distances from the [M, M] matrix of their dot products instead (`dot_products`, one
-array of parameters at a time), and their per-model facts (`WeightFacts`) by chunks of models.
+Models whose flat vectors are too long to hold together (ResNet-18: 11M numbers) give their pair
+distances from the matrix of their dot products instead ("dots", `jaxzoo.analysis.forward`), and
+every zoo's per-model facts (`WeightFacts`) come from one pass over its blocks of models.
 `paper_units` turns the values into the paper's Table 2 units (percent; l2 over the mean norm).
 """
 
@@ -109,10 +109,6 @@ class ModelRows:
     def read(self, name: str, index: slice | np.ndarray) -> np.ndarray:
         """A copy of the models `index` (a slice, or ascending model indices) of an array."""
         return np.array(self._open(name)[index])
-
-    def read_columns(self, name: str, start: int, stop: int) -> np.ndarray:
-        """A copy of entries [start, stop) of every model's flattened array: [M, stop - start]."""
-        return np.array(self._open(name).reshape(self.count, -1)[:, start:stop])
 
     def __contains__(self, name: str) -> bool:
         return name in self._arrays
@@ -356,28 +352,10 @@ def distances_of(dot: np.ndarray, sq_a: np.ndarray, sq_b: np.ndarray) -> tuple[n
     return l2, cosine
 
 
-def dot_products(rows: ModelRows, names: Sequence[str], columns: int) -> np.ndarray:
-    """[M, M] float64 dot products of the models' vectors made of the arrays `names` of rows
-    (whatever the order of their entries: a dot product does not depend on it), summed over
-    `columns` entries of one array at a time (`column_block`)."""
-    dots = np.zeros((rows.count, rows.count))
-    for name in names:
-        for start in range(0, math.prod(rows.shape(name)), columns):
-            part = rows.read_columns(name, start, start + columns).astype(np.float64)
-            dots += part @ part.T
-    return dots
-
-
-def column_block(count: int, budget: int = MEMORY_BUDGET) -> int:
-    """Entries per read of `dot_products` for `count` models: the float32 read and its float64
-    copy, [count, b] each, in half the budget."""
-    return max(1, budget // (2 * 12 * count))
-
-
 @dataclasses.dataclass(frozen=True)
 class WeightBlock:
     """The weights of a block of models for the pair distances: their flat vectors [b, P] float64,
-    or their rows [b, M] of the dot-product matrix (rows' "dots", `dot_products`)."""
+    or their rows [b, M] of the dot-product matrix (rows' "dots")."""
 
     values: np.ndarray
     index: np.ndarray  # [b] model indices
@@ -482,14 +460,20 @@ def table2_of_rows(
     threshold: float = DEFAULT_THRESHOLD,
     block: int | None = None,
     facts: WeightFacts | None = None,
+    paired: np.ndarray | None = None,
 ) -> tuple[dict, Viability]:
     """(The Table 2 metrics of a zoo at its last epoch, non-viable models removed; the viability).
 
-    test_acc [M]; rows: "predictions" [M, N] on the test split, "gram0".. per layer [M, n(n+1)/2]
-    (`packed_grams` of the features on the first n test images), and "weights" [M, P] or, for
-    vectors too long to pair (`facts` then given), "dots" [M, M] (`dot_products`). kappa_cka of a
-    pair is the mean over layers (None without layers). Pairs are reduced `block` models at a time
-    (default: as many as the rows' budget allows, `table2_block`).
+    test_acc [M]; rows: "predictions" [R, N] on the test split, "gram0".. per layer [R, n(n+1)/2]
+    (`packed_grams` of the features on the first n test images), and "weights" [R, P] or, for
+    vectors too long to hold, "dots" [R, R]. kappa_cka of a pair is the mean over layers (None
+    without layers). Pairs are reduced `block` models at a time (default: as many as the rows'
+    budget allows, `table2_block`).
+
+    By default rows hold every model (R = M) and the pairs are those of the viable models. With
+    `facts` (`WeightFacts` of all M models) and `paired` (ascending zoo indices of R viable
+    models, row i holding model paired[i]), accuracy, weights and norms are of every viable
+    model and the pair columns average the pairs of the R models.
 
     Raw values: accuracy, agreement and CKA as fractions, weights and distances in weight units.
     "paper": the same columns in the paper's units (`paper_units`), with "mean_l2_norm" the mean
@@ -499,7 +483,8 @@ def table2_of_rows(
     facts = rows_facts(rows, block) if facts is None else facts
     v = facts.viability(threshold)
     models = np.flatnonzero(v.keep)
-    pairs = pair_statistics(models, rows, layers, num_classes, block)
+    pair_rows = models if paired is None else np.arange(len(paired))
+    pairs = pair_statistics(pair_rows, rows, layers, num_classes, block)
     pair = lambda name: pairs.get(name, Moments())  # no pairs: NaN
     moments = {
         "accuracy": Moments.of(test_acc[models]),
@@ -516,6 +501,7 @@ def table2_of_rows(
         "removed_non_finite": v.non_finite,
         "removed_over_threshold": v.over_threshold,
         "threshold": threshold,
+        "paired_models": int(len(pair_rows)),
         **{name: None if m is None else m.summary() for name, m in moments.items()},
         "cka_per_layer": [pair(f"cka{k}").summary()["mean"] for k in range(layers)],
         "mean_l2_norm": mean_norm,

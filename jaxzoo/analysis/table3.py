@@ -12,8 +12,9 @@ targets (optimizer, init, activation): the original's linear classifier (one lin
 kaiming-normal init, Adam lr 1e-4, wd 1e-6, 50 epochs, batch 10, NLL, seed 42); test accuracy.
 Targets constant in the zoo are "n/a". Values are x100, as the paper.
 
-ResNet-18 zoos: s(w) only (w is "n/a": 11M numbers per model), computed per tensor of the
-torchvision-ordered flat vector, a chunk of models at a time (params restored leaf by leaf).
+ResNet-18 zoos, and zoos whose w features would pass `W_FEATURE_BYTES`: s(w) only (w is "n/a",
+the table's note says why), computed per tensor of the flat vector a stored block of models at
+a time, so Table 3's memory does not grow with the zoo.
 
 Default epochs: the original notebook's [5, 15, 50] when the zoo has 50 epochs or more,
 else every epoch 1..E (the paper does not state its epochs).
@@ -30,7 +31,7 @@ import numpy as np
 import optax
 
 from jaxzoo.analysis import table2 as analysis
-from jaxzoo.analysis.forward import model_chunks, restore_params, vector_chunk
+from jaxzoo.analysis.forward import MODEL_CHUNK, model_chunks
 from jaxzoo.export.rows import model_splits, vector_splits
 from jaxzoo.models import resnet
 from jaxzoo.training.factors import CORE_FACTORS, FACTOR_TABLE
@@ -65,13 +66,27 @@ def layout_blocks(index_dict: dict) -> list[tuple[int, int]]:
     return blocks
 
 
-def resnet_note(zoo: Zoo) -> str:
-    """Why a ResNet-18 zoo's Table 3 has no w column."""
+W_FEATURE_BYTES = 512 * 2**20  # Table 3's w features held in memory; past it w is n/a and s(w) streamed
+
+
+def w_feature_bytes(zoo: Zoo, epochs: list[int]) -> int:
+    """Bytes of the w features: every (model, epoch) row's float32 flat vector."""
+    return len(zoo.table) * len(epochs) * 4 * layout_size(zoo.vector_layout())
+
+
+def statistics_note(zoo: Zoo, epochs: list[int]) -> str:
+    """Why a zoo's Table 3 has no w column (ResNet-18, or w features past `W_FEATURE_BYTES`)."""
     layout = zoo.vector_layout()
+    why = (
+        "too many to hold for every row (the paper reports s(w) only for them)"
+        if zoo.is_resnet
+        else f"and its {w_feature_bytes(zoo, epochs) / 2**30:.1f} GiB of w features are more than the "
+        f"{W_FEATURE_BYTES // 2**20} MiB held in memory"
+    )
     return (
-        f"w is n/a for ResNet-18 zoos: a flat vector is {layout_size(layout):,} numbers per model, too many "
-        f"to hold for every row (the paper reports s(w) only for them); s(w) is computed per tensor "
-        f"({len(layout['tensors'])} tensors), a chunk of models at a time."
+        f"w is n/a for {'ResNet-18 zoos' if zoo.is_resnet else 'this zoo'}: a flat vector is "
+        f"{layout_size(layout):,} numbers per model, {why}; s(w) is computed per tensor "
+        f"({len(layout_blocks(layout))} tensors), a block of models at a time."
     )
 
 
@@ -187,26 +202,29 @@ def default_epochs(num_epochs: int) -> list[int]:
     return list(NOTEBOOK_EPOCHS) if num_epochs >= max(NOTEBOOK_EPOCHS) else list(range(1, num_epochs + 1))
 
 
-def resnet_epoch_statistics(zoo: Zoo, epoch: int) -> tuple[np.ndarray, analysis.WeightFacts]:
-    """(s(w) of every model of a ResNet-18 zoo at `epoch` [M, 7 * tensors], the models'
-    `analysis.WeightFacts`), a chunk of models at a time (`resnet_statistics`); the params are
-    restored leaf by leaf into `analysis.ModelRows` (memory up to its budget, temporary files beyond)."""
+def epoch_statistics(zoo: Zoo, epoch: int) -> tuple[np.ndarray, analysis.WeightFacts]:
+    """(s(w) of every model at `epoch` [M, 7 * tensors], the models' `analysis.WeightFacts`), a
+    stored block of models at a time (ResNet-18: `resnet_statistics`, else `layer_statistics`)."""
     features, facts = [], []
-    with analysis.ModelRows(len(zoo.table)) as rows:
-        paths = restore_params(zoo, epoch, rows)
-        for _, params in model_chunks(zoo, rows, paths, vector_chunk(rows, paths)):
+    index_dict = zoo.vector_layout()
+    for _, params in model_chunks(zoo, epoch, np.arange(len(zoo.table)), MODEL_CHUNK):
+        if zoo.is_resnet:
             features.append(resnet_statistics(params))
             facts.append(analysis.WeightFacts.of_tensors(jax.tree.leaves(params)))
+        else:
+            vectors = zoo.params_vectors(params)
+            features.append(layer_statistics(vectors, index_dict))
+            facts.append(analysis.WeightFacts.of(vectors))
     return np.concatenate(features), analysis.WeightFacts.concat(facts)
 
 
 def statistics_splits(zoo: Zoo, epochs: list[int], threshold: float) -> tuple[dict[str, VectorSplit], dict]:
-    """`vector_splits` of a zoo whose vectors are too long to hold (ResNet-18): the split's
-    weights are the s(w) rows [rows, 7 * tensors] (`resnet_epoch_statistics`); rows with NaN/inf or
+    """`vector_splits` of a zoo whose vectors are too many or too long to hold: the split's
+    weights are the s(w) rows [rows, 7 * tensors] (`epoch_statistics`); rows with NaN/inf or
     |w| > threshold in the model's flat vector are dropped and counted."""
     statistics, over = {}, {}
     for epoch in epochs:
-        features, facts = resnet_epoch_statistics(zoo, epoch)
+        features, facts = epoch_statistics(zoo, epoch)
         keep = facts.viability(threshold).keep
         statistics[epoch] = np.where(keep[:, None], features, np.nan)
         over[epoch] = ~keep & ~facts.non_finite
@@ -280,9 +298,12 @@ def benchmark_workdir(workdir, epochs: list[int] | None = None, threshold: float
     start = time.time()
     zoo = read_zoo(workdir)
     epochs = epochs or default_epochs(zoo.epochs[-1])
-    if zoo.is_resnet:
+    if zoo.is_resnet or w_feature_bytes(zoo, epochs) > W_FEATURE_BYTES:
         splits, counts = statistics_splits(zoo, epochs, threshold)
-        outcome = {**table3(splits, {"s(w)": {k: v.weights for k, v in splits.items()}}), "note": resnet_note(zoo)}
+        outcome = {
+            **table3(splits, {"s(w)": {k: v.weights for k, v in splits.items()}}),
+            "note": statistics_note(zoo, epochs),
+        }
     else:
         splits, counts = vector_splits(zoo, epochs, threshold)
         outcome = table3(splits)

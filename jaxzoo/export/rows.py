@@ -59,7 +59,9 @@ def vector_splits(
     """
     layout = layout or zoo.vector_layout()
     masked = twin_weights == "masked"
-    weights_by_epoch = vectors or {epoch: zoo.flat_vectors(zoo.state(epoch), masked) for epoch in epochs}
+    weights_by_epoch = vectors or {
+        epoch: zoo.flat_vectors({"params": zoo.checkpoints.params(epoch)}, masked) for epoch in epochs
+    }
     splits, counts = {}, {}
     for split, models in model_splits(zoo).items():
         rows = [(m, e) for m in models for e in epochs]
