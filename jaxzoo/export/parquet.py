@@ -24,7 +24,7 @@ import pathlib
 
 import numpy as np
 
-from jaxzoo.export.rows import ExportError, gathered_vectors, model_splits, split_chunks, split_rows
+from jaxzoo.export.rows import ExportError, gathered_requests, model_splits, split_chunks, split_rows
 from jaxzoo.weights.vectors import layout_size
 from jaxzoo.zoo import blocks
 
@@ -163,20 +163,25 @@ def write_parquet(
     counts = {split: {"rows": 0, "dropped_nan": 0, "dropped_threshold": 0} for split in SPLITS}
     try:
         for epoch in epochs:
-            # Each split's rows in split order, a chunk of models at a time gathered from the
-            # blocks that hold them (params only); the filter and properties of `vector_splits`.
-            for split, models in model_splits(zoo).items():
-                chunks = split_chunks(models, 1, size) or [[]]
-                for number, chunk in enumerate(chunks):
-                    vectors = gathered_vectors(zoo, epoch, np.array(chunk, np.int64), masked)
-                    data, chunk_counts = split_rows(zoo, [(m, epoch) for m in chunk], vectors, threshold, layout)
-                    del vectors
-                    if not writers:  # every split names every property
-                        table_schema = schema(pa, size, data.properties)
-                        writers = {name: SplitWriter(pa, folder, name, table_schema, size) for name in SPLITS}
-                    writers[split].append(data.weights, data.properties, last=number == len(chunks) - 1)
-                    for key, value in chunk_counts.items():
-                        counts[split][key] += value
+            # Each split's rows in split order, chunks of models gathered from the blocks that
+            # hold them (a block read once per group of chunks); the filter and properties of
+            # `vector_splits`.
+            plan = [
+                (split, number == len(chunks) - 1, chunk)
+                for split, models in model_splits(zoo).items()
+                for chunks in [split_chunks(models, 1, size) or [[]]]
+                for number, chunk in enumerate(chunks)
+            ]
+            stream = gathered_requests(zoo, [(epoch, chunk) for *_, chunk in plan], masked)
+            for (split, last, chunk), vectors in zip(plan, stream):
+                data, chunk_counts = split_rows(zoo, [(m, epoch) for m in chunk], vectors, threshold, layout)
+                del vectors
+                if not writers:  # every split names every property
+                    table_schema = schema(pa, size, data.properties)
+                    writers = {name: SplitWriter(pa, folder, name, table_schema, size) for name in SPLITS}
+                writers[split].append(data.weights, data.properties, last=last)
+                for key, value in chunk_counts.items():
+                    counts[split][key] += value
         for split in SPLITS:
             writers[split].close()
     except BaseException:

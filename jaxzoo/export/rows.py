@@ -7,6 +7,7 @@ files and the Parquet files hold the same rows.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
@@ -112,24 +113,50 @@ def row_properties(zoo: Zoo, kept: list[tuple[int, int]]) -> dict:
     return properties
 
 
-def gathered_vectors(zoo: Zoo, epoch: int, models: np.ndarray, masked: bool) -> np.ndarray:
-    """[len(models), P] flat vectors of `models` (model indices, any order) at `epoch`, read from
-    the stored blocks that hold them (params only)."""
-    models = np.asarray(models, np.int64)
-    out = np.zeros((len(models), layout_size(zoo.vector_layout())), np.float32)
-    for start, stop in zoo.checkpoints.stored_blocks(epoch):
-        hit = np.nonzero((models >= start) & (models < stop))[0]
-        if len(hit):
-            params = zoo.checkpoints.params(epoch, models=(start, stop))
-            rows = tree_take(params, models[hit] - start)
-            out[hit] = zoo.flat_vectors({"params": rows}, masked)
+def gathered_requests(zoo: Zoo, requests: Iterable[tuple[int, np.ndarray]], masked: bool) -> Iterator[np.ndarray]:
+    """For each (epoch, models) request in turn, the flat vectors [len(models), P] of those models
+    (indices, any order). Consecutive requests are gathered together while their vectors fit
+    `blocks.READ_BYTES`, with one read of each stored block that holds some of them: a block is
+    read once per group and epoch, not once per request (a read is a whole Orbax restore)."""
+    size = layout_size(zoo.vector_layout())
+    group: list[tuple[int, np.ndarray]] = []
+    for epoch, models in requests:
+        models = np.asarray(models, np.int64)
+        if group and 4 * size * (sum(len(m) for _, m in group) + len(models)) > blocks.READ_BYTES:
+            yield from gathered_group(zoo, group, size, masked)
+            group = []
+        group.append((epoch, models))
+    if group:
+        yield from gathered_group(zoo, group, size, masked)
+
+
+def gathered_group(zoo: Zoo, group: list[tuple[int, np.ndarray]], size: int, masked: bool) -> list[np.ndarray]:
+    """The flat vectors [len(models), P] of each (epoch, models) of a group, each stored block
+    that holds some of them read once per epoch (params only)."""
+    out = [np.zeros((len(models), size), np.float32) for _, models in group]
+    for epoch in sorted({epoch for epoch, _ in group}):
+        wanted = [i for i, (e, _) in enumerate(group) if e == epoch]
+        for start, stop in zoo.checkpoints.stored_blocks(epoch):
+            hits = {i: np.nonzero((group[i][1] >= start) & (group[i][1] < stop))[0] for i in wanted}
+            needed = np.unique(np.concatenate([group[i][1][hit] for i, hit in hits.items()]))
+            if len(needed):
+                params = zoo.checkpoints.params(epoch, models=(start, stop))
+                vectors = zoo.flat_vectors({"params": tree_take(params, needed - start)}, masked)
+                for i, hit in hits.items():
+                    out[i][hit] = vectors[np.searchsorted(needed, group[i][1][hit])]
     return out
 
 
-def chunk_vectors(zoo: Zoo, models: list[int], epochs: list[int], masked: bool) -> np.ndarray:
-    """[len(models) * len(epochs), P] flat vectors of rows (m, e) for m in models, e in epochs."""
-    per_epoch = [gathered_vectors(zoo, epoch, np.array(models, np.int64), masked) for epoch in epochs]
-    return np.stack(per_epoch, axis=1).reshape(len(models) * len(epochs), -1)
+def row_filter(zoo: Zoo, epochs: list[int], threshold: float, masked: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Of every (model, epoch): (has NaN/inf, finite but some |w| > threshold), each [M, len(epochs)]
+    (`dropped_rows`), from one read of each stored block per epoch."""
+    shape = (len(zoo.table), len(epochs))
+    nan, large = np.zeros(shape, bool), np.zeros(shape, bool)
+    for column, epoch in enumerate(epochs):
+        for start, stop in zoo.checkpoints.stored_blocks(epoch):
+            vectors = zoo.flat_vectors({"params": zoo.checkpoints.params(epoch, models=(start, stop))}, masked)
+            nan[start:stop, column], large[start:stop, column] = dropped_rows(vectors, threshold)
+    return nan, large
 
 
 def split_chunks(models: list[int], copies: int, size: int) -> list[list[int]]:

@@ -46,9 +46,9 @@ from jaxzoo.export import bundle, parquet
 from jaxzoo.export.rows import (
     METRICS,
     ExportError,
-    chunk_vectors,
-    dropped_rows,
+    gathered_requests,
     model_splits,
+    row_filter,
     row_properties,
     split_chunks,
     trial_name,
@@ -302,40 +302,39 @@ def write_vectors(
 ) -> dict:
     """Writes the flat-vector dataset (safetensors + json, dataset.pt); returns the filter report.
 
-    Each split is read in chunks of models that fit `blocks.READ_BYTES` (every epoch of the
-    chunk): once to find the rows the filter drops, once more to write the kept ones (a split
-    that is one chunk is read once)."""
+    Two passes over the epochs' blocks: one finds the rows the filter drops (`row_filter`), one
+    gathers the kept rows of every split in split order, chunks of models that fit
+    `blocks.READ_BYTES` at a time (`gathered_requests`: a block read once per group of chunks)."""
     folder.mkdir(parents=True, exist_ok=True)
     layout = zoo.vector_layout()
     size, masked, counts = layout_size(layout), twin_weights == "masked", {}
-    for split, models in model_splits(zoo).items():
-        rows = [(m, e) for m in models for e in epochs]
-        chunks = split_chunks(models, 2 * len(epochs), size)
-        nan, large, cached = np.zeros(len(rows), bool), np.zeros(len(rows), bool), None
+    nan_rows, large_rows = row_filter(zoo, epochs, threshold, masked)
+    splits = model_splits(zoo)
+    chunks = {split: split_chunks(models, 2 * len(epochs), size) for split, models in splits.items()}
+    requests = [(epoch, chunk) for split in splits for chunk in chunks[split] for epoch in epochs]
+    stream = gathered_requests(zoo, requests, masked)  # consumed in order, split by split
+
+    def kept_weights(chunks: list[list[int]], keep: np.ndarray):
         position = 0
         for chunk in chunks:
-            weights = chunk_vectors(zoo, chunk, epochs, masked)
-            span = slice(position, position + len(weights))
-            nan[span], large[span] = dropped_rows(weights, threshold)
-            position = span.stop
-            cached = weights if len(chunks) == 1 else None
+            weights = np.stack([next(stream) for _ in epochs], axis=1).reshape(len(chunk) * len(epochs), size)
+            yield weights[keep[position : position + len(weights)]]
+            position += len(weights)
+
+    for split, models in splits.items():
+        rows = [(m, e) for m in models for e in epochs]
+        nan, large = nan_rows[models].reshape(-1), large_rows[models].reshape(-1)
         keep = ~(nan | large)
-
-        def kept_weights(chunks=chunks, cached=cached, keep=keep):
-            if cached is not None:
-                yield cached[keep]
-                return
-            position = 0
-            for chunk in chunks:
-                weights = chunk_vectors(zoo, chunk, epochs, masked)
-                yield weights[keep[position : position + len(weights)]]
-                position += len(weights)
-
         kept = [row for row, k in zip(rows, keep) if k]
         data = VectorSplit(np.zeros((0, size), np.float32), row_properties(zoo, kept), layout)
         counts[split] = {"rows": len(kept), "dropped_nan": int(nan.sum()), "dropped_threshold": int(large.sum())}
         meta = save_vector_split(
-            folder, split, data, counts[split], {"epochs": epochs}, weights=((len(kept), size), kept_weights())
+            folder,
+            split,
+            data,
+            counts[split],
+            {"epochs": epochs},
+            weights=((len(kept), size), kept_weights(chunks[split], keep)),
         )
         log(
             f"  vectors/{split}: {meta['rows']} rows kept, {meta['dropped_nan']} NaN, {meta['dropped_threshold']} over |w| > {threshold}"
