@@ -1,7 +1,7 @@
 """Peak resident memory and time of every jaxzoo command as a zoo grows.
 
   python scripts/bench_scale.py --zoos cnn_s_1k,cnn_s_16k --scratch /tmp/scale
-  python scripts/bench_scale.py --zoos cnn_s_128k,resnet18_190 --scratch /big/disk --skip analyze
+  python scripts/bench_scale.py --zoos cnn_s_128k,resnet18_190 --scratch /big/disk --agreement_images 100
   python scripts/bench_scale.py --zoos cnn_s_1k --train        # also one real epoch of training
 
 Each zoo is synthetic (no model is trained): the state tree of a real run of its config (its
@@ -13,8 +13,10 @@ so the disk holds one at a time), ingest (of the trials export), analyze and the
 benchmark; and, in this process, the time to read one model's params at one epoch. `--train`
 adds `python -m jaxzoo.train` of the same models for one epoch on 120 images per split.
 
-Zoos: cnn_s_<N> (CNN-s, Adam state) and resnet18_<N> (ResNet-18, plain SGD: params and
-BatchNorm statistics, 45 MB per model: 190 models make an epoch of 8 GiB), N a count or 16k.
+Zoos: cnn_s_<N> (CNN-s, Adam state), mlp1024_<N> (MLPs with two 1024-wide layers, 1.86M
+parameters, Adam state: the card's weight matching of wide layers) and resnet18_<N> (ResNet-18,
+plain SGD: params and BatchNorm statistics, 45 MB per model: 190 models make an epoch of
+8 GiB), N a count or 16k.
 Both on the embedded MNIST (mnist_5k; ResNet-18 at 32x32). Runs at commit 13083a5 too, whose
 checkpoints hold each epoch whole, for the before figures (`PYTHONPATH=<13083a5 checkout>`).
 """
@@ -48,7 +50,7 @@ BUILD_BLOCK_BYTES = 256 * 2**20  # noise written per call while building a shard
 
 
 def zoo_config(name: str):
-    """The config of a zoo name: cnn_s_<N> or resnet18_<N> (N a count, or 16k for 16,000)."""
+    """The config of a zoo name: cnn_s_<N>, mlp1024_<N> or resnet18_<N> (N a count, or 16k for 16,000)."""
     kind, count = name.rsplit("_", 1)
     models = int(count[:-1]) * 1000 if count.endswith("k") else int(count)
     config = base_config()
@@ -64,8 +66,11 @@ def zoo_config(name: str):
         config.population.activation = ("relu",)
         config.population.optimizer = ("sgd",)
         config.population.dropout = (0.0,)
+    elif kind == "mlp1024":  # the issue's wide zoo: two 1024-wide layers, 1.86M parameters
+        config.model.arch = "mlp"
+        config.model.widths = (1024, 1024)
     elif kind != "cnn_s":
-        raise SystemExit(f"unknown zoo {name!r}: cnn_s_<N> or resnet18_<N>")
+        raise SystemExit(f"unknown zoo {name!r}: cnn_s_<N>, mlp1024_<N> or resnet18_<N>")
     return config
 
 
@@ -134,7 +139,7 @@ def size_of(path: pathlib.Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def bench_zoo(name: str, scratch: pathlib.Path, skip: set[str], train: bool) -> None:
+def bench_zoo(name: str, scratch: pathlib.Path, skip: set[str], train: bool, agreement_images: int = 0) -> None:
     config = zoo_config(name)
     models = config.population.num_seeds
     root = scratch / name
@@ -175,7 +180,8 @@ def bench_zoo(name: str, scratch: pathlib.Path, skip: set[str], train: bool) -> 
             shutil.rmtree(ingested, ignore_errors=True)
     shutil.rmtree(out, ignore_errors=True)
     if "analyze" not in skip:
-        report("analyze", *timed_child(["jaxzoo.analyze", "--workdir", str(root)]))
+        images = ["--agreement_images", str(agreement_images)] if agreement_images else []
+        report("analyze", *timed_child(["jaxzoo.analyze", "--workdir", str(root), *images]))
     if "benchmark" not in skip:
         report("benchmark", *timed_child(["jaxzoo.benchmark", "--workdir", str(root), "--out", str(scratch / "t3.md")]))
     if train:
@@ -201,6 +207,9 @@ def main() -> None:
         "--skip", default="", help="commands to leave out: trials,vectors,parquet,ingest,analyze,benchmark"
     )
     parser.add_argument("--train", action="store_true", help="also time one real epoch of training")
+    parser.add_argument(
+        "--agreement_images", type=int, default=0, help="analyze's --agreement_images (0: every test image)"
+    )
     args = parser.parse_args()
     scratch = pathlib.Path(args.scratch or tempfile.mkdtemp(prefix="jaxzoo-bench-scale-"))
     scratch.mkdir(parents=True, exist_ok=True)
@@ -208,7 +217,7 @@ def main() -> None:
     print("| zoo | models | state per epoch GiB | epoch on disk GiB | command | seconds | peak RSS GiB |")
     print("|---|---:|---:|---:|---|---:|---:|")
     for name in args.zoos.split(","):
-        bench_zoo(name, scratch, set(filter(None, args.skip.split(","))), args.train)
+        bench_zoo(name, scratch, set(filter(None, args.skip.split(","))), args.train, args.agreement_images)
 
 
 if __name__ == "__main__":

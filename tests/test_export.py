@@ -451,3 +451,15 @@ def test_params_json_follows_the_original_script_of_each_paper_zoo():
     resnet = writer.recorded_params("tune_zoo_tinyimagenet_resnet18_kaiming_uniform", {**base, "model::o_dim": 200})
     assert resnet["model::o_dim"] == 200 and resnet["testloader::workers"] == 3
     assert writer.recorded_params("my_own_zoo", base) == base
+
+
+def test_vectors_past_the_dataset_pt_limit_say_why_it_is_missing(exported, tmp_path, monkeypatch):
+    from jaxzoo.export import writer
+
+    workdir, _, _ = exported
+    monkeypatch.setattr(writer, "VECTORS_PT_BYTES", 1000)
+    lines = []
+    report = export.export(workdir, tmp_path, formats="vectors", epochs=[2], log=lines.append)
+    vectors = tmp_path / report["out"].rsplit("/", 1)[1] / "vectors"
+    assert (vectors / "train.safetensors").exists() and not (vectors / "dataset.pt").exists()
+    assert any("dataset.pt skipped: its 0.0 GiB would be held in memory" in line for line in lines)

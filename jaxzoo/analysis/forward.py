@@ -75,13 +75,15 @@ def models_params(
             yield np.arange(first, last), jax.tree.map(lambda a: a[models[first:last] - start], block)
 
 
-def model_chunks(zoo: Zoo, epoch: int, models: np.ndarray, chunk: int) -> Iterator[tuple[np.ndarray, dict]]:
-    """`models_params` of the vector params (`Zoo.vector_params`: twins' masked weights), in
-    chunks of at most `chunk` models."""
+def model_chunks(
+    zoo: Zoo, epoch: int, models: np.ndarray, chunk: int, masked: bool = True
+) -> Iterator[tuple[np.ndarray, dict]]:
+    """`models_params` of the vector params (`Zoo.vector_params`: twins' masked weights, or their
+    raw ones with masked=False), in chunks of at most `chunk` models."""
     for positions, params in models_params(zoo, epoch, models):
         for start in range(0, len(positions), chunk):
             part = slice(start, start + chunk)
-            yield positions[part], zoo.vector_params(jax.tree.map(lambda a: a[part], params))
+            yield positions[part], zoo.vector_params(jax.tree.map(lambda a: a[part], params), masked)
 
 
 def flat_parts(params: dict) -> np.ndarray:

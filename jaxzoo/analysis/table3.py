@@ -204,10 +204,11 @@ def default_epochs(num_epochs: int) -> list[int]:
 
 def epoch_statistics(zoo: Zoo, epoch: int) -> tuple[np.ndarray, analysis.WeightFacts]:
     """(s(w) of every model at `epoch` [M, 7 * tensors], the models' `analysis.WeightFacts`), a
-    stored block of models at a time (ResNet-18: `resnet_statistics`, else `layer_statistics`)."""
+    stored block of models at a time (ResNet-18: `resnet_statistics`, else `layer_statistics`
+    of the flat vectors; twins' raw weights, as `vector_splits`)."""
     features, facts = [], []
     index_dict = zoo.vector_layout()
-    for _, params in model_chunks(zoo, epoch, np.arange(len(zoo.table)), MODEL_CHUNK):
+    for _, params in model_chunks(zoo, epoch, np.arange(len(zoo.table)), MODEL_CHUNK, masked=False):
         if zoo.is_resnet:
             features.append(resnet_statistics(params))
             facts.append(analysis.WeightFacts.of_tensors(jax.tree.leaves(params)))

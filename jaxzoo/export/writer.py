@@ -350,14 +350,26 @@ def write_vectors(
     }
 
 
+VECTORS_PT_BYTES = 2**30  # vectors/dataset.pt is one pickle of every split, held in memory to write it
+
+
 def write_torch_dataset(folder: pathlib.Path, log) -> None:
-    """`dataset.pt`: {split: {'weights': tensor, 'properties': {...}}} when torch is installed."""
+    """`dataset.pt`: {split: {'weights': tensor, 'properties': {...}}} when torch is installed
+    and the weights are at most `VECTORS_PT_BYTES` (else skipped, with a line saying why)."""
     try:
         import torch
     except ImportError:
         log(
             "  vectors/dataset.pt skipped: torch is not installed (pip install 'jaxzoo[torch]'); "
             "the safetensors + json files need no torch"
+        )
+        return
+    size = sum((folder / f"{split}.safetensors").stat().st_size for split in ("train", "val", "test"))
+    if size > VECTORS_PT_BYTES:
+        log(
+            f"  vectors/dataset.pt skipped: its {size / 2**30:.1f} GiB would be held in memory to write it, past "
+            f"{VECTORS_PT_BYTES / 2**30:.0f} GiB; the safetensors + json files hold the same rows "
+            "(jaxzoo.torch.ZooVectorDataset reads them)"
         )
         return
     data = {split: load_vectors_split(folder, split) for split in ("train", "val", "test")}
@@ -506,7 +518,7 @@ def export_bytes(zoo: Zoo, formats: str, epochs: list[int], optimizer_state: str
         optimizer_epochs = len(zoo.epochs) if optimizer_state == "all" else 1
         size += models * (len(zoo.epochs) * params + optimizer_epochs * (state - params))
     if formats in ("vectors", "all"):
-        size += 2 * vectors  # the safetensors files and dataset.pt
+        size += vectors + (vectors if vectors <= VECTORS_PT_BYTES else 0)  # safetensors files, dataset.pt
     if formats in ("parquet", "all"):
         size += vectors
     return size
