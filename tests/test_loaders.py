@@ -207,3 +207,18 @@ def test_permutation_shuffles_hidden_units_only(vectors):
     )
     stats = loaders.layer_statistics(train)
     np.testing.assert_allclose(both["weights"], loaders.standardise(rows, index, stats), rtol=1e-5, atol=1e-5)
+
+
+def test_train_statistics_past_the_read_budget_merge_chunks_of_rows(vectors, monkeypatch):
+    """A train split larger than `READ_BYTES` is read a few rows at a time (here 4, a ragged last
+    chunk); its per-layer means and stds equal the whole split's up to float64 rounding."""
+    folder, splits = vectors
+    whole = loaders.layer_statistics(splits["train"])
+    size = splits["train"].weights.shape[1]
+    monkeypatch.setattr(loaders, "READ_BYTES", 4 * 8 * size)
+    assert len(splits["train"].weights) % 4 and loaders.train_statistics(folder)["rows"] == whole["rows"]
+    streamed = loaders.train_statistics(folder)
+    for got, want in zip(streamed["layers"], whole["layers"], strict=True):
+        assert got["layer"] == want["layer"]
+        for key in ("weight_mean", "weight_std", "bias_mean", "bias_std"):
+            assert got[key] == pytest.approx(want[key], rel=1e-9, abs=1e-12), key

@@ -104,7 +104,7 @@ def weight_facts(zoo: Zoo, epoch: int) -> analysis.WeightFacts:
     return analysis.WeightFacts.concat(facts)
 
 
-DOT_GROUP_BYTES = 512 * 2**20  # float32 params of a group of models held by `dot_products`; two at once
+DOT_GROUP_BYTES = 384 * 2**20  # float32 params of a group of models held by `dot_products`; two at once
 DOT_COLUMNS = 2**20  # entries per float64 product in `dot_products`
 
 
@@ -114,10 +114,18 @@ def dot_products(zoo: Zoo, epoch: int, models: np.ndarray, group_bytes: int = DO
 
     The models are read in groups of `group_bytes` of params, and each group pair's products
     summed over `DOT_COLUMNS` entries at a time in float64: memory two groups, reads g(g+1)/2
-    groups for g groups (`Zoo.flat_vectors` order is not needed: a dot product ignores order)."""
-    size = max(1, group_bytes // zoo.checkpoints.model_bytes(epoch, "params"))
-    groups = analysis.blocks(np.arange(len(models)), size)
-    read = lambda group: np.concatenate([flat_parts(p) for _, p in model_chunks(zoo, epoch, models[group], len(group))])
+    groups for g groups (`Zoo.flat_vectors` order is not needed: a dot product ignores order).
+    Measured on 192 MLPs of 1.86M parameters: 512 MiB groups, joined by concatenation, peaked at
+    3.3 GiB; groups are filled in place."""
+    model_bytes = zoo.checkpoints.model_bytes(epoch, "params")
+    groups = analysis.blocks(np.arange(len(models)), max(1, group_bytes // model_bytes))
+
+    def read(group: np.ndarray) -> np.ndarray:
+        out = np.empty((len(group), model_bytes // 4), np.float32)
+        for positions, params in model_chunks(zoo, epoch, models[group], len(group)):
+            out[positions] = flat_parts(params)
+        return out
+
     dots = np.zeros((len(models), len(models)))
     for i, rows in enumerate(groups):
         x = read(rows)

@@ -33,6 +33,9 @@ SPLITS = ("train", "val", "test")
 HF_SPLITS = {"train": "train", "val": "validation", "test": "test"}  # the names `datasets` uses
 ROW_GROUP_BYTES = 32 * 2**20  # weights per row group (~3,400 rows of CNN-s): streamable, few groups per file
 MAX_ROW_GROUP_ROWS = 8192
+# A gathered chunk is held about 4 times (the gather, the filtered rows, the buffer, Arrow's
+# encoding), so chunks are a quarter of `blocks.READ_BYTES`: 192 wide MLPs peaked at 2.2 GiB with whole ones.
+PARQUET_COPIES = 4
 INSTALL = "pip install pyarrow (a dependency of jaxzoo: reinstall it)"
 SIZE_CATEGORIES = (
     (1_000, "n<1K"),
@@ -169,7 +172,7 @@ def write_parquet(
             plan = [
                 (split, number == len(chunks) - 1, chunk)
                 for split, models in model_splits(zoo).items()
-                for chunks in [split_chunks(models, 1, size) or [[]]]
+                for chunks in [split_chunks(models, PARQUET_COPIES, size) or [[]]]
                 for number, chunk in enumerate(chunks)
             ]
             stream = gathered_requests(zoo, [(epoch, chunk) for *_, chunk in plan], masked)

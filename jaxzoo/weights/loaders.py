@@ -31,10 +31,13 @@ import pathlib
 from collections.abc import Iterator
 
 import numpy as np
+from safetensors import safe_open
 
+from jaxzoo.analysis.table2 import Moments
 from jaxzoo.errors import UserError
 from jaxzoo.weights import symmetry
 from jaxzoo.weights.vectors import VectorSplit, load_vectors_split
+from jaxzoo.zoo.blocks import READ_BYTES
 
 SPLITS = ("train", "val", "test")
 STANDARDISATION_FILE = "standardisation.json"
@@ -124,10 +127,49 @@ def layer_statistics(train_split) -> dict:
     return {"split": "train", "rows": int(len(weights)), "layers": out}
 
 
+def train_statistics(folder: pathlib.Path) -> dict:
+    """`layer_statistics` of a vectors folder's train split. A split past `READ_BYTES` (as float64)
+    is read that many bytes of rows at a time and its moments merged (`Moments`): equal to the
+    whole split's values up to float64 rounding, in the memory of one read."""
+    path = folder / "train.safetensors"
+    try:
+        with safe_open(str(path), "np") as f:
+            rows, size = f.get_slice("weights").get_shape()
+    except Exception:  # missing or damaged: `load_vectors_split` below names the problem
+        rows = size = 0
+    if rows * size * 8 <= READ_BYTES:
+        return layer_statistics(load_vectors_split(folder, "train"))
+    index_dict = json.loads((folder / "train.json").read_text())["index_dict"]
+    module_index = index_dict.get("layer", list(range(len(index_dict["idx_start"]))))
+    parts = layers(index_dict)
+    moments = [[Moments(), Moments()] for _ in parts]
+    step = max(1, READ_BYTES // (8 * size))
+    with safe_open(str(path), "np") as f:
+        weights = f.get_slice("weights")
+        for start in range(0, rows, step):
+            chunk = weights[start : min(start + step, rows)]
+            for pair, layer in zip(moments, parts):
+                pair[0] += Moments.of(chunk[:, layer.start : layer.bias_start])
+                pair[1] += Moments.of(chunk[:, layer.bias_start : layer.end])
+    out = []
+    for index, (weight, bias) in zip(module_index, moments):
+        w, b = weight.summary(), bias.summary()
+        out.append(
+            {
+                "layer": int(index),
+                "weight_mean": w["mean"],
+                "weight_std": w["std"],
+                "bias_mean": b["mean"],
+                "bias_std": b["std"],
+            }
+        )
+    return {"split": "train", "rows": int(rows), "layers": out}
+
+
 def write_standardisation(folder: str | os.PathLike) -> pathlib.Path:
-    """Writes `vectors/standardisation.json` (the train split's `layer_statistics`); returns its path."""
+    """Writes `vectors/standardisation.json` (the train split's `train_statistics`); returns its path."""
     folder = vectors_folder(folder)
-    stats = layer_statistics(load_vectors_split(folder, "train"))
+    stats = train_statistics(folder)
     path = folder / STANDARDISATION_FILE
     tmp = folder / f".{STANDARDISATION_FILE}.partial"
     tmp.write_text(json.dumps(stats, indent=1))
@@ -147,7 +189,7 @@ def read_standardisation(folder: str | os.PathLike, index_dict: dict | None = No
                 f"{path} is damaged: delete it or rewrite it with jaxzoo.weights.loaders.write_standardisation"
             ) from None
     else:
-        stats = layer_statistics(load_vectors_split(folder, "train"))
+        stats = train_statistics(folder)
     if index_dict is not None and len(stats.get("layers", [])) != len(layers(index_dict)):
         raise LoaderError(
             f"{path} describes {len(stats.get('layers', []))} layers and the vectors have "
