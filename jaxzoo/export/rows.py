@@ -6,6 +6,7 @@ files and the Parquet files hold the same rows.
 
 from __future__ import annotations
 
+import pathlib
 import random
 from collections.abc import Iterable, Iterator
 
@@ -157,6 +158,31 @@ def row_filter(zoo: Zoo, epochs: list[int], threshold: float, masked: bool) -> t
             vectors = zoo.flat_vectors({"params": zoo.checkpoints.params(epoch, models=(start, stop))}, masked)
             nan[start:stop, column], large[start:stop, column] = dropped_rows(vectors, threshold)
     return nan, large
+
+
+def fill_vectors(
+    zoo: Zoo, epochs: list[int], masked: bool, destinations: list[tuple[pathlib.Path, int, np.ndarray]]
+) -> None:
+    """Writes every kept (model, epoch) row's flat vector in place, from one read of each stored
+    block per epoch: destinations (file, byte offset of its float32 [rows, P] weights, the row of
+    each (model, epoch) there [M, len(epochs)], -1 where not written)."""
+    size = layout_size(zoo.vector_layout())
+    files = [open(path, "r+b") for path, _, _ in destinations]
+    try:
+        for column, epoch in enumerate(epochs):
+            for start, stop in zoo.checkpoints.stored_blocks(epoch):
+                targets = [rows[start:stop, column] for _, _, rows in destinations]
+                if not any((t >= 0).any() for t in targets):
+                    continue
+                params = zoo.checkpoints.params(epoch, models=(start, stop))
+                vectors = np.ascontiguousarray(zoo.flat_vectors({"params": params}, masked), "<f4")
+                for f, (_, offset, _), target in zip(files, destinations, targets):
+                    for model in np.flatnonzero(target >= 0)[np.argsort(target[target >= 0])]:
+                        f.seek(offset + int(target[model]) * size * 4)
+                        f.write(vectors[model].data)
+    finally:
+        for f in files:
+            f.close()
 
 
 def split_chunks(models: list[int], copies: int, size: int) -> list[list[int]]:

@@ -46,11 +46,10 @@ from jaxzoo.export import bundle, parquet
 from jaxzoo.export.rows import (
     METRICS,
     ExportError,
-    gathered_requests,
+    fill_vectors,
     model_splits,
     row_filter,
     row_properties,
-    split_chunks,
     trial_name,
 )
 from jaxzoo.host import check_destination, check_free_space
@@ -59,7 +58,14 @@ from jaxzoo.models.registry import arch_name, object_name
 from jaxzoo.training.factors import FACTOR_TABLE, model_value, values_of
 from jaxzoo.training.optimizers import optimizer_entry, torch_state
 from jaxzoo.weights.loaders import write_standardisation
-from jaxzoo.weights.vectors import DEFAULT_THRESHOLD, VectorSplit, layout_size, load_vectors_split, save_vector_split
+from jaxzoo.weights.vectors import (
+    DEFAULT_THRESHOLD,
+    VectorSplit,
+    begin_vector_split,
+    finish_vector_split,
+    layout_size,
+    load_vectors_split,
+)
 from jaxzoo.zoo import checkpoint
 from jaxzoo.zoo.reader import Zoo, ZooReadError, read_zoo
 
@@ -302,25 +308,15 @@ def write_vectors(
 ) -> dict:
     """Writes the flat-vector dataset (safetensors + json, dataset.pt); returns the filter report.
 
-    Two passes over the epochs' blocks: one finds the rows the filter drops (`row_filter`), one
-    gathers the kept rows of every split in split order, chunks of models that fit
-    `blocks.READ_BYTES` at a time (`gathered_requests`: a block read once per group of chunks)."""
+    Two passes over the epochs' blocks, each reading a block once: the first finds the rows the
+    filter drops (`row_filter`); then each split's file is written with its properties and room
+    for its kept rows, and the second pass writes every kept row in place (`fill_vectors`), so
+    the time grows linearly with the zoo and the memory is one block."""
     folder.mkdir(parents=True, exist_ok=True)
     layout = zoo.vector_layout()
     size, masked, counts = layout_size(layout), twin_weights == "masked", {}
     nan_rows, large_rows = row_filter(zoo, epochs, threshold, masked)
-    splits = model_splits(zoo)
-    chunks = {split: split_chunks(models, 2 * len(epochs), size) for split, models in splits.items()}
-    requests = [(epoch, chunk) for split in splits for chunk in chunks[split] for epoch in epochs]
-    stream = gathered_requests(zoo, requests, masked)  # consumed in order, split by split
-
-    def kept_weights(chunks: list[list[int]], keep: np.ndarray):
-        position = 0
-        for chunk in chunks:
-            weights = np.stack([next(stream) for _ in epochs], axis=1).reshape(len(chunk) * len(epochs), size)
-            yield weights[keep[position : position + len(weights)]]
-            position += len(weights)
-
+    splits, begun, destinations = model_splits(zoo), {}, []
     for split, models in splits.items():
         rows = [(m, e) for m in models for e in epochs]
         nan, large = nan_rows[models].reshape(-1), large_rows[models].reshape(-1)
@@ -328,14 +324,14 @@ def write_vectors(
         kept = [row for row, k in zip(rows, keep) if k]
         data = VectorSplit(np.zeros((0, size), np.float32), row_properties(zoo, kept), layout)
         counts[split] = {"rows": len(kept), "dropped_nan": int(nan.sum()), "dropped_threshold": int(large.sum())}
-        meta = save_vector_split(
-            folder,
-            split,
-            data,
-            counts[split],
-            {"epochs": epochs},
-            weights=((len(kept), size), kept_weights(chunks[split], keep)),
-        )
+        target = np.full((len(zoo.table), len(epochs)), -1, np.int64)
+        target[models] = np.where(keep, np.cumsum(keep) - 1, -1).reshape(len(models), len(epochs))
+        path, offset = begin_vector_split(folder, split, data, (len(kept), size), None)
+        begun[split] = data
+        destinations.append((path, offset, target))
+    fill_vectors(zoo, epochs, masked, destinations)
+    for split, data in begun.items():
+        meta = finish_vector_split(folder, split, data, counts[split], {"epochs": epochs})
         log(
             f"  vectors/{split}: {meta['rows']} rows kept, {meta['dropped_nan']} NaN, {meta['dropped_threshold']} over |w| > {threshold}"
         )

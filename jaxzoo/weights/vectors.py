@@ -78,10 +78,14 @@ SAFETENSORS_DTYPES = {
 _DTYPE_RANK = {dtype: rank for rank, dtype in enumerate(SAFETENSORS_DTYPES)}
 
 
-def write_safetensors(path: pathlib.Path, tensors: dict[str, tuple[np.dtype, tuple[int, ...], Iterable]]) -> None:
+def write_safetensors(
+    path: pathlib.Path, tensors: dict[str, tuple[np.dtype, tuple[int, ...], Iterable | None]]
+) -> dict[str, int]:
     """Writes a safetensors file tensor by tensor, each from an iterable of arrays (row chunks),
-    so no tensor needs to be in memory whole: name -> (dtype, shape, chunks). The bytes equal
-    `safetensors.numpy.save_file` of the joined arrays (header, order, padding; tested)."""
+    so no tensor needs to be in memory whole: name -> (dtype, shape, chunks). Chunks None leave
+    the tensor's bytes as zeros for the caller to fill in place. Returns each tensor's byte
+    offset in the file. The bytes equal `safetensors.numpy.save_file` of the joined arrays
+    (header, order, padding; tested)."""
     order = sorted(tensors, key=lambda name: (-_DTYPE_RANK[np.dtype(tensors[name][0])], name))
     header, offset = {}, 0
     for name in order:
@@ -95,19 +99,25 @@ def write_safetensors(path: pathlib.Path, tensors: dict[str, tuple[np.dtype, tup
         offset += size
     text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
     text += b" " * (-len(text) % 8)
+    base = 8 + len(text)
     with open(path, "wb") as f:
         f.write(len(text).to_bytes(8, "little"))
         f.write(text)
         for name in order:
             dtype, _, chunks = tensors[name]
+            expected = header[name]["data_offsets"]
+            if chunks is None:
+                f.seek(base + expected[1])
+                continue
             written = 0
             for chunk in chunks:
                 chunk = np.ascontiguousarray(chunk, np.dtype(dtype).newbyteorder("<"))
                 f.write(memoryview(chunk.reshape(-1)).cast("B") if chunk.size else b"")
                 written += chunk.nbytes
-            expected = header[name]["data_offsets"]
             if written != expected[1] - expected[0]:
                 raise ValueError(f"{name}: {written} bytes written for a tensor of {expected[1] - expected[0]}")
+        f.truncate(base + offset)  # a trailing tensor left to fill
+    return {name: base + header[name]["data_offsets"][0] for name in order}
 
 
 def save_vector_split(
@@ -122,23 +132,35 @@ def save_vector_split(
     properties) and `<split>.json` (counts, categorical properties, index_dict, `extra`), each
     under a temporary name first; returns the JSON metadata. `weights` ((rows, P), chunks of
     rows) stream the weights in place of `data.weights`."""
-    categorical = [k for k, v in data.properties.items() if isinstance(v, list)]
-    numeric = {k: v for k, v in data.properties.items() if k not in categorical}
-    tmp = folder / f".{split}.safetensors.partial"
     shape, chunks = weights if weights is not None else (data.weights.shape, [data.weights])
-    tensors = {"weights": (np.float32, shape, chunks)}
-    tensors.update({k: (v.dtype, v.shape, [v]) for k, v in numeric.items()})
-    write_safetensors(tmp, tensors)
+    begin_vector_split(folder, split, data, shape, chunks)
+    return finish_vector_split(folder, split, data, counts, extra)
+
+
+def begin_vector_split(
+    folder: pathlib.Path, split: str, data: VectorSplit, shape: tuple[int, int], chunks: Iterable | None
+) -> tuple[pathlib.Path, int]:
+    """Writes `<split>.safetensors` under its temporary name (weights of `shape` from `chunks`,
+    or zeros to fill in place when None) -> (that file, the weights' byte offset in it)."""
+    numeric = {k: v for k, v in data.properties.items() if not isinstance(v, list)}
+    tensors = {"weights": (np.float32, shape, chunks), **{k: (v.dtype, v.shape, [v]) for k, v in numeric.items()}}
+    tmp = folder / f".{split}.safetensors.partial"
+    return tmp, write_safetensors(tmp, tensors)["weights"]
+
+
+def finish_vector_split(folder: pathlib.Path, split: str, data: VectorSplit, counts: dict, extra: dict) -> dict:
+    """Writes `<split>.json` and moves both files of a `begin_vector_split` in place -> the metadata."""
+    categorical = [k for k, v in data.properties.items() if isinstance(v, list)]
     meta = {
         "split": split,
         **counts,
-        "numeric_properties": sorted(numeric),
+        "numeric_properties": sorted(k for k in data.properties if k not in categorical),
         "categorical_properties": {k: data.properties[k] for k in categorical},
         "index_dict": data.index_dict,
         **extra,
     }
     (folder / f".{split}.json.partial").write_text(json.dumps(meta))
-    os.replace(tmp, folder / f"{split}.safetensors")
+    os.replace(folder / f".{split}.safetensors.partial", folder / f"{split}.safetensors")
     os.replace(folder / f".{split}.json.partial", folder / f"{split}.json")
     return meta
 
