@@ -31,12 +31,11 @@ import pathlib
 from collections.abc import Iterator
 
 import numpy as np
-from safetensors import safe_open
 
 from jaxzoo.analysis.table2 import Moments
 from jaxzoo.errors import UserError
 from jaxzoo.weights import symmetry
-from jaxzoo.weights.vectors import VectorSplit, load_vectors_split
+from jaxzoo.weights.vectors import VectorSplit, load_vectors_split, tensor_rows
 from jaxzoo.zoo.blocks import READ_BYTES
 
 SPLITS = ("train", "val", "test")
@@ -129,12 +128,14 @@ def layer_statistics(train_split) -> dict:
 
 def train_statistics(folder: pathlib.Path) -> dict:
     """`layer_statistics` of a vectors folder's train split. A split past `READ_BYTES` (as float64)
-    is read that many bytes of rows at a time and its moments merged (`Moments`): equal to the
-    whole split's values up to float64 rounding, in the memory of one read."""
+    is read that many bytes of rows at a time, with file reads (`tensor_rows`), and its moments
+    merged (`Moments`): equal to the whole split's values up to float64 rounding, in the memory
+    of one read."""
     path = folder / "train.safetensors"
     try:
-        with safe_open(str(path), "np") as f:
-            rows, size = f.get_slice("weights").get_shape()
+        rows, size = json.loads((folder / "train.json").read_text())["rows"], 0
+        read = tensor_rows(path, "weights")
+        size = read(0, min(rows, 1)).shape[1] if rows else 0
     except Exception:  # missing or damaged: `load_vectors_split` below names the problem
         rows = size = 0
     if rows * size * 8 <= READ_BYTES:
@@ -144,13 +145,11 @@ def train_statistics(folder: pathlib.Path) -> dict:
     parts = layers(index_dict)
     moments = [[Moments(), Moments()] for _ in parts]
     step = max(1, READ_BYTES // (8 * size))
-    with safe_open(str(path), "np") as f:
-        weights = f.get_slice("weights")
-        for start in range(0, rows, step):
-            chunk = weights[start : min(start + step, rows)]
-            for pair, layer in zip(moments, parts):
-                pair[0] += Moments.of(chunk[:, layer.start : layer.bias_start])
-                pair[1] += Moments.of(chunk[:, layer.bias_start : layer.end])
+    for start in range(0, rows, step):
+        chunk = read(start, min(start + step, rows))
+        for pair, layer in zip(moments, parts):
+            pair[0] += Moments.of(chunk[:, layer.start : layer.bias_start])
+            pair[1] += Moments.of(chunk[:, layer.bias_start : layer.end])
     out = []
     for index, (weight, bias) in zip(module_index, moments):
         w, b = weight.summary(), bias.summary()

@@ -9,7 +9,7 @@ import dataclasses
 import json
 import os
 import pathlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 from safetensors.numpy import load_file
@@ -118,6 +118,25 @@ def write_safetensors(
                 raise ValueError(f"{name}: {written} bytes written for a tensor of {expected[1] - expected[0]}")
         f.truncate(base + offset)  # a trailing tensor left to fill
     return {name: base + header[name]["data_offsets"][0] for name in order}
+
+
+def tensor_rows(path: pathlib.Path, name: str) -> Callable[[int, int], np.ndarray]:
+    """rows(start, stop) -> rows [stop - start, ...] of a float32 tensor of a safetensors file,
+    read with plain file reads (a memory map of the file would keep every page read resident)."""
+    with open(path, "rb") as f:
+        length = int.from_bytes(f.read(8), "little")
+        entry = json.loads(f.read(length))[name]
+    if entry["dtype"] != "F32":
+        raise ValueError(f"{path}: {name} is {entry['dtype']}, not F32")
+    shape, base = entry["shape"], 8 + length + entry["data_offsets"][0]
+    row = int(np.prod(shape[1:], dtype=np.int64))
+
+    def rows(start: int, stop: int) -> np.ndarray:
+        with open(path, "rb") as f:
+            f.seek(base + 4 * row * start)
+            return np.fromfile(f, "<f4", count=row * (stop - start)).reshape(stop - start, *shape[1:])
+
+    return rows
 
 
 def save_vector_split(
