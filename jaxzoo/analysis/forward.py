@@ -105,7 +105,7 @@ def weight_facts(zoo: Zoo, epoch: int) -> analysis.WeightFacts:
 
 
 DOT_GROUP_BYTES = 384 * 2**20  # float32 params of a group of models held by `dot_products`; two at once
-DOT_COLUMNS = 2**20  # entries per float64 product in `dot_products`
+DOT_PART_BYTES = 64 * 2**20  # each group's float64 copy of the columns multiplied at once
 
 
 def dot_products(zoo: Zoo, epoch: int, models: np.ndarray, group_bytes: int = DOT_GROUP_BYTES) -> np.ndarray:
@@ -113,10 +113,10 @@ def dot_products(zoo: Zoo, epoch: int, models: np.ndarray, group_bytes: int = DO
     them) at `epoch`, for pair distances of vectors too long to hold together.
 
     The models are read in groups of `group_bytes` of params, and each group pair's products
-    summed over `DOT_COLUMNS` entries at a time in float64: memory two groups, reads g(g+1)/2
-    groups for g groups (`Zoo.flat_vectors` order is not needed: a dot product ignores order).
-    Measured on 192 MLPs of 1.86M parameters: 512 MiB groups, joined by concatenation, peaked at
-    3.3 GiB; groups are filled in place."""
+    summed in float64 over as many entries at a time as `DOT_PART_BYTES` allows: memory two
+    groups, reads g(g+1)/2 groups for g groups (`Zoo.flat_vectors` order is not needed: a dot
+    product ignores order). Measured on 192 MLPs of 1.86M parameters: 512 MiB groups joined by
+    concatenation peaked at 3.3 GiB, and float64 parts of 2^20 columns at 2.2 GiB."""
     model_bytes = zoo.checkpoints.model_bytes(epoch, "params")
     groups = analysis.blocks(np.arange(len(models)), max(1, group_bytes // model_bytes))
 
@@ -131,9 +131,10 @@ def dot_products(zoo: Zoo, epoch: int, models: np.ndarray, group_bytes: int = DO
         x = read(rows)
         for cols in groups[i:]:
             y = x if cols is rows else read(cols)
+            step = max(1, DOT_PART_BYTES // (8 * max(len(x), len(y))))
             product = sum(
-                x[:, c : c + DOT_COLUMNS].astype(np.float64) @ y[:, c : c + DOT_COLUMNS].astype(np.float64).T
-                for c in range(0, x.shape[1], DOT_COLUMNS)
+                x[:, c : c + step].astype(np.float64) @ y[:, c : c + step].astype(np.float64).T
+                for c in range(0, x.shape[1], step)
             )
             dots[np.ix_(rows, cols)], dots[np.ix_(cols, rows)] = product, product.T
             del y
