@@ -222,3 +222,16 @@ def test_train_statistics_past_the_read_budget_merge_chunks_of_rows(vectors, mon
         assert got["layer"] == want["layer"]
         for key in ("weight_mean", "weight_std", "bias_mean", "bias_std"):
             assert got[key] == pytest.approx(want[key], rel=1e-9, abs=1e-12), key
+
+
+def test_train_statistics_of_a_truncated_split_name_the_file(vectors, tmp_path, monkeypatch):
+    import shutil
+
+    from jaxzoo.weights.vectors import VectorFileError
+
+    folder = shutil.copytree(vectors[0], tmp_path / "vectors")
+    monkeypatch.setattr(loaders, "READ_BYTES", 1)  # the by-rows path
+    path = folder / "train.safetensors"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(VectorFileError, match="train.safetensors is truncated: export the zoo again"):
+        loaders.train_statistics(folder)

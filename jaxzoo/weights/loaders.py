@@ -35,7 +35,7 @@ import numpy as np
 from jaxzoo.analysis.table2 import Moments
 from jaxzoo.errors import UserError
 from jaxzoo.weights import symmetry
-from jaxzoo.weights.vectors import VectorSplit, load_vectors_split, tensor_rows
+from jaxzoo.weights.vectors import VectorFileError, VectorSplit, load_vectors_split, tensor_rows
 from jaxzoo.zoo.blocks import READ_BYTES
 
 SPLITS = ("train", "val", "test")
@@ -131,16 +131,18 @@ def train_statistics(folder: pathlib.Path) -> dict:
     is read that many bytes of rows at a time, with file reads (`tensor_rows`), and its moments
     merged (`Moments`): equal to the whole split's values up to float64 rounding, in the memory
     of one read."""
-    path = folder / "train.safetensors"
-    try:
-        rows, size = json.loads((folder / "train.json").read_text())["rows"], 0
-        read = tensor_rows(path, "weights")
-        size = read(0, min(rows, 1)).shape[1] if rows else 0
-    except Exception:  # missing or damaged: `load_vectors_split` below names the problem
-        rows = size = 0
+    path, meta = folder / "train.safetensors", folder / "train.json"
+    if not (path.is_file() and meta.is_file()):
+        return layer_statistics(load_vectors_split(folder, "train"))  # which names what is missing
+    (rows, size), read = tensor_rows(path, "weights")
     if rows * size * 8 <= READ_BYTES:
         return layer_statistics(load_vectors_split(folder, "train"))
-    index_dict = json.loads((folder / "train.json").read_text())["index_dict"]
+    try:
+        index_dict = json.loads(meta.read_text())["index_dict"]
+    except Exception:  # json and key errors alike
+        raise VectorFileError(
+            f"{meta} is damaged: export the zoo again (python -m jaxzoo.export --overwrite)"
+        ) from None
     module_index = index_dict.get("layer", list(range(len(index_dict["idx_start"]))))
     parts = layers(index_dict)
     moments = [[Moments(), Moments()] for _ in parts]

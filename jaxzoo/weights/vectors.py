@@ -120,23 +120,32 @@ def write_safetensors(
     return {name: base + header[name]["data_offsets"][0] for name in order}
 
 
-def tensor_rows(path: pathlib.Path, name: str) -> Callable[[int, int], np.ndarray]:
-    """rows(start, stop) -> rows [stop - start, ...] of a float32 tensor of a safetensors file,
-    read with plain file reads (a memory map of the file would keep every page read resident)."""
-    with open(path, "rb") as f:
-        length = int.from_bytes(f.read(8), "little")
-        entry = json.loads(f.read(length))[name]
-    if entry["dtype"] != "F32":
-        raise ValueError(f"{path}: {name} is {entry['dtype']}, not F32")
+def tensor_rows(path: pathlib.Path, name: str) -> tuple[list[int], Callable[[int, int], np.ndarray]]:
+    """(shape, rows) of a float32 tensor of a safetensors file: rows(start, stop) -> its rows
+    [stop - start, ...], read with plain file reads (a memory map of the file would keep every
+    page read resident). A damaged file raises `VectorFileError`."""
+    try:
+        with open(path, "rb") as f:
+            length = int.from_bytes(f.read(8), "little")
+            entry = json.loads(f.read(length))[name]
+        if entry["dtype"] != "F32":
+            raise ValueError(entry["dtype"])
+    except Exception as error:  # json, key and dtype problems alike: the file is not what we wrote
+        raise VectorFileError(
+            f"{path} is damaged ({type(error).__name__}): export the zoo again (python -m jaxzoo.export --overwrite)"
+        ) from None
     shape, base = entry["shape"], 8 + length + entry["data_offsets"][0]
     row = int(np.prod(shape[1:], dtype=np.int64))
 
     def rows(start: int, stop: int) -> np.ndarray:
         with open(path, "rb") as f:
             f.seek(base + 4 * row * start)
-            return np.fromfile(f, "<f4", count=row * (stop - start)).reshape(stop - start, *shape[1:])
+            values = np.fromfile(f, "<f4", count=row * (stop - start))
+        if values.size != row * (stop - start):
+            raise VectorFileError(f"{path} is truncated: export the zoo again (python -m jaxzoo.export --overwrite)")
+        return values.reshape(stop - start, *shape[1:])
 
-    return rows
+    return shape, rows
 
 
 def save_vector_split(
