@@ -14,6 +14,8 @@ Functions here know folders and trees only; the workdir, seals and damage live i
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import pathlib
 import re
 from collections.abc import Sequence
@@ -21,6 +23,7 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import tensorstore as ts
 from orbax.checkpoint._src.serialization import ocdbt_utils  # as Orbax's numpy handler uses them
 from orbax.checkpoint._src.serialization import tensorstore_utils as ts_utils
 
@@ -137,19 +140,52 @@ def block_folder(epoch_dir: pathlib.Path, block: Block | None) -> pathlib.Path:
 
 
 def restore(path: pathlib.Path, leaves: Sequence[tuple[str, ...]] | None = None):
-    """A stored checkpoint (a block, or layout 1's state) as numpy arrays: every leaf, or only
-    those at the given key paths (Orbax's partial restore reads only their arrays)."""
+    """A stored checkpoint (a block, or layout 1's state) as numpy arrays: every leaf (Orbax's
+    restore, which rebuilds the saved tree), or only those at the given key paths as nested
+    dicts (read straight from the checkpoint's Zarr arrays, `read_arrays`)."""
     if leaves is None:
         return _restore_all(path)
     item: dict = {}
-    for keys in leaves:
+    for keys, array in zip(leaves, read_arrays(path, leaves)):
         node = item
         for key in keys[:-1]:
             node = node.setdefault(key, {})
-        node[keys[-1]] = ocp.RestoreArgs(restore_type=np.ndarray)
-    with _pytree() as reader:
-        restored = reader.restore(path, args=ocp.args.PyTreeRestore(item=item, restore_args=item, partial_restore=True))
-    return jax.tree.map(np.asarray, restored)
+        node[keys[-1]] = array
+    return item
+
+
+def read_arrays(path: pathlib.Path, leaves: Sequence[tuple[str, ...]]) -> list[np.ndarray]:
+    """The arrays at the given key paths of an Orbax checkpoint folder, read concurrently with
+    TensorStore through one shared context (`_read_context`).
+
+    Orbax's partial restore reads the same arrays, but each restore opens a context of its own
+    and converts every array's spec to JSON, and with tensorstore 0.1.86 that leaves about
+    0.6 MB per restore resident: the ~3,000 block reads of a ResNet-18 zoo's analysis grew it
+    by 2 GiB. Reading here keeps memory flat and is ~25% faster (measured on 20 blocks of
+    64 arrays, 45 MB each).
+    """
+    saved = json.loads((path / "_METADATA").read_text())
+    driver = "zarr3" if saved.get("use_zarr3") else "zarr"
+    opened = []
+    for keys in leaves:
+        name = ".".join(keys)  # Orbax names a leaf's array by its key path joined with dots
+        if saved.get("use_ocdbt", True):
+            kvstore = {"driver": "ocdbt", "base": {"driver": "file", "path": f"{path}/"}, "path": f"{name}/"}
+        else:
+            kvstore = {"driver": "file", "path": f"{path / name}/"}
+        spec = {"driver": driver, "kvstore": kvstore}
+        opened.append(ts.open(spec, open=True, read=True, context=_read_context()))
+    reads = [store.result().read() for store in opened]
+    return [np.asarray(read.result()) for read in reads]
+
+
+_CONTEXTS: dict[int, ts.Context] = {}
+
+
+def _read_context() -> ts.Context:
+    """This process's TensorStore context for block reads, without a chunk cache (every block is
+    read once per use); one per process, as a context's threads do not survive a fork."""
+    return _CONTEXTS.setdefault(os.getpid(), ts.Context({"cache_pool": {"total_bytes_limit": 0}}))
 
 
 def restore_like(path: pathlib.Path, like):

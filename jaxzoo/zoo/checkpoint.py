@@ -588,6 +588,7 @@ class ZooCheckpoints:
         if not self.directory.is_dir():
             raise WorkdirError(f"{self.directory} does not exist: train the zoo first (python -m jaxzoo.train)")
         self._verified: set[tuple[int, str]] = set()
+        self._trees: dict[pathlib.Path, Any] = {}
 
     def epochs(self) -> list[int]:
         """The epochs with a checkpoint folder (see `damaged` for which of them are whole)."""
@@ -721,7 +722,10 @@ class ZooCheckpoints:
         """The saved tree (shapes, dtypes) of an epoch's first block; no array is read."""
         epoch_dir = self._epoch_dir(epoch)
         stored = blocks.stored_blocks(epoch_dir)
-        return blocks.saved_tree(blocks.block_folder(epoch_dir, stored[0] if stored else None))
+        folder = blocks.block_folder(epoch_dir, stored[0] if stored else None)
+        if folder not in self._trees:  # read once per reader: every `params` call asks for it
+            self._trees[folder] = blocks.saved_tree(folder)
+        return self._trees[folder]
 
     def _check(self, epoch: int, folder: pathlib.Path) -> None:
         """Checks a block's files against the epoch's seal (CRC-32), once per reader."""
