@@ -83,9 +83,10 @@ def split_rows(
     |w| > threshold dropped and counted), with their properties."""
     nan, large = dropped_rows(weights, threshold)
     keep = ~(nan | large)
-    kept = [row for row, k in zip(rows, keep) if k]
+    models, epochs = np.array(rows, np.int64).reshape(-1, 2).T
     counts = {"rows": int(keep.sum()), "dropped_nan": int(nan.sum()), "dropped_threshold": int(large.sum())}
-    return VectorSplit(np.ascontiguousarray(weights[keep]), row_properties(zoo, kept), layout), counts
+    properties = row_properties(zoo, models[keep], epochs[keep])
+    return VectorSplit(np.ascontiguousarray(weights[keep]), properties, layout), counts
 
 
 def dropped_rows(weights: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
@@ -95,21 +96,36 @@ def dropped_rows(weights: np.ndarray, threshold: float) -> tuple[np.ndarray, np.
     return nan, large
 
 
-def row_properties(zoo: Zoo, kept: list[tuple[int, int]]) -> dict:
-    """The properties of (model index, epoch) rows: ids, epoch, metrics, seed, factors, aliases."""
+def row_properties(zoo: Zoo, models: np.ndarray, epochs: np.ndarray) -> dict:
+    """The properties of rows (model index, epoch), two int arrays [rows]: ids, epoch, metrics,
+    seed, factors, aliases. Gathered with array indexing, so a row costs its values only (the
+    128,000-model exports hold every row's properties at once)."""
+
+    def column(key: str, dtype) -> np.ndarray:
+        return np.array([row[key] for row in zoo.table], dtype)[models]
+
+    def metric(value) -> np.ndarray:
+        out = np.zeros(len(models), np.float32)
+        for epoch in np.unique(epochs):
+            rows = epochs == epoch
+            out[rows] = value(zoo.metrics[int(epoch)])[models[rows]]
+        return out
+
     properties: dict = {
-        "model_id": np.array([zoo.table[m]["model_id"] for m, _ in kept], np.int64),
-        "epoch": np.array([e for _, e in kept], np.int64),
-        "ggap": np.array([zoo.metrics[e]["train_acc"][m] - zoo.metrics[e]["test_acc"][m] for m, e in kept], np.float32),
+        "model_id": column("model_id", np.int64),
+        "epoch": np.asarray(epochs, np.int64),
+        "ggap": metric(lambda metrics: metrics["train_acc"] - metrics["test_acc"]),
     }
     for name in METRICS:
-        properties[name] = np.array([zoo.metrics[e][name][m] for m, e in kept], np.float32)
-    properties["seed"] = np.array([zoo.table[m]["seed"] for m, _ in kept], np.int64)
+        properties[name] = metric(lambda metrics: metrics[name])
+    properties["seed"] = column("seed", np.int64)
     if zoo.is_twin:
-        properties["sparsity_ratio"] = np.array([zoo.metrics[e]["sparsity"][m] for m, e in kept], np.float32)
+        properties["sparsity_ratio"] = metric(lambda metrics: metrics["sparsity"])
     for factor in property_factors(zoo):
-        values = [zoo.table[m][factor.name] for m, _ in kept]
-        properties[factor.name] = np.array(values, np.float64) if factor.kind == "numeric" else values
+        if factor.kind == "numeric":
+            properties[factor.name] = column(factor.name, np.float64)
+        else:
+            properties[factor.name] = [zoo.table[m][factor.name] for m in models]
     properties.update(drop_in_properties(zoo, properties))
     return properties
 

@@ -318,15 +318,16 @@ def write_vectors(
     nan_rows, large_rows = row_filter(zoo, epochs, threshold, masked)
     splits, begun, destinations = model_splits(zoo), {}, []
     for split, models in splits.items():
-        rows = [(m, e) for m in models for e in epochs]
         nan, large = nan_rows[models].reshape(-1), large_rows[models].reshape(-1)
-        keep = ~(nan | large)
-        kept = [row for row, k in zip(rows, keep) if k]
-        data = VectorSplit(np.zeros((0, size), np.float32), row_properties(zoo, kept), layout)
-        counts[split] = {"rows": len(kept), "dropped_nan": int(nan.sum()), "dropped_threshold": int(large.sum())}
+        keep = ~(nan | large)  # rows (model, epoch) in split order, the epochs of a model together
+        row_models = np.repeat(np.asarray(models, np.int64), len(epochs))
+        row_epochs = np.tile(np.asarray(epochs, np.int64), len(models))
+        properties = row_properties(zoo, row_models[keep], row_epochs[keep])
+        data = VectorSplit(np.zeros((0, size), np.float32), properties, layout)
+        counts[split] = {"rows": int(keep.sum()), "dropped_nan": int(nan.sum()), "dropped_threshold": int(large.sum())}
         target = np.full((len(zoo.table), len(epochs)), -1, np.int64)
         target[models] = np.where(keep, np.cumsum(keep) - 1, -1).reshape(len(models), len(epochs))
-        path, offset = begin_vector_split(folder, split, data, (len(kept), size), None)
+        path, offset = begin_vector_split(folder, split, data, (int(keep.sum()), size), None)
         begun[split] = data
         destinations.append((path, offset, target))
     fill_vectors(zoo, epochs, masked, destinations)

@@ -180,11 +180,8 @@ def run_epochs(
     else:
         last, state = restored
         state = run.place_state(jax.tree.map(np.asarray, state))
-        lines = []
-        for epoch in range(last + 1):
-            metrics = checkpoint.restore_metrics(writer.directory, epoch)
-            lines += checkpoint.metrics_lines(epoch, model_ids, metrics)
         if distributed.is_primary():
+            lines = checkpoint.saved_metrics_lines(writer.directory, range(last + 1), model_ids)
             checkpoint.rewrite_metrics_file(path, lines)
         log.info("resuming after epoch %d of %d", last, num_epochs)
         first_epoch = last + 1

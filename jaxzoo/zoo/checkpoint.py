@@ -23,7 +23,7 @@ import os
 import pathlib
 import shutil
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -559,10 +559,21 @@ def metrics_lines(epoch: int, model_ids: np.ndarray, metrics: dict[str, np.ndarr
     return lines
 
 
-def rewrite_metrics_file(workdir: pathlib.Path, lines: list[str]) -> None:
+def rewrite_metrics_file(workdir: pathlib.Path, lines: Iterable[str]) -> None:
+    """Replaces metrics.jsonl with `lines`, written as they come (a generator keeps a zoo's
+    lines, ~250 bytes per model and epoch, out of memory)."""
     tmp = workdir / "metrics.jsonl.tmp"
-    tmp.write_text("".join(line + "\n" for line in lines))
+    with open(tmp, "w") as f:
+        for line in lines:
+            f.write(line + "\n")
     os.replace(tmp, workdir / "metrics.jsonl")
+
+
+def saved_metrics_lines(directory: pathlib.Path, epochs: Iterable[int], model_ids: np.ndarray) -> Iterator[str]:
+    """metrics.jsonl's lines for the given epochs, from the metrics saved with each checkpoint
+    under `directory` (checkpoints/), one epoch at a time."""
+    for epoch in epochs:
+        yield from metrics_lines(epoch, model_ids, restore_metrics(directory, epoch))
 
 
 def append_metrics(workdir: pathlib.Path, lines: list[str]) -> None:

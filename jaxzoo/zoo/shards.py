@@ -11,6 +11,7 @@ import json
 import os
 import pathlib
 import re
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -107,14 +108,14 @@ def merge(workdir: str, log=print) -> dict:
                     f"{shard} has {summary}: rerun that shard's train command, {checkpoint.RETRAINS_DAMAGED}"
                 )
         table = [row for shard in shards for row in shard_table(shard)]
-        lines: list[str] = []
         parts = [path / name for name in ("config.json", "models.json", "metrics.jsonl", "checkpoints", "damaged")]
         with removed_on_failure(*parts):  # every shard is checked above; a failure past here undoes the merge
             target = checkpoint.prepare_workdir(path, identities[0], config, table)
             checkpoint.set_aside_damaged(target)
             writer = checkpoint.open_writer(target, async_save=False)
-            written = merge_epochs(writer, readers, table, num_epochs, lines, log)
-            checkpoint.rewrite_metrics_file(target, lines)
+            written = merge_epochs(writer, readers, len(table), num_epochs, log)
+            model_ids = np.array([row["model_id"] for row in table])
+            checkpoint.rewrite_metrics_file(target, merged_metrics_lines(readers, num_epochs, model_ids))
     finally:
         for reader in readers:
             reader.close()
@@ -134,20 +135,17 @@ def shard_table(shard: pathlib.Path) -> list[dict]:
     return table
 
 
-def merge_epochs(writer, readers, table: list[dict], num_epochs: int, lines: list[str], log) -> int:
+def merge_epochs(writer, readers, num_models: int, num_epochs: int, log) -> int:
     """Writes every epoch the target lacks (the shards' blocks in model_id order: layout-2 blocks
-    copied as files, a layout-1 shard read and written in blocks) and adds every epoch's metrics
-    lines to `lines`; returns the number of epochs written."""
+    copied as files, a layout-1 shard read and written in blocks); returns the number of epochs
+    written."""
     written = 0
     try:
         done = set(checkpoint.saved_epochs(writer.directory))
         for epoch in range(num_epochs + 1):
-            parts = [reader.metrics(epoch) for reader in readers]
-            metrics = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
-            lines += checkpoint.metrics_lines(epoch, np.array([row["model_id"] for row in table]), metrics)
             if epoch in done:
                 continue
-            writer.begin(epoch, metrics, sum(shard_bytes(reader, epoch) for reader in readers))
+            writer.begin(epoch, merged_metrics(readers, epoch), sum(shard_bytes(reader, epoch) for reader in readers))
             offset = 0
             for reader in readers:
                 for block in reader.stored_blocks(epoch):
@@ -159,10 +157,22 @@ def merge_epochs(writer, readers, table: list[dict], num_epochs: int, lines: lis
                 offset += reader.num_models(epoch)
             writer.wait(epoch)
             written += 1
-            log(f"epoch {epoch}: {len(table)} models")
+            log(f"epoch {epoch}: {num_models} models")
     finally:
         writer.close()
     return written
+
+
+def merged_metrics(readers, epoch: int) -> dict[str, np.ndarray]:
+    """An epoch's metrics arrays [M] of every shard, in model_id order."""
+    parts = [reader.metrics(epoch) for reader in readers]
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+
+def merged_metrics_lines(readers, num_epochs: int, model_ids: np.ndarray) -> Iterator[str]:
+    """The merged zoo's metrics.jsonl lines, one epoch at a time."""
+    for epoch in range(num_epochs + 1):
+        yield from checkpoint.metrics_lines(epoch, model_ids, merged_metrics(readers, epoch))
 
 
 def shard_bytes(reader: checkpoint.ZooCheckpoints, epoch: int) -> int:
