@@ -120,7 +120,7 @@ def read_inr_zoo(workdir: str | os.PathLike) -> InrZoo:
 
 def read_table(path: pathlib.Path) -> list[dict]:
     try:
-        return json.loads((path / "models.json").read_text())
+        return checkpoint.parse_model_table((path / "models.json").read_text())
     except (OSError, ValueError):
         raise checkpoint.WorkdirError(
             f"{path / 'models.json'} is missing or unreadable: the workdir is damaged, "

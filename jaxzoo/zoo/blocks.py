@@ -164,6 +164,7 @@ def read_arrays(path: pathlib.Path, leaves: Sequence[tuple[str, ...]]) -> list[n
     by 2 GiB. Reading here keeps memory flat and is ~25% faster (measured on 20 blocks of
     64 arrays, 45 MB each).
     """
+    path = pathlib.Path(path).absolute()
     saved = json.loads((path / "_METADATA").read_text())
     driver = "zarr3" if saved.get("use_zarr3") else "zarr"
     opened = []
@@ -199,7 +200,14 @@ def restore_like(path: pathlib.Path, like):
 
 
 def _restore_all(path: pathlib.Path) -> dict:
-    """Every array of a stored checkpoint, whatever process layout saved it."""
+    """Every array of a stored checkpoint in its saved tree, whatever process layout saved it:
+    read with `read_arrays` when the checkpoint's `_METADATA` describes the tree in the terms
+    jaxzoo's states use (dicts, lists, None and empty containers), else by Orbax."""
+    structure = _saved_structure(json.loads((path / "_METADATA").read_text())["tree_metadata"])
+    if structure is not None:
+        tree, leaves = structure
+        arrays = read_arrays(path, leaves)
+        return jax.tree.map(lambda index: arrays[index], tree)
     with _standard() as reader:
         try:
             state = reader.restore(path)
@@ -212,6 +220,42 @@ def _restore_all(path: pathlib.Path) -> dict:
             )
             state = reader.restore(path, target)
     return jax.tree.map(np.asarray, state)
+
+
+_EMPTY = {"None": lambda: None, "Dict": dict, "List": list, "Tuple": tuple}  # Orbax's empty values
+_SEQUENCE_KEY, _DICT_KEY = 1, 2  # Orbax's key types in `_METADATA`
+
+
+def _saved_structure(entries: dict) -> tuple[dict, list[tuple[str, ...]]] | None:
+    """From a checkpoint's `_METADATA` tree entries: (the tree Orbax restores, each array leaf
+    its index in the list of the arrays' key paths; that list), or None for a tree with other
+    node kinds (named tuples, custom nodes), which Orbax then restores."""
+    root: dict = {}
+    leaves = []
+    for entry in entries.values():
+        keys, value = entry["key_metadata"], entry["value_metadata"]
+        if any(key["key_type"] not in (_SEQUENCE_KEY, _DICT_KEY) for key in keys):
+            return None
+        node = root
+        for key, child in zip(keys, keys[1:]):
+            node = node.setdefault((key["key_type"], key["key"]), {})
+        if value.get("skip_deserialize"):
+            if value["value_type"] not in _EMPTY:
+                return None
+            node[(keys[-1]["key_type"], keys[-1]["key"])] = _EMPTY[value["value_type"]]()
+        else:
+            node[(keys[-1]["key_type"], keys[-1]["key"])] = len(leaves)
+            leaves.append(tuple(key["key"] for key in keys))
+    return _containers(root), leaves
+
+
+def _containers(node):
+    """`_saved_structure`'s nodes keyed (key type, key) as Orbax's lists and dicts."""
+    if not isinstance(node, dict) or not node:
+        return node
+    if all(kind == _SEQUENCE_KEY for kind, _ in node):
+        return [_containers(node[key]) for key in sorted(node, key=lambda key: int(key[1]))]
+    return {key: _containers(child) for (_, key), child in node.items()}
 
 
 def saved_tree(path: pathlib.Path):

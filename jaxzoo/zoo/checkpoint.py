@@ -22,6 +22,7 @@ import logging
 import os
 import pathlib
 import shutil
+import sys
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -557,6 +558,17 @@ def metrics_lines(epoch: int, model_ids: np.ndarray, metrics: dict[str, np.ndarr
         row["diverged"] = bool(metrics["diverged"][i])
         lines.append(json.dumps(row))
     return lines
+
+
+def parse_model_table(text: str) -> list:
+    """models.json's text as the model table (one dict per model), every key and string value
+    interned: a factor's value ('tanh', 'adam') is then one object shared by all models, which
+    halves the table (550 to ~300 bytes per CNN-s model)."""
+    return json.loads(text, object_pairs_hook=_interned_row)
+
+
+def _interned_row(pairs: list[tuple[str, Any]]) -> dict:
+    return {sys.intern(key): sys.intern(value) if isinstance(value, str) else value for key, value in pairs}
 
 
 def rewrite_metrics_file(workdir: pathlib.Path, lines: Iterable[str]) -> None:

@@ -195,7 +195,7 @@ def read_zoo(workdir: str | os.PathLike) -> Zoo:
             "the class from weights) and export it with `python -m jaxzoo.export`"
         )
     try:
-        table = json.loads((path / "models.json").read_text())
+        table = checkpoint.parse_model_table((path / "models.json").read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ZooReadError(
             f"{path / 'models.json'} is unreadable ({type(error).__name__}): pass the --workdir "

@@ -125,7 +125,7 @@ def merge(workdir: str, log=print) -> dict:
 def shard_table(shard: pathlib.Path) -> list[dict]:
     """A shard's models.json; MergeError if it is unreadable."""
     try:
-        table = json.loads((shard / "models.json").read_text())
+        table = checkpoint.parse_model_table((shard / "models.json").read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise MergeError(
             f"{shard / 'models.json'} is unreadable ({type(error).__name__}): rerun that shard's train command"
