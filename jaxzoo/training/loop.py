@@ -180,6 +180,7 @@ def run_epochs(
     else:
         last, state = restored
         state = run.place_state(jax.tree.map(np.asarray, state))
+        metrics = checkpoint.restore_metrics(writer.directory, last)  # what a finished zoo returns
         if distributed.is_primary():
             lines = checkpoint.saved_metrics_lines(writer.directory, range(last + 1), model_ids)
             checkpoint.rewrite_metrics_file(path, lines)
