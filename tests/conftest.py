@@ -20,6 +20,15 @@ os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
 from jaxzoo.config import base_config  # noqa: E402  (after the environment above)
 from jaxzoo.data import load_dataset  # noqa: E402
 
+# The files that take longest (ResNet-18 compilations, CLI runs, twin training), started first so
+# the two xdist workers finish together rather than one running them alone at the end.
+LONGEST_FILES = ("test_resnet_zoo.py", "test_sparsify.py", "test_reliability.py", "test_bad_inputs.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
 
 @pytest.fixture(scope="session")
 def mnist_small():
