@@ -134,7 +134,7 @@ def gathered_requests(zoo: Zoo, requests: Iterable[tuple[int, np.ndarray]], mask
     """For each (epoch, models) request in turn, the flat vectors [len(models), P] of those models
     (indices, any order). Consecutive requests are gathered together while their vectors fit
     `blocks.READ_BYTES`, with one read of each stored block that holds some of them: a block is
-    read once per group and epoch, not once per request (a read is a whole Orbax restore)."""
+    read once per group and epoch, not once per request (a read decodes whole blocks)."""
     size = layout_size(zoo.vector_layout())
     group: list[tuple[int, np.ndarray]] = []
     for epoch, models in requests:

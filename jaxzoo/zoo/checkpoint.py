@@ -707,9 +707,9 @@ class ZooCheckpoints:
         arrays [n, ...] and nothing else (no optimizer state): all its leaves, or only those at
         the given key paths (`param_paths`); every model, or models [start, stop).
 
-        Only the requested arrays of the blocks that hold the models are read (Orbax's partial
-        restore), whatever process layout saved them; restore one leaf or one block at a time to
-        bound memory.
+        Only the requested arrays of the blocks that hold the models are read
+        (`blocks.read_arrays`), whatever process layout saved them; read one leaf or one block
+        at a time to bound memory.
         """
         epoch = self._epoch(epoch)
         leaves = self.param_paths(epoch, collection) if leaves is None else leaves
