@@ -297,7 +297,7 @@ def test_a_dataset_without_val_split_logs_null_val_metrics(reference):
     state = jax.tree.map(lambda a: a[:1], reference[1])
     metrics = run.initial_epoch(state)
     assert np.isnan(metrics["val_acc"]).all() and np.isfinite(metrics["test_acc"]).all()
-    line = json.loads(checkpoint.metrics_lines(0, np.array([0]), metrics)[0])
+    line = json.loads(next(checkpoint.metrics_lines(0, np.array([0]), metrics)))
     assert line["val_acc"] is None and line["test_acc"] == pytest.approx(float(metrics["test_acc"][0]))
 
 

@@ -546,18 +546,18 @@ def restore_metrics(directory: pathlib.Path, epoch: int) -> dict[str, np.ndarray
     return {name: np.asarray(values) for name, values in json.loads(path.read_text()).items()}
 
 
-def metrics_lines(epoch: int, model_ids: np.ndarray, metrics: dict[str, np.ndarray]) -> list[str]:
-    """One JSON line per model for `epoch` (NaN is written as null); extra metrics follow."""
-    lines = []
+def metrics_lines(epoch: int, model_ids: np.ndarray, metrics: dict[str, np.ndarray]) -> Iterator[str]:
+    """One JSON line per model for `epoch` (NaN is written as null); extra metrics follow. Lines
+    are made as they are written (~250 bytes per model: 32 MB for 128,000 models at once)."""
     present = [name for name in METRIC_NAMES if name in metrics]  # an INR zoo has others
+    names = (*present, *sorted(set(metrics) - set(METRIC_NAMES) - {"diverged"}))
     for i, model_id in enumerate(model_ids):
         row = {"epoch": epoch, "model_id": int(model_id)}
-        for name in (*present, *sorted(set(metrics) - set(METRIC_NAMES) - {"diverged"})):
+        for name in names:
             value = float(metrics[name][i])
             row[name] = value if np.isfinite(value) else None
         row["diverged"] = bool(metrics["diverged"][i])
-        lines.append(json.dumps(row))
-    return lines
+        yield json.dumps(row)
 
 
 def parse_model_table(text: str) -> list:
@@ -588,9 +588,10 @@ def saved_metrics_lines(directory: pathlib.Path, epochs: Iterable[int], model_id
         yield from metrics_lines(epoch, model_ids, restore_metrics(directory, epoch))
 
 
-def append_metrics(workdir: pathlib.Path, lines: list[str]) -> None:
+def append_metrics(workdir: pathlib.Path, lines: Iterable[str]) -> None:
     with open(workdir / "metrics.jsonl", "a") as f:
-        f.write("".join(line + "\n" for line in lines))
+        for line in lines:
+            f.write(line + "\n")
 
 
 def read_metrics(workdir: str | os.PathLike) -> list[dict]:
