@@ -159,7 +159,8 @@ def workdir_layout(workdir: str | os.PathLike) -> int:
 
 def _write_json_atomic(path: pathlib.Path, data: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
+    with open(tmp, "w") as f:  # written as encoded: models.json's text is never whole in memory
+        json.dump(data, f, indent=1)
     os.replace(tmp, path)
 
 
@@ -202,8 +203,11 @@ class EpochWriter:
         if distributed.is_primary():
             with _save_errors(self.directory, epoch):
                 (self.partial(epoch) / "metrics").mkdir(exist_ok=True)
-                metrics_json = {name: np.asarray(values).tolist() for name, values in metrics.items()}
-                (self.partial(epoch) / "metrics" / "metrics").write_text(json.dumps(metrics_json))
+                with open(self.partial(epoch) / "metrics" / "metrics", "w") as f:  # json.dumps(metrics)'s
+                    f.write("{")  # text, one metric's list at a time (~60 MB at once for 128,000 models)
+                    for i, (name, values) in enumerate(metrics.items()):
+                        f.write(f"{', ' if i else ''}{json.dumps(name)}: {json.dumps(np.asarray(values).tolist())}")
+                    f.write("}")
 
     def write_models(self, epoch: int, start: int, tree) -> None:
         """Writes models [start, start + n) of a begun epoch (numpy leaves [n, ...]) in blocks."""
