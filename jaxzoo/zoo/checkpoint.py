@@ -52,7 +52,7 @@ class WorkdirError(UserError):
 
 
 def prepare_workdir(
-    workdir: str | os.PathLike, identity: dict, resolved: dict, table: list, write: bool = True
+    workdir: str | os.PathLike, identity: dict, resolved: dict, table: Iterable[dict], write: bool = True
 ) -> pathlib.Path:
     """Creates the workdir or checks that it holds this zoo; writes config.json and models.json.
 
@@ -98,7 +98,7 @@ def prepare_workdir(
     _write_json_atomic(config_path, document)
     if new_zoo:  # every epoch will be written in blocks
         write_layout(path)
-    _write_json_atomic(path / "models.json", table)
+    write_model_table(path / "models.json", table)
     return path
 
 
@@ -155,6 +155,18 @@ def workdir_layout(workdir: str | os.PathLike) -> int:
         return int(json.loads((pathlib.Path(workdir) / LAYOUT_FILE).read_text())["checkpoint_layout"])
     except (OSError, ValueError, KeyError, TypeError):
         return 1
+
+
+def write_model_table(path: pathlib.Path, rows: Iterable[dict]) -> None:
+    """models.json from rows that may come one at a time: the bytes of
+    `json.dump(list(rows), f, indent=1)`, a row encoded at a time."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w") as f:
+        count = 0
+        for count, row in enumerate(rows, 1):  # a list item at indent level 1: one more space per line
+            f.write(("[\n " if count == 1 else ",\n ") + json.dumps(row, indent=1).replace("\n", "\n "))
+        f.write("\n]" if count else "[]")
+    os.replace(tmp, path)
 
 
 def _write_json_atomic(path: pathlib.Path, data: Any) -> None:
