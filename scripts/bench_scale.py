@@ -7,7 +7,7 @@
 Each zoo is synthetic (no model is trained): the state tree of a real run of its config (its
 abstract state: nothing is initialised), filled block by block with noise, random metrics,
 epochs 0..1, written as two job-array shards by jaxzoo's own checkpoint code. The commands then
-run as child processes, one at a time, each measured by its wall time and peak RSS (ru_maxrss):
+run as child processes, one at a time, each measured by its wall time and peak RSS (its own VmHWM):
 merge (the shards into the zoo), export (trials, vectors, parquet; each removed once measured,
 so the disk holds one at a time), ingest (of the trials export), analyze and the Table 3
 benchmark; and, in this process, the time to read one model's params at one epoch. `--train`

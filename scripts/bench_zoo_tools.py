@@ -67,18 +67,36 @@ def size_of(path: pathlib.Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+# Runs `python -m <module> <args>` and, at exit, writes its VmHWM (peak resident KiB) to the file
+# JAXZOO_BENCH_PEAK names. wait4's ru_maxrss is no measure of the child: Linux keeps the parent's
+# peak across fork and exec, so a bench that built a 128,000-model zoo reported its own peak.
+_PEAK_OF_MODULE = """
+import atexit, os, runpy, sys
+def record_peak():
+    with open("/proc/self/status") as status:
+        kib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM"))
+    with open(os.environ["JAXZOO_BENCH_PEAK"], "w") as out:
+        out.write(str(kib))
+atexit.register(record_peak)
+sys.argv = sys.argv[1:]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+
+
 def timed_child(command: list[str]) -> tuple[float, float]:
-    """Runs a Python module as a child process -> (wall seconds, its peak resident memory in GiB)."""
-    with tempfile.TemporaryFile() as stderr:
+    """Runs a Python module as a child process -> (wall seconds, its own peak resident memory in
+    GiB: VmHWM, read by the child as it exits)."""
+    with tempfile.TemporaryFile() as stderr, tempfile.NamedTemporaryFile(suffix=".peak") as peak:
         start = time.perf_counter()
-        child = subprocess.Popen([sys.executable, "-m", *command], stdout=subprocess.DEVNULL, stderr=stderr)
-        _, status, usage = os.wait4(child.pid, 0)
+        environment = dict(os.environ, JAXZOO_BENCH_PEAK=peak.name)
+        child = subprocess.run(
+            [sys.executable, "-c", _PEAK_OF_MODULE, *command], stdout=subprocess.DEVNULL, stderr=stderr, env=environment
+        )
         seconds = time.perf_counter() - start
-        code = child.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4, not by Popen
-        if code:
+        if child.returncode:
             stderr.seek(0)
-            sys.exit(f"{' '.join(command)} failed ({code}):\n{stderr.read().decode()[-4000:]}")
-    return seconds, usage.ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
+            sys.exit(f"{' '.join(command)} failed ({child.returncode}):\n{stderr.read().decode()[-4000:]}")
+        return seconds, int(pathlib.Path(peak.name).read_text()) / 2**20  # KiB -> GiB
 
 
 def bench_exports(scratch: pathlib.Path, workdir: pathlib.Path, formats: list[str]) -> None:
