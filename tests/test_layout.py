@@ -247,6 +247,21 @@ def test_merge_copies_shard_blocks_as_files(tmp_path):
             assert files == sorted(p.relative_to(copy) for p in copy.rglob("*") if p.is_file())
             assert all((shard / f).read_bytes() == (copy / f).read_bytes() for f in files)
     assert json.loads((tmp_path / "zoo" / "checkpoints" / "1" / "metrics" / "metrics").read_text())["test_acc"]
+    # models.json and metrics.jsonl, written a shard and an epoch at a time, hold the shards' rows.
+    shards = [pathlib.Path(shard_workdir(tmp_path / "zoo", index, 2)) for index in range(2)]
+    rows = [row for shard in shards for row in json.loads((shard / "models.json").read_text())]
+    assert (tmp_path / "zoo" / "models.json").read_text() == json.dumps(rows, indent=1)
+    lines = [json.loads(line) for shard in shards for line in (shard / "metrics.jsonl").read_text().splitlines()]
+    assert checkpoint.read_metrics(tmp_path / "zoo") == sorted(lines, key=lambda r: (r["epoch"], r["model_id"]))
+
+
+@pytest.mark.parametrize(
+    "table",
+    [[], [{"model_id": 0}], [{"model_id": 0, "lr": 1e-3, "widths": [8, [2, {}], []], "note": "a\nb", "x": None}] * 2],
+)
+def test_model_table_written_a_row_at_a_time_has_json_dumps_bytes(tmp_path, table):
+    checkpoint.write_model_table(tmp_path / "models.json", iter(table))
+    assert (tmp_path / "models.json").read_text() == json.dumps(table, indent=1)
 
 
 def test_an_export_that_does_not_fit_the_disk_or_the_data_limit_writes_nothing(upgraded, tmp_path, monkeypatch):
