@@ -16,6 +16,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 from conftest import array_files, tiny_zoo_config
+from safetensors.numpy import save_file
 from test_compat import EXPORTS, export_problems
 
 from jaxzoo import host
@@ -23,7 +24,9 @@ from jaxzoo.errors import UserError
 from jaxzoo.export import export
 from jaxzoo.train import train_and_evaluate
 from jaxzoo.upgrade import main as upgrade_main
+from jaxzoo.weights.vectors import SAFETENSORS_DTYPES, write_safetensors
 from jaxzoo.zoo import blocks, checkpoint
+from jaxzoo.zoo.shards import merge, shard_workdir
 from jaxzoo.zoo.upgrade import upgrade
 
 LAYOUT1 = pathlib.Path(__file__).resolve().parent / "fixtures" / "13083a5" / "quickstart"  # 8 models, epochs 0..2
@@ -226,8 +229,6 @@ def test_too_little_disk_space_stops_before_the_epoch_is_written(tiny_zoo, tmp_p
 def test_merge_copies_shard_blocks_as_files(tmp_path):
     """Two job-array shards in blocks are merged by copying their block folders (renamed to
     the merged model range), byte for byte."""
-    from jaxzoo.zoo.shards import merge, shard_workdir
-
     config = tiny_zoo_config(num_epochs=1)
     config.num_shards = 2
     for index in range(2):
@@ -281,10 +282,6 @@ def test_an_export_that_does_not_fit_the_disk_or_the_data_limit_writes_nothing(u
 def test_streamed_safetensors_have_the_bytes_of_safetensors_own_writer(tmp_path):
     """`write_safetensors` (tensors written chunk by chunk) against safetensors' `save_file`:
     every dtype it knows, empty and 1-3 dimensional tensors, names that sort across dtypes."""
-    from safetensors.numpy import save_file
-
-    from jaxzoo.weights.vectors import SAFETENSORS_DTYPES, write_safetensors
-
     rng = np.random.default_rng(0)
     for trial in range(12):
         tensors = {}

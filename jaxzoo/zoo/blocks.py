@@ -237,7 +237,7 @@ def _saved_structure(entries: dict) -> tuple[dict, list[tuple[str, ...]]] | None
         if any(key["key_type"] not in (_SEQUENCE_KEY, _DICT_KEY) for key in keys):
             return None
         node = root
-        for key, child in zip(keys, keys[1:]):
+        for key in keys[:-1]:
             node = node.setdefault((key["key_type"], key["key"]), {})
         if value.get("skip_deserialize"):
             if value["value_type"] not in _EMPTY:
