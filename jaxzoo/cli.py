@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import importlib.util
 import logging
 import math
 import os
@@ -12,7 +14,7 @@ from collections.abc import Callable
 
 from absl import logging as absl_logging
 
-from jaxzoo import host
+from jaxzoo import compile_cache, host
 from jaxzoo.data import tfds_source
 from jaxzoo.errors import DestinationError, UserError
 
@@ -25,11 +27,27 @@ def error_exit(message: str) -> int:
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse with jaxzoo's error style (one line, exit 2) and a shared --verbose flag."""
+    """argparse with jaxzoo's error style (one line, exit 2) and the flags every command shares:
+    --verbose, and --compile_cache (parsing turns the persistent compilation cache on)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.add_argument("--verbose", action="store_true", help="show the libraries' own log lines and warnings")
+        self.add_argument(
+            "--compile_cache",
+            default=None,
+            help=f"folder of the persistent compilation cache, or 'off' (default: ${compile_cache.ENV}, "
+            "else ~/.cache/jaxzoo/compile)",
+        )
+
+    def parse_args(self, args=None, namespace=None):
+        parsed = super().parse_args(args, namespace)
+        use_cpu_compile_options()
+        try:
+            compile_cache.enable(parsed.compile_cache)
+        except UserError as error:
+            sys.exit(error_exit(str(error)))
+        return parsed
 
     def error(self, message: str):
         sys.exit(error_exit(f"{message.splitlines()[0]} (see {self.prog} --help)"))
@@ -133,6 +151,37 @@ def setup_logging() -> None:
     log.propagate = False
 
 
+# XLA:CPU's LLVM optimisation level for jaxzoo's programs (XLA's default is 3). Measured on 2
+# cores: the quickstart's 18 programs compiled in 8.8 s instead of 15.0 s (an init program in
+# 0.7 s instead of 3.7 s), trained as fast, and gave bitwise the same models.
+CPU_OPTIMIZATION_LEVEL = 2
+# Where JAX finds accelerator backends (PJRT plugins register under the entry-point group).
+PLUGIN_GROUP = "jax_plugins"
+ACCELERATOR_MODULES = ("libtpu", "jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin")
+
+
+def cpu_only() -> bool:
+    """Whether JAX will run on the CPU alone: JAX_PLATFORMS says so, or no accelerator is installed."""
+    platforms = os.environ.get("JAX_PLATFORMS", "")
+    if platforms:
+        return set(platforms.split(",")) <= {"cpu"}
+    if importlib.metadata.entry_points(group=PLUGIN_GROUP):
+        return False
+    return not any(importlib.util.find_spec(name) for name in ACCELERATOR_MODULES)
+
+
+def use_cpu_compile_options() -> bool:
+    """Compiles XLA:CPU programs at `CPU_OPTIMIZATION_LEVEL` (call before JAX runs; XLA reads
+    its flags when its backend starts). Only where JAX runs on the CPU alone (the level would
+    apply to an accelerator's compiler too), and never over the user's own XLA_FLAGS setting.
+    Returns whether it was set."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_backend_optimization_level" in flags or not cpu_only():
+        return False
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_backend_optimization_level={CPU_OPTIMIZATION_LEVEL}".strip()
+    return True
+
+
 def use_cpu_cores(count: int = 0) -> int:
     """One XLA CPU device per core (count 0: every core this process may use); call before JAX runs.
 
@@ -143,6 +192,7 @@ def use_cpu_cores(count: int = 0) -> int:
     """
     import jax
 
+    use_cpu_compile_options()
     if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
         return 0
     count = count or host.usable_cpu_count()

@@ -19,6 +19,7 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
+from jaxzoo import compile_cache
 from jaxzoo.cli import error_exit, quiet_libraries, setup_logging, use_cpu_cores, user_message
 from jaxzoo.errors import UserError
 from jaxzoo.kinds.train import train_and_evaluate
@@ -53,6 +54,12 @@ def define_flags() -> None:
     flags.DEFINE_integer("distributed_timeout", 300, "Seconds to wait for every process to join (with --distributed).")
     flags.DEFINE_integer("cpu_devices", 0, "XLA CPU devices (0: one per core; the population is sharded over them).")
     flags.DEFINE_bool("verbose", False, "Show the libraries' own log lines and warnings.")
+    flags.DEFINE_string(
+        "compile_cache",
+        None,
+        f"Folder of the persistent compilation cache, or 'off' (default: ${compile_cache.ENV}, "
+        "else ~/.cache/jaxzoo/compile).",
+    )
 
 
 def fail(message: str) -> None:
@@ -134,10 +141,11 @@ def main(argv: list[str]) -> None:
     workdir = FLAGS.workdir or default_workdir(config)
     use_cpu_cores(FLAGS.cpu_devices)
     try:
-        if FLAGS.distributed:
+        if FLAGS.distributed:  # before anything starts JAX's backend (the cache's folder name does)
             distributed.initialize(
                 FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, FLAGS.distributed_timeout
             )
+        compile_cache.enable(FLAGS.compile_cache)
         result = train_and_evaluate(config, workdir)
     except UserError as error:
         fail(user_message(error, {"workdir": "--workdir"}))

@@ -17,7 +17,10 @@ os.environ["JAXZOO_KERNEL_DIR"] = os.path.join(_SESSION, "kernels")
 os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(_SESSION, "jax-cache")
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
 
-from jaxzoo.config import base_config  # noqa: E402  (after the environment above)
+from jaxzoo.cli import use_cpu_compile_options  # noqa: E402  (after the environment above)
+from jaxzoo.config import base_config  # noqa: E402
+
+use_cpu_compile_options()  # in-process runs compile as the CLI runs they are compared with
 from jaxzoo.data import load_dataset  # noqa: E402
 
 # The files that take longest (ResNet-18 compilations, CLI runs, twin training), started first so

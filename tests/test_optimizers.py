@@ -261,15 +261,21 @@ def test_old_adam_sgd_state_and_updates_unchanged(name, momentum):
     assert sorted(new_state.hyperparams) == ["learning_rate", "weight_decay"]
     spec = lambda s: [(a.shape, a.dtype) for a in jax.tree.leaves(s)]
     assert spec(new_state) == spec(old_state)
+    # Adam's bias corrections are now multiplications by their reciprocals (what XLA made of
+    # optax's divisions in some programs and not in others): an ulp per step, which three
+    # steps of training carry to 1e-5 of the updates (measured).
+    same = np.testing.assert_array_equal
+    if name == "adam":
+        same = lambda got, want: np.testing.assert_allclose(got, want, rtol=1e-4, atol=0)
     for i in range(3):
         grads = grad_fn(params, X[i], Y[i])
         updates, old_state_next = old.update(grads, old_state, params)
         new_updates, new_state = new.update(grads, new_state, params)
         restored_updates, _ = new.update(grads, old_state, params)  # an old checkpoint's state
         for got in (new_updates, restored_updates):
-            jax.tree.map(np.testing.assert_array_equal, got, updates)
+            jax.tree.map(same, got, updates)
         params, old_state = optax.apply_updates(params, updates), old_state_next
-    jax.tree.map(np.testing.assert_array_equal, new_state, old_state)
+    jax.tree.map(same, new_state, old_state)
 
 
 def test_set_learning_rate_under_vmap():

@@ -52,6 +52,7 @@ CLASSIFICATION = "classification"  # the task of every zoo but INR zoos (config.
 INR = "inr"  # the task of INR zoos (jaxzoo.inr: one SIREN per image)
 SCHEDULERS = ("none", "one_cycle")
 STATE_PLACEMENTS = ("auto", "device", "host")
+GROUP_PROGRAMS = ("auto", "split", "merged")  # runtime.group_programs (jaxzoo.training.plan)
 
 
 def config_kind(config) -> str:
@@ -148,6 +149,10 @@ def base_config() -> ml_collections.ConfigDict:
     # accelerator inside an epoch), 'host' (numpy; each chunk goes to the device for its epoch) or
     # 'auto' (device on GPU/TPU when it fits in a quarter of the free memory, host on CPU).
     config.runtime.state_placement = "auto"
+    # Static factors one program may compute per model (activation, dropout): 'auto' (a cost
+    # model weighs compile time against step time: small zoos merge, large ones split),
+    # 'split' (a program per value) or 'merged'. A model's numbers are the same either way.
+    config.runtime.group_programs = "auto"
     return config
 
 
@@ -235,6 +240,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         check(isinstance(rt[flag], bool), f"runtime.{flag}={rt[flag]!r} must be True or False")
     check(rt.conv in CONV_IMPLEMENTATIONS, f"runtime.conv={rt.conv!r} is unknown; choose one of {CONV_IMPLEMENTATIONS}")
     check_choices("runtime.state_placement", rt.get("state_placement", "auto"), STATE_PLACEMENTS)
+    check_choices("runtime.group_programs", rt.get("group_programs", "auto"), GROUP_PROGRAMS)
     check(
         rt.conv != "cpu_kernel" or config.training.compute_dtype != "bfloat16",
         "training.compute_dtype='bfloat16' cannot run on runtime.conv='cpu_kernel' (float32 only): "

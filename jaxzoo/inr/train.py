@@ -172,7 +172,8 @@ class InrRun:
         return self.fns.init(self.put(self.seeds[indices]), self.put(self.image_index[indices]))
 
     def abstract_state(self):
-        one = jax.eval_shape(lambda: self.init_chunk(padded_chunks(np.arange(len(self.table)), self.chunk_size)[0][0]))
+        indices = padded_chunks(np.arange(len(self.table)), self.chunk_size)[0][0]
+        one = self.fns.init.eval_shape(self.seeds[indices], self.image_index[indices])
         return jax.tree.map(lambda a: jax.ShapeDtypeStruct((len(self.table), *a.shape[1:]), a.dtype), one)
 
     def compile(self) -> int:

@@ -17,6 +17,7 @@ activation pays for one.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 
@@ -184,10 +185,39 @@ def select_activation(x: jax.Array, activation_index: jax.Array, activations: Se
     """Applies activations[activation_index]; with one static activation, no select at all."""
     if len(activations) == 1:
         return ACTIVATIONS[activations[0]](x)
-    out = ACTIVATIONS[activations[0]](x)
-    for i, name in enumerate(activations[1:], start=1):
-        out = jnp.where(activation_index == i, ACTIVATIONS[name](x), out)
+    return _selected_activation(x, activation_index, tuple(activations))
+
+
+def _pick(activation_index: jax.Array, values: list[jax.Array]) -> jax.Array:
+    """values[activation_index], elementwise (every value computed)."""
+    out = values[0]
+    for i, value in enumerate(values[1:], start=1):
+        out = jnp.where(activation_index == i, value, out)
     return out
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _selected_activation(x: jax.Array, activation_index: jax.Array, activations: tuple[str, ...]) -> jax.Array:
+    """Several activations, each model's picked: bitwise what the model's own activation gives.
+
+    The gradient is each activation's own VJP of the whole cotangent, then picked. Autodiff of
+    the pick would hand each activation a masked cotangent, and XLA then compiled GELU's backward
+    pass differently (measured: 84k of 346k gradients 1 ulp off that of a GELU-only program).
+    """
+    return _pick(activation_index, [ACTIVATIONS[name](x) for name in activations])
+
+
+def _selected_forward(x, activation_index, activations):
+    return _selected_activation(x, activation_index, activations), (x, activation_index)
+
+
+def _selected_backward(activations, residuals, cotangent):
+    x, activation_index = residuals
+    grads = [jax.vjp(ACTIVATIONS[name], x)[1](cotangent)[0] for name in activations]
+    return _pick(activation_index, grads), None
+
+
+_selected_activation.defvjp(_selected_forward, _selected_backward)
 
 
 def dropout(x: jax.Array, rate: jax.Array, key: jax.Array) -> jax.Array:

@@ -187,13 +187,19 @@ class CustomModel:
         return getattr(type(self.module), "torch_layout", None)
 
 
-def build_model(model_config, activation: str, use_dropout: bool, conv: str, image_shape, num_classes: int):
-    """The module one group of a population trains: a CNN of the registry or a custom one."""
+def build_model(
+    model_config, activation: str | tuple[str, ...], use_dropout: bool, conv: str, image_shape, num_classes: int
+):
+    """The module one group of a population trains: a CNN of the registry (`activation`: a name,
+    or several, of which each model applies its own) or a custom one (one activation: its
+    module's field)."""
+    activations = (activation,) if isinstance(activation, str) else tuple(activation)
     if is_custom(model_config):
+        (activation,) = activations
         cls = import_object(model_config["module"], "model.module")
         return CustomModel(cls, _kwargs(model_config), activation, num_classes)
     arch = arch_spec(model_config, image_shape[0], image_shape[-1], num_classes)
-    return CNN(arch=arch, activations=(activation,), use_dropout=use_dropout, conv=conv)
+    return CNN(arch=arch, activations=activations, use_dropout=use_dropout, conv=conv)
 
 
 def _kwargs(model_config) -> dict:

@@ -226,10 +226,13 @@ def model_value(row: dict, name: str, population_config=None) -> Any:
     return fixed_value(population_config, name, row.get("optimizer"))
 
 
-def static_key(row: dict, population_config=None) -> tuple:
-    """What of a model's factors shapes its compiled program (models with equal keys share one)."""
+def static_key(row: dict, population_config=None, merged: tuple[str, ...] = ()) -> tuple:
+    """What of a model's factors shapes its compiled program (models with equal keys share one);
+    `merged` factors are computed per model inside one program instead (`MERGEABLE`)."""
     key = []
     for factor in FACTOR_TABLE:
+        if factor.name in merged:
+            continue
         if factor.static:
             key.append((factor.name, model_value(row, factor.name, population_config)))
         elif factor.static_when is not None:

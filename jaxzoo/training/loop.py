@@ -22,6 +22,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from jaxzoo import compile_cache
 from jaxzoo.training import distributed
 from jaxzoo.zoo import checkpoint
 
@@ -163,8 +164,9 @@ def run_epochs(
     restored = checkpoint.restore_latest(writer, run.abstract_state())
     if restored is None or restored[0] < num_epochs:
         start = time.time()
-        programs = run.compile()
-        log.info("compiled %d program(s) in %.1f s", programs, time.time() - start)
+        with compile_cache.CompileCount() as count:
+            programs = run.compile()
+        log.info("compiled %d program(s) in %.1f s%s", programs, time.time() - start, count.describe())
     if restored is None:
         log.info("fresh zoo")
         start = time.time()

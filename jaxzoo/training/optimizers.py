@@ -120,6 +120,38 @@ class OptimizerEntry:
 # ---------------------------------------------------------------- PyTorch-exact transforms
 
 
+def bias_corrected(moment, decay, count: jax.Array):
+    """moment / (1 - decay**count), computed as moment * (1 / (1 - decay**count)).
+
+    Why the reciprocal: XLA rewrites a division by a broadcast per-model scalar into a
+    multiplication by its reciprocal in some programs and not in others (it did on one CPU
+    device and not on two, measured), so a model's Adam update depended on the device layout.
+    Written as the multiplication, every layout computes the same numbers (those of one device).
+    """
+    inverse = 1 / (1 - decay**count)
+    return jax.tree.map(lambda t: t * inverse.astype(t.dtype), moment)
+
+
+def scale_by_adam(b1: float | jax.Array, b2: float | jax.Array, eps: float | jax.Array) -> optax.GradientTransformation:
+    """optax.scale_by_adam (eps_root 0, no Nesterov) with `bias_corrected`: the same state
+    (`optax.ScaleByAdamState`) and the same update up to the rounding of that correction."""
+
+    def init(params):
+        zeros = lambda: jax.tree.map(jnp.zeros_like, params)
+        return optax.ScaleByAdamState(count=jnp.zeros([], jnp.int32), mu=zeros(), nu=zeros())
+
+    def update(updates, state, params=None):
+        del params
+        mu = optax.tree.update_moment(updates, state.mu, b1, 1)
+        nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
+        count = optax.safe_increment(state.count)
+        mu_hat, nu_hat = bias_corrected(mu, b1, count), bias_corrected(nu, b2, count)
+        updates = jax.tree.map(lambda m, v: m / (jnp.sqrt(v) + eps), mu_hat, nu_hat)
+        return updates, optax.ScaleByAdamState(count=count, mu=mu, nu=nu)
+
+    return optax.GradientTransformation(init, update)
+
+
 class ScaleByTorchAdagradState(NamedTuple):
     sum_of_squares: Any  # pytree like params
 
@@ -177,9 +209,9 @@ def scale_by_torch_nadam(
         coef_avg = mu_next / (1.0 - mu_product * mu_next)
         mu = jax.tree.map(lambda g, m: m + (1.0 - b1) * (g - m), updates, state.mu)
         nu = jax.tree.map(lambda g, v: b2 * v + (1.0 - b2) * g * g, updates, state.nu)
-        correction2 = 1.0 - b2**t
+        nu_hat = bias_corrected(nu, b2, t)
         updates = jax.tree.map(
-            lambda g, m, v: (coef_grad * g + coef_avg * m) / (jnp.sqrt(v / correction2) + eps), updates, mu, nu
+            lambda g, m, v: (coef_grad * g + coef_avg * m) / (jnp.sqrt(v) + eps), updates, mu, nu_hat
         )
         return updates, ScaleByTorchNadamState(count, mu_product.astype(jnp.float32), mu, nu)
 
@@ -195,7 +227,9 @@ def _no_momentum(momentum) -> bool:
 
 
 def adam_factory(learning_rate, weight_decay, b1, b2, eps) -> optax.GradientTransformation:
-    return optax.chain(optax.add_decayed_weights(weight_decay), optax.adam(learning_rate, b1=b1, b2=b2, eps=eps))
+    # optax.adam's chain (scale_by_adam, scale_by_learning_rate), with `scale_by_adam` above.
+    adam = optax.chain(scale_by_adam(b1, b2, eps), optax.scale_by_learning_rate(learning_rate))
+    return optax.chain(optax.add_decayed_weights(weight_decay), adam)
 
 
 def sgd_factory(learning_rate, weight_decay, momentum) -> optax.GradientTransformation:
@@ -204,8 +238,12 @@ def sgd_factory(learning_rate, weight_decay, momentum) -> optax.GradientTransfor
 
 
 def adamw_factory(learning_rate, weight_decay, b1, b2, eps) -> optax.GradientTransformation:
-    # optax.adamw: adam direction + wd * p, times -lr (mask None: every parameter, as torch).
-    return optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
+    # optax.adamw's chain: adam direction + wd * p, times -lr (every parameter, as torch).
+    return optax.chain(
+        scale_by_adam(b1, b2, eps),
+        optax.add_decayed_weights(weight_decay),
+        optax.scale_by_learning_rate(learning_rate),
+    )
 
 
 def rmsprop_factory(learning_rate, weight_decay, momentum, decay, eps) -> optax.GradientTransformation:

@@ -5,6 +5,7 @@ free memory; and the compiled calls of an epoch."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 
 import jax
@@ -17,9 +18,9 @@ from jaxzoo.models.cnn import ArchSpec
 # core, ran fastest (docs/benchmarks.md). An accelerator takes the whole population (up to
 # 4,096 models, or what fits) in one call.
 DEFAULT_CHUNK_PER_DEVICE = {"cpu": 8, "gpu": 4096, "tpu": 4096}
-# Model-images per evaluation step, and images per model: small on CPU (measured fastest),
-# large on accelerators (few long steps keep them busy).
-EVAL_MODEL_IMAGES_PER_STEP = {"cpu": 256, "gpu": 1 << 20, "tpu": 1 << 20}
+# Images per evaluation batch. A split's loss is summed batch by batch, so the batch size must
+# not depend on the chunk or the devices (else the metrics do): small on CPU (32 per model ran
+# fastest: 35k images/s against 21k at 256 for one model), large on accelerators.
 MAX_EVAL_BATCH = {"cpu": 32, "gpu": 1024, "tpu": 1024}
 # Bytes of gathered training images per compiled call (what sets the steps per call).
 GATHER_BYTES_PER_CALL = {"cpu": 64 << 20, "gpu": 1 << 30, "tpu": 1 << 30}
@@ -86,13 +87,85 @@ def plan_run(
         divisors = [d for d in range(max(1, target // 2), target + 1) if steps_per_epoch % d == 0]
         steps = divisors[-1] if divisors else target
     steps = min(steps, steps_per_epoch)
-    # Small evaluation batches run fastest on CPU (measured): aim at ~256 model-images per step,
-    # and at most 32 images per model (1 model: 35k images/s at 32 against 21k at 256).
+    # Only memory may lower it (where a chunk's batches would not fit: then it depends on the chunk).
     eval_batch = config.runtime.eval_batch_size or max(
-        1,
-        min(MAX_EVAL_BATCH[platform], EVAL_MODEL_IMAGES_PER_STEP[platform] // chunk, budget // (4 * chunk * per_image)),
+        1, min(MAX_EVAL_BATCH[platform], budget // (4 * chunk * per_image))
     )
     return RunPlan(chunk, steps, eval_batch)
+
+
+# Static factors that one program can compute per model (`plan_groups`): the activation (each
+# model applies its own of the population's set: the others are computed and discarded) and
+# dropout (rate 0 keeps every unit: bitwise the numbers of a program without dropout).
+MERGEABLE = ("activation", "dropout")
+# The cost model's figures, measured with CNN-s on MNIST 28x28 on 2 CPU cores
+# (scripts/bench_train.py --shapes; docs/benchmarks.md): wall seconds a program adds to the
+# compile (programs compiled 4 at a time), seconds per model-sample of a split group, and the
+# share a merged factor adds to each step (per extra activation; for dropout, per model that
+# has none). Other platforms and architectures scale the train time by their activations.
+COMPILE_S_PER_PROGRAM = 0.85
+MODEL_SAMPLE_S = 1 / 55_000
+MERGED_ACTIVATION_COST = 0.06
+MERGED_DROPOUT_COST = 0.10
+REFERENCE_FLOATS_PER_IMAGE = 66_840  # CNN-s on 28x28x1 (`activation_floats_per_image`)
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupPlan:
+    """Which static factors are computed per model inside one program (`merged`), with the
+    cost model's estimate for each candidate: {merged: (programs, compile s, train s)}."""
+
+    merged: tuple[str, ...]
+    chosen_by: str  # 'auto' (the cost model) or the user's runtime.group_programs
+    estimates: dict[tuple[str, ...], tuple[int, float, float]]
+
+    def describe(self) -> str:
+        programs, compile_s, train_s = self.estimates[self.merged]
+        split = self.estimates[()]
+        what = "+".join(self.merged) + " computed per model" if self.merged else "every static factor compiled apart"
+        text = f"programs: {what} ({self.chosen_by}): {programs} to compile, est. {compile_s:.0f} s compile + {train_s:.0f} s training"
+        if self.merged:
+            text += f"; split: {split[0]} programs, est. {split[1]:.0f} s + {split[2]:.0f} s"
+        return text
+
+
+def plan_groups(config, population, arch: ArchSpec | None, channels: int, num_train: int) -> GroupPlan:
+    """Chooses the static factors to merge (`MERGEABLE`) for this population.
+
+    Each candidate costs its programs' compile time (train programs: one per group; evaluation:
+    one per activation set) plus its training time (`MODEL_SAMPLE_S` per model-sample, scaled
+    by the architecture's activations, plus each merged factor's share); the cheapest wins.
+    Merging saves compile time and costs step time, so small zoos merge and large ones split.
+    `runtime.group_programs` forces 'split' or 'merged'. A custom module (`arch` None) has one
+    activation per program: it never merges.
+    """
+    choice = config.runtime.get("group_programs", "auto")
+    varies = {"activation": len(population.activations) > 1, "dropout": len(set(population.arrays["dropout"] > 0)) > 1}
+    mergeable = tuple(name for name in MERGEABLE if arch is not None and varies[name])
+    floats = activation_floats_per_image(arch, channels) if arch is not None else REFERENCE_FLOATS_PER_IMAGE
+    model_samples = population.size * num_train * config.training.num_epochs
+    base_s = model_samples * MODEL_SAMPLE_S * floats / REFERENCE_FLOATS_PER_IMAGE
+    activations = len(population.activations)
+    no_dropout = float(np.mean(population.arrays["dropout"] <= 0))
+    estimates = {}
+    for count in range(len(mergeable) + 1):
+        for merged in itertools.combinations(mergeable, count):
+            groups = population.groups(merged)
+            eval_programs = 1 if "activation" in merged else len({static["activation"] for static, _ in groups})
+            programs = len(groups) + eval_programs
+            extra = 0.0
+            if "activation" in merged:
+                extra += MERGED_ACTIVATION_COST * (activations - 1)
+            if "dropout" in merged:
+                extra += MERGED_DROPOUT_COST * no_dropout
+            estimates[merged] = (programs, programs * COMPILE_S_PER_PROGRAM, base_s * (1 + extra))
+    if choice == "split" or not mergeable:
+        merged = ()
+    elif choice == "merged":
+        merged = mergeable
+    else:
+        merged = min(estimates, key=lambda m: (estimates[m][1] + estimates[m][2], -len(m)))
+    return GroupPlan(merged, choice, estimates)
 
 
 def resnet_plan(config, population_size: int, num_train: int) -> RunPlan:

@@ -95,14 +95,16 @@ class Population:
         chosen = slice(None) if indices is None else indices
         return {name: array[chosen] for name, array in self.arrays.items() if name != "model_id"}
 
-    def groups(self) -> list[tuple[dict[str, Any], np.ndarray]]:
+    def groups(self, merged: tuple[str, ...] = ()) -> list[tuple[dict[str, Any], np.ndarray]]:
         """[(static factors, indices of its models in table order)]: one compiled program each.
+        The `merged` static factors are left out of the key: their values vary inside a group.
 
         A model's group depends on its own factors only, so its program, and therefore its
-        numbers, do not depend on which other models share the population."""
+        numbers, do not depend on which other models share the population (a merged program
+        computes each model's numbers bitwise as its own group's would)."""
         members: dict[tuple, list[int]] = {}
         for i, row in enumerate(self.table):
-            members.setdefault(static_key(row, self.population_config), []).append(i)
+            members.setdefault(static_key(row, self.population_config, merged), []).append(i)
         return [(dict(key), np.array(indices)) for key, indices in sorted(members.items(), key=lambda kv: kv[1][0])]
 
 

@@ -125,7 +125,7 @@ def make_resnet_step_functions(
             carry, (loss_sums, corrects) = jax.lax.scan(step, carry, (x, y, mask))
         params, batch_stats, opt_state, _ = carry
         new_state = {"params": params, "batch_stats": batch_stats, "opt_state": opt_state}
-        return new_state, {"loss_sum": loss_sums.sum(), "correct": corrects.sum()}
+        return new_state, {"loss_sum": loss_sums, "correct": corrects}
 
     def each_model(fn, args):
         """fn over the leading (model) axis of args: one model after another."""
@@ -147,7 +147,7 @@ def make_resnet_step_functions(
     )
 
     def train(state, factors, x, y, mask, epoch, first_step):
-        """S steps for M models -> (state, {"loss_sum", "correct"} [M] over these steps)."""
+        """S steps for M models -> (state, {"loss_sum", "correct"} [M, S]: each step's sums)."""
         return train_run(state, factors, x, y, mask, jnp.int32(epoch), jnp.int32(first_step))
 
     def evaluate_local(params, batch_stats, xb, yb, mb):

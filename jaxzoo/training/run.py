@@ -33,7 +33,15 @@ from jaxzoo.models.registry import arch_spec, build_model, is_custom
 from jaxzoo.training.factors import fixed_value, model_value, values_of
 from jaxzoo.training.loop import POPULATION_AXIS, CallProgress, population_mesh
 from jaxzoo.training.optimizers import optimizer_entry
-from jaxzoo.training.plan import available_memory_bytes, epoch_calls, group_chunks, plan_run, resnet_plan
+from jaxzoo.training.plan import (
+    GroupPlan,
+    available_memory_bytes,
+    epoch_calls,
+    group_chunks,
+    plan_groups,
+    plan_run,
+    resnet_plan,
+)
 from jaxzoo.training.population import Population
 from jaxzoo.training.resnet_steps import make_resnet_step_functions
 from jaxzoo.training.schedules import schedule_options
@@ -97,23 +105,33 @@ def train_chunk_epoch(
     it must not wait for it). With `last_batch_size` the epoch's partial last batch runs alone
     at its real size (BatchNorm statistics must not see padding); otherwise it is padded and
     masked. `device_int(n)`: n as a device scalar (`DeviceInts` places each once). Returns the
-    chunk's state and its metrics [M] summed over the epoch (`loss_sum`, `correct`), all on the
-    device. At most MAX_CALLS_AHEAD calls are queued beyond the running one.
+    chunk's state (on the devices) and its metrics [M] summed over the epoch (`loss_sum`,
+    `correct`; `epoch_totals`). At most MAX_CALLS_AHEAD calls are queued beyond the running one.
     """
     order, mask = fns.order(factors, device_int(epoch))
-    totals = None
+    per_call = []
     queued: collections.deque = collections.deque()
     for first, last, size in epoch_calls(fns.steps_per_epoch, steps_per_call, last_batch_size):
         step_order, step_mask = take_steps(order, mask, device_int(first), last - first, size)
         x, y, m = fns.gather(images, labels, step_order, step_mask, factors)
         state, metrics = fns.train(state, factors, x, y, m, device_int(epoch), device_int(first))
-        totals = metrics if totals is None else jax.tree.map(jnp.add, totals, metrics)
+        per_call.append(metrics)
         if after_call is not None:
             after_call(first, last, metrics)
         queued.append(metrics["loss_sum"])
         if len(queued) > MAX_CALLS_AHEAD:  # bounds the memory of queued calls' batches
             queued.popleft().block_until_ready()
-    return state, totals
+    return state, epoch_totals(per_call)
+
+
+def epoch_totals(per_call: list[dict[str, jax.Array]]) -> dict[str, np.ndarray]:
+    """Each call's per-step metrics [M, S] -> the epoch's sums [M], added step after step
+    (a running float32 sum, as numpy's cumsum): the same whatever the steps per call."""
+    names = per_call[0].keys()
+    return {
+        name: np.cumsum(np.concatenate([np.asarray(m[name]) for m in per_call], axis=1), axis=1)[:, -1]
+        for name in names
+    }
 
 
 def with_divergence(state, metrics: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -196,10 +214,14 @@ class ResNetGroup:
 Group = CnnGroup | ResNetGroup
 
 
-def group_spec(config: ml_collections.ConfigDict, static: dict[str, Any]) -> GroupSpec:
-    """The program of models with static factors `static` (`Population.groups`): which optimizer
-    hyperparameters are per-model arrays (lr, weight decay, every other one the zoo varies), the
-    fixed rest, the schedule's options; dropout, train subset and label noise as flags."""
+def group_spec(
+    config: ml_collections.ConfigDict, static: dict[str, Any], population: Population, members: np.ndarray
+) -> GroupSpec:
+    """The program of models `members` with static factors `static` (`Population.groups`): which
+    optimizer hyperparameters are per-model arrays (lr, weight decay, every other one the zoo
+    varies), the fixed rest, the schedule's options; dropout, train subset and label noise as
+    flags. A merged activation (absent from `static`) is the population's set; merged dropout
+    runs where any member has some."""
     pop = config.population
     entry = optimizer_entry(static["optimizer"])
     injected = tuple(name for name in entry.hyperparams if name in ("lr", "weight_decay") or values_of(pop, name))
@@ -208,14 +230,16 @@ def group_spec(config: ml_collections.ConfigDict, static: dict[str, Any]) -> Gro
     )
     schedule = static["schedule"]
     options = schedule_options(schedule, to_plain(config.training.get("schedule_options")).get(schedule))
+    activations = (static["activation"],) if "activation" in static else population.activations
+    use_dropout = static["dropout"] if "dropout" in static else bool((population.arrays["dropout"][members] > 0).any())
     return GroupSpec(
-        static["activation"],
+        activations,
         static["optimizer"],
         injected,
         fixed,
         schedule,
         tuple(sorted(options.items())),
-        static["dropout"],
+        use_dropout,
         static["train_fraction"],
         static["label_noise"],
     )
@@ -273,17 +297,19 @@ class ZooRun:
             )
             members = np.arange(population.size)
             self.groups: list[Group] = [ResNetGroup(members, fns, group_chunks(members, self.plan.chunk_size))]
+            self.group_plan: GroupPlan | None = None  # one group of its own kind
             self.last_batch_size = self.num_train % batch
         else:
             # A custom module's memory is estimated as an MLP's (its activations are unknown here).
             shape_of = {"arch": "mlp"} if is_custom(config.model) else config.model
             arch = arch_spec(shape_of, dataset.image_shape[0], dataset.image_shape[-1], dataset.num_classes)
             self.plan = plan_run(config, population.size, arch, dataset.image_shape, self.num_train)
+            self.group_plan = self.plan_groups(None if is_custom(config.model) else arch)
             # The CPU kernel computes in float32 only: other compute dtypes take XLA's convolutions.
             conv = "xla" if config.training.compute_dtype != "float32" else cpu_conv.resolve(config.runtime.conv)
             self.groups, shared = [], {}
-            for static, members in population.groups():
-                spec = group_spec(config, static)
+            for static, members in population.groups(self.group_plan.merged):
+                spec = group_spec(config, static, population, members)
                 fns = self.group_functions(spec, members, conv, shared)
                 self.groups.append(CnnGroup(spec, members, fns, group_chunks(members, self.plan.chunk_size)))
             self.last_batch_size = 0
@@ -319,11 +345,15 @@ class ZooRun:
         state_bytes = sum(math.prod(a.shape) * a.dtype.itemsize for a in jax.tree.leaves(self.abstract_state()))
         return 3 * state_bytes <= available_memory_bytes() // 4
 
+    def plan_groups(self, arch) -> GroupPlan:
+        """Which static factors one program computes per model (a subclass may keep them apart)."""
+        return plan_groups(self.config, self.population, arch, self.dataset.image_shape[-1], self.num_train)
+
     def group_functions(self, spec: GroupSpec, members: np.ndarray, conv: str, shared: dict) -> StepFunctions:
         """The compiled functions of one group (a subclass may train another objective)."""
         config, dataset = self.config, self.dataset
         model = build_model(
-            config.model, spec.activation, spec.use_dropout, conv, dataset.image_shape, dataset.num_classes
+            config.model, spec.activations, spec.use_dropout, conv, dataset.image_shape, dataset.num_classes
         )
         setup = dataclasses.replace(self.setup, max_train_examples=int(self.train_examples[members].max()))
         return make_step_functions(model, spec, setup, self.population.inits, self.mesh, shared)
@@ -386,7 +416,7 @@ class ZooRun:
         shapes: dict = {}
         for group in self.groups:
             self.chunk_factors(group.chunks[0][0])  # placed outside the trace (they are cached)
-            shapes = group.add_shapes(shapes, whole(jax.eval_shape(lambda: self.init_chunk(group, group.chunks[0][0]))))
+            shapes = group.add_shapes(shapes, whole(self.init_shapes(group, group.chunks[0][0])))
         return shapes
 
     def compile(self, max_workers: int = COMPILE_THREADS) -> int:
@@ -406,7 +436,7 @@ class ZooRun:
             fns, steps_per_call = group.fns, min(self.plan.steps_per_call, group.fns.steps_per_epoch)
             for indices in {len(indices): indices for indices, _ in group.chunks}.values():
                 factors = self.chunk_factors(indices)  # placed outside the trace (they are cached)
-                state = on(jax.eval_shape(lambda: self.init_chunk(group, indices)), pop_axis)
+                state = on(self.init_shapes(group, indices), pop_axis)
                 tasks[(id(fns.init), len(indices))] = lambda g=group, i=indices: self.init_chunk(g, i)
                 params = {"params": state["params"]}
                 for x, y, mask in {a[0].shape: a for a in self.eval_splits.values()}.values():
@@ -446,6 +476,10 @@ class ZooRun:
     def init_chunk(self, group: Group, indices: np.ndarray):
         """Fresh state of the models `indices` (padded chunk), on device."""
         return group.fns.init(self.chunk_factors(indices))
+
+    def init_shapes(self, group: Group, indices: np.ndarray):
+        """The shapes and dtypes `init_chunk(group, indices)` returns, without running it."""
+        return group.fns.init.eval_shape(self.chunk_factors(indices))
 
     def evaluate(
         self, group: Group, state, factors, splits: tuple[str, ...], real: int, epoch: int

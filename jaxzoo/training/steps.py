@@ -93,12 +93,17 @@ def per_device(fn: Callable, mesh: Mesh, in_specs, out_specs, donate_argnums: tu
 class GroupSpec:
     """What one group of a population shares, i.e. what its compiled program is made of.
 
+    `activations`: the activation of the group, or the population's sorted set when the
+    activation is merged (`jaxzoo.training.plan.plan_groups`): each model applies its own
+    (`activation_index`), the others computed and discarded. `use_dropout`: dropout runs (at
+    each model's rate; rate 0 leaves a model's numbers bitwise as without dropout).
+
     `injected`: optimizer hyperparameters (factor names) that are per-model arrays; the others
     are the fixed floats `fixed`. `subset`: the models train on a part of the train split
     (`train_examples` per model); `label_noise`: some of their train labels are flipped.
     """
 
-    activation: str
+    activations: tuple[str, ...]  # one, or the population's set (each model picks its own)
     optimizer: str
     injected: tuple[str, ...] = ("lr", "weight_decay")
     fixed: tuple[tuple[str, float], ...] = ()
@@ -153,7 +158,12 @@ def cross_entropy(model) -> Objective:
 
     def loss(params, x, y, mask, key, factors_one, epoch):
         logits = model.apply(
-            {"params": params}, x, 0, factors_one["dropout"], train=True, rngs={"dropout": key}
+            {"params": params},
+            x,
+            factors_one["activation_index"],
+            factors_one["dropout"],
+            train=True,
+            rngs={"dropout": key},
         ).astype(jnp.float32)
         loss_sum, correct = nll_and_correct(logits, y, mask)
         return loss_sum / jnp.maximum(jnp.sum(mask), 1.0), {"loss_sum": loss_sum, "correct": correct}
@@ -166,7 +176,9 @@ class StepFunctions:
     """Compiled functions for one group of a population (one model, optimizer and schedule).
 
     `train(state, factors, x, y, mask, epoch, first_step) -> (state, metrics)` where metrics
-    holds the sums over the call's steps, [M] each (`loss_sum`, `correct`).
+    holds each step's sums over its batch, [M, S] each (`loss_sum`, `correct`): the epoch's
+    totals are added up step by step across calls (`epoch_totals`), so they do not depend on
+    how the steps are cut into calls.
     """
 
     init: Callable[..., Any]
@@ -215,7 +227,8 @@ def make_step_functions(
     """Builds the jitted functions of one group (see each inner function for shapes).
 
     `model` (`jaxzoo.models.registry.build_model`) is called as model.apply(variables, x,
-    activation_index, dropout_rate, train) with its one activation at index 0. `objective`
+    activation_index, dropout_rate, train): `activation_index` is the model's factor (an index
+    into the population's activations), which a model of one activation ignores. `objective`
     (default `cross_entropy(model)`) is the loss the training step follows; every objective
     gets the same scan over steps, vmap over models, per-model keys, subset masks, schedules
     and compute dtype. With a `mesh`, each function runs under `shard_map`: axis 'pop' splits
@@ -297,7 +310,7 @@ def make_step_functions(
         return new_params, new_state, metrics
 
     def train(state, factors, x, y, mask, epoch, first_step):
-        """S steps for M models -> (state, {"loss_sum", "correct"} [M] summed over these steps)."""
+        """S steps for M models -> (state, {"loss_sum", "correct"} [M, S]: each step's sums)."""
         chex.assert_equal_shape([y, mask])
         chex.assert_equal_shape_prefix([x, y], 3)
         chex.assert_axis_dimension(x, 1, factors["seed"].shape[0])
@@ -314,11 +327,15 @@ def make_step_functions(
 
         carry = (state["params"], state["opt_state"], first_step)
         (params, opt_state, _), metrics = jax.lax.scan(body, carry, (x, y, mask))
-        return {"params": params, "opt_state": opt_state}, jax.tree.map(lambda m: m.sum(0), metrics)
+        return {"params": params, "opt_state": opt_state}, jax.tree.map(lambda m: m.T, metrics)
 
-    def forward_eval(params, x):
+    def forward_eval(params, activation_index, x):
         logits = model.apply(
-            {"params": cast_for_compute(params, compute_dtype)}, cast_for_compute(x, compute_dtype), 0, 0.0, train=False
+            {"params": cast_for_compute(params, compute_dtype)},
+            cast_for_compute(x, compute_dtype),
+            activation_index,
+            0.0,
+            train=False,
         )
         return logits.astype(jnp.float32)
 
@@ -328,7 +345,7 @@ def make_step_functions(
 
         def body(totals, batch):
             xb, yb, mb = batch
-            logits = jax.vmap(forward_eval, in_axes=(0, None))(params, normalise(xb))
+            logits = jax.vmap(forward_eval, in_axes=(0, 0, None))(params, factors["activation_index"], normalise(xb))
             loss_sum, correct = jax.vmap(nll_and_correct, in_axes=(0, None, None))(logits, yb, mb)
             return (totals[0] + loss_sum, totals[1] + correct), None
 
@@ -370,7 +387,7 @@ def make_step_functions(
             donate_argnums=(0,) if setup.donate_state else (),
         ),
         evaluate=compiled(
-            ("evaluate", group.activation, compute_dtype), evaluate, (pop, pop, rep, rep, rep), (pop, pop)
+            ("evaluate", group.activations, compute_dtype), evaluate, (pop, pop, rep, rep, rep), (pop, pop)
         ),
         model=model,
         transform=transform,

@@ -74,6 +74,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             run.steps_per_epoch,
             run.plan.steps_per_call,
         )
+        if run.group_plan is not None:
+            log.info(run.group_plan.describe())
         return run
 
     num_epochs = config.training.num_epochs

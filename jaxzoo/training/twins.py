@@ -29,6 +29,7 @@ from jaxzoo.models import ard
 from jaxzoo.models.registry import arch_name, build_model
 from jaxzoo.training.loop import train_in_workdir
 from jaxzoo.training.optimizers import init_state
+from jaxzoo.training.plan import GroupPlan
 from jaxzoo.training.population import build_population
 from jaxzoo.training.run import Group, ZooRun
 from jaxzoo.training.steps import (
@@ -98,14 +99,24 @@ class TwinRun(ZooRun):
             self.objectives[activation] = Objective(loss, ARD_NOISE_STREAM, uses_dropout=False)
         return self.objectives[activation]
 
+    def plan_groups(self, arch) -> GroupPlan:
+        """Every static factor compiled apart: the twins' objective is built per activation."""
+        return dataclasses.replace(super().plan_groups(arch), merged=(), chosen_by="split")
+
     def group_functions(self, spec: GroupSpec, members: np.ndarray, conv: str, shared: dict) -> StepFunctions:
         config, dataset = self.config, self.dataset
         model = build_model(
-            config.model, spec.activation, spec.use_dropout, "xla", dataset.image_shape, dataset.num_classes
+            config.model, spec.activations, spec.use_dropout, "xla", dataset.image_shape, dataset.num_classes
         )
         setup = dataclasses.replace(self.setup, max_train_examples=int(self.train_examples[members].max()))
         base = make_step_functions(
-            model, spec, setup, self.population.inits, self.mesh, shared, self.objective(model.arch, spec.activation)
+            model,
+            spec,
+            setup,
+            self.population.inits,
+            self.mesh,
+            shared,
+            self.objective(model.arch, spec.activations[0]),
         )
         transform = base.transform
 
@@ -123,6 +134,9 @@ class TwinRun(ZooRun):
     def init_chunk(self, group: Group, indices: np.ndarray):
         source = jax.device_put(tree_take(self.source_params, indices), self.models)
         return group.fns.init(source, self.chunk_factors(indices))
+
+    def init_shapes(self, group: Group, indices: np.ndarray):
+        return group.fns.init.eval_shape(tree_take(self.source_params, indices), self.chunk_factors(indices))
 
     def evaluate(
         self, group: Group, state, factors, splits: tuple[str, ...], real: int, epoch: int
