@@ -136,8 +136,10 @@ class CompileCount:
         _COUNTERS.remove(self)
 
     def describe(self) -> str:
-        """'(12 of 18 from the compile cache)', or '' when no compilation asked it."""
-        return f" ({self.hits} of {self.requests} from the compile cache)" if self.requests else ""
+        """'(12 of 18 from the compile cache)', or '' when the cache is off or was not asked."""
+        if not self.requests or not jax.config.jax_compilation_cache_dir:
+            return ""
+        return f" ({self.hits} of {self.requests} from the compile cache)"
 
 
 _COUNTERS: list[CompileCount] = []

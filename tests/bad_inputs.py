@@ -323,6 +323,8 @@ def foreign_file_cases() -> list[Case]:
 ODD_VALUES: list[tuple[str, str, tuple[str, ...]]] = [
     ("train", "cpu_devices_huge", (*TRAIN, "--cpu_devices=100000")),
     ("train", "cpu_devices_text", (*TRAIN, "--cpu_devices=many")),
+    ("train", "compile_cache_in_a_file", (*TRAIN, "--compile_cache={CFG_FRESH}/cache")),
+    ("analyze", "compile_cache_in_a_file", ("--workdir={ZOO}", "--compile_cache={ZOO}/models.json/cache")),
     ("train", "coordinator_nocolon", (*TRAIN, "--distributed", "--coordinator_address=nocolon")),
     ("train", "coordinator_port_text", (*TRAIN, "--distributed", "--coordinator_address=localhost:http")),
     ("train", "coordinator_port_huge", (*TRAIN, "--distributed", "--coordinator_address=localhost:99999")),

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 
 from jaxzoo import host
-from jaxzoo.models.cnn import ArchSpec
+from jaxzoo.models.cnn import ARCHS, ArchSpec
 
 # On CPU the per-model path is memory-bound: 8 models per device and call, one device per
 # core, ran fastest (docs/benchmarks.md). An accelerator takes the whole population (up to
@@ -99,72 +99,90 @@ def plan_run(
 # dropout (rate 0 keeps every unit: bitwise the numbers of a program without dropout).
 MERGEABLE = ("activation", "dropout")
 # The cost model's figures, measured with CNN-s on MNIST 28x28 on 2 CPU cores
-# (scripts/bench_train.py --shapes; docs/benchmarks.md): wall seconds a program adds to the
-# compile (programs compiled 4 at a time), seconds per model-sample of a split group, and the
-# share a merged factor adds to each step (per extra activation; for dropout, per model that
-# has none). Other platforms and architectures scale the train time by their activations.
-COMPILE_S_PER_PROGRAM = 0.85
-MODEL_SAMPLE_S = 1 / 55_000
-MERGED_ACTIVATION_COST = 0.06
-MERGED_DROPOUT_COST = 0.10
-REFERENCE_FLOATS_PER_IMAGE = 66_840  # CNN-s on 28x28x1 (`activation_floats_per_image`)
+# (scripts/bench_compile.py; docs/benchmarks.md). Compile: serial seconds of a train program (one
+# activation, no dropout), what each further activation adds to it, its factor with dropout (the
+# masks' random bits), the evaluation programs of one activation set, an optimizer's init program,
+# and the speed-up of compiling 4 programs at once. Training: seconds per model-sample, and the
+# share of a step a merged factor adds (per further activation computed; dropout's masks, for
+# the models that have none).
+TRAIN_COMPILE_S = 0.77
+ACTIVATION_COMPILE_S = 0.11
+DROPOUT_COMPILE_FACTOR = 1.8
+EVAL_COMPILE_S = 0.55
+INIT_COMPILE_S = 0.78
+COMPILE_PARALLELISM = 1.2
+MODEL_SAMPLE_S = 1 / 50_000
+MERGED_ACTIVATION_COST = 0.09
+DROPOUT_COST = 0.2
 
 
 @dataclasses.dataclass(frozen=True)
 class GroupPlan:
-    """Which static factors are computed per model inside one program (`merged`), with the
-    cost model's estimate for each candidate: {merged: (programs, compile s, train s)}."""
+    """Which static factors are computed per model inside one program (`merged`), how it was
+    chosen ('auto': the cost model; else the user's runtime.group_programs), and the cost
+    model's estimate of every candidate: {merged: (train programs, compile s, training s)}."""
 
     merged: tuple[str, ...]
-    chosen_by: str  # 'auto' (the cost model) or the user's runtime.group_programs
+    chosen_by: str
     estimates: dict[tuple[str, ...], tuple[int, float, float]]
 
     def describe(self) -> str:
+        """The log line: the choice and its estimate, beside the split one's."""
         programs, compile_s, train_s = self.estimates[self.merged]
-        split = self.estimates[()]
         what = "+".join(self.merged) + " computed per model" if self.merged else "every static factor compiled apart"
-        text = f"programs: {what} ({self.chosen_by}): {programs} to compile, est. {compile_s:.0f} s compile + {train_s:.0f} s training"
+        text = (
+            f"programs: {what} ({self.chosen_by}): {programs} train program(s), "
+            f"est. {compile_s:.0f} s compile + {train_s:.0f} s training"
+        )
         if self.merged:
-            text += f"; split: {split[0]} programs, est. {split[1]:.0f} s + {split[2]:.0f} s"
+            split = self.estimates[()]
+            text += f"; split: {split[0]}, est. {split[1]:.0f} s + {split[2]:.0f} s"
         return text
 
 
 def plan_groups(config, population, arch: ArchSpec | None, channels: int, num_train: int) -> GroupPlan:
     """Chooses the static factors to merge (`MERGEABLE`) for this population.
 
-    Each candidate costs its programs' compile time (train programs: one per group; evaluation:
-    one per activation set) plus its training time (`MODEL_SAMPLE_S` per model-sample, scaled
-    by the architecture's activations, plus each merged factor's share); the cheapest wins.
-    Merging saves compile time and costs step time, so small zoos merge and large ones split.
-    `runtime.group_programs` forces 'split' or 'merged'. A custom module (`arch` None) has one
-    activation per program: it never merges.
+    Each candidate costs its compile time (a train program per group, evaluation per activation
+    set, init per optimizer) plus its training time (`MODEL_SAMPLE_S` per model-sample, scaled
+    by the architecture's activations, plus what merging adds to each step); the cheapest wins.
+    Merging saves compile time and costs step time, so small zoos merge and large ones split;
+    the choice never changes a model's numbers. `runtime.group_programs` forces 'split' or
+    'merged'. A custom module (`arch` None) has one activation per program: it never merges.
     """
     choice = config.runtime.get("group_programs", "auto")
-    varies = {"activation": len(population.activations) > 1, "dropout": len(set(population.arrays["dropout"] > 0)) > 1}
+    dropout = population.arrays["dropout"] > 0
+    varies = {"activation": len(population.activations) > 1, "dropout": bool(dropout.any() and not dropout.all())}
     mergeable = tuple(name for name in MERGEABLE if arch is not None and varies[name])
-    floats = activation_floats_per_image(arch, channels) if arch is not None else REFERENCE_FLOATS_PER_IMAGE
+    reference = activation_floats_per_image(ARCHS["cnn_s"], 1)  # what MODEL_SAMPLE_S was measured on
+    floats = activation_floats_per_image(arch, channels) if arch is not None else reference
     model_samples = population.size * num_train * config.training.num_epochs
-    base_s = model_samples * MODEL_SAMPLE_S * floats / REFERENCE_FLOATS_PER_IMAGE
-    activations = len(population.activations)
-    no_dropout = float(np.mean(population.arrays["dropout"] <= 0))
+    base_s = model_samples * MODEL_SAMPLE_S * floats / reference * (1 + DROPOUT_COST * dropout.mean())
+    init_s = len(population.optimizers) * INIT_COMPILE_S
     estimates = {}
     for count in range(len(mergeable) + 1):
         for merged in itertools.combinations(mergeable, count):
             groups = population.groups(merged)
-            eval_programs = 1 if "activation" in merged else len({static["activation"] for static, _ in groups})
-            programs = len(groups) + eval_programs
+            compile_s = init_s
+            for static, members in groups:
+                activations = len(population.activations) if "activation" in merged else 1
+                with_dropout = static["dropout"] if "dropout" in static else bool(dropout[members].any())
+                program_s = TRAIN_COMPILE_S + ACTIVATION_COMPILE_S * (activations - 1)
+                compile_s += program_s * (DROPOUT_COMPILE_FACTOR if with_dropout else 1)
+            activation_sets = 1 if "activation" in merged else len({static["activation"] for static, _ in groups})
+            compile_s += activation_sets * EVAL_COMPILE_S
             extra = 0.0
             if "activation" in merged:
-                extra += MERGED_ACTIVATION_COST * (activations - 1)
+                extra += MERGED_ACTIVATION_COST * (len(population.activations) - 1)
             if "dropout" in merged:
-                extra += MERGED_DROPOUT_COST * no_dropout
-            estimates[merged] = (programs, programs * COMPILE_S_PER_PROGRAM, base_s * (1 + extra))
+                extra += DROPOUT_COST * (1 - dropout.mean())
+            estimates[merged] = (len(groups), compile_s / COMPILE_PARALLELISM, base_s * (1 + extra))
     if choice == "split" or not mergeable:
         merged = ()
     elif choice == "merged":
         merged = mergeable
     else:
-        merged = min(estimates, key=lambda m: (estimates[m][1] + estimates[m][2], -len(m)))
+        merged = min(estimates, key=lambda m: estimates[m][1] + estimates[m][2])
     return GroupPlan(merged, choice, estimates)
 
 
@@ -195,10 +213,12 @@ def padded_chunks(members: np.ndarray, chunk_size: int, quantum: int = 0) -> lis
     return chunks
 
 
-def group_chunks(members: np.ndarray, chunk_size: int) -> list[tuple[np.ndarray, int]]:
-    """A group's chunks: at most `chunk_size` models, a multiple of the devices' count."""
+def group_chunks(members: np.ndarray, chunk_size: int, min_per_device: int = 1) -> list[tuple[np.ndarray, int]]:
+    """A group's chunks: at most `chunk_size` models (at least `min_per_device` on each device),
+    a multiple of the devices' count."""
     n_devices = jax.local_device_count()
-    return padded_chunks(members, n_devices * math.ceil(min(chunk_size, len(members)) / n_devices))
+    per_device = max(min_per_device, math.ceil(min(chunk_size, len(members)) / n_devices))
+    return padded_chunks(members, n_devices * per_device)
 
 
 def epoch_calls(
