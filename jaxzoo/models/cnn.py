@@ -36,6 +36,11 @@ ACTIVATIONS = {
     "leakyrelu": lambda x: jax.nn.leaky_relu(x, 0.01),  # PyTorch default slope
     "silu": jax.nn.silu,
 }
+# Activations one program can compute side by side (`select_activation`) and still give each
+# model bitwise the numbers of a program of its activation alone (tested). GELU is not among
+# them: with the CPU convolution kernel a GELU model drifted by ulps between the two programs
+# (its erf rounds with where XLA places a buffer), so it keeps a program of its own.
+MERGEABLE_ACTIVATIONS = frozenset({"tanh", "sigmoid", "relu", "leakyrelu"})
 INITS = ("uniform", "normal", "kaiming_uniform", "kaiming_normal", "xavier_uniform", "xavier_normal")
 BIAS_INIT = 0.01
 
@@ -181,32 +186,34 @@ class PatchConv(nn.Module):
         return max_pool_2x2(out) if self.pool else out
 
 
-def select_activation(x: jax.Array, activation_index: jax.Array, activations: Sequence[str]):
-    """Applies activations[activation_index] (with one activation, that one), its gradient
+def select_activation(x: jax.Array, activation_index: jax.Array, activations: Sequence[str | None]):
+    """Applies activations[activation_index] (with one activation, that one); None entries are
+    activations of the population that no model here uses (never computed). Its gradient is
     computed as `_selected_activation` says."""
     return _selected_activation(x, activation_index, tuple(activations))
 
 
-def _pick(activation_index: jax.Array, values: list[jax.Array]) -> jax.Array:
-    """values[activation_index], elementwise (every value computed)."""
-    out = values[0]
-    for i, value in enumerate(values[1:], start=1):
+def _pick(activation_index: jax.Array, values: list[jax.Array | None]) -> jax.Array:
+    """values[activation_index], elementwise (None: an index no model has)."""
+    present = [(i, value) for i, value in enumerate(values) if value is not None]
+    out = present[0][1]
+    for i, value in present[1:]:
         out = jnp.where(activation_index == i, value, out)
     return out
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _selected_activation(x: jax.Array, activation_index: jax.Array, activations: tuple[str, ...]) -> jax.Array:
+def _selected_activation(x: jax.Array, activation_index: jax.Array, activations: tuple[str | None, ...]) -> jax.Array:
     """Each model's activation of several (every one computed, the model's picked), with a
-    gradient bitwise that of a program of the model's activation alone.
+    gradient bitwise that of a program of the model's activation alone (`MERGEABLE_ACTIVATIONS`).
 
     The gradient is each activation's own VJP of the whole cotangent, then picked, computed
     between optimisation barriers, in every program (one activation or several). Autodiff of
-    the pick handed each activation a masked cotangent, and XLA fused GELU's backward pass with
-    what surrounds it (the pick, dropout's masks) differently in each program: 1-ulp gradients,
-    84k of 346k in one test, that training carried to 2.7e-2 of the weights (measured).
+    the pick handed each activation a masked cotangent, and XLA fused the backward passes with
+    what surrounds them (the pick, dropout's masks) differently in each program: 1-ulp
+    gradients that training carried to 2.7e-2 of the weights (measured).
     """
-    return _pick(activation_index, [ACTIVATIONS[name](x) for name in activations])
+    return _pick(activation_index, [None if name is None else ACTIVATIONS[name](x) for name in activations])
 
 
 def _selected_forward(x, activation_index, activations):
@@ -216,7 +223,7 @@ def _selected_forward(x, activation_index, activations):
 def _selected_backward(activations, residuals, cotangent):
     x, activation_index = residuals
     x, cotangent = jax.lax.optimization_barrier((x, cotangent))  # fused alike in every program
-    grads = [jax.vjp(ACTIVATIONS[name], x)[1](cotangent)[0] for name in activations]
+    grads = [None if name is None else jax.vjp(ACTIVATIONS[name], x)[1](cotangent)[0] for name in activations]
     return jax.lax.optimization_barrier(_pick(activation_index, grads)), None
 
 
@@ -239,7 +246,7 @@ class CNN(nn.Module):
     """
 
     arch: ArchSpec
-    activations: tuple[str, ...]
+    activations: tuple[str | None, ...]
     use_dropout: bool
     conv: str = "xla"
 

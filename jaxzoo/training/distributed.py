@@ -84,13 +84,19 @@ def to_local(tree):
 
 
 def gather_metrics(metrics: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Every process's metrics [m] -> the whole population's [m * processes], on every process."""
+    """Every process's metrics [m] -> the whole population's [m * processes], on every process.
+
+    Gathered as their bytes: JAX (64-bit types off) would make float64 metrics float32, and a
+    2-process zoo's metrics then differed from a 1-process zoo's (measured: every train_loss)."""
     if not is_multiprocess():
         return metrics
-    return {
-        name: np.asarray(multihost_utils.process_allgather(np.asarray(values), tiled=True))
-        for name, values in metrics.items()
-    }
+    gathered = {}
+    for name, values in metrics.items():
+        values = np.ascontiguousarray(values)
+        words = values.view(np.uint8).reshape(len(values), values.dtype.itemsize)
+        whole = np.asarray(multihost_utils.process_allgather(words, tiled=True))
+        gathered[name] = np.ascontiguousarray(whole).reshape(-1).view(values.dtype)
+    return gathered
 
 
 def barrier(name: str) -> None:

@@ -17,6 +17,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from jaxzoo.models.cnn import MERGEABLE_ACTIVATIONS
 from jaxzoo.training.optimizers import optimizer_entry
 
 
@@ -228,10 +229,14 @@ def model_value(row: dict, name: str, population_config=None) -> Any:
 
 def static_key(row: dict, population_config=None, merged: tuple[str, ...] = ()) -> tuple:
     """What of a model's factors shapes its compiled program (models with equal keys share one);
-    `merged` factors are computed per model inside one program instead (`MERGEABLE`)."""
+    `merged` factors are computed per model inside one program instead
+    (`jaxzoo.training.plan.MERGEABLE`; of the activations, those in `MERGEABLE_ACTIVATIONS`)."""
     key = []
     for factor in FACTOR_TABLE:
         if factor.name in merged:
+            value = model_value(row, factor.name, population_config)
+            if factor.name == "activation" and value not in MERGEABLE_ACTIVATIONS:
+                key.append((factor.name, value))  # a program of its own
             continue
         if factor.static:
             key.append((factor.name, model_value(row, factor.name, population_config)))

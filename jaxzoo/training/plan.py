@@ -12,7 +12,7 @@ import jax
 import numpy as np
 
 from jaxzoo import host
-from jaxzoo.models.cnn import ARCHS, ArchSpec
+from jaxzoo.models.cnn import ARCHS, MERGEABLE_ACTIVATIONS, ArchSpec
 
 # On CPU the per-model path is memory-bound: 8 models per device and call, one device per
 # core, ran fastest (docs/benchmarks.md). An accelerator takes the whole population (up to
@@ -95,8 +95,9 @@ def plan_run(
 
 
 # Static factors that one program can compute per model (`plan_groups`): the activation (each
-# model applies its own of the population's set: the others are computed and discarded) and
-# dropout (rate 0 keeps every unit: bitwise the numbers of a program without dropout).
+# model applies its own of the group's set, the others computed and discarded; only
+# `MERGEABLE_ACTIVATIONS`, the others keep programs of their own) and dropout (rate 0 keeps
+# every unit: bitwise the numbers of a program without dropout).
 MERGEABLE = ("activation", "dropout")
 # The cost model's figures, measured with CNN-s on MNIST 28x28 on 2 CPU cores
 # (scripts/bench_compile.py; docs/benchmarks.md). Compile: serial seconds of a train program (one
@@ -152,7 +153,8 @@ def plan_groups(config, population, arch: ArchSpec | None, channels: int, num_tr
     """
     choice = config.runtime.get("group_programs", "auto")
     dropout = population.arrays["dropout"] > 0
-    varies = {"activation": len(population.activations) > 1, "dropout": bool(dropout.any() and not dropout.all())}
+    mergeable_activations = [name for name in population.activations if name in MERGEABLE_ACTIVATIONS]
+    varies = {"activation": len(mergeable_activations) > 1, "dropout": bool(dropout.any() and not dropout.all())}
     mergeable = tuple(name for name in MERGEABLE if arch is not None and varies[name])
     reference = activation_floats_per_image(ARCHS["cnn_s"], 1)  # what MODEL_SAMPLE_S was measured on
     floats = activation_floats_per_image(arch, channels) if arch is not None else reference
@@ -165,15 +167,16 @@ def plan_groups(config, population, arch: ArchSpec | None, channels: int, num_tr
             groups = population.groups(merged)
             compile_s = init_s
             for static, members in groups:
-                activations = len(population.activations) if "activation" in merged else 1
+                activations = 1 if "activation" in static else len(mergeable_activations)
                 with_dropout = static["dropout"] if "dropout" in static else bool(dropout[members].any())
                 program_s = TRAIN_COMPILE_S + ACTIVATION_COMPILE_S * (activations - 1)
                 compile_s += program_s * (DROPOUT_COMPILE_FACTOR if with_dropout else 1)
-            activation_sets = 1 if "activation" in merged else len({static["activation"] for static, _ in groups})
+            activation_sets = len({static.get("activation") for static, _ in groups})
             compile_s += activation_sets * EVAL_COMPILE_S
             extra = 0.0
-            if "activation" in merged:
-                extra += MERGED_ACTIVATION_COST * (len(population.activations) - 1)
+            if "activation" in merged:  # the models of merged activations compute them all
+                share = np.isin(population.activations, mergeable_activations)[population.arrays["activation_index"]]
+                extra += MERGED_ACTIVATION_COST * (len(mergeable_activations) - 1) * share.mean()
             if "dropout" in merged:
                 extra += DROPOUT_COST * (1 - dropout.mean())
             estimates[merged] = (len(groups), compile_s / COMPILE_PARALLELISM, base_s * (1 + extra))

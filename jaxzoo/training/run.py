@@ -225,8 +225,8 @@ def group_spec(
     """The program of models `members` with static factors `static` (`Population.groups`): which
     optimizer hyperparameters are per-model arrays (lr, weight decay, every other one the zoo
     varies), the fixed rest, the schedule's options; dropout, train subset and label noise as
-    flags. A merged activation (absent from `static`) is the population's set; merged dropout
-    runs where any member has some."""
+    flags. A merged activation (absent from `static`): each member's of the population's set;
+    merged dropout runs where any member has some."""
     pop = config.population
     entry = optimizer_entry(static["optimizer"])
     injected = tuple(name for name in entry.hyperparams if name in ("lr", "weight_decay") or values_of(pop, name))
@@ -235,7 +235,11 @@ def group_spec(
     )
     schedule = static["schedule"]
     options = schedule_options(schedule, to_plain(config.training.get("schedule_options")).get(schedule))
-    activations = (static["activation"],) if "activation" in static else population.activations
+    if "activation" in static:
+        activations = (static["activation"],)
+    else:  # the population's activations, indexed as activation_index; those of other groups None
+        present = {population.activations[i] for i in population.arrays["activation_index"][members]}
+        activations = tuple(name if name in present else None for name in population.activations)
     use_dropout = static["dropout"] if "dropout" in static else bool((population.arrays["dropout"][members] > 0).any())
     return GroupSpec(
         activations,
