@@ -71,9 +71,9 @@ def train(args: list[str], count: int = 1) -> tuple[float, list[str]]:
     return time.time() - start, errors
 
 
-def run_layout(name: str, workdir: pathlib.Path, epochs: int) -> tuple[float, float]:
+def run_layout(name: str, workdir: pathlib.Path, epochs: int, extra: list[str]) -> tuple[float, float]:
     """Trains the zoo under layout `name` into `workdir` -> (seconds, model-samples/s)."""
-    common = [*BASE, f"--config.training.num_epochs={epochs}", "--workdir", str(workdir)]
+    common = [*BASE, *extra, f"--config.training.num_epochs={epochs}", "--workdir", str(workdir)]
     if name == "processes_2":
         port = free_port()
         flags = ["--cpu_devices=1", "--distributed", f"--coordinator_address=localhost:{port}", "--num_processes=2"]
@@ -116,6 +116,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--layouts", default=",".join(name for name in LAYOUTS if name != "devices_1"))
     parser.add_argument("--keep", help="folder to keep the workdirs in (default: a temporary one)")
+    parser.add_argument(
+        "--set", action="append", default=[], help="a config override for every run (FIELD=VALUE, repeatable)"
+    )
     args = parser.parse_args()
     root = pathlib.Path(args.keep or tempfile.mkdtemp(prefix="jaxzoo-layouts-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -123,14 +126,14 @@ def main() -> None:
     unknown = [n for n in names if n not in LAYOUTS]
     if unknown:
         sys.exit(f"unknown layouts {unknown}: choose from {', '.join(LAYOUTS)}")
-    print(f"quickstart zoo, {args.epochs} epochs, jax {jax.__version__}, {os.cpu_count()} cores")
+    print(f"quickstart zoo, {args.epochs} epochs, jax {jax.__version__}, {os.cpu_count()} cores {args.set or ''}")
     print(
         f"{'layout':<16} {'seconds':>8} {'samples/s':>10} {'state equal':>12} {'metrics equal':>14} {'max rel L2':>11}"
     )
     for name in names:
         workdir = root / name
         shutil.rmtree(workdir, ignore_errors=True)
-        seconds, rate = run_layout(name, workdir, args.epochs)
+        seconds, rate = run_layout(name, workdir, args.epochs, [f"--config.{item}" for item in args.set])
         models, equal, rows, relative = compare(root / "devices_1", workdir)
         total = models * (args.epochs + 1)
         print(

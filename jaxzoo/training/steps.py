@@ -53,12 +53,26 @@ def epoch_order(seed: jax.Array, epoch: jax.Array, num_train: int, batch_size: i
     return indices.astype(jnp.int32), mask.reshape(steps, batch_size)
 
 
+def pairwise_sum(values: jax.Array) -> jax.Array:
+    """values [n] -> their sum, halves added to halves (zero-padded to a power of two): an order
+    of additions that XLA keeps whatever the arrays around it. Its `jnp.sum` of a batch's losses
+    rounded with the population axis's size (measured: evaluation losses of 16 models per device
+    against 8). Its gradient is exactly that of any sum (ones)."""
+    size = 1 << max(values.shape[-1] - 1, 0).bit_length()
+    values = jnp.pad(values, [(0, 0)] * (values.ndim - 1) + [(0, size - values.shape[-1])])
+    while values.shape[-1] > 1:
+        half = values.shape[-1] // 2
+        values = values[..., :half] + values[..., half:]
+    return values[..., 0]
+
+
 def nll_and_correct(logits: jax.Array, labels: jax.Array, mask: jax.Array):
-    """-> (sum of NLL of log_softmax over the masked samples, number correct), per batch."""
+    """-> (sum of NLL of log_softmax over the masked samples, number correct), per batch
+    (`pairwise_sum`: the same numbers in any layout)."""
     logp = jax.nn.log_softmax(logits)
     nll = -jnp.take_along_axis(logp, labels[:, None], axis=-1)[:, 0]
     correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
-    return jnp.sum(nll * mask), jnp.sum(correct * mask)
+    return pairwise_sum(nll * mask), pairwise_sum(correct * mask)
 
 
 def lookup_normaliser(mean: tuple[float, ...], std: tuple[float, ...]) -> Callable[[jax.Array], jax.Array]:
