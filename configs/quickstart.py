@@ -4,7 +4,8 @@ Mixes 4 activations x 2 inits x 2 optimizers x 4 seeds: 8 groups (activation x o
 compiled apart, inits and seeds varying per model inside each.
 
 Run:  python -m jaxzoo.train --config configs/quickstart.py --workdir runs/quickstart
-Time: about 40 seconds on a 2-core laptop CPU (compile included; measured 40 s).
+Time: about 36 seconds on a 2-core laptop CPU (compile included; measured 36 s, and 27 s with
+its programs in the compile cache).
 """
 
 from jaxzoo.config import base_config

@@ -104,9 +104,9 @@ MERGEABLE = ("activation", "dropout")
 # activation, no dropout), what each further activation adds to it, its factor with dropout (the
 # masks' random bits), the evaluation programs of one activation set, an optimizer's init program,
 # and the speed-up of compiling 4 programs at once. Training: seconds per model-sample, and the
-# share of a step a merged factor adds (per further activation computed: the quickstart zoo
-# trained at 38,300 model-samples/s with tanh, sigmoid and ReLU merged against 52,600 split;
-# dropout's masks, for the models that have none).
+# share of a step a merged factor adds (per further activation computed: 128 Hyp-shaped models
+# trained 12% slower with tanh, sigmoid and ReLU merged, GELU apart; dropout's masks, for the
+# models that have none).
 TRAIN_COMPILE_S = 0.77
 ACTIVATION_COMPILE_S = 0.11
 DROPOUT_COMPILE_FACTOR = 1.8
@@ -114,7 +114,7 @@ EVAL_COMPILE_S = 0.55
 INIT_COMPILE_S = 0.78
 COMPILE_PARALLELISM = 1.2
 MODEL_SAMPLE_S = 1 / 50_000
-MERGED_ACTIVATION_COST = 0.2
+MERGED_ACTIVATION_COST = 0.1
 DROPOUT_COST = 0.2
 
 
