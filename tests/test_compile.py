@@ -173,17 +173,23 @@ def train_run(config, group_programs: str, chunk_size: int) -> tuple[ZooRun, lis
 
 
 def test_merged_programs_train_bitwise_the_models_of_split_ones():
-    """ReLU, sigmoid and GELU, Adam and AdamW, dropout 0 and 0.5: per optimizer one program for
-    ReLU and sigmoid and one for GELU (merged, 5 models per call) against one per activation,
-    optimizer and dropout (split)."""
+    """ReLU, leaky ReLU, sigmoid and GELU, Adam and AdamW, dropout 0 and 0.5: per optimizer one
+    program for the first three and one for GELU (merged, 5 models per call) against one per
+    activation, optimizer and dropout (split)."""
     config = small_zoo_config(
-        activation=("relu", "sigmoid", "gelu"), optimizer=("adam", "adamw"), init=("kaiming_uniform",), num_seeds=1
+        activation=("relu", "leakyrelu", "sigmoid", "gelu"),
+        optimizer=("adam", "adamw"),
+        init=("kaiming_uniform",),
+        num_seeds=1,
     )
     config.data.max_examples_per_split = 60
     merged_run, merged, merged_metrics = train_run(config, "merged", 5)
     split_run, split, split_metrics = train_run(config, "split", 0)
-    assert (len(merged_run.groups), len(split_run.groups)) == (4, 12)
-    assert {group.spec.activations for group in merged_run.groups} == {("gelu",), (None, "relu", "sigmoid")}
+    assert (len(merged_run.groups), len(split_run.groups)) == (4, 16)
+    assert {group.spec.activations for group in merged_run.groups} == {
+        ("gelu",),
+        (None, "leakyrelu", "relu", "sigmoid"),
+    }
     for got, want in zip(merged, split):
         assert jax.tree.structure(got) == jax.tree.structure(want)
         for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
