@@ -1,9 +1,11 @@
 """Property prediction from weights, the paper's Table 3: `python -m jaxzoo.benchmark --workdir W`.
 
   python -m jaxzoo.benchmark --workdir W [--workdir W2 ...] [--epochs 5,15,50] [--out table.md]
-  python -m jaxzoo.benchmark --vectors EXPORT/vectors
+  python -m jaxzoo.benchmark --vectors EXPORT [--epochs 5,15,50] [--threshold 5]
 
-What the table holds and how it is fitted: `jaxzoo.analysis.table3`.
+--vectors takes an export folder or its vectors/ folder, and selects its rows as --workdir does
+(the same default epochs and threshold); both print the epochs and rows used and record them in
+table3.json. What the table holds and how it is fitted: `jaxzoo.analysis.table3`.
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ import sys
 from jaxzoo.analysis import table3
 from jaxzoo.analysis.table3 import benchmark_workdir, linear_classifier, markdown
 from jaxzoo.cli import ArgumentParser, epoch_list, number_in, run
-from jaxzoo.errors import UserError
+from jaxzoo.errors import DestinationError, UserError
 from jaxzoo.export.writer import DEFAULT_THRESHOLD
 from jaxzoo.host import check_destination
-from jaxzoo.weights.vectors import load_vectors
+from jaxzoo.weights.vectors import vectors_folder
 
 __all__ = ["benchmark_workdir", "linear_classifier", "main", "markdown"]
 
@@ -25,7 +27,11 @@ __all__ = ["benchmark_workdir", "linear_classifier", "main", "markdown"]
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m jaxzoo.benchmark", description=table3.__doc__.splitlines()[0])
     parser.add_argument("--workdir", action="append", default=[], help="a trained zoo (repeat for a multi-zoo table)")
-    parser.add_argument("--vectors", default="", help="an exported flat-vector folder instead of a workdir")
+    parser.add_argument(
+        "--vectors",
+        default="",
+        help="an export (or its vectors/ folder) instead of a workdir; writes table3.json there",
+    )
     parser.add_argument(
         "--epochs", type=epoch_list, default="", help="comma-separated epochs (default: see the module doc)"
     )
@@ -42,7 +48,15 @@ def main(argv: list[str] | None = None) -> int:
             check_destination(pathlib.Path(args.out), "--out", is_file=True)
         rows = {}
         if args.vectors:
-            rows[pathlib.Path(args.vectors).resolve().parent.name] = table3.table3(load_vectors(args.vectors))["table"]
+            try:
+                check_destination(vectors_folder(args.vectors) / "table3.json", "--vectors", is_file=True)
+            except DestinationError as error:
+                raise UserError(
+                    f"--vectors: {error.path} {error.problem} (Table 3 records its rows there): copy the "
+                    "export to a folder you can write"
+                ) from None
+            result = table3.benchmark_vectors(args.vectors, args.epochs, args.threshold)
+            rows[result["zoo"]] = result["table"]
         for workdir in args.workdir:
             result = table3.benchmark_workdir(workdir, args.epochs, args.threshold)
             rows[result["zoo"]] = result["table"]

@@ -36,16 +36,21 @@ from jaxzoo.export.torch_models import (  # noqa: F401  (the model classes live 
     registry_layout,
 )
 from jaxzoo.weights import loaders
+from jaxzoo.weights.vectors import split_name
 
 
 class ZooVectorDataset(torch.utils.data.Dataset):
-    """One split of an exported flat-vector dataset (`<export>/vectors/<split>.safetensors`).
+    """One split of an exported flat-vector dataset (`<export>/vectors/<split>.safetensors`);
+    `vectors_dir` is the export folder or its vectors/ folder.
 
     A drop-in for the original ModelDatasetBase's consumers: `data_in` [rows, P] float32,
     `properties` {key: list per row} with the original's keys (test_acc, train_acc, ggap,
     training_iteration, model::nlin, optim::lr, ...) beside jaxzoo's, and `__get_weights__()`.
 
-    By default items are (row [P], properties) as read. The options are those of
+    By default items are (row [P], properties) as read. An item's numeric properties are 0-d
+    tensors, float32 as the weights (integers such as epoch and model_id int64), so a DataLoader
+    batches them to [B] float32 / int64, the dtypes of `VectorLoader`'s batches; categorical ones
+    are strings (`item_properties` holds them per key, [rows]). The options are those of
     `jaxzoo.weights.loaders.VectorLoader`, applied per item by its numpy `VectorTransform`: permute
     (random hidden-unit permutation), standardise (per layer, train statistics), noise_std /
     noise_mode, tokens (the item's first element is then {'weights', 'tokens' [T, D], 'mask'
@@ -66,8 +71,8 @@ class ZooVectorDataset(torch.utils.data.Dataset):
         permute: bool = False,
         tokens: bool = False,
     ):
-        loaders.check_split(split)
-        folder = pathlib.Path(vectors_dir)
+        split = split_name(split)
+        folder = loaders.vectors_folder(vectors_dir)
         tensors = load_file(folder / f"{split}.safetensors")
         meta = json.loads((folder / f"{split}.json").read_text())
         keep = torch.ones(len(tensors["weights"]), dtype=torch.bool)
@@ -77,8 +82,10 @@ class ZooVectorDataset(torch.utils.data.Dataset):
         self.data_in = tensors["weights"][keep]
         index = np.flatnonzero(keep.numpy())
         self.properties = {name: tensors[name][keep].tolist() for name in meta["numeric_properties"]}
+        numeric = loaders.batch_properties({name: tensors[name][keep].numpy() for name in meta["numeric_properties"]})
+        self.item_properties = {name: torch.from_numpy(values) for name, values in numeric.items()}
         for name, values in meta["categorical_properties"].items():
-            self.properties[name] = [values[i] for i in index]
+            self.properties[name] = self.item_properties[name] = [values[i] for i in index]
         self.layout = meta["index_dict"]
         self.transform, self.stats = None, None
         if standardise or noise_std or permute or tokens:
@@ -96,7 +103,7 @@ class ZooVectorDataset(torch.utils.data.Dataset):
         return self.data_in
 
     def __getitem__(self, i: int):
-        properties = {name: values[i] for name, values in self.properties.items()}
+        properties = {name: values[i] for name, values in self.item_properties.items()}
         if self.transform is None:
             return self.data_in[i], properties
         rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))

@@ -138,3 +138,56 @@ def test_zoos_past_the_w_budget_get_s_w_by_blocks_equal_to_the_in_memory_rows(sm
     monkeypatch.setattr(table3, "W_FEATURE_BYTES", 1)
     result = table3.benchmark_workdir(workdir, [1, 2])
     assert list(seen[0]) == ["s(w)"] and result["note"].startswith("w is n/a for this zoo")
+
+
+@pytest.fixture(scope="module")
+def exported_vectors(small_zoo, tmp_path_factory):
+    """The small zoo's export (vectors only, epochs 0..2, threshold 5): its experiment folder."""
+    from jaxzoo.export import export
+
+    root = tmp_path_factory.mktemp("bench_vectors")
+    export(small_zoo, root, "vectors", log=None)
+    return root / "test_zoo"
+
+
+def test_vectors_select_the_rows_of_the_workdir(small_zoo, exported_vectors, tmp_path, monkeypatch, capsys):
+    """--vectors takes --workdir's default epochs (1..E here; the export holds 0..E) and honours
+    --epochs and --threshold: the same rows reach the fit, the same line is printed and recorded,
+    and the same R^2 comes out."""
+    from jaxzoo import benchmark
+
+    workdir = shutil.copytree(small_zoo, tmp_path / "zoo", ignore=shutil.ignore_patterns("card"))
+    seen = []
+    monkeypatch.setattr(table3, "table3", lambda splits, features=None: seen.append(splits) or {"table": {}})
+    for flag, source in (("--workdir", workdir), ("--vectors", exported_vectors)):
+        assert benchmark.main([flag, str(source)]) == 0
+    by_workdir, by_vectors = seen
+    for split in ("train", "val", "test"):
+        np.testing.assert_array_equal(by_vectors[split].weights, by_workdir[split].weights)
+        assert set(by_vectors[split].properties["epoch"].tolist()) == {1, 2}
+        for name, values in by_workdir[split].properties.items():
+            np.testing.assert_array_equal(np.asarray(by_vectors[split].properties[name]), np.asarray(values), name)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Table 3 of")]
+    assert (
+        lines[0]
+        == "Table 3 of test_zoo: epochs [1, 2], train/val/test 44/8/12 rows; dropped 0 with NaN/inf, 0 with |w| > 5"
+    )
+    assert lines[1] == lines[0] + " (the export dropped 0 rows over its epochs [0, 1, 2])"
+    monkeypatch.undo()
+    # --epochs 2 --threshold 0.7 (drops some rows): the same rows and R^2 (ridge targets; the
+    # classifier's inputs are the same rows)
+    monkeypatch.setattr(table3, "CATEGORICAL_TARGETS", {})
+    for flag, source in (("--workdir", workdir), ("--vectors", exported_vectors)):
+        assert benchmark.main([flag, str(source), "--epochs", "2", "--threshold", "0.7"]) == 0
+    recorded = [
+        json.loads((workdir / "card" / "table3.json").read_text()),
+        json.loads((exported_vectors / "vectors" / "table3.json").read_text()),
+    ]
+    for result in recorded:
+        assert result["epochs"] == [2] and result["threshold"] == 0.7
+    assert recorded[0]["rows"] == recorded[1]["rows"]
+    assert 0 < sum(c["dropped_threshold"] for c in recorded[0]["rows"].values()) < 32
+    assert recorded[1]["exported"]["epochs"] == [0, 1, 2]
+    assert recorded[0]["table"] == recorded[1]["table"] and recorded[0]["table"]["test_acc"] != "n/a"
+    assert benchmark.main(["--vectors", str(exported_vectors), "--epochs", "2,7"]) == 2
+    assert "epochs [7] are not in" in capsys.readouterr().err

@@ -12,9 +12,10 @@ always on a copy of the fixture:
 
 The shipped configs these flags name (configs/quickstart.py, inr_quickstart.py,
 inr_dwsnets_mnist.py) are part of what is compared, and so is every export byte, model.py
-included (the text of jaxzoo's standalone PyTorch models). A deliberate change there gets a
-fixture of its own (made by tests/fixtures/f4818c0/make_fixture.py at the new commit), never
-a regenerated f4818c0 one.
+included (the text of jaxzoo's standalone PyTorch models). A deliberate change of export bytes
+is recorded in tests/fixtures/changes/manifest.json (by tests/fixtures/changes/record.py, with
+its reason): the files it names are compared with the bytes recorded there, every other file
+still with f4818c0's. The f4818c0 fixture itself is never regenerated.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ FIXTURE = pathlib.Path(__file__).resolve().parent / "fixtures" / "f4818c0"
 MANIFEST = json.loads((FIXTURE / "manifest.json").read_text())
 ZOOS = MANIFEST["zoos"]  # name -> {"train": flags of python -m jaxzoo.train, "identity_hash"}
 EXPORTS = MANIFEST["exports"]  # name -> {"zoo", "flags", "experiment", "files", "excluded"}
+CHANGES_FILE = FIXTURE.parent / "changes" / "manifest.json"
+CHANGES = json.loads(CHANGES_FILE.read_text())["changes"] if CHANGES_FILE.exists() else []
 
 
 def cli(command: str, *args: str) -> subprocess.CompletedProcess:
@@ -86,32 +89,57 @@ def environment_note() -> str:
     )
 
 
-def export_problems(name: str, out: pathlib.Path) -> list[str]:
-    """How the export of manifest entry `name` written into `out` differs from f4818c0's."""
+def expected_files(name: str) -> dict:
+    """{'files': {rel: sha256}, 'excluded': {rel: {..., 'rest_canonical_sha256'}}} of export
+    `name`: f4818c0's, with the deliberate changes recorded since (tests/fixtures/changes), in order."""
     entry = EXPORTS[name]
+    files, excluded = dict(entry["files"]), {rel: dict(value) for rel, value in entry["excluded"].items()}
+    for change in CHANGES:
+        recorded = change["exports"].get(name, {})
+        files.update(recorded.get("files", {}))
+        for rel, rest in recorded.get("excluded", {}).items():
+            excluded[rel]["rest_canonical_sha256"] = rest
+    return {"files": files, "excluded": excluded}
+
+
+def without_fields(path: pathlib.Path, ignored_fields: list[str]) -> tuple[dict, dict]:
+    """(the JSON document at `path` without `ignored_fields` (dotted paths), {field: removed value})."""
+    document, removed = json.loads(path.read_text()), {}
+    for field in ignored_fields:
+        *parents, last = field.split(".")
+        holder = document
+        for key in parents:
+            holder = holder.get(key, {})
+        removed[field] = holder.pop(last, None)
+    return document, removed
+
+
+def rest_sha256(path: pathlib.Path, ignored_fields: list[str]) -> str:
+    return canonical_sha256(without_fields(path, ignored_fields)[0])
+
+
+def export_problems(name: str, out: pathlib.Path) -> list[str]:
+    """How the export of manifest entry `name` written into `out` differs from f4818c0's (and
+    the deliberate changes recorded since)."""
+    entry, expected = EXPORTS[name], expected_files(name)
     found = tree_hashes(out)
-    expected = set(entry["files"]) | set(entry["excluded"])
-    problems = [f"{name}: {rel} is missing" for rel in sorted(expected - set(found))]
-    problems += [f"{name}: {rel} is new" for rel in sorted(set(found) - expected)]
+    names = set(expected["files"]) | set(expected["excluded"])
+    problems = [f"{name}: {rel} is missing" for rel in sorted(names - set(found))]
+    problems += [f"{name}: {rel} is new" for rel in sorted(set(found) - names)]
     problems += [
         f"{name}: {rel} has other bytes"
-        for rel, digest in sorted(entry["files"].items())
+        for rel, digest in sorted(expected["files"].items())
         if rel in found and found[rel] != digest
     ]
-    for rel, excluded in sorted(entry["excluded"].items()):
+    for rel, excluded in sorted(expected["excluded"].items()):
         if rel not in found or "rest_canonical_sha256" not in excluded:
             continue
-        document = json.loads((out / rel).read_text())
-        for field in excluded["ignored_fields"]:
-            *parents, last = field.split(".")
-            holder = document
-            for key in parents:
-                holder = holder.get(key, {})
-            value = holder.pop(last, None)
-            if field == "report.out" and (
-                value is None or os.path.realpath(value) != os.path.realpath(out / entry["experiment"])
-            ):
-                problems.append(f"{name}: {rel} {field} is {value!r}, not the export folder")
+        document, removed = without_fields(out / rel, excluded["ignored_fields"])
+        value = removed.get("report.out")
+        if "report.out" in removed and (
+            value is None or os.path.realpath(value) != os.path.realpath(out / entry["experiment"])
+        ):
+            problems.append(f"{name}: {rel} report.out is {value!r}, not the export folder")
         if canonical_sha256(document) != excluded["rest_canonical_sha256"]:
             problems.append(f"{name}: {rel} differs beyond {excluded['ignored_fields']}")
     return problems
@@ -239,3 +267,14 @@ def test_identity_unchanged(tmp_path, zoo):
     assert new["identity_hash"] == old["identity_hash"]
     assert new["identity"] == old["identity"]
     assert json.loads((workdir / "models.json").read_text()) == json.loads((FIXTURE / zoo / "models.json").read_text())
+
+
+def test_recorded_changes_leave_the_weights_pinned():
+    """The deliberate changes recorded since f4818c0 (tests/fixtures/changes) each say why, and
+    none re-records weights: trial checkpoints and flat-vector tensors keep f4818c0's bytes."""
+    for change in CHANGES:
+        assert change["why"].strip() and change["commit"], change
+        for name, recorded in change["exports"].items():
+            assert name in EXPORTS, f"{name} is not an export of the f4818c0 manifest"
+            weights = [rel for rel in recorded["files"] if "/checkpoint_" in rel or rel.endswith(".safetensors")]
+            assert not weights, f"{change['commit']} re-recorded weight files of {name}: {weights}"

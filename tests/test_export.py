@@ -1,7 +1,10 @@
 """Export to the original trial folders and the flat-vector dataset; PyTorch equality."""
 
 import dataclasses
+import hashlib
 import json
+import pathlib
+import runpy
 import shutil
 import types
 
@@ -15,13 +18,15 @@ torch = pytest.importorskip("torch")
 
 from jaxzoo import export  # noqa: E402
 from jaxzoo.data import load_dataset, normalise  # noqa: E402
+from jaxzoo.export import __main__ as export_cli  # noqa: E402
 from jaxzoo.export import writer  # noqa: E402
-from jaxzoo.export.rows import trial_name  # noqa: E402
+from jaxzoo.export.rows import split_plan, trial_name  # noqa: E402
 from jaxzoo.models.cnn import ACTIVATIONS, ARCHS, CNN, init_params  # noqa: E402
 from jaxzoo.models.registry import arch_spec  # noqa: E402
 from jaxzoo.models.torch_layout import flat_vectors, index_dict, module_indices, torch_tensors  # noqa: E402
 from jaxzoo.torch import ZooCNN, ZooVectorDataset, build_model  # noqa: E402
 from jaxzoo.training.optimizers import init_state, make_transform  # noqa: E402
+from jaxzoo.weights import symmetry  # noqa: E402
 from jaxzoo.zoo import checkpoint
 
 
@@ -463,3 +468,188 @@ def test_vectors_past_the_dataset_pt_limit_say_why_it_is_missing(exported, tmp_p
     vectors = tmp_path / report["out"].rsplit("/", 1)[1] / "vectors"
     assert (vectors / "train.safetensors").exists() and not (vectors / "dataset.pt").exists()
     assert any("dataset.pt skipped: its 0.0 GiB would be held in memory" in line for line in lines)
+
+
+# --- the layout in the Parquet files, the split rules (issue #29) -----------------------------
+
+
+def parquet_rows(path):
+    """(metadata, rows) of a Parquet file read with pyarrow alone: the schema metadata `jaxzoo`
+    as JSON and the columns as Python lists (weights as float32 arrays)."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    table = pq.read_table(path)
+    metadata = json.loads(table.schema.metadata[b"jaxzoo"])
+    size = table.schema.field("weights").type.list_size
+    columns = {name: table.column(name).to_pylist() for name in table.column_names if name != "weights"}
+    columns["weights"] = list(table.column("weights").combine_chunks().flatten().to_numpy().reshape(-1, size))
+    return metadata, columns
+
+
+def test_parquet_rows_unflatten_into_their_trials_state_dicts(exported):
+    """The schema metadata alone cuts a row's `weights` into its state_dict tensors (keys,
+    offsets, shapes, the dropout keys), and `trial` names the folder whose checkpoint holds them."""
+    _, out, _ = exported
+    for split, name in (("train", "train"), ("val", "validation"), ("test", "test")):
+        metadata, rows = parquet_rows(out / "parquet" / f"{split}.parquet")
+        assert metadata["splits"][name] == f"parquet/{split}.parquet" and metadata["key"] == ["model_id", "epoch"]
+        dropouts = set()
+        for row in range(0, len(rows["trial"]), 5):
+            model_id, seed, epoch = rows["model_id"][row], rows["seed"][row], rows["epoch"][row]
+            assert rows["trial"][row] == metadata["trial_folder"].format(model_id=model_id, seed=seed)
+            state = torch.load(out / "trials" / rows["trial"][row] / f"checkpoint_{epoch:06d}" / "checkpoints")
+            with_dropout = rows["model::dropout"][row] > 0
+            dropouts.add(with_dropout)
+            tensors = {}
+            for tensor in metadata["weights"]["tensors"]:
+                key = tensor["key_dropout"] if with_dropout else tensor["key"]
+                values = rows["weights"][row][tensor["offset"] : tensor["offset"] + int(np.prod(tensor["shape"]))]
+                tensors[key] = values.reshape(tensor["shape"])
+            assert set(tensors) == set(state)
+            for key, values in tensors.items():
+                np.testing.assert_array_equal(values, state[key].numpy())
+        assert metadata["weights"]["size"] == len(rows["weights"][0])
+    assert dropouts == {False, True}
+
+
+def epoch0_starts(splits):
+    """{split: {model_id: bytes of its epoch-0 vector}} from exported vector splits."""
+    return {
+        split: {
+            int(m): data.weights[row].tobytes()
+            for row, (m, e) in enumerate(zip(data.properties["model_id"], data.properties["epoch"]))
+            if e == 0
+        }
+        for split, data in splits.items()
+    }
+
+
+def test_default_split_reports_the_models_that_share_a_start_with_train(exported):
+    """Split by model (the original): the readme, card, export.json and Parquet metadata count
+    the val and test models whose epoch-0 vector is a train model's, counted here from the vectors."""
+    _, out, report = exported
+    starts = epoch0_starts(export.load_vectors(out))
+    train = set(starts["train"].values())
+    shared = {split: sum(v in train for v in starts[split].values()) for split in ("val", "test")}
+    assert shared["val"] + shared["test"] > 0  # 2 seeds x 2 inits: 8 models start alike
+    models = {split: len(starts[split]) for split in starts}
+    assert report["split"] == {"split_by": "model", "groups": 32, "models": models, "shared_start": shared}
+    manifest = json.loads((out / "export.json").read_text())
+    assert manifest["split_by"] == "model" and manifest["report"]["split"]["shared_start"] == shared
+    sentence = (
+        f"Shared starts: {shared['val']} of the {models['val']} val and {shared['test']} of the "
+        f"{models['test']} test models start from the same initial weights"
+    )
+    assert sentence in (out / "readme.md").read_text() and sentence in (out / "README.md").read_text()
+    metadata, _ = parquet_rows(out / "parquet" / "val.parquet")
+    assert metadata["split"]["shared_start"] == shared
+
+
+@pytest.fixture(scope="module")
+def split_by_init(small_zoo, tmp_path_factory):
+    """The shared zoo exported as vectors and as parquet with --split_by init."""
+    root = tmp_path_factory.mktemp("split_init")
+    vectors = export.export(small_zoo, root / "v", formats="vectors", split_by="init", log=None)
+    parquet = export.export(small_zoo, root / "p", formats="parquet", split_by="init", log=None)
+    return root / "v" / "test_zoo", root / "p" / "test_zoo", vectors, parquet
+
+
+def test_split_by_init_shares_no_start_across_splits(split_by_init):
+    pq = pytest.importorskip("pyarrow.parquet")
+    vectors, parquet, report, _ = split_by_init
+    starts = epoch0_starts(export.load_vectors(vectors))
+    assert all(starts.values())  # every split holds models
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        assert not set(starts[a].values()) & set(starts[b].values())
+    # 2 seeds x 2 inits: 4 groups of 8 identical starts, as near 70/15/15 as one group per split allows
+    assert {split: len(ids) for split, ids in starts.items()} == {"train": 16, "val": 8, "test": 8}
+    assert report["split"]["shared_start"] == {"val": 0, "test": 0} and report["split"]["groups"] == 4
+    for split, ids in starts.items():  # the Parquet files split alike
+        assert set(pq.read_table(parquet / "parquet" / f"{split}.parquet").column("model_id").to_pylist()) == set(ids)
+    rule = "Split rule: by init (--split_by init: models with identical initial weights stay in one split"
+    assert rule in (parquet / "README.md").read_text() and rule in (vectors / "readme.md").read_text()
+    assert "split about 70/15/15 by init" in (vectors / "readme.md").read_text()
+    assert json.loads((vectors / "export.json").read_text())["split_by"] == "init"
+
+
+def test_split_by_seed_or_factor_keeps_each_value_in_one_split(small_zoo):
+    """On the shared zoo's models given 5 seeds: each seed's models in one split, each split a seed
+    or more; a factor's values alike; model is the original rule (sorted names, seed-42 shuffle)."""
+    zoo = export.read_zoo(small_zoo)
+    five = dataclasses.replace(zoo, table=[{**row, "seed": row["model_id"] % 5} for row in zoo.table])
+    plan = split_plan(five, "seed")
+    seeds = {split: {five.table[i]["seed"] for i in models} for split, models in plan["splits"].items()}
+    assert all(seeds.values()) and not (seeds["train"] & seeds["val"] or seeds["train"] & seeds["test"])
+    assert not seeds["val"] & seeds["test"] and sorted(sum(plan["splits"].values(), [])) == list(range(32))
+    assert plan["report"]["groups"] == 5
+    three = dataclasses.replace(zoo, table=[{**row, "lr": [0.1, 0.2, 0.3][row["model_id"] % 3]} for row in zoo.table])
+    for name in ("lr", "optim::lr"):
+        lrs = {s: {three.table[i]["lr"] for i in m} for s, m in split_plan(three, name)["splits"].items()}
+        assert sorted(len(v) for v in lrs.values()) == [1, 1, 1]
+    assert split_plan(zoo, "model")["splits"] == export.model_splits(zoo)
+
+
+def test_thousand_models_in_groups_split_near_70_15_15():
+    zoo = types.SimpleNamespace(table=[{"model_id": i, "seed": i + 1} for i in range(1000)])
+    assert export.model_splits(zoo, keys=list(range(1000))) == export.model_splits(zoo)  # one model per group
+    splits = export.model_splits(zoo, keys=[i // 10 for i in range(1000)])  # 100 groups of 10
+    assert [len(splits[k]) for k in ("train", "val", "test")] == [700, 150, 150]
+    groups = {split: {i // 10 for i in models} for split, models in splits.items()}
+    assert not (groups["train"] & groups["val"] or groups["train"] & groups["test"] or groups["val"] & groups["test"])
+
+
+@pytest.mark.parametrize(
+    "value,message",
+    [
+        ("bogus", "unknown --split_by 'bogus': choose from model, seed, init, architecture or a factor"),
+        ("architecture", "--split_by architecture needs a zoo with several architectures"),
+        ("seed", "--split_by seed makes 2 group(s) of models in this zoo"),
+        ("schedule", "unknown --split_by 'schedule'"),  # a factor this zoo's grid does not vary
+    ],
+)
+def test_bad_split_by_is_one_line_and_writes_nothing(exported, tmp_path, capsys, value, message):
+    workdir, _, _ = exported
+    code = export_cli.main(["--workdir", str(workdir), "--out", str(tmp_path / "o"), "--split_by", value])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_default_vector_bytes_are_those_of_commit_f4818c0(tmp_path):
+    """The default split (by model) writes the vectors f4818c0 wrote for its quickstart fixture
+    (tests/fixtures/f4818c0: sha256 of each file)."""
+    fixture = pathlib.Path(__file__).parent / "fixtures" / "f4818c0"
+    manifest = json.loads((fixture / "manifest.json").read_text())["exports"]["quickstart-vectors"]
+    shutil.copytree(fixture / "quickstart", tmp_path / "zoo")
+    export.export(tmp_path / "zoo", tmp_path / "out", formats="vectors", log=None)
+    wanted = {rel: digest for rel, digest in manifest["files"].items() if "/vectors/" in rel}
+    assert len(wanted) >= 7
+    for rel, digest in wanted.items():
+        assert hashlib.sha256((tmp_path / "out" / rel).read_bytes()).hexdigest() == digest, rel
+
+
+EXAMPLE = runpy.run_path(str(pathlib.Path(__file__).resolve().parents[1] / "examples" / "predict_accuracy.py"))
+
+
+def test_example_predicts_accuracy_from_a_leak_free_export(small_zoo, tmp_path):
+    """examples/predict_accuracy.py in a reduced form (200 steps on the small zoo): the export it
+    makes keeps identical starts apart, the predictor learns (train R² > 0.5, test R² finite),
+    and its prediction does not change when every row's hidden units are permuted."""
+    results = EXAMPLE["run"](small_zoo, str(tmp_path / "export"), steps=200, batch_size=32)
+    assert results["shared_start"] == {"val": 0, "test": 0}
+    assert min(results["rows"].values()) > 0
+    assert results["train"]["r2"] > 0.5 and np.isfinite(results["test"]["r2"]), results
+
+    splits = export.load_vectors(next((tmp_path / "export").glob("*/vectors")))
+    test = splits["test"]
+    statistics = EXAMPLE["layer_statistics"](splits["train"])
+    model = EXAMPLE["InvariantPredictor"]()
+    inputs = EXAMPLE["nfn_inputs"](test.weights, test.index_dict, statistics)
+    params = model.init(jax.random.key(1), *inputs)
+    permuted = symmetry.permute_vectors(test.weights, test.index_dict, np.random.default_rng(0))
+    assert not np.array_equal(permuted, test.weights)
+    np.testing.assert_allclose(
+        model.apply(params, *EXAMPLE["nfn_inputs"](permuted, test.index_dict, statistics)),
+        model.apply(params, *inputs),
+        rtol=1e-4,
+        atol=1e-5,
+    )

@@ -19,10 +19,12 @@ torch = pytest.importorskip("torch")
 
 from small_cnn_zoo_format import UZ_LAYOUT, UZ_STEPS  # noqa: E402
 
+from jaxzoo.analysis.card import ingest_line, ingest_summary  # noqa: E402
 from jaxzoo.errors import UserError  # noqa: E402
 from jaxzoo.export import export, read_zoo  # noqa: E402
 from jaxzoo.ingest import ingest  # noqa: E402
 from jaxzoo.ingest.__main__ import main  # noqa: E402
+from jaxzoo.ingest.small_cnn_zoo import evaluation_note  # noqa: E402
 from jaxzoo.zoo import blocks  # noqa: E402
 
 EPOCHS = 2  # trial fixtures: epochs 0..2
@@ -102,10 +104,11 @@ def write_trials(root: pathlib.Path) -> dict:
     return written
 
 
-def zip_folder(folder: pathlib.Path, target: pathlib.Path) -> pathlib.Path:
+def zip_folder(folder: pathlib.Path, target: pathlib.Path, root: pathlib.Path | None = None) -> pathlib.Path:
+    """A zip of `folder`, its members named relative to `root` (default: the folder's parent)."""
     with zipfile.ZipFile(target, "w") as archive:
         for path in sorted(folder.rglob("*")):
-            archive.write(path, path.relative_to(folder.parent).as_posix())
+            archive.write(path, path.relative_to(root or folder.parent).as_posix())
     return target
 
 
@@ -120,6 +123,7 @@ def test_trial_folders_and_zip(tmp_path):
     assert zoo.config["data"]["name"] == "mnist" and zoo.config["model"]["arch"] == "cnn_s"
     assert [row["dropout"] for row in zoo.table] == list(DROPOUTS)
     assert [row["lr"] for row in zoo.table] == pytest.approx([1e-3, 2e-3, 3e-3])
+    assert [row["source_trial"] for row in zoo.table] == sorted(written)
     for epoch in range(EPOCHS + 1):
         params = zoo.checkpoints.params(epoch)
         for m, (name, states) in enumerate(sorted(written.items())):
@@ -157,6 +161,9 @@ def test_round_trip_through_export_keeps_table2(tiny_copy, tmp_path):
     original, ingested = read_zoo(tiny_copy), read_zoo(tmp_path / "ingested")
     ingest(pathlib.Path(out) / "trials", tmp_path / "from_trials", log=None)  # the trials folder itself
     assert read_zoo(tmp_path / "from_trials").identity_hash == ingested.identity_hash
+    assert [row.pop("source_trial") for row in ingested.table] == [
+        f"trials/{path.name}" for path in sorted((pathlib.Path(out) / "trials").iterdir())
+    ]
     assert ingested.table == original.table
     locations = {k: "" for k in ("raw_dir", "tfds_dir", "cache_dir")}
     assert ingested.config["data"] == {**original.config["data"], **locations}
@@ -164,8 +171,10 @@ def test_round_trip_through_export_keeps_table2(tiny_copy, tmp_path):
         np.testing.assert_array_equal(
             ingested.flat_vectors(ingested.state(epoch)), original.flat_vectors(original.state(epoch))
         )
-    first = analyze(tiny_copy, log=None)["table2"]
-    second = analyze(tmp_path / "ingested", log=None)["table2"]
+    first_card, second_card = analyze(tiny_copy, log=None), analyze(tmp_path / "ingested", log=None)
+    first, second = first_card["table2"], second_card["table2"]
+    assert "ingest" not in first_card and second_card["ingest"]["left_out"] == 0
+    assert "every model of the source is in the zoo" in (tmp_path / "ingested" / "card" / "README.md").read_text()
 
     def flat(tree, prefix=""):
         for key, value in tree.items():
@@ -185,8 +194,9 @@ UZ_CONFIGS = [
 ]
 
 
-def write_small_cnn_zoo(folder: pathlib.Path) -> tuple[np.ndarray, list]:
-    """4 models x 9 checkpoints (and a 5th model missing one, to be left out) -> (weights, rows)."""
+def write_small_cnn_zoo(folder: pathlib.Path, dataset: str = "mnist") -> tuple[np.ndarray, list]:
+    """4 models x 9 checkpoints (and a 5th model missing one, to be left out) of `config.dataset`
+    `dataset` -> (weights, rows)."""
     folder.mkdir()
     offsets, start = [], 0
     for name, shape in UZ_LAYOUT:
@@ -200,13 +210,13 @@ def write_small_cnn_zoo(folder: pathlib.Path) -> tuple[np.ndarray, list]:
     rows = []
     for m, (activation, w_init, optimizer, lr, l2reg, dropout) in enumerate(UZ_CONFIGS + [UZ_CONFIGS[0]]):
         for step in UZ_STEPS[:-1] if m == 4 else UZ_STEPS:
-            modeldir = f"zoo/mnist/unit_{m:05d}"
+            modeldir = f"zoo/{dataset}/unit_{m:05d}"
             rows.append(
                 {
                     "": f"{modeldir}/permanent_ckpt-{step}",
                     "config.activation": activation,
                     "config.b_init": "zeros",
-                    "config.dataset": "mnist",
+                    "config.dataset": dataset,
                     "config.dnn_architecture": "cnn",
                     "config.dropout": dropout,
                     "config.epochs": 86,
@@ -260,9 +270,14 @@ def test_small_cnn_zoo(tmp_path, monkeypatch):
     messages = []
     report = ingest(tmp_path / "mnist", tmp_path / "w", dataset="mnist_5k", log=messages.append)
     assert report["format"] == "small_cnn_zoo" and report["models"] == 4 and report["epochs"] == 9
-    assert any("left out 1 of 5 models" in m for m in messages)
+    assert any(
+        "left out 1 of 5 models" in m and "zoo/mnist/unit_00004: no checkpoint at steps [86]" in m for m in messages
+    )
     zoo = read_zoo(tmp_path / "w")
     assert [row["init"] for row in zoo.table] == [c[1] for c in UZ_CONFIGS]
+    assert [row["modeldir"] for row in zoo.table] == [f"zoo/mnist/unit_{m:05d}" for m in range(4)]
+    provenance = json.loads((tmp_path / "w" / "ingest.json").read_text())
+    assert provenance["left_out"] == [{"name": "zoo/mnist/unit_00004", "reason": "no checkpoint at steps [86]"}]
     assert [row["train_fraction"] for row in zoo.table] == [1.0, 0.5, 0.25, 0.1]
     assert zoo.config["ingest"]["steps"] == list(UZ_STEPS)
     names = {"conv0": "conv2d", "conv1": "conv2d_1", "conv2": "conv2d_2", "dense": "dense"}
@@ -332,9 +347,6 @@ def test_bad_archives_name_the_file(tmp_path, capsys):
     state["module_list.5.weight"] = state.pop("module_list.4.weight")
     torch.save(state, trial / "checkpoint_000002" / "checkpoints")
     fails(tmp_path, experiment, f"{trial.name}/checkpoint_000002/checkpoints does not fit model::type CNN")
-    # A missing checkpoint epoch.
-    shutil.rmtree(trial / "checkpoint_000002")
-    fails(tmp_path, experiment, f"{trial.name}/checkpoint_000002/checkpoints is missing")
     shutil.rmtree(trial)
     # params.json without a field; mixed architectures.
     params_path = experiment / "NN_tune_trainable_00002_seed=3" / "params.json"
@@ -416,3 +428,179 @@ def test_resnet18_trial_folders_keep_every_tensor(tmp_path):
         assert list(got) == list(written[epoch])
         for key, value in written[epoch].items():
             np.testing.assert_array_equal(got[key][0], value.numpy(), err_msg=key)
+
+
+def test_incomplete_trials_are_left_out_and_named(tmp_path):
+    """params.json missing: the config of result.json's first line (as the original loader);
+    a missing checkpoint or result line: the trial is left out, named in one log line, in
+    ingest.json and on the zoo card; nothing complete: refused."""
+    experiment = tmp_path / "tune_zoo_mnist_incomplete"
+    written = write_trials(experiment)
+    names = sorted(written)
+    (experiment / names[0] / "params.json").unlink()
+    shutil.rmtree(experiment / names[1] / "checkpoint_000002")
+    cut = experiment / "NN_tune_trainable_00003_seed=4"
+    shutil.copytree(experiment / names[2], cut)
+    lines = (cut / "result.json").read_text().splitlines(keepends=True)
+    (cut / "result.json").write_text("".join(lines[:-1]))
+    messages = []
+    report = ingest(experiment, tmp_path / "w", dataset="mnist_5k", log=messages.append)
+    assert report["models"] == 2
+    left = [m for m in messages if m.startswith("left out")]
+    assert len(left) == 1 and "2 of 4 trials" in left[0] and names[1] in left[0] and cut.name in left[0]
+    provenance = json.loads((tmp_path / "w" / "ingest.json").read_text())
+    assert provenance["left_out"] == [
+        {"name": names[1], "reason": "no checkpoint for epochs [2]"},
+        {"name": cut.name, "reason": "no result line for epochs [2]"},
+    ]
+    zoo = read_zoo(tmp_path / "w")
+    assert [row["source_trial"] for row in zoo.table] == [names[0], names[2]]
+    assert zoo.config["ingest"]["left_out"] == 2 and zoo.table[0]["lr"] == pytest.approx(1e-3)
+    for epoch in range(EPOCHS + 1):  # the trial without params.json is read whole
+        kernel = written[names[0]][epoch]["module_list.0.weight"].numpy()
+        np.testing.assert_array_equal(zoo.checkpoints.params(epoch)["conv0"]["kernel"][0], kernel.transpose(2, 3, 1, 0))
+    summary = ingest_summary(tmp_path / "w")
+    assert summary["left_out"] == 2 and summary["names"] == [names[1], cut.name]
+    line = ingest_line(summary)
+    assert "2 incomplete models" in line and "1 x no checkpoint for epochs [2]" in line
+    # Nothing complete: refused, nothing written.
+    for name in names:
+        shutil.rmtree(experiment / name / "checkpoint_000002", ignore_errors=True)
+        shutil.rmtree(experiment / name / "checkpoint_2", ignore_errors=True)
+    fails(tmp_path, experiment, "none of its 4 trials (epochs 0..2) is complete")
+
+
+def test_nested_zip_is_read_like_the_folder(tmp_path):
+    """A zip of <dataset>/<experiment>/<trials> (as published archives are), its unpacked root
+    folder and the experiment folder give the same zoo; two experiments are refused."""
+    root = tmp_path / "unpacked"
+    experiment = root / "mnist" / "tune_zoo_mnist_nested"
+    write_trials(experiment)
+    ingest(experiment, tmp_path / "w", log=None)
+    zoo = read_zoo(tmp_path / "w")
+    archive = zip_folder(root / "mnist", tmp_path / "nested.zip", root)
+    for source, name in ((archive, "wz"), (root, "wf")):
+        ingest(source, tmp_path / name, log=None)
+        other = read_zoo(tmp_path / name)
+        assert other.identity_hash == zoo.identity_hash
+        np.testing.assert_array_equal(other.flat_vectors(other.state(EPOCHS)), zoo.flat_vectors(zoo.state(EPOCHS)))
+        assert other.table[0]["source_trial"] == f"mnist/tune_zoo_mnist_nested/{zoo.table[0]['source_trial']}"
+    shutil.copytree(experiment, root / "mnist" / "tune_zoo_mnist_other")
+    fails(tmp_path, zip_folder(root / "mnist", tmp_path / "two.zip", root), "holds trial folders in 2 experiments")
+
+
+def ard_state_dict(rng, dropout: float) -> dict:
+    """A CNN_ARD state_dict as the original's Conv2dARD / LinearARD layers hold it: weight, bias,
+    log_sigma2 (the weight's shape), log_sigma2_bias (the bias's), module indices as CNN's."""
+    state = {}
+    for kind, plain, with_dropout, shape in CNN_S:
+        index = with_dropout if dropout > 0 else plain
+        value = rng.normal(0, 0.3, shape).astype(np.float32)
+        noise = rng.uniform(-12.0, 2.0, shape).astype(np.float32)  # some log alpha >= 3: sparse
+        state[f"module_list.{index}.{kind}"] = torch.from_numpy(value)
+        state[f"module_list.{index}.{'log_sigma2' if kind == 'weight' else 'log_sigma2_bias'}"] = torch.from_numpy(
+            noise
+        )
+    return state
+
+
+def test_cnn_ard_twins_round_trip(tmp_path):
+    """Published CNN_ARD trials (dropout 0 and 0.5: both module numberings) become a twin zoo whose
+    params carry log sigma^2; exported again (jaxzoo's twin export) and ingested, exactly the same."""
+    rng = np.random.default_rng(5)
+    experiment = tmp_path / "cnn_small_mnist_ard"
+    written = {}
+    for i, dropout in enumerate((0.0, 0.5)):
+        trial = experiment / f"NN_tune_trainable_{i:05d}_seed={i + 1}"
+        trial.mkdir(parents=True)
+        params = {
+            "model::type": "CNN_ARD",
+            "model::nlin": "tanh",
+            "model::init_type": "kaiming_uniform",
+            "model::dropout": dropout,
+            "optim::optimizer": "adam",
+            "optim::lr": 1e-3,
+            "optim::wd": 0.0,
+            "seed": i + 1,
+            "training::batchsize": 10,
+            "training::epochs_train": EPOCHS,
+            "dataset::dump": "zoos/data/MNIST/dataset.pt",
+        }
+        (trial / "params.json").write_text(json.dumps(params))
+        lines = [
+            {"train_loss": 1.0, "train_acc": 0.5, "test_loss": 1.1, "test_acc": 0.4 + e / 10, "training_iteration": e}
+            | ({"sparsity_ratio": 0.25 + e / 10} if i == 0 else {})
+            for e in range(EPOCHS + 1)
+        ]
+        (trial / "result.json").write_text("".join(json.dumps(line) + "\n" for line in lines))
+        written[i] = []
+        for epoch in range(EPOCHS + 1):
+            (trial / f"checkpoint_{epoch:06d}").mkdir()
+            written[i].append(ard_state_dict(rng, dropout))
+            torch.save(written[i][-1], trial / f"checkpoint_{epoch:06d}" / "checkpoints")
+    ingest(experiment, tmp_path / "twin", dataset="mnist_5k", log=None)
+    zoo = read_zoo(tmp_path / "twin")
+    assert zoo.is_twin and zoo.config["model"]["arch"] == "cnn_s" and [r["dropout"] for r in zoo.table] == [0.0, 0.5]
+    plain = [i for kind, i, _, _ in CNN_S if kind == "weight"]
+    dropped = [i for kind, _, i, _ in CNN_S if kind == "weight"]
+    for epoch in range(EPOCHS + 1):
+        params = zoo.checkpoints.params(epoch)
+        for m, indices in enumerate((plain, dropped)):
+            state = {key: value.numpy() for key, value in written[m][epoch].items()}
+            for layer, index in zip(("conv0", "conv1", "conv2", "fc0", "fc1"), indices):
+                order = (2, 3, 1, 0) if layer.startswith("conv") else (1, 0)
+                for ours, theirs in (("kernel", "weight"), ("log_sigma2", "log_sigma2")):
+                    expected = state[f"module_list.{index}.{theirs}"].transpose(order)
+                    np.testing.assert_array_equal(params[layer][ours][m], expected)
+                for ours, theirs in (("bias", "bias"), ("log_sigma2_bias", "log_sigma2_bias")):
+                    np.testing.assert_array_equal(params[layer][ours][m], state[f"module_list.{index}.{theirs}"])
+            # sparsity: recorded (trial 0), else the share of weights with log alpha >= 3 (Molchanov's clamp)
+            if m == 1:
+                dropped_weights = total = 0
+                for index, kind in zip(indices, ("conv",) * 3 + ("fc",) * 2):
+                    w, s2 = state[f"module_list.{index}.weight"], state[f"module_list.{index}.log_sigma2"]
+                    low, high = (-8, 8) if kind == "conv" else (-10, 10)
+                    dropped_weights += (np.clip(s2 - 2 * np.log(np.abs(w) + 1e-15), low, high) >= 3).sum()
+                    total += w.size
+                assert zoo.metrics[epoch]["sparsity"][1] == pytest.approx(dropped_weights / total, abs=1e-6)
+        assert zoo.metrics[epoch]["sparsity"][0] == pytest.approx(0.25 + epoch / 10)
+    # jaxzoo's twin export (CNN_ARD, no dropout modules whatever the dropout) reads back the same.
+    out = pathlib.Path(export(tmp_path / "twin", tmp_path / "out", formats="trials", log=None)["out"])
+    trials = sorted((out / "trials").iterdir())
+    assert [json.loads((t / "params.json").read_text())["model::type"] for t in trials] == ["CNN_ARD"] * 2
+    exported = torch.load(trials[1] / "checkpoint_000002" / "checkpoints")
+    for index, theirs in zip(plain, dropped):
+        for key in ("weight", "bias", "log_sigma2", "log_sigma2_bias"):
+            np.testing.assert_array_equal(
+                exported[f"module_list.{index}.{key}"].numpy(), written[1][2][f"module_list.{theirs}.{key}"].numpy()
+            )
+    ingest(out, tmp_path / "again", log=None)
+    again = read_zoo(tmp_path / "again")
+    assert again.is_twin and again.identity_hash == zoo.identity_hash
+    for epoch in range(EPOCHS + 1):
+        first, second = zoo.checkpoints.params(epoch), again.checkpoints.params(epoch)
+        for layer, leaves in first.items():
+            for leaf, value in leaves.items():
+                np.testing.assert_array_equal(second[layer][leaf], value)
+        np.testing.assert_array_equal(again.metrics[epoch]["sparsity"], zoo.metrics[epoch]["sparsity"])
+
+
+def test_small_cnn_zoo_records_its_data_and_l2reg(tmp_path):
+    """svhn_cropped was 32 x 32 grayscale in [-1, 1]: recorded so, with jaxzoo's svhn (28 px crop)
+    said to differ; Keras's l2reg is kept as `l2reg`, not as weight_decay."""
+    write_small_cnn_zoo(tmp_path / "svhn", dataset="svhn_cropped")
+    ingest(tmp_path / "svhn", tmp_path / "w", log=None)
+    zoo = read_zoo(tmp_path / "w")
+    source = {"name": "svhn_cropped", "image_size": 32, "channels": 1, "grayscale": "the channel mean"}
+    assert zoo.config["ingest"]["source_data"] == {**source, "value_range": [-1.0, 1.0]}
+    assert zoo.config["data"]["name"] == "svhn"
+    provenance = json.loads((tmp_path / "w" / "ingest.json").read_text())
+    assert provenance["source_data"]["image_size"] == 32
+    evaluation = provenance["evaluation"]
+    assert "28 px, not 32" in evaluation and "centre crop" in evaluation and "accuracies differ" in evaluation
+    assert evaluation in zoo.config["notes"]
+    assert [row["l2reg"] for row in zoo.table] == [c[4] for c in UZ_CONFIGS]
+    assert all(row["weight_decay"] == 0.0 for row in zoo.table) and zoo.config["population"]["weight_decay"] == [0.0]
+    # Registry counterparts: fashion_mnist's [-1, 1] at 28 px is the zoo's; mnist's normalisation is not.
+    assert "serves the images the zoo used" in evaluation_note("fashion_mnist", 28, "fashion_mnist", 28)
+    assert "mean [0.1307]" in evaluation_note("mnist", 28, "mnist", 28)

@@ -6,6 +6,7 @@ and NFN's Siren as those projects define them, so a file that loads and draws it
 loads and draws it there.
 """
 
+import collections
 import dataclasses
 import glob
 import json
@@ -23,6 +24,8 @@ torch = pytest.importorskip("torch")
 
 from jaxzoo.export import ExportError  # noqa: E402
 from jaxzoo.export.__main__ import main  # noqa: E402
+from jaxzoo.inr import arena, siren  # noqa: E402
+from jaxzoo.inr.export import export_inr  # noqa: E402
 from jaxzoo.inr.zoo import read_inr_zoo  # noqa: E402
 from jaxzoo.kinds.export import export  # noqa: E402
 
@@ -529,3 +532,246 @@ def test_an_export_is_replaced_only_with_overwrite(dws_workdir, tmp_path):
     (foreign / read_inr_zoo(dws_workdir).name / "notes.txt").write_text("mine")
     with pytest.raises(ExportError, match="is not a jaxzoo export"):
         export(dws_workdir, foreign, "vectors", log=quiet)
+
+
+# ---- Neural Field Arena (fit-a-nef) -------------------------------------------------------------
+
+ARENA_CONFIG = [  # fit-a-nef's SIREN, flattened by SIREN_key: per layer bias before kernel, kernels [in, out]
+    ["kernel_net_0.linear.bias", [32]],
+    ["kernel_net_0.linear.kernel", [2, 32]],
+    ["kernel_net_1.linear.bias", [32]],
+    ["kernel_net_1.linear.kernel", [32, 32]],
+    ["output_linear.bias", [1]],
+    ["output_linear.kernel", [32, 1]],
+]
+
+
+def read_arena(folder: pathlib.Path) -> dict:
+    """As the Arena's PreloadedNeFDataset reads a folder: every *.hdf5, ordered by the start of
+    its `{name}_{start}-{end}` stem, `params` and the other datasets stacked in that order, the
+    param_config (a JSON [key, shape] list in a one-element string dataset) of the first file."""
+    h5py = pytest.importorskip("h5py")
+    paths = sorted(folder.glob("*.hdf5"), key=lambda p: int(p.stem.split("_")[1].split("-")[0]))
+    out, end_before = collections.defaultdict(list), 0
+    for path in paths:
+        start, end = (int(x) for x in path.stem.split("_")[1].split("-"))
+        assert start == end_before  # the files tile rows 0..N-1
+        with h5py.File(path, "r") as f:
+            assert f["params"].shape[0] == end - start and f["params"].dtype == np.float32
+            out["param_config"] = out.get("param_config") or json.loads(f["param_config"][0].decode("utf-8"))
+            for key in f.keys():
+                if key != "param_config":
+                    out[key].append(f[key][:])
+        end_before = end
+    data = {key: (np.concatenate(value) if key != "param_config" else value) for key, value in out.items()}
+    data["files"] = [p.name for p in paths]
+    return data
+
+
+def unflatten(row: np.ndarray, config) -> dict:
+    """The Arena's param_vector_to_list: consecutive slices of the row, each reshaped."""
+    out, start = {}, 0
+    for key, shape in config:
+        out[key] = row[start : start + math.prod(shape)].reshape(shape)
+        start += math.prod(shape)
+    assert start == len(row)
+    return out
+
+
+def fit_a_nef_siren(tensors: dict, nef: dict, coords: np.ndarray) -> np.ndarray:
+    """fit-a-nef's SIREN: sin(omega_0 * (x @ kernel + bias)) for kernel_net_0..L-2, then
+    output_linear (x @ kernel + bias), float32."""
+    x = coords
+    for i in range(nef["params"]["num_layers"] - 1):
+        layer = f"kernel_net_{i}.linear"
+        x = np.sin(np.float32(nef["params"]["omega_0"]) * (x @ tensors[f"{layer}.kernel"] + tensors[f"{layer}.bias"]))
+    return x @ tensors["output_linear.kernel"] + tensors["output_linear.bias"]
+
+
+def fit_a_nef_coordinates(size=28):
+    """fit-a-nef's load_images: meshgrid (default indexing) of linspace(-1, 1) per axis, (x, y) stacked."""
+    x, y = np.meshgrid(np.linspace(-1, 1, size, dtype=np.float32), np.linspace(-1, 1, size, dtype=np.float32))
+    return np.stack([x, y], axis=-1).reshape(size * size, 2)
+
+
+@pytest.mark.parametrize("style", ["dwsnets", "nfn"])
+def test_arena_files_read_and_draw_as_fit_a_nef(style, request, tmp_path):
+    workdir = request.getfixturevalue("dws_workdir" if style == "dwsnets" else "inr_zoo_nfn")
+    if style == "dwsnets":  # through the command line's format check
+        assert main(["--workdir", str(workdir), "--out", str(tmp_path), "--format", "arena"]) == 0
+        report = json.loads(next(tmp_path.glob("*/export.json")).read_text())["report"]
+    else:
+        report = export(workdir, tmp_path, "arena", log=quiet)
+    root = pathlib.Path(report["out"])
+    assert report["written"] == ["arena"] and not (root / "vectors").exists()
+    data = read_arena(root / "arena")
+    table = table_of(workdir)
+    images = sorted({row["image"] for row in table})
+    seeds = sorted({row["seed"] for row in table})
+    n = len(images)
+    assert data["files"] == [f"nefs_{s * n}-{(s + 1) * n}.hdf5" for s in range(len(seeds))]
+    assert data["param_config"] == ARENA_CONFIG
+    nef = json.loads((root / "arena" / "nef.json").read_text())
+    assert nef == {"name": "SIREN", "params": {"hidden_dim": 32, "num_layers": 3, "omega_0": 30.0, "output_dim": 1}}
+    assert json.loads((root / "arena" / "nef_cfg.json").read_text()) == nef
+    # rows: seed-major, images ascending (fit-a-nef's numbering for a zoo of every image from 0)
+    by_id = {row["model_id"]: row for row in table}
+    expected_order = [(s, i) for s in seeds for i in images]
+    assert [(by_id[m]["seed"], by_id[m]["image"]) for m in data["model_id"]] == expected_order
+    assert list(data["image"]) == [i for _, i in expected_order] and list(data["seed"]) == [
+        s for s, _ in expected_order
+    ]
+    assert [by_id[m]["label"] for m in data["model_id"]] == list(data["labels"])
+    # each row, unflattened and drawn by fit-a-nef's SIREN, is the zoo's drawing at the recorded PSNR
+    zoo = read_inr_zoo(workdir)
+    expected = zoo.reconstruct(zoo.params())
+    targets = zoo.target_images(np.arange(len(table)))
+    psnr, peak = zoo.metrics()["psnr"], (1.0 if style == "dwsnets" else 2.0)
+    coords = fit_a_nef_coordinates()
+    for row, model in zip(data["params"], data["model_id"]):
+        image = fit_a_nef_siren(unflatten(row, data["param_config"]), nef, coords).reshape(28, 28, 1)
+        np.testing.assert_allclose(image, expected[model], atol=1e-5, rtol=0)
+        mse = np.mean((image.astype(np.float64) - targets[model]) ** 2)
+        assert abs(10 * math.log10(peak**2 / mse) - psnr[model]) < 0.01
+    np.testing.assert_array_equal(data["psnr"], psnr[data["model_id"]])
+    # splits: the first seed's rows, train images then test images, the last round(n_train / 10) train as val
+    n_train = sum(row["split"] == "train" for row in table if row["seed"] == seeds[0])
+    n_val = min(5000, round(n_train / 10))
+    ranges = {"train": (0, n_train - n_val), "val": (n_train - n_val, n_train), "test": (n_train, n)}
+    ranges = {k: v for k, v in ranges.items() if v[1] > v[0]}
+    metadata = json.loads((root / "arena" / "metadata.json").read_text())
+    assert set(metadata) == set(ranges) | {f"{a}_{b}" for a, b in ranges.values()}
+    for split, (start, end) in ranges.items():
+        assert all(by_id[m]["split"] == ("test" if split == "test" else "train") for m in data["model_id"][start:end])
+        rows = data["params"][start:end].astype(np.float64)
+        mean, std, offset = [], [], 0
+        for _, shape in ARENA_CONFIG:  # the Arena's per_layer statistics: one mean and std per tensor
+            part = rows[:, offset : offset + math.prod(shape)]
+            mean += [part.mean()] * part.shape[1]
+            std += [np.sqrt((part**2).mean() - part.mean() ** 2)] * part.shape[1]
+            offset += part.shape[1]
+        for name in (split, f"{start}_{end}"):
+            np.testing.assert_allclose(metadata[name]["mean"], mean, rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(metadata[name]["std"], std, rtol=1e-6, atol=1e-12)
+    readme = (root / "readme.md").read_text()
+    assert "arena/nefs_{start}-{end}.hdf5" in readme and "omega_0 30" in readme
+    assert ("input rows are swapped" in readme) == (style == "nfn") and ("offset 0.5" in readme) == (style == "dwsnets")
+
+
+def test_arena_refuses_a_siren_fit_a_nef_cannot_hold(dws_workdir, tmp_path, monkeypatch):
+    import jaxzoo.inr.export as inr_export
+
+    for fields, message in (
+        ({"w0_first": 20.0}, "needs model.w0_first=model.w0_hidden=30.0"),
+        ({"widths": (32, 16)}, "needs model.widths of one width"),
+    ):
+        zoo = changed(read_inr_zoo(dws_workdir), **fields)
+        monkeypatch.setattr(inr_export, "read_inr_zoo", lambda path: zoo)
+        out = tmp_path / "out"
+        with pytest.raises(ExportError) as error:
+            export_inr(dws_workdir, out, "arena", log=quiet)
+        assert message in str(error.value) and "\n" not in str(error.value) and "fit-a-nef" in str(error.value)
+        assert not out.exists()
+
+
+# ---- a zoo whose images do not start at 0 --------------------------------------------------------
+
+
+def test_a_zoo_not_starting_at_image_0_opens_in_nfns_loader(inr_zoo_nfn, tmp_path):
+    """A copy of the NFN-style zoo whose images are numbered from SHIFT (as images.first=SHIFT
+    numbers them): NFN's SirenDataset indexes net0..net{N-1} (its `idcs = range(len(...))`), so
+    the export must number the files from 0 and say which image each is."""
+    shift = 7
+    workdir = tmp_path / "zoo"
+    shutil.copytree(inr_zoo_nfn, workdir)
+    table = table_of(workdir)
+    for row in table:
+        row["image"] += shift
+        row["split_index"] += shift
+    (workdir / "models.json").write_text(json.dumps(table))
+    root = pathlib.Path(export(workdir, tmp_path / "out", "nfn", log=quiet)["out"])
+    data = root / "siren_mnist_wts"
+    # NFN's SirenDataset: {idx: path}, {idx: label} from the regexes, then items 0..len-1
+    idx_to_path, idx_to_label = {}, {}
+    for path in glob.glob(os.path.join(data, "randinit_smaller_[0-9]s/*.pth")):
+        idx = int(re.search(r"net(\d+)\.pth", path).group(1))
+        idx_to_path[idx], idx_to_label[idx] = path, int(re.search(r"_(\d)s", path).group(1))
+    items = [(load(idx_to_path[i]), idx_to_label[i]) for i in range(len(idx_to_path))]  # KeyError: 0 if not from 0
+    index = json.loads((root / "nfn_index.json").read_text())
+    assert [entry["net"] for entry in index] == list(range(len(items)))
+    seed0 = first_seed(workdir)
+    by_image = {row["image"]: i for i, row in enumerate(table) if row["seed"] == seed0}
+    params = read_inr_zoo(workdir).params()
+    for (state_dict, label), entry in zip(items, index):
+        model = by_image[entry["image"]]
+        assert entry["image"] == entry["net"] + shift and label == entry["label"] == table[model]["label"]
+        np.testing.assert_array_equal(state_dict["net.0.linear.weight"].numpy(), params["layer0"]["kernel"][model].T)
+    readme = (root / "readme.md").read_text()
+    assert "nfn_index.json" in readme and f"image {shift} is the first" in readme
+    # the arena layout numbers its rows from 0 too, `image` mapping them back
+    arena_root = pathlib.Path(export_inr(workdir, tmp_path / "arena_out", "arena", log=quiet)["out"]) / "arena"
+    rows = read_arena(arena_root)
+    n = len(by_image)
+    assert rows["files"][0] == f"nefs_0-{n}.hdf5" and list(rows["image"][:n]) == sorted(by_image)
+
+
+# ---- exact maps of the field -------------------------------------------------------------------
+
+
+def field_maps(coordinates):
+    return [
+        arena.translation(0.3, -0.2, coordinates),
+        arena.translation(3, -2, coordinates, shape=(28, 28)),
+        arena.rotation(0.7, coordinates),
+        arena.scaling(1.7, coordinates),
+        arena.scaling((0.8, -1.3), coordinates),
+    ]
+
+
+@pytest.mark.parametrize("style", ["dwsnets", "nfn"])
+def test_field_maps_are_exact_on_the_field_and_on_the_grid(style, request):
+    workdir = request.getfixturevalue("dws_workdir" if style == "dwsnets" else "inr_zoo_nfn")
+    zoo = read_inr_zoo(workdir)
+    coordinates = zoo.config.model.coordinates
+    rows = np.arange(4)
+    params = {name: {k: v[rows] for k, v in layer.items()} for name, layer in zoo.params().items()}
+    points = np.random.default_rng(0).uniform(-1.2, 1.2, (200, 2)).astype(np.float32)
+    draw = lambda p, x: np.stack(
+        [
+            np.asarray(siren.apply(zoo.spec, {k: {n: a[m] for n, a in v.items()} for k, v in p.items()}, x))
+            for m in range(len(rows))
+        ]
+    )
+    for field_map in field_maps(coordinates):
+        moved = draw(arena.map_params(params, field_map), points)
+        source = (points.astype(np.float64) @ field_map.matrix.T + field_map.offset).astype(np.float32)
+        np.testing.assert_allclose(moved, draw(params, source), atol=2e-4, rtol=0)
+    # on the grid: a whole-pixel shift, a quarter turn and a flip move the image itself
+    before = zoo.reconstruct(params)[..., 0]
+    shifted = zoo.reconstruct(arena.map_params(params, arena.translation(3, -2, coordinates, shape=(28, 28))))[..., 0]
+    np.testing.assert_allclose(shifted[:, 3:, :-2], before[:, :-3, 2:], atol=1e-4, rtol=0)
+    turned = zoo.reconstruct(arena.map_params(params, arena.rotation(math.pi / 2, coordinates)))[..., 0]
+    np.testing.assert_allclose(turned, np.rot90(before, axes=(1, 2)), atol=1e-4, rtol=0)
+    flipped = zoo.reconstruct(arena.map_params(params, arena.scaling((1, -1), coordinates)))[..., 0]
+    np.testing.assert_allclose(flipped, before[:, :, ::-1], atol=1e-4, rtol=0)
+
+
+def test_field_maps_of_flat_vectors_equal_those_of_params(nfn_export, inr_zoo_nfn):
+    root, _ = nfn_export
+    tensors, meta = read_vectors(root / "vectors")["train"]
+    zoo = read_inr_zoo(inr_zoo_nfn)
+    ids = tensors["model_id"]
+    params = {name: {k: v[ids] for k, v in layer.items()} for name, layer in zoo.params().items()}
+    for field_map in field_maps("ij"):
+        mapped = arena.map_params(params, field_map)
+        flat = np.concatenate(
+            [
+                a.reshape(len(ids), -1)
+                for layer in (mapped[name] for name in siren.layer_names(zoo.spec))
+                for a in (np.swapaxes(layer["kernel"], 1, 2), layer["bias"])
+            ],
+            axis=1,
+        )
+        np.testing.assert_allclose(
+            arena.map_vectors(tensors["weights"], meta["index_dict"], field_map), flat, rtol=1e-6, atol=1e-7
+        )

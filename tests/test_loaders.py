@@ -158,6 +158,22 @@ def test_torch_dataset_gives_the_numpy_rows(vectors):
     assert first["tokens"].shape[0] == 4
 
 
+def test_validation_is_the_val_split_everywhere(vectors):
+    """Hugging Face names val.parquet `validation`: every reader takes that name for `val`."""
+    folder, splits = vectors
+    assert len(splits["val"].weights)
+    (val,) = list(loaders.VectorLoader(folder, "val", batch_size=1000, shuffle=False))
+    (validation,) = list(loaders.VectorLoader(folder, "validation", batch_size=1000, shuffle=False))
+    np.testing.assert_array_equal(validation["weights"], val["weights"])
+    np.testing.assert_array_equal(export.load_vectors_split(folder, "validation").weights, splits["val"].weights)
+    if importlib.util.find_spec("torch"):
+        from jaxzoo.torch import ZooVectorDataset
+
+        np.testing.assert_array_equal(
+            ZooVectorDataset(folder, "validation").__get_weights__().numpy(), splits["val"].weights
+        )
+
+
 def test_bad_input_fails_in_one_line(vectors, tmp_path):
     torch_module = pytest.importorskip("jaxzoo.torch")
     folder, splits = vectors
@@ -168,14 +184,14 @@ def test_bad_input_fails_in_one_line(vectors, tmp_path):
     rows = export.VectorSplit(train.weights[:4], {"epoch": train.properties["epoch"][:4]}, layout)
     export.save_vector_split(resnet, "train", rows, {"rows": 4}, {"epochs": [0, 1, 2]})
     cases = [
-        (lambda: loaders.VectorLoader(folder, "validation"), "unknown split"),
+        (lambda: loaders.VectorLoader(folder, "valid"), "unknown split"),
         (lambda: loaders.VectorLoader(folder, "train", epochs=[2, 9]), "epochs [9] are not in"),
         (lambda: loaders.VectorLoader(resnet, "train"), "per-tensor layout"),
         (lambda: loaders.VectorLoader(tmp_path, "train"), "holds no flat vectors"),
         (lambda: loaders.VectorLoader(folder, "train", noise_std=-1), "noise_std"),
         (lambda: loaders.VectorLoader(folder, "train", noise_std=0.1, noise_mode="gauss"), "noise_mode"),
         (lambda: loaders.VectorLoader(folder, "train", batch_size=0), "batch_size"),
-        (lambda: torch_module.ZooVectorDataset(folder, "validation"), "unknown split"),
+        (lambda: torch_module.ZooVectorDataset(folder, "valid"), "unknown split"),
         (lambda: torch_module.ZooVectorDataset(folder, "train", epochs=[9]), "epochs [9] are not in"),
         (lambda: torch_module.ZooVectorDataset(resnet, "train", tokens=True), "per-tensor layout"),
     ]

@@ -50,13 +50,21 @@ def test_columns_rows_and_values_match_the_vectors_and_metrics(exported):
         assert table.schema.field("test_acc").type == pa.float32() and table.schema.field("lr").type == pa.float64()
         assert table.schema.field("activation").type == pa.string()
         assert table.schema.field("model::nlin").type == pa.string()
-        assert set(table.column_names) == {"weights", *expected.properties}  # the vectors' names, each a column
+        assert set(table.column_names) == {"weights", "trial", *expected.properties}  # the vectors' names, and trial
         assert table.num_rows == len(expected.weights) == report["parquet"]["splits"][split]["rows"]
         rows += table.num_rows
-        # Same rows as the vectors (ordered by epoch here): match by (model_id, epoch).
+        # Same rows as the vectors, joined on (model_id, epoch): the vectors by model (split order),
+        # then epoch; the Parquet files by epoch, then model in the same order (as the card says).
         keys = row_keys({name: table.column(name).to_numpy() for name in ("model_id", "epoch")})
         order = {key: i for i, key in enumerate(row_keys(expected.properties))}
-        assert sorted(keys) == sorted(order)
+        assert sorted(keys) == sorted(order) and len(set(keys)) == len(keys)
+        models = list(dict.fromkeys(m for m, _ in order))
+        assert list(order) == sorted(order, key=lambda key: (models.index(key[0]), key[1]))
+        assert keys == sorted(keys, key=lambda key: (key[1], models.index(key[0])))
+        seeds = table.column("seed").to_pylist()
+        assert table.column("trial").to_pylist() == [
+            f"NN_tune_trainable_{m:05d}_seed={seed}" for (m, _), seed in zip(keys, seeds)
+        ]
         index = np.array([order[key] for key in keys])
         weights = table.column("weights").combine_chunks().flatten().to_numpy().reshape(-1, size)
         np.testing.assert_array_equal(weights, expected.weights[index])
@@ -148,3 +156,20 @@ def test_row_groups_are_bounded_and_size_categories(tmp_path, monkeypatch):
         }
     ]
     assert front["license"] == "cc-by-4.0" and front["size_categories"] == ["n<1K"] and "jaxzoo" in front["tags"]
+
+
+def test_card_states_the_split_alias_row_orders_and_layout(exported):
+    """The card's body: validation is val.parquet, the row orders and key, the trial folder rule,
+    a row of the tensor table, and the same JSON as the files' schema metadata."""
+    _, target, _, _ = exported
+    card = (target / "README.md").read_text()
+    assert "The split `validation` is the file `parquet/val.parquet`, which `vectors/` and jaxzoo call `val`" in card
+    assert "Rows of `parquet/` are ordered by epoch, then by model in split order" in card
+    assert "The key (model_id, epoch) joins them" in card and "`NN_tune_trainable_{model_id:05d}_seed={seed}`" in card
+    assert "| `module_list.0.weight` | 0 | [8, 1, 5, 5] | `module_list.0.weight` |" in card
+    assert "| `module_list.4.weight` | 208 | [6, 8, 5, 5] |" not in card  # dropout's key is in the last column
+    assert "| `module_list.3.weight` | 208 | [6, 8, 5, 5] | `module_list.4.weight` |" in card
+    block = json.loads(card.split("```json\n")[1].split("\n```")[0])
+    for split in SPLITS:
+        assert json.loads(pq.read_schema(target / "parquet" / f"{split}.parquet").metadata[b"jaxzoo"]) == block
+    assert block["splits"]["validation"] == "parquet/val.parquet" and block["split"]["split_by"] == "model"

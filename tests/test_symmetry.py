@@ -7,9 +7,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxzoo.analysis.table3 import ridge_select
+from jaxzoo.errors import UserError
+from jaxzoo.export.rows import vector_splits
+from jaxzoo.inr.export import torch_arrays, vector_layout
+from jaxzoo.inr.zoo import read_inr_zoo
 from jaxzoo.models.registry import arch_spec, build_model, params_shapes
 from jaxzoo.models.torch_layout import flat_vectors, index_dict
-from jaxzoo.weights import symmetry
+from jaxzoo.weights import augment, symmetry
+from jaxzoo.zoo.reader import read_zoo
 
 # name -> (model config, image shape): every registered CNN/MLP family, small images where free.
 ARCHS = {
@@ -33,6 +39,7 @@ class Zoo:
     """`count` randomly initialised models of one architecture (leading model axis)."""
 
     def __init__(self, name, activation="tanh", count=2, seed=0):
+        self.activation = activation
         config, self.shape = ARCHS[name]
         self.model = build_model(config, activation, False, "xla", self.shape, CLASSES)
         self.arch = arch_spec(config, self.shape[0], self.shape[-1], CLASSES)
@@ -193,3 +200,258 @@ def test_sign_flip_is_not_a_symmetry_of_relu():
     signs = [-np.ones(16), None]
     tanh_rules = symmetry.flip_signs(zoo.params, signs, zoo.arch, "tanh")  # the tanh rule, on a relu model
     assert np.abs(zoo.logits(tanh_rules) - zoo.logits(zoo.params)).max() > 1e-3
+
+
+# -- SIRENs: sign flips, permutations, sign canonicalisation ----------------------------------
+
+
+def siren_params_of(vectors, layout):
+    """Flat INR vectors [N, P] -> SIREN params, read from the layout's description alone
+    (per layer `layerL.weight` [out, in] then `layerL.bias` [out]; Flax kernels are [in, out])."""
+    params = {}
+    for tensor in layout["tensors"]:
+        name, kind = tensor["key"].split(".")
+        size = int(np.prod(tensor["shape"]))
+        block = vectors[:, tensor["offset"] : tensor["offset"] + size].reshape(len(vectors), *tensor["shape"])
+        params.setdefault(name, {})["kernel" if kind == "weight" else "bias"] = (
+            np.swapaxes(block, 1, 2) if kind == "weight" else block
+        )
+    return params
+
+
+@pytest.fixture(scope="module")
+def sirens(inr_zoo):
+    """(the INR zoo, 6 trained SIRENs' params [6, ..], their flat vectors [6, P], the layout)."""
+    zoo = read_inr_zoo(inr_zoo)
+    params = jax.tree.map(lambda a: np.asarray(a[:6]), zoo.params())
+    vectors = np.concatenate([a.reshape(6, -1) for _, _, a in torch_arrays(zoo, params)], axis=1)
+    return zoo, params, vectors, vector_layout(zoo)
+
+
+def test_sine_sign_flips_and_permutations_preserve_trained_sirens(sirens):
+    zoo, params, vectors, layout = sirens
+    np.testing.assert_array_equal(flat_siren(siren_params_of(vectors, layout), zoo), vectors)  # the test's reader
+    hidden = len(zoo.spec.widths)
+    assert symmetry.sign_flippable_layers(zoo.spec, "sine") == list(range(hidden))
+    assert symmetry.hidden_layer_sizes(layout) == list(zoo.spec.widths)
+    signs = symmetry.random_signs(zoo.spec, "sine", layout, 3, count=6)
+    flipped = symmetry.flip_signs(params, signs, zoo.spec, "sine")
+    assert not np.allclose(flat_siren(flipped, zoo), vectors)
+    images = zoo.reconstruct(params)
+    np.testing.assert_allclose(zoo.reconstruct(flipped), images, atol=1e-5, rtol=0)
+    np.testing.assert_array_equal(
+        flat_siren(flipped, zoo), symmetry.flip_signs_vectors(vectors, layout, signs, zoo.spec, "sine")
+    )
+    perms = symmetry.random_permutations(layout, 4, count=6)
+    permuted = symmetry.permute_vectors(vectors, layout, perms)
+    np.testing.assert_array_equal(flat_siren(symmetry.permute_params(params, perms), zoo), permuted)
+    np.testing.assert_allclose(zoo.reconstruct(siren_params_of(permuted, layout)), images, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="activation='sine'"):
+        symmetry.flip_signs(params, signs, zoo.spec, "tanh")
+
+
+def flat_siren(params, zoo):
+    return np.concatenate([a.reshape(len(a), -1) for _, _, a in torch_arrays(zoo, params)], axis=1)
+
+
+def test_canonical_signs_map_every_flipped_copy_to_one_vector(sirens):
+    zoo, params, vectors, layout = sirens
+    copies = np.repeat(vectors[:2], 4, axis=0)  # 4 randomly flipped copies of each of 2 models
+    copies = symmetry.flip_signs_vectors(copies, layout, np.random.default_rng(8), zoo.spec, "sine")
+    assert len({row.tobytes() for row in copies}) == 8
+    canonical, signs = symmetry.canonical_signs(copies, layout, zoo.spec, "sine", return_signs=True)
+    for m in range(2):
+        for k in range(4):
+            np.testing.assert_array_equal(canonical[4 * m + k], canonical[4 * m])
+    np.testing.assert_array_equal(symmetry.canonical_signs(canonical, layout, zoo.spec, "sine"), canonical)
+    biases = [canonical[:, t["offset"] : t["offset"] + t["shape"][0]] for t in layout["tensors"][1:-2:2]]
+    assert all((b > 0).all() for b in biases)  # trained biases: none exactly 0
+    np.testing.assert_array_equal(symmetry.flip_signs_vectors(copies, layout, signs, zoo.spec, "sine"), canonical)
+    np.testing.assert_allclose(
+        zoo.reconstruct(siren_params_of(canonical, layout)),
+        zoo.reconstruct(siren_params_of(copies, layout)),
+        atol=1e-5,
+        rtol=0,
+    )
+    np.testing.assert_array_equal(
+        flat_siren(symmetry.canonical_sign_params(params, zoo.spec, "sine"), zoo),
+        symmetry.canonical_signs(vectors, layout, zoo.spec, "sine"),
+    )
+    # a zero bias: the first nonzero incoming weight decides
+    zeroed = vectors[:1].copy()
+    bias = layout["tensors"][1]
+    zeroed[0, bias["offset"]] = 0.0
+    both = np.concatenate([zeroed, symmetry.flip_signs_vectors(zeroed, layout, 5, zoo.spec, "sine")])
+    canonical = symmetry.canonical_signs(both, layout, zoo.spec, "sine")
+    np.testing.assert_array_equal(canonical[0], canonical[1])
+    assert canonical[0, 0] > 0  # unit 0 of layer 0: weight row (w_00, w_01) starts at offset 0
+
+
+# -- positive rescaling (relu, leakyrelu) -----------------------------------------------------
+
+
+@pytest.mark.parametrize("activation", ["relu", "leakyrelu"])
+@pytest.mark.parametrize("name", list(ARCHS))
+def test_positive_rescaling_preserves_relu_logits(name, activation):
+    zoo = Zoo(name, activation)
+    hidden = len(symmetry.hidden_layer_sizes(zoo.index))
+    assert symmetry.rescalable_layers(zoo.arch, activation) == list(range(hidden))  # pooled convs too
+    scales = symmetry.random_scales(zoo.arch, activation, zoo.index, 6, count=2, max_log2=2.0)
+    scaled = symmetry.rescale_params(zoo.params, scales, zoo.arch, activation)
+    assert np.abs(zoo.vectors(scaled) - zoo.vectors()).max() > 0.1
+    logits = zoo.logits(zoo.params)
+    np.testing.assert_allclose(zoo.logits(scaled), logits, atol=1e-5 * np.abs(logits).max(), rtol=1e-5)
+    np.testing.assert_array_equal(
+        zoo.vectors(scaled), symmetry.rescale_vectors(zoo.vectors(), zoo.index, scales, zoo.arch, activation)
+    )
+
+
+def test_rescaling_keeps_variational_dropout_log_alpha():
+    zoo = Zoo("cnn", "relu")
+    rng = np.random.default_rng(2)
+    params = {
+        name: {
+            **leaves,
+            "log_sigma2": rng.normal(-8, 1, leaves["kernel"].shape).astype(np.float32),
+            "log_sigma2_bias": rng.normal(-8, 1, leaves["bias"].shape).astype(np.float32),
+        }
+        for name, leaves in zoo.params.items()
+    }
+    scaled = symmetry.rescale_params(params, symmetry.random_scales(zoo.arch, "relu", zoo.index, 1), zoo.arch, "relu")
+    for name, leaves in params.items():
+        for weight, log_sigma2 in (("kernel", "log_sigma2"), ("bias", "log_sigma2_bias")):
+            before = leaves[log_sigma2] - 2 * np.log(np.abs(leaves[weight]))
+            after = scaled[name][log_sigma2] - 2 * np.log(np.abs(scaled[name][weight]))
+            np.testing.assert_allclose(after, before, atol=1e-4)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "gelu"])
+def test_rescaling_is_refused_where_it_changes_the_function(activation):
+    zoo = Zoo("mlp", activation)
+    assert symmetry.rescalable_layers(zoo.arch, activation) == []
+    assert symmetry.random_scales(zoo.arch, activation, zoo.index, 0) == [None, None]
+    scales = [np.full(16, 2.0, np.float32), None]
+    with pytest.raises(UserError, match="not positively homogeneous"):
+        symmetry.rescale_params(zoo.params, scales, zoo.arch, activation)
+    with pytest.raises(UserError, match="not positively homogeneous"):
+        symmetry.rescale_vectors(zoo.vectors(), zoo.index, scales, zoo.arch, activation)
+    # ... for a reason: the relu rule applied to this model changes its logits
+    wrong = symmetry.rescale_params(zoo.params, scales, zoo.arch, "relu")
+    assert np.abs(zoo.logits(wrong) - zoo.logits(zoo.params)).max() > 1e-3
+    with pytest.raises(UserError, match="> 0"):
+        symmetry.rescale_params(zoo.params, [-scales[0], None], zoo.arch, "relu")
+
+
+def test_rescaling_trained_relu_cnn_s_and_canonical_vectors_in_table3(small_zoo):
+    """Trained relu CNN-s models of the small zoo keep their logits under rescaling; and Table 3's
+    ridge R^2 of test accuracy from raw vs canonical (permutation-sorted) vectors, printed."""
+    zoo = read_zoo(small_zoo)
+    epoch = zoo.epochs[-1]
+    state = zoo.state(epoch)
+    rows = [m for m, row in enumerate(zoo.table) if row["activation"] == "relu"][:4]
+    params = jax.tree.map(lambda a: np.asarray(a[rows]), state["params"])
+    index = zoo.vector_layout()
+    scales = symmetry.random_scales(zoo.arch, "relu", index, 3, count=len(rows))
+    scaled = symmetry.rescale_params(params, scales, zoo.arch, "relu")
+    model = zoo.model("relu")
+    forward = jax.vmap(lambda p, x: model.apply({"params": p}, x, 0, 0.0, train=False), (0, None))
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(4, *zoo.image_shape)), jnp.float32)
+    logits = np.asarray(forward(params, x))
+    np.testing.assert_allclose(np.asarray(forward(scaled, x)), logits, atol=1e-5 * np.abs(logits).max(), rtol=1e-5)
+
+    splits, _ = vector_splits(zoo, zoo.epochs[1:], np.inf)
+    data = {
+        kind: {k: (transform(v.weights, v.index_dict), np.asarray(v.properties["test_acc"])) for k, v in splits.items()}
+        for kind, transform in (("raw", lambda w, i: w), ("canonical", symmetry.canonical_vectors))
+    }
+    scores = {kind: ridge_select(d["train"], d["val"], d["test"]) for kind, d in data.items()}
+    print(
+        "ridge R^2 of test_acc (train, val, test):",
+        {k: [round(s[n], 3) for n in ("train", "val", "test")] for k, s in scores.items()},
+    )
+    assert all(np.isfinite(s["test"]) for s in scores.values())
+    # the canonical form is an invariant: randomly permuted test models score as they are
+    test = splits["test"]
+    moved = symmetry.permute_vectors(test.weights, test.index_dict, np.random.default_rng(1))
+    for kind, transform in (
+        ("raw", lambda w: w),
+        ("canonical", lambda w: symmetry.canonical_vectors(w, test.index_dict)),
+    ):
+        again = ridge_select(data[kind]["train"], data[kind]["val"], (transform(moved), data[kind]["test"][1]))
+        if kind == "raw":
+            assert again["test"] != pytest.approx(scores[kind]["test"], abs=1e-6)
+        else:
+            assert again["test"] == pytest.approx(scores[kind]["test"], abs=1e-9)
+
+
+# -- on the device (JAX) ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "gelu"])
+def test_device_transform_equals_the_host_path(activation):
+    zoo = Zoo("cnn", activation, count=3)
+    vectors = zoo.vectors()
+    perms = symmetry.random_permutations(zoo.index, 1, count=3)
+    host = symmetry.permute_vectors(vectors, zoo.index, perms)
+    if activation == "tanh":
+        factors = symmetry.random_signs(zoo.arch, activation, zoo.index, 2, count=3)
+        host = symmetry.flip_signs_vectors(host, zoo.index, factors, zoo.arch, activation)
+    elif activation == "relu":
+        factors = symmetry.random_scales(zoo.arch, activation, zoo.index, 2, count=3)
+        host = symmetry.rescale_vectors(host, zoo.index, factors, zoo.arch, activation)
+    else:
+        factors = None
+    np.testing.assert_array_equal(np.asarray(augment.transform_vectors(vectors, zoo.index, perms, factors)), host)
+
+
+def test_device_augmentation_of_a_siren_batch(sirens):
+    zoo, _, vectors, layout = sirens
+    batch = np.repeat(vectors, 2, axis=0)  # [12, P]
+    draw = jax.jit(lambda key: augment.random_transforms(key, 12, layout, zoo.spec, "sine"))  # one compilation
+    perms, signs = draw(jax.random.key(1))
+    perms, signs = [np.asarray(p) for p in perms], [np.asarray(s) for s in signs]
+    assert all((np.sort(p, axis=1) == np.arange(p.shape[1])).all() for p in perms)
+    assert all(set(np.unique(s)) == {-1.0, 1.0} for s in signs)
+    host = symmetry.flip_signs_vectors(symmetry.permute_vectors(batch, layout, perms), layout, signs, zoo.spec, "sine")
+    np.testing.assert_array_equal(np.asarray(augment.transform_vectors(batch, layout, perms, signs)), host)
+    out = np.asarray(augment.augmenter(layout, zoo.spec, "sine")(jax.random.key(1), batch))
+    np.testing.assert_array_equal(out, host)  # the same draws inside the jitted augmenter
+    assert len({row.tobytes() for row in out}) == 12  # every row its own transform
+    np.testing.assert_allclose(
+        zoo.reconstruct(siren_params_of(out, layout)),
+        zoo.reconstruct(siren_params_of(batch, layout)),
+        atol=1e-5,
+        rtol=0,
+    )
+
+
+def test_device_augmentation_preserves_relu_logits():
+    zoo = Zoo("cnn", "relu", count=4, seed=3)
+    augment_fn = augment.augmenter(zoo.index, zoo.arch, "relu", max_log2=1.0)
+    out = np.asarray(augment_fn(jax.random.key(0), zoo.vectors()))
+    assert np.abs(out - zoo.vectors()).max() > 0.1
+    logits = zoo.logits(zoo.params)
+    np.testing.assert_allclose(
+        zoo.logits(cnn_params_of(out, zoo.index)), logits, atol=1e-5 * np.abs(logits).max(), rtol=1e-5
+    )
+
+
+def cnn_params_of(vectors, index):
+    """Flat vectors [N, P] -> Flax params, from the `index_dict` description (conv weight [out,
+    in, kh, kw] -> kernel [kh, kw, in, out]; linear weight [out, in] -> kernel [in, out])."""
+    params, n = {}, len(vectors)
+    convs = sum(size > 1 for size in index["kernel_size"])
+    for l, (start, out, size, cin) in enumerate(
+        zip(index["idx_start"], index["kernel_no"], index["kernel_size"], index["channels_in"])
+    ):
+        weight = vectors[:, start : start + out * cin * size]
+        bias = vectors[:, start + out * cin * size : start + out * cin * size + out]
+        if l < convs:
+            k = int(round(np.sqrt(size)))
+            kernel = weight.reshape(n, out, cin, k, k).transpose(0, 3, 4, 2, 1)
+            name = f"conv{l}"
+        else:
+            kernel = weight.reshape(n, out, cin).transpose(0, 2, 1)
+            name = f"fc{l - convs}"
+        params[name] = {"kernel": kernel, "bias": bias}
+    return params

@@ -41,6 +41,7 @@ from jaxzoo.data import normalise
 from jaxzoo.errors import UserError
 from jaxzoo.export.writer import EXPORTS_FILE
 from jaxzoo.host import folder_in_place
+from jaxzoo.ingest.workdir import PROVENANCE
 from jaxzoo.models.registry import arch_name, object_name
 from jaxzoo.training.factors import FACTOR_TABLE, values_of
 from jaxzoo.weights import symmetry
@@ -285,8 +286,43 @@ or `jaxzoo.torch.ZooVectorDataset("exports/<zoo>/vectors", "train")`.
 
 {card["license"]}
 
-{card["notes"]}
+{card["notes"]}{ingest_line(card.get("ingest"))}
 """
+
+
+def ingest_summary(workdir: pathlib.Path) -> dict | None:
+    """What an ingested zoo's ingest.json says of the source's models left out (incomplete):
+    {'format', 'left_out': count, 'reasons': {reason: count}, 'names': the first few}; None for
+    a zoo that was not ingested."""
+    path = pathlib.Path(workdir) / PROVENANCE
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    left_out = record.get("left_out", [])
+    if isinstance(left_out, int):  # ingest.json of earlier versions: a count
+        return {"format": record.get("format"), "left_out": left_out, "reasons": {}, "names": []}
+    reasons: dict[str, int] = {}
+    for item in left_out:
+        reasons[item["reason"]] = reasons.get(item["reason"], 0) + 1
+    return {
+        "format": record.get("format"),
+        "left_out": len(left_out),
+        "reasons": reasons,
+        "names": [item["name"] for item in left_out[:5]],
+    }
+
+
+def ingest_line(summary: dict | None) -> str:
+    """The card's sentence on the models an import left out ('' when nothing was ingested)."""
+    if summary is None:
+        return ""
+    if not summary["left_out"]:
+        return f"\n\nImported ({summary['format']}): every model of the source is in the zoo."
+    reasons = "; ".join(f"{count} x {reason}" for reason, count in summary["reasons"].items())
+    return (
+        f"\n\nImported ({summary['format']}): {summary['left_out']} incomplete models of the source were left "
+        f"out{f' ({reasons})' if reasons else ''}; ingest.json names them."
+    )
 
 
 def analyze(
@@ -378,6 +414,7 @@ def analyze(
             "left_out": left_out,
             "license": LICENSE,
             "notes": config.get("notes", ""),
+            **({"ingest": ingest} if (ingest := ingest_summary(zoo.workdir)) else {}),
             "seconds": time.time() - start,
         }
         (folder / "table2.json").write_text(json.dumps(table2, indent=1))

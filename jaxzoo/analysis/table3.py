@@ -17,7 +17,11 @@ the table's note says why), computed per tensor of the flat vector a stored bloc
 a time, so Table 3's memory does not grow with the zoo.
 
 Default epochs: the original notebook's [5, 15, 50] when the zoo has 50 epochs or more,
-else every epoch 1..E (the paper does not state its epochs).
+else every epoch 1..E (the paper does not state its epochs); an export's vectors: those of them
+it holds. Both a workdir and an export's vectors drop rows with NaN/inf or |w| > threshold
+(default 5; rows the export dropped stay dropped), print one line naming the epochs, the rows
+per split and the dropped counts (`rows_line`), and record them in table3.json (the workdir's
+card/, the vectors/ folder).
 """
 
 from __future__ import annotations
@@ -32,10 +36,19 @@ import optax
 
 from jaxzoo.analysis import table2 as analysis
 from jaxzoo.analysis.forward import MODEL_CHUNK, model_chunks
-from jaxzoo.export.rows import model_splits, vector_splits
+from jaxzoo.export.rows import dropped_rows, model_splits, vector_splits
 from jaxzoo.models import resnet
 from jaxzoo.training.factors import CORE_FACTORS, FACTOR_TABLE
-from jaxzoo.weights.vectors import DEFAULT_THRESHOLD, VectorSplit, layout_size
+from jaxzoo.weights.loaders import check_epochs
+from jaxzoo.weights.vectors import (
+    DEFAULT_THRESHOLD,
+    SPLITS,
+    VectorSplit,
+    layout_size,
+    load_vectors,
+    take_rows,
+    vectors_folder,
+)
 from jaxzoo.zoo.reader import Zoo, read_zoo
 
 LAMBDAS = (1e3, 3e2, 1e2, 3e1, 1e1, 3.0, 1.0, 0.3, 0.1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5)
@@ -294,8 +307,79 @@ def markdown(rows: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def benchmark_workdir(workdir, epochs: list[int] | None = None, threshold: float = DEFAULT_THRESHOLD) -> dict:
-    """Table 3 of one zoo; also written into `workdir/card/` (table3.json, table3.md, card README)."""
+def rows_line(result: dict) -> str:
+    """The line both paths print: the zoo, its epochs, rows per split and the rows dropped."""
+    rows = result["rows"]
+    dropped = {key: sum(rows[split][key] for split in SPLITS) for key in ("dropped_nan", "dropped_threshold")}
+    line = (
+        f"Table 3 of {result['zoo']}: epochs {result['epochs']}, train/val/test "
+        f"{'/'.join(str(rows[split]['rows']) for split in SPLITS)} rows; dropped {dropped['dropped_nan']} "
+        f"with NaN/inf, {dropped['dropped_threshold']} with |w| > {result['threshold']:g}"
+    )
+    if "exported" in result:
+        at_export = sum(
+            counts["dropped_nan"] + counts["dropped_threshold"] for counts in result["exported"]["rows"].values()
+        )
+        line += f" (the export dropped {at_export} rows over its epochs {result['exported']['epochs']})"
+    return line
+
+
+def benchmark_vectors(
+    vectors, epochs: list[int] | None = None, threshold: float = DEFAULT_THRESHOLD, log=print
+) -> dict:
+    """Table 3 of an export's flat vectors (the export folder or its vectors/), on the rows of
+    `epochs` (default as a workdir's, those the export holds) with |w| <= threshold, as
+    `benchmark_workdir` selects them; also written to `<vectors>/table3.json`. `log` receives
+    `rows_line` (None: silent)."""
+    start = time.time()
+    folder = vectors_folder(vectors)
+    splits = load_vectors(folder)
+    metas = {split: json.loads((folder / f"{split}.json").read_text()) for split in SPLITS}
+    row_epochs = {  # an INR export's rows are one epoch's, named in its json
+        split: np.asarray(data.properties["epoch"])
+        if "epoch" in data.properties
+        else np.full(len(data.weights), metas[split].get("epoch", 0))
+        for split, data in splits.items()
+    }
+    exported = sorted(metas["train"].get("epochs") or set(np.concatenate(list(row_epochs.values())).tolist()))
+    if epochs:
+        for split in SPLITS:
+            check_epochs(folder, split, epochs, row_epochs[split])
+    else:
+        epochs = [e for e in default_epochs(max(exported, default=0)) if e in exported] or exported
+    counts, selected = {}, {}
+    for split, data in splits.items():
+        rows = take_rows(data, np.isin(row_epochs[split], epochs))
+        nan, large = dropped_rows(rows.weights, threshold)
+        selected[split] = take_rows(rows, ~(nan | large))
+        counts[split] = {
+            "rows": len(selected[split].weights),
+            "dropped_nan": int(nan.sum()),
+            "dropped_threshold": int(large.sum()),
+        }
+    at_export = {
+        split: {k: meta.get(k, 0) for k in ("dropped_nan", "dropped_threshold")} for split, meta in metas.items()
+    }
+    result = {
+        "zoo": folder.resolve().parent.name,
+        "vectors": str(folder),
+        "epochs": list(epochs),
+        "threshold": threshold,
+        "rows": counts,
+        "exported": {"epochs": exported, "rows": at_export},
+        **table3(selected),
+    }
+    result["seconds"] = time.time() - start
+    (log or (lambda line: None))(rows_line(result))
+    (folder / "table3.json").write_text(json.dumps(result, indent=1, default=str))
+    return result
+
+
+def benchmark_workdir(
+    workdir, epochs: list[int] | None = None, threshold: float = DEFAULT_THRESHOLD, log=print
+) -> dict:
+    """Table 3 of one zoo; also written into `workdir/card/` (table3.json, table3.md, card README).
+    `log` receives `rows_line` (None: silent)."""
     start = time.time()
     zoo = read_zoo(workdir)
     epochs = epochs or default_epochs(zoo.epochs[-1])
@@ -308,8 +392,9 @@ def benchmark_workdir(workdir, epochs: list[int] | None = None, threshold: float
     else:
         splits, counts = vector_splits(zoo, epochs, threshold)
         outcome = table3(splits)
-    result = {"zoo": zoo.config["name"], "epochs": epochs, "rows": counts, **outcome}
+    result = {"zoo": zoo.config["name"], "epochs": epochs, "threshold": threshold, "rows": counts, **outcome}
     result["seconds"] = time.time() - start
+    (log or (lambda line: None))(rows_line(result))
     folder = zoo.workdir / "card"
     folder.mkdir(exist_ok=True)
     (folder / "table3.json").write_text(json.dumps(result, indent=1, default=str))

@@ -5,13 +5,15 @@ Face dataset card, and the standalone PyTorch models an export ships.
 `python -m jaxzoo.export` is the command (`jaxzoo.kinds.export.export` takes INR zoos as well).
 """
 
-from jaxzoo.export.rows import ExportError, model_splits, vector_splits
+from jaxzoo.export.rows import TRIAL_FOLDER, ExportError, model_splits, split_plan, vector_splits
 from jaxzoo.export.writer import (
+    ARENA,
     CLASSIFICATION_FORMATS,
     EXPORTS_FILE,
     FORMATS,
     INR_LAYOUTS,
     MANIFEST,
+    SMALL_CNN_ZOO,
     export,
     write_claimed,
 )
@@ -26,12 +28,15 @@ from jaxzoo.weights.vectors import (
 from jaxzoo.zoo.reader import Zoo, read_zoo
 
 __all__ = [
+    "ARENA",
     "CLASSIFICATION_FORMATS",
     "DEFAULT_THRESHOLD",
     "EXPORTS_FILE",
     "FORMATS",
     "INR_LAYOUTS",
     "MANIFEST",
+    "SMALL_CNN_ZOO",
+    "TRIAL_FOLDER",
     "ExportError",
     "VectorSplit",
     "Zoo",
@@ -42,6 +47,7 @@ __all__ = [
     "model_splits",
     "read_zoo",
     "save_vector_split",
+    "split_plan",
     "vector_splits",
     "write_claimed",
 ]

@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
         "--format",
         default="all",
         choices=FORMATS,
-        help="classification zoos: trials|vectors|parquet|all; INR zoos: dwsnets_mnist|dwsnets_fmnist|nfn|vectors|all",
+        help="classification zoos: trials|vectors|parquet|all|small_cnn_zoo; INR zoos: dwsnets_mnist|dwsnets_fmnist|nfn|arena|vectors|all",
     )
     parser.add_argument(
         "--epochs", type=epoch_list, default="", help="comma-separated epochs for the vectors (default: all)"
@@ -39,6 +39,12 @@ def main(argv: list[str] | None = None) -> int:
         default="raw",
         choices=TWIN_WEIGHTS,
         help="flat vectors of a twin zoo: raw ARD weights (the original) or masked",
+    )
+    parser.add_argument(
+        "--split_by",
+        default="model",
+        help="the models that share a value stay in one split: model (the original 70/15/15), seed, init "
+        "(identical initial weights), or a factor of the zoo (activation, model::nlin, ...)",
     )
     parser.add_argument("--with_data", action="store_true", help="also write the preprocessed splits (dataset.pt)")
     parser.add_argument(
@@ -62,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             twin_weights=args.twin_weights,
             with_data=args.with_data,
             data_limit_gib=args.data_limit_gib,
+            split_by=args.split_by,
         )
         print(f"exported to {report['out']} in {report['seconds']:.1f} s")
 

@@ -8,8 +8,11 @@ definitions and the data the models were trained on, next to the trial folders.
                             exactly as training saw them ((x / 255 - mean) / std per channel)
 
 ResNet zoos: dataset.pt holds the un-augmented normalised images (training crops and flips the
-train split on the device at every step). dataset.pt pickles TensorDatasets: read it with
-`with torch.serialization.safe_globals([TensorDataset]): torch.load(path)` (or weights_only=False).
+train split on the device at every step). dataset.pt pickles TensorDatasets, as the original, and
+torch.load's default (weights_only=True since torch 2.6) refuses that class: read it with
+`DATA_FILE_LOAD`, which allows TensorDataset alone (or torch.load(path, weights_only=False) for a
+file you trust). The flat vectors' vectors/dataset.pt holds plain tensors, lists and dicts only
+and loads with torch.load(path).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from jaxzoo.errors import UserError
 MODEL_FILE = "model.py"
 DATA_FILE = "dataset.pt"
 SPLIT_KEYS = {"train": "trainset", "val": "valset", "test": "testset"}
+# How to read dataset.pt with torch.load's default weights_only=True (the export's log and docs say it).
+DATA_FILE_LOAD = "with torch.serialization.safe_globals([torch.utils.data.TensorDataset]): data = torch.load(path)"
 
 
 def write_model_file(target: pathlib.Path) -> None:
@@ -83,5 +88,5 @@ def write_training_data(zoo, target: pathlib.Path, log) -> None:
     height, width, channels = dataset.image_shape
     log(
         f"  {DATA_FILE}: train/val/test {sizes} images [{channels}, {height}, {width}] of {dataset.name}, "
-        "normalised as in training"
+        f"normalised as in training (read it with: {DATA_FILE_LOAD})"
     )

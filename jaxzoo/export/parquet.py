@@ -1,10 +1,12 @@
 """The flat-vector dataset as Parquet, and the Hugging Face dataset card of an export.
 
-`<export>/parquet/{train,val,test}.parquet` hold the rows of `vectors/` (same 70/15/15 model
-split, epochs and NaN / |w| > threshold filter): one row per (model, epoch), the flat weight
-vector as a fixed-size float32 list column `weights` of P values and every property of the
-vectors (metrics, factors, the original's aliases such as `model::nlin`) as its own typed column.
-Rows are ordered by epoch, then by model in split order (match rows by model_id and epoch).
+`<export>/parquet/{train,val,test}.parquet` hold the rows of `vectors/` (same model split,
+epochs and NaN / |w| > threshold filter): one row per (model, epoch), the flat weight vector as
+a fixed-size float32 list column `weights` of P values, `trial` (the model's trial folder) and
+every property of the vectors (metrics, factors, the original's aliases such as `model::nlin`)
+as its own typed column. Rows are ordered by epoch, then by model in split order; the vectors'
+by model, then epoch: (model_id, epoch) is the key that joins them. Each file's schema metadata
+`jaxzoo` (JSON, `layout_metadata`) carries the tensor layout, so a copy unflattens on its own.
 
 The zoo is read one epoch at a time, and each split's rows in chunks of models that fit
 `blocks.READ_BYTES`, gathered from the checkpoint blocks that hold them (params only); rows are
@@ -13,7 +15,8 @@ Each file is written under a temporary name and renamed when complete.
 
 `<export>/README.md` (`write_dataset_card`) carries the YAML front matter with which
 `datasets.load_dataset("<export>")` loads the three files as the splits train / validation /
-test, and which the Hub reads when the folder is pushed as is.
+test (`validation` is val.parquet), and which the Hub reads when the folder is pushed as is;
+its body repeats the layout metadata.
 """
 
 from __future__ import annotations
@@ -24,11 +27,26 @@ import pathlib
 
 import numpy as np
 
-from jaxzoo.export.rows import ExportError, gathered_requests, model_splits, split_chunks, split_rows
+from jaxzoo.export.rows import (
+    TRIAL_FOLDER,
+    ExportError,
+    gathered_requests,
+    split_chunks,
+    split_plan,
+    split_rows,
+    tensor_table,
+    trial_name,
+)
 from jaxzoo.weights.vectors import layout_size
 from jaxzoo.zoo import blocks
 
 PARQUET = "parquet"  # the folder in the export
+METADATA_KEY = "jaxzoo"  # the schema metadata key of the layout (`layout_metadata`)
+ROW_KEY = ("model_id", "epoch")
+ROW_ORDERS = {
+    "parquet": "by epoch, then by model in split order",
+    "vectors": "by model in split order, each model's epochs in order",
+}
 SPLITS = ("train", "val", "test")
 HF_SPLITS = {"train": "train", "val": "validation", "test": "test"}  # the names `datasets` uses
 ROW_GROUP_BYTES = 32 * 2**20  # weights per row group (~3,400 rows of CNN-s): streamable, few groups per file
@@ -67,14 +85,50 @@ def arrow_type(pa, values):
     return pa.string()
 
 
-def schema(pa, size: int, properties: dict):
-    """weights (fixed-size list of `size` float32) and one typed column per property."""
+def schema(pa, size: int, properties: dict, metadata: dict | None = None):
+    """weights (fixed-size list of `size` float32) and one typed column per property; metadata
+    (JSON-able) is stored as the schema metadata `METADATA_KEY`."""
     return pa.schema(
         [
             pa.field("weights", pa.list_(pa.float32(), size), nullable=False),
             *(pa.field(name, arrow_type(pa, values)) for name, values in properties.items()),
-        ]
+        ],
+        metadata=None if metadata is None else {METADATA_KEY: json.dumps(metadata)},
     )
+
+
+def layout_metadata(zoo, split: dict) -> dict:
+    """What a copy of the Parquet files needs to read them alone: the flat vector's tensors
+    (`rows.tensor_table`: state_dict key, offset and shape, in float32 values, in vector order),
+    the original's index_dict, the trial-folder rule, the row key and orders, the split names and
+    the split rule (`rows.split_plan`'s report)."""
+    return {
+        "weights": {
+            "dtype": "float32",
+            "size": layout_size(zoo.vector_layout()),
+            "tensors": tensor_table(zoo),
+            "key_dropout": "the state_dict key of a model whose model::dropout > 0, where a tensor gives one",
+            "index_dict": zoo.vector_layout(),
+        },
+        "trial_folder": TRIAL_FOLDER,
+        "key": list(ROW_KEY),
+        "row_order": ROW_ORDERS,
+        "splits": {split_name: f"{PARQUET}/{name}.parquet" for name, split_name in HF_SPLITS.items()},
+        "split": split,
+        "zoo": zoo.identity_hash,
+    }
+
+
+def with_trials(properties: dict) -> dict:
+    """The properties with `trial` (the trial folder of each row) after model_id."""
+    pairs = zip(np.asarray(properties["model_id"]).tolist(), np.asarray(properties["seed"]).tolist())
+    trials = [trial_name({"model_id": model_id, "seed": seed}) for model_id, seed in pairs]
+    out = {}
+    for name, values in properties.items():
+        out[name] = values
+        if name == "model_id":
+            out["trial"] = trials
+    return out
 
 
 class SplitWriter:
@@ -152,16 +206,25 @@ class SplitWriter:
 
 
 def write_parquet(
-    zoo, folder: pathlib.Path, epochs: list[int], threshold: float, log, twin_weights: str = "raw"
+    zoo,
+    folder: pathlib.Path,
+    epochs: list[int],
+    threshold: float,
+    log,
+    twin_weights: str = "raw",
+    partition: dict | None = None,
 ) -> dict:
     """Writes `folder/{train,val,test}.parquet` from `zoo` (an `export.Zoo`), one epoch at a time;
-    returns {'splits': {split: {rows, dropped_nan, dropped_threshold}}, 'rows', 'weights_size', ...}."""
+    returns {'splits': {split: {rows, dropped_nan, dropped_threshold}}, 'rows', 'weights_size', ...}.
+    partition: `rows.split_plan`'s (default: the original split by model)."""
 
     pa = require_pyarrow()
     folder.mkdir(parents=True, exist_ok=True)
     layout = zoo.vector_layout()
     size = layout_size(layout)
     masked = twin_weights == "masked"
+    partition = partition or split_plan(zoo)
+    metadata = layout_metadata(zoo, partition["report"])
     writers: dict[str, SplitWriter] = {}
     counts = {split: {"rows": 0, "dropped_nan": 0, "dropped_threshold": 0} for split in SPLITS}
     try:
@@ -171,7 +234,7 @@ def write_parquet(
             # `vector_splits`.
             plan = [
                 (split, number == len(chunks) - 1, chunk)
-                for split, models in model_splits(zoo).items()
+                for split, models in partition["splits"].items()
                 for chunks in [split_chunks(models, PARQUET_COPIES, size) or [[]]]
                 for number, chunk in enumerate(chunks)
             ]
@@ -179,10 +242,11 @@ def write_parquet(
             for (split, last, chunk), vectors in zip(plan, stream):
                 data, chunk_counts = split_rows(zoo, [(m, epoch) for m in chunk], vectors, threshold, layout)
                 del vectors
+                properties = with_trials(data.properties)
                 if not writers:  # every split names every property
-                    table_schema = schema(pa, size, data.properties)
+                    table_schema = schema(pa, size, properties, metadata)
                     writers = {name: SplitWriter(pa, folder, name, table_schema, size) for name in SPLITS}
-                writers[split].append(data.weights, data.properties, last=last)
+                writers[split].append(data.weights, properties, last=last)
                 for key, value in chunk_counts.items():
                     counts[split][key] += value
         for split in SPLITS:
@@ -210,8 +274,10 @@ def size_category(rows: int) -> str:
     return next((label for limit, label in SIZE_CATEGORIES if rows < limit), "n>1T")
 
 
-def dataset_card(rows: int, readme: str, pretty_name: str = "") -> str:
-    """README.md of an export: the YAML front matter `datasets` and the Hub read, then `readme`."""
+def dataset_card(rows: int, readme: str, pretty_name: str = "", metadata: dict | None = None) -> str:
+    """README.md of an export: the YAML front matter `datasets` and the Hub read, then `readme`,
+    then how to load the files and, given the Parquet files' `metadata` (`layout_metadata`), the
+    row key and orders, the trial folders and the tensor layout, in words and as that JSON."""
     front = {
         "license": "cc-by-4.0",
         **({"pretty_name": pretty_name} if pretty_name else {}),
@@ -229,13 +295,41 @@ def dataset_card(rows: int, readme: str, pretty_name: str = "") -> str:
         "---\n" + yaml_lines(front) + "---\n\n" + readme.rstrip() + "\n\n"
         "## Loading\n\n"
         f"`parquet/` holds one row per (model, epoch), {rows} rows in all: `weights` (the flat weight vector, "
-        "float32) and one column per property (model_id, epoch, the metrics, the generating factors under "
-        "jaxzoo's names and the original's keys); the splits are those of `vectors/` (70/15/15 by model).\n\n"
+        "float32), `trial` (the model's trial folder) and one column per property (model_id, epoch, the "
+        "metrics, the generating factors under jaxzoo's names and the original's keys); the splits are "
+        "those of `vectors/`. The split `validation` is the file `parquet/val.parquet`, which `vectors/` "
+        "and jaxzoo call `val`.\n\n"
         '```python\nimport datasets\nzoo = datasets.load_dataset("<this folder or its Hub repo>")  '
         "# train / validation / test\n```\n\n"
         "pandas (`pd.read_parquet`) and polars (`pl.read_parquet`) read the files directly. "
         "The zoo card (figures, Table 2) is in `card/` once `python -m jaxzoo.analyze` has run on the zoo; "
-        "`readme.md` is the export's original readme.\n"
+        "`readme.md` is the export's original readme.\n" + ("" if metadata is None else layout_section(metadata))
+    )
+
+
+def layout_section(metadata: dict) -> str:
+    """The card's account of the rows and the tensor layout (`layout_metadata`)."""
+    orders, tensors = metadata["row_order"], metadata["weights"]["tensors"]
+    dropout = any("key_dropout" in t for t in tensors)
+    columns = ["state_dict key", "offset", "shape"] + (["key with dropout > 0"] if dropout else [])
+    lines = [f"| {' | '.join(columns)} |", "|" + "---|" * len(columns)]
+    for t in tensors:
+        cells = [t["key"], str(t["offset"]), str(list(t["shape"]))] + (
+            [t.get("key_dropout", t["key"])] if dropout else []
+        )
+        lines.append("| " + " | ".join(f"`{cell}`" if "." in cell else cell for cell in cells) + " |")
+    return (
+        "\n## Rows and layout\n\n"
+        f"Rows of `parquet/` are ordered {orders['parquet']}; rows of `vectors/` {orders['vectors']}. "
+        f"The key ({', '.join(metadata['key'])}) joins them. Each model's trial folder is "
+        f"`{metadata['trial_folder']}` (the `trial` column).\n\n"
+        f"`weights` holds {metadata['weights']['size']} float32 values: the tensors below, each flattened "
+        "in PyTorch (row-major) order from its offset"
+        + (", named by the last column in a model with dropout > 0" if dropout else "")
+        + ".\n\n"
+        + "\n".join(lines)
+        + f"\n\nThe schema metadata `{METADATA_KEY}` of each Parquet file holds this JSON:\n\n"
+        "```json\n" + json.dumps(metadata) + "\n```\n"
     )
 
 
@@ -260,8 +354,10 @@ def yaml_lines(value, indent: int = 0) -> str:
     return out
 
 
-def write_dataset_card(target: pathlib.Path, rows: int, readme: str, pretty_name: str = "") -> None:
+def write_dataset_card(
+    target: pathlib.Path, rows: int, readme: str, pretty_name: str = "", metadata: dict | None = None
+) -> None:
     """Writes `target/README.md` (the Hugging Face dataset card) under a temporary name first."""
     tmp = target / ".README.md.partial"
-    tmp.write_text(dataset_card(rows, readme, pretty_name))
+    tmp.write_text(dataset_card(rows, readme, pretty_name, metadata))
     os.replace(tmp, target / "README.md")

@@ -1,11 +1,14 @@
 """The rows of an export's datasets: the zoo's models split 70/15/15 (the original's trial-name
-shuffle), and per split the (model, epoch) flat vectors with their properties, filtered as the
-original loader did (NaN/inf and |w| > threshold rows dropped and counted). The flat-vector
-files and the Parquet files hold the same rows.
+shuffle, or groups of models kept together: `split_plan`), and per split the (model, epoch)
+flat vectors with their properties, filtered as the original loader did (NaN/inf and
+|w| > threshold rows dropped and counted). The flat-vector files and the Parquet files hold
+the same rows.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 import pathlib
 import random
 from collections.abc import Iterable, Iterator
@@ -13,6 +16,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 
 from jaxzoo.errors import UserError
+from jaxzoo.models.torch_layout import module_indices
 from jaxzoo.training.factors import FACTOR_TABLE, Factor
 from jaxzoo.weights.vectors import VectorSplit, layout_size
 from jaxzoo.zoo import blocks, checkpoint
@@ -22,6 +26,10 @@ from jaxzoo.zoo.trees import tree_take
 SPLIT_FRACTIONS = (0.7, 0.15)  # train, val; test is the rest
 MODEL_SPLIT_SEED = 42  # random.seed(42) before shuffling the sorted trial names, as the original
 METRICS = checkpoint.METRIC_NAMES
+TRIAL_FOLDER = "NN_tune_trainable_{model_id:05d}_seed={seed}"  # a model's trial folder name
+# --split_by: one model per group (the original), or the models that share a seed, identical
+# initial weights (the epoch-0 flat vector), an architecture or any factor of the zoo's grid.
+SPLIT_RULES = ("model", "seed", "init", "architecture")
 
 
 class ExportError(UserError):
@@ -29,18 +37,119 @@ class ExportError(UserError):
 
 
 def trial_name(row: dict) -> str:
-    return f"NN_tune_trainable_{row['model_id']:05d}_seed={row['seed']}"
+    """The trial folder of a model (row: model_id and seed), `TRIAL_FOLDER`."""
+    return TRIAL_FOLDER.format(model_id=int(row["model_id"]), seed=int(row["seed"]))
 
 
-def model_splits(zoo: Zoo) -> dict[str, list[int]]:
-    """70/15/15 by model: sorted trial names shuffled with random.seed(42), as the original."""
-    names = sorted((trial_name(row), i) for i, row in enumerate(zoo.table))
+def model_splits(zoo: Zoo, keys: list | None = None) -> dict[str, list[int]]:
+    """{split: model indices}, 70/15/15 by model: sorted trial names shuffled with random.seed(42),
+    as the original. With `keys` (one hashable per model, at least 3 distinct), the models of a
+    key stay together: the groups, named by their first trial name, are shuffled by the same rule
+    and cut where the split sizes come nearest to 70/15/15, each split holding a group or more."""
+    members: dict = {}
+    for i, row in sorted(enumerate(zoo.table), key=lambda item: trial_name(item[1])):
+        members.setdefault(i if keys is None else keys[i], []).append(i)
+    groups = sorted((trial_name(zoo.table[models[0]]), models) for models in members.values())
     random.seed(MODEL_SPLIT_SEED)
-    random.shuffle(names)
-    n = len(names)
+    random.shuffle(groups)
+    n, count = len(zoo.table), len(groups)
+    sizes = np.cumsum([0] + [len(models) for _, models in groups])
     n_train, n_val = int(SPLIT_FRACTIONS[0] * n), int(SPLIT_FRACTIONS[1] * n)
-    indices = [i for _, i in names]
-    return {"train": indices[:n_train], "val": indices[n_train : n_train + n_val], "test": indices[n_train + n_val :]}
+    if keys is None:  # the original's cuts (a split may be empty)
+        train, val = n_train, n_train + n_val
+    else:
+        train = nearest_cut(sizes, n_train, 1, count - 2)
+        val = nearest_cut(sizes, n_train + n_val, train + 1, count - 1)
+    ordered = [[i for _, models in part for i in models] for part in (groups[:train], groups[train:val], groups[val:])]
+    return dict(zip(("train", "val", "test"), ordered))
+
+
+def nearest_cut(sizes: np.ndarray, wanted: int, low: int, high: int) -> int:
+    """The cut (a number of groups in [low, high]) whose cumulative size `sizes` [G + 1] is
+    nearest to `wanted` models (the smaller cut on a tie)."""
+    return low + int(np.argmin(np.abs(sizes[low : high + 1] - wanted)))
+
+
+def split_factors(zoo: Zoo) -> dict[str, Factor]:
+    """The factors --split_by accepts, under jaxzoo's names and the original's keys."""
+    factors = property_factors(zoo)
+    return {**{f.original_key: f for f in factors}, **{f.name: f for f in factors}}
+
+
+def init_keys(zoo: Zoo) -> list[str]:
+    """Per model, a hash (blake2b, hex) of its first epoch's raw flat vector (float32 bytes):
+    models with the same hash start from identical weights. One read of each stored block."""
+    epoch, keys = zoo.epochs[0], []
+    for start, stop in zoo.checkpoints.stored_blocks(epoch):
+        vectors = zoo.flat_vectors({"params": zoo.checkpoints.params(epoch, models=(start, stop))}, False)
+        keys += [hashlib.blake2b(np.ascontiguousarray(v, "<f4").tobytes(), digest_size=16).hexdigest() for v in vectors]
+    return keys
+
+
+def split_plan(zoo: Zoo, split_by: str = "model") -> dict:
+    """The split of an export by `split_by` (`SPLIT_RULES` or a factor of the zoo): {'splits':
+    {split: model indices}, 'report': what export.json, readme.md and the card say}. The report
+    counts the val and test models whose initial weights (epoch-0 vector) are a train model's.
+    ExportError for an unknown rule, or one that leaves every model in one group."""
+    factors = split_factors(zoo)  # `init` is the rule (identical weights); model::init_type the factor
+    if split_by not in SPLIT_RULES and split_by not in factors:
+        raise ExportError(
+            f"unknown --split_by {split_by!r}: choose from {', '.join(SPLIT_RULES)} or a factor of this zoo "
+            f"({', '.join(sorted(set(factors) - set(SPLIT_RULES)))}; init means identical initial weights)"
+        )
+    if split_by == "architecture":
+        raise ExportError(
+            "--split_by architecture needs a zoo with several architectures and every model of this zoo is "
+            f"{zoo.config['model']['arch']}: choose model, seed, init or a factor"
+        )
+    starts = init_keys(zoo)
+    if split_by == "model":
+        keys = None
+    elif split_by == "init":
+        keys = starts
+    elif split_by == "seed":
+        keys = [row["seed"] for row in zoo.table]
+    else:
+        keys = [row[factors[split_by].name] for row in zoo.table]
+    if keys is not None and len(set(keys)) < 3:
+        raise ExportError(
+            f"--split_by {split_by} makes {len(set(keys))} group(s) of models in this zoo and train, val and test "
+            "need one each: choose a key with at least 3 values (seed, init or a factor), or model"
+        )
+    splits = model_splits(zoo, keys)
+    train_starts = {starts[i] for i in splits["train"]}
+    return {
+        "splits": splits,
+        "report": {
+            "split_by": split_by,
+            "groups": len(zoo.table) if keys is None else len(set(keys)),
+            "models": {split: len(models) for split, models in splits.items()},
+            "shared_start": {split: sum(starts[i] in train_starts for i in splits[split]) for split in ("val", "test")},
+        },
+    }
+
+
+def tensor_table(zoo: Zoo) -> list[dict]:
+    """The flat vector cut into the state_dict's tensors, in vector order: [{key, offset, shape}]
+    (offset and sizes in float32 values); built-in CNNs' keys depend on dropout, so a model with
+    dropout > 0 takes `key_dropout` where the entry has one."""
+    layout = zoo.vector_layout()
+    if "tensors" in layout:
+        return [dict(t) for t in layout["tensors"]]
+    dropout = not zoo.is_twin and any(float(row.get("dropout", 0.0)) > 0 for row in zoo.table)
+    indices = module_indices(zoo.arch, 0.5) if dropout else layout["layer"]
+    tensors = []
+    for layer, (start, out, size, cin) in enumerate(
+        zip(layout["idx_start"], layout["kernel_no"], layout["kernel_size"], layout["channels_in"])
+    ):
+        side = math.isqrt(size)
+        weight = [out, cin, side, side] if layer < len(zoo.arch.convs) else [out, cin]
+        for name, offset, shape in (("weight", start, weight), ("bias", start + int(np.prod(weight)), [out])):
+            entry = {"key": f"module_list.{layout['layer'][layer]}.{name}", "offset": offset, "shape": shape}
+            if dropout:
+                entry["key_dropout"] = f"module_list.{indices[layer]}.{name}"
+            tensors.append(entry)
+    return tensors
 
 
 def vector_splits(
@@ -50,13 +159,15 @@ def vector_splits(
     twin_weights: str = "raw",
     vectors: dict[int, np.ndarray] | None = None,
     layout: dict | None = None,
+    splits: dict[str, list[int]] | None = None,
 ) -> tuple[dict[str, VectorSplit], dict]:
     """The flat-vector dataset in memory: {split: VectorSplit} and the filter counts per split.
 
     Rows are (model, epoch) of the split's models; rows with NaN/inf or |w| > threshold are
     dropped and counted, as the original loader did. Properties carry jaxzoo's names and the
     original's (`drop_in_properties`); twins' vectors are raw weights unless twin_weights='masked'.
-    vectors {epoch: [M, P]} and their layout replace the zoo's flat vectors (e.g. features of them).
+    vectors {epoch: [M, P]} and their layout replace the zoo's flat vectors (e.g. features of them);
+    splits {split: model indices} replaces the original 70/15/15 by model (`split_plan`).
     Every epoch of the zoo is in memory: exports stream by blocks instead (`split_chunks`).
     """
     layout = layout or zoo.vector_layout()
@@ -65,7 +176,7 @@ def vector_splits(
         epoch: zoo.flat_vectors({"params": zoo.checkpoints.params(epoch)}, masked) for epoch in epochs
     }
     splits, counts = {}, {}
-    for split, models in model_splits(zoo).items():
+    for split, models in (splits or model_splits(zoo)).items():
         rows = [(m, e) for m in models for e in epochs]
         weights = (
             np.stack([weights_by_epoch[e][m] for m, e in rows])

@@ -10,6 +10,10 @@ copy of it as `<experiment>/model.py`, so a shared zoo loads without jaxzoo, JAX
     model = zoo_models.build_model(json.load(open("<trial>/params.json")))
     model.load_state_dict(torch.load("<trial>/checkpoint_000050/checkpoints"), strict=True)
 
+A row of the flat-vector dataset (vectors/<split>.safetensors) fills such a network in place,
+`load_vector(model, row)` (a vector lists the tensors of model.parameters() in order), and
+`evaluate(models, images, labels)` scores many networks on a split (dataset.pt's: NCHW, normalised).
+
 Every model maps x [B, C, H, W] float32 (NCHW, normalised as in training) to logits
 [B, classes] (classes: jaxzoo::num_classes; without it 10 for the original CNNs, whose code
 ignores model::o_dim, and model::o_dim otherwise). params.json's "model::type" picks the class:
@@ -323,3 +327,37 @@ def build_model(params: dict) -> nn.Module:
     dropout = float(params.get("model::dropout") or 0.0)
     arch = ORIGINAL_TYPES[kind] if kind in ORIGINAL_TYPES else registry_layout(params)
     return ZooCNN(arch, activation, dropout, channels, classes)
+
+
+def load_vector(model: nn.Module, vector) -> nn.Module:
+    """Fills `model`'s parameters from one flat vector [P] (the export's order: the tensors of
+    model.parameters(), each flattened row-major) -> the model, in eval mode. BatchNorm statistics (ResNet-18) are not in a vector: load them from a trial.
+    ValueError when P is not the model's parameter count (e.g. a twin's log sigma^2)."""
+    vector = torch.as_tensor(np.asarray(vector, np.float32))
+    count = sum(p.numel() for p in model.parameters())
+    if vector.ndim != 1 or vector.numel() != count:
+        raise ValueError(f"a vector of shape {list(vector.shape)} for a model of {count} parameters: pass one row "
+                         "of the zoo's flat vectors, for the network build_model(params.json) makes")
+    with torch.no_grad():
+        torch.nn.utils.vector_to_parameters(vector.to(next(model.parameters()).dtype), model.parameters())
+    return model.eval()
+
+
+def evaluate(models, images, labels, batch_size: int = 500) -> dict:
+    """Eval-mode scores of networks on one split -> {"accuracy": [N], "loss": [N]} (numpy float64:
+    fraction correct, mean cross-entropy). models: one nn.Module or a sequence; images [n, C, H, W]
+    float32 (normalised as in training: dataset.pt's), labels [n] class ids."""
+    models = [models] if isinstance(models, nn.Module) else list(models)
+    images, labels = torch.as_tensor(images), torch.as_tensor(labels).long()
+    accuracy, loss = np.zeros(len(models)), np.zeros(len(models))
+    with torch.no_grad():
+        for i, model in enumerate(models):
+            model.eval()
+            nll, correct = 0.0, 0
+            for start in range(0, len(labels), batch_size):
+                logits = model(images[start : start + batch_size]).double()
+                target = labels[start : start + batch_size]
+                nll += float(torch.nn.functional.cross_entropy(logits, target, reduction="sum"))
+                correct += int((logits.argmax(-1) == target).sum())
+            accuracy[i], loss[i] = correct / len(labels), nll / len(labels)
+    return {"accuracy": accuracy, "loss": loss}

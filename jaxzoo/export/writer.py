@@ -1,14 +1,16 @@
 """Exports a jaxzoo workdir in the formats the weight-space community reads.
 
-  python -m jaxzoo.export --workdir W --out DIR [--format trials|vectors|parquet|all]
+  python -m jaxzoo.export --workdir W --out DIR [--format trials|vectors|parquet|all|small_cnn_zoo]
                           [--epochs 5,15,50] [--threshold 5] [--optimizer_state last|all]
-                          [--twin_weights raw|masked] [--with_data] [--overwrite]
+                          [--twin_weights raw|masked] [--split_by model|seed|init|<factor>]
+                          [--with_data] [--overwrite]
 
 An INR zoo's workdir goes to `jaxzoo.inr.export` instead (--format dwsnets_mnist|dwsnets_fmnist|
-nfn|vectors|all: the layouts of DWSNets and NFN, and flat vectors).
+nfn|arena|vectors|all: the layouts of DWSNets, NFN and the Neural Field Arena, and flat vectors).
 
 `<out>/<experiment>/` receives:
   config.json, index_dict.json, readme.md, dataset.json     zoo level
+  export.json                   the settings (split rule included) and the report; written last
   model.py                      PyTorch classes that rebuild every trial from its params.json
   dataset.pt                    (--with_data) the preprocessed splits the zoo was trained on
   trials/<trial>/params.json, result.json, checkpoint_{e:06d}/checkpoints (+ optimizer): the
@@ -17,11 +19,20 @@ nfn|vectors|all: the layouts of DWSNets and NFN, and flat vectors).
       optimizer state is the last epoch's (the paper; default) or every epoch's (the original
       code; --optimizer_state all).
   vectors/{train,val,test}.safetensors + .json (+ dataset.pt with torch): the flat-vector
-      dataset, split 70/15/15 by model after a seed-42 shuffle, NaN/|w|>threshold rows dropped;
-      twins' vectors hold the raw weights (the original) or the masked ones (--twin_weights masked)
+      dataset, split 70/15/15 by model after a seed-42 shuffle (or by groups of models that stay
+      together: --split_by, `rows.split_plan`), NaN/|w|>threshold rows dropped; twins' vectors
+      hold the raw weights (the original) or the masked ones (--twin_weights masked)
   parquet/{train,val,test}.parquet + README.md (pyarrow): the
-      same rows, one per (model, epoch), with a typed column per property (`jaxzoo.export.parquet`), and
-      the Hugging Face dataset card whose front matter `datasets.load_dataset(<folder>)` reads
+      same rows, one per (model, epoch), with a typed column per property and the trial folder
+      (`jaxzoo.export.parquet`), and the Hugging Face dataset card whose front matter
+      `datasets.load_dataset(<folder>)` reads (split `validation` is val.parquet)
+  small_cnn_zoo/weights.npy, metrics.csv.gz, layout.csv, readme.md, checksums.sha256 (--format
+      small_cnn_zoo, zoos of the `small_cnn_zoo` module only): the Small CNN Zoo's published
+      format (`jaxzoo.export.small_cnn_zoo`)
+
+Trial folders are named `NN_tune_trainable_{model_id:05d}_seed={seed}` (`rows.TRIAL_FOLDER`).
+Rows of the vectors are ordered by split order of the models, each model's epochs together;
+rows of the Parquet files by epoch, then model: (model_id, epoch) is the key that joins them.
 
 Trial folders and vector files are written under temporary names and renamed when complete,
 so an interrupted export reruns to completion without duplicates.
@@ -42,7 +53,7 @@ import numpy as np
 from jaxzoo.config import CLASSIFICATION
 from jaxzoo.config.paper_zoos import recorded_params
 from jaxzoo.data.splits import SPLIT_SEED as DATASET_SPLIT_SEED
-from jaxzoo.export import bundle, parquet
+from jaxzoo.export import bundle, parquet, small_cnn_zoo
 from jaxzoo.export.rows import (
     METRICS,
     ExportError,
@@ -50,6 +61,7 @@ from jaxzoo.export.rows import (
     model_splits,
     row_filter,
     row_properties,
+    split_plan,
     trial_name,
 )
 from jaxzoo.host import check_destination, check_free_space
@@ -69,15 +81,18 @@ from jaxzoo.weights.vectors import (
 from jaxzoo.zoo import checkpoint
 from jaxzoo.zoo.reader import Zoo, ZooReadError, read_zoo
 
-CLASSIFICATION_FORMATS = ("trials", "vectors", "parquet", "all")
+SMALL_CNN_ZOO = "small_cnn_zoo"  # zoos of the small_cnn_zoo module only; not part of `all`
+CLASSIFICATION_FORMATS = ("trials", "vectors", "parquet", "all", SMALL_CNN_ZOO)
 INR_LAYOUTS = ("dwsnets_mnist", "dwsnets_fmnist", "nfn")  # INR zoos only (jaxzoo.inr.export)
-FORMATS = (*CLASSIFICATION_FORMATS, *INR_LAYOUTS)
+ARENA = "arena"  # INR zoos only: the Neural Field Arena's HDF5 files (needs h5py); not part of `all`
+FORMATS = (*CLASSIFICATION_FORMATS, *INR_LAYOUTS, ARENA)
 OPTIMIZER_STATES = ("last", "all")  # the paper keeps the last epoch's; the original code every epoch's
 TWIN_WEIGHTS = ("raw", "masked")  # the original vectorizes the raw ARD weights
 TRIALS = "trials"  # the original experiment folder: trial folders and nothing else
 MANIFEST = "export.json"
 EXPORTS_FILE = "exports.json"  # in the workdir: where its exports went (the card follows them)
 ORIGINAL_TYPE = {"cnn_s": "CNN", "cnn_m": "CNN3", "resnet18": "Resnet18"}
+SETTING_DEFAULTS = {"split_by": "model"}  # what an export.json written before a setting existed used
 
 
 def model_type(zoo: Zoo) -> str:
@@ -304,9 +319,16 @@ def write_trial(
 
 
 def write_vectors(
-    zoo: Zoo, folder: pathlib.Path, epochs: list[int], threshold: float, log, twin_weights: str = "raw"
+    zoo: Zoo,
+    folder: pathlib.Path,
+    epochs: list[int],
+    threshold: float,
+    log,
+    twin_weights: str = "raw",
+    splits: dict[str, list[int]] | None = None,
 ) -> dict:
     """Writes the flat-vector dataset (safetensors + json, dataset.pt); returns the filter report.
+    splits {split: model indices} (`rows.split_plan`; default the original 70/15/15 by model).
 
     Two passes over the epochs' blocks, each reading a block once: the first finds the rows the
     filter drops (`row_filter`); then each split's file is written with its properties and room
@@ -316,7 +338,7 @@ def write_vectors(
     layout = zoo.vector_layout()
     size, masked, counts = layout_size(layout), twin_weights == "masked", {}
     nan_rows, large_rows = row_filter(zoo, epochs, threshold, masked)
-    splits, begun, destinations = model_splits(zoo), {}, []
+    splits, begun, destinations = splits or model_splits(zoo), {}, []
     for split, models in splits.items():
         nan, large = nan_rows[models].reshape(-1), large_rows[models].reshape(-1)
         keep = ~(nan | large)  # rows (model, epoch) in split order, the epochs of a model together
@@ -408,18 +430,53 @@ def zoo_readme(zoo: Zoo, settings: dict) -> str:
             f"(PyTorch state_dict, original keys), with {kept}."
         )
     parts.append("model.py rebuilds any trial with torch alone: `build_model(json.load(open('params.json')))`.")
+    split_by = settings.get("split_by", "model")
     if formats in ("vectors", "all"):
-        parts.append("vectors/ holds the flat-vector dataset (safetensors + json), split 70/15/15 by model.")
+        parts.append(
+            "vectors/ holds the flat-vector dataset (safetensors + json), split "
+            + ("70/15/15 by model." if split_by == "model" else f"about 70/15/15 by {split_by}.")
+        )
     if formats in ("parquet", "all"):
         parts.append(
             "parquet/ holds the same rows as Parquet files (one row per model and epoch), which README.md "
             "describes as a Hugging Face dataset."
         )
+    if formats == SMALL_CNN_ZOO:
+        parts.append(
+            "small_cnn_zoo/ holds the zoo in the Small CNN Zoo's published format (weights.npy, "
+            "metrics.csv.gz, layout.csv; its readme.md says what each column holds, checksums.sha256 the files)."
+        )
+    if settings["with_data"]:
+        parts.append(
+            "dataset.pt holds the preprocessed splits in the original layout; torch.load's default "
+            f"(weights_only) refuses its TensorDatasets, so read it with `{bundle.DATA_FILE_LOAD}` "
+            "(or torch.load(path, weights_only=False) for a file you trust)."
+        )
+    if formats in ("vectors", "parquet", "all") and "split" in settings:
+        parts.append(split_sentence(settings["split"]))
     return (
         f"# {zoo.config['name']}\n\nExported by jaxzoo from zoo {zoo.identity_hash}: {n} models "
         f"({zoo.config['model']['arch']}) on {zoo.config['data']['name']}, epochs 0..{last}.\n"
         f"Formats: {formats}. " + " ".join(parts) + "\n"
         f"{twin}{zoo.config.get('notes', '')}\n"
+    )
+
+
+def split_sentence(split: dict) -> str:
+    """What readme.md and the card say of the split (`rows.split_plan`'s report)."""
+    models, shared = split["models"], split["shared_start"]
+    rule = (
+        "by model (the original rule: sorted trial names shuffled with random.seed(42))"
+        if split["split_by"] == "model"
+        else f"by {split['split_by']} (--split_by {split['split_by']}: models with "
+        + ("identical initial weights" if split["split_by"] == "init" else f"the same {split['split_by']}")
+        + f" stay in one split; the {split['groups']} groups were shuffled with the original's seed-42 rule)"
+    )
+    return (
+        f"Split rule: {rule}; {models['train']} train, {models['val']} val, {models['test']} test models. "
+        f"Shared starts: {shared['val']} of the {models['val']} val and {shared['test']} of the {models['test']} "
+        "test models start from the same initial weights (epoch-0 vector) as a train model"
+        + (" (export with --split_by init to keep them apart)." if shared["val"] + shared["test"] else ".")
     )
 
 
@@ -446,12 +503,15 @@ def export(
     twin_weights: str = "raw",
     with_data: bool = False,
     data_limit_gib: float = bundle.DATA_LIMIT_GIB,
+    split_by: str = "model",
 ) -> dict:
     """Exports the zoo in `workdir` to `out/<experiment>`; returns a report (filters, time).
 
     optimizer_state: 'last' (the paper) or 'all' (the original code) epochs' optimizer states in
     the trial folders; twin_weights: 'raw' (the original) or 'masked' flat vectors of a twin zoo;
     with_data: also write the preprocessed splits (dataset.pt), refused past `data_limit_gib`.
+    split_by: 'model' (the original 70/15/15), 'seed', 'init' (identical initial weights) or a
+    factor of the zoo: the models of one value stay in one split (`rows.split_plan`).
     Too little free space for the export's estimated size is refused before anything is
     written. `log` receives progress lines
     (None: silent). A classification zoo's export (`jaxzoo.kinds.export.export` also takes INR zoos).
@@ -486,6 +546,9 @@ def export(
     bad = [e for e in epochs if e not in zoo.epochs]
     if bad:
         raise ExportError(f"epochs {bad} are not in the zoo (0..{zoo.epochs[-1]}): choose from those")
+    if formats == SMALL_CNN_ZOO:
+        small_cnn_zoo.check_small_cnn_zoo(zoo)
+    plan = split_plan(zoo, split_by)
     target = pathlib.Path(out).absolute() / zoo.experiment
     data_bytes = bundle.check_data_size(zoo.dataset(), data_limit_gib) if with_data else 0
     needed = export_bytes(zoo, formats, epochs, optimizer_state) + data_bytes
@@ -498,9 +561,10 @@ def export(
         "optimizer_state": optimizer_state,
         "twin_weights": twin_weights,
         "with_data": with_data,
+        "split_by": split_by,
     }
     return write_claimed(
-        target, settings, overwrite, zoo.workdir, lambda: write_export(zoo, target, settings, log), start
+        target, settings, overwrite, zoo.workdir, lambda: write_export(zoo, target, settings, log, plan), start
     )
 
 
@@ -516,7 +580,7 @@ def export_bytes(zoo: Zoo, formats: str, epochs: list[int], optimizer_state: str
         size += models * (len(zoo.epochs) * params + optimizer_epochs * (state - params))
     if formats in ("vectors", "all"):
         size += vectors + (vectors if vectors <= VECTORS_PT_BYTES else 0)  # safetensors files, dataset.pt
-    if formats in ("parquet", "all"):
+    if formats in ("parquet", "all", SMALL_CNN_ZOO):
         size += vectors
     return size
 
@@ -559,7 +623,7 @@ def claim_target(target: pathlib.Path, settings: dict, overwrite: bool) -> pathl
             existing = json.loads(manifest_path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             existing = {}  # a damaged manifest: the export is incomplete, only --overwrite replaces it
-        same = {k: existing.get(k) for k in settings} == settings
+        same = {k: existing.get(k, SETTING_DEFAULTS.get(k)) for k in settings} == settings
         if overwrite:
             shutil.rmtree(target)
         elif existing.get("complete") or not same:
@@ -572,9 +636,11 @@ def claim_target(target: pathlib.Path, settings: dict, overwrite: bool) -> pathl
     return next((p for p in reversed((target, *target.parents)) if not p.exists()), None)
 
 
-def write_export(zoo: Zoo, target: pathlib.Path, settings: dict, log) -> dict:
-    """Writes the export's files into `target` (manifest last marked complete); returns the report."""
+def write_export(zoo: Zoo, target: pathlib.Path, settings: dict, log, plan: dict | None = None) -> dict:
+    """Writes the export's files into `target` (manifest last marked complete); returns the report.
+    plan: `rows.split_plan`'s (default: the original split by model)."""
     formats = settings["formats"]
+    plan = plan or split_plan(zoo)
     manifest_path = target / MANIFEST
     target.mkdir(parents=True, exist_ok=True)
     manifest_path.write_text(json.dumps({**settings, "complete": False}))
@@ -583,26 +649,46 @@ def write_export(zoo: Zoo, target: pathlib.Path, settings: dict, log) -> dict:
     (target / "dataset.json").write_text(
         json.dumps({**zoo.config["data"], "dataset_seed": DATASET_SPLIT_SEED}, indent=1)
     )
-    (target / "readme.md").write_text(zoo_readme(zoo, settings))
+    readme = zoo_readme(zoo, {**settings, "split": plan["report"]})
+    (target / "readme.md").write_text(readme)
     bundle.write_model_file(target)
     if settings["with_data"]:
         log("writing the preprocessed splits (dataset.pt) ...")
         bundle.write_training_data(zoo, target, log)
-    report = {"out": str(target), "models": len(zoo.table), "epochs": len(zoo.epochs)}
+    report = {"out": str(target), "models": len(zoo.table), "epochs": len(zoo.epochs), "split": plan["report"]}
     if formats in ("trials", "all"):
         log(f"writing {len(zoo.table)} trial folders ...")
         report["trials_written"] = write_trials(zoo, target / TRIALS, log, settings["optimizer_state"])
     if formats in ("vectors", "all"):
         log("writing the flat-vector dataset ...")
         report["vectors"] = write_vectors(
-            zoo, target / "vectors", settings["epochs"], settings["threshold"], log, settings["twin_weights"]
+            zoo,
+            target / "vectors",
+            settings["epochs"],
+            settings["threshold"],
+            log,
+            settings["twin_weights"],
+            plan["splits"],
         )
     if formats in ("parquet", "all"):
         log("writing the Parquet dataset and its Hugging Face card (README.md) ...")
         report["parquet"] = parquet.write_parquet(
-            zoo, target / parquet.PARQUET, settings["epochs"], settings["threshold"], log, settings["twin_weights"]
+            zoo,
+            target / parquet.PARQUET,
+            settings["epochs"],
+            settings["threshold"],
+            log,
+            settings["twin_weights"],
+            plan,
         )
-        parquet.write_dataset_card(target, report["parquet"]["rows"], zoo_readme(zoo, settings), zoo.config["name"])
+        parquet.write_dataset_card(
+            target, report["parquet"]["rows"], readme, zoo.config["name"], parquet.layout_metadata(zoo, plan["report"])
+        )
+    if formats == SMALL_CNN_ZOO:
+        log("writing the Small CNN Zoo files ...")
+        report[SMALL_CNN_ZOO] = small_cnn_zoo.write_small_cnn_zoo(
+            zoo, target / SMALL_CNN_ZOO, settings["epochs"], overwrite=True, log=log
+        )
     manifest_path.write_text(json.dumps({**settings, "complete": True, "report": report}, indent=1))
     return report
 

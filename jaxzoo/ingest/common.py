@@ -130,6 +130,60 @@ def open_source(path: pathlib.Path) -> Source:
     return ZipSource(path)
 
 
+def is_trial(source: Source, folder: str) -> bool:
+    """A trial folder: it holds params.json or result.json (whose lines carry the config)."""
+    return source.is_file(join(folder, "params.json")) or source.is_file(join(folder, "result.json"))
+
+
+SEARCH_DEPTH = 4  # folder levels searched for the trials: <dataset>/<experiment>/trials/<trial>
+SEARCH_FOLDERS = 2000  # folders listed at one level at most (a source is a zoo, not a disk)
+
+
+def locate_trials(source: Source) -> tuple[str, list[str], list[str]]:
+    """-> (the folder holding the trials, trial folders, other subfolders there): the shallowest
+    folder whose subfolders include trials, found by one breadth-first search over a folder or a
+    zip alike (an experiment folder, its trials/, an export, or `<dataset>/<experiment>/` in an
+    archive). Two such folders at that depth: IngestError naming them."""
+    level = [""]
+    for _ in range(SEARCH_DEPTH + 1):
+        found, deeper = [], []
+        for base in level:
+            folders = source.dirs(base)
+            trials = [d for d in folders if is_trial(source, d)]
+            if trials:
+                found.append((base, trials, [d for d in folders if d not in trials]))
+            else:
+                deeper += folders
+        if len(found) > 1:
+            names = ", ".join(source.where(base) for base, _, _ in found[:3])
+            raise IngestError(
+                f"{source.where('')} holds trial folders in {len(found)} experiments ({names}"
+                f"{' ...' if len(found) > 3 else ''}): pass one experiment folder (unpack the archive)"
+            )
+        if found:
+            return found[0]
+        if not deeper or len(deeper) > SEARCH_FOLDERS:
+            break
+        level = deeper
+    raise IngestError(
+        f"{source.where('')} holds no trial folders (subfolders with params.json or result.json) and no "
+        "Small CNN Zoo files (weights.npy, metrics.csv, layout.csv): pass an experiment folder, its "
+        "trials/ folder or its .zip"
+    )
+
+
+def report_left_out(left_out: list[dict], total: int, unit: str, where: str, log) -> None:
+    """One log line for the incomplete models a source's zoo leaves out (`left_out`: [{'name',
+    'reason'}] of `total`), naming the first few; IngestError when none of them is complete."""
+    if not left_out:
+        return
+    first = "; ".join(f"{item['name']}: {item['reason']}" for item in left_out[:3])
+    more = " ..." if len(left_out) > 3 else ""
+    if len(left_out) >= total:
+        raise IngestError(f"{where}: none of its {total} {unit} is complete ({first}{more}): restore the missing files")
+    log(f"left out {len(left_out)} of {total} {unit} that are incomplete ({first}{more}); ingest.json lists them")
+
+
 def read_json(source: Source, rel: str, what: str = "restore it or remove its trial from the source"):
     try:
         return json.loads(source.read(rel).decode("utf-8"))

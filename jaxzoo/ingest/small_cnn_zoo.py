@@ -6,10 +6,15 @@ weights row: config.* columns, step, modeldir, train/test accuracy and loss) and
 [in, out]). Rows are grouped into models by modeldir (else by the checkpoint path in the first
 column, else by runs of increasing steps); a model's k-th checkpoint (steps 0, 1, 2, 3, 20, 40,
 60, 80, 86) is jaxzoo epoch k, its step kept as the metric `step` and in config `ingest.steps`.
-Models lacking one of those checkpoints are left out (counted in one log line). The models are
-`small_cnn_zoo` (`jaxzoo.models.cnn.SmallCNNZoo`). The dataset: config.dataset (mnist,
-fashion_mnist, svhn_cropped -> svhn at 28 px; its grayscale CIFAR-10 has no jaxzoo counterpart:
-pass --dataset).
+Models lacking one of those checkpoints are left out (one log line naming the first few;
+ingest.json `left_out`). The models are `small_cnn_zoo` (`jaxzoo.models.cnn.SmallCNNZoo`);
+models.json keeps each one's `modeldir`, and its Keras L2 penalty `config.l2reg` as `l2reg`
+(weight_decay is 0: the optimizers decayed nothing). The dataset: config.dataset (mnist,
+fashion_mnist, svhn_cropped -> svhn; its grayscale CIFAR-10 has no jaxzoo counterpart: pass
+--dataset). The images the zoo used (every dataset grayscale, in [-1, 1]; svhn_cropped 32 px)
+are recorded as `ingest.source_data`, and where jaxzoo's dataset serves others (svhn: a 28 px
+centre crop; mnist: its own normalisation) the notes and ingest.json say that recomputed
+accuracies differ from metrics.csv.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from jaxzoo.ingest.common import (
     check_known,
     dataset_record,
     population_config,
+    report_left_out,
     with_divergence,
 )
 from jaxzoo.models.cnn import SMALL_CNN_ZOO_ACTIVATIONS
@@ -56,10 +62,14 @@ UZ_FACTORS = {
     "init": "config.w_init",
     "optimizer": "config.optimizer",
     "lr": "config.learning_rate",
-    "weight_decay": "config.l2reg",
     "dropout": "config.dropout",
 }
+# Keras's L2 penalty l2reg * sum(w^2) over the kernels, in the loss: not jaxzoo's weight_decay
+# (PyTorch's, on every parameter in the optimizer step), so it is kept as the models' `l2reg`.
+UZ_L2REG = "config.l2reg"
 UZ_EXTRA = {"train_fraction": "config.train_fraction", "init_std": "config.init_std", "b_init": "config.b_init"}
+UZ_COLOUR = ("cifar10", "svhn_cropped", "svhn")  # made grayscale by the zoo's training script
+UZ_VALUE_RANGE = (-1.0, 1.0)  # the training script's image scaling
 UZ_BATCH_SIZE = 512  # the original training script's default (metrics.csv has no batch size column)
 MAX_BATCH_SIZE = 1 << 20  # a config.batchsize above it is a damaged file, not a zoo
 # weights rows read through a fresh memory map at a time: a model's checkpoints are 9 rows
@@ -167,6 +177,49 @@ def small_cnn_zoo_leaves(layout: list[dict], where: str) -> tuple[dict[tuple[str
     return leaves, kernels[0]["shape"][2], kernels[-1]["shape"][1]
 
 
+def source_data(source_dataset: str, image_size: int) -> dict:
+    """The images the Small CNN Zoo trained and evaluated its models on (every dataset grayscale)."""
+    return {
+        "name": source_dataset,
+        "image_size": image_size,
+        "channels": 1,
+        "grayscale": "the channel mean" if source_dataset in UZ_COLOUR else "native",
+        "value_range": list(UZ_VALUE_RANGE),
+    }
+
+
+def evaluation_note(name: str, image_size: int, source_dataset: str, native: int) -> str:
+    """Whether jaxzoo's `name` at `image_size` px serves the images the zoo was trained on (the
+    native size, no crop or resize, [0, 1] normalised to [-1, 1]), and if not how it differs."""
+    if not is_registry_name(name):
+        return (
+            f"jaxzoo evaluates the models on {name}: recomputed accuracies match metrics.csv only if it holds "
+            f"the source's images ({native} x {native} grayscale, values in [-1, 1])."
+        )
+    info = DATASETS[name]
+    transform = info.transforms.get(image_size)
+    changes = [
+        text
+        for text, applies in (
+            (f"{image_size} px, not {native}", image_size != native),
+            ("its own grayscale conversion", transform is not None and transform.grayscale),
+            (f"a centre crop to {transform.center_crop} px", transform is not None and transform.center_crop),
+            (f"a resize to {transform.resize} px", transform is not None and transform.resize),
+            (
+                f"normalised with mean {list(info.mean)} and std {list(info.std)}, not to [-1, 1]",
+                (tuple(info.mean), tuple(info.std)) != ((0.5,), (0.5,)),
+            ),
+        )
+        if applies
+    ]
+    if not changes:
+        return f"jaxzoo's {name} serves the images the zoo used ({native} px, values in [-1, 1])."
+    return (
+        f"jaxzoo evaluates the models on {name} ({'; '.join(changes)}), not on the source's {source_dataset} "
+        f"images ({native} x {native} grayscale, values in [-1, 1]): recomputed accuracies differ from metrics.csv."
+    )
+
+
 def small_cnn_zoo_plan(path: pathlib.Path, files: dict[str, pathlib.Path], dataset: str | None, log) -> Plan:
     try:
         weights = np.load(files["weights"], mmap_mode="r")
@@ -194,11 +247,17 @@ def small_cnn_zoo_plan(path: pathlib.Path, files: dict[str, pathlib.Path], datas
             counts[step] = counts.get(step, 0) + 1
     model_steps = sorted(step for step, count in counts.items() if 2 * count >= len(models))
     complete = [m for m, checkpoints in enumerate(models) if all(s in checkpoints for s in model_steps)]
+    left_out = [
+        {
+            "name": metrics.keys[m],
+            "reason": f"no checkpoint at steps {[s for s in model_steps if s not in checkpoints]}",
+        }
+        for m, checkpoints in enumerate(models)
+        if any(s not in checkpoints for s in model_steps)
+    ]
+    report_left_out(left_out, len(models), "models", where, log)
     if not complete:
         raise IngestError(f"{where} has no model with all of its checkpoints (steps {model_steps}): restore it")
-    left_out = len(models) - len(complete)
-    if left_out:
-        log(f"left out {left_out} of {len(models)} models that lack some of the checkpoints at steps {model_steps}")
     row_index = np.array([[models[m][s] for s in model_steps] for m in complete], np.int64)  # [M, epochs]
 
     table = []
@@ -210,6 +269,10 @@ def small_cnn_zoo_plan(path: pathlib.Path, files: dict[str, pathlib.Path], datas
             value = config_row[column]
             row[name] = value if FACTORS_BY_NAME[name].kind == "categorical" else factor_value(name, value, where)
         row["optimizer"] = row["optimizer"].lower()
+        row["weight_decay"] = 0.0  # no decay in the optimizer step: Keras's L2 penalty is `l2reg`
+        row["l2reg"] = as_float(config_row[UZ_L2REG], where, UZ_L2REG, 0.0)
+        if math.isnan(row["l2reg"]):
+            raise IngestError(f"{where}: {UZ_L2REG} is empty for a model: restore the file")
         for name, column in UZ_EXTRA.items():
             if config_row.get(column, "") != "":
                 row[name] = config_row[column] if name == "b_init" else factor_value(name, config_row[column], where)
@@ -255,12 +318,13 @@ def small_cnn_zoo_plan(path: pathlib.Path, files: dict[str, pathlib.Path], datas
     config.training.batch_size = as_int(batch, where, "config.batchsize", 1, MAX_BATCH_SIZE) or UZ_BATCH_SIZE
     population_config(config.population, table, [])
     config.population.momentum = 0.0  # Keras's SGD and RMSprop defaults
+    evaluation = evaluation_note(name, image_size, source_dataset, native)
     config.notes = (
         f"Ingested from the Small CNN Zoo ({source_dataset}; Unterthiner et al. 2020): epoch k is the k-th checkpoint, "
         f"at steps {model_steps} (the metric `step`); the models were trained with TensorFlow/Keras (optimizers "
-        "with Keras defaults, L2 penalty `l2reg` in the loss as weight_decay, images scaled to [-1, 1], grayscale by "
-        "the channel mean), so jaxzoo's evaluation of them uses jaxzoo's normalisation of the dataset; recorded "
-        "losses include the L2 penalty; no val split (val metrics NaN)."
+        "with Keras defaults; no weight decay in the optimizer: the models' `l2reg` is Keras's L2 penalty "
+        f"l2reg * sum(w^2) over the kernels, in the loss; recorded losses include it). {evaluation} No val split "
+        "(val metrics NaN)."
     )
     config.ingest = ConfigDict(
         {
@@ -268,7 +332,8 @@ def small_cnn_zoo_plan(path: pathlib.Path, files: dict[str, pathlib.Path], datas
             "dataset": source_dataset,
             "steps": model_steps,
             "models": len(table),
-            "left_out": left_out,
+            "left_out": len(left_out),
+            "source_data": source_data(source_dataset, native),
         }
     )
 
@@ -301,6 +366,12 @@ def small_cnn_zoo_plan(path: pathlib.Path, files: dict[str, pathlib.Path], datas
         "steps": model_steps,
         "models": len(table),
         "left_out": left_out,
+        "source_data": source_data(source_dataset, native),
+        "evaluation": evaluation,
+        "l2reg": (
+            "Keras's L2 penalty l2reg * sum(w^2) over the kernels, in the loss (models.json `l2reg`; its gradient "
+            "2 * l2reg * w is PyTorch-style weight_decay 2 * l2reg on the kernels only): weight_decay is 0"
+        ),
     }
     return Plan(SMALL_CNN_ZOO_FORMAT, config, record, table, num_epochs, read_epoch, provenance)
 
@@ -330,7 +401,7 @@ def read_small_zoo_metrics(path: pathlib.Path, num_rows: int) -> SmallZooMetrics
             reader = csv.reader(f)
             header = next(reader)
             columns = {name: i for i, name in enumerate(header)}
-            missing = [c for c in ("step", *UZ_METRICS, *UZ_FACTORS.values()) if c not in columns]
+            missing = [c for c in ("step", *UZ_METRICS, *UZ_FACTORS.values(), UZ_L2REG) if c not in columns]
             if missing:
                 raise IngestError(f"{where} lacks the column {missing[0]!r}: restore it")
             config_columns = [(name, i) for i, name in enumerate(header) if name.startswith("config.")]

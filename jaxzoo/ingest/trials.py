@@ -1,17 +1,25 @@
 """Reads ModelZooDataset trial folders (Schürholt et al. 2022), a folder or a .zip of it.
 
-An experiment folder whose subfolders holding params.json are the trials (other subfolders are
-skipped and named in one log line); jaxzoo's own export (`<out>/<experiment>/` with trials/ and
-dataset.json, or its trials/ folder) too. A trial holds params.json (model::type, model::nlin,
+The trials are the subfolders holding params.json or result.json of the shallowest folder that
+has any (`common.locate_trials`: the same search in a folder and in a zip, so an experiment
+folder, its trials/, jaxzoo's export (`<out>/<experiment>/` with trials/ and dataset.json) and
+an archive of `<dataset>/<experiment>/` are read alike); other subfolders there are skipped and
+named in one log line. A trial's config is params.json (model::type, model::nlin,
 model::init_type, model::dropout, optim::optimizer, optim::lr, optim::wd, seed,
-training::batchsize, training::epochs_train, dataset::dump or dataset::name), result.json (a JSON
-object per epoch: train/test/val loss and acc, training_iteration) and
-checkpoint_{e:06d}/checkpoints (or checkpoint_{e}/checkpoints), a PyTorch state_dict.
-model::type CNN -> cnn_s, CNN3 -> cnn_m, Resnet18 -> resnet18 (torchvision keys, BatchNorm
-statistics kept), jaxzoo:cnn / jaxzoo:mlp -> cnn / mlp. Tensors are converted back to Flax params
-by the inverses of the export's own mappings (`torch_layout.torch_inverse`, `resnet.torch_inverse`).
-The dataset: a jaxzoo export's dataset.json, else dataset::name (a jaxzoo name) or dataset::dump
-(.../MNIST/dataset.pt -> mnist).
+training::batchsize, training::epochs_train, dataset::dump or dataset::name), else the `config`
+of result.json's first line (the original loader's rule); result.json holds a JSON object per
+epoch (train/test/val loss and acc, training_iteration; twins sparsity_ratio), and
+checkpoint_{e:06d}/checkpoints (or checkpoint_{e}/checkpoints) a PyTorch state_dict. The zoo's
+epochs are those most trials were to train; a trial missing a result line or checkpoint of
+them is left out (one log line, ingest.json `left_out`); none complete is an IngestError.
+model::type CNN -> cnn_s, CNN3 -> cnn_m, CNN_ARD -> a cnn_s twin zoo (Variational Dropout:
+weight, bias, log_sigma2, log_sigma2_bias per layer, module indices with or without dropout
+modules), Resnet18 -> resnet18 (torchvision keys, BatchNorm statistics kept), jaxzoo:cnn /
+jaxzoo:mlp -> cnn / mlp. Tensors are converted back to Flax params by the inverses of the
+export's own mappings (`torch_layout.torch_inverse`, `resnet.torch_inverse`). models.json names
+each model's trial folder (`source_trial`, relative to the source). The dataset: a jaxzoo
+export's dataset.json, else dataset::name (a jaxzoo name) or dataset::dump (.../MNIST/dataset.pt
+-> mnist).
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import io
 import json
 import re
 
+import jax
 import numpy as np
 from flax import traverse_util
 from ml_collections import ConfigDict
@@ -38,23 +47,33 @@ from jaxzoo.ingest.common import (
     check_known,
     dataset_record,
     join,
+    locate_trials,
     optional_factor,
     parent,
     population_config,
     read_json,
+    report_left_out,
     with_divergence,
 )
-from jaxzoo.models import resnet
+from jaxzoo.models import ard, resnet
 from jaxzoo.models.cnn import ACTIVATIONS, ARCHS
 from jaxzoo.models.registry import arch_spec, build_model, params_shapes
-from jaxzoo.models.torch_layout import torch_inverse
+from jaxzoo.models.torch_layout import TorchInverse, torch_inverse
 from jaxzoo.training.factors import FACTOR_TABLE, FACTORS_BY_NAME
 from jaxzoo.zoo import checkpoint
 
 TRIALS_FORMAT = "modelzoo_trials"
 METRICS = checkpoint.METRIC_NAMES
 REQUIRED_RESULTS = ("train_loss", "train_acc", "test_loss", "test_acc")
-MODEL_TYPES = {"CNN": "cnn_s", "CNN3": "cnn_m", "Resnet18": "resnet18", "jaxzoo:cnn": "cnn", "jaxzoo:mlp": "mlp"}
+MODEL_TYPES = {
+    "CNN": "cnn_s",
+    "CNN3": "cnn_m",
+    "CNN_ARD": "cnn_s",
+    "Resnet18": "resnet18",
+    "jaxzoo:cnn": "cnn",
+    "jaxzoo:mlp": "mlp",
+}
+TWIN_TYPES = ("CNN_ARD",)  # sparsified (Variational Dropout) twins: a jaxzoo twin zoo
 # Dataset folder names of the original dumps (normalised: lower case, letters and digits), longest first.
 DUMP_NAMES = (
     ("tinyimagenet", "tiny_imagenet"),
@@ -69,34 +88,20 @@ DUMP_NAMES = (
     ("stl", "stl10"),
 )
 RESNET_DATASETS = {"cifar10": "cifar10_resnet"}
+population_sparsity = jax.jit(jax.vmap(ard.sparsity))  # twins' params [M, ...] -> [M] share of masked weights
 
 
 @dataclasses.dataclass
 class Trial:
     folder: str  # relative to the source root
     params: dict
-    results: dict[int, dict]  # epoch -> result line
-    checkpoints: list[str]  # epoch -> relative path of its state_dict file
+    config_rel: str  # the file the params came from: params.json, else result.json
+    results: dict[int, dict] | None  # epoch -> result line (None: no result.json)
+    checkpoints: list[str] = dataclasses.field(default_factory=list)  # epoch -> its state_dict file
 
 
-def locate_trials(source: Source) -> tuple[str, list[str], list[str]]:
-    """-> (the folder holding the trials, trial folders, other subfolders there)."""
-    bases = [""]
-    top = source.dirs("")
-    if "trials" in top:
-        bases.append("trials")
-    if len(top) == 1:
-        bases += [top[0], join(top[0], "trials")]
-    for base in bases:
-        folders = source.dirs(base)
-        trials = [d for d in folders if source.is_file(join(d, "params.json"))]
-        if trials:
-            return base, trials, [d for d in folders if d not in trials]
-    raise IngestError(
-        f"{source.where('')} holds no trial folders (subfolders with params.json) and no Small CNN Zoo "
-        "files (weights.npy, metrics.csv, layout.csv): pass an experiment folder, its trials/ "
-        "folder or its .zip"
-    )
+class Incomplete(Exception):
+    """A trial that lacks some of the zoo's epochs (left out of the zoo); the message is the reason."""
 
 
 def experiment_name(source: Source, base: str) -> str:
@@ -157,53 +162,85 @@ def results_by_epoch(lines: list[dict]) -> dict[int, dict]:
     return dict(enumerate(lines))
 
 
-def read_trial(source: Source, folder: str, num_epochs: int | None) -> Trial:
-    """A trial's params, results and checkpoint files for epochs 0..num_epochs (None: the
-    trial's training::epochs_train, else its last result line)."""
-    params_rel = join(folder, "params.json")
-    params = read_json(source, params_rel)
+def read_trial(source: Source, folder: str) -> Trial:
+    """A trial's params (params.json, else the `config` of result.json's first line, as the
+    original loader) and its result lines."""
+    params_rel, results_rel = join(folder, "params.json"), join(folder, "result.json")
+    lines = result_lines(source, results_rel) if source.is_file(results_rel) else None
+    if source.is_file(params_rel):
+        params, config_rel = read_json(source, params_rel), params_rel
+    elif lines and isinstance(lines[0].get("config"), dict):
+        params, config_rel = lines[0]["config"], results_rel
+    else:
+        raise IngestError(
+            f"{source.where(folder)} has no params.json and its result.json no 'config' in its first "
+            "line: restore params.json or remove the trial from the source"
+        )
     if not isinstance(params, dict):
         raise IngestError(f"{source.where(params_rel)} is not a JSON object: restore it")
-    require(params, "model::type", source, params_rel)
-    require(params, "seed", source, params_rel)
-    results_rel = join(folder, "result.json")
-    if not source.is_file(results_rel):
-        raise IngestError(f"{source.where(results_rel)} is missing: restore it or remove its trial from the source")
-    results = results_by_epoch(result_lines(source, results_rel))
-    if num_epochs is None:
-        num_epochs = params.get("training::epochs_train", max(results, default=0))
-        if not isinstance(num_epochs, int) or isinstance(num_epochs, bool) or num_epochs < 1:
-            raise IngestError(f"{source.where(params_rel)} has training::epochs_train={num_epochs!r}: restore it")
-    missing = [e for e in range(1, num_epochs + 1) if e not in results]
-    if missing:
+    require(params, "model::type", source, config_rel)
+    require(params, "seed", source, config_rel)
+    return Trial(folder, params, config_rel, None if lines is None else results_by_epoch(lines))
+
+
+def planned_epochs(trial: Trial, source: Source) -> int | None:
+    """The epochs a trial was to train: training::epochs_train, else its last result line (None: unknown)."""
+    if "training::epochs_train" in trial.params:
+        epochs = trial.params["training::epochs_train"]
+        if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+            raise IngestError(f"{source.where(trial.config_rel)} has training::epochs_train={epochs!r}: restore it")
+        return epochs
+    return max(trial.results) if trial.results and max(trial.results) >= 1 else None
+
+
+def zoo_epochs(trials: list[Trial], source: Source) -> int:
+    """The zoo's last epoch: the one most trials were to train (the larger on a tie)."""
+    counts: dict[int, int] = {}
+    for trial in trials:
+        epochs = planned_epochs(trial, source)
+        if epochs is not None:
+            counts[epochs] = counts.get(epochs, 0) + 1
+    if not counts:
         raise IngestError(
-            f"{source.where(results_rel)} has no line for epochs {missing[:5]} of 0..{num_epochs}: "
-            "restore it or remove its trial from the source"
+            f"{source.where(trials[0].config_rel)} has no training::epochs_train and no trial has a result "
+            "line after epoch 0: restore the trials' result.json"
         )
+    return max(counts, key=lambda epochs: (counts[epochs], epochs))
+
+
+def complete_trial(source: Source, trial: Trial, num_epochs: int) -> Trial:
+    """The trial with its checkpoint files for epochs 0..num_epochs; Incomplete when a result
+    line or a checkpoint is missing, IngestError when a line lacks a metric."""
+    results_rel = join(trial.folder, "result.json")
+    if trial.results is None:
+        raise Incomplete("no result.json")
+    missing = [e for e in range(1, num_epochs + 1) if e not in trial.results]
+    if missing:
+        raise Incomplete(f"no result line for epochs {missing[:5]}{' ...' if len(missing) > 5 else ''}")
     for epoch in range(num_epochs + 1):  # epoch 0 may have no line (lines from training_iteration 1)
-        absent = [key for key in REQUIRED_RESULTS if epoch in results and key not in results[epoch]]
+        absent = [key for key in REQUIRED_RESULTS if epoch in trial.results and key not in trial.results[epoch]]
         if absent:
             raise IngestError(
                 f"{source.where(results_rel)} lacks {absent[0]!r} at epoch {epoch}: restore it or "
                 "remove its trial from the source"
             )
-    checkpoints = []
+    checkpoints, missing = [], []
     for epoch in range(num_epochs + 1):
         found = [
             rel
             for rel in (
-                join(folder, f"checkpoint_{epoch:06d}", "checkpoints"),
-                join(folder, f"checkpoint_{epoch}", "checkpoints"),
+                join(trial.folder, f"checkpoint_{epoch:06d}", "checkpoints"),
+                join(trial.folder, f"checkpoint_{epoch}", "checkpoints"),
             )
             if source.is_file(rel)
         ]
-        if not found:
-            raise IngestError(
-                f"{source.where(join(folder, f'checkpoint_{epoch:06d}', 'checkpoints'))} is missing "
-                f"(the zoo has epochs 0..{num_epochs}): restore it or remove its trial from the source"
-            )
-        checkpoints.append(found[0])
-    return Trial(folder, params, results, checkpoints)
+        if found:
+            checkpoints.append(found[0])
+        else:
+            missing.append(epoch)
+    if missing:
+        raise Incomplete(f"no checkpoint for epochs {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+    return dataclasses.replace(trial, checkpoints=checkpoints)
 
 
 def load_state_dict(source: Source, rel: str) -> dict[str, np.ndarray]:
@@ -231,7 +268,7 @@ def load_state_dict(source: Source, rel: str) -> dict[str, np.ndarray]:
 
 def architecture(trial: Trial, source: Source) -> tuple[str, dict]:
     """-> (the registry arch, the model config) of a trial."""
-    rel = join(trial.folder, "params.json")
+    rel = trial.config_rel
     kind = trial.params["model::type"]
     if kind not in MODEL_TYPES:
         raise IngestError(
@@ -302,7 +339,7 @@ def dataset_of_trials(trial: Trial, source: Source, arch: str) -> str | None:
 
 def trial_row(trial: Trial, source: Source, arch: str, model_id: int) -> tuple[dict, float | None]:
     """-> (the models.json row, the trial's momentum or None)."""
-    rel = join(trial.folder, "params.json")
+    rel = trial.config_rel
     p = trial.params
     resnet = arch == "resnet18"
     defaults = {"activation": "relu", "init": "kaiming_uniform", "optimizer": "sgd", "dropout": 0.0} if resnet else {}
@@ -319,25 +356,58 @@ def trial_row(trial: Trial, source: Source, arch: str, model_id: int) -> tuple[d
     return row, None if momentum is None else float(momentum)
 
 
+def twin_leaves(leaves: dict[tuple[str, ...], tuple]) -> dict[tuple[str, ...], tuple]:
+    """CNN-s param leaves {path: (shape, dtype)} -> a twin's, with its Variational Dropout params
+    (the tree `ard.from_source` makes, traced for its shapes only)."""
+    plain = traverse_util.unflatten_dict(
+        {path: jax.ShapeDtypeStruct(shape, dtype) for path, (shape, dtype) in leaves.items()}
+    )
+    tree = traverse_util.flatten_dict(jax.eval_shape(ard.from_source, plain))
+    return {path: (tuple(leaf.shape), np.dtype(leaf.dtype)) for path, leaf in tree.items()}
+
+
+def complete_trials(source: Source, base: str, folders: list[str], log) -> tuple[list[Trial], int, list[dict]]:
+    """-> (the complete trials, the zoo's last epoch, the incomplete ones [{'name', 'reason'}],
+    left out and named in one log line); IngestError when none is complete."""
+    read = [read_trial(source, folder) for folder in folders]
+    num_epochs = zoo_epochs(read, source)
+    trials, left_out = [], []
+    for trial in read:
+        try:
+            trials.append(complete_trial(source, trial, num_epochs))
+        except Incomplete as reason:
+            left_out.append({"name": trial.folder.rsplit("/", 1)[-1], "reason": str(reason)})
+    report_left_out(left_out, len(read), f"trials (epochs 0..{num_epochs})", source.where(base), log)
+    return trials, num_epochs, left_out
+
+
+def one_architecture(trials: list[Trial], source: Source) -> tuple[str, dict, bool]:
+    """-> (the registry arch, the model config, whether they are twins) the trials share;
+    IngestError naming two trials that differ."""
+    first = trials[0]
+    arch, model = architecture(first, source)
+    twin = first.params["model::type"] in TWIN_TYPES
+    for trial in trials[1:]:
+        other = architecture(trial, source)
+        if other != (arch, model) or (trial.params["model::type"] in TWIN_TYPES) != twin:
+            raise IngestError(
+                f"{source.where(trial.config_rel)} has model::type "
+                f"{trial.params['model::type']}, {source.where(first.config_rel)} "
+                f"{first.params['model::type']}: a zoo has one architecture; ingest them apart"
+            )
+    return arch, model, twin
+
+
 def trials_plan(source: Source, dataset: str | None, log) -> Plan:
     base, folders, ignored = locate_trials(source)
     if ignored:
         log(
-            f"skipped {len(ignored)} subfolder(s) without params.json: "
+            f"skipped {len(ignored)} subfolder(s) without params.json or result.json: "
             f"{', '.join(p.rsplit('/', 1)[-1] for p in ignored[:5])}{' ...' if len(ignored) > 5 else ''}"
         )
-    first = read_trial(source, folders[0], None)
-    num_epochs = len(first.checkpoints) - 1
-    trials = [first] + [read_trial(source, folder, num_epochs) for folder in folders[1:]]
-    arch, model = architecture(first, source)
-    for trial in trials[1:]:
-        other = architecture(trial, source)
-        if other != (arch, model):
-            raise IngestError(
-                f"{source.where(join(trial.folder, 'params.json'))} has model::type "
-                f"{trial.params['model::type']}, {source.where(join(first.folder, 'params.json'))} "
-                f"{first.params['model::type']}: a zoo has one architecture; ingest them apart"
-            )
+    trials, num_epochs, left_out = complete_trials(source, base, folders, log)
+    first = trials[0]
+    arch, model, twin = one_architecture(trials, source)
     ids = [t.params.get("jaxzoo::model_id") for t in trials]
     if all(isinstance(i, int) for i in ids) and len(set(ids)) == len(ids):
         trials = [t for _, t in sorted(zip(ids, trials), key=lambda pair: pair[0])]
@@ -352,6 +422,8 @@ def trials_plan(source: Source, dataset: str | None, log) -> Plan:
             optional_factor(
                 rows, factor.name, [v if v is None or factor.kind == "categorical" else float(v) for v in values]
             )
+    for row, trial in zip(rows, trials):
+        row["source_trial"] = trial.folder  # relative to the source root
 
     # Data and the model's size, from the first trial's first checkpoint.
     tensors = load_state_dict(source, first.checkpoints[0])
@@ -361,7 +433,7 @@ def trials_plan(source: Source, dataset: str | None, log) -> Plan:
     name = dataset or (data or {}).get("name") or dataset_of_trials(first, source, arch)
     if name is None:
         raise IngestError(
-            f"{source.where(join(first.folder, 'params.json'))} names no dataset (dataset::dump or "
+            f"{source.where(first.config_rel)} names no dataset (dataset::dump or "
             "dataset::name) that jaxzoo knows: pass --dataset NAME"
         )
     image_size = image_size_of(arch, name, first.params, data_config)
@@ -389,16 +461,24 @@ def trials_plan(source: Source, dataset: str | None, log) -> Plan:
         "metrics as the trials recorded them; no optimizer state."
     )
     config.ingest = ConfigDict({"format": TRIALS_FORMAT, "experiment": experiment, "models": len(trials)})
+    if left_out:  # complete zoos keep the identity they had before incomplete trials were left out
+        config.ingest.left_out = len(left_out)
+    if twin:  # what makes a workdir a twin zoo (`Zoo.is_twin`); its source zoo is not in the trials
+        config.sparsify = ConfigDict(
+            {
+                "method": "variational_dropout",
+                "log_sigma2_init": ard.LOG_SIGMA2_INIT,
+                "threshold": ard.THRESHOLD,
+                "notes": f"ingested from the CNN_ARD trials of {experiment}; their source zoo is not recorded",
+            }
+        )
 
-    # Inverse layouts: the keys of the original CNNs depend on the dropout setting.
+    # Inverse layouts: the keys of the original CNNs depend on the dropout setting (a twin's
+    # on its dropout too in the original's CNN_ARD, not in jaxzoo's exports: both are tried).
     inverses: dict = {}
     image_shape = (image_size, image_size, channels)
 
-    def inverse_for(trial: Trial):
-        if arch == "resnet18":
-            key = "resnet"
-        else:
-            key = float(trial.params.get("model::dropout") or 0.0) > 0
+    def inverse(key):
         if key not in inverses:
             if arch == "resnet18":
                 inverses[key] = resnet.torch_inverse(num_classes, channels)
@@ -408,41 +488,41 @@ def trials_plan(source: Source, dataset: str | None, log) -> Plan:
                     build_model(config.model, "relu", False, "xla", image_shape, num_classes), image_shape
                 )
                 leaves = {path: (leaf.shape, leaf.dtype) for path, leaf in traverse_util.flatten_dict(shapes).items()}
-                inverses[key] = torch_inverse(spec, 1.0 if key else 0.0, leaves)
+                inverses[key] = torch_inverse(spec, 1.0 if key else 0.0, twin_leaves(leaves) if twin else leaves)
         return inverses[key]
+
+    def inverse_for(trial: Trial, rel: str, tensors: dict[str, np.ndarray]):
+        """The inverse layout that fits the trial's tensors; IngestError naming the file if none does."""
+        if arch == "resnet18":
+            keys = ["resnet"]
+        else:
+            keys = [float(trial.params.get("model::dropout") or 0.0) > 0]
+            keys += [not keys[0]] if twin else []
+        shapes = {key: value.shape for key, value in tensors.items()}
+        problems = [inverse(key).problem(shapes) for key in keys]
+        if None in problems:
+            return inverse(keys[problems.index(None)])
+        raise IngestError(
+            f"{source.where(rel)} does not fit model::type {trial.params['model::type']} "
+            f"({problems[0]}): restore it or remove its trial from the source"
+        )
 
     def read_epoch(epoch: int, models: tuple[int, int]):
         arrays, block = None, trials[models[0] : models[1]]
         for i, trial in enumerate(block):
             rel = trial.checkpoints[epoch]
             tensors = load_state_dict(source, rel)
-            inverse = inverse_for(trial)
-            problem = inverse.problem({key: value.shape for key, value in tensors.items()})
-            if problem:
-                raise IngestError(
-                    f"{source.where(rel)} does not fit model::type {trial.params['model::type']} "
-                    f"({problem}): restore it or remove its trial from the source"
-                )
+            layout = inverse_for(trial, rel, tensors)
             if arrays is None:
-                arrays = inverse.allocate(len(block))
-            inverse.put(arrays, i, tensors)
-        tree = inverse_for(trials[0]).tree(arrays)
+                arrays = layout.allocate(len(block))
+            layout.put(arrays, i, tensors)
+        tree = TorchInverse.tree(arrays)
         state = tree if arch == "resnet18" else {"params": tree}
         metrics = {
-            metric: np.array(
-                [
-                    as_float(
-                        t.results.get(epoch, {}).get(metric),
-                        source.where(f"{t.folder}/result.json"),
-                        metric,
-                        finite=False,
-                    )
-                    for t in block
-                ],
-                np.float64,
-            )
-            for metric in METRICS
+            metric: np.array([trial_metric(t, epoch, metric, source) for t in block], np.float64) for metric in METRICS
         }
+        if twin:
+            metrics["sparsity"] = twin_sparsity(block, epoch, tree, source)
         return state, with_divergence(state, metrics, np.array([epoch in t.results for t in block]))
 
     record = dataset_record(name, channels, num_classes, TRIALS_FORMAT)
@@ -452,5 +532,21 @@ def trials_plan(source: Source, dataset: str | None, log) -> Plan:
         "trials_folder": base,
         "skipped_folders": [p.rsplit("/", 1)[-1] for p in ignored],
         "models": len(trials),
+        "left_out": left_out,
     }
     return Plan(TRIALS_FORMAT, config, record, rows, num_epochs, read_epoch, provenance)
+
+
+def twin_sparsity(block: list[Trial], epoch: int, params: dict, source: Source) -> np.ndarray:
+    """Twins' metric `sparsity` [M] at `epoch`: result.json's sparsity_ratio, else the share of
+    weights the models' params [M, ...] mask (`ard.sparsity`)."""
+    recorded = np.array([trial_metric(t, epoch, "sparsity_ratio", source) for t in block], np.float64)
+    if np.isnan(recorded).any():
+        recorded = np.where(np.isnan(recorded), np.asarray(population_sparsity(params), np.float64), recorded)
+    return recorded
+
+
+def trial_metric(trial: Trial, epoch: int, metric: str, source: Source) -> float:
+    """A metric of a trial's result line at `epoch` (NaN where there is none)."""
+    value = trial.results.get(epoch, {}).get(metric)
+    return as_float(value, source.where(f"{trial.folder}/result.json"), metric, finite=False)

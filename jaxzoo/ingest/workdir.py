@@ -13,10 +13,12 @@ Datasets: `--dataset NAME` (any jaxzoo data.name), else what the source says (`t
 Memory: a block of models at a time (`jaxzoo.zoo.blocks.READ_BYTES` of params, read from the
 source and written as checkpoint blocks), whatever the zoo's size.
 
-Bad input (a damaged zip, missing fields, a missing checkpoint epoch, tensors that do not fit
-the model type, mixed architectures, a workdir holding another zoo without --overwrite) ends
-with one line naming the file and the fix; the zoo is written into a hidden folder next to the
-workdir and moved into place when complete, so nothing is left in the workdir on failure.
+Incomplete models (a checkpoint or result line missing) are left out, named in one log line and
+in ingest.json (`left_out`: name and reason). Bad input (a damaged zip, missing fields, nothing
+complete, tensors that do not fit the model type, mixed architectures, a workdir holding another
+zoo without --overwrite) ends with one line naming the file and the fix; the zoo is written into
+a hidden folder next to the workdir and moved into place when complete, so nothing is left in
+the workdir on failure.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Exports an INR zoo in the layouts of the weight-space-learning projects, and as flat vectors.
 
-  python -m jaxzoo.export --workdir W --out DIR --format dwsnets_mnist|dwsnets_fmnist|nfn|vectors|all
+  python -m jaxzoo.export --workdir W --out DIR --format dwsnets_mnist|dwsnets_fmnist|nfn|arena|vectors|all
 
 Every format holds the last epoch's SIRENs. `<out>/<zoo name>/` receives readme.md, config.json
 (the zoo's config), export.json (the manifest) and, by format:
@@ -9,7 +9,10 @@ Every format holds the last epoch's SIRENs. `<out>/<zoo name>/` receives readme.
   dwsnets_fmnist  fmnist_inrs/{train,test}/model_{idx}.pth (+ an int `label`), fmnist_inrs/splits.json
                   and statistics.pth (other seeds in fmnist_inrs_seed{seed}/)
   nfn             siren_{ds}_wts/randinit_smaller_{label}s/net{image}.pth; seed slot k >= 1 in
-                  randinit_smaller_aug{k-1}_{label}s/ (NFN's augmentation copies, aug0 first)
+                  randinit_smaller_aug{k-1}_{label}s/ (NFN's augmentation copies, aug0 first); a zoo
+                  whose images do not start at 0 is renumbered from 0, nfn_index.json maps back
+  arena           arena/nefs_{start}-{end}.hdf5 (one per seed), metadata.json, nef.json: the Neural
+                  Field Arena / fit-a-nef layout (jaxzoo.inr.arena); not part of `all` (needs h5py)
   vectors         vectors/{train,val,test}.safetensors + .json (+ dataset.pt): one row per model
   all             the layouts this zoo fits (a DWSNets one or NFN) and vectors
 The DWSNets layouts need a zoo drawn as DWSNets' INR class ('xy' inputs, +0.5, pixels in [0, 1],
@@ -30,14 +33,16 @@ import numpy as np
 
 from jaxzoo.config import last_epoch
 from jaxzoo.export.rows import ExportError
-from jaxzoo.export.writer import INR_LAYOUTS, MANIFEST, write_claimed, write_torch_dataset
+from jaxzoo.export.writer import ARENA, INR_LAYOUTS, MANIFEST, write_claimed, write_torch_dataset
 from jaxzoo.host import check_destination
-from jaxzoo.inr import siren
+from jaxzoo.inr import arena, siren
 from jaxzoo.inr.zoo import InrZoo, read_inr_zoo
 from jaxzoo.weights.vectors import VectorSplit, save_vector_split
 from jaxzoo.zoo import checkpoint
 
-INR_FORMATS = (*INR_LAYOUTS, "vectors", "all")
+TORCH_LAYOUTS = ("dwsnets_mnist", "dwsnets_fmnist", "nfn")
+INR_FORMATS = tuple(dict.fromkeys((*INR_LAYOUTS, ARENA, "vectors", "all")))
+NFN_INDEX = "nfn_index.json"
 VAL_SIZE, FULL_TRAIN_SIZE, VAL_SEED = 5000, 60000, 42  # DWSNets: 5,000 of MNIST's 60,000 train INRs
 DWSNETS_W0 = 30.0
 NFN_W0 = 30.0
@@ -63,6 +68,8 @@ def layout_mismatch(zoo: InrZoo, fmt: str) -> tuple[str, str, object, str, str] 
     the requirement, why), or None when the zoo fits it."""
     model = zoo.config.model
     widths = tuple(int(w) for w in model.widths)
+    if fmt == ARENA:
+        return arena.arena_mismatch(zoo)
     if fmt in ("dwsnets_mnist", "dwsnets_fmnist"):
         checks = (
             ("model.coordinates", model.coordinates, "xy", "DWSNets' INR draws (column, row): np.meshgrid's default"),
@@ -163,6 +170,17 @@ def image_split(row: dict, val: set[int]) -> str:
 
 def seed_slot(zoo: InrZoo, row: dict) -> int:
     return row["seed"] - int(zoo.config.population.first_seed)
+
+
+def nfn_numbers(zoo: InrZoo) -> dict[int, int]:
+    """image index -> idx of its net{idx}.pth: its position among the zoo's images. NFN's and
+    ScaleGMN's loaders index net0..net{N-1}, so a zoo whose images do not start at 0
+    (images.first > 0, or test images only) is renumbered; otherwise idx is the image index."""
+    return {image: idx for idx, image in enumerate(sorted({row["image"] for row in zoo.table}))}
+
+
+def renumbered(numbers: dict[int, int]) -> bool:
+    return any(image != idx for image, idx in numbers.items())
 
 
 def torch_arrays(zoo: InrZoo, params: dict) -> list[tuple[int, str, np.ndarray]]:
@@ -274,16 +292,26 @@ def write_dwsnets_fmnist(zoo: InrZoo, target: pathlib.Path, arrays, val: set[int
 def write_nfn(zoo: InrZoo, target: pathlib.Path, arrays, val: set[int], torch, log) -> dict:
     root = f"siren_{nfn_dataset_name(zoo)}_wts"
     written, folders = 0, collections.Counter()
+    numbers = nfn_numbers(zoo)
     for index, row in enumerate(zoo.table):
         slot = seed_slot(zoo, row)
         prefix = "randinit_smaller" if slot == 0 else f"randinit_smaller_aug{slot - 1}"
         folder = f"{prefix}_{row['label']}s"
-        written += save_state_dict(
-            torch, target / root / folder / f"net{row['image']}.pth", arrays, nfn_key, index, zoo.spec.num_layers
-        )
+        path = target / root / folder / f"net{numbers[row['image']]}.pth"
+        written += save_state_dict(torch, path, arrays, nfn_key, index, zoo.spec.num_layers)
         folders[prefix] += 1
+    report = {"files_written": written, "folder": root, "models_per_prefix": dict(folders)}
+    if renumbered(numbers):
+        rows = {row["image"]: row for row in zoo.table}
+        index = [
+            {"net": idx, **{k: rows[image][k] for k in ("image", "split", "split_index", "label")}}
+            for image, idx in sorted(numbers.items(), key=lambda item: item[1])
+        ]
+        arena.write_text(target / NFN_INDEX, json.dumps(index))
+        report["renumbered"] = NFN_INDEX
+        log(f"  nfn: images {min(numbers)}.. renumbered net0..net{len(numbers) - 1} ({NFN_INDEX} maps them back)")
     log(f"  nfn: {written} state_dicts written in {root}/ ({dict(folders)})")
-    return {"files_written": written, "folder": root, "models_per_prefix": dict(folders)}
+    return report
 
 
 LAYOUT_WRITERS = {"dwsnets_mnist": write_dwsnets_mnist, "dwsnets_fmnist": write_dwsnets_fmnist, "nfn": write_nfn}
@@ -419,6 +447,43 @@ def inr_readme(zoo: InrZoo, written: list[str], skipped: dict[str, str], epoch: 
             )
             + "NFN splits by idx (split_points); no statistics file (NFN computes them while training).",
         ]
+        numbers = nfn_numbers(zoo)
+        if renumbered(numbers):
+            lines += [
+                f"- The images of this zoo do not start at 0 (image {min(numbers)} is the first), and NFN's and "
+                f"ScaleGMN's loaders read net0..net{{N-1}}: idx is renumbered from 0 (the image's position among "
+                f"this zoo's images), and `{NFN_INDEX}` lists per idx its image index, split, split_index and "
+                "label. NFN's split_points were set for whole datasets: choose them for these "
+                f"{len(numbers)} images.",
+            ]
+    if ARENA in written:
+        nef = arena.nef_config(zoo.spec)["params"]
+        splits = arena.arena_splits(zoo.table, arena.row_order(zoo.table))
+        lines += [
+            "- `arena/nefs_{start}-{end}.hdf5` (one file per seed, rows start..end-1), `arena/metadata.json`, "
+            "`arena/nef.json` (and its copy `nef_cfg.json`): the Neural Field Arena's layout, as fit-a-nef writes "
+            "it. Datasets `params` [n, D] float32, `param_config` (the JSON [key, shape] list that cuts a row into "
+            "fit-a-nef's SIREN tensors: kernel_net_{i}.linear then output_linear, bias before kernel, kernels "
+            f"[in, out]), `labels`, and `image`, `seed`, `model_id`, `psnr`. SIREN: hidden_dim {nef['hidden_dim']}, "
+            f"num_layers {nef['num_layers']}, omega_0 {nef['omega_0']:g}, inputs (x_j, y_i) for pixel (row i, "
+            "column j) as fit-a-nef's meshgrid, no output offset: "
+            + (
+                "the first kernel's input rows are swapped from this zoo's 'ij' order, "
+                if model.coordinates == "ij"
+                else ""
+            )
+            + (
+                f"the output offset {float(model.output_offset):g} is added to the output bias, "
+                if float(model.output_offset)
+                else ""
+            )
+            + "so every row draws this zoo's image on the same targets' scale (fit-a-nef's own fields fit "
+            "standardised pixels). Rows are renumbered from 0 in (seed, image) order; `image` maps them back. "
+            f"Splits of the first seed's rows ({', '.join(f'{k} {a}..{b - 1}' for k, (a, b) in splits.items())}): "
+            "the train images, their last min(5000, round(n_train / 10)) as val (the Arena's MNIST and CIFAR-10 "
+            "splits), then the test images; metadata.json holds each split's per-layer mean and std (population "
+            "std over its finite rows), under its name and under '{start}_{end}'.",
+        ]
     if "vectors" in written:
         lines += [
             "- `vectors/{train,val,test}.safetensors + .json` (+ `dataset.pt`): one row per SIREN (every seed), the "
@@ -467,15 +532,17 @@ def export_inr(workdir, out, formats: str = "all", overwrite: bool = False, log=
                 skipped[fmt] = f"needs {mismatch[3]}, the zoo has {mismatch[1]}={mismatch[2]!r}"
             else:
                 layouts.append(fmt)
-    elif formats in INR_LAYOUTS:
+    elif formats in (*INR_LAYOUTS, ARENA):
         mismatch = layout_mismatch(zoo, formats)
         if mismatch:
             raise ExportError(mismatch_message(zoo, mismatch))
         layouts = [formats]
     else:
         layouts = []
+    if ARENA in layouts:
+        arena.require_h5py()
     torch = None
-    if layouts:
+    if set(layouts) & set(TORCH_LAYOUTS):
         try:
             import torch
         except ImportError:
@@ -526,7 +593,10 @@ def write_inr_export(
     }
     for fmt in layouts:
         log(f"writing {fmt} ...")
-        report[fmt] = LAYOUT_WRITERS[fmt](zoo, target, arrays, val, torch, log)
+        if fmt == ARENA:
+            report[fmt] = arena.write_arena(zoo, target / arena.ARENA_FOLDER, params, metrics, log)
+        else:
+            report[fmt] = LAYOUT_WRITERS[fmt](zoo, target, arrays, val, torch, log)
     if "vectors" in written:
         log("writing the flat-vector dataset ...")
         report["vectors"] = write_inr_vectors(zoo, target / "vectors", arrays, metrics, val, epoch, log)

@@ -21,10 +21,12 @@ def export(
     twin_weights: str = "raw",
     with_data: bool = False,
     data_limit_gib: float = writer.bundle.DATA_LIMIT_GIB,
+    split_by: str = "model",
 ) -> dict:
     """Exports the zoo in `workdir` to `out/<experiment>`: a classification zoo's formats
     (`jaxzoo.export.export`) or an INR zoo's layouts (`jaxzoo.inr.export.export_inr`: formats
-    dwsnets_mnist, dwsnets_fmnist, nfn, vectors, all; the other options keep their defaults)."""
+    dwsnets_mnist, dwsnets_fmnist, nfn, arena, vectors, all; the other options keep their defaults;
+    split_by: `jaxzoo.export.writer.export`)."""
     writer.check_options(formats, optimizer_state, twin_weights)
     if workdir_kind(workdir) == INR:
         given = {
@@ -34,6 +36,7 @@ def export(
             "--twin_weights": twin_weights != "raw",
             "--with_data": bool(with_data),
             "--data_limit_gib": data_limit_gib != writer.bundle.DATA_LIMIT_GIB,
+            "--split_by": split_by != "model",
         }
         refuse_for_inr(given, "an INR zoo exports its last epoch's SIRENs")
         return export_inr(workdir, out, formats, overwrite, log or (lambda message: None))
@@ -49,4 +52,5 @@ def export(
         twin_weights,
         with_data,
         data_limit_gib,
+        split_by,
     )

@@ -1,7 +1,9 @@
 """Batches of an export's flat vectors for training on weights (numpy only, no torch).
 
 `VectorLoader(export, split)` iterates numpy batches {'weights': [B, P] float32, <property>: [B]}
-of `<export>/vectors/<split>.safetensors`, one row per (model, epoch), optionally:
+of `<export>/vectors/<split>.safetensors` (`export` the export folder or its vectors/ folder),
+one row per (model, epoch); numeric properties are float32 (integers such as epoch and model_id
+stay integers), categorical ones strings (`batch_properties`). Optionally:
 
 - `epochs=[...]`: only those checkpoints' rows (each must be in the export);
 - `shuffle` (from `seed`; each pass over the loader draws a new order), `batch_size`, `drop_last`;
@@ -33,72 +35,26 @@ from collections.abc import Iterator
 import numpy as np
 
 from jaxzoo.analysis.table2 import Moments
-from jaxzoo.errors import UserError
 from jaxzoo.weights import symmetry
-from jaxzoo.weights.vectors import VectorFileError, VectorSplit, load_vectors_split, tensor_rows
+from jaxzoo.weights.sane import token_table
+from jaxzoo.weights.vectors import (  # noqa: F401  (LoaderError, vectors_folder, layers, ... keep their import path here)
+    Layer,
+    LoaderError,
+    VectorFileError,
+    VectorSplit,
+    check_layout,
+    layers,
+    layout_size,
+    load_vectors_split,
+    split_name,
+    take_rows,
+    tensor_rows,
+    vectors_folder,
+)
 from jaxzoo.zoo.blocks import READ_BYTES
 
-SPLITS = ("train", "val", "test")
 STANDARDISATION_FILE = "standardisation.json"
 NOISE_MODES = ("relative", "absolute")
-
-
-class LoaderError(UserError):
-    """Bad loader input: unknown split, epochs not exported, unsupported layout, bad options."""
-
-
-def vectors_folder(path: str | os.PathLike) -> pathlib.Path:
-    """An export's `vectors/` folder from the export (experiment) folder or the folder itself."""
-    folder = pathlib.Path(path)
-    if (folder / "train.safetensors").exists() or (folder / "train.json").exists():
-        return folder
-    if (folder / "vectors").is_dir():
-        return folder / "vectors"
-    raise LoaderError(
-        f"{folder} holds no flat vectors (vectors/train.safetensors): pass an export written "
-        "by python -m jaxzoo.export with the vectors format, or its vectors/ folder"
-    )
-
-
-def check_layout(index_dict: dict) -> None:
-    """Refuses layouts other than the CNN / MLP index_dict in one line."""
-    keys = ("idx_start", "kernel_no", "kernel_size", "channels_in")
-    if "tensors" in index_dict or not all(k in index_dict for k in keys):
-        raise LoaderError(
-            "these vectors have a per-tensor layout (ResNet or custom modules): the loaders "
-            "support only the CNN / MLP layouts (index_dict with idx_start, kernel_no, ...)"
-        )
-
-
-@dataclasses.dataclass(frozen=True)
-class Layer:
-    """One layer's place in the flat vector: weight [units, fan_in] at `start`, bias [units] after it."""
-
-    start: int
-    units: int
-    fan_in: int  # channels_in * kernel_size
-
-    @property
-    def bias_start(self) -> int:
-        return self.start + self.units * self.fan_in
-
-    @property
-    def end(self) -> int:
-        return self.bias_start + self.units
-
-
-def layers(index_dict: dict) -> list[Layer]:
-    check_layout(index_dict)
-    return [
-        Layer(int(s), int(n), int(c) * int(k))
-        for s, n, k, c in zip(
-            index_dict["idx_start"], index_dict["kernel_no"], index_dict["kernel_size"], index_dict["channels_in"]
-        )
-    ]
-
-
-def vector_size(index_dict: dict) -> int:
-    return layers(index_dict)[-1].end
 
 
 # ---------------------------------------------------------------- standardisation
@@ -201,7 +157,7 @@ def read_standardisation(folder: str | os.PathLike, index_dict: dict | None = No
 
 def element_statistics(index_dict: dict, stats: dict) -> tuple[np.ndarray, np.ndarray]:
     """Per-element mean [P] and std [P] float32 (a zero std counts as 1: such parts are only centred)."""
-    size = vector_size(index_dict)
+    size = layout_size(index_dict)
     mean, std = np.zeros(size, np.float32), np.ones(size, np.float32)
     for layer, s in zip(layers(index_dict), stats["layers"]):
         for lo, hi, kind in ((layer.start, layer.bias_start, "weight"), (layer.bias_start, layer.end, "bias")):
@@ -240,30 +196,19 @@ class TokenLayout:
 
 
 def token_layout(index_dict: dict) -> TokenLayout:
-    all_layers = layers(index_dict)
-    width = max(layer.fan_in for layer in all_layers) + 1
-    count = sum(layer.units for layer in all_layers)
-    index = np.zeros((count, width), np.int64)
-    mask = np.zeros((count, width), bool)
-    layer_id, position = np.zeros(count, np.int64), np.zeros(count, np.int64)
-    t = 0
-    for number, layer in enumerate(all_layers):
-        units = np.arange(layer.units)
-        rows = slice(t, t + layer.units)
-        index[rows, : layer.fan_in] = layer.start + units[:, None] * layer.fan_in + np.arange(layer.fan_in)
-        index[rows, layer.fan_in] = layer.bias_start + units
-        mask[rows, : layer.fan_in + 1] = True
-        layer_id[rows], position[rows] = number, units
-        t += layer.units
-    return TokenLayout(index, mask, layer_id, position)
+    """One token per output unit (its kernel or row, then its bias), zero-padded to the widest:
+    SANE's tokens of width 0 (`jaxzoo.weights.sane.token_table`) of a CNN / MLP layout."""
+    check_layout(index_dict)
+    table = token_table(index_dict, 0)
+    positions = table.positions.astype(np.int64)
+    return TokenLayout(table.index.astype(np.int64), table.mask, positions[:, 1], positions[:, 2])
 
 
 def tokenize(vectors: np.ndarray, index_dict: dict | TokenLayout) -> np.ndarray:
     """[N, P] -> tokens [N, T, D] (zeros on padding)."""
     tl = index_dict if isinstance(index_dict, TokenLayout) else token_layout(index_dict)
-    tokens = np.take(vectors, tl.index, axis=1)
-    tokens *= tl.mask
-    return tokens
+    # where, not a product: padding is +0.0 even next to a negative, infinite or NaN entry 0
+    return np.where(tl.mask, np.take(vectors, tl.index, axis=1), np.zeros((), vectors.dtype))
 
 
 def detokenize(tokens: np.ndarray, index_dict: dict | TokenLayout) -> np.ndarray:
@@ -306,7 +251,7 @@ class VectorTransform:
             self.mean, self.std = element_statistics(index_dict, stats)
         if noise_std > 0:  # sigma per element in the units of the rows returned
             relative = noise_mode == "relative"
-            self.sigma = np.full(vector_size(index_dict), noise_std, np.float32)
+            self.sigma = np.full(layout_size(index_dict), noise_std, np.float32)
             if relative and not standardise:
                 self.sigma *= self.std
         if permute:
@@ -352,11 +297,6 @@ class VectorTransform:
 # ---------------------------------------------------------------- the loader
 
 
-def check_split(split: str) -> None:
-    if split not in SPLITS:
-        raise LoaderError(f"unknown split {split!r}: choose from {SPLITS}")
-
-
 def check_epochs(folder: pathlib.Path, split: str, epochs: list[int], row_epochs: np.ndarray) -> None:
     """Refuses epochs the export does not hold (its json's 'epochs', else those of its rows)."""
     exported = sorted(
@@ -368,21 +308,27 @@ def check_epochs(folder: pathlib.Path, split: str, epochs: list[int], row_epochs
         raise LoaderError(f"epochs {missing} are not in {folder} (exported: {exported}): choose from those")
 
 
+def batch_properties(properties: dict[str, np.ndarray | list]) -> dict[str, np.ndarray]:
+    """A split's per-row properties as batches hold them, [rows] each: floating ones float32 (as
+    the weights; the files keep lr, weight decay and dropout in float64), integers (epoch,
+    model_id, seed, training_iteration) as stored; categorical ones numpy strings."""
+    out = {}
+    for name, values in properties.items():
+        values = np.asarray(values)
+        out[name] = values.astype(np.float32) if np.issubdtype(values.dtype, np.floating) else values
+    return out
+
+
 def load_split(folder: str | os.PathLike, split: str, epochs: list[int] | None = None):
     """(VectorSplit of the selected rows, vectors folder); refuses unknown splits, epochs and layouts."""
-    check_split(split)
+    split = split_name(split)
     folder = vectors_folder(folder)
     data = load_vectors_split(folder, split)
     check_layout(data.index_dict)
     if epochs is None:
         return data, folder
     check_epochs(folder, split, epochs, data.properties["epoch"])
-    keep = np.isin(data.properties["epoch"], np.asarray(list(epochs)))
-    index = np.flatnonzero(keep)
-    properties = {
-        k: (v[keep] if isinstance(v, np.ndarray) else [v[i] for i in index]) for k, v in data.properties.items()
-    }
-    return VectorSplit(np.ascontiguousarray(data.weights[keep]), properties, data.index_dict), folder
+    return take_rows(data, np.isin(data.properties["epoch"], np.asarray(list(epochs)))), folder
 
 
 class VectorLoader:
@@ -420,9 +366,7 @@ class VectorLoader:
         self.transform = VectorTransform(
             self.data.index_dict, self.stats, standardise, noise_std, noise_mode, permute, tokens
         )
-        self.properties = {
-            k: (v if isinstance(v, np.ndarray) else np.asarray(v)) for k, v in self.data.properties.items()
-        }
+        self.properties = batch_properties(self.data.properties)
 
     @property
     def index_dict(self) -> dict:

@@ -1,8 +1,10 @@
-"""Weight-space symmetries of the zoo's CNNs and MLPs (cnn_s, cnn_m, cnn, mlp); numpy, torch-free.
+"""Weight-space symmetries of the zoo's CNNs and MLPs (cnn_s, cnn_m, cnn, mlp) and of INR zoos'
+SIRENs; numpy, torch-free (the on-device JAX versions are in `jaxzoo.weights.augment`).
 
-A model is a chain of layers conv0.., fc0.. (`models.layer_names`); every layer but the last
-(the logits) is *hidden*, and its output units (conv out-channels, dense outputs) can be
-transformed without changing the function the model computes:
+A model is a chain of layers conv0.., fc0.. (`models.layer_names`; a SIREN: layer0..); every
+layer but the last (the logits, the SIREN's linear output) is *hidden*, and its output units
+(conv out-channels, dense outputs) can be transformed without changing the function the model
+computes:
 
 * Permutations (every activation). Reordering a hidden layer's output units (kernel columns
   and bias entries) and, the same way, the next layer's inputs leaves the logits unchanged:
@@ -11,30 +13,55 @@ transformed without changing the function the model computes:
   fc -> fc permutes the next kernel's rows. Max-pool, the activation and dropout act per
   unit, so they commute with any permutation. Optimizer moments (Adam mu/nu, momentum) are
   per-parameter and permute exactly as the parameters.
-* Sign flips (odd activations only: tanh). Negating a hidden unit's incoming weights and bias
-  and its outgoing weights preserves the function because tanh(-x) = -tanh(x). It holds for
-  dense hidden units and for convolutions *not followed by a max-pool*; the layer order is
-  conv -> max-pool -> activation and max(-x) != -max(x), so pooled convs are excluded
-  (`sign_flippable_layers`). relu, leakyrelu, gelu and silu have no sign symmetry; sigmoid
-  only an affine one (sigmoid(-x) = 1 - sigmoid(x), which also shifts the next bias), not
-  implemented here. Under a flip, first moments (mu, momentum) flip with the weights;
-  second moments (nu) are invariant.
+* Sign flips (odd activations: tanh, and a SIREN's sin(w0 x)). Negating a hidden unit's
+  incoming weights and bias and its outgoing weights preserves the function because
+  f(-x) = -f(x). It holds for dense hidden units, every SIREN hidden layer, and convolutions
+  *not followed by a max-pool*; the layer order is conv -> max-pool -> activation and
+  max(-x) != -max(x), so pooled convs are excluded (`sign_flippable_layers`). relu, leakyrelu,
+  gelu and silu have no sign symmetry; sigmoid only an affine one (sigmoid(-x) =
+  1 - sigmoid(x), which also shifts the next bias), not implemented here. Under a flip, first
+  moments (mu, momentum) flip with the weights; second moments (nu) are invariant.
+* Positive rescaling (relu, leakyrelu: f(c x) = c f(x) for c > 0). A hidden unit's incoming
+  weights and bias times c, its outgoing weights times 1/c: the logits do not change. Every
+  hidden layer qualifies, pooled convs included (max(c x) = c max(x)); tanh, sigmoid, gelu,
+  silu and sine are refused (UserError). Variational-dropout log-variances shift with it
+  (log alpha is kept); optimizer moments have no matching rule (Adam is not scale-equivariant).
+
+The architecture arguments (`arch`): a CNN/MLP's `ArchSpec`, from
+`jaxzoo.models.registry.arch_spec(config.model, image_size, channels, num_classes)` or
+`jaxzoo.zoo.reader.read_zoo(workdir).arch` (an export's config.json names it in `model.arch`,
+with `model.convs` / `model.widths` for the configurable cnn and mlp; a trial's params.json in
+`model::type`, CNN = cnn_s, CNN3 = cnn_m), with the model's activation (its `activation`
+factor; params.json `model::nlin`); a SIREN's `SirenSpec`
+(`jaxzoo.inr.zoo.read_inr_zoo(workdir).spec`, `jaxzoo.inr.siren.spec_from_config`), with
+activation 'sine'. The flat vectors' `index_dict` is the export's (`index_dict.json`; for an
+INR zoo the vectors' {'tensors': [{key, offset, shape}]} layout) and does not say which
+activation a model has: the caller must.
 
 Conventions: a permutation `p` of a layer with n units is an int array [n] (or [N, n], one
 per model) meaning "new unit i is old unit p[i]". Params are the Flax tree of one model
-({conv0: {kernel [kh, kw, in, out], bias [out]}, .., fc0: {kernel [in, out], bias}}) or a
-population (the same with leading axes); extra per-layer leaves shaped like the kernel or
-the bias (e.g. variational dropout's log_sigma2 / log_sigma2_bias) are permuted alike. Flat
-vectors [N, P] are the export layout (`layout.flat_vectors`, described by
-`layout.index_dict`).
+({conv0: {kernel [kh, kw, in, out], bias [out]}, .., fc0: {kernel [in, out], bias}}; a SIREN:
+{layer0: {kernel [in, out], bias [out]}, ..}) or a population (the same with leading axes);
+extra per-layer leaves shaped like the kernel or the bias (e.g. variational dropout's
+log_sigma2 / log_sigma2_bias) are permuted alike. Flat vectors [N, P] are the export layout
+(`layout.flat_vectors`, described by `layout.index_dict`).
 
 Functions: `permute_params` / `permute_vectors` / `random_permutations` (augmentation);
 `canonical_params` / `canonical_vectors` (one representative per permutation class: units
-sorted by incoming-weight norm, ties lexicographically, from input to output);
+sorted by incoming-weight norm, ties lexicographically, from input to output). The canonical
+form is an invariant, not an alignment: every permuted copy of a model maps to one vector,
+but two different models are not brought towards each other, and the sort can put
+functionally similar units of two models in different places, so a model's canonical vector
+can be a worse input for linear prediction from weights than its raw one (ridge regression
+of test accuracy on a small zoo: lower validation R^2 from canonical vectors).
 `weight_matching` / `align_params` / `align_vectors` (Git Re-Basin weight matching, Ainsworth
-et al. 2023) and `aligned_distance_statistics` (pairwise l2/cosine before and after aligning a
-zoo to one reference); `sign_flippable_layers` / `flip_signs` / `flip_signs_vectors` /
-`random_signs`.
+et al. 2023: one model towards another) and `aligned_distance_statistics` (pairwise l2/cosine
+distances before and after aligning: each pair is aligned on its own, model j to model i,
+not the zoo to one reference); `sign_flippable_layers` / `flip_signs` / `flip_signs_vectors`
+/ `random_signs` and `canonical_signs` / `canonical_sign_params` (sign canonicalisation by the
+rule of ScaleGMN's for SIRENs, a unit's bias sign decides: every flippable unit's bias made
+positive; also an invariant); `rescalable_layers` / `rescale_params` / `rescale_vectors` /
+`random_scales`.
 """
 
 from __future__ import annotations
@@ -47,10 +74,15 @@ import jax
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from jaxzoo.errors import UserError
+from jaxzoo.inr.siren import SirenSpec
 from jaxzoo.models.cnn import ArchSpec
 
 ODD_ACTIVATIONS = ("tanh",)  # activations with f(-x) = -f(x) among models.ACTIVATIONS
+POSITIVE_HOMOGENEOUS = ("relu", "leakyrelu")  # f(c x) = c f(x) for c > 0
+SINE = "sine"  # a SIREN's activation (sin(w0 x): odd)
 BIAS_LIKE = ("bias", "log_sigma2_bias")
+LOG_VARIANCES = ("log_sigma2", "log_sigma2_bias")  # variational dropout: log sigma^2 of a weight
 
 # -- the common representation -------------------------------------------------------------
 # Per layer a dict {leaf: array}: kernel-like leaves as [N, out, units_in, rest] (unit i's
@@ -60,7 +92,13 @@ BIAS_LIKE = ("bias", "log_sigma2_bias")
 def _layer_order(params: dict) -> list[str]:
     names = [name for name in params if re.fullmatch(r"(conv|fc)\d+", name)]
     if len(names) != len(params) or not any(n.startswith("fc") for n in names):
-        raise ValueError(f"params with layers {sorted(params)} are not a built-in CNN/MLP (conv0.., fc0..)")
+        sirens = [name for name in params if re.fullmatch(r"layer\d+", name)]
+        if len(sirens) == len(params) and len(sirens) >= 2:  # a SIREN: layer0.. (all dense)
+            return sorted(sirens, key=lambda n: int(n[5:]))
+        raise ValueError(
+            f"params with layers {sorted(params)} are neither a built-in CNN/MLP (conv0.., fc0..) "
+            "nor a SIREN (layer0..)"
+        )
     return sorted(names, key=lambda n: (n.startswith("fc"), int(re.sub(r"\D", "", n))))
 
 
@@ -136,10 +174,38 @@ class _ParamsCodec:
         return out
 
 
+def _dense_layout(index_dict: dict) -> dict:
+    """The INR export's layout ({'tensors': [{key, offset, shape}]}: per layer `layerL.weight`
+    [out, in], then `layerL.bias` [out], back to back) as an `index_dict` of dense layers."""
+    tensors = list(index_dict["tensors"])
+    out: dict[str, list[int]] = {"idx_start": [], "kernel_no": [], "kernel_size": [], "channels_in": []}
+    offset = 0
+    for layer, (weight, bias) in enumerate(zip(tensors[::2], tensors[1::2])):
+        shape = [int(n) for n in weight["shape"]]
+        if (
+            len(tensors) % 2
+            or not str(weight["key"]).endswith("weight")
+            or not str(bias["key"]).endswith("bias")
+            or len(shape) != 2
+            or [int(n) for n in bias["shape"]] != shape[:1]
+            or int(weight["offset"]) != offset
+            or int(bias["offset"]) != offset + shape[0] * shape[1]
+            or (layer and shape[1] != out["kernel_no"][-1])
+        ):
+            raise ValueError(f"layout tensors {tensors}: not dense layers (weight [out, in], bias [out]) back to back")
+        for key, value in zip(out, (offset, shape[0], 1, shape[1])):
+            out[key].append(value)
+        offset += shape[0] * shape[1] + shape[0]
+    return out
+
+
 class _VectorCodec:
-    """Flat vectors [N, P] in the `index_dict` layout <-> the common representation."""
+    """Flat vectors [N, P] in the `index_dict` layout (or the INR export's {'tensors': ..}
+    layout) <-> the common representation."""
 
     def __init__(self, index_dict: dict):
+        if "tensors" in index_dict:
+            index_dict = _dense_layout(index_dict)
         self.starts = list(index_dict["idx_start"])
         self.sizes = list(index_dict["kernel_no"])
         self.fans = [c * k for c, k in zip(index_dict["channels_in"], index_dict["kernel_size"])]
@@ -216,8 +282,20 @@ def _as_trees(moments):
 
 
 def hidden_layer_sizes(index_dict: dict) -> list[int]:
-    """Units per hidden layer (every layer but the last) of an `index_dict`."""
-    return list(index_dict["kernel_no"][:-1])
+    """Units per hidden layer (every layer but the last) of an `index_dict` (or INR layout)."""
+    return list(_VectorCodec(index_dict).sizes[:-1])
+
+
+def vector_blocks(index_dict: dict) -> list[tuple[int, int, int, int]]:
+    """Per layer of a flat vector (`index_dict` or INR layout) its (start, units, units_in,
+    rest): the kernel is [units, units_in, rest] row-major from `start` (unit i's incoming
+    weights grouped by the previous layer's unit; rest = kh*kw, or H*W of the flatten), then
+    the bias [units]."""
+    codec = _VectorCodec(index_dict)
+    return [
+        (start, out, units_in, fan // units_in)
+        for start, out, fan, units_in in zip(codec.starts, codec.sizes, codec.fans, codec.units_in)
+    ]
 
 
 def permute_params(params: dict, perms: Sequence[Any], moments=None):
@@ -406,66 +484,92 @@ def aligned_distance_statistics(vectors: np.ndarray, index_dict: dict, max_sweep
     return {"pairs": len(distances["raw"]["l2"]), **summary}
 
 
-# -- sign flips ---------------------------------------------------------------------------
+# -- sign flips and positive rescaling --------------------------------------------------
 
 
-def sign_flippable_layers(arch: ArchSpec, activation: str) -> list[int]:
-    """Hidden-layer positions (0-based, forward order conv0.., fc0..) whose units can flip sign:
-    with an odd activation (tanh), every dense hidden layer and every conv without a max-pool
-    (conv -> max-pool -> activation: max(-x) != -max(x)). Empty for any other activation."""
+def sign_flippable_layers(arch: ArchSpec | SirenSpec, activation: str) -> list[int]:
+    """Hidden-layer positions (0-based, forward order conv0.., fc0.. or layer0..) whose units can
+    flip sign: with an odd activation (tanh), every dense hidden layer and every conv without a
+    max-pool (conv -> max-pool -> activation: max(-x) != -max(x)); for a SIREN (`SirenSpec`,
+    activation 'sine'), every hidden layer. Empty for any other activation."""
+    if isinstance(arch, SirenSpec):
+        return list(range(len(arch.widths))) if activation == SINE else []
     if activation not in ODD_ACTIVATIONS:
         return []
     convs = [i for i, conv in enumerate(arch.convs) if not conv.pool]
     return convs + [len(arch.convs) + i for i in range(len(arch.hidden))]
 
 
-def _check_signs(signs, arch: ArchSpec, activation: str, hidden: int) -> None:
+def _check_signs(signs, arch: ArchSpec | SirenSpec, activation: str, hidden: int) -> None:
     if len(signs) != hidden:
         raise ValueError(f"{len(signs)} sign entries for {hidden} hidden layers")
     allowed = sign_flippable_layers(arch, activation)
     for l, s in enumerate(signs):
         if s is None or l in allowed:
             continue
-        if activation not in ODD_ACTIVATIONS:
+        if isinstance(arch, SirenSpec):
+            why = f"a SIREN's hidden units are sines: pass activation={SINE!r}, not {activation!r}"
+        elif activation not in ODD_ACTIVATIONS:
             why = f"activation {activation!r} is not odd (only {', '.join(ODD_ACTIVATIONS)} is)"
         else:
             why = "it is a conv followed by a max-pool, which does not commute with negation"
         raise ValueError(f"hidden layer {l} cannot flip signs: {why}")
 
 
-def _flip_rep(rep, signs, batch: int):
+def _scale_rep(rep, factors, batch: int, what: str):
+    """Unit i of hidden layer l times factors[l][i] (its incoming weights and bias), the next
+    layer's weights from it times 1 / factors[l][i]; log-variances (`LOG_VARIANCES`) shift by 2 log|f|
+    and -2 log|f| alike (log alpha = log sigma^2 - log w^2 stays). Signs (+-1) leave them as they
+    are; other extra leaves are refused unless every factor is +-1."""
     rep = [dict(layer) for layer in rep]
-    for l, s in enumerate(signs):
-        if s is None:
+    for l, f in enumerate(factors):
+        if f is None:
             continue
         size = rep[l]["kernel"].shape[1]
-        s = _batched(s, batch, size, f"signs {l}")
-        if not np.isin(s, (-1, 1)).all():
+        f = _batched(f, batch, size, f"{what} {l}")
+        if what == "signs" and not np.isin(f, (-1, 1)).all():
             raise ValueError(f"signs {l} must be +1 or -1")
-        for leaf in ("kernel", "bias"):  # log-variances and other even leaves are unchanged
-            a = rep[l][leaf]
-            rep[l][leaf] = a * (s if a.ndim == 2 else s[:, :, None, None]).astype(a.dtype)
-        a = rep[l + 1]["kernel"]
-        rep[l + 1]["kernel"] = a * s[:, None, :, None].astype(a.dtype)
+        unit = (np.abs(f) == 1).all()
+        shift = None if unit else 2.0 * np.log(np.abs(f.astype(np.float64)))
+        for leaf, a in rep[l].items():
+            column = (lambda x: x) if a.ndim == 2 else (lambda x: x[:, :, None, None])
+            if leaf in ("kernel", "bias"):
+                rep[l][leaf] = a * column(f).astype(a.dtype)
+            elif shift is not None and leaf in LOG_VARIANCES:
+                rep[l][leaf] = a + column(shift).astype(a.dtype)
+            elif shift is not None:
+                raise ValueError(f"hidden layer {l}: no rescaling rule for the leaf {leaf!r}")
+        for leaf, a in rep[l + 1].items():
+            if leaf == "kernel":  # times the reciprocal (in a's dtype): as XLA computes it
+                rep[l + 1][leaf] = a * (1 / f[:, None, :, None].astype(a.dtype))
+            elif shift is not None and leaf in LOG_VARIANCES and a.ndim == 4:
+                rep[l + 1][leaf] = a - shift[:, None, :, None].astype(a.dtype)
+            elif shift is not None and a.ndim == 4:
+                raise ValueError(f"layer {l + 1}: no rescaling rule for the leaf {leaf!r}")
     return rep
 
 
-def flip_signs(params: dict, signs: Sequence[Any], arch: ArchSpec, activation: str, moments=None):
-    """Flip the sign of hidden units (tanh only; see `sign_flippable_layers`).
+def flip_signs(params: dict, signs: Sequence[Any], arch: ArchSpec | SirenSpec, activation: str, moments=None):
+    """Flip the sign of hidden units (tanh CNNs/MLPs and SIRENs; see `sign_flippable_layers`).
 
+    params: a CNN/MLP's or a SIREN's params (one model or a population, as `permute_params`).
     signs: one entry per hidden layer: +-1 array [n] or [M, n], or None (unchanged); an entry
-    at a layer where the flip does not preserve the function raises ValueError.
+        at a layer where the flip does not preserve the function raises ValueError.
+    arch: the model's `ArchSpec` (`jaxzoo.models.registry.arch_spec(config.model, image size,
+        channels, classes)`, `read_zoo(workdir).arch`; the export's params.json names
+        model.arch) with its activation (a model's `activation` factor), or a SIREN's `SirenSpec`
+        (`read_inr_zoo(workdir).spec`, `siren.spec_from_config`) with activation 'sine'.
     moments: first moments (Adam mu, momentum), a tree or list of trees, flip alike; do not
-    pass second moments (nu), which are invariant. Returns params, or (params, moments).
+        pass second moments (nu), which are invariant. Returns params, or (params, moments).
     """
     inner, _ = _unwrap(params)
     codec = _ParamsCodec(inner)
     _check_signs(signs, arch, activation, len(codec.names) - 1)
-    return _transform_trees(params, moments, lambda rep, batch: _flip_rep(rep, signs, batch), codec)
+    return _transform_trees(params, moments, lambda rep, batch: _scale_rep(rep, signs, batch, "signs"), codec)
 
 
 def random_signs(
-    arch: ArchSpec, activation: str, index_dict: dict, rng=None, count: int | None = None
+    arch: ArchSpec | SirenSpec, activation: str, index_dict: dict, rng=None, count: int | None = None
 ) -> list[np.ndarray | None]:
     """Random +-1 per unit of every sign-flippable hidden layer ([n] or [count, n]), None elsewhere."""
     rng = np.random.default_rng(rng)
@@ -477,12 +581,117 @@ def random_signs(
     ]
 
 
-def flip_signs_vectors(vectors: np.ndarray, index_dict: dict, signs, arch: ArchSpec, activation: str) -> np.ndarray:
-    """Sign flips of flat vectors [N, P] -> [N, P]. signs: as `flip_signs`, or an rng (Generator,
-    seed, None) from which every row draws random signs on the flippable layers."""
+def flip_signs_vectors(
+    vectors: np.ndarray, index_dict: dict, signs, arch: ArchSpec | SirenSpec, activation: str
+) -> np.ndarray:
+    """Sign flips of flat vectors [N, P] -> [N, P] (a CNN/MLP's `index_dict` or the INR export's
+    layout). signs: as `flip_signs`, or an rng (Generator, seed, None) from which every row draws
+    random signs on the flippable layers."""
     vectors = np.asarray(vectors)
     codec = _VectorCodec(index_dict)
     if not isinstance(signs, (list, tuple)):
         signs = random_signs(arch, activation, index_dict, signs, count=vectors.shape[0])
     _check_signs(signs, arch, activation, len(codec.sizes) - 1)
-    return codec.decode(_flip_rep(codec.encode(vectors), signs, vectors.shape[0]), vectors)
+    return codec.decode(_scale_rep(codec.encode(vectors), signs, vectors.shape[0], "signs"), vectors)
+
+
+def _canonical_signs(rep, allowed: list[int], batch: int) -> list[np.ndarray | None]:
+    """Per hidden layer [N, n] (None where not flippable): the signs that make each unit's bias
+    positive; a unit whose bias is 0 makes its first nonzero incoming weight positive instead
+    (layers from the input, so that weight is already canonical). Units all zero keep +1."""
+    signs: list[np.ndarray | None] = [None] * (len(rep) - 1)
+    for l in allowed:
+        size = rep[l]["kernel"].shape[1]
+        rows = np.concatenate([rep[l]["bias"][:, :, None], rep[l]["kernel"].reshape(batch, size, -1)], axis=2)
+        first = np.take_along_axis(rows, (rows != 0).argmax(axis=2)[:, :, None], axis=2)[:, :, 0]
+        signs[l] = np.where(first < 0, -1, 1)
+        rep = _scale_rep(rep, [signs[l] if i == l else None for i in range(len(rep) - 1)], batch, "signs")
+    return signs
+
+
+def canonical_signs(
+    vectors: np.ndarray, index_dict: dict, arch: ArchSpec | SirenSpec, activation: str, return_signs: bool = False
+):
+    """Sign canonicalisation of flat vectors [N, P] -> [N, P] (as ScaleGMN's for SIRENs): every
+    sign-flippable hidden unit (`sign_flippable_layers`) is flipped so that its bias is
+    positive (a zero bias: its first nonzero incoming weight). Every sign-flipped copy of a model
+    maps to one vector, exactly; the function is unchanged. With return_signs, also the signs
+    applied (as `flip_signs`' argument). Like `canonical_vectors`, an invariant, not an alignment."""
+    vectors = np.asarray(vectors)
+    codec = _VectorCodec(index_dict)
+    rep = codec.encode(vectors)
+    signs = _canonical_signs(rep, sign_flippable_layers(arch, activation), vectors.shape[0])
+    out = codec.decode(_scale_rep(rep, signs, vectors.shape[0], "signs"), vectors)
+    return (out, signs) if return_signs else out
+
+
+def canonical_sign_params(params: dict, arch: ArchSpec | SirenSpec, activation: str, moments=None):
+    """`canonical_signs` of params (one model or a population); first moments follow as in
+    `flip_signs`."""
+    inner, _ = _unwrap(params)
+    codec = _ParamsCodec(inner)
+    signs = _canonical_signs(codec.encode(inner), sign_flippable_layers(arch, activation), codec.batch)
+    return flip_signs(params, signs, arch, activation, moments)
+
+
+def rescalable_layers(arch: ArchSpec | SirenSpec, activation: str) -> list[int]:
+    """Hidden-layer positions whose units can be rescaled by c > 0: every hidden layer of a
+    CNN/MLP whose activation is positively homogeneous (relu, leakyrelu: f(c x) = c f(x));
+    max-pool commutes with it (max(c x) = c max(x)), and so does dropout. Empty otherwise."""
+    if isinstance(arch, SirenSpec) or activation not in POSITIVE_HOMOGENEOUS:
+        return []
+    return list(range(len(arch.convs) + len(arch.hidden)))
+
+
+def _check_scales(scales, arch: ArchSpec | SirenSpec, activation: str, hidden: int) -> None:
+    """UserError unless `scales` has one entry per hidden layer, each None or finite and > 0,
+    on an activation that allows it."""
+    if len(scales) != hidden:
+        raise UserError(f"{len(scales)} scale entries for {hidden} hidden layers: give one per hidden layer (or None)")
+    if any(s is not None for s in scales) and not rescalable_layers(arch, activation):
+        kind = "a SIREN's sine" if isinstance(arch, SirenSpec) else f"activation {activation!r}"
+        raise UserError(
+            f"cannot rescale hidden units: {kind} is not positively homogeneous (f(c x) = c f(x) for "
+            f"c > 0 holds for {' and '.join(POSITIVE_HOMOGENEOUS)} only), so rescaling changes the "
+            "function: use permutations (or sign flips where the activation is odd) instead"
+        )
+    for l, s in enumerate(scales):
+        if s is not None and not (np.all(np.isfinite(s)) and np.all(np.asarray(s) > 0)):
+            raise UserError(f"scales of hidden layer {l} must be finite and > 0 (a negative one is a sign flip)")
+
+
+def rescale_params(params: dict, scales: Sequence[Any], arch: ArchSpec, activation: str) -> dict:
+    """Positive rescaling of a relu/leakyrelu CNN/MLP's hidden units (one model or a population):
+    unit i of hidden layer l gets its incoming weights and bias times scales[l][i] > 0 and its
+    outgoing weights divided by it; the logits do not change. Variational-dropout log-variances
+    follow (log alpha unchanged). scales: per hidden layer [n], [M, n] or None. Other activations
+    raise UserError. Optimizer moments have no matching rule (Adam is not scale-equivariant)."""
+    inner, _ = _unwrap(params)
+    codec = _ParamsCodec(inner)
+    _check_scales(scales, arch, activation, len(codec.names) - 1)
+    return _transform_trees(params, None, lambda rep, batch: _scale_rep(rep, scales, batch, "scales"), codec)
+
+
+def random_scales(
+    arch: ArchSpec, activation: str, index_dict: dict, rng=None, count: int | None = None, max_log2: float = 1.0
+) -> list[np.ndarray | None]:
+    """Random float32 scales 2**U(-max_log2, max_log2) per unit of every hidden layer of a
+    relu/leakyrelu model ([n] or [count, n]); None everywhere for other activations."""
+    rng = np.random.default_rng(rng)
+    allowed = rescalable_layers(arch, activation)
+    shape = () if count is None else (count,)
+    return [
+        np.exp2(rng.uniform(-max_log2, max_log2, (*shape, n))).astype(np.float32) if l in allowed else None
+        for l, n in enumerate(hidden_layer_sizes(index_dict))
+    ]
+
+
+def rescale_vectors(vectors: np.ndarray, index_dict: dict, scales, arch: ArchSpec, activation: str) -> np.ndarray:
+    """Positive rescaling of flat vectors [N, P] -> [N, P] (as `rescale_params`). scales: per
+    hidden layer [n], [N, n] or None, or an rng from which every row draws `random_scales`."""
+    vectors = np.asarray(vectors)
+    codec = _VectorCodec(index_dict)
+    if not isinstance(scales, (list, tuple)):
+        scales = random_scales(arch, activation, index_dict, scales, count=vectors.shape[0])
+    _check_scales(scales, arch, activation, len(codec.sizes) - 1)
+    return codec.decode(_scale_rep(codec.encode(vectors), scales, vectors.shape[0], "scales"), vectors)

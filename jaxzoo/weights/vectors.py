@@ -17,11 +17,63 @@ from safetensors.numpy import load_file
 from jaxzoo.errors import UserError
 
 SPLITS = ("train", "val", "test")
+SPLIT_ALIASES = {"validation": "val"}  # Hugging Face's name of the val split (parquet/val.parquet)
 DEFAULT_THRESHOLD = 5.0  # rows (models) with a weight |w| above it are not viable, as the original
 
 
 class VectorFileError(UserError):
     """A flat-vector folder that cannot be read (the message names the problem and the fix)."""
+
+
+class LoaderError(UserError):
+    """Bad loader input: not a flat-vector folder, unknown split, epochs not exported, unsupported
+    layout, bad options (`jaxzoo.weights.loaders`, `jaxzoo.torch.ZooVectorDataset`)."""
+
+
+def split_name(split: str) -> str:
+    """A split's name in jaxzoo's files ('train', 'val', 'test'); 'validation', the name Hugging
+    Face gives val.parquet, is taken for 'val'. LoaderError for any other name."""
+    name = SPLIT_ALIASES.get(split, split)
+    if name not in SPLITS:
+        raise LoaderError(f"unknown split {split!r}: choose from {SPLITS} ('validation' is taken for 'val')")
+    return name
+
+
+def check_layout(index_dict: dict) -> None:
+    """Refuses layouts other than the CNN / MLP index_dict in one line."""
+    keys = ("idx_start", "kernel_no", "kernel_size", "channels_in")
+    if "tensors" in index_dict or not all(k in index_dict for k in keys):
+        raise LoaderError(
+            "these vectors have a per-tensor layout (ResNet or custom modules): the loaders "
+            "support only the CNN / MLP layouts (index_dict with idx_start, kernel_no, ...)"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Layer:
+    """One layer's place in the flat vector: weight [units, fan_in] at `start`, bias [units] after it."""
+
+    start: int
+    units: int
+    fan_in: int  # channels_in * kernel_size
+
+    @property
+    def bias_start(self) -> int:
+        return self.start + self.units * self.fan_in
+
+    @property
+    def end(self) -> int:
+        return self.bias_start + self.units
+
+
+def layers(index_dict: dict) -> list[Layer]:
+    check_layout(index_dict)
+    return [
+        Layer(int(s), int(n), int(c) * int(k))
+        for s, n, k, c in zip(
+            index_dict["idx_start"], index_dict["kernel_no"], index_dict["kernel_size"], index_dict["channels_in"]
+        )
+    ]
 
 
 @dataclasses.dataclass
@@ -33,7 +85,17 @@ class VectorSplit:
     index_dict: dict
 
 
+def take_rows(data: VectorSplit, keep: np.ndarray) -> VectorSplit:
+    """The rows of `data` where `keep` [rows] bool is True, in order: weights and every property."""
+    index = np.flatnonzero(keep)
+    properties = {
+        k: (v[index] if isinstance(v, np.ndarray) else [v[i] for i in index]) for k, v in data.properties.items()
+    }
+    return VectorSplit(np.ascontiguousarray(data.weights[index]), properties, data.index_dict)
+
+
 def load_vectors_split(folder: pathlib.Path, split: str) -> VectorSplit:
+    split = split_name(split)
     for part in (folder / f"{split}.safetensors", folder / f"{split}.json"):
         if not part.is_file():
             raise VectorFileError(
@@ -52,10 +114,23 @@ def load_vectors_split(folder: pathlib.Path, split: str) -> VectorSplit:
     return VectorSplit(tensors["weights"], properties, meta["index_dict"])
 
 
+def vectors_folder(path: str | os.PathLike) -> pathlib.Path:
+    """An export's `vectors/` folder from the export (experiment) folder or the folder itself;
+    `LoaderError` naming the path when it is neither."""
+    folder = pathlib.Path(path)
+    if (folder / "train.safetensors").exists() or (folder / "train.json").exists():
+        return folder
+    if (folder / "vectors").is_dir():
+        return folder / "vectors"
+    raise LoaderError(
+        f"{folder} holds no flat vectors (vectors/train.safetensors): pass an export written "
+        "by python -m jaxzoo.export with the vectors format, or its vectors/ folder"
+    )
+
+
 def load_vectors(export_dir: str | os.PathLike) -> dict[str, VectorSplit]:
     """Reads `<experiment>/vectors` (or the vectors folder itself) back: {'train', 'val', 'test'}."""
-    folder = pathlib.Path(export_dir)
-    folder = folder if (folder / "train.safetensors").exists() else folder / "vectors"
+    folder = vectors_folder(export_dir)
     return {split: load_vectors_split(folder, split) for split in SPLITS}
 
 
