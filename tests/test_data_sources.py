@@ -123,6 +123,27 @@ def test_transforms_against_hand_computed_values():
     assert int(small[0, 0, 0, 0]) == round((0 * 0.75 + 40 * 0.75 + 80 * 0.25) / 1.75)
 
 
+def test_small_cnn_zoo_gs_entries_average_the_channels(tmp_path, rng):
+    # The Small CNN Zoo's generator: one channel, tf.reduce_mean over R, G, B (of [0, 1] values,
+    # then [-1, 1]: Normalize 0.5 of the mean is the mean of the normalised channels).
+    pixel = np.array([[[[200, 100, 51]]]], np.uint8)
+    assert int(apply_transform(pixel, Transform(channel_mean=True))[0, 0, 0, 0]) == 117  # 351 / 3
+    assert Transform(channel_mean=True).tag == "mean"
+    svhn = rawfiles.write_svhn(tmp_path / "raw" / "SVHN", rng, 20, 6)
+    cifar = rawfiles.write_cifar10(tmp_path / "raw", rng, 4, 6)
+    options = DataOptions(source="raw", raw_dir=str(tmp_path / "raw"), cache_dir=str(tmp_path / "cache"))
+    for name, written in (("svhn_gs", svhn), ("cifar10_gs", cifar)):
+        info = DATASETS[name]
+        assert (info.channels, info.image_sizes, info.mean, info.std) == (1, (32,), (0.5,), (0.5,))
+        data = load_dataset(name, 32, options=options, strict_sizes=False)
+        assert data.image_shape == (32, 32, 1) and data.train[0].dtype == np.uint8
+        x, y = written["test"]
+        expected = np.floor(x.astype(np.int64).sum(-1, keepdims=True) / 3 + 0.5)  # no ties: sums / 3
+        np.testing.assert_array_equal(data.test[0], expected.astype(np.uint8))
+        np.testing.assert_array_equal(data.test[1], y)
+    assert sorted(p.name.split("-")[2] for p in (tmp_path / "cache").iterdir()) == ["mean", "mean"]
+
+
 def test_stored_split_permutations_are_torchs():
     torch = pytest.importorskip("torch")
     for n in (5000, 7291, 50000, 60000, 73257):

@@ -631,10 +631,10 @@ EXAMPLE = runpy.run_path(str(pathlib.Path(__file__).resolve().parents[1] / "exam
 
 
 def test_example_predicts_accuracy_from_a_leak_free_export(small_zoo, tmp_path):
-    """examples/predict_accuracy.py in a reduced form (200 steps on the small zoo): the export it
+    """examples/predict_accuracy.py in a reduced form (100 steps on the small zoo): the export it
     makes keeps identical starts apart, the predictor learns (train R² > 0.5, test R² finite),
     and its prediction does not change when every row's hidden units are permuted."""
-    results = EXAMPLE["run"](small_zoo, str(tmp_path / "export"), steps=200, batch_size=32)
+    results = EXAMPLE["run"](small_zoo, str(tmp_path / "export"), steps=100, batch_size=32)
     assert results["shared_start"] == {"val": 0, "test": 0}
     assert min(results["rows"].values()) > 0
     assert results["train"]["r2"] > 0.5 and np.isfinite(results["test"]["r2"]), results

@@ -48,6 +48,11 @@ GOLDEN = {
     "svhn_hyp10_fix": ("8cd660e5cdded8e0", "b87e79283f9d2fd4", 4320),
     "svhn_hyp10_rand": ("2a43252e4638e2c1", "8191aaa3cff34d15", 4320),
     "svhn_seed": ("48714dda07caa943", "e5904a624c1de6fc", 1000),
+    # the Small CNN Zoo's presets: one grid of 28,800 models, four datasets
+    "small_cnn_zoo_cifar10_gs": ("172ecd655b281bbc", "a1ad6a9ec42032d7", 28800),
+    "small_cnn_zoo_fashion_mnist": ("eca359f17e53731f", "a1ad6a9ec42032d7", 28800),
+    "small_cnn_zoo_mnist": ("e95926bb924bb55a", "a1ad6a9ec42032d7", 28800),
+    "small_cnn_zoo_svhn_gs": ("3bf78aa707e422cb", "a1ad6a9ec42032d7", 28800),
     "tinyimagenet_resnet18_seed": ("a3094cd2e2e21c5f", "edf5ddeef5c10646", 1000),
     "usps_hyp10_fix": ("02a8bbd9dd6a98c2", "14e7fefe04c25a2b", 2560),
     "usps_hyp10_rand": ("990ddb871abc06c2", "6808b35da506ef13", 2560),

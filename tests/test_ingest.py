@@ -586,18 +586,23 @@ def test_cnn_ard_twins_round_trip(tmp_path):
 
 
 def test_small_cnn_zoo_records_its_data_and_l2reg(tmp_path):
-    """svhn_cropped was 32 x 32 grayscale in [-1, 1]: recorded so, with jaxzoo's svhn (28 px crop)
-    said to differ; Keras's l2reg is kept as `l2reg`, not as weight_decay."""
+    """svhn_cropped was 32 x 32 grayscale (the channel mean) in [-1, 1]: recorded so, served by
+    jaxzoo's svhn_gs (the same images), while svhn (28 px crop) is said to differ; Keras's l2reg is
+    kept as `l2reg`, not as weight_decay."""
     write_small_cnn_zoo(tmp_path / "svhn", dataset="svhn_cropped")
     ingest(tmp_path / "svhn", tmp_path / "w", log=None)
     zoo = read_zoo(tmp_path / "w")
     source = {"name": "svhn_cropped", "image_size": 32, "channels": 1, "grayscale": "the channel mean"}
     assert zoo.config["ingest"]["source_data"] == {**source, "value_range": [-1.0, 1.0]}
-    assert zoo.config["data"]["name"] == "svhn"
+    assert (zoo.config["data"]["name"], zoo.config["data"]["image_size"]) == ("svhn_gs", 32)
     provenance = json.loads((tmp_path / "w" / "ingest.json").read_text())
     assert provenance["source_data"]["image_size"] == 32
     evaluation = provenance["evaluation"]
-    assert "28 px, not 32" in evaluation and "centre crop" in evaluation and "accuracies differ" in evaluation
+    assert "serves the images the zoo used (32 px" in evaluation
+    cropped = evaluation_note("svhn", 28, "svhn_cropped", 32)
+    assert "28 px, not 32" in cropped and "centre crop" in cropped and "accuracies differ" in cropped
+    assert "serves the images the zoo used" in evaluation_note("cifar10_gs", 32, "cifar10", 32)
+    assert "accuracies differ" in evaluation_note("cifar10", 32, "cifar10", 32)  # 3 channels, no mean
     assert evaluation in zoo.config["notes"]
     assert [row["l2reg"] for row in zoo.table] == [c[4] for c in UZ_CONFIGS]
     assert all(row["weight_decay"] == 0.0 for row in zoo.table) and zoo.config["population"]["weight_decay"] == [0.0]

@@ -9,6 +9,7 @@ loads and draws it there.
 import collections
 import dataclasses
 import glob
+import hashlib
 import json
 import math
 import os
@@ -546,6 +547,19 @@ ARENA_CONFIG = [  # fit-a-nef's SIREN, flattened by SIREN_key: per layer bias be
 ]
 
 
+def check_sha256sums(folder: pathlib.Path, name: str = "checksums.sha256") -> list[str]:
+    """As `sha256sum -c` checks `folder/name`: each line '<64 hex digits>  <file>' (two spaces, text
+    mode), the file's sha256 equal to the digest; returns the files listed, in order."""
+    listed = []
+    for line in (folder / name).read_text().splitlines():
+        match = re.fullmatch(r"([0-9a-f]{64})  (\S.*)", line)
+        assert match, line
+        digest, file = match.groups()
+        assert hashlib.sha256((folder / file).read_bytes()).hexdigest() == digest, file
+        listed.append(file)
+    return listed
+
+
 def read_arena(folder: pathlib.Path) -> dict:
     """As the Arena's PreloadedNeFDataset reads a folder: every *.hdf5, ordered by the start of
     its `{name}_{start}-{end}` stem, `params` and the other datasets stacked in that order, the
@@ -653,8 +667,18 @@ def test_arena_files_read_and_draw_as_fit_a_nef(style, request, tmp_path):
         for name in (split, f"{start}_{end}"):
             np.testing.assert_allclose(metadata[name]["mean"], mean, rtol=1e-9, atol=1e-12)
             np.testing.assert_allclose(metadata[name]["std"], std, rtol=1e-6, atol=1e-12)
+    # checksums.sha256: every other file of the folder, once each, and verifying as sha256sum -c
+    listed = check_sha256sums(root / "arena")
+    assert sorted(listed) == sorted(p.name for p in (root / "arena").iterdir() if p.name != "checksums.sha256")
+    assert not list((root / "arena").glob(".*"))  # no temporary files left
+    changed = bytearray((root / "arena" / "metadata.json").read_bytes())
+    changed[len(changed) // 2] ^= 1
+    (root / "arena" / "metadata.json").write_bytes(bytes(changed))
+    with pytest.raises(AssertionError, match="metadata.json"):
+        check_sha256sums(root / "arena")
     readme = (root / "readme.md").read_text()
     assert "arena/nefs_{start}-{end}.hdf5" in readme and "omega_0 30" in readme
+    assert "arena/checksums.sha256" in readme
     assert ("input rows are swapped" in readme) == (style == "nfn") and ("offset 0.5" in readme) == (style == "dwsnets")
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jaxzoo.config import ConfigError, base_config, identity, validate
-from jaxzoo.config.paper_zoos import PAPER_ZOOS
+from jaxzoo.config.paper_zoos import PAPER_ZOOS, PRESET_DATA
 from jaxzoo.training.population import build_population, expand_grid
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
@@ -30,7 +30,9 @@ def test_every_config_expands_and_validates(path):
     table = expand_grid(config.population, config.seed)
     assert len(table) >= (2 if path.stem == "resnet18_smoke" else 64)
     assert [row["model_id"] for row in table] == list(range(len(table)))
-    assert path.stem in (*PAPER_ZOOS, "quickstart", "default", "resnet18_smoke")
+    presets = [f"small_cnn_zoo_{name}" for name, _, _ in PRESET_DATA.values()]
+    assert path.stem in (*PAPER_ZOOS, *presets, "quickstart", "default", "resnet18_smoke")
+    assert path.stem not in presets or config.name == path.stem
 
 
 def test_paper_zoo_sizes_total_the_papers_cnn_count():

@@ -7,6 +7,9 @@ the index_dict's description, not with jaxzoo's code.
 """
 
 import collections
+import hashlib
+import json
+import re
 
 import numpy as np
 import pytest
@@ -15,6 +18,7 @@ torch = pytest.importorskip("torch")
 
 from jaxzoo import export  # noqa: E402
 from jaxzoo.errors import UserError  # noqa: E402
+from jaxzoo.export.__main__ import main  # noqa: E402
 from jaxzoo.weights import sane, symmetry  # noqa: E402
 
 TOKEN_SIZES = (0, 7, 32, 400)  # widest row; narrow (rows cut in many tokens); row-sized; wider than any row
@@ -188,3 +192,96 @@ def test_permutation_spec_is_sanes_and_permutes_as_jaxzoo(vectors):
     assert sane.sane_tokens(np.zeros((1, 116), np.float32), residual, 0)[0].shape == (1, 8, 27)
     with pytest.raises(UserError, match="chains of layers"):
         sane.sane_permutation_spec(residual)
+
+
+def read_safetensors(path) -> dict[str, np.ndarray]:
+    """A safetensors file as its format describes it: 8-byte little-endian header length, a JSON
+    header {name: {dtype, shape, data_offsets}} (and __metadata__), then the raw little-endian data."""
+    dtypes = {"F32": "<f4", "F64": "<f8", "I64": "<i8", "I32": "<i4", "I16": "<i2", "U8": "u1", "BOOL": "?"}
+    raw = path.read_bytes()
+    length = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + length])
+    header.pop("__metadata__", None)
+    out = {}
+    for name, entry in header.items():
+        start, end = (8 + length + x for x in entry["data_offsets"])
+        out[name] = np.frombuffer(raw[start:end], dtypes[entry["dtype"]]).reshape(entry["shape"])
+    return out
+
+
+def check_sha256sums(folder) -> list[str]:
+    """As `sha256sum -c checksums.sha256` in `folder`: '<64 hex>  <file>' lines, each digest the
+    file's sha256; returns the files listed."""
+    listed = []
+    for line in (folder / "checksums.sha256").read_text().splitlines():
+        match = re.fullmatch(r"([0-9a-f]{64})  (\S.*)", line)
+        assert match, line
+        assert hashlib.sha256((folder / match[2]).read_bytes()).hexdigest() == match[1], match[2]
+        listed.append(match[2])
+    return listed
+
+
+@pytest.fixture(scope="module")
+def sane_export(tiny_zoo, tmp_path_factory):
+    """The tiny zoo exported with --format sane --token_size 7 (through the command line)."""
+    root = tmp_path_factory.mktemp("sane_export")
+    assert main(["--workdir", str(tiny_zoo), "--out", str(root), "--format", "sane", "--token_size", "7"]) == 0
+    return next(root.glob("*/sane"))
+
+
+def test_sane_export_holds_the_vectors_rows_as_sanes_tokens(sane_export, vectors):
+    """Each split's tokens are `sane_tokenize` (SANE's tokeniser, written above) of the vectors
+    export's rows, same rows in the same order; mask, positions and properties alike."""
+    for split, data in vectors.items():
+        files = read_safetensors(sane_export / f"{split}.safetensors")
+        meta = json.loads((sane_export / f"{split}.json").read_text())
+        assert meta["token_size"] == 7 and meta["rows"] == len(data.weights)
+        expected = [sane_tokenize(state_dict(row, data.index_dict), 7) for row in data.weights]
+        assert files["tokens"].dtype == np.float32 and files["tokens"].shape == (len(data.weights), *meta["tokens"][1:])
+        for tokens, (ref_tokens, ref_mask, ref_positions) in zip(files["tokens"], expected):
+            np.testing.assert_array_equal(tokens, ref_tokens.numpy())
+            np.testing.assert_array_equal(files["mask"].astype(bool), ref_mask.numpy().astype(bool))
+            np.testing.assert_array_equal(files["positions"], ref_positions.numpy())
+        for key, values in data.properties.items():
+            if isinstance(values, list):
+                assert meta["categorical_properties"][key] == values
+            else:
+                np.testing.assert_array_equal(files[key], values)
+    spec = json.loads((sane_export / "permutation_spec.json").read_text())
+    assert spec == {k: list(v) for k, v in sane.sane_permutation_spec(data.index_dict).items()}
+    readme = (sane_export / "readme.md").read_text()
+    assert "288" in readme and "safetensors" in readme
+    assert not list(sane_export.rglob(".*"))  # the staged vectors and temporary files are gone
+
+
+def test_sane_checksums_verify_and_catch_a_changed_byte(sane_export, tmp_path):
+    listed = check_sha256sums(sane_export)
+    assert sorted(listed) == sorted(p.name for p in sane_export.iterdir() if p.name != "checksums.sha256")
+    copy = tmp_path / "sane"
+    copy.mkdir()
+    for path in sane_export.iterdir():
+        copy.joinpath(path.name).write_bytes(path.read_bytes())
+    changed = bytearray((copy / "val.safetensors").read_bytes())
+    changed[-3] ^= 1
+    (copy / "val.safetensors").write_bytes(bytes(changed))
+    with pytest.raises(AssertionError, match="val.safetensors"):
+        check_sha256sums(copy)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ("--format", "sane", "--token_size", "-3"),
+        ("--format", "sane", "--token_size", "1.5"),
+        ("--format", "vectors", "--token_size", "8"),
+    ],
+)
+def test_bad_token_size_is_one_line_and_writes_nothing(tiny_zoo, tmp_path, capsys, flags):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        code = main(["--workdir", str(tiny_zoo), "--out", str(out), *flags])
+        raise SystemExit(code)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "token_size" in err
+    assert not out.exists()

@@ -23,6 +23,7 @@ from conftest import small_zoo_config
 from small_cnn_zoo_format import UZ_LAYOUT
 
 from jaxzoo.config import validate
+from jaxzoo.data import DATASETS
 from jaxzoo.errors import UserError
 from jaxzoo.export import read_zoo
 from jaxzoo.export.small_cnn_zoo import write_small_cnn_zoo
@@ -35,8 +36,8 @@ CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 PRESETS = {
     "small_cnn_zoo_mnist": ("mnist", 28),
     "small_cnn_zoo_fashion_mnist": ("fashion_mnist", 28),
-    "small_cnn_zoo_cifar10_gs": ("cifar10", 32),
-    "small_cnn_zoo_svhn_gs": ("svhn", 28),
+    "small_cnn_zoo_cifar10_gs": ("cifar10_gs", 32),  # one channel, the mean of R, G, B, as the original
+    "small_cnn_zoo_svhn_gs": ("svhn_gs", 32),
 }
 # The published metrics.csv columns, in order, after the unnamed checkpoint-path column.
 PUBLISHED_COLUMNS = [
@@ -225,6 +226,7 @@ def test_presets_validate_and_expand(name):
     assert min(config.population.lr) == 5e-4 and max(config.population.lr) == 5e-2
     assert set(config.population.train_fraction) == {0.1, 0.25, 0.5, 1.0}
     assert "Unterthiner" in config.notes and json.dumps(config.to_dict())
+    assert config.name == name and DATASETS[dataset].channels == 1  # 4,970 weights, as published
 
 
 def test_mnist_preset_trains_and_writes(tmp_path):
@@ -245,3 +247,36 @@ def test_mnist_preset_trains_and_writes(tmp_path):
     l2 = {float(r[header.index("config.l2reg")]) for r in rows}
     assert l2 == {row["weight_decay"] / 2 for row in zoo.table} and l2 <= {1e-8, 1e-6, 1e-4, 1e-2}
     assert report["steps"] == [0, 1] and {r[header.index("config.epochs")] for r in rows} == {"1"}
+
+
+def test_each_model_trains_at_its_own_dropout_rate(uz_zoo, tmp_path):
+    """population.dropout reaches the small_cnn_zoo module per model (its `dropout_rate`): in a
+    zoo of rates {0, 0.5}, a rate-0 model trains as the same model in the zoo without dropout,
+    a rate-0.5 model otherwise, and the published `config.dropout` column holds each rate. A
+    module whose __call__ takes no dropout_rate is refused a dropout factor in one line."""
+    config = small_zoo_config(
+        activation=("relu",), init=("kaiming_uniform",), optimizer=("adam",), lr=(1e-3, 3e-3), dropout=(0.0, 0.5)
+    )
+    config.name = "uz_dropout"
+    config.model.module = "small_cnn_zoo"
+    config.data.max_examples_per_split = 60
+    config.training.num_epochs = 1
+    train_and_evaluate(config, tmp_path / "zoo")
+    zoo, plain = read_zoo(tmp_path / "zoo"), read_zoo(uz_zoo)
+    ours, theirs = zoo.checkpoints.params(1), plain.checkpoints.params(1)
+    index = {(row["seed"], row["lr"]): i for i, row in enumerate(plain.table)}
+    kernel = ("conv1", "kernel")
+    for i, row in enumerate(zoo.table):
+        same = index[(row["seed"], row["lr"])]
+        mine, other = ours[kernel[0]][kernel[1]][i], theirs[kernel[0]][kernel[1]][same]
+        if row["dropout"] == 0:
+            np.testing.assert_allclose(mine, other, rtol=1e-6, atol=1e-7)
+        else:
+            assert np.abs(mine - other).max() > 1e-4, "a rate-0.5 model trained as without dropout"
+    write_small_cnn_zoo(zoo, tmp_path / "uz")
+    _, header, rows, _ = read_published(tmp_path / "uz")
+    assert {float(r[header.index("config.dropout")]) for r in rows} == {0.0, 0.5}
+
+    config.model.module = "zoo_modules:ThreeLogits"
+    with pytest.raises(UserError, match="dropout_rate"):
+        validate(config)

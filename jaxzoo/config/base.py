@@ -40,7 +40,15 @@ from jaxzoo.data import (
 )
 from jaxzoo.models.cnn import ACTIVATIONS, INITS
 from jaxzoo.models.cpu_conv import CONV_IMPLEMENTATIONS
-from jaxzoo.models.registry import MODEL_ARCHS, RESNET_ARCHS, ModelError, check_arch, import_object, is_custom
+from jaxzoo.models.registry import (
+    MODEL_ARCHS,
+    RESNET_ARCHS,
+    ModelError,
+    check_arch,
+    import_object,
+    is_custom,
+    takes_dropout_rate,
+)
 from jaxzoo.training.augment import AUGMENTATIONS
 from jaxzoo.training.factors import FACTOR_TABLE, OPTIMIZER_FACTORS, grid_factors, values_of
 from jaxzoo.training.optimizers import check_optimizer, optimizer_entry
@@ -310,7 +318,7 @@ _POPULATION_SETTINGS = ("seed_mode", "num_seeds", "first_seed", "max_models")
 
 def _validate_custom(config: ml_collections.ConfigDict) -> None:
     """A custom module: importable; the population's activation reaches it only through an
-    `activation` field, and dropout is the module's own."""
+    `activation` field, and its dropout factor through a `dropout_rate` argument."""
     try:
         cls = import_object(config.model.module, "model.module")
     except ModelError as error:
@@ -323,9 +331,9 @@ def _validate_custom(config: ml_collections.ConfigDict) -> None:
         "(a name, e.g. 'relu') or use a single activation",
     )
     check(
-        all(rate == 0 for rate in pop.dropout),
-        "population.dropout is applied by the built-in models only: set it to (0.0,) and use nn.Dropout in "
-        "model.module",
+        all(rate == 0 for rate in pop.dropout) or takes_dropout_rate(cls),
+        "population.dropout reaches a custom module only through a `dropout_rate` argument of its __call__ "
+        "(each model's rate): add one, or set population.dropout to (0.0,) and use nn.Dropout in model.module",
     )
 
 

@@ -260,3 +260,94 @@ def resnet_zoo(name: str) -> ml_collections.ConfigDict:
         )
     config.notes = " ".join(notes)
     return config
+
+
+# ------------------------------------------------- the Small CNN Zoo (Unterthiner et al. 2020)
+# Its presets (configs/small_cnn_zoo_*.py): the paper's sampled ranges as grids, since a jaxzoo
+# population is a grid of factor values times seeds. What comes from where: the architecture,
+# batch size, input scaling, grayscale (channel mean), dropout placement, L2 on kernels only and
+# evaluation are the generator's training script; the checkpoints, epochs, seed 42 and train
+# fractions its README; the ranges of lr, L2, dropout, init std, activation and optimizer the paper
+# (neither the script nor the README fixes them).
+SMALL_CNN_ZOO_MODULE = "small_cnn_zoo"
+# The published zoo's checkpoints (epochs); pass them as `epochs` to export a zoo trained for 86
+# epochs as the published one was.
+PUBLISHED_STEPS = (0, 1, 2, 3, 20, 40, 60, 80, 86)
+PRESET_DATA = {  # published dataset -> (jaxzoo dataset, image size, what differs in the input)
+    "mnist": (
+        "mnist",
+        28,
+        "MNIST: 50,000 train images (jaxzoo cuts 10,000 for val; the original trained on all 60,000), "
+        "normalised with MNIST's mean and std rather than to [-1, 1].",
+    ),
+    "fashion_mnist": (
+        "fashion_mnist",
+        28,
+        "Fashion-MNIST: 50,000 train images (10,000 cut for val; the original trained on all 60,000), "
+        "scaled to [-1, 1] as the original.",
+    ),
+    "cifar10": (
+        "cifar10_gs",
+        32,
+        "CIFAR-10-GS: 32 px, one channel the mean of R, G, B scaled to [-1, 1] as the original (jaxzoo "
+        "caches it rounded to uint8: within 1/255 of the original's float mean); 42,000 train images "
+        "(8,000 cut for val; the original 50,000).",
+    ),
+    "svhn_cropped": (
+        "svhn_gs",
+        32,
+        "SVHN-GS: 32 px, one channel the mean of R, G, B scaled to [-1, 1] as the original (jaxzoo caches "
+        "it rounded to uint8: within 1/255 of the original's float mean); 60,000 train images (13,257 cut "
+        "for val; the original 73,257).",
+    ),
+}
+PRESET_NOTES = (
+    "The Small CNN Zoo (Unterthiner et al. 2020, 'Predicting Neural Network Accuracy from Weights') "
+    "regenerated with jaxzoo: its CNN (model.module small_cnn_zoo), 86 epochs, batch 512 (the training "
+    "script's default; jaxzoo keeps an epoch's last, smaller batch, the original dropped it), Keras's optimizer defaults (SGD without momentum, RMSprop rho 0.9 as alpha, "
+    "epsilon 1e-7; TF's Adam adds epsilon to the uncorrected sqrt(v), PyTorch's to the corrected one). "
+    "The original drew each of ~30,000 models' hyperparameters at random; a jaxzoo population is a grid, "
+    "so each range is a few points across it, times 5 seeds drawn at random (the original: seed 42 for "
+    "every model): optimizer {adam, rmsprop, sgd}; learning rate log-uniform [5e-4, 5e-2] -> 5 points; "
+    "Keras L2 coefficient c log-uniform [1e-8, 1e-2] -> {1e-8, 1e-6, 1e-4, 1e-2}, as weight_decay 2c "
+    "(the same gradient 2c * w on the kernels, but jaxzoo also decays the biases, Keras did not); "
+    "activation {relu, tanh}; dropout uniform [0, 0.7] after each of the three convolutions -> "
+    "{0, 0.35, 0.7} (the module applies each model's rate); train fraction {0.1, 0.25, 0.5, 1} "
+    "(jaxzoo draws the subset from each model's seed; the original took the first examples of a "
+    "1,024-buffer shuffle with seed 42). Inits: jaxzoo has no orthogonal, RandomNormal or "
+    "TruncatedNormal init and no init std (the original's init_std, log-uniform [1e-3, 0.5], applied to "
+    "those), and its normal inits are untruncated (Keras's he_normal and glorot_normal are truncated): "
+    "the zoo uses xavier_normal, xavier_uniform (Keras glorot_uniform), kaiming_normal and "
+    "kaiming_uniform (Keras he_uniform); biases start at 0.01 (the original: zeros). Recorded losses are "
+    "the cross-entropy (the original's included the L2 penalty), train loss and accuracy are running values "
+    "over the epoch (the original evaluated the train set after the epoch). Every epoch is kept; "
+    "`write_small_cnn_zoo(..., epochs=PUBLISHED_STEPS)` writes the published checkpoints 0, 1, 2, 3, 20, "
+    "40, 60, 80, 86."
+)
+
+
+def published_zoo_config(dataset: str) -> ml_collections.ConfigDict:
+    """The preset of the Small CNN Zoo of `dataset` ('mnist', 'fashion_mnist', 'cifar10',
+    'svhn_cropped'): 28,800 small_cnn_zoo models (a grid of 5,760 points x 5 seeds), 86 epochs;
+    `notes` says what differs from the original."""
+    name, image_size, data_notes = PRESET_DATA[dataset]
+    config = base_config()
+    config.name = f"small_cnn_zoo_{name}"  # the preset's file name: small_cnn_zoo_svhn_gs, ...
+    config.data.name, config.data.image_size = name, image_size
+    config.model.module = SMALL_CNN_ZOO_MODULE
+    config.training.num_epochs = PUBLISHED_STEPS[-1]
+    config.training.batch_size = 512
+    pop = config.population
+    pop.seed_mode, pop.num_seeds, pop.first_seed = "random", 5, 1
+    pop.activation = ("relu", "tanh")
+    pop.init = ("xavier_normal", "xavier_uniform", "kaiming_normal", "kaiming_uniform")
+    pop.optimizer = ("adam", "rmsprop", "sgd")
+    pop.lr = (5e-4, 1.6e-3, 5e-3, 1.6e-2, 5e-2)
+    pop.weight_decay = (2e-8, 2e-6, 2e-4, 2e-2)  # 2c for Keras's l2(c), c in {1e-8, 1e-6, 1e-4, 1e-2}
+    pop.dropout = (0.0, 0.35, 0.7)  # uniform [0, 0.7] in the original; the module takes each model's rate
+    pop.train_fraction = (0.1, 0.25, 0.5, 1.0)
+    pop.momentum = 0.0  # Keras's SGD and RMSprop
+    pop.alpha = (0.9,)  # Keras's RMSprop rho
+    pop.eps = (1e-7,)  # Keras's Adam and RMSprop epsilon
+    config.notes = f"{PRESET_NOTES} {data_notes}"
+    return config

@@ -19,6 +19,7 @@ class Transform:
     """What happens to each image before caching; `tag` names it in cache keys."""
 
     grayscale: bool = False
+    channel_mean: bool = False  # one channel, the mean of the source's (rounded to uint8), not PIL's luma
     center_crop: int = 0  # 0: none
     resize: int = 0  # 0: none
 
@@ -26,6 +27,7 @@ class Transform:
     def tag(self) -> str:
         parts = (
             (["gray"] if self.grayscale else [])
+            + (["mean"] if self.channel_mean else [])
             + ([f"crop{self.center_crop}"] if self.center_crop else [])
             + ([f"resize{self.resize}"] if self.resize else [])
         )
@@ -40,7 +42,11 @@ def center_crop_box(height: int, width: int, size: int) -> tuple[int, int, int, 
 
 
 def apply_transform(images: np.ndarray, transform: Transform) -> np.ndarray:
-    """uint8 [N, H, W, C] -> uint8 [N, H', W', C'] through PIL, image by image."""
+    """uint8 [N, H, W, C] -> uint8 [N, H', W', C'] through PIL, image by image (`channel_mean`:
+    the channel mean rounded half to even, before the PIL steps)."""
+    if transform.channel_mean:
+        images = np.rint(images.mean(axis=-1, keepdims=True, dtype=np.float64)).astype(np.uint8)
+        transform = dataclasses.replace(transform, channel_mean=False)
     if transform.tag == "native":
         return images
     out = []

@@ -8,7 +8,7 @@ import sys
 from jaxzoo.cli import ArgumentParser, epoch_list, number_in, run
 from jaxzoo.export import writer
 from jaxzoo.export.bundle import DATA_LIMIT_GIB
-from jaxzoo.export.writer import DEFAULT_THRESHOLD, FORMATS, OPTIMIZER_STATES, TWIN_WEIGHTS
+from jaxzoo.export.writer import DEFAULT_THRESHOLD, DEFAULT_TOKEN_SIZE, FORMATS, OPTIMIZER_STATES, TWIN_WEIGHTS
 from jaxzoo.kinds.export import export
 
 
@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
         "--format",
         default="all",
         choices=FORMATS,
-        help="classification zoos: trials|vectors|parquet|all|small_cnn_zoo; INR zoos: dwsnets_mnist|dwsnets_fmnist|nfn|arena|vectors|all",
+        help="classification zoos: trials|vectors|parquet|all|small_cnn_zoo|sane; INR zoos: dwsnets_mnist|dwsnets_fmnist|nfn|arena|vectors|all",
     )
     parser.add_argument(
         "--epochs", type=epoch_list, default="", help="comma-separated epochs for the vectors (default: all)"
@@ -46,6 +46,12 @@ def main(argv: list[str] | None = None) -> int:
         help="the models that share a value stay in one split: model (the original 70/15/15), seed, init "
         "(identical initial weights), or a factor of the zoo (activation, model::nlin, ...)",
     )
+    parser.add_argument(
+        "--token_size",
+        type=number_in(0, integer=True),
+        default=None,
+        help=f"--format sane: entries per token (default {DEFAULT_TOKEN_SIZE}, SANE's for small CNNs; 0: the widest row)",
+    )
     parser.add_argument("--with_data", action="store_true", help="also write the preprocessed splits (dataset.pt)")
     parser.add_argument(
         "--data_limit_gib",
@@ -69,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             with_data=args.with_data,
             data_limit_gib=args.data_limit_gib,
             split_by=args.split_by,
+            **({"token_size": args.token_size} if args.token_size is not None else {}),
         )
         print(f"exported to {report['out']} in {report['seconds']:.1f} s")
 

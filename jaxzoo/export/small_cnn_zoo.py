@@ -30,20 +30,15 @@ import math
 import os
 import pathlib
 
-import ml_collections
 import numpy as np
 
-from jaxzoo.config import base_config
+from jaxzoo.config.paper_zoos import PUBLISHED_STEPS, SMALL_CNN_ZOO_MODULE  # noqa: F401  (re-exported)
 from jaxzoo.data.cache import sha256
 from jaxzoo.export.rows import ExportError
 from jaxzoo.host import check_destination, check_free_space, folder_in_place, remove
 from jaxzoo.models.registry import NAMED_MODULES
 from jaxzoo.zoo.reader import Zoo, read_zoo
 
-SMALL_CNN_ZOO_MODULE = "small_cnn_zoo"
-# The published zoo's checkpoints (epochs); pass them as `epochs` to export a zoo trained for 86
-# epochs as the published one was.
-PUBLISHED_STEPS = (0, 1, 2, 3, 20, 40, 60, 80, 86)
 WEIGHTS, METRICS, LAYOUT, README, CHECKSUMS = (
     "weights.npy",
     "metrics.csv.gz",
@@ -369,87 +364,3 @@ def write_rows(zoo: Zoo, folder: pathlib.Path, layout: list[dict], epochs: list[
                 log(f"  {written}/{len(zoo.table)} models")
             text.flush()
             text.detach()
-
-
-# The published zoos as jaxzoo presets (configs/small_cnn_zoo_*.py): the generator's sampled
-# ranges (Unterthiner et al. 2020; google-research `dnn_predict_accuracy/train_network.py`) as
-# grids, since a jaxzoo population is a grid of factor values times seeds.
-PRESET_DATA = {  # published dataset -> (jaxzoo dataset, image size, what differs in the input)
-    "mnist": (
-        "mnist",
-        28,
-        "MNIST: 50,000 train images (jaxzoo cuts 10,000 for val; the original trained on all 60,000), "
-        "normalised with MNIST's mean and std rather than to [-1, 1].",
-    ),
-    "fashion_mnist": (
-        "fashion_mnist",
-        28,
-        "Fashion-MNIST: 50,000 train images (10,000 cut for val; the original trained on all 60,000), "
-        "scaled to [-1, 1] as the original.",
-    ),
-    "cifar10": (
-        "cifar10",
-        32,
-        "CIFAR-10-GS: jaxzoo's registry has no grayscale CIFAR-10, so the models see the 3 RGB channels in "
-        "[-1, 1] (the original averaged them to one channel): the first convolution has 3 input channels, "
-        "5,258 weights per model instead of 4,970; 42,000 train images (8,000 cut for val; the original 50,000).",
-    ),
-    "svhn_cropped": (
-        "svhn",
-        28,
-        "SVHN-GS: jaxzoo's svhn is grayscale by PIL's luma weights (the original: the channel mean), centre-"
-        "cropped to 28 px (the original: 32 px) and scaled to [-1, 1]; 60,000 train images (13,257 cut for "
-        "val; the original 73,257).",
-    ),
-}
-PRESET_NOTES = (
-    "The Small CNN Zoo (Unterthiner et al. 2020, 'Predicting Neural Network Accuracy from Weights') "
-    "regenerated with jaxzoo: its CNN (model.module small_cnn_zoo), 86 epochs, batch 512 (the training "
-    "script's default; jaxzoo keeps an epoch's last, smaller batch, the original dropped it), Keras's optimizer defaults (SGD without momentum, RMSprop rho 0.9 as alpha, "
-    "epsilon 1e-7; TF's Adam adds epsilon to the uncorrected sqrt(v), PyTorch's to the corrected one). "
-    "The original drew each of ~30,000 models' hyperparameters at random; a jaxzoo population is a grid, "
-    "so each range is a few points across it, times 15 seeds drawn at random (the original: seed 42 for "
-    "every model): optimizer {adam, rmsprop, sgd}; learning rate log-uniform [5e-4, 5e-2] -> 5 points; "
-    "Keras L2 coefficient c log-uniform [1e-8, 1e-2] -> {1e-8, 1e-6, 1e-4, 1e-2}, as weight_decay 2c "
-    "(the same gradient 2c * w on the kernels, but jaxzoo also decays the biases, Keras did not); "
-    "activation {relu, tanh}; train fraction {0.1, 0.25, 0.5, 1} "
-    "(jaxzoo draws the subset from each model's seed; the original took the first examples of a "
-    "1,024-buffer shuffle with seed 42). Inits: jaxzoo has no orthogonal, RandomNormal or "
-    "TruncatedNormal init and no init std (the original's init_std, log-uniform [1e-3, 0.5], applied to "
-    "those), and its normal inits are untruncated (Keras's he_normal and glorot_normal are truncated): "
-    "the zoo uses xavier_normal, xavier_uniform (Keras glorot_uniform), kaiming_normal and "
-    "kaiming_uniform (Keras he_uniform); biases start at 0.01 (the original: zeros). Recorded losses are "
-    "the cross-entropy (the original's included the L2 penalty), train loss and accuracy are running values "
-    "over the epoch (the original evaluated the train set after the epoch). Every epoch is kept; "
-    "`write_small_cnn_zoo(..., epochs=PUBLISHED_STEPS)` writes the published checkpoints 0, 1, 2, 3, 20, "
-    "40, 60, 80, 86. Not expressed: dropout, uniform in [0, 0.7] per model in the original; a custom "
-    "module's dropout is its own, one rate for the zoo (model.kwargs.dropout; here none), so a zoo per "
-    "rate would be needed."
-)
-
-
-def published_zoo_config(dataset: str) -> ml_collections.ConfigDict:
-    """The preset of the Small CNN Zoo of `dataset` ('mnist', 'fashion_mnist', 'cifar10',
-    'svhn_cropped'): 28,800 small_cnn_zoo models (a grid of 1,920 points x 15 seeds), 86 epochs;
-    `notes` says what differs from the original."""
-    name, image_size, data_notes = PRESET_DATA[dataset]
-    config = base_config()
-    config.name = f"small_cnn_zoo_{dataset}"
-    config.data.name, config.data.image_size = name, image_size
-    config.model.module = SMALL_CNN_ZOO_MODULE
-    config.training.num_epochs = PUBLISHED_STEPS[-1]
-    config.training.batch_size = 512
-    pop = config.population
-    pop.seed_mode, pop.num_seeds, pop.first_seed = "random", 15, 1
-    pop.activation = ("relu", "tanh")
-    pop.init = ("xavier_normal", "xavier_uniform", "kaiming_normal", "kaiming_uniform")
-    pop.optimizer = ("adam", "rmsprop", "sgd")
-    pop.lr = (5e-4, 1.6e-3, 5e-3, 1.6e-2, 5e-2)
-    pop.weight_decay = (2e-8, 2e-6, 2e-4, 2e-2)  # 2c for Keras's l2(c), c in {1e-8, 1e-6, 1e-4, 1e-2}
-    pop.dropout = (0.0,)  # a custom module's dropout is model.kwargs.dropout, one rate per zoo
-    pop.train_fraction = (0.1, 0.25, 0.5, 1.0)
-    pop.momentum = 0.0  # Keras's SGD and RMSprop
-    pop.alpha = (0.9,)  # Keras's RMSprop rho
-    pop.eps = (1e-7,)  # Keras's Adam and RMSprop epsilon
-    config.notes = f"{PRESET_NOTES} {data_notes}"
-    return config

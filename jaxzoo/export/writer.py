@@ -1,9 +1,9 @@
 """Exports a jaxzoo workdir in the formats the weight-space community reads.
 
-  python -m jaxzoo.export --workdir W --out DIR [--format trials|vectors|parquet|all|small_cnn_zoo]
+  python -m jaxzoo.export --workdir W --out DIR [--format trials|vectors|parquet|all|small_cnn_zoo|sane]
                           [--epochs 5,15,50] [--threshold 5] [--optimizer_state last|all]
                           [--twin_weights raw|masked] [--split_by model|seed|init|<factor>]
-                          [--with_data] [--overwrite]
+                          [--token_size 288] [--with_data] [--overwrite]
 
 An INR zoo's workdir goes to `jaxzoo.inr.export` instead (--format dwsnets_mnist|dwsnets_fmnist|
 nfn|arena|vectors|all: the layouts of DWSNets, NFN and the Neural Field Arena, and flat vectors).
@@ -29,6 +29,9 @@ nfn|arena|vectors|all: the layouts of DWSNets, NFN and the Neural Field Arena, a
   small_cnn_zoo/weights.npy, metrics.csv.gz, layout.csv, readme.md, checksums.sha256 (--format
       small_cnn_zoo, zoos of the `small_cnn_zoo` module only): the Small CNN Zoo's published
       format (`jaxzoo.export.small_cnn_zoo`)
+  sane/{train,val,test}.safetensors + .json, permutation_spec.json, readme.md, checksums.sha256
+      (--format sane): the vectors' rows (same rows, order and splits) as SANE's tokens
+      [rows, T, --token_size] with their mask and positions (`jaxzoo.weights.sane`)
 
 Trial folders are named `NN_tune_trainable_{model_id:05d}_seed={seed}` (`rows.TRIAL_FOLDER`).
 Rows of the vectors are ordered by split order of the models, each model's epochs together;
@@ -52,6 +55,7 @@ import numpy as np
 
 from jaxzoo.config import CLASSIFICATION
 from jaxzoo.config.paper_zoos import recorded_params
+from jaxzoo.data.cache import sha256
 from jaxzoo.data.splits import SPLIT_SEED as DATASET_SPLIT_SEED
 from jaxzoo.export import bundle, parquet, small_cnn_zoo
 from jaxzoo.export.rows import (
@@ -70,19 +74,24 @@ from jaxzoo.models.registry import arch_name, object_name
 from jaxzoo.training.factors import FACTOR_TABLE, model_value, values_of
 from jaxzoo.training.optimizers import optimizer_entry, torch_state
 from jaxzoo.weights.loaders import write_standardisation
+from jaxzoo.weights.sane import check_token_size, sane_permutation_spec, sane_tokens, token_table
 from jaxzoo.weights.vectors import (
     DEFAULT_THRESHOLD,
+    LoaderError,
     VectorSplit,
     begin_vector_split,
     finish_vector_split,
     layout_size,
     load_vectors_split,
+    tensor_rows,
+    write_safetensors,
 )
 from jaxzoo.zoo import checkpoint
 from jaxzoo.zoo.reader import Zoo, ZooReadError, read_zoo
 
 SMALL_CNN_ZOO = "small_cnn_zoo"  # zoos of the small_cnn_zoo module only; not part of `all`
-CLASSIFICATION_FORMATS = ("trials", "vectors", "parquet", "all", SMALL_CNN_ZOO)
+SANE = "sane"  # SANE's tokens of the vectors' rows; not part of `all`
+CLASSIFICATION_FORMATS = ("trials", "vectors", "parquet", "all", SMALL_CNN_ZOO, SANE)
 INR_LAYOUTS = ("dwsnets_mnist", "dwsnets_fmnist", "nfn")  # INR zoos only (jaxzoo.inr.export)
 ARENA = "arena"  # INR zoos only: the Neural Field Arena's HDF5 files (needs h5py); not part of `all`
 FORMATS = (*CLASSIFICATION_FORMATS, *INR_LAYOUTS, ARENA)
@@ -92,6 +101,8 @@ TRIALS = "trials"  # the original experiment folder: trial folders and nothing e
 MANIFEST = "export.json"
 EXPORTS_FILE = "exports.json"  # in the workdir: where its exports went (the card follows them)
 ORIGINAL_TYPE = {"cnn_s": "CNN", "cnn_m": "CNN3", "resnet18": "Resnet18"}
+DEFAULT_TOKEN_SIZE = 288  # SANE's token size for the Small CNN Zoo's CNNs: a 32-channel 3x3 conv's fan-in
+SANE_CHUNK_BYTES = 64 * 2**20  # tokens written per chunk of rows, at most (memory stays bounded)
 SETTING_DEFAULTS = {"split_by": "model"}  # what an export.json written before a setting existed used
 
 
@@ -334,6 +345,29 @@ def write_vectors(
     filter drops (`row_filter`); then each split's file is written with its properties and room
     for its kept rows, and the second pass writes every kept row in place (`fill_vectors`), so
     the time grows linearly with the zoo and the memory is one block."""
+    counts, _ = write_vector_splits(zoo, folder, epochs, threshold, log, twin_weights, splits)
+    if "layer" in zoo.vector_layout() and counts["train"]["rows"]:  # per-layer train statistics (loaders)
+        write_standardisation(folder)
+    write_torch_dataset(folder, log)
+    return {
+        "threshold": threshold,
+        "epochs": epochs,
+        "splits": counts,
+        **({"twin_weights": twin_weights} if zoo.is_twin else {}),
+    }
+
+
+def write_vector_splits(
+    zoo: Zoo,
+    folder: pathlib.Path,
+    epochs: list[int],
+    threshold: float,
+    log,
+    twin_weights: str = "raw",
+    splits: dict[str, list[int]] | None = None,
+) -> tuple[dict, dict[str, VectorSplit]]:
+    """The split files of `write_vectors` (`<split>.safetensors` + `.json`, nothing else) ->
+    ({split: counts}, {split: its properties as a VectorSplit without weights})."""
     folder.mkdir(parents=True, exist_ok=True)
     layout = zoo.vector_layout()
     size, masked, counts = layout_size(layout), twin_weights == "masked", {}
@@ -358,15 +392,108 @@ def write_vectors(
         log(
             f"  vectors/{split}: {meta['rows']} rows kept, {meta['dropped_nan']} NaN, {meta['dropped_threshold']} over |w| > {threshold}"
         )
-    if "layer" in zoo.vector_layout() and counts["train"]["rows"]:  # per-layer train statistics (loaders)
-        write_standardisation(folder)
-    write_torch_dataset(folder, log)
+    return counts, begun
+
+
+def write_sane(
+    zoo: Zoo,
+    folder: pathlib.Path,
+    epochs: list[int],
+    threshold: float,
+    log,
+    twin_weights: str = "raw",
+    splits: dict[str, list[int]] | None = None,
+    token_size: int = DEFAULT_TOKEN_SIZE,
+) -> dict:
+    """Writes SANE's tokens of the flat-vector rows (the rows, order and splits of `write_vectors`
+    with the same options) into `folder`: `<split>.safetensors` (tokens [rows, T, token_size]
+    float32, mask [T, token_size] uint8, positions [T, 3], the numeric properties [rows]) +
+    `<split>.json`, permutation_spec.json, readme.md, checksums.sha256 (last). The vectors go
+    to a temporary folder first and are cut into tokens `SANE_CHUNK_BYTES` of rows at a time."""
+    folder.mkdir(parents=True, exist_ok=True)
+    layout = zoo.vector_layout()
+    table = token_table(layout, token_size)
+    width = table.index.shape[1]
+    staging = folder / ".vectors.partial"
+    counts, begun = write_vector_splits(zoo, staging, epochs, threshold, log, twin_weights, splits)
+    chunk = max(1, SANE_CHUNK_BYTES // (4 * table.index.size))
+    names = []
+    for split, data in begun.items():
+        shape, rows = tensor_rows(staging / f"{split}.safetensors", "weights")
+        n = shape[0]
+        blocks = (sane_tokens(rows(a, min(a + chunk, n)), layout, width)[0] for a in range(0, n, chunk))
+        numeric = {k: v for k, v in data.properties.items() if not isinstance(v, list)}
+        tensors = {
+            "tokens": (np.float32, (n, *table.index.shape), blocks),
+            "mask": (np.uint8, table.mask.shape, [table.mask.astype(np.uint8)]),
+            "positions": (table.positions.dtype, table.positions.shape, [table.positions]),
+            **{k: (v.dtype, v.shape, [v]) for k, v in numeric.items()},
+        }
+        tmp = folder / f".{split}.safetensors.partial"
+        write_safetensors(tmp, tensors)
+        meta = json.loads((staging / f"{split}.json").read_text())
+        meta.update(token_size=width, tokens=[n, *table.index.shape])
+        (folder / f".{split}.json.partial").write_text(json.dumps(meta))
+        os.replace(tmp, folder / f"{split}.safetensors")
+        os.replace(folder / f".{split}.json.partial", folder / f"{split}.json")
+        names += [f"{split}.safetensors", f"{split}.json"]
+        log(f"  sane/{split}: {n} rows of {table.index.shape[0]} tokens of {width}")
+    shutil.rmtree(staging)
+    try:
+        spec = sane_permutation_spec(layout)
+    except LoaderError:
+        spec = None  # no chain of layers (ResNets): SANE's permutation spec is not defined here
+    if spec is not None:
+        (folder / "permutation_spec.json").write_text(json.dumps(spec, indent=1))
+        names.append("permutation_spec.json")
+    (folder / "readme.md").write_text(sane_readme(table.index.shape, width, token_size, spec is not None))
+    names.append("readme.md")
+    lines = "".join(f"{sha256(folder / name)}  {name}\n" for name in names)
+    (folder / ".checksums.sha256.partial").write_text(lines)
+    os.replace(folder / ".checksums.sha256.partial", folder / "checksums.sha256")
     return {
         "threshold": threshold,
         "epochs": epochs,
         "splits": counts,
-        **({"twin_weights": twin_weights} if zoo.is_twin else {}),
+        "token_size": width,
+        "tokens": table.index.shape[0],
     }
+
+
+def sane_readme(shape: tuple[int, int], width: int, token_size: int, with_spec: bool) -> str:
+    """sane/readme.md: what each tensor holds, its shape, and how to read it in PyTorch."""
+    chosen = (
+        "0: the widest row of a layer (one unit's weights and bias)"
+        if token_size == 0
+        else ("the default, " if token_size == DEFAULT_TOKEN_SIZE else "") + f"{token_size}"
+    )
+    return (
+        "# SANE tokens\n\n"
+        "The rows of vectors/ (same options: same rows, order and splits) cut into the tokens of SANE "
+        "(Sequential Autoencoder for Neural Embeddings, HSG-AIML/SANE): each layer's weight is read as "
+        "[units, fan_in] (PyTorch layout), each unit's row gets its bias appended and is cut into tokens "
+        "of token_size entries, zero-padded; the tokens follow layer and unit order.\n\n"
+        f"Token size: {width} ({chosen}). {DEFAULT_TOKEN_SIZE} is the default because it is the token size "
+        "SANE uses for the Small CNN Zoo's CNNs (the fan-in of a 32-channel 3x3 convolution); "
+        "`--token_size 0` uses the widest row instead.\n\n"
+        "- `{train,val,test}.safetensors`: `tokens` [rows, "
+        f"{shape[0]}, {width}] float32 (padding +0.0), `mask` [{shape[0]}, {width}] uint8 (1 on a real "
+        f"weight, 0 on padding), `positions` [{shape[0]}, 3] int (sequence index, layer number, output unit: "
+        "SANE's three positions), and one [rows] tensor per numeric property (epoch, model_id, test_acc, ...).\n"
+        "- `{split}.json`: row counts and what was dropped, the categorical properties (one value per row), "
+        "`index_dict` (the vectors' layout), `token_size` and `tokens` (the shape).\n"
+        + (
+            "- `permutation_spec.json`: SANE's `axes_to_perm` (weight key -> (output, input) permutation, "
+            "bias key -> (output,)); `permutation_spec_from_axes_to_perm` of it is SANE's PermutationSpec.\n"
+            if with_spec
+            else ""
+        )
+        + "- `checksums.sha256`: `sha256sum -c checksums.sha256` checks the files.\n\n"
+        "Read in PyTorch:\n\n"
+        "    from safetensors.torch import load_file\n"
+        "    d = load_file('train.safetensors')\n"
+        "    tokens, mask, positions = d['tokens'], d['mask'].bool(), d['positions'].long()\n"
+    )
 
 
 VECTORS_PT_BYTES = 2**30  # vectors/dataset.pt is one pickle of every split, held in memory to write it
@@ -441,6 +568,11 @@ def zoo_readme(zoo: Zoo, settings: dict) -> str:
             "parquet/ holds the same rows as Parquet files (one row per model and epoch), which README.md "
             "describes as a Hugging Face dataset."
         )
+    if formats == SANE:
+        parts.append(
+            f"sane/ holds the vectors' rows as SANE's tokens of {settings['token_size'] or 'the widest row'} "
+            "entries (safetensors + json; its readme.md says what each tensor holds, checksums.sha256 the files)."
+        )
     if formats == SMALL_CNN_ZOO:
         parts.append(
             "small_cnn_zoo/ holds the zoo in the Small CNN Zoo's published format (weights.npy, "
@@ -452,7 +584,7 @@ def zoo_readme(zoo: Zoo, settings: dict) -> str:
             f"(weights_only) refuses its TensorDatasets, so read it with `{bundle.DATA_FILE_LOAD}` "
             "(or torch.load(path, weights_only=False) for a file you trust)."
         )
-    if formats in ("vectors", "parquet", "all") and "split" in settings:
+    if formats in ("vectors", "parquet", "all", SANE) and "split" in settings:
         parts.append(split_sentence(settings["split"]))
     return (
         f"# {zoo.config['name']}\n\nExported by jaxzoo from zoo {zoo.identity_hash}: {n} models "
@@ -491,6 +623,22 @@ def check_options(formats: str, optimizer_state: str, twin_weights: str) -> None
             raise ExportError(f"unknown {name} {value!r}: choose from {choices}")
 
 
+def check_sane_options(formats: str, token_size) -> int:
+    """The token size of an export (`DEFAULT_TOKEN_SIZE` when None); ExportError for one given
+    with another format than sane, or one that is not an integer >= 0."""
+    if token_size is None:
+        return DEFAULT_TOKEN_SIZE
+    if formats != SANE:
+        raise ExportError("--token_size applies to --format sane only: drop it, or pass --format sane")
+    try:
+        return check_token_size(token_size)
+    except LoaderError:
+        raise ExportError(
+            f"--token_size {token_size!r} is not an integer >= 0: pass the entries per token "
+            f"(default {DEFAULT_TOKEN_SIZE}; 0: the widest row)"
+        ) from None
+
+
 def export(
     workdir,
     out,
@@ -504,6 +652,7 @@ def export(
     with_data: bool = False,
     data_limit_gib: float = bundle.DATA_LIMIT_GIB,
     split_by: str = "model",
+    token_size: int | None = None,
 ) -> dict:
     """Exports the zoo in `workdir` to `out/<experiment>`; returns a report (filters, time).
 
@@ -512,12 +661,14 @@ def export(
     with_data: also write the preprocessed splits (dataset.pt), refused past `data_limit_gib`.
     split_by: 'model' (the original 70/15/15), 'seed', 'init' (identical initial weights) or a
     factor of the zoo: the models of one value stay in one split (`rows.split_plan`).
+    token_size: format sane only, entries per token (default `DEFAULT_TOKEN_SIZE`, 0: the widest row).
     Too little free space for the export's estimated size is refused before anything is
     written. `log` receives progress lines
     (None: silent). A classification zoo's export (`jaxzoo.kinds.export.export` also takes INR zoos).
     """
     log = log or (lambda message: None)
     check_options(formats, optimizer_state, twin_weights)
+    token_size = check_sane_options(formats, token_size)
     if checkpoint.workdir_kind(workdir) not in (None, CLASSIFICATION):
         raise ExportError(
             f"{pathlib.Path(workdir).absolute()} holds an INR zoo: export it with python -m jaxzoo.export "
@@ -551,7 +702,12 @@ def export(
     plan = split_plan(zoo, split_by)
     target = pathlib.Path(out).absolute() / zoo.experiment
     data_bytes = bundle.check_data_size(zoo.dataset(), data_limit_gib) if with_data else 0
-    needed = export_bytes(zoo, formats, epochs, optimizer_state) + data_bytes
+    if formats == SANE:
+        try:
+            token_table(zoo.vector_layout(), token_size)
+        except LoaderError as error:
+            raise ExportError(f"--format sane: {error}") from None
+    needed = export_bytes(zoo, formats, epochs, optimizer_state, token_size) + data_bytes
     check_free_space(target, needed, f"the export ({formats}{', with data' if with_data else ''})")
     settings = {
         "zoo": zoo.identity_hash,
@@ -562,13 +718,16 @@ def export(
         "twin_weights": twin_weights,
         "with_data": with_data,
         "split_by": split_by,
+        **({"token_size": token_size} if formats == SANE else {}),  # other exports' manifests unchanged
     }
     return write_claimed(
         target, settings, overwrite, zoo.workdir, lambda: write_export(zoo, target, settings, log, plan), start
     )
 
 
-def export_bytes(zoo: Zoo, formats: str, epochs: list[int], optimizer_state: str) -> int:
+def export_bytes(
+    zoo: Zoo, formats: str, epochs: list[int], optimizer_state: str, token_size: int = DEFAULT_TOKEN_SIZE
+) -> int:
     """About how many bytes the export's weights take (uncompressed; small files left out)."""
     models, epoch = len(zoo.table), zoo.epochs[0]
     params = zoo.checkpoints.model_bytes(epoch, "params")
@@ -582,6 +741,8 @@ def export_bytes(zoo: Zoo, formats: str, epochs: list[int], optimizer_state: str
         size += vectors + (vectors if vectors <= VECTORS_PT_BYTES else 0)  # safetensors files, dataset.pt
     if formats in ("parquet", "all", SMALL_CNN_ZOO):
         size += vectors
+    if formats == SANE:  # the vectors (removed after) and the padded tokens
+        size += vectors + models * len(epochs) * 4 * token_table(zoo.vector_layout(), token_size).index.size
     return size
 
 
@@ -683,6 +844,18 @@ def write_export(zoo: Zoo, target: pathlib.Path, settings: dict, log, plan: dict
         )
         parquet.write_dataset_card(
             target, report["parquet"]["rows"], readme, zoo.config["name"], parquet.layout_metadata(zoo, plan["report"])
+        )
+    if formats == SANE:
+        log("writing SANE's tokens ...")
+        report[SANE] = write_sane(
+            zoo,
+            target / SANE,
+            settings["epochs"],
+            settings["threshold"],
+            log,
+            settings["twin_weights"],
+            plan["splits"],
+            settings["token_size"],
         )
     if formats == SMALL_CNN_ZOO:
         log("writing the Small CNN Zoo files ...")

@@ -10,10 +10,10 @@ Models lacking one of those checkpoints are left out (one log line naming the fi
 ingest.json `left_out`). The models are `small_cnn_zoo` (`jaxzoo.models.cnn.SmallCNNZoo`);
 models.json keeps each one's `modeldir`, and its Keras L2 penalty `config.l2reg` as `l2reg`
 (weight_decay is 0: the optimizers decayed nothing). The dataset: config.dataset (mnist,
-fashion_mnist, svhn_cropped -> svhn; its grayscale CIFAR-10 has no jaxzoo counterpart: pass
---dataset). The images the zoo used (every dataset grayscale, in [-1, 1]; svhn_cropped 32 px)
-are recorded as `ingest.source_data`, and where jaxzoo's dataset serves others (svhn: a 28 px
-centre crop; mnist: its own normalisation) the notes and ingest.json say that recomputed
+fashion_mnist, cifar10 -> cifar10_gs, svhn_cropped -> svhn_gs: 32 px, the channel mean as the
+zoo computed it, cached rounded to uint8). The images the zoo used (every dataset grayscale, in
+[-1, 1]) are recorded as `ingest.source_data`, and where jaxzoo's dataset serves others (mnist:
+its own normalisation; --dataset svhn: a 28 px centre crop of PIL's luma) the notes and ingest.json say that recomputed
 accuracies differ from metrics.csv.
 """
 
@@ -49,7 +49,13 @@ from jaxzoo.models.registry import build_model, params_shapes
 from jaxzoo.training.factors import FACTORS_BY_NAME
 
 SMALL_CNN_ZOO_FORMAT = "small_cnn_zoo"
-UZ_DATASETS = {"mnist": "mnist", "fashion_mnist": "fashion_mnist", "svhn_cropped": "svhn", "svhn": "svhn"}
+UZ_DATASETS = {
+    "mnist": "mnist",
+    "fashion_mnist": "fashion_mnist",
+    "cifar10": "cifar10_gs",
+    "svhn_cropped": "svhn_gs",
+    "svhn": "svhn_gs",
+}
 UZ_IMAGE_SIZES = {"mnist": 28, "fashion_mnist": 28, "cifar10": 32, "svhn_cropped": 32, "svhn": 32}
 UZ_METRICS = {
     "train_loss": "train_loss",
@@ -286,7 +292,7 @@ def small_cnn_zoo_plan(path: pathlib.Path, files: dict[str, pathlib.Path], datas
     if name is None:
         raise IngestError(
             f"{where} says config.dataset {source_dataset!r}, which has no jaxzoo counterpart "
-            f"(known: {sorted(UZ_DATASETS)}; the zoo's CIFAR-10 is grayscale): pass --dataset NAME, "
+            f"(known: {sorted(UZ_DATASETS)}): pass --dataset NAME, "
             "e.g. npz:PATH with 1-channel images"
         )
     native = UZ_IMAGE_SIZES.get(source_dataset, 28)

@@ -15,6 +15,7 @@ Field Arena's `PreloadedNeFDataset` reads it:
                            `start`, `end`, `rows` (finite rows the statistics are over)
   nef.json, nef_cfg.json   fit-a-nef's SIREN config {name: SIREN, params: {hidden_dim,
                            num_layers, omega_0, output_dim}}
+  checksums.sha256         `sha256sum -c` lines for every file above (jaxzoo's), written last
 
 A row is fit-a-nef's SIREN: `kernel_net_{i}.linear.{bias,kernel}` for the sine layers,
 `output_linear.{bias,kernel}` for the last, bias before kernel, kernels [in, out]; the inputs
@@ -46,6 +47,7 @@ import pathlib
 
 import numpy as np
 
+from jaxzoo.data.cache import sha256
 from jaxzoo.export.rows import ExportError
 from jaxzoo.inr import siren
 from jaxzoo.inr.zoo import InrZoo
@@ -54,6 +56,7 @@ ARENA_FOLDER = "arena"
 FILE_PREFIX = "nefs"
 ARENA_VAL_SIZE = 5000  # the Arena's val split: the last 5,000 train images (MNIST, CIFAR-10)
 NEF_NAME = "SIREN"
+CHECKSUMS = "checksums.sha256"
 SPLITS = ("train", "val", "test")
 
 
@@ -218,9 +221,16 @@ def write_arena(zoo: InrZoo, folder: pathlib.Path, params: dict, metrics: dict, 
     write_text(folder / "metadata.json", json.dumps(metadata))
     for name in ("nef.json", "nef_cfg.json"):
         write_text(folder / name, json.dumps(nef_config(spec), indent=1))
+    write_checksums(folder, [*files, "metadata.json", "nef.json", "nef_cfg.json"])
     splits = {split: [metadata[split]["start"], metadata[split]["end"]] for split in SPLITS if split in metadata}
     log(f"  arena: {len(rows)} rows in {len(files)} files; splits {splits}")
     return {"files": files, "rows": len(rows), "splits": splits}
+
+
+def write_checksums(folder: pathlib.Path, names: list[str]) -> None:
+    """Writes `folder/checksums.sha256`: one `sha256sum -c` line ('<hex digest>  <name>') per file
+    of `names`, in that order; call it after the files are final."""
+    write_text(folder / CHECKSUMS, "".join(f"{sha256(folder / name)}  {name}\n" for name in names))
 
 
 def write_text(path: pathlib.Path, text: str) -> None:

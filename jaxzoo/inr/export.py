@@ -462,7 +462,7 @@ def inr_readme(zoo: InrZoo, written: list[str], skipped: dict[str, str], epoch: 
         lines += [
             "- `arena/nefs_{start}-{end}.hdf5` (one file per seed, rows start..end-1), `arena/metadata.json`, "
             "`arena/nef.json` (and its copy `nef_cfg.json`): the Neural Field Arena's layout, as fit-a-nef writes "
-            "it. Datasets `params` [n, D] float32, `param_config` (the JSON [key, shape] list that cuts a row into "
+            "it (`arena/checksums.sha256`: `sha256sum -c` lines for these files). Datasets `params` [n, D] float32, `param_config` (the JSON [key, shape] list that cuts a row into "
             "fit-a-nef's SIREN tensors: kernel_net_{i}.linear then output_linear, bias before kernel, kernels "
             f"[in, out]), `labels`, and `image`, `seed`, `model_id`, `psnr`. SIREN: hidden_dim {nef['hidden_dim']}, "
             f"num_layers {nef['num_layers']}, omega_0 {nef['omega_0']:g}, inputs (x_j, y_i) for pixel (row i, "

@@ -22,11 +22,12 @@ def export(
     with_data: bool = False,
     data_limit_gib: float = writer.bundle.DATA_LIMIT_GIB,
     split_by: str = "model",
+    token_size: int | None = None,
 ) -> dict:
     """Exports the zoo in `workdir` to `out/<experiment>`: a classification zoo's formats
     (`jaxzoo.export.export`) or an INR zoo's layouts (`jaxzoo.inr.export.export_inr`: formats
     dwsnets_mnist, dwsnets_fmnist, nfn, arena, vectors, all; the other options keep their defaults;
-    split_by: `jaxzoo.export.writer.export`)."""
+    split_by, token_size: `jaxzoo.export.writer.export`)."""
     writer.check_options(formats, optimizer_state, twin_weights)
     if workdir_kind(workdir) == INR:
         given = {
@@ -37,6 +38,7 @@ def export(
             "--with_data": bool(with_data),
             "--data_limit_gib": data_limit_gib != writer.bundle.DATA_LIMIT_GIB,
             "--split_by": split_by != "model",
+            "--token_size": token_size is not None,
         }
         refuse_for_inr(given, "an INR zoo exports its last epoch's SIRENs")
         return export_inr(workdir, out, formats, overwrite, log or (lambda message: None))
@@ -53,4 +55,5 @@ def export(
         with_data,
         data_limit_gib,
         split_by,
+        token_size,
     )

@@ -346,7 +346,9 @@ class SmallCNNZoo(nn.Module):
 
     Three 3x3 convolutions of `features` filters, stride 2, no padding (Keras 'valid': a 28 px
     image becomes 13, 6, 2 px; 32 px becomes 15, 7, 3), each followed by the activation (and
-    dropout in training when `dropout` > 0), then the mean over H and W and one dense layer.
+    dropout in training: at the model's `dropout_rate`, the population's dropout factor, when
+    the trainer passes one, else at the zoo's `dropout` field), then the mean over H and W and
+    one dense layer.
     Params (Flax layouts, which are TensorFlow's): conv{i}/kernel [3, 3, in, features] (HWIO),
     conv{i}/bias [features], dense/kernel [features, classes] ([in, out]), dense/bias [classes]:
     4,970 numbers for 1 channel and 10 classes. Registered as `model.module = "small_cnn_zoo"`
@@ -363,7 +365,7 @@ class SmallCNNZoo(nn.Module):
     dropout: float = 0.0
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool = False, dropout_rate: jax.Array | None = None) -> jax.Array:
         act = SMALL_CNN_ZOO_ACTIVATIONS[self.activation]
         for i in range(self.num_layers):
             x = nn.Conv(
@@ -374,7 +376,9 @@ class SmallCNNZoo(nn.Module):
                 name=f"conv{i}",
             )(x)
             x = act(x)
-            if self.dropout > 0:
+            if dropout_rate is not None:
+                x = dropout(x, dropout_rate, self.make_rng("dropout")) if train else x
+            elif self.dropout > 0:
                 x = nn.Dropout(self.dropout, deterministic=not train)(x)
         x = jnp.mean(x, axis=(1, 2))
         return nn.Dense(self.num_classes, name="dense")(x)

@@ -11,8 +11,10 @@
 
 A custom module is called as `module(x, train=...)` with x [B, H, W, C] float32 (normalised)
 and returns logits [B, classes]. If it declares an `activation` field it receives the model's
-`activation` factor (a name), and `num_classes` likewise. Dropout, if any, is the module's
-own `nn.Dropout` (rng 'dropout'); the `dropout` factor is for the built-in models. The `init`
+`activation` factor (a name), and `num_classes` likewise. The `dropout` factor reaches a module
+whose `__call__` takes `dropout_rate`: in a group with dropout it is called with each model's
+rate (a traced scalar; `jaxzoo.models.cnn.dropout` applies it, rng 'dropout'), otherwise without
+it; any other dropout is the module's own `nn.Dropout`. The `init`
 factor draws every `kernel` (biases start at 0.01, as the original); other parameters keep the
 module's own initialisation.
 
@@ -153,11 +155,16 @@ def check_arch(model_config, image_size: int) -> None:
             )
 
 
+def takes_dropout_rate(module_cls: Any) -> bool:
+    """Whether a custom module's `__call__` takes the population's per-model `dropout_rate`."""
+    return isinstance(module_cls, type) and "dropout_rate" in inspect.signature(module_cls.__call__).parameters
+
+
 class CustomModel:
     """A user's Flax module behind the call of the built-in models:
     `init(key, x, activation_index, dropout_rate, train)` and `apply(variables, x, ...)`."""
 
-    def __init__(self, module_cls: Any, kwargs: dict, activation: str, num_classes: int):
+    def __init__(self, module_cls: Any, kwargs: dict, activation: str, num_classes: int, use_dropout: bool = False):
         fields = {f.name for f in dataclasses.fields(module_cls)} if dataclasses.is_dataclass(module_cls) else set()
         kwargs = dict(kwargs)
         if "activation" in fields:
@@ -170,18 +177,23 @@ class CustomModel:
             raise ModelError(
                 f"model.module {object_name(module_cls)}(**model.kwargs) fails ({error}): fix model.kwargs"
             ) from None
-        self.takes_train = "train" in inspect.signature(type(self.module).__call__).parameters
+        parameters = inspect.signature(type(self.module).__call__).parameters
+        self.takes_train = "train" in parameters
+        self.passes_dropout = use_dropout and takes_dropout_rate(module_cls)
 
-    def _call_kwargs(self, train: bool) -> dict:
-        return {"train": train} if self.takes_train else {}
+    def _call_kwargs(self, train: bool, dropout_rate) -> dict:
+        kwargs = {"train": train} if self.takes_train else {}
+        if self.passes_dropout:
+            kwargs["dropout_rate"] = dropout_rate
+        return kwargs
 
     def init(self, key, x, activation_index, dropout_rate, train: bool):
-        del activation_index, dropout_rate
-        return self.module.init({"params": key, "dropout": key}, x, **self._call_kwargs(train))
+        del activation_index
+        return self.module.init({"params": key, "dropout": key}, x, **self._call_kwargs(train, dropout_rate))
 
     def apply(self, variables, x, activation_index, dropout_rate, train: bool, rngs=None, **kwargs):
-        del activation_index, dropout_rate
-        return self.module.apply(variables, x, rngs=rngs, **self._call_kwargs(train), **kwargs)
+        del activation_index
+        return self.module.apply(variables, x, rngs=rngs, **self._call_kwargs(train, dropout_rate), **kwargs)
 
     def torch_layout(self):
         return getattr(type(self.module), "torch_layout", None)
@@ -197,7 +209,7 @@ def build_model(
     if is_custom(model_config):
         (activation,) = activations
         cls = import_object(model_config["module"], "model.module")
-        return CustomModel(cls, _kwargs(model_config), activation, num_classes)
+        return CustomModel(cls, _kwargs(model_config), activation, num_classes, use_dropout)
     arch = arch_spec(model_config, image_shape[0], image_shape[-1], num_classes)
     return CNN(arch=arch, activations=activations, use_dropout=use_dropout, conv=conv)
 
@@ -229,7 +241,7 @@ def check_custom_model(model_config, image_shape, num_classes: int) -> None:
     cls = import_object(model_config["module"], "model.module")
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise ModelError(f"model.module={name} is not a flax.linen Module class: point it at one")
-    model = CustomModel(cls, _kwargs(model_config), "relu", num_classes)
+    model = CustomModel(cls, _kwargs(model_config), "relu", num_classes, use_dropout=True)
     x = jnp.zeros((2, *image_shape))
     try:
         variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x, 0, 0.0, train=False))
