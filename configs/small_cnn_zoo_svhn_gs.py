@@ -3,7 +3,7 @@
 Grid: optimizer {adam, rmsprop, sgd} x lr 5 points in [5e-4, 5e-2] x L2 {1e-8, 1e-6, 1e-4, 1e-2}
 (as weight_decay 2c) x activation {relu, tanh} x 4 inits x train fraction {0.1, 0.25, 0.5, 1}
 x dropout {0, 0.35, 0.7} x 5 random seeds. The original drew ~30,000 models' hyperparameters from these ranges at
-random (ranges from the paper; batch size, scaling and grayscale from the generator's training
+random (ranges as the paper describes them, not confirmed against its text; batch size, scaling and grayscale from the generator's training
 script; checkpoints and train fractions from its README); `notes` lists every difference (grid
 points, inits without orthogonal / init std, weight decay also
 on biases, Keras's optimizer defaults).

@@ -267,8 +267,10 @@ def resnet_zoo(name: str) -> ml_collections.ConfigDict:
 # population is a grid of factor values times seeds. What comes from where: the architecture,
 # batch size, input scaling, grayscale (channel mean), dropout placement, L2 on kernels only and
 # evaluation are the generator's training script; the checkpoints, epochs, seed 42 and train
-# fractions its README; the ranges of lr, L2, dropout, init std, activation and optimizer the paper
-# (neither the script nor the README fixes them).
+# fractions its README; the ranges of lr, L2, dropout, init std, activation and optimizer are the
+# paper's description as we know it, not confirmed against its text (neither the script nor the
+# README fixes them; the paper's second version lowered the largest learning rate): check them
+# before relying on the presets' ranges.
 SMALL_CNN_ZOO_MODULE = "small_cnn_zoo"
 # The published zoo's checkpoints (epochs); pass them as `epochs` to export a zoo trained for 86
 # epochs as the published one was.
@@ -306,7 +308,8 @@ PRESET_NOTES = (
     "regenerated with jaxzoo: its CNN (model.module small_cnn_zoo), 86 epochs, batch 512 (the training "
     "script's default; jaxzoo keeps an epoch's last, smaller batch, the original dropped it), Keras's optimizer defaults (SGD without momentum, RMSprop rho 0.9 as alpha, "
     "epsilon 1e-7; TF's Adam adds epsilon to the uncorrected sqrt(v), PyTorch's to the corrected one). "
-    "The original drew each of ~30,000 models' hyperparameters at random; a jaxzoo population is a grid, "
+    "The original drew each of ~30,000 models' hyperparameters at random (the ranges below follow the "
+    "paper's description and are not confirmed against its text); a jaxzoo population is a grid, "
     "so each range is a few points across it, times 5 seeds drawn at random (the original: seed 42 for "
     "every model): optimizer {adam, rmsprop, sgd}; learning rate log-uniform [5e-4, 5e-2] -> 5 points; "
     "Keras L2 coefficient c log-uniform [1e-8, 1e-2] -> {1e-8, 1e-6, 1e-4, 1e-2}, as weight_decay 2c "
