@@ -285,3 +285,68 @@ def test_bad_token_size_is_one_line_and_writes_nothing(tiny_zoo, tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "token_size" in err
     assert not out.exists()
+
+
+def permuted_state_dict(state: dict, spec: dict, rng) -> dict:
+    """The test's own reading of a permutation spec: one random permutation per name, applied
+    to every axis that names it (a `blocks` axis moves each unit's consecutive entries together)."""
+    perms = {name: torch.as_tensor(rng.permutation(size)) for name, size in spec["perms"].items()}
+    out = {}
+    for key, tensor in state.items():
+        for axis, name in enumerate(spec["axes"].get(key, [])):
+            if name is None:
+                continue
+            index = perms[name]
+            units = spec["blocks"].get(key, {}).get(str(axis), 1)
+            if units > 1:  # channel-major flatten: unit u holds entries u*units .. (u+1)*units - 1
+                index = (index[:, None] * units + torch.arange(units)).reshape(-1)
+            tensor = tensor.index_select(axis, index)
+        out[key] = tensor
+    return out
+
+
+def test_permutation_specs_keep_the_logits_of_cnns_and_resnet18(vectors):
+    """permutation_spec as JSON: applied by the test's own code to a trained CNN-s of the tiny zoo
+    (a conv -> dense flatten in blocks) and to a ResNet-18 with random BatchNorm statistics
+    (residual streams tied across blocks and downsampling), the logits stay; a spec that unties
+    one residual stream changes them; Git Re-Basin's perm_to_axes reads it."""
+    from jaxzoo.torch import ResNet18Cifar, ZooCNN  # torch-only classes
+    from jaxzoo.weights.perm_spec import permutation_spec
+
+    data = vectors["train"]
+    spec = json.loads(json.dumps(permutation_spec(data.index_dict)))
+    assert spec["blocks"] == {"module_list.9.weight": {"1": 9}}
+    activation = data.properties["activation"][-1]
+    model = ZooCNN("cnn_s", activation, 0.0, 1, 10).eval()
+    state = state_dict(data.weights[-1], data.index_dict)
+    model.load_state_dict(state, strict=True)
+    images = torch.randn(6, 1, 28, 28)
+    with torch.no_grad():
+        reference = model(images)
+        model.load_state_dict(permuted_state_dict(state, spec, np.random.default_rng(0)), strict=True)
+        torch.testing.assert_close(model(images), reference, rtol=1e-5, atol=1e-5)
+
+    torch.manual_seed(0)
+    resnet = ResNet18Cifar(10).eval()
+    for module in resnet.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5), module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5), module.bias.data.uniform_(-0.2, 0.2)
+    state = resnet.state_dict()
+    layout = {"tensors": [{"key": k, "offset": 0, "shape": list(v.shape)} for k, v in state.items()]}
+    spec = json.loads(json.dumps(permutation_spec(layout)))
+    images = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        reference = resnet(images)
+        resnet.load_state_dict(permuted_state_dict(state, spec, np.random.default_rng(1)), strict=True)
+        torch.testing.assert_close(resnet(images), reference, rtol=1e-4, atol=1e-4)
+        untied = {**spec, "axes": {**spec["axes"], "layer1.1.bn2.weight": ["P_other"]}}
+        untied["perms"] = {**spec["perms"], "P_other": 64}
+        resnet.load_state_dict(permuted_state_dict(state, untied, np.random.default_rng(1)), strict=True)
+        assert (resnet(images) - reference).abs().max() > 1e-3
+    perm_to_axes = collections.defaultdict(list)  # Git Re-Basin's permutation_spec_from_axes_to_perm
+    for key, names in spec["axes"].items():
+        for axis, name in enumerate(names):
+            if name is not None:
+                perm_to_axes[name].append((key, axis))
+    assert set(perm_to_axes) == set(spec["perms"]) and len(perm_to_axes["P_stage0"]) > 10
