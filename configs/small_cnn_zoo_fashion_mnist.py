@@ -1,25 +1,14 @@
 """The Small CNN Zoo's Fashion-MNIST zoo (Unterthiner et al. 2020) regenerated: 28,800 small_cnn_zoo models, 86 epochs, batch 512.
 
-Grid: optimizer {adam, rmsprop, sgd} x lr 5 points in [5e-4, 5e-2] x L2 {1e-8, 1e-6, 1e-4, 1e-2}
-(as weight_decay 2c) x activation {relu, tanh} x 4 inits x train fraction {0.1, 0.25, 0.5, 1}
-x dropout {0, 0.35, 0.7} x 5 random seeds. The original drew ~30,000 models' hyperparameters from these ranges at
-random (ranges as the paper describes them, not confirmed against its text; batch size, scaling and grayscale from the generator's training
-script; checkpoints and train fractions from its README); `notes` lists every difference (grid
-points, inits without orthogonal / init std, weight decay also
-on biases, Keras's optimizer defaults).
 Input: 28 px Fashion-MNIST in [-1, 1] as the original; 50,000 train images (the original: 60,000).
+The grid, the sources of each setting, size and time are those of every Small CNN Zoo preset
+(`jaxzoo.config.paper_zoos.published_zoo_config`); `notes` lists every difference from the original.
 
 Run:  python -m jaxzoo.train --config configs/small_cnn_zoo_fashion_mnist.py --workdir runs/small_cnn_zoo_fashion_mnist
       (add --config.population.max_models=N for the first N models)
 Then: python -m jaxzoo.export --workdir runs/small_cnn_zoo_fashion_mnist --out exports --format small_cnn_zoo \
           --epochs 0,1,2,3,20,40,60,80,86
       writes weights.npy, metrics.csv.gz and layout.csv as published (checkpoints 0, 1, 2, 3, 20, ..., 86).
-Size: 100-200 GB of checkpoints (87 epochs of params and optimizer state: 19,880 bytes of params
-per model, 59,660 with Adam's state); the export of the 9 published epochs is 28,800 x 9 rows of
-4,970 float32, 5.2 GB.
-Time: not measured at full size. The first 64 models for 2 epochs of mnist_5k (3,500 train images)
-took 227 s on a shared 2-core CPU, compile and evaluation included; that rate scaled to 28,800
-models x 86 epochs x ~50,000 images is about two CPU-years: train it on a GPU, or a part of it.
 """
 
 from jaxzoo.config.paper_zoos import published_zoo_config
